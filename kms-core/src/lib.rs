@@ -1,1 +1,28 @@
-pub fn x() {}
+//! # kms-core
+//!
+//! The key-management service's core, with no networking: the closed set of algorithms and the
+//! policy that approves them, secret types, primitives, the ciphertext blob, self-tests, and the
+//! storage seam.
+//!
+//! Data flows one way on every path:
+//!
+//! ```text
+//! request → identity → authorisation → policy → key lookup (unwrap under KEK)
+//!         → primitive → audit record → response
+//! ```
+//!
+//! This crate owns the middle of that line. [`policy::Policy`] hands out approval tokens;
+//! [`crypto`] functions take them, so no primitive runs without policy (ALG-3). Key bytes live
+//! only in [`SecretBytes`] / [`KeyMaterial`], which wipe themselves (KEY-3).
+
+pub mod alg;
+pub mod crypto;
+pub mod envelope;
+mod error;
+pub mod policy;
+mod secret;
+pub mod selftest;
+pub mod store;
+
+pub use error::{CryptoError, Error, InvalidInput};
+pub use secret::{KeyMaterial, SecretBytes};

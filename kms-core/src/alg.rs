@@ -1,0 +1,355 @@
+//! The closed set of algorithms this KMS offers (ALG-1, ALG-2).
+//!
+//! Only allowed algorithms are representable: DES, RC4, MD5, SHA-1, ECB, RSA-1024 and the rest of
+//! ALG-3 have no variant here, so no configuration or request can reach them. Outside names are
+//! turned into these types by [`crate::policy::names`], which explains every refusal.
+
+use core::fmt;
+
+/// What a key may be used for, fixed at creation (KEY-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Purpose {
+    /// Symmetric authenticated encryption and data keys.
+    Encrypt,
+    /// Digital signatures.
+    Sign,
+    /// Public-key encryption outside, private-key decryption inside the KMS (API-3).
+    AsymmetricDecrypt,
+    /// Message authentication codes.
+    Mac,
+}
+
+impl Purpose {
+    pub const ALL: [Self; 4] = [
+        Self::Encrypt,
+        Self::Sign,
+        Self::AsymmetricDecrypt,
+        Self::Mac,
+    ];
+
+    /// The canonical name every interface uses.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Sign => "sign",
+            Self::AsymmetricDecrypt => "asymmetric-decrypt",
+            Self::Mac => "mac",
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A key's algorithm and size. Canonical names are what `name()` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeySpec {
+    /// SM4 in GCM mode (RFC 8998), 128-bit key.
+    Sm4Gcm,
+    /// AES-256 in GCM mode.
+    Aes256Gcm,
+    /// SM2 on the recommended 256-bit curve (GB/T 32918), for signing or encryption.
+    Sm2,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    HmacSm3,
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl KeySpec {
+    pub const ALL: [Self; 10] = [
+        Self::Sm4Gcm,
+        Self::Aes256Gcm,
+        Self::Sm2,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+        Self::HmacSm3,
+        Self::HmacSha256,
+        Self::HmacSha384,
+        Self::HmacSha512,
+    ];
+
+    /// The canonical name every interface uses.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sm4Gcm => "sm4-gcm",
+            Self::Aes256Gcm => "aes-256-gcm",
+            Self::Sm2 => "sm2",
+            Self::Rsa2048 => "rsa-2048",
+            Self::Rsa3072 => "rsa-3072",
+            Self::Rsa4096 => "rsa-4096",
+            Self::HmacSm3 => "hmac-sm3",
+            Self::HmacSha256 => "hmac-sha256",
+            Self::HmacSha384 => "hmac-sha384",
+            Self::HmacSha512 => "hmac-sha512",
+        }
+    }
+
+    /// A stable one-byte code, used in the ciphertext blob and in stored records.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Sm4Gcm => 1,
+            Self::Aes256Gcm => 2,
+            Self::Sm2 => 3,
+            Self::Rsa2048 => 4,
+            Self::Rsa3072 => 5,
+            Self::Rsa4096 => 6,
+            Self::HmacSm3 => 7,
+            Self::HmacSha256 => 8,
+            Self::HmacSha384 => 9,
+            Self::HmacSha512 => 10,
+        }
+    }
+
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// Whether this is a GM (national) algorithm, the only ones a GM-only policy keeps (ALG-4).
+    #[must_use]
+    pub fn is_gm(self) -> bool {
+        match self {
+            Self::Sm4Gcm | Self::Sm2 | Self::HmacSm3 => true,
+            Self::Aes256Gcm
+            | Self::Rsa2048
+            | Self::Rsa3072
+            | Self::Rsa4096
+            | Self::HmacSha256
+            | Self::HmacSha384
+            | Self::HmacSha512 => false,
+        }
+    }
+
+    /// Whether a key of this spec may serve `purpose` (KEY-5: one purpose per key, but SM2 and
+    /// RSA keys may be created for either signing or decryption).
+    #[must_use]
+    pub fn supports(self, purpose: Purpose) -> bool {
+        match self {
+            Self::Sm4Gcm | Self::Aes256Gcm => purpose == Purpose::Encrypt,
+            Self::Sm2 | Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => {
+                matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt)
+            }
+            Self::HmacSm3 | Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => {
+                purpose == Purpose::Mac
+            }
+        }
+    }
+
+    /// RSA modulus size in bits, for RSA specs.
+    #[must_use]
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            Self::Rsa2048 => Some(2048),
+            Self::Rsa3072 => Some(3072),
+            Self::Rsa4096 => Some(4096),
+            Self::Sm4Gcm
+            | Self::Aes256Gcm
+            | Self::Sm2
+            | Self::HmacSm3
+            | Self::HmacSha256
+            | Self::HmacSha384
+            | Self::HmacSha512 => None,
+        }
+    }
+
+    /// The digest an HMAC spec is built on.
+    #[must_use]
+    pub fn hmac_digest(self) -> Option<DigestAlg> {
+        match self {
+            Self::HmacSm3 => Some(DigestAlg::Sm3),
+            Self::HmacSha256 => Some(DigestAlg::Sha256),
+            Self::HmacSha384 => Some(DigestAlg::Sha384),
+            Self::HmacSha512 => Some(DigestAlg::Sha512),
+            Self::Sm4Gcm
+            | Self::Aes256Gcm
+            | Self::Sm2
+            | Self::Rsa2048
+            | Self::Rsa3072
+            | Self::Rsa4096 => None,
+        }
+    }
+}
+
+impl fmt::Display for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Digest algorithms (SM3 and SHA-2 only; MD5 and SHA-1 are not representable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DigestAlg {
+    Sm3,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl DigestAlg {
+    pub const ALL: [Self; 4] = [Self::Sm3, Self::Sha256, Self::Sha384, Self::Sha512];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sm3 => "sm3",
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Output length in bytes.
+    #[must_use]
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::Sm3 | Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    #[must_use]
+    pub fn is_gm(self) -> bool {
+        match self {
+            Self::Sm3 => true,
+            Self::Sha256 | Self::Sha384 | Self::Sha512 => false,
+        }
+    }
+}
+
+impl fmt::Display for DigestAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// RSA signature padding, chosen per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RsaSigScheme {
+    /// RSASSA-PSS with MGF1 over the same hash and salt length = hash length.
+    #[default]
+    Pss,
+    /// RSASSA-PKCS1-v1_5 (deterministic; kept for interop with existing verifiers).
+    Pkcs1v15,
+}
+
+impl RsaSigScheme {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pss => "pss",
+            Self::Pkcs1v15 => "pkcs1v15",
+        }
+    }
+}
+
+/// The GM/T 0009 default SM2 distinguishing identifier.
+pub const SM2_DEFAULT_ID: &str = "1234567812345678";
+
+/// The longest SM2 distinguishing ID accepted. ENTL is a 16-bit count of *bits*, so the standard
+/// allows up to 8191 bytes; real IDs are short, and a small bound keeps requests small.
+pub const SM2_MAX_ID_LEN: usize = 1024;
+
+/// How a signature is made, as a request asks for it (not yet approved by policy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureRequest {
+    /// SM2 with SM3 and a distinguishing ID (default [`SM2_DEFAULT_ID`]).
+    Sm2 { id: String },
+    /// RSA with a scheme and a SHA-2 hash.
+    Rsa {
+        scheme: RsaSigScheme,
+        hash: DigestAlg,
+    },
+}
+
+impl SignatureRequest {
+    /// The default request for a key spec: SM2 with the default ID, or RSA-PSS over SHA-256.
+    #[must_use]
+    pub fn default_for(spec: KeySpec) -> Option<Self> {
+        match spec {
+            KeySpec::Sm2 => Some(Self::Sm2 {
+                id: SM2_DEFAULT_ID.to_owned(),
+            }),
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => Some(Self::Rsa {
+                scheme: RsaSigScheme::Pss,
+                hash: DigestAlg::Sha256,
+            }),
+            KeySpec::Sm4Gcm
+            | KeySpec::Aes256Gcm
+            | KeySpec::HmacSm3
+            | KeySpec::HmacSha256
+            | KeySpec::HmacSha384
+            | KeySpec::HmacSha512 => None,
+        }
+    }
+}
+
+/// The two data-key specs `GenerateDataKey` hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataKeySpec {
+    /// A 128-bit SM4 key.
+    Sm4,
+    /// A 256-bit AES key.
+    Aes256,
+}
+
+impl DataKeySpec {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sm4 => "sm4",
+            Self::Aes256 => "aes-256",
+        }
+    }
+
+    #[must_use]
+    pub fn key_len(self) -> usize {
+        match self {
+            Self::Sm4 => 16,
+            Self::Aes256 => 32,
+        }
+    }
+
+    #[must_use]
+    pub fn is_gm(self) -> bool {
+        match self {
+            Self::Sm4 => true,
+            Self::Aes256 => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_are_unique() {
+        for spec in KeySpec::ALL {
+            assert_eq!(KeySpec::from_code(spec.code()), Some(spec));
+        }
+        assert_eq!(KeySpec::from_code(0), None);
+        assert_eq!(KeySpec::from_code(200), None);
+    }
+
+    #[test]
+    fn every_spec_serves_at_least_one_purpose() {
+        for spec in KeySpec::ALL {
+            assert!(Purpose::ALL.into_iter().any(|p| spec.supports(p)), "{spec}");
+        }
+        assert!(!KeySpec::Sm4Gcm.supports(Purpose::Sign));
+        assert!(!KeySpec::HmacSm3.supports(Purpose::Encrypt));
+        assert!(KeySpec::Sm2.supports(Purpose::AsymmetricDecrypt));
+    }
+}

@@ -1,0 +1,102 @@
+//! Key generation from the OS CSPRNG (KEY-1), with a pairwise-consistency test on every fresh
+//! key pair (GM/T 0028, FIPS 140-3 §7.10.3.3), and policy-checked import.
+
+use super::{Message, rng, rsa, sm2};
+use crate::alg::{KeySpec, Purpose, SignatureRequest};
+use crate::error::{CryptoError, Error, InvalidInput};
+use crate::policy::{Approved, ApprovedDataKey, Policy, Protect};
+use crate::secret::{KeyMaterial, SecretBytes};
+
+/// Raw key length for symmetric and HMAC specs (HMAC keys are as long as the hash output).
+fn symmetric_len(spec: KeySpec) -> Option<usize> {
+    match spec {
+        KeySpec::Sm4Gcm => Some(16),
+        KeySpec::Aes256Gcm | KeySpec::HmacSm3 | KeySpec::HmacSha256 => Some(32),
+        KeySpec::HmacSha384 => Some(48),
+        KeySpec::HmacSha512 => Some(64),
+        KeySpec::Sm2 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => None,
+    }
+}
+
+/// Generates new key material for an approved spec and purpose.
+pub fn generate(approved: &Approved<Protect>) -> Result<KeyMaterial, CryptoError> {
+    let spec = approved.spec();
+    let bytes = if let Some(len) = symmetric_len(spec) {
+        rng::random_secret(len)?
+    } else if spec == KeySpec::Sm2 {
+        sm2::generate()?
+    } else if let Some(bits) = spec.rsa_bits() {
+        rsa::generate(bits)?
+    } else {
+        return Err(CryptoError::Mismatch);
+    };
+    let key = KeyMaterial::new(spec, bytes);
+    if symmetric_len(spec).is_none() {
+        pairwise_consistency(&key, approved.purpose())?;
+    }
+    Ok(key)
+}
+
+/// Sign-then-verify or encrypt-then-decrypt with a fresh key pair; a failure means the key is
+/// unusable and must not be stored.
+pub(crate) fn pairwise_consistency(key: &KeyMaterial, purpose: Purpose) -> Result<(), CryptoError> {
+    let policy = Policy::default();
+    let spec = key.spec();
+    let public = super::public_key_of(key)?;
+    let probe = b"pairwise consistency test";
+    match purpose {
+        Purpose::Sign => {
+            let approved = policy
+                .approve(Purpose::Sign, spec)
+                .map_err(|_| CryptoError::Mismatch)?;
+            let request = SignatureRequest::default_for(spec).ok_or(CryptoError::Mismatch)?;
+            let sig_ok = policy
+                .approve_signature(approved, request.clone())
+                .map_err(|_| CryptoError::Mismatch)?;
+            let sig = super::sign(&sig_ok, key, Message::Raw(probe))?;
+            let ver_ok = policy
+                .approve_verify(approved.for_open(), request)
+                .map_err(|_| CryptoError::Mismatch)?;
+            if !super::verify(&ver_ok, &public, Message::Raw(probe), &sig)? {
+                return Err(CryptoError::OperationFailed);
+            }
+        }
+        Purpose::AsymmetricDecrypt => {
+            let approved = policy
+                .approve_open(Purpose::AsymmetricDecrypt, spec)
+                .map_err(|_| CryptoError::Mismatch)?;
+            let ct = super::encrypt_to_public_key(&public, probe)?;
+            let pt = super::asymmetric_decrypt(&approved, key, &ct)?;
+            if pt.expose_secret() != probe {
+                return Err(CryptoError::OperationFailed);
+            }
+        }
+        Purpose::Encrypt | Purpose::Mac => return Err(CryptoError::Mismatch),
+    }
+    Ok(())
+}
+
+/// A fresh data key (raw SM4 or AES-256 key) for envelope encryption.
+pub fn generate_data_key(spec: ApprovedDataKey) -> Result<SecretBytes, CryptoError> {
+    rng::random_secret(spec.spec().key_len())
+}
+
+/// Imports a PKCS#8 (DER) SM2 or RSA private key for `purpose` (BYOK and test interop).
+/// RSA keys must be 2048, 3072 or 4096 bits (ALG-3); the policy must approve the result.
+pub fn import_private_key(
+    policy: Policy,
+    purpose: Purpose,
+    pkcs8_der: &[u8],
+) -> Result<KeyMaterial, Error> {
+    let (spec, bytes) = if let Ok(scalar) = sm2::import_pkcs8(pkcs8_der) {
+        (KeySpec::Sm2, scalar)
+    } else if let Ok((bits, der)) = rsa::import_pkcs8(pkcs8_der) {
+        (policy.check_rsa_bits(bits)?, der)
+    } else {
+        return Err(InvalidInput::new("private key", "not a PKCS#8 SM2 or RSA private key").into());
+    };
+    policy.approve(purpose, spec)?;
+    let key = KeyMaterial::new(spec, bytes);
+    pairwise_consistency(&key, purpose)?;
+    Ok(key)
+}

@@ -1,0 +1,138 @@
+//! The only place RustCrypto types appear (ALG-5: vetted libraries, no home-made primitives).
+//!
+//! Every function takes a policy token ([`Approved`](crate::policy::Approved) and friends), so no
+//! primitive runs without the policy's approval. Library key objects (`sm2::dsa::SigningKey`,
+//! `sm2::pke::DecryptingKey`, `rsa::PrivateKey`, the AEAD ciphers) are built inside one function
+//! from [`KeyMaterial`](crate::KeyMaterial) and dropped before it returns: the sm2 key types
+//! neither zeroize on drop nor redact their `Debug` output, so they must never be stored.
+
+mod aead;
+mod digest;
+mod keygen;
+mod mac;
+mod public_key;
+pub mod rng;
+mod rsa;
+mod sm2;
+
+pub use aead::{AEAD_NONCE_LEN, AEAD_TAG_LEN, open_in_place, seal_in_place};
+pub use digest::digest;
+pub use keygen::{generate, generate_data_key, import_private_key};
+pub use mac::{mac, verify_mac};
+pub use public_key::PublicKey;
+
+use crate::alg::{KeySpec, Purpose};
+use crate::error::CryptoError;
+use crate::policy::{Approved, ApprovedSignature, Open, Protect, SignatureScheme};
+use crate::secret::{KeyMaterial, SecretBytes};
+
+/// What a signature covers: the message itself, or a digest the caller computed.
+///
+/// For SM2 the digest is `e = SM3(Z_A ‖ M)` (GB/T 32918.2 step A2), which already binds the
+/// signer's public key and distinguishing ID; for RSA it is the plain hash of the message.
+#[derive(Clone, Copy, Debug)]
+pub enum Message<'a> {
+    Raw(&'a [u8]),
+    Digest(&'a [u8]),
+}
+
+fn check_key<U>(approved: &Approved<U>, key: &KeyMaterial) -> Result<(), CryptoError> {
+    if approved.spec() == key.spec() {
+        Ok(())
+    } else {
+        Err(CryptoError::Mismatch)
+    }
+}
+
+/// Signs with a private key: SM2 gives DER `SEQUENCE { r, s }`; RSA gives the raw signature.
+pub fn sign(
+    approved: &ApprovedSignature<Protect>,
+    key: &KeyMaterial,
+    message: Message<'_>,
+) -> Result<Vec<u8>, CryptoError> {
+    check_key(approved.key(), key)?;
+    match approved.scheme() {
+        SignatureScheme::Sm2 { id } => sm2::sign(key.expose_secret(), id, message),
+        SignatureScheme::Rsa { scheme, hash } => {
+            rsa::sign(key.expose_secret(), *scheme, *hash, message)
+        }
+    }
+}
+
+/// Verifies a signature with a public key. `Ok(false)` means "not valid"; errors are for
+/// keys that cannot be used at all.
+pub fn verify(
+    approved: &ApprovedSignature<Open>,
+    public: &PublicKey,
+    message: Message<'_>,
+    signature: &[u8],
+) -> Result<bool, CryptoError> {
+    if approved.key().spec() != public.spec() {
+        return Err(CryptoError::Mismatch);
+    }
+    match approved.scheme() {
+        SignatureScheme::Sm2 { id } => sm2::verify(public.spki_der(), id, message, signature),
+        SignatureScheme::Rsa { scheme, hash } => {
+            rsa::verify(public.spki_der(), *scheme, *hash, message, signature)
+        }
+    }
+}
+
+/// Encrypts a short secret to a public key: SM2 (GM/T 0009 DER, C1C3C2) or RSA-OAEP-SHA-256.
+/// The public key came through [`PublicKey`]'s policy-checked constructors.
+pub fn encrypt_to_public_key(public: &PublicKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    match public.spec() {
+        KeySpec::Sm2 => sm2::encrypt(public.spki_der(), plaintext),
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            rsa::oaep_encrypt(public.spki_der(), plaintext)
+        }
+        KeySpec::Sm4Gcm
+        | KeySpec::Aes256Gcm
+        | KeySpec::HmacSm3
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+    }
+}
+
+/// Decrypts an SM2 (DER) or RSA-OAEP-SHA-256 ciphertext with an ASYMMETRIC_DECRYPT key (API-3).
+pub fn asymmetric_decrypt(
+    approved: &Approved<Open>,
+    key: &KeyMaterial,
+    ciphertext: &[u8],
+) -> Result<SecretBytes, CryptoError> {
+    check_key(approved, key)?;
+    if approved.purpose() != Purpose::AsymmetricDecrypt {
+        return Err(CryptoError::Mismatch);
+    }
+    match key.spec() {
+        KeySpec::Sm2 => sm2::decrypt(key.expose_secret(), ciphertext),
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            rsa::oaep_decrypt(key.expose_secret(), ciphertext)
+        }
+        KeySpec::Sm4Gcm
+        | KeySpec::Aes256Gcm
+        | KeySpec::HmacSm3
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+    }
+}
+
+/// The public half of an asymmetric key.
+pub fn public_key_of(key: &KeyMaterial) -> Result<PublicKey, CryptoError> {
+    match key.spec() {
+        KeySpec::Sm2 => {
+            PublicKey::from_trusted(KeySpec::Sm2, sm2::public_spki(key.expose_secret())?)
+        }
+        spec @ (KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096) => {
+            PublicKey::from_trusted(spec, rsa::public_spki(key.expose_secret())?)
+        }
+        KeySpec::Sm4Gcm
+        | KeySpec::Aes256Gcm
+        | KeySpec::HmacSm3
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+    }
+}

@@ -1,0 +1,163 @@
+//! RSA ≥ 2048: RSASSA-PSS (salt = hash length) and PKCS#1 v1.5 signatures over SHA-2, and
+//! RSAES-OAEP with SHA-256 (and MGF1-SHA-256). PKCS#1 v1.5 *encryption* is not offered (ALG-3).
+//!
+//! Key material is the PKCS#8 DER private-key document. `rsa::PrivateKey` zeroizes and redacts
+//! itself; every private-key operation uses blinding with the OS RNG.
+
+use rsa::pkcs1::der::oid::AssociatedOid;
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
+use rsa::{PrivateKey, PublicKey as RsaPublicKey};
+use sha2::digest::FixedOutputReset;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use super::Message;
+use super::rng::SysRng;
+use crate::alg::{DigestAlg, RsaSigScheme};
+use crate::error::CryptoError;
+use crate::secret::SecretBytes;
+
+fn private(der: &[u8]) -> Result<PrivateKey, CryptoError> {
+    PrivateKey::from_pkcs8_der(der).map_err(|_| CryptoError::MalformedKey)
+}
+
+fn public(spki: &[u8]) -> Result<RsaPublicKey, CryptoError> {
+    RsaPublicKey::from_public_key_der(spki).map_err(|_| CryptoError::MalformedKey)
+}
+
+fn check_digest_len(hash: DigestAlg, digest: &[u8]) -> Result<(), CryptoError> {
+    if digest.len() == hash.output_len() {
+        Ok(())
+    } else {
+        Err(CryptoError::OperationFailed)
+    }
+}
+
+macro_rules! by_hash {
+    ($hash:expr, $f:ident, $($arg:expr),*) => {
+        match $hash {
+            DigestAlg::Sha256 => $f::<Sha256>($($arg),*),
+            DigestAlg::Sha384 => $f::<Sha384>($($arg),*),
+            DigestAlg::Sha512 => $f::<Sha512>($($arg),*),
+            DigestAlg::Sm3 => Err(CryptoError::Mismatch),
+        }
+    };
+}
+
+fn sign_with<D>(
+    key: &PrivateKey,
+    scheme: RsaSigScheme,
+    message: Message<'_>,
+) -> Result<Vec<u8>, CryptoError>
+where
+    D: Digest + FixedOutputReset + AssociatedOid,
+{
+    let r = match (scheme, message) {
+        (RsaSigScheme::Pss, Message::Raw(m)) => key.pss_sign_with_rng::<D, _>(&mut SysRng, m),
+        (RsaSigScheme::Pss, Message::Digest(h)) => {
+            key.pss_sign_prehash_with_rng::<D, _>(&mut SysRng, h)
+        }
+        (RsaSigScheme::Pkcs1v15, Message::Raw(m)) => {
+            key.pkcs1v15_sign_with_rng::<D, _>(&mut SysRng, m)
+        }
+        (RsaSigScheme::Pkcs1v15, Message::Digest(h)) => {
+            key.pkcs1v15_sign_prehash_with_rng::<D, _>(&mut SysRng, h)
+        }
+    };
+    r.map_err(|_| CryptoError::OperationFailed)
+}
+
+fn verify_with<D>(
+    key: &RsaPublicKey,
+    scheme: RsaSigScheme,
+    message: Message<'_>,
+    sig: &[u8],
+) -> Result<bool, CryptoError>
+where
+    D: Digest + FixedOutputReset + AssociatedOid,
+{
+    let r = match (scheme, message) {
+        (RsaSigScheme::Pss, Message::Raw(m)) => key.pss_verify::<D>(m, sig),
+        (RsaSigScheme::Pss, Message::Digest(h)) => key.pss_verify_prehash::<D>(h, sig),
+        (RsaSigScheme::Pkcs1v15, Message::Raw(m)) => key.pkcs1v15_verify::<D>(m, sig),
+        (RsaSigScheme::Pkcs1v15, Message::Digest(h)) => key.pkcs1v15_verify_prehash::<D>(h, sig),
+    };
+    Ok(r.is_ok())
+}
+
+pub(super) fn sign(
+    der: &[u8],
+    scheme: RsaSigScheme,
+    hash: DigestAlg,
+    message: Message<'_>,
+) -> Result<Vec<u8>, CryptoError> {
+    if let Message::Digest(h) = message {
+        check_digest_len(hash, h)?;
+    }
+    let key = private(der)?;
+    by_hash!(hash, sign_with, &key, scheme, message)
+}
+
+pub(super) fn verify(
+    spki: &[u8],
+    scheme: RsaSigScheme,
+    hash: DigestAlg,
+    message: Message<'_>,
+    sig: &[u8],
+) -> Result<bool, CryptoError> {
+    if let Message::Digest(h) = message
+        && h.len() != hash.output_len()
+    {
+        return Ok(false);
+    }
+    let key = public(spki)?;
+    by_hash!(hash, verify_with, &key, scheme, message, sig)
+}
+
+pub(super) fn oaep_encrypt(spki: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    public(spki)?
+        .oaep_encrypt_with_rng::<Sha256, _>(&mut SysRng, plaintext)
+        .map_err(|_| CryptoError::OperationFailed)
+}
+
+pub(super) fn oaep_decrypt(der: &[u8], ciphertext: &[u8]) -> Result<SecretBytes, CryptoError> {
+    let key = private(der)?;
+    key.oaep_decrypt_with_rng::<Sha256, _>(&mut SysRng, ciphertext)
+        .map(SecretBytes::from_vec)
+        .map_err(|_| CryptoError::DecryptionFailed)
+}
+
+pub(super) fn public_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let key = private(der)?;
+    let doc = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|_| CryptoError::MalformedKey)?;
+    Ok(doc.as_bytes().to_vec())
+}
+
+fn to_pkcs8(key: &PrivateKey) -> Result<SecretBytes, CryptoError> {
+    let doc = key.to_pkcs8_der().map_err(|_| CryptoError::MalformedKey)?;
+    // SecretDocument zeroizes itself on drop; this copy is the one we keep.
+    Ok(SecretBytes::copy_from_slice(doc.as_bytes()))
+}
+
+/// A fresh key of `bits` from the OS CSPRNG (e = 65537).
+pub(super) fn generate(bits: usize) -> Result<SecretBytes, CryptoError> {
+    let key = PrivateKey::new(&mut SysRng, bits).map_err(|_| CryptoError::Rng)?;
+    to_pkcs8(&key)
+}
+
+/// Parses a PKCS#8 RSA private key, returning its modulus size and a normalized PKCS#8 copy.
+pub(super) fn import_pkcs8(der: &[u8]) -> Result<(usize, SecretBytes), CryptoError> {
+    let key = private(der)?;
+    key.validate().map_err(|_| CryptoError::MalformedKey)?;
+    Ok((key.n().bit_width() as usize, to_pkcs8(&key)?))
+}
+
+/// Parses an RSA SPKI, returning its modulus size and its canonical DER.
+pub(super) fn parse_public(spki: &[u8]) -> Option<(usize, Vec<u8>)> {
+    let key = public(spki).ok()?;
+    let der = key.to_public_key_der().ok()?;
+    Some((key.n().bit_width() as usize, der.as_bytes().to_vec()))
+}
