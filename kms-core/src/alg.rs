@@ -6,8 +6,11 @@
 
 use core::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// What a key may be used for, fixed at creation (KEY-5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Purpose {
     /// Symmetric authenticated encryption and data keys.
     Encrypt,
@@ -46,20 +49,30 @@ impl fmt::Display for Purpose {
 }
 
 /// A key's algorithm and size. Canonical names are what `name()` returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeySpec {
     /// SM4 in GCM mode (RFC 8998), 128-bit key.
+    #[serde(rename = "sm4-gcm")]
     Sm4Gcm,
     /// AES-256 in GCM mode.
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
     /// SM2 on the recommended 256-bit curve (GB/T 32918), for signing or encryption.
+    #[serde(rename = "sm2")]
     Sm2,
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
+    #[serde(rename = "rsa-4096")]
     Rsa4096,
+    #[serde(rename = "hmac-sm3")]
     HmacSm3,
+    #[serde(rename = "hmac-sha256")]
     HmacSha256,
+    #[serde(rename = "hmac-sha384")]
     HmacSha384,
+    #[serde(rename = "hmac-sha512")]
     HmacSha512,
 }
 
@@ -341,6 +354,22 @@ mod tests {
         }
         assert_eq!(KeySpec::from_code(0), None);
         assert_eq!(KeySpec::from_code(200), None);
+    }
+
+    #[test]
+    fn serde_names_are_the_canonical_names() {
+        for spec in KeySpec::ALL {
+            assert_eq!(
+                serde_json::to_string(&spec).unwrap(),
+                format!("\"{}\"", spec.name())
+            );
+        }
+        for p in Purpose::ALL {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.name())
+            );
+        }
     }
 
     #[test]

@@ -198,6 +198,9 @@ pub fn seal(
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, Error> {
+    if key_version == 0 {
+        return Err(InvalidInput::new("key version", "versions start at 1").into());
+    }
     let mut nonce = [0u8; AEAD_NONCE_LEN];
     crypto::rng::fill(&mut nonce)?;
     let header = Header {

@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
+use crate::keys::state::KeyState;
 use crate::policy::PolicyError;
+use crate::store::StoreError;
 
 /// Everything that can go wrong in the core.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,34 @@ pub enum Error {
     /// A cryptographic operation failed. Deliberately opaque: no oracle.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// No such key, alias, namespace, grant or principal.
+    #[error("{what} {name} not found")]
+    NotFound { what: &'static str, name: String },
+    /// The thing exists already (an alias, a principal, an initialized store).
+    #[error("{what} {name} already exists")]
+    AlreadyExists { what: &'static str, name: String },
+    /// The key's state does not allow the operation (KEY-8).
+    #[error("key {key} is {state}: {op} is not allowed")]
+    InvalidState {
+        key: String,
+        state: KeyState,
+        op: &'static str,
+    },
+    /// Something else about the current situation forbids the operation.
+    #[error("{0}")]
+    FailedPrecondition(Cow<'static, str>),
+    /// The caller may not do this (KEY-9).
+    #[error("{principal} may not {op}")]
+    PermissionDenied { principal: String, op: &'static str },
+    /// The KMS is sealed: nothing but status and unseal works.
+    #[error("the KMS is sealed; unseal it with the administrators' shares")]
+    Sealed,
+    /// Unseal share problems.
+    #[error(transparent)]
+    Unseal(#[from] UnsealError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Malformed input: which field, and what is wrong with it. Never carries the input's bytes.
@@ -57,4 +87,21 @@ pub enum CryptoError {
     /// The primitive refused the operation (e.g. a message too long for RSA-OAEP).
     #[error("the cryptographic operation failed")]
     OperationFailed,
+}
+
+/// What went wrong with unseal shares (KEY-2). A share never yields a wrong key: each carries a
+/// checksum, and the reconstructed key must open the sealed root key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsealError {
+    #[error("the share is malformed or mistyped (its checksum does not match)")]
+    Corrupt,
+    #[error("the share belongs to a different KMS initialization")]
+    WrongSet,
+    #[error("this share was already given")]
+    Duplicate,
+    #[error("the shares do not reconstruct the unseal key")]
+    Mismatch,
+    #[error("the KMS is not initialized")]
+    NotInitialized,
 }

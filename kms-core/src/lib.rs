@@ -16,13 +16,24 @@
 //! only in [`SecretBytes`] / [`KeyMaterial`], which wipe themselves (KEY-3).
 
 pub mod alg;
+pub mod authz;
+mod cache;
+pub mod clock;
 pub mod crypto;
 pub mod envelope;
 mod error;
+pub mod hierarchy;
+pub mod keys;
+mod kms;
 pub mod policy;
 mod secret;
 pub mod selftest;
 pub mod store;
 
-pub use error::{CryptoError, Error, InvalidInput};
+pub use error::{CryptoError, Error, InvalidInput, UnsealError};
+pub use kms::{
+    CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
+    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, SignOutput, Status, UnsealProgress, VerifyOutput,
+    VersionInfo,
+};
 pub use secret::{KeyMaterial, SecretBytes};

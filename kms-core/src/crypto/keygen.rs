@@ -88,6 +88,9 @@ pub fn import_private_key(
     purpose: Purpose,
     pkcs8_der: &[u8],
 ) -> Result<KeyMaterial, Error> {
+    if let Some(bits) = rsa::declared_bits_pkcs8(pkcs8_der) {
+        policy.check_rsa_bits(bits)?;
+    }
     let (spec, bytes) = if let Ok(scalar) = sm2::import_pkcs8(pkcs8_der) {
         (KeySpec::Sm2, scalar)
     } else if let Ok((bits, der)) = rsa::import_pkcs8(pkcs8_der) {
@@ -99,4 +102,33 @@ pub fn import_private_key(
     let key = KeyMaterial::new(spec, bytes);
     pairwise_consistency(&key, purpose)?;
     Ok(key)
+}
+
+impl KeyMaterial {
+    /// Imports a raw symmetric or HMAC key (BYOK, and known-answer tests). The policy must
+    /// approve the spec for `purpose`, and the length must be the spec's key length.
+    pub fn import_symmetric(
+        policy: Policy,
+        purpose: Purpose,
+        spec: KeySpec,
+        raw: SecretBytes,
+    ) -> Result<Self, Error> {
+        policy.approve(purpose, spec)?;
+        let Some(len) = symmetric_len(spec) else {
+            return Err(
+                InvalidInput::new("key", "only symmetric and HMAC keys are imported raw").into(),
+            );
+        };
+        // HMAC accepts any key length, but a key shorter than the hash output weakens it.
+        let ok = match spec.hmac_digest() {
+            Some(_) => raw.len() >= len,
+            None => raw.len() == len,
+        };
+        if !ok {
+            return Err(
+                InvalidInput::new("key", format!("a {spec} key must be {len} bytes")).into(),
+            );
+        }
+        Ok(Self::new(spec, raw))
+    }
 }

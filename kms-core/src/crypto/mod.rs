@@ -6,10 +6,10 @@
 //! from [`KeyMaterial`](crate::KeyMaterial) and dropped before it returns: the sm2 key types
 //! neither zeroize on drop nor redact their `Debug` output, so they must never be stored.
 
-mod aead;
-mod digest;
+pub(crate) mod aead;
+pub(crate) mod digest;
 mod keygen;
-mod mac;
+pub(crate) mod mac;
 mod public_key;
 pub mod rng;
 mod rsa;

@@ -25,6 +25,9 @@ impl PublicKey {
     /// Parses a caller-supplied SPKI (DER). RSA keys must be 2048, 3072 or 4096 bits (ALG-3),
     /// and the policy must allow the algorithm for new protection (ALG-4).
     pub fn from_spki_der(policy: Policy, der: &[u8]) -> Result<Self, Error> {
+        if let Some(bits) = rsa::declared_bits_spki(der) {
+            policy.check_rsa_bits(bits)?;
+        }
         let (spec, spki_der) = if let Some(canonical) = sm2::parse_public(der) {
             (KeySpec::Sm2, canonical)
         } else if let Some((bits, canonical)) = rsa::parse_public(der) {

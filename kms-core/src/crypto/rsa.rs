@@ -120,6 +120,9 @@ pub(super) fn oaep_encrypt(spki: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Cry
         .map_err(|_| CryptoError::OperationFailed)
 }
 
+/// Known deviation: the `rsa` crate ignores the value of the first octet of the decoded block
+/// (RFC 8017 §7.1.2 step 3.g wants it zero); Wycheproof's "first byte is 1" case decrypts. Only the
+/// private-key holder can produce such a block, and the check it skips carries no timing signal.
 pub(super) fn oaep_decrypt(der: &[u8], ciphertext: &[u8]) -> Result<SecretBytes, CryptoError> {
     let key = private(der)?;
     key.oaep_decrypt_with_rng::<Sha256, _>(&mut SysRng, ciphertext)
@@ -160,4 +163,43 @@ pub(super) fn parse_public(spki: &[u8]) -> Option<(usize, Vec<u8>)> {
     let key = public(spki).ok()?;
     let der = key.to_public_key_der().ok()?;
     Some((key.n().bit_width() as usize, der.as_bytes().to_vec()))
+}
+
+const RSA_ENCRYPTION: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+fn bit_len(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        Some(i) => (be.len() - i - 1) * 8 + (8 - be[i].leading_zeros() as usize),
+        None => 0,
+    }
+}
+
+/// The modulus size an RSA SubjectPublicKeyInfo declares, read with the DER parser alone:
+/// the `rsa` crate refuses moduli under 1024 bits while parsing, which would hide the ALG-3
+/// reason behind a generic "malformed key".
+pub(super) fn declared_bits_spki(der: &[u8]) -> Option<usize> {
+    use rsa::pkcs1::der::Decode;
+    let spki = rsa::pkcs8::SubjectPublicKeyInfoRef::from_der(der).ok()?;
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let key = rsa::pkcs1::RsaPublicKey::<rsa::pkcs1::UintRef<'_>>::from_der(
+        spki.subject_public_key.as_bytes()?,
+    )
+    .ok()?;
+    Some(bit_len(key.modulus.as_bytes()))
+}
+
+/// The modulus size a PKCS#8 RSA private key declares (see [`declared_bits_spki`]).
+pub(super) fn declared_bits_pkcs8(der: &[u8]) -> Option<usize> {
+    use rsa::pkcs1::der::Decode;
+    let info = rsa::pkcs8::PrivateKeyInfoRef::from_der(der).ok()?;
+    if info.algorithm.oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let key =
+        rsa::pkcs1::RsaPrivateKey::<rsa::pkcs1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+            .ok()?;
+    Some(bit_len(key.modulus.as_bytes()))
 }

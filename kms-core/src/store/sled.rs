@@ -6,11 +6,24 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use ::sled::{Config, Db, Transactional};
 
 use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+
+/// How long [`SledStore::open`] waits for a just-dropped handle to release the directory lock;
+/// observed releases take milliseconds, so this only bounds the wait when the lock is truly taken.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// sled 0.34 reports a held lock only as an `Other` I/O error with this fixed text (the OS error is
+/// flattened into the message), so the text is the only signal; the crate version is pinned.
+fn is_lock_busy(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::Other && err.to_string().contains("could not acquire lock")
+}
 
 /// One `sled::Db` with one `sled::Tree` per [`Tree`], opened once and kept: opening a tree takes
 /// a lock and a lookup, which every request would otherwise pay.
@@ -23,7 +36,24 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path` and every tree in [`Tree::ALL`].
+    ///
+    /// sled releases its directory lock only once the background work of a dropped handle has
+    /// finished (its own test suite blocks on the lock for this reason), so a reopen in the same
+    /// process, as in restart and durability tests, can briefly find the lock held: `open` waits up
+    /// to two seconds for it. A lock held by another live handle still fails, after that wait.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(path) {
+                Err(StoreError::Io(e)) if is_lock_busy(&e) && Instant::now() < deadline => {
+                    thread::sleep(LOCK_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let db = Config::new().path(path).open().map_err(map_err)?;
         let trees = Tree::ALL
             .iter()

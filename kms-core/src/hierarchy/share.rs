@@ -1,0 +1,174 @@
+//! Unseal shares: the unseal key split M-of-N with Shamir's scheme over GF(256) (the `blahaj`
+//! crate, the maintained fork of `sharks` that fixed RUSTSEC-2024-0398's coefficient bias).
+//!
+//! A share as an administrator holds it is text: `kms-share-1-` followed by the hex of
+//!
+//! ```text
+//! set id (8) ‖ threshold M (1) ‖ x (1) ‖ y (key length) ‖ checksum (8) = SM3(all before)[..8]
+//! ```
+//!
+//! The checksum catches typos and corruption before a share is used; the set id catches a
+//! share from another initialization; and the combined key must open the sealed root key, so
+//! a wrong combination is an error, never a wrong key.
+
+use core::fmt;
+
+use blahaj::{Share as RawShare, Sharks};
+use getrandom::rand_core::UnwrapErr;
+
+use crate::alg::DigestAlg;
+use crate::crypto::digest::digest_raw;
+use crate::crypto::rng::SysRng;
+use crate::error::{Error, InvalidInput, UnsealError};
+use crate::secret::SecretBytes;
+
+const PREFIX: &str = "kms-share-1-";
+pub const SET_ID_LEN: usize = 8;
+const CHECKSUM_LEN: usize = 8;
+
+/// One administrator's share, as text. Zeroized on drop; `Debug` shows nothing secret.
+pub struct Share(SecretBytes);
+
+impl Share {
+    /// The text form to hand to an administrator.
+    #[must_use]
+    pub fn expose_text(&self) -> &str {
+        // Built from ASCII hex and a fixed prefix only.
+        std::str::from_utf8(self.0.expose_secret()).unwrap_or_default()
+    }
+
+    /// Accepts a share as typed (surrounding whitespace ignored).
+    pub fn from_text(text: &str) -> Self {
+        Self(SecretBytes::copy_from_slice(text.trim().as_bytes()))
+    }
+}
+
+impl fmt::Debug for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Share(..)")
+    }
+}
+
+/// A share decoded and checked, ready to combine.
+pub(crate) struct ParsedShare {
+    pub(crate) set_id: [u8; SET_ID_LEN],
+    pub(crate) threshold: u8,
+    pub(crate) x: u8,
+    raw: SecretBytes,
+}
+
+/// Splits `secret` into `shares` shares, any `threshold` of which rebuild it.
+pub(crate) fn split(
+    secret: &SecretBytes,
+    shares: u8,
+    threshold: u8,
+    set_id: [u8; SET_ID_LEN],
+) -> Result<Vec<Share>, Error> {
+    if threshold == 0 || shares == 0 || threshold > shares {
+        return Err(InvalidInput::new("shares", "need 1 ≤ threshold ≤ shares ≤ 255").into());
+    }
+    let mut rng = UnwrapErr(SysRng);
+    let dealer = Sharks(threshold).dealer_rng(secret.expose_secret(), &mut rng);
+    let out = dealer
+        .take(usize::from(shares))
+        .map(|raw| {
+            let xy = SecretBytes::from_vec(Vec::from(&raw));
+            let mut body = Vec::with_capacity(SET_ID_LEN + 1 + xy.len() + CHECKSUM_LEN);
+            body.extend_from_slice(&set_id);
+            body.push(threshold);
+            body.extend_from_slice(xy.expose_secret());
+            let sum = digest_raw(DigestAlg::Sm3, &body);
+            body.extend_from_slice(&sum[..CHECKSUM_LEN]);
+            let mut text = String::with_capacity(PREFIX.len() + body.len() * 2);
+            text.push_str(PREFIX);
+            text.push_str(&hex::encode(&body));
+            zeroize::Zeroize::zeroize(&mut body);
+            Share(SecretBytes::from_vec(text.into_bytes()))
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Decodes a share and checks its checksum.
+pub(crate) fn parse(share: &Share) -> Result<ParsedShare, Error> {
+    let text = share.expose_text();
+    let hex_part = text.strip_prefix(PREFIX).ok_or(UnsealError::Corrupt)?;
+    let body = SecretBytes::from_vec(hex::decode(hex_part).map_err(|_| UnsealError::Corrupt)?);
+    let b = body.expose_secret();
+    if b.len() < SET_ID_LEN + 1 + 2 + CHECKSUM_LEN {
+        return Err(UnsealError::Corrupt.into());
+    }
+    let (payload, sum) = b.split_at(b.len() - CHECKSUM_LEN);
+    let expected = digest_raw(DigestAlg::Sm3, payload);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &expected[..CHECKSUM_LEN],
+        sum,
+    )) {
+        return Err(UnsealError::Corrupt.into());
+    }
+    let mut set_id = [0u8; SET_ID_LEN];
+    set_id.copy_from_slice(&payload[..SET_ID_LEN]);
+    let threshold = payload[SET_ID_LEN];
+    let x = payload[SET_ID_LEN + 1];
+    Ok(ParsedShare {
+        set_id,
+        threshold,
+        x,
+        raw: SecretBytes::copy_from_slice(&payload[SET_ID_LEN + 1..]),
+    })
+}
+
+/// Rebuilds the secret from parsed shares (all from one set, at least `threshold` of them).
+pub(crate) fn combine(shares: &[ParsedShare]) -> Result<SecretBytes, Error> {
+    let threshold = shares.first().ok_or(UnsealError::Mismatch)?.threshold;
+    let raws = shares
+        .iter()
+        .map(|s| RawShare::try_from(s.raw.expose_secret()).map_err(|_| UnsealError::Corrupt))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = Sharks(threshold)
+        .recover(&raws)
+        .map_err(|_| UnsealError::Mismatch)?;
+    Ok(SecretBytes::from_vec(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_threshold_shares_rebuild_the_secret() {
+        let secret = crate::crypto::rng::random_secret(16).unwrap();
+        let shares = split(&secret, 5, 3, [7; SET_ID_LEN]).unwrap();
+        assert_eq!(shares.len(), 5);
+        let parsed: Vec<_> = shares.iter().map(|s| parse(s).unwrap()).collect();
+        for combo in [[0, 1, 2], [0, 2, 4], [1, 3, 4], [2, 3, 4]] {
+            let picked: Vec<_> = combo.iter().map(|&i| parse(&shares[i]).unwrap()).collect();
+            assert!(combine(&picked).unwrap().ct_eq(&secret));
+        }
+        // Two shares of a 3-of-5 split do not rebuild it.
+        assert!(combine(&parsed[..2]).is_err());
+    }
+
+    #[test]
+    fn corrupted_shares_are_caught_by_the_checksum() {
+        let secret = crate::crypto::rng::random_secret(16).unwrap();
+        let shares = split(&secret, 2, 2, [1; SET_ID_LEN]).unwrap();
+        let text = shares[0].expose_text().to_owned();
+        for i in PREFIX.len()..text.len() {
+            let mut t = text.clone().into_bytes();
+            t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+            let typo = Share::from_text(std::str::from_utf8(&t).unwrap());
+            assert!(parse(&typo).is_err(), "typo at {i} accepted");
+        }
+        assert!(parse(&Share::from_text("kms-share-1-zz")).is_err());
+        assert!(parse(&Share::from_text("")).is_err());
+        assert!(format!("{:?}", shares[0]) == "Share(..)");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        let secret = crate::crypto::rng::random_secret(16).unwrap();
+        assert!(split(&secret, 2, 3, [0; SET_ID_LEN]).is_err());
+        assert!(split(&secret, 0, 0, [0; SET_ID_LEN]).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! The stored form of a key: metadata plus every version's wrapped material.
+//!
+//! Records are `[format version byte] ‖ JSON`. Only wrapped (encrypted) material is ever in a
+//! record, so the store, its logs and its backups see ciphertext only (KEY-2).
+
+use serde::{Deserialize, Serialize};
+
+use super::state::KeyState;
+use super::{Alias, KeyId, Namespace};
+use crate::alg::{KeySpec, Purpose};
+use crate::clock::{DAY, UnixSeconds};
+use crate::error::{Error, InvalidInput};
+use crate::store::{StoreError, Tree};
+
+pub const RECORD_FORMAT: u8 = 1;
+
+/// The shortest rotation period allowed.
+pub const MIN_ROTATION_PERIOD: u64 = DAY;
+/// Waiting period bounds for destruction, in days.
+pub const MIN_DESTRUCTION_DAYS: u32 = 7;
+pub const MAX_DESTRUCTION_DAYS: u32 = 90;
+pub const DEFAULT_DESTRUCTION_DAYS: u32 = 30;
+
+/// One version of a key. Versions are immutable once written, except that destruction removes
+/// the wrapped material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    pub version: u32,
+    pub created_at: UnixSeconds,
+    /// The material wrapped under the namespace KEK; `None` once destroyed.
+    #[serde(with = "hex_opt")]
+    pub wrapped: Option<Vec<u8>>,
+    /// SPKI DER of asymmetric keys (public, kept so public keys need no unwrap).
+    #[serde(with = "hex_opt", default)]
+    pub public_key: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub namespace: Namespace,
+    pub purpose: Purpose,
+    pub spec: KeySpec,
+    pub state: KeyState,
+    pub description: String,
+    pub aliases: Vec<Alias>,
+    pub created_at: UnixSeconds,
+    pub versions: Vec<KeyVersion>,
+    /// Seconds between automatic rotations, if scheduled (KEY-7).
+    pub rotation_period: Option<u64>,
+    pub last_rotated_at: Option<UnixSeconds>,
+    pub next_rotation_at: Option<UnixSeconds>,
+    pub compromised_at: Option<UnixSeconds>,
+    pub destroy_at: Option<UnixSeconds>,
+    pub destroyed_at: Option<UnixSeconds>,
+    /// Bumped on every change; with the stored bytes as a precondition it makes updates safe
+    /// when several servers share one store.
+    pub revision: u64,
+}
+
+impl KeyRecord {
+    /// The tree that holds keys of `purpose`: sign, encrypt and MAC keys are stored apart (KEY-5).
+    #[must_use]
+    pub fn tree_for(purpose: Purpose) -> Tree {
+        match purpose {
+            Purpose::Encrypt => Tree::EncryptKeys,
+            Purpose::Sign => Tree::SignKeys,
+            Purpose::AsymmetricDecrypt => Tree::AsymmetricDecryptKeys,
+            Purpose::Mac => Tree::MacKeys,
+        }
+    }
+
+    #[must_use]
+    pub fn tree(&self) -> Tree {
+        Self::tree_for(self.purpose)
+    }
+
+    #[must_use]
+    pub fn newest(&self) -> Option<&KeyVersion> {
+        self.versions.last()
+    }
+
+    #[must_use]
+    pub fn version(&self, v: u32) -> Option<&KeyVersion> {
+        self.versions.iter().find(|kv| kv.version == v)
+    }
+
+    #[must_use]
+    pub fn overdue(&self, now: UnixSeconds) -> bool {
+        self.state == KeyState::Enabled && self.next_rotation_at.is_some_and(|t| t <= now)
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut out = vec![RECORD_FORMAT];
+        serde_json::to_writer(&mut out, self)
+            .map_err(|_| StoreError::Corrupt("key record could not be encoded".into()))
+            .map_err(Error::Store)?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        match bytes.split_first() {
+            Some((&RECORD_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| {
+                Error::Store(StoreError::Corrupt("key record does not decode".into()))
+            }),
+            Some(_) | None => Err(Error::Store(StoreError::Corrupt(
+                "unknown key record format".into(),
+            ))),
+        }
+    }
+}
+
+/// Checks a rotation period (at least one day).
+pub fn check_rotation_period(secs: u64) -> Result<u64, Error> {
+    if secs < MIN_ROTATION_PERIOD {
+        return Err(InvalidInput::new("rotation period", "must be at least 1 day").into());
+    }
+    Ok(secs)
+}
+
+/// Checks a destruction waiting period in days (7–90).
+pub fn check_destruction_days(days: u32) -> Result<u32, Error> {
+    if !(MIN_DESTRUCTION_DAYS..=MAX_DESTRUCTION_DAYS).contains(&days) {
+        return Err(InvalidInput::new("waiting period", "must be 7 to 90 days").into());
+    }
+    Ok(days)
+}
+
+mod hex_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        let o: Option<String> = Option::deserialize(d)?;
+        o.map(|h| hex::decode(h).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

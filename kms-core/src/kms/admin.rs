@@ -1,0 +1,640 @@
+//! Key administration: create, describe, list, rotate, state changes, aliases, grants and
+//! principals (KEY-5, KEY-7, KEY-8, KEY-9).
+
+use super::{CAS_RETRIES, Kms, layout, store_corrupt};
+use crate::alg::{KeySpec, Purpose};
+use crate::authz::{self, Grant, GrantOp, Op, Principal, Role};
+use crate::clock::DAY;
+use crate::crypto;
+use crate::error::Error;
+use crate::keys::record::{KeyRecord, KeyVersion, check_destruction_days, check_rotation_period};
+use crate::keys::state::{KeyState, Transition, next_state};
+use crate::keys::{Alias, KeyId, KeyRef, Namespace};
+use crate::store::{Batch, StoreError, Tree};
+
+/// What `create_key` needs.
+#[derive(Clone, Debug)]
+pub struct CreateKeyRequest {
+    pub namespace: Namespace,
+    pub purpose: Purpose,
+    pub spec: KeySpec,
+    pub alias: Option<Alias>,
+    /// Seconds between automatic rotations (at least one day), if any.
+    pub rotation_period: Option<u64>,
+    pub description: String,
+}
+
+/// A version as callers see it (no material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u32,
+    pub created_at: u64,
+    pub destroyed: bool,
+    pub public_key_der: Option<Vec<u8>>,
+}
+
+/// A key as callers see it: metadata only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub namespace: Namespace,
+    pub purpose: Purpose,
+    pub spec: KeySpec,
+    pub state: KeyState,
+    pub description: String,
+    pub aliases: Vec<Alias>,
+    pub created_at: u64,
+    pub versions: Vec<VersionInfo>,
+    pub rotation_period: Option<u64>,
+    pub last_rotated_at: Option<u64>,
+    pub next_rotation_at: Option<u64>,
+    pub compromised_at: Option<u64>,
+    pub destroy_at: Option<u64>,
+    pub destroyed_at: Option<u64>,
+}
+
+impl KeyInfo {
+    #[must_use]
+    pub fn from_record(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id,
+            namespace: r.namespace.clone(),
+            purpose: r.purpose,
+            spec: r.spec,
+            state: r.state,
+            description: r.description.clone(),
+            aliases: r.aliases.clone(),
+            created_at: r.created_at,
+            versions: r
+                .versions
+                .iter()
+                .map(|v| VersionInfo {
+                    version: v.version,
+                    created_at: v.created_at,
+                    destroyed: v.wrapped.is_none(),
+                    public_key_der: v.public_key.clone(),
+                })
+                .collect(),
+            rotation_period: r.rotation_period,
+            last_rotated_at: r.last_rotated_at,
+            next_rotation_at: r.next_rotation_at,
+            compromised_at: r.compromised_at,
+            destroy_at: r.destroy_at,
+            destroyed_at: r.destroyed_at,
+        }
+    }
+
+    #[must_use]
+    pub fn current_version(&self) -> u32 {
+        self.versions.last().map_or(0, |v| v.version)
+    }
+}
+
+impl Kms {
+    /// Creates a key with fresh material from the CSPRNG (KEY-1), wrapped under its namespace's
+    /// KEK, stored in its purpose's tree (KEY-5) and flushed before returning.
+    pub fn create_key(
+        &self,
+        principal: &Principal,
+        req: CreateKeyRequest,
+    ) -> Result<KeyInfo, Error> {
+        let vault = self.begin(principal, Op::CreateKey)?;
+        let approved = self.config.policy.approve(req.purpose, req.spec)?;
+        let rotation_period = req.rotation_period.map(check_rotation_period).transpose()?;
+        if req.description.len() > 1024 {
+            return Err(crate::InvalidInput::new("description", "at most 1024 bytes").into());
+        }
+        let now = self.now();
+        let id = KeyId::random()?;
+        let material = crypto::generate(&approved)?;
+        let public_key = match req.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {
+                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+            }
+            Purpose::Encrypt | Purpose::Mac => None,
+        };
+        let mut record = KeyRecord {
+            id,
+            namespace: req.namespace.clone(),
+            purpose: req.purpose,
+            spec: req.spec,
+            state: KeyState::Enabled,
+            description: req.description,
+            aliases: req.alias.iter().cloned().collect(),
+            created_at: now,
+            versions: Vec::new(),
+            rotation_period,
+            last_rotated_at: None,
+            next_rotation_at: rotation_period.map(|p| now.saturating_add(p)),
+            compromised_at: None,
+            destroy_at: None,
+            destroyed_at: None,
+            revision: 1,
+        };
+        let wrapped = self.wrap_version(&vault, &record, 1, &material)?;
+        record.versions.push(KeyVersion {
+            version: 1,
+            created_at: now,
+            wrapped: Some(wrapped),
+            public_key,
+        });
+        let mut batch = Batch::new();
+        batch.require(record.tree(), id.as_bytes().as_slice(), None);
+        batch.put(record.tree(), id.as_bytes().as_slice(), record.encode()?);
+        batch.put(
+            Tree::Meta,
+            layout::key_index(&id),
+            vec![Self::purpose_code(record.purpose)],
+        );
+        if let Some(alias) = &req.alias {
+            let k = layout::alias(&req.namespace, alias.as_str());
+            batch.require(Tree::Aliases, k.clone(), None);
+            batch.put(Tree::Aliases, k, id.as_bytes().to_vec());
+        }
+        match self.store.apply(&batch) {
+            Ok(()) => Ok(KeyInfo::from_record(&record)),
+            Err(StoreError::Conflict {
+                tree: Tree::Aliases,
+            }) => Err(Error::AlreadyExists {
+                what: "alias",
+                name: format!(
+                    "{}:{}",
+                    req.namespace,
+                    req.alias.map(String::from).unwrap_or_default()
+                ),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn describe_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.begin(principal, Op::DescribeKey)?;
+        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    /// Every key (admins, auditors) or every key of the app's namespace, optionally filtered.
+    pub fn list_keys(
+        &self,
+        principal: &Principal,
+        namespace: Option<&Namespace>,
+    ) -> Result<Vec<KeyInfo>, Error> {
+        self.begin(principal, Op::ListKeys)?;
+        let filter = match &principal.role {
+            Role::App { namespace: own } => Some(own),
+            Role::Admin | Role::Auditor => namespace,
+        };
+        let mut out = Vec::new();
+        for purpose in Purpose::ALL {
+            for (_, bytes) in self.store.scan_prefix(KeyRecord::tree_for(purpose), &[])? {
+                let r = KeyRecord::decode(&bytes)?;
+                if filter.is_none_or(|ns| *ns == r.namespace) {
+                    out.push(KeyInfo::from_record(&r));
+                }
+            }
+        }
+        out.sort_by_key(|k| (k.created_at, k.id));
+        Ok(out)
+    }
+
+    /// Every key record, for the inventory and for system tasks.
+    pub(crate) fn all_records(&self) -> Result<Vec<KeyRecord>, Error> {
+        let mut out = Vec::new();
+        for purpose in Purpose::ALL {
+            for (_, bytes) in self.store.scan_prefix(KeyRecord::tree_for(purpose), &[])? {
+                out.push(KeyRecord::decode(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_version(&self, record: &mut KeyRecord, vault: &super::Unsealed) -> Result<u32, Error> {
+        if record.state != KeyState::Enabled {
+            return Err(Error::InvalidState {
+                key: record.id.to_string(),
+                state: record.state,
+                op: "rotation",
+            });
+        }
+        let approved = self.config.policy.approve(record.purpose, record.spec)?;
+        let material = crypto::generate(&approved)?;
+        let version = record.newest().map_or(1, |v| v.version.saturating_add(1));
+        let public_key = match record.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {
+                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+            }
+            Purpose::Encrypt | Purpose::Mac => None,
+        };
+        let wrapped = self.wrap_version(vault, record, version, &material)?;
+        let now = self.now();
+        record.versions.push(KeyVersion {
+            version,
+            created_at: now,
+            wrapped: Some(wrapped),
+            public_key,
+        });
+        record.last_rotated_at = Some(now);
+        record.next_rotation_at = record.rotation_period.map(|p| now.saturating_add(p));
+        Ok(version)
+    }
+
+    /// Adds a version; new work uses it, old versions still decrypt and verify (KEY-7).
+    pub fn rotate_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        let vault = self.begin(principal, Op::RotateKey)?;
+        let (record, _) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            self.add_version(r, &vault)
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    /// Sets or clears the rotation period (at least one day).
+    pub fn set_rotation_period(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        period: Option<u64>,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(principal, Op::SetRotationPolicy)?;
+        let period = period.map(check_rotation_period).transpose()?;
+        let now = self.now();
+        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            r.rotation_period = period;
+            let base = r
+                .last_rotated_at
+                .unwrap_or(r.created_at)
+                .max(now.saturating_sub(period.unwrap_or(0)));
+            r.next_rotation_at = period.map(|p| base.saturating_add(p));
+            Ok(())
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    fn transition(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        op: Op,
+        t: Transition,
+        days: Option<u32>,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(principal, op)?;
+        let days = days.map(check_destruction_days).transpose()?;
+        let now = self.now();
+        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            let to = next_state(r.state, t, r.compromised_at.is_some()).ok_or_else(|| {
+                Error::InvalidState {
+                    key: r.id.to_string(),
+                    state: r.state,
+                    op: t.name(),
+                }
+            })?;
+            match t {
+                Transition::Compromise => r.compromised_at = Some(now),
+                Transition::ScheduleDestruction => {
+                    let d =
+                        u64::from(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
+                    r.destroy_at = Some(now.saturating_add(d * DAY));
+                }
+                Transition::CancelDestruction => r.destroy_at = None,
+                Transition::Enable | Transition::Disable | Transition::Destroy => {}
+            }
+            r.state = to;
+            Ok(())
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    pub fn enable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(principal, key, Op::EnableKey, Transition::Enable, None)
+    }
+
+    pub fn disable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(principal, key, Op::DisableKey, Transition::Disable, None)
+    }
+
+    /// Stops a compromised key at once: no new encryption or signing; decrypt and verify still
+    /// work and are flagged (KEY-8). One way.
+    pub fn mark_compromised(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(
+            principal,
+            key,
+            Op::MarkCompromised,
+            Transition::Compromise,
+            None,
+        )
+    }
+
+    /// Schedules destruction after `days` (7–90, default 30).
+    pub fn schedule_destruction(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        days: Option<u32>,
+    ) -> Result<KeyInfo, Error> {
+        let days = Some(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
+        self.transition(
+            principal,
+            key,
+            Op::ScheduleKeyDestruction,
+            Transition::ScheduleDestruction,
+            days,
+        )
+    }
+
+    pub fn cancel_destruction(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.transition(
+            principal,
+            key,
+            Op::CancelKeyDestruction,
+            Transition::CancelDestruction,
+            None,
+        )
+    }
+
+    /// The system's principal for scheduled work (rotation scheduler, destruction reaper).
+    fn system() -> Principal {
+        Principal {
+            subject: "kms-system".into(),
+            role: Role::Admin,
+            created_at: 0,
+        }
+    }
+
+    /// Keys whose rotation is due now.
+    pub fn due_for_rotation(&self) -> Result<Vec<KeyId>, Error> {
+        let now = self.now();
+        Ok(self
+            .all_records()?
+            .into_iter()
+            .filter(|r| r.overdue(now))
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// Rotates every key that is due. Each rotation is a compare-and-swap on the record, and the
+    /// due check is repeated inside it, so with several schedulers a due rotation happens once.
+    pub fn rotate_due(&self) -> Result<Vec<(KeyId, u32)>, Error> {
+        let vault = self.unsealed()?;
+        let system = Self::system();
+        let mut done = Vec::new();
+        for id in self.due_for_rotation()? {
+            let now = self.now();
+            let result = self.update(&system, &KeyRef::Id(id), GrantOp::Describe, |r, _| {
+                if r.overdue(now) {
+                    self.add_version(r, &vault).map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            if let Ok((_, Some(v))) = result {
+                done.push((id, v));
+            }
+        }
+        Ok(done)
+    }
+
+    /// Destroys every key whose waiting period has ended: the wrapped material of every version
+    /// is deleted from the store; metadata stays for auditors (KEY-8).
+    pub fn destroy_due(&self) -> Result<Vec<KeyId>, Error> {
+        let system = Self::system();
+        let now = self.now();
+        let mut done = Vec::new();
+        let due: Vec<KeyId> = self
+            .all_records()?
+            .into_iter()
+            .filter(|r| {
+                r.state == KeyState::PendingDestruction && r.destroy_at.is_some_and(|t| t <= now)
+            })
+            .map(|r| r.id)
+            .collect();
+        for id in due {
+            let result = self.update(&system, &KeyRef::Id(id), GrantOp::Describe, |r, _| {
+                if r.state != KeyState::PendingDestruction || r.destroy_at.is_none_or(|t| t > now) {
+                    return Ok(false);
+                }
+                for v in &mut r.versions {
+                    v.wrapped = None;
+                }
+                r.state = KeyState::Destroyed;
+                r.destroyed_at = Some(now);
+                Ok(true)
+            });
+            if let Ok((_, true)) = result {
+                self.cache.forget(id);
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Adds an alias in the key's own namespace (unique per namespace).
+    pub fn create_alias(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        alias: Alias,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(principal, Op::CreateAlias)?;
+        let (record, ()) = self
+            .update(principal, key, GrantOp::Describe, |r, batch| {
+                let k = layout::alias(&r.namespace, alias.as_str());
+                batch.require(Tree::Aliases, k.clone(), None);
+                batch.put(Tree::Aliases, k, r.id.as_bytes().to_vec());
+                if !r.aliases.contains(&alias) {
+                    r.aliases.push(alias.clone());
+                }
+                Ok(())
+            })
+            .map_err(|e| {
+                // The alias precondition keeps failing on every retry: it exists already.
+                if matches!(e, Error::FailedPrecondition(_)) {
+                    Error::AlreadyExists {
+                        what: "alias",
+                        name: alias.to_string(),
+                    }
+                } else {
+                    e
+                }
+            })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    pub fn delete_alias(
+        &self,
+        principal: &Principal,
+        namespace: &Namespace,
+        alias: &Alias,
+    ) -> Result<(), Error> {
+        self.begin(principal, Op::DeleteAlias)?;
+        let key = KeyRef::Alias(namespace.clone(), alias.clone());
+        self.update(principal, &key, GrantOp::Describe, |r, batch| {
+            batch.delete(Tree::Aliases, layout::alias(namespace, alias.as_str()));
+            r.aliases.retain(|a| a != alias);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Lets namespace `grantee` perform `ops` with a key (KEY-9). Replaces an existing grant.
+    pub fn create_grant(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        grantee: Namespace,
+        ops: Vec<GrantOp>,
+    ) -> Result<Grant, Error> {
+        self.begin(principal, Op::CreateGrant)?;
+        if ops.is_empty() {
+            return Err(
+                crate::InvalidInput::new("operations", "name at least one operation").into(),
+            );
+        }
+        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        let mut ops = ops;
+        ops.sort();
+        ops.dedup();
+        let grant = Grant {
+            key_id: record.id,
+            grantee,
+            ops,
+            created_at: self.now(),
+        };
+        let mut batch = Batch::new();
+        batch.put(
+            Tree::Grants,
+            layout::grant(&record.id, &grant.grantee),
+            serde_json::to_vec(&grant).map_err(|_| store_corrupt("grant"))?,
+        );
+        self.store.apply(&batch)?;
+        Ok(grant)
+    }
+
+    pub fn revoke_grant(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        grantee: &Namespace,
+    ) -> Result<(), Error> {
+        self.begin(principal, Op::RevokeGrant)?;
+        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        let k = layout::grant(&record.id, grantee);
+        if self.store.get(Tree::Grants, &k)?.is_none() {
+            return Err(Error::NotFound {
+                what: "grant",
+                name: format!("{} to {grantee}", record.id),
+            });
+        }
+        let mut batch = Batch::new();
+        batch.delete(Tree::Grants, k);
+        self.store.apply(&batch)?;
+        Ok(())
+    }
+
+    /// Grants on one key, or on every key.
+    pub fn list_grants(
+        &self,
+        principal: &Principal,
+        key: Option<&KeyRef>,
+    ) -> Result<Vec<Grant>, Error> {
+        self.begin(principal, Op::ListGrants)?;
+        let prefix = match key {
+            Some(k) => self
+                .reach(principal, k, GrantOp::Describe)?
+                .0
+                .id
+                .as_bytes()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        self.store
+            .scan_prefix(Tree::Grants, &prefix)?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|_| store_corrupt("grant")))
+            .collect()
+    }
+
+    /// Registers a principal with a role. Apps' namespaces get their KEK now.
+    pub fn add_principal(
+        &self,
+        principal: &Principal,
+        subject: &str,
+        role: Role,
+    ) -> Result<Principal, Error> {
+        let vault = self.begin(principal, Op::AddPrincipal)?;
+        let mut new = Principal::new(subject, role)?;
+        new.created_at = self.now();
+        if let Role::App { namespace } = &new.role {
+            self.kek(&vault, namespace)?;
+        }
+        let mut batch = Batch::new();
+        batch.require(Tree::Principals, subject.as_bytes(), None);
+        batch.put(
+            Tree::Principals,
+            subject.as_bytes(),
+            serde_json::to_vec(&new).map_err(|_| store_corrupt("principal"))?,
+        );
+        match self.store.apply(&batch) {
+            Ok(()) => Ok(new),
+            Err(StoreError::Conflict { .. }) => Err(Error::AlreadyExists {
+                what: "principal",
+                name: subject.to_owned(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a principal. The last administrator cannot be removed (nobody could manage keys).
+    pub fn remove_principal(&self, principal: &Principal, subject: &str) -> Result<(), Error> {
+        self.begin(principal, Op::RemovePrincipal)?;
+        for _ in 0..CAS_RETRIES {
+            let Some(old) = self.store.get(Tree::Principals, subject.as_bytes())? else {
+                return Err(Error::NotFound {
+                    what: "principal",
+                    name: subject.to_owned(),
+                });
+            };
+            let target: Principal =
+                serde_json::from_slice(&old).map_err(|_| store_corrupt("principal"))?;
+            if target.role == Role::Admin {
+                let admins = self
+                    .list_principals_unchecked()?
+                    .iter()
+                    .filter(|p| p.role == Role::Admin)
+                    .count();
+                if admins <= 1 {
+                    return Err(Error::FailedPrecondition(
+                        "the last administrator cannot be removed".into(),
+                    ));
+                }
+            }
+            let mut batch = Batch::new();
+            batch.require(Tree::Principals, subject.as_bytes(), Some(old));
+            batch.delete(Tree::Principals, subject.as_bytes());
+            match self.store.apply(&batch) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::FailedPrecondition(
+            "the principal is being changed concurrently; retry".into(),
+        ))
+    }
+
+    pub fn list_principals(&self, principal: &Principal) -> Result<Vec<Principal>, Error> {
+        authz::authorize(principal, Op::ListPrincipals)?;
+        self.list_principals_unchecked()
+    }
+
+    fn list_principals_unchecked(&self) -> Result<Vec<Principal>, Error> {
+        self.store
+            .scan_prefix(Tree::Principals, &[])?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|_| store_corrupt("principal")))
+            .collect()
+    }
+}

@@ -1,0 +1,512 @@
+//! The data plane: encrypt, decrypt, re-encrypt, data keys, sign, verify, asymmetric decrypt,
+//! public keys, MACs and random bytes. Each checks role, reach, purpose, state and policy before
+//! touching key material.
+
+use std::sync::Arc;
+
+use super::{Kms, Unsealed};
+use crate::alg::{DataKeySpec, Purpose, SignatureRequest};
+use crate::authz::{GrantOp, Op, Principal};
+use crate::crypto::{self, Message, PublicKey};
+use crate::envelope::{self, EncryptionContext};
+use crate::error::{CryptoError, Error, InvalidInput};
+use crate::keys::record::KeyRecord;
+use crate::keys::state::KeyState;
+use crate::keys::{KeyId, KeyRef};
+use crate::policy::{Approved, Open, Protect};
+use crate::secret::{KeyMaterial, SecretBytes};
+
+/// The most random bytes one call returns.
+pub const MAX_RANDOM_BYTES: usize = 1024;
+
+#[derive(Debug)]
+pub struct EncryptOutput {
+    pub ciphertext: Vec<u8>,
+    pub key_id: KeyId,
+    pub key_version: u32,
+}
+
+#[derive(Debug)]
+pub struct DecryptOutput {
+    pub plaintext: SecretBytes,
+    pub key_id: KeyId,
+    pub key_version: u32,
+    /// The key is compromised: the caller should re-protect this data under another key.
+    pub key_compromised: bool,
+}
+
+/// How a data key is returned.
+#[derive(Debug, Clone)]
+pub enum DataKeyMode {
+    /// Plaintext and ciphertext (GenerateDataKey).
+    WithPlaintext,
+    /// Ciphertext only (GenerateDataKeyWithoutPlaintext).
+    WithoutPlaintext,
+    /// Ciphertext, and the plaintext encrypted to this public key (SM2 or RSA-OAEP), so the key
+    /// never crosses the wire in clear even inside TLS (KEY-4).
+    EncryptedTo(PublicKey),
+}
+
+#[derive(Debug)]
+pub struct DataKeyOutput {
+    /// The data key encrypted under the master key (a ciphertext blob).
+    pub ciphertext: Vec<u8>,
+    pub plaintext: Option<SecretBytes>,
+    /// The data key encrypted to the caller's public key.
+    pub encrypted_to_caller: Option<Vec<u8>>,
+    pub key_id: KeyId,
+    pub key_version: u32,
+}
+
+#[derive(Debug)]
+pub struct SignOutput {
+    pub signature: Vec<u8>,
+    pub key_id: KeyId,
+    pub key_version: u32,
+}
+
+#[derive(Debug)]
+pub struct VerifyOutput {
+    pub valid: bool,
+    pub key_id: KeyId,
+    /// The version whose public key accepted the signature (or was tried, if invalid).
+    pub key_version: u32,
+    pub key_compromised: bool,
+}
+
+fn wrong_purpose(record: &KeyRecord, want: Purpose) -> Error {
+    crate::policy::PolicyError::WrongPurpose {
+        spec: record.spec,
+        purpose: want,
+    }
+    .into()
+}
+
+impl Kms {
+    /// Reach + purpose + state + policy for new protection with the newest version.
+    fn for_protect(
+        &self,
+        principal: &Principal,
+        op: Op,
+        key: &KeyRef,
+        purpose: Purpose,
+    ) -> Result<(Arc<Unsealed>, KeyRecord, Approved<Protect>), Error> {
+        let vault = self.begin(principal, op)?;
+        let grant_op = op.grant_op().ok_or(CryptoError::Mismatch)?;
+        let (record, _) = self.reach(principal, key, grant_op)?;
+        if record.purpose != purpose {
+            return Err(wrong_purpose(&record, purpose));
+        }
+        if !record.state.allows_protect() {
+            return Err(Error::InvalidState {
+                key: record.id.to_string(),
+                state: record.state,
+                op: op.name(),
+            });
+        }
+        let approved = self.config.policy.approve(record.purpose, record.spec)?;
+        Ok((vault, record, approved))
+    }
+
+    /// Reach + purpose + state + policy for opening existing protection.
+    fn for_open(
+        &self,
+        principal: &Principal,
+        op: Op,
+        key: &KeyRef,
+        purpose: Purpose,
+    ) -> Result<(Arc<Unsealed>, KeyRecord, Approved<Open>), Error> {
+        let vault = self.begin(principal, op)?;
+        let grant_op = op.grant_op().ok_or(CryptoError::Mismatch)?;
+        let (record, _) = self.reach(principal, key, grant_op)?;
+        self.check_open(&record, op, purpose)?;
+        let approved = self
+            .config
+            .policy
+            .approve_open(record.purpose, record.spec)?;
+        Ok((vault, record, approved))
+    }
+
+    fn check_open(&self, record: &KeyRecord, op: Op, purpose: Purpose) -> Result<(), Error> {
+        if record.purpose != purpose {
+            return Err(wrong_purpose(record, purpose));
+        }
+        if !record.state.allows_open() {
+            return Err(Error::InvalidState {
+                key: record.id.to_string(),
+                state: record.state,
+                op: op.name(),
+            });
+        }
+        Ok(())
+    }
+
+    fn newest_material(
+        &self,
+        vault: &Unsealed,
+        record: &KeyRecord,
+    ) -> Result<(u32, Arc<KeyMaterial>), Error> {
+        let v = record
+            .newest()
+            .map(|v| v.version)
+            .ok_or(CryptoError::MalformedKey)?;
+        Ok((v, self.material(vault, record, v)?))
+    }
+
+    /// Encrypts up to the caller's limit of plaintext under the newest version (ciphertext blob).
+    pub fn encrypt(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<EncryptOutput, Error> {
+        let (vault, record, approved) =
+            self.for_protect(principal, Op::Encrypt, key, Purpose::Encrypt)?;
+        let (version, material) = self.newest_material(&vault, &record)?;
+        let ciphertext = envelope::seal(
+            &approved,
+            &material,
+            record.id.0,
+            version,
+            context,
+            plaintext,
+        )?;
+        Ok(EncryptOutput {
+            ciphertext,
+            key_id: record.id,
+            key_version: version,
+        })
+    }
+
+    /// Decrypts a blob; the blob names its key and version.
+    pub fn decrypt(
+        &self,
+        principal: &Principal,
+        context: &EncryptionContext,
+        ciphertext: &[u8],
+    ) -> Result<DecryptOutput, Error> {
+        self.decrypt_as(principal, Op::Decrypt, context, ciphertext)
+    }
+
+    fn decrypt_as(
+        &self,
+        principal: &Principal,
+        op: Op,
+        context: &EncryptionContext,
+        ciphertext: &[u8],
+    ) -> Result<DecryptOutput, Error> {
+        let env = envelope::parse(ciphertext)?;
+        let key = KeyRef::Id(KeyId(env.header.key_id));
+        let (vault, record, approved) = self.for_open(principal, op, &key, Purpose::Encrypt)?;
+        let material = self.material(&vault, &record, env.header.key_version)?;
+        let plaintext = envelope::open(&approved, &material, &env, context)?;
+        Ok(DecryptOutput {
+            plaintext,
+            key_id: record.id,
+            key_version: env.header.key_version,
+            key_compromised: record.state == KeyState::Compromised,
+        })
+    }
+
+    /// Decrypts and re-encrypts under the newest version of `destination` (or of the same key)
+    /// without the plaintext ever leaving the KMS.
+    pub fn reencrypt(
+        &self,
+        principal: &Principal,
+        ciphertext: &[u8],
+        source_context: &EncryptionContext,
+        destination: Option<&KeyRef>,
+        destination_context: &EncryptionContext,
+    ) -> Result<EncryptOutput, Error> {
+        let opened = self.decrypt_as(principal, Op::ReEncrypt, source_context, ciphertext)?;
+        let dest = destination.cloned().unwrap_or(KeyRef::Id(opened.key_id));
+        let (vault, record, approved) =
+            self.for_protect(principal, Op::ReEncrypt, &dest, Purpose::Encrypt)?;
+        let (version, material) = self.newest_material(&vault, &record)?;
+        let ciphertext = envelope::seal(
+            &approved,
+            &material,
+            record.id.0,
+            version,
+            destination_context,
+            opened.plaintext.expose_secret(),
+        )?;
+        Ok(EncryptOutput {
+            ciphertext,
+            key_id: record.id,
+            key_version: version,
+        })
+    }
+
+    /// A fresh data key for envelope encryption, returned encrypted under the master key and,
+    /// depending on `mode`, in plaintext or encrypted to the caller's public key.
+    pub fn generate_data_key(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        spec: DataKeySpec,
+        context: &EncryptionContext,
+        mode: DataKeyMode,
+    ) -> Result<DataKeyOutput, Error> {
+        let op = match mode {
+            DataKeyMode::WithPlaintext | DataKeyMode::EncryptedTo(_) => Op::GenerateDataKey,
+            DataKeyMode::WithoutPlaintext => Op::GenerateDataKeyWithoutPlaintext,
+        };
+        let (vault, record, approved) = self.for_protect(principal, op, key, Purpose::Encrypt)?;
+        let data_key_spec = self.config.policy.approve_data_key(approved, spec)?;
+        let data_key = crypto::generate_data_key(data_key_spec)?;
+        let (version, material) = self.newest_material(&vault, &record)?;
+        let ciphertext = envelope::seal(
+            &approved,
+            &material,
+            record.id.0,
+            version,
+            context,
+            data_key.expose_secret(),
+        )?;
+        let (plaintext, encrypted_to_caller) = match mode {
+            DataKeyMode::WithPlaintext => (Some(data_key), None),
+            DataKeyMode::WithoutPlaintext => (None, None),
+            DataKeyMode::EncryptedTo(public) => {
+                if !self.config.policy.allows(public.spec()) {
+                    return Err(crate::policy::PolicyError::NotGm {
+                        algorithm: public.spec().name(),
+                    }
+                    .into());
+                }
+                (
+                    None,
+                    Some(crypto::encrypt_to_public_key(
+                        &public,
+                        data_key.expose_secret(),
+                    )?),
+                )
+            }
+        };
+        Ok(DataKeyOutput {
+            ciphertext,
+            plaintext,
+            encrypted_to_caller,
+            key_id: record.id,
+            key_version: version,
+        })
+    }
+
+    /// Signs a message or a digest with the newest version.
+    pub fn sign(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        message: Message<'_>,
+        request: Option<SignatureRequest>,
+    ) -> Result<SignOutput, Error> {
+        let (vault, record, approved) =
+            self.for_protect(principal, Op::Sign, key, Purpose::Sign)?;
+        let request = match request {
+            Some(r) => r,
+            None => SignatureRequest::default_for(record.spec).ok_or(CryptoError::Mismatch)?,
+        };
+        let scheme = self.config.policy.approve_signature(approved, request)?;
+        let (version, material) = self.newest_material(&vault, &record)?;
+        check_message(message)?;
+        let signature = crypto::sign(&scheme, &material, message)?;
+        Ok(SignOutput {
+            signature,
+            key_id: record.id,
+            key_version: version,
+        })
+    }
+
+    /// Verifies with one version, or with every version newest first when none is named, so
+    /// that signatures made before a rotation still verify (KEY-7).
+    pub fn verify(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        message: Message<'_>,
+        signature: &[u8],
+        request: Option<SignatureRequest>,
+        version: Option<u32>,
+    ) -> Result<VerifyOutput, Error> {
+        let (_, record, approved) = self.for_open(principal, Op::Verify, key, Purpose::Sign)?;
+        let request = match request {
+            Some(r) => r,
+            None => SignatureRequest::default_for(record.spec).ok_or(CryptoError::Mismatch)?,
+        };
+        let scheme = self.config.policy.approve_verify(approved, request)?;
+        check_message(message)?;
+        let mut tried = 0;
+        for v in candidate_versions(&record, version)? {
+            tried = v.version;
+            let Some(der) = &v.public_key else { continue };
+            let public = PublicKey::from_trusted(record.spec, der.clone())?;
+            if crypto::verify(&scheme, &public, message, signature)? {
+                return Ok(VerifyOutput {
+                    valid: true,
+                    key_id: record.id,
+                    key_version: v.version,
+                    key_compromised: record.state == KeyState::Compromised,
+                });
+            }
+        }
+        Ok(VerifyOutput {
+            valid: false,
+            key_id: record.id,
+            key_version: tried,
+            key_compromised: record.state == KeyState::Compromised,
+        })
+    }
+
+    /// Decrypts an SM2 or RSA-OAEP ciphertext made with one of the key's public keys (API-3).
+    pub fn asymmetric_decrypt(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        ciphertext: &[u8],
+        version: Option<u32>,
+    ) -> Result<DecryptOutput, Error> {
+        let (vault, record, approved) = self.for_open(
+            principal,
+            Op::AsymmetricDecrypt,
+            key,
+            Purpose::AsymmetricDecrypt,
+        )?;
+        if ciphertext.is_empty() {
+            return Err(InvalidInput::new("ciphertext", "is empty").into());
+        }
+        for v in candidate_versions(&record, version)? {
+            let material = self.material(&vault, &record, v.version)?;
+            if let Ok(plaintext) = crypto::asymmetric_decrypt(&approved, &material, ciphertext) {
+                return Ok(DecryptOutput {
+                    plaintext,
+                    key_id: record.id,
+                    key_version: v.version,
+                    key_compromised: record.state == KeyState::Compromised,
+                });
+            }
+        }
+        Err(CryptoError::DecryptionFailed.into())
+    }
+
+    /// The public key of a version (newest by default). Works in any state but destroyed.
+    pub fn get_public_key(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        version: Option<u32>,
+    ) -> Result<(PublicKey, u32), Error> {
+        self.begin(principal, Op::GetPublicKey)?;
+        let (record, _) = self.reach(principal, key, GrantOp::GetPublicKey)?;
+        match record.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {}
+            Purpose::Encrypt | Purpose::Mac => {
+                return Err(Error::FailedPrecondition(
+                    format!(
+                        "key {} is a symmetric {} key and has no public key",
+                        record.id, record.spec
+                    )
+                    .into(),
+                ));
+            }
+        }
+        if record.state == KeyState::Destroyed {
+            return Err(Error::InvalidState {
+                key: record.id.to_string(),
+                state: record.state,
+                op: Op::GetPublicKey.name(),
+            });
+        }
+        let v = candidate_versions(&record, version)?
+            .into_iter()
+            .next()
+            .ok_or(CryptoError::MalformedKey)?;
+        let der = v.public_key.clone().ok_or(CryptoError::MalformedKey)?;
+        Ok((PublicKey::from_trusted(record.spec, der)?, v.version))
+    }
+
+    /// An HMAC tag with the newest version.
+    pub fn generate_mac(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        data: &[u8],
+    ) -> Result<SignOutput, Error> {
+        let (vault, record, approved) =
+            self.for_protect(principal, Op::GenerateMac, key, Purpose::Mac)?;
+        let (version, material) = self.newest_material(&vault, &record)?;
+        let signature = crypto::mac(&approved, &material, data)?;
+        Ok(SignOutput {
+            signature,
+            key_id: record.id,
+            key_version: version,
+        })
+    }
+
+    /// Checks a tag in constant time against one version, or every version newest first.
+    pub fn verify_mac(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        data: &[u8],
+        tag: &[u8],
+        version: Option<u32>,
+    ) -> Result<VerifyOutput, Error> {
+        let (vault, record, approved) =
+            self.for_open(principal, Op::VerifyMac, key, Purpose::Mac)?;
+        let mut tried = 0;
+        for v in candidate_versions(&record, version)? {
+            tried = v.version;
+            let material = self.material(&vault, &record, v.version)?;
+            if crypto::verify_mac(&approved, &material, data, tag)? {
+                return Ok(VerifyOutput {
+                    valid: true,
+                    key_id: record.id,
+                    key_version: v.version,
+                    key_compromised: record.state == KeyState::Compromised,
+                });
+            }
+        }
+        Ok(VerifyOutput {
+            valid: false,
+            key_id: record.id,
+            key_version: tried,
+            key_compromised: record.state == KeyState::Compromised,
+        })
+    }
+
+    /// Random bytes from the OS CSPRNG (ALG-6), at most 1024 per call.
+    pub fn generate_random(&self, principal: &Principal, len: usize) -> Result<SecretBytes, Error> {
+        self.begin(principal, Op::GenerateRandom)?;
+        if len == 0 || len > MAX_RANDOM_BYTES {
+            return Err(InvalidInput::new("length", "must be 1 to 1024 bytes").into());
+        }
+        Ok(crypto::rng::random_secret(len)?)
+    }
+}
+
+fn check_message(message: Message<'_>) -> Result<(), Error> {
+    if let Message::Digest(d) = message
+        && !matches!(d.len(), 32 | 48 | 64)
+    {
+        return Err(InvalidInput::new("digest", "must be 32, 48 or 64 bytes").into());
+    }
+    Ok(())
+}
+
+/// The versions to try: the one named, or all with material (or public keys), newest first.
+fn candidate_versions(
+    record: &KeyRecord,
+    version: Option<u32>,
+) -> Result<Vec<&crate::keys::record::KeyVersion>, Error> {
+    match version {
+        Some(v) => record
+            .version(v)
+            .map(|kv| vec![kv])
+            .ok_or_else(|| Error::NotFound {
+                what: "key version",
+                name: format!("{}/{v}", record.id),
+            }),
+        None => Ok(record.versions.iter().rev().collect()),
+    }
+}

@@ -1,0 +1,378 @@
+//! The `Kms` facade: the single path every caller uses.
+//!
+//! Each public method checks, in this order and on every path: the caller's role (the
+//! authorisation matrix), the KMS being unsealed, the key's reach (namespace or grant), its
+//! purpose and state, and the policy — before any key material is unwrapped.
+
+mod admin;
+mod backup;
+mod data;
+mod system;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use admin::{CreateKeyRequest, KeyInfo, VersionInfo};
+pub use data::{
+    DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, SignOutput,
+    VerifyOutput,
+};
+pub use system::{InitOutput, Status, UnsealProgress};
+
+use crate::alg::Purpose;
+use crate::authz::{self, Grant, GrantOp, Op, Principal};
+use crate::cache::KeyCache;
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::hierarchy::share::ParsedShare;
+use crate::hierarchy::wrap::{self, WrapAlg};
+use crate::hierarchy::{Kek, RootKey};
+use crate::keys::record::KeyRecord;
+use crate::keys::{KeyId, KeyRef, Namespace};
+use crate::policy::Policy;
+use crate::secret::{KeyMaterial, SecretBytes};
+use crate::store::{Batch, Store, StoreError, Tree};
+
+/// Settings of the core.
+#[derive(Clone, Copy, Debug)]
+pub struct KmsConfig {
+    pub policy: Policy,
+    /// The AEAD that wraps root key, KEKs and key versions (SM4-GCM by default).
+    pub wrap: WrapAlg,
+    /// How long an unwrapped key version may stay in memory; zero disables the cache (KEY-3).
+    pub cache_ttl: Duration,
+    pub cache_capacity: usize,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            wrap: WrapAlg::SM4_GCM,
+            cache_ttl: Duration::from_secs(300),
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// What exists only while unsealed.
+struct Unsealed {
+    root: RootKey,
+    wrap: WrapAlg,
+    keks: RwLock<HashMap<Namespace, Arc<Kek>>>,
+}
+
+/// The key-management service core.
+pub struct Kms {
+    store: Arc<dyn Store>,
+    config: KmsConfig,
+    clock: Arc<dyn Clock>,
+    vault: RwLock<Option<Arc<Unsealed>>>,
+    pending_shares: Mutex<Vec<ParsedShare>>,
+    cache: KeyCache,
+    /// Key id → purpose (immutable, so safe to remember forever): which tree holds the record.
+    purposes: RwLock<HashMap<KeyId, Purpose>>,
+}
+
+/// Store keys of the bookkeeping entries.
+mod layout {
+    pub(super) const KEY_INDEX: &[u8] = b"keyidx/";
+
+    pub(super) fn key_index(id: &super::KeyId) -> Vec<u8> {
+        [KEY_INDEX, id.as_bytes().as_slice()].concat()
+    }
+
+    pub(super) fn alias(ns: &super::Namespace, alias: &str) -> Vec<u8> {
+        [ns.as_str().as_bytes(), &[0], alias.as_bytes()].concat()
+    }
+
+    pub(super) fn grant(id: &super::KeyId, ns: &super::Namespace) -> Vec<u8> {
+        [id.as_bytes().as_slice(), ns.as_str().as_bytes()].concat()
+    }
+}
+
+/// How many times a read-modify-write is retried when another writer got there first.
+const CAS_RETRIES: usize = 8;
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn store_corrupt(what: &str) -> Error {
+    Error::Store(StoreError::Corrupt(format!("{what} does not decode")))
+}
+
+impl Kms {
+    /// Opens a KMS over a store. It starts sealed, whatever state it was left in.
+    pub fn open(store: Arc<dyn Store>, config: KmsConfig) -> Self {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(store: Arc<dyn Store>, config: KmsConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            cache: KeyCache::new(config.cache_ttl, config.cache_capacity),
+            config,
+            clock,
+            vault: RwLock::new(None),
+            pending_shares: Mutex::new(Vec::new()),
+            purposes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    #[must_use]
+    pub fn policy(&self) -> Policy {
+        self.config.policy
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    fn unsealed(&self) -> Result<Arc<Unsealed>, Error> {
+        read_lock(&self.vault).clone().ok_or(Error::Sealed)
+    }
+
+    /// The caller's role allows `op`, and the KMS is unsealed.
+    fn begin(&self, principal: &Principal, op: Op) -> Result<Arc<Unsealed>, Error> {
+        authz::authorize(principal, op)?;
+        self.unsealed()
+    }
+
+    /// A registered principal by certificate subject.
+    pub fn principal(&self, subject: &str) -> Result<Option<Principal>, Error> {
+        match self.store.get(Tree::Principals, subject.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|_| store_corrupt("principal"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The namespace KEK, created on first use (KEY-6).
+    fn kek(&self, vault: &Unsealed, ns: &Namespace) -> Result<Arc<Kek>, Error> {
+        if let Some(k) = read_lock(&vault.keks).get(ns) {
+            return Ok(Arc::clone(k));
+        }
+        let aad = wrap::kek_aad(ns);
+        let kek = match self.store.get(Tree::Namespaces, ns.as_str().as_bytes())? {
+            Some(wrapped) => wrap::unwrap(&vault.root.0, &aad, &wrapped)?,
+            None => {
+                let fresh = crate::crypto::rng::random_secret(vault.wrap.key_len())?;
+                let wrapped = wrap::wrap(vault.wrap, &vault.root.0, &aad, fresh.expose_secret())?;
+                let mut batch = Batch::new();
+                batch.require(Tree::Namespaces, ns.as_str().as_bytes(), None);
+                batch.put(Tree::Namespaces, ns.as_str().as_bytes(), wrapped);
+                match self.store.apply(&batch) {
+                    Ok(()) => fresh,
+                    // Another writer created it first: use theirs.
+                    Err(StoreError::Conflict { .. }) => {
+                        let theirs = self
+                            .store
+                            .get(Tree::Namespaces, ns.as_str().as_bytes())?
+                            .ok_or_else(|| store_corrupt("namespace key"))?;
+                        wrap::unwrap(&vault.root.0, &aad, &theirs)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let kek = Arc::new(Kek(kek));
+        write_lock(&vault.keks).insert(ns.clone(), Arc::clone(&kek));
+        Ok(kek)
+    }
+
+    fn purpose_of(&self, id: KeyId) -> Result<Option<Purpose>, Error> {
+        if let Some(p) = read_lock(&self.purposes).get(&id) {
+            return Ok(Some(*p));
+        }
+        let Some(bytes) = self.store.get(Tree::Meta, &layout::key_index(&id))? else {
+            return Ok(None);
+        };
+        let purpose = match bytes.as_slice() {
+            [0] => Purpose::Encrypt,
+            [1] => Purpose::Sign,
+            [2] => Purpose::AsymmetricDecrypt,
+            [3] => Purpose::Mac,
+            _ => return Err(store_corrupt("key index")),
+        };
+        write_lock(&self.purposes).insert(id, purpose);
+        Ok(Some(purpose))
+    }
+
+    fn purpose_code(p: Purpose) -> u8 {
+        match p {
+            Purpose::Encrypt => 0,
+            Purpose::Sign => 1,
+            Purpose::AsymmetricDecrypt => 2,
+            Purpose::Mac => 3,
+        }
+    }
+
+    /// Loads a key record by id, with the stored bytes (for compare-and-swap updates).
+    fn load(&self, id: KeyId) -> Result<(KeyRecord, Vec<u8>), Error> {
+        let not_found = || Error::NotFound {
+            what: "key",
+            name: id.to_string(),
+        };
+        let purpose = self.purpose_of(id)?.ok_or_else(not_found)?;
+        let bytes = self
+            .store
+            .get(KeyRecord::tree_for(purpose), id.as_bytes())?
+            .ok_or_else(not_found)?;
+        Ok((KeyRecord::decode(&bytes)?, bytes))
+    }
+
+    fn resolve_id(&self, key: &KeyRef) -> Result<KeyId, Error> {
+        match key {
+            KeyRef::Id(id) => Ok(*id),
+            KeyRef::Alias(ns, alias) => {
+                let bytes = self
+                    .store
+                    .get(Tree::Aliases, &layout::alias(ns, alias.as_str()))?
+                    .ok_or_else(|| Error::NotFound {
+                        what: "alias",
+                        name: key.to_string(),
+                    })?;
+                let raw: [u8; 16] = bytes.try_into().map_err(|_| store_corrupt("alias"))?;
+                Ok(KeyId(uuid::Uuid::from_bytes(raw)))
+            }
+        }
+    }
+
+    /// Finds a key and checks that `principal` may reach it for `op` (own namespace or grant).
+    /// A key out of reach looks exactly like a missing one, so ids cannot be probed.
+    fn reach(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        op: GrantOp,
+    ) -> Result<(KeyRecord, Vec<u8>), Error> {
+        let id = self.resolve_id(key)?;
+        let (record, bytes) = self.load(id)?;
+        let grant = match &principal.role {
+            authz::Role::App { namespace } if *namespace != record.namespace => {
+                self.grant(id, namespace)?
+            }
+            authz::Role::App { .. } | authz::Role::Admin | authz::Role::Auditor => None,
+        };
+        if authz::may_use_key(principal, &record, op, grant.as_ref()) {
+            Ok((record, bytes))
+        } else {
+            Err(Error::NotFound {
+                what: "key",
+                name: key.to_string(),
+            })
+        }
+    }
+
+    fn grant(&self, id: KeyId, ns: &Namespace) -> Result<Option<Grant>, Error> {
+        match self.store.get(Tree::Grants, &layout::grant(&id, ns))? {
+            Some(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(|_| store_corrupt("grant"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The unwrapped material of one version, from the cache or the store.
+    fn material(
+        &self,
+        vault: &Unsealed,
+        record: &KeyRecord,
+        version: u32,
+    ) -> Result<Arc<KeyMaterial>, Error> {
+        if let Some(k) = self.cache.get(record.id, version) {
+            return Ok(k);
+        }
+        let kv = record.version(version).ok_or_else(|| Error::NotFound {
+            what: "key version",
+            name: format!("{}/{version}", record.id),
+        })?;
+        let wrapped = kv.wrapped.as_ref().ok_or_else(|| Error::InvalidState {
+            key: record.id.to_string(),
+            state: record.state,
+            op: "use destroyed material",
+        })?;
+        let kek = self.kek(vault, &record.namespace)?;
+        let aad = wrap::key_aad(
+            record.id,
+            version,
+            &record.namespace,
+            record.purpose,
+            record.spec,
+        );
+        let bytes = wrap::unwrap(&kek.0, &aad, wrapped)?;
+        let key = Arc::new(KeyMaterial::new(record.spec, bytes));
+        self.cache.insert(record.id, version, Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// Wraps fresh material as a version of `record` (namespace KEK, AAD binding everything).
+    fn wrap_version(
+        &self,
+        vault: &Unsealed,
+        record: &KeyRecord,
+        version: u32,
+        key: &KeyMaterial,
+    ) -> Result<Vec<u8>, Error> {
+        let kek = self.kek(vault, &record.namespace)?;
+        let aad = wrap::key_aad(
+            record.id,
+            version,
+            &record.namespace,
+            record.purpose,
+            record.spec,
+        );
+        wrap::wrap(vault.wrap, &kek.0, &aad, key.expose_secret())
+    }
+
+    /// Read-modify-write of a key record with compare-and-swap, retried on conflicts.
+    fn update<T>(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        op: GrantOp,
+        mut change: impl FnMut(&mut KeyRecord, &mut Batch) -> Result<T, Error>,
+    ) -> Result<(KeyRecord, T), Error> {
+        for _ in 0..CAS_RETRIES {
+            let (mut record, old) = self.reach(principal, key, op)?;
+            let mut batch = Batch::new();
+            let out = change(&mut record, &mut batch)?;
+            record.revision += 1;
+            batch.require(record.tree(), record.id.as_bytes().as_slice(), Some(old));
+            batch.put(
+                record.tree(),
+                record.id.as_bytes().as_slice(),
+                record.encode()?,
+            );
+            match self.store.apply(&batch) {
+                Ok(()) => return Ok((record, out)),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::FailedPrecondition(
+            "the key is being changed concurrently; retry".into(),
+        ))
+    }
+
+    /// A key derived from the root key for one named use (e.g. the audit trail's context hash).
+    pub fn derived_secret(&self, label: &str, len: usize) -> Result<SecretBytes, Error> {
+        let vault = self.unsealed()?;
+        wrap::derive(&vault.root.0, label, len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

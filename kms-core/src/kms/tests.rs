@@ -1,0 +1,828 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::alg::{DataKeySpec, KeySpec, Purpose, SignatureRequest};
+use crate::authz::{GrantOp, Principal, Role};
+use crate::clock::{DAY, ManualClock};
+use crate::crypto::Message;
+use crate::envelope::EncryptionContext;
+use crate::hierarchy::share::Share;
+use crate::keys::state::KeyState;
+use crate::keys::{Alias, KeyRef, Namespace};
+use crate::policy::Policy;
+use crate::store::MemoryStore;
+use crate::{CreateKeyRequest, DataKeyMode, UnsealError};
+
+pub(crate) struct Fixture {
+    pub(crate) kms: Kms,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) admin: Principal,
+    pub(crate) app: Principal,
+    pub(crate) other_app: Principal,
+    pub(crate) auditor: Principal,
+    pub(crate) shares: Vec<Share>,
+}
+
+fn ns(s: &str) -> Namespace {
+    Namespace::new(s).unwrap()
+}
+
+pub(crate) fn fixture_with(store: Arc<dyn Store>, shares: u8, threshold: u8) -> Fixture {
+    let clock = Arc::new(ManualClock::new(1_700_000_000));
+    let kms = Kms::with_clock(store, KmsConfig::default(), clock.clone());
+    let out = kms.init(shares, threshold, "admin").unwrap();
+    for s in out.shares.iter().take(usize::from(threshold)) {
+        kms.unseal_with(s).unwrap();
+    }
+    assert!(!kms.is_sealed());
+    let admin = kms.principal("admin").unwrap().unwrap();
+    let app = kms
+        .add_principal(&admin, "app-a", Role::App { namespace: ns("a") })
+        .unwrap();
+    let other_app = kms
+        .add_principal(&admin, "app-b", Role::App { namespace: ns("b") })
+        .unwrap();
+    let auditor = kms.add_principal(&admin, "auditor", Role::Auditor).unwrap();
+    Fixture {
+        kms,
+        clock,
+        admin,
+        app,
+        other_app,
+        auditor,
+        shares: out.shares,
+    }
+}
+
+pub(crate) fn fixture() -> Fixture {
+    fixture_with(Arc::new(MemoryStore::new()), 3, 2)
+}
+
+fn create(
+    f: &Fixture,
+    namespace: &str,
+    purpose: Purpose,
+    spec: KeySpec,
+    alias: Option<&str>,
+) -> KeyInfo {
+    f.kms
+        .create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns(namespace),
+                purpose,
+                spec,
+                alias: alias.map(|a| Alias::new(a).unwrap()),
+                rotation_period: None,
+                description: String::new(),
+            },
+        )
+        .unwrap()
+}
+
+fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
+    pairs.iter().map(|(k, v)| (*k, *v)).collect()
+}
+
+#[test]
+fn encrypt_decrypt_round_trip_through_aliases_and_ids() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, Some("orders"));
+    let c = ctx(&[("order", "42")]);
+    let by_alias = KeyRef::parse("orders", &ns("a")).unwrap();
+    let out = f.kms.encrypt(&f.app, &by_alias, &c, b"card 6222").unwrap();
+    assert_eq!(out.key_id, key.id);
+    let back = f.kms.decrypt(&f.app, &c, &out.ciphertext).unwrap();
+    assert_eq!(back.plaintext.expose_secret(), b"card 6222");
+    assert!(!back.key_compromised);
+    // Wrong context, tampered blob: refused, uniformly.
+    let e = f
+        .kms
+        .decrypt(&f.app, &ctx(&[("order", "43")]), &out.ciphertext)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "decryption failed");
+    let mut t = out.ciphertext;
+    *t.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        f.kms.decrypt(&f.app, &c, &t),
+        Err(Error::Crypto(_))
+    ));
+}
+
+#[test]
+fn rotation_keeps_old_versions_working_and_uses_the_newest() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Aes256Gcm, None);
+    let r = KeyRef::Id(key.id);
+    let c = EncryptionContext::default();
+    let v1 = f.kms.encrypt(&f.app, &r, &c, b"old").unwrap();
+    for expected in 2..=4 {
+        let info = f.kms.rotate_key(&f.admin, &r).unwrap();
+        assert_eq!(info.current_version(), expected);
+        assert_eq!(
+            f.kms.encrypt(&f.app, &r, &c, b"new").unwrap().key_version,
+            expected
+        );
+    }
+    assert_eq!(v1.key_version, 1);
+    assert_eq!(
+        f.kms
+            .decrypt(&f.app, &c, &v1.ciphertext)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"old"
+    );
+    // Re-encrypt moves old data to the newest version without exposing it.
+    let moved = f
+        .kms
+        .reencrypt(&f.app, &v1.ciphertext, &c, None, &c)
+        .unwrap();
+    assert_eq!(moved.key_version, 4);
+    assert_eq!(
+        f.kms
+            .decrypt(&f.app, &c, &moved.ciphertext)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"old"
+    );
+}
+
+#[test]
+fn signatures_verify_across_rotations_and_purposes_are_kept_apart() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Sign, KeySpec::Sm2, None);
+    let r = KeyRef::Id(key.id);
+    let s1 = f.kms.sign(&f.app, &r, Message::Raw(b"m"), None).unwrap();
+    f.kms.rotate_key(&f.admin, &r).unwrap();
+    let s2 = f.kms.sign(&f.app, &r, Message::Raw(b"m"), None).unwrap();
+    assert_eq!((s1.key_version, s2.key_version), (1, 2));
+    for s in [&s1, &s2] {
+        let v = f
+            .kms
+            .verify(&f.app, &r, Message::Raw(b"m"), &s.signature, None, None)
+            .unwrap();
+        assert!(v.valid);
+        assert_eq!(v.key_version, s.key_version);
+    }
+    assert!(
+        !f.kms
+            .verify(&f.app, &r, Message::Raw(b"x"), &s1.signature, None, None)
+            .unwrap()
+            .valid
+    );
+    // A signing key cannot encrypt, and an encryption key cannot sign (KEY-5).
+    assert!(matches!(
+        f.kms
+            .encrypt(&f.app, &r, &EncryptionContext::default(), b"x"),
+        Err(Error::Policy(_))
+    ));
+    let enc = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    assert!(matches!(
+        f.kms
+            .sign(&f.app, &KeyRef::Id(enc.id), Message::Raw(b"m"), None),
+        Err(Error::Policy(_))
+    ));
+    // RSA parameters on an SM2 key are refused by policy.
+    let rsa_req = SignatureRequest::Rsa {
+        scheme: crate::alg::RsaSigScheme::Pss,
+        hash: crate::alg::DigestAlg::Sha256,
+    };
+    assert!(
+        f.kms
+            .sign(&f.app, &r, Message::Raw(b"m"), Some(rsa_req))
+            .is_err()
+    );
+}
+
+#[test]
+fn data_keys_in_three_modes() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let r = KeyRef::Id(key.id);
+    let c = ctx(&[("app", "pay")]);
+    let with = f
+        .kms
+        .generate_data_key(&f.app, &r, DataKeySpec::Sm4, &c, DataKeyMode::WithPlaintext)
+        .unwrap();
+    let pt = with.plaintext.unwrap();
+    assert_eq!(pt.len(), 16);
+    let opened = f.kms.decrypt(&f.app, &c, &with.ciphertext).unwrap();
+    assert!(opened.plaintext.ct_eq(&pt));
+    let without = f
+        .kms
+        .generate_data_key(
+            &f.app,
+            &r,
+            DataKeySpec::Aes256,
+            &c,
+            DataKeyMode::WithoutPlaintext,
+        )
+        .unwrap();
+    assert!(without.plaintext.is_none());
+    assert_eq!(
+        f.kms
+            .decrypt(&f.app, &c, &without.ciphertext)
+            .unwrap()
+            .plaintext
+            .len(),
+        32
+    );
+    // Encrypted to the caller's SM2 public key (KEY-4): only its private half opens it.
+    let wrap_key = create(&f, "a", Purpose::AsymmetricDecrypt, KeySpec::Sm2, None);
+    let (public, _) = f
+        .kms
+        .get_public_key(&f.app, &KeyRef::Id(wrap_key.id), None)
+        .unwrap();
+    let to = f
+        .kms
+        .generate_data_key(
+            &f.app,
+            &r,
+            DataKeySpec::Sm4,
+            &c,
+            DataKeyMode::EncryptedTo(public),
+        )
+        .unwrap();
+    assert!(to.plaintext.is_none());
+    let sent = to.encrypted_to_caller.unwrap();
+    let got = f
+        .kms
+        .asymmetric_decrypt(&f.app, &KeyRef::Id(wrap_key.id), &sent, None)
+        .unwrap();
+    assert!(
+        got.plaintext
+            .ct_eq(&f.kms.decrypt(&f.app, &c, &to.ciphertext).unwrap().plaintext)
+    );
+}
+
+#[test]
+fn macs_and_random() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Mac, KeySpec::HmacSm3, None);
+    let r = KeyRef::Id(key.id);
+    let tag = f.kms.generate_mac(&f.app, &r, b"data").unwrap();
+    assert!(
+        f.kms
+            .verify_mac(&f.app, &r, b"data", &tag.signature, None)
+            .unwrap()
+            .valid
+    );
+    assert!(
+        !f.kms
+            .verify_mac(&f.app, &r, b"datA", &tag.signature, None)
+            .unwrap()
+            .valid
+    );
+    f.kms.rotate_key(&f.admin, &r).unwrap();
+    assert!(
+        f.kms
+            .verify_mac(&f.app, &r, b"data", &tag.signature, None)
+            .unwrap()
+            .valid
+    );
+    assert_eq!(f.kms.generate_random(&f.app, 32).unwrap().len(), 32);
+    assert!(f.kms.generate_random(&f.app, 0).is_err());
+    assert!(f.kms.generate_random(&f.app, 1025).is_err());
+}
+
+#[test]
+fn state_effects_on_use() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let r = KeyRef::Id(key.id);
+    let c = EncryptionContext::default();
+    let blob = f.kms.encrypt(&f.app, &r, &c, b"x").unwrap().ciphertext;
+
+    f.kms.disable_key(&f.admin, &r).unwrap();
+    assert!(matches!(
+        f.kms.encrypt(&f.app, &r, &c, b"x"),
+        Err(Error::InvalidState {
+            state: KeyState::Disabled,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.kms.decrypt(&f.app, &c, &blob),
+        Err(Error::InvalidState { .. })
+    ));
+    f.kms.enable_key(&f.admin, &r).unwrap();
+
+    f.kms.mark_compromised(&f.admin, &r).unwrap();
+    assert!(matches!(
+        f.kms.encrypt(&f.app, &r, &c, b"x"),
+        Err(Error::InvalidState {
+            state: KeyState::Compromised,
+            ..
+        })
+    ));
+    assert!(
+        f.kms
+            .generate_data_key(&f.app, &r, DataKeySpec::Sm4, &c, DataKeyMode::WithPlaintext)
+            .is_err()
+    );
+    assert!(f.kms.rotate_key(&f.admin, &r).is_err());
+    let d = f.kms.decrypt(&f.app, &c, &blob).unwrap();
+    assert!(
+        d.key_compromised,
+        "decrypt with a compromised key is flagged"
+    );
+    assert!(
+        f.kms.enable_key(&f.admin, &r).is_err(),
+        "compromise is one way"
+    );
+
+    f.kms.schedule_destruction(&f.admin, &r, Some(7)).unwrap();
+    assert!(f.kms.decrypt(&f.app, &c, &blob).is_err());
+    assert!(f.kms.schedule_destruction(&f.admin, &r, Some(7)).is_err());
+    let back = f.kms.cancel_destruction(&f.admin, &r).unwrap();
+    assert_eq!(
+        back.state,
+        KeyState::Compromised,
+        "cancel returns a compromised key to COMPROMISED"
+    );
+
+    assert!(f.kms.schedule_destruction(&f.admin, &r, Some(6)).is_err());
+    assert!(f.kms.schedule_destruction(&f.admin, &r, Some(91)).is_err());
+    let pending = f.kms.schedule_destruction(&f.admin, &r, Some(7)).unwrap();
+    assert_eq!(pending.destroy_at, Some(f.clock.now() + 7 * DAY));
+    f.clock.advance(7 * DAY - 1);
+    assert!(f.kms.destroy_due().unwrap().is_empty());
+    f.clock.advance(1);
+    assert_eq!(f.kms.destroy_due().unwrap(), vec![key.id]);
+    let gone = f.kms.describe_key(&f.admin, &r).unwrap();
+    assert_eq!(gone.state, KeyState::Destroyed);
+    assert!(gone.versions.iter().all(|v| v.destroyed));
+    assert!(f.kms.decrypt(&f.app, &c, &blob).is_err());
+    // The wrapped material is gone from the store itself.
+    let raw = f
+        .kms
+        .store()
+        .get(Tree::EncryptKeys, key.id.as_bytes())
+        .unwrap()
+        .unwrap();
+    let rec = KeyRecord::decode(&raw).unwrap();
+    assert!(rec.versions.iter().all(|v| v.wrapped.is_none()));
+}
+
+#[test]
+fn scheduled_rotation_happens_when_due() {
+    let f = fixture();
+    let key = f
+        .kms
+        .create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns("a"),
+                purpose: Purpose::Encrypt,
+                spec: KeySpec::Sm4Gcm,
+                alias: None,
+                rotation_period: Some(DAY),
+                description: "rotates daily".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(key.next_rotation_at, Some(f.clock.now() + DAY));
+    assert!(f.kms.due_for_rotation().unwrap().is_empty());
+    f.clock.advance(DAY);
+    assert_eq!(f.kms.due_for_rotation().unwrap(), vec![key.id]);
+    assert_eq!(f.kms.rotate_due().unwrap(), vec![(key.id, 2)]);
+    assert!(
+        f.kms.rotate_due().unwrap().is_empty(),
+        "a due rotation happens once"
+    );
+    let r = KeyRef::Id(key.id);
+    assert!(
+        f.kms
+            .set_rotation_period(&f.admin, &r, Some(DAY - 1))
+            .is_err()
+    );
+    let off = f.kms.set_rotation_period(&f.admin, &r, None).unwrap();
+    assert_eq!(off.next_rotation_at, None);
+}
+
+#[test]
+fn namespaces_and_grants_bound_reach() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, Some("shared"));
+    let r = KeyRef::Id(key.id);
+    let c = EncryptionContext::default();
+    // Another namespace's key looks missing.
+    assert!(matches!(
+        f.kms.encrypt(&f.other_app, &r, &c, b"x"),
+        Err(Error::NotFound { .. })
+    ));
+    let blob = f.kms.encrypt(&f.app, &r, &c, b"x").unwrap().ciphertext;
+    assert!(matches!(
+        f.kms.decrypt(&f.other_app, &c, &blob),
+        Err(Error::NotFound { .. })
+    ));
+    f.kms
+        .create_grant(&f.admin, &r, ns("b"), vec![GrantOp::Decrypt])
+        .unwrap();
+    assert!(f.kms.decrypt(&f.other_app, &c, &blob).is_ok());
+    assert!(
+        f.kms.encrypt(&f.other_app, &r, &c, b"x").is_err(),
+        "the grant is for decrypt only"
+    );
+    assert_eq!(f.kms.list_grants(&f.auditor, None).unwrap().len(), 1);
+    f.kms.revoke_grant(&f.admin, &r, &ns("b")).unwrap();
+    assert!(f.kms.decrypt(&f.other_app, &c, &blob).is_err());
+    // Apps see only their namespace's keys.
+    create(&f, "b", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    assert_eq!(f.kms.list_keys(&f.app, None).unwrap().len(), 1);
+    assert_eq!(f.kms.list_keys(&f.auditor, None).unwrap().len(), 2);
+    // Roles: admins cannot encrypt, apps cannot create keys, auditors cannot rotate.
+    assert!(matches!(
+        f.kms.encrypt(&f.admin, &r, &c, b"x"),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        f.kms.rotate_key(&f.auditor, &r),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        f.kms.disable_key(&f.app, &r),
+        Err(Error::PermissionDenied { .. })
+    ));
+}
+
+#[test]
+fn aliases_are_unique_per_namespace() {
+    let f = fixture();
+    let k1 = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, Some("x"));
+    create(&f, "b", Purpose::Encrypt, KeySpec::Sm4Gcm, Some("x"));
+    let dup = f.kms.create_key(
+        &f.admin,
+        CreateKeyRequest {
+            namespace: ns("a"),
+            purpose: Purpose::Encrypt,
+            spec: KeySpec::Sm4Gcm,
+            alias: Some(Alias::new("x").unwrap()),
+            rotation_period: None,
+            description: String::new(),
+        },
+    );
+    assert!(matches!(dup, Err(Error::AlreadyExists { .. })));
+    let k3 = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    assert!(matches!(
+        f.kms
+            .create_alias(&f.admin, &KeyRef::Id(k3.id), Alias::new("x").unwrap()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    f.kms
+        .create_alias(&f.admin, &KeyRef::Id(k1.id), Alias::new("y").unwrap())
+        .unwrap();
+    f.kms
+        .delete_alias(&f.admin, &ns("a"), &Alias::new("x").unwrap())
+        .unwrap();
+    assert!(
+        f.kms
+            .describe_key(&f.admin, &KeyRef::parse("a:x", &ns("a")).unwrap())
+            .is_err()
+    );
+    assert_eq!(
+        f.kms
+            .describe_key(&f.admin, &KeyRef::parse("a:y", &ns("a")).unwrap())
+            .unwrap()
+            .id,
+        k1.id
+    );
+}
+
+#[test]
+fn sealed_refuses_everything_and_unseal_needs_threshold_shares() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let r = KeyRef::Id(key.id);
+    let c = EncryptionContext::default();
+    let blob = f.kms.encrypt(&f.app, &r, &c, b"x").unwrap().ciphertext;
+    f.kms.seal(&f.admin).unwrap();
+    assert!(matches!(
+        f.kms.encrypt(&f.app, &r, &c, b"x"),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        f.kms.decrypt(&f.app, &c, &blob),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        f.kms.create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns("a"),
+                purpose: Purpose::Mac,
+                spec: KeySpec::HmacSm3,
+                alias: None,
+                rotation_period: None,
+                description: String::new(),
+            }
+        ),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(f.kms.rotate_key(&f.admin, &r), Err(Error::Sealed)));
+    assert!(f.kms.status().unwrap().sealed);
+    // One share of a 2-of-3 is not enough; the same share twice is refused.
+    assert_eq!(
+        f.kms.unseal(&f.admin, &f.shares[2]).unwrap(),
+        UnsealProgress::NeedMore {
+            have: 1,
+            threshold: 2
+        }
+    );
+    assert!(matches!(
+        f.kms.unseal(&f.admin, &f.shares[2]),
+        Err(Error::Unseal(UnsealError::Duplicate))
+    ));
+    assert!(f.kms.is_sealed());
+    assert_eq!(
+        f.kms.unseal(&f.admin, &f.shares[0]).unwrap(),
+        UnsealProgress::Unsealed
+    );
+    assert_eq!(
+        f.kms
+            .decrypt(&f.app, &c, &blob)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"x"
+    );
+    // Apps may not unseal.
+    f.kms.seal_now();
+    assert!(matches!(
+        f.kms.unseal(&f.app, &f.shares[0]),
+        Err(Error::PermissionDenied { .. })
+    ));
+}
+
+#[test]
+fn shares_from_another_kms_or_corrupted_are_refused() {
+    let f = fixture();
+    let g = fixture();
+    f.kms.seal_now();
+    assert!(matches!(
+        f.kms.unseal_with(&g.shares[0]),
+        Err(Error::Unseal(UnsealError::WrongSet))
+    ));
+    let text = f.shares[0].expose_text();
+    let flipped: String = text
+        .char_indices()
+        .map(|(i, c)| {
+            if i == text.len() - 3 {
+                if c == 'a' { 'b' } else { 'a' }
+            } else {
+                c
+            }
+        })
+        .collect();
+    assert!(matches!(
+        f.kms.unseal_with(&Share::from_text(&flipped)),
+        Err(Error::Unseal(UnsealError::Corrupt))
+    ));
+    assert!(f.kms.is_sealed());
+    assert!(matches!(
+        f.kms.init(3, 2, "admin2"),
+        Err(Error::AlreadyExists { .. })
+    ));
+}
+
+#[test]
+fn swapped_records_fail_to_unwrap() {
+    let f = fixture();
+    let k1 = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let k2 = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let k3 = create(&f, "b", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    let store = f.kms.store().clone();
+    let get = |id: &KeyId| {
+        KeyRecord::decode(
+            &store
+                .get(Tree::EncryptKeys, id.as_bytes())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let put = |r: &KeyRecord| {
+        let mut b = Batch::new();
+        b.put(r.tree(), r.id.as_bytes().to_vec(), r.encode().unwrap());
+        store.apply(&b).unwrap();
+    };
+    let c = EncryptionContext::default();
+    // k1's material moved into k2's record (another key, same namespace).
+    let mut r2 = get(&k2.id);
+    r2.versions[0].wrapped = get(&k1.id).versions[0].wrapped.clone();
+    put(&r2);
+    f.kms.cache.clear();
+    assert!(matches!(
+        f.kms.encrypt(&f.app, &KeyRef::Id(k2.id), &c, b"x"),
+        Err(Error::Crypto(_))
+    ));
+    // k1's material moved into k3's record (another namespace).
+    let mut r3 = get(&k3.id);
+    r3.versions[0].wrapped = get(&k1.id).versions[0].wrapped.clone();
+    put(&r3);
+    assert!(matches!(
+        f.kms.encrypt(&f.other_app, &KeyRef::Id(k3.id), &c, b"x"),
+        Err(Error::Crypto(_))
+    ));
+    // k1's record relabelled as a MAC key (another purpose) fails too.
+    let mut r1 = get(&k1.id);
+    r1.purpose = Purpose::Mac;
+    r1.spec = KeySpec::HmacSm3;
+    let mut b = Batch::new();
+    b.put(
+        Tree::MacKeys,
+        r1.id.as_bytes().to_vec(),
+        r1.encode().unwrap(),
+    );
+    b.put(Tree::Meta, layout::key_index(&r1.id), vec![3]);
+    store.apply(&b).unwrap();
+    let fresh = Kms::with_clock(store.clone(), KmsConfig::default(), f.clock.clone());
+    for s in f.shares.iter().take(2) {
+        fresh.unseal_with(s).unwrap();
+    }
+    assert!(matches!(
+        fresh.generate_mac(&f.app, &KeyRef::Id(k1.id), b"x"),
+        Err(Error::Crypto(_))
+    ));
+    // And a version number changed in place fails (AAD binds the version).
+    let mut r1v = get(&k1.id);
+    r1v.versions[0].version = 2;
+    put(&r1v);
+    f.kms.cache.clear();
+    assert!(f.kms.encrypt(&f.app, &KeyRef::Id(k1.id), &c, b"x").is_err());
+}
+
+#[test]
+fn the_cache_is_bounded_cleared_on_seal_and_can_be_off() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+    f.kms
+        .encrypt(
+            &f.app,
+            &KeyRef::Id(key.id),
+            &EncryptionContext::default(),
+            b"x",
+        )
+        .unwrap();
+    assert_eq!(f.kms.cache.len(), 1);
+    f.kms.seal_now();
+    assert_eq!(f.kms.cache.len(), 0);
+    let off = Kms::with_clock(
+        f.kms.store().clone(),
+        KmsConfig {
+            cache_ttl: Duration::ZERO,
+            ..KmsConfig::default()
+        },
+        f.clock.clone(),
+    );
+    for s in f.shares.iter().take(2) {
+        off.unseal_with(s).unwrap();
+    }
+    off.encrypt(
+        &f.app,
+        &KeyRef::Id(key.id),
+        &EncryptionContext::default(),
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(off.cache.len(), 0);
+}
+
+#[test]
+fn the_last_admin_cannot_be_removed_and_principals_are_unique() {
+    let f = fixture();
+    assert!(f.kms.remove_principal(&f.admin, "admin").is_err());
+    assert!(matches!(
+        f.kms.add_principal(&f.admin, "app-a", Role::Auditor),
+        Err(Error::AlreadyExists { .. })
+    ));
+    f.kms
+        .add_principal(&f.admin, "admin2", Role::Admin)
+        .unwrap();
+    f.kms.remove_principal(&f.admin, "admin").unwrap();
+    assert_eq!(f.kms.list_principals(&f.auditor).unwrap().len(), 4);
+}
+
+#[test]
+fn gm_only_policy_blocks_new_non_gm_use_but_opens_old_data() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let f = fixture_with(store.clone(), 1, 1);
+    let aes = create(&f, "a", Purpose::Encrypt, KeySpec::Aes256Gcm, None);
+    let c = EncryptionContext::default();
+    let blob = f
+        .kms
+        .encrypt(&f.app, &KeyRef::Id(aes.id), &c, b"old")
+        .unwrap()
+        .ciphertext;
+    let gm = Kms::with_clock(
+        store,
+        KmsConfig {
+            policy: Policy::new(crate::policy::PolicyMode::GmOnly),
+            ..KmsConfig::default()
+        },
+        f.clock.clone(),
+    );
+    gm.unseal_with(&f.shares[0]).unwrap();
+    assert!(matches!(
+        gm.encrypt(&f.app, &KeyRef::Id(aes.id), &c, b"x"),
+        Err(Error::Policy(_))
+    ));
+    assert_eq!(
+        gm.decrypt(&f.app, &c, &blob)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"old"
+    );
+    let sm4 = gm
+        .create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns("a"),
+                purpose: Purpose::Encrypt,
+                spec: KeySpec::Sm4Gcm,
+                alias: None,
+                rotation_period: None,
+                description: String::new(),
+            },
+        )
+        .unwrap();
+    let moved = gm
+        .reencrypt(&f.app, &blob, &c, Some(&KeyRef::Id(sm4.id)), &c)
+        .unwrap();
+    assert_eq!(
+        gm.decrypt(&f.app, &c, &moved.ciphertext)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"old"
+    );
+}
+
+#[test]
+fn backup_round_trip_and_tamper_detection() {
+    let f = fixture();
+    let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, Some("b"));
+    let c = EncryptionContext::default();
+    let blob = f
+        .kms
+        .encrypt(&f.app, &KeyRef::Id(key.id), &c, b"kept")
+        .unwrap()
+        .ciphertext;
+    assert!(matches!(
+        f.kms.backup(&f.app),
+        Err(Error::PermissionDenied { .. })
+    ));
+    let backup = f.kms.backup(&f.admin).unwrap();
+
+    let fresh = || {
+        Kms::with_clock(
+            Arc::new(MemoryStore::new()),
+            KmsConfig::default(),
+            f.clock.clone(),
+        )
+    };
+    // Every flipped byte is refused, and nothing is written.
+    for i in (0..backup.len()).step_by(7) {
+        let mut t = backup.clone();
+        t[i] ^= 0x20;
+        let target = fresh();
+        assert!(
+            target.restore(&t, &f.shares[..2]).is_err(),
+            "flip at {i} accepted"
+        );
+        assert!(!target.status().unwrap().initialized);
+    }
+    assert!(
+        fresh()
+            .restore(&backup[..backup.len() - 1], &f.shares[..2])
+            .is_err()
+    );
+    // Too few shares, or another KMS's shares: refused.
+    assert!(fresh().restore(&backup, &f.shares[..1]).is_err());
+    let g = fixture();
+    assert!(fresh().restore(&backup, &g.shares[..2]).is_err());
+
+    let target = fresh();
+    assert!(target.restore(&backup, &f.shares[1..3]).unwrap() > 0);
+    assert!(target.is_sealed());
+    assert!(
+        target.restore(&backup, &f.shares[1..3]).is_err(),
+        "restore needs an empty store"
+    );
+    target.unseal_with(&f.shares[0]).unwrap();
+    target.unseal_with(&f.shares[2]).unwrap();
+    assert_eq!(
+        target
+            .decrypt(&f.app, &c, &blob)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"kept"
+    );
+    let by_alias = KeyRef::parse("b", &ns("a")).unwrap();
+    assert_eq!(target.describe_key(&f.admin, &by_alias).unwrap().id, key.id);
+}

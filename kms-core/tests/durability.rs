@@ -1,0 +1,625 @@
+//! Crash consistency (issue 3): a child process writing keys and rotations to a real sled store is
+//! killed with SIGKILL at random moments, round after round on the same store. After every kill the
+//! parent reopens the store in a fresh `Kms`, unseals it and checks that every write the child
+//! acknowledged is present and usable, and that nothing is corrupt.
+//!
+//! The child is this test binary itself, re-executed with `--exact child_writer --ignored`; the
+//! `child_writer` test does nothing unless [`CHILD_ENV`] names a work directory. The child appends
+//! one line to `acked.log` (and fsyncs it) after each call that returned `Ok`, so every line in the
+//! log is a promise the KMS made before it was killed.
+//!
+//! Reproduce a failing run with `KMS_DURABILITY_SEED=<seed printed on failure>` (timing still
+//! varies; the seed fixes the kill delays and the child's choices).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kms_core::alg::{KeySpec, Purpose};
+use kms_core::authz::{Principal, Role};
+use kms_core::crypto::Message;
+use kms_core::envelope::EncryptionContext;
+use kms_core::hierarchy::share::Share;
+use kms_core::keys::record::KeyRecord;
+use kms_core::keys::state::KeyState;
+use kms_core::keys::{Alias, KeyId, KeyRef, Namespace};
+use kms_core::store::{SledStore, Store, Tree};
+use kms_core::{CreateKeyRequest, Kms, KmsConfig, UnsealProgress};
+
+/// Names the child's work directory; unset, `child_writer` returns at once.
+const CHILD_ENV: &str = "KMS_DURABILITY_CHILD_DIR";
+/// The child's seed (parent → child), or the run's seed when set by a person reproducing a failure.
+const SEED_ENV: &str = "KMS_DURABILITY_SEED";
+const ROUNDS: u64 = 24;
+/// Rounds in which the kill may land before the child is even unsealed (during sled recovery).
+const EARLY_KILL_EVERY: u64 = 4;
+/// A child left running (parent gone) stops by itself after this long.
+const CHILD_MAX_RUN: Duration = Duration::from_secs(20);
+const READY_WAIT: Duration = Duration::from_secs(15);
+
+const APP: &str = "app-a";
+const NAMESPACE: &str = "a";
+
+/// What the child creates, in turn: GM first, with AES and HMAC-SHA-256 alongside (no RSA: slow).
+const KINDS: [(Purpose, KeySpec); 5] = [
+    (Purpose::Encrypt, KeySpec::Sm4Gcm),
+    (Purpose::Mac, KeySpec::HmacSm3),
+    (Purpose::Sign, KeySpec::Sm2),
+    (Purpose::Encrypt, KeySpec::Aes256Gcm),
+    (Purpose::Mac, KeySpec::HmacSha256),
+];
+
+/// SplitMix64: small, seedable, good enough to pick delays and operations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn index(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(u64::try_from(len).unwrap())).unwrap()
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+}
+
+fn fresh_seed() -> u64 {
+    if let Ok(s) = std::env::var(SEED_ENV) {
+        return s.parse().expect("KMS_DURABILITY_SEED must be a u64");
+    }
+    let mut h = RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Paths {
+    store: PathBuf,
+    share: PathBuf,
+    acked: PathBuf,
+    ready: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path) -> Self {
+        Self {
+            store: dir.join("store"),
+            share: dir.join("share.txt"),
+            acked: dir.join("acked.log"),
+            ready: dir.join("ready"),
+        }
+    }
+}
+
+fn ns() -> Namespace {
+    Namespace::new(NAMESPACE).unwrap()
+}
+
+fn context() -> EncryptionContext {
+    [("test", "durability")].into_iter().collect()
+}
+
+fn spec_by_name(name: &str) -> KeySpec {
+    *KeySpec::ALL
+        .iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("unknown spec {name}"))
+}
+
+fn purpose_by_name(name: &str) -> Purpose {
+    *Purpose::ALL
+        .iter()
+        .find(|p| p.name() == name)
+        .unwrap_or_else(|| panic!("unknown purpose {name}"))
+}
+
+/// Opens the store in a fresh `Kms` and unseals it with the 1-of-1 share file.
+fn open_unsealed(paths: &Paths) -> (Kms, Principal, Principal) {
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&paths.store).expect("open sled store after the crash"));
+    let kms = Kms::open(store, KmsConfig::default());
+    assert!(kms.is_sealed(), "a reopened KMS must start sealed");
+    let share = Share::from_text(&fs::read_to_string(&paths.share).unwrap());
+    assert_eq!(kms.unseal_with(&share).unwrap(), UnsealProgress::Unsealed);
+    let admin = kms.principal("admin").unwrap().expect("admin principal");
+    let app = kms.principal(APP).unwrap().expect("app principal");
+    (kms, admin, app)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child.
+
+/// One acknowledgement: written in one `write` call, then fsynced.
+struct Acks(File);
+
+impl Acks {
+    fn ack(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.0.write_all(&bytes).unwrap();
+        self.0.sync_all().unwrap();
+    }
+}
+
+/// The writer, run in a child process. Loops until killed (or [`CHILD_MAX_RUN`]).
+#[test]
+#[ignore = "the crash-consistency child; run by `crash_consistency_under_sigkill`"]
+fn child_writer() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let paths = Paths::new(Path::new(&dir));
+    let mut rng = Rng(std::env::var(SEED_ENV).unwrap().parse().unwrap());
+    let started = Instant::now();
+    let (kms, admin, app) = open_unsealed(&paths);
+    File::create(&paths.ready).unwrap().sync_all().unwrap();
+    let mut acks = Acks(
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&paths.acked)
+            .unwrap(),
+    );
+    // Keys of earlier rounds are rotated and used too.
+    let mut keys: Vec<(KeyId, Purpose)> = kms
+        .list_keys(&admin, None)
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.id, k.purpose))
+        .collect();
+    let ctx = context();
+    let mut turn = rng.index(KINDS.len());
+    while started.elapsed() < CHILD_MAX_RUN {
+        // Create (half of them with an alias, which adds a tree to the batch).
+        let (purpose, spec) = KINDS[turn % KINDS.len()];
+        turn += 1;
+        let alias = (rng.below(2) == 0).then(|| format!("k{:016x}", rng.next()));
+        let info = kms
+            .create_key(
+                &admin,
+                CreateKeyRequest {
+                    namespace: ns(),
+                    purpose,
+                    spec,
+                    alias: alias.as_deref().map(|a| Alias::new(a).unwrap()),
+                    rotation_period: None,
+                    description: "durability".into(),
+                },
+            )
+            .unwrap();
+        acks.ack(&format!(
+            "created {} {} {} {}",
+            info.id,
+            purpose.name(),
+            spec.name(),
+            alias.as_deref().unwrap_or("-")
+        ));
+        keys.push((info.id, purpose));
+
+        // Rotate an earlier key.
+        let (id, _) = keys[rng.index(keys.len())];
+        let info = kms.rotate_key(&admin, &KeyRef::Id(id)).unwrap();
+        acks.ack(&format!("rotated {id} {}", info.current_version()));
+
+        // Use keys: encrypt, sign, MAC (data-plane calls write nothing, but what they return
+        // must still verify after the crash, under the version they name).
+        let pick = |rng: &mut Rng, want: Purpose| {
+            let of: Vec<KeyId> = keys
+                .iter()
+                .filter(|(_, p)| *p == want)
+                .map(|(id, _)| *id)
+                .collect();
+            (!of.is_empty()).then(|| of[rng.index(of.len())])
+        };
+        if let Some(id) = pick(&mut rng, Purpose::Encrypt) {
+            let len = 1 + rng.index(64);
+            let plaintext = rng.bytes(len);
+            let out = kms
+                .encrypt(&app, &KeyRef::Id(id), &ctx, &plaintext)
+                .unwrap();
+            acks.ack(&format!(
+                "encrypted {id} {} {} {}",
+                out.key_version,
+                hex::encode(&out.ciphertext),
+                hex::encode(&plaintext)
+            ));
+        }
+        if let Some(id) = pick(&mut rng, Purpose::Sign) {
+            let message = rng.bytes(32);
+            let out = kms
+                .sign(&app, &KeyRef::Id(id), Message::Raw(&message), None)
+                .unwrap();
+            acks.ack(&format!(
+                "signed {id} {} {} {}",
+                out.key_version,
+                hex::encode(&message),
+                hex::encode(&out.signature)
+            ));
+        }
+        if let Some(id) = pick(&mut rng, Purpose::Mac) {
+            let data = rng.bytes(24);
+            let out = kms.generate_mac(&app, &KeyRef::Id(id), &data).unwrap();
+            acks.ack(&format!(
+                "mac {id} {} {} {}",
+                out.key_version,
+                hex::encode(&data),
+                hex::encode(&out.signature)
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent.
+
+/// Creates the store once: init 1-of-1, unseal, register the app; the share goes to a file.
+fn init_store(paths: &Paths) {
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&paths.store).unwrap());
+    let kms = Kms::open(store, KmsConfig::default());
+    let out = kms.init(1, 1, "admin").unwrap();
+    fs::write(&paths.share, out.shares[0].expose_text()).unwrap();
+    assert_eq!(
+        kms.unseal_with(&out.shares[0]).unwrap(),
+        UnsealProgress::Unsealed
+    );
+    let admin = kms.principal("admin").unwrap().unwrap();
+    kms.add_principal(&admin, APP, Role::App { namespace: ns() })
+        .unwrap();
+}
+
+fn spawn_child(dir: &Path, seed: u64, round: u64) -> Child {
+    let stderr = File::create(dir.join(format!("child-{round}.stderr"))).unwrap();
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_writer", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, dir)
+        .env(SEED_ENV, seed.to_string())
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Drops an unterminated last line: it was being written when the kill came, so it was never
+/// acknowledged. Returns whether one was dropped.
+fn trim_torn_tail(acked: &Path) -> bool {
+    let Ok(bytes) = fs::read(acked) else {
+        return false;
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return false;
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let f = OpenOptions::new().write(true).open(acked).unwrap();
+    f.set_len(u64::try_from(keep).unwrap()).unwrap();
+    f.sync_all().unwrap();
+    true
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    created: usize,
+    rotated: usize,
+    encrypted: usize,
+    signed: usize,
+    macs: usize,
+}
+
+impl Tally {
+    fn total(&self) -> usize {
+        self.created + self.rotated + self.encrypted + self.signed + self.macs
+    }
+}
+
+/// Checks every acknowledged line against the reopened KMS, and the store's own invariants.
+fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str) -> Tally {
+    let text = fs::read_to_string(acked).unwrap_or_default();
+    let ctx = context();
+    let mut tally = Tally::default();
+    // Highest acknowledged version per key.
+    let mut acked_keys: BTreeMap<KeyId, (Purpose, KeySpec, u32)> = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{why}, acked.log line {}: {line:.120}", n + 1);
+        let f: Vec<&str> = line.split(' ').collect();
+        let id: KeyId = f[1].parse().unwrap_or_else(|e| panic!("{at}: {e}"));
+        let key = KeyRef::Id(id);
+        match f[0] {
+            "created" => {
+                tally.created += 1;
+                let (purpose, spec) = (purpose_by_name(f[2]), spec_by_name(f[3]));
+                let info = kms
+                    .describe_key(admin, &key)
+                    .unwrap_or_else(|e| panic!("{at}: acknowledged key is gone: {e}"));
+                assert_eq!((info.purpose, info.spec), (purpose, spec), "{at}");
+                assert_eq!(info.state, KeyState::Enabled, "{at}");
+                assert_eq!(info.namespace, ns(), "{at}");
+                if f[4] != "-" {
+                    let by_alias = KeyRef::Alias(ns(), Alias::new(f[4]).unwrap());
+                    let resolved = kms
+                        .describe_key(admin, &by_alias)
+                        .unwrap_or_else(|e| panic!("{at}: acknowledged alias is gone: {e}"));
+                    assert_eq!(resolved.id, id, "{at}: alias names another key");
+                    assert!(info.aliases.iter().any(|a| a.as_str() == f[4]), "{at}");
+                }
+                acked_keys.entry(id).or_insert((purpose, spec, 1));
+            }
+            "rotated" => {
+                tally.rotated += 1;
+                let version: u32 = f[2].parse().unwrap();
+                let info = kms
+                    .describe_key(admin, &key)
+                    .unwrap_or_else(|e| panic!("{at}: rotated key is gone: {e}"));
+                assert!(
+                    info.current_version() >= version,
+                    "{at}: acknowledged version {version} lost (store has {})",
+                    info.current_version()
+                );
+                let versions: Vec<u32> = info.versions.iter().map(|v| v.version).collect();
+                let expected: Vec<u32> = (1..=info.current_version()).collect();
+                assert_eq!(versions, expected, "{at}: versions are not 1..=n");
+                if let Some(k) = acked_keys.get_mut(&id) {
+                    k.2 = k.2.max(version);
+                }
+            }
+            "encrypted" => {
+                tally.encrypted += 1;
+                let version: u32 = f[2].parse().unwrap();
+                let (ciphertext, plaintext) =
+                    (hex::decode(f[3]).unwrap(), hex::decode(f[4]).unwrap());
+                let out = kms
+                    .decrypt(app, &ctx, &ciphertext)
+                    .unwrap_or_else(|e| panic!("{at}: acknowledged ciphertext fails: {e}"));
+                assert_eq!(out.key_id, id, "{at}");
+                assert_eq!(out.key_version, version, "{at}");
+                assert_eq!(out.plaintext.expose_secret(), plaintext, "{at}");
+            }
+            "signed" => {
+                tally.signed += 1;
+                let version: u32 = f[2].parse().unwrap();
+                let (message, signature) = (hex::decode(f[3]).unwrap(), hex::decode(f[4]).unwrap());
+                let out = kms
+                    .verify(
+                        app,
+                        &key,
+                        Message::Raw(&message),
+                        &signature,
+                        None,
+                        Some(version),
+                    )
+                    .unwrap_or_else(|e| panic!("{at}: verify fails: {e}"));
+                assert!(out.valid, "{at}: acknowledged signature no longer verifies");
+            }
+            "mac" => {
+                tally.macs += 1;
+                let version: u32 = f[2].parse().unwrap();
+                let (data, tag) = (hex::decode(f[3]).unwrap(), hex::decode(f[4]).unwrap());
+                let out = kms
+                    .verify_mac(app, &key, &data, &tag, Some(version))
+                    .unwrap_or_else(|e| panic!("{at}: verify_mac fails: {e}"));
+                assert!(out.valid, "{at}: acknowledged MAC no longer verifies");
+            }
+            other => panic!("{at}: unknown record {other:?}"),
+        }
+    }
+
+    // Every record decodes (list_keys fails on the first that does not) and every acknowledged
+    // key is listed.
+    let listed = kms
+        .list_keys(admin, None)
+        .unwrap_or_else(|e| panic!("{why}: list_keys: {e}"));
+    let listed_ids: BTreeSet<KeyId> = listed.iter().map(|k| k.id).collect();
+    for id in acked_keys.keys() {
+        assert!(listed_ids.contains(id), "{why}: {id} is not listed");
+    }
+    assert_eq!(
+        listed_ids.len(),
+        listed.len(),
+        "{why}: a key is listed twice"
+    );
+
+    // The multi-tree batches landed whole: a key index entry for every record and vice versa,
+    // and an alias entry for every alias a record names.
+    let store = kms.store();
+    let index = store.scan_prefix(Tree::Meta, b"keyidx/").unwrap();
+    let mut indexed = BTreeMap::new();
+    for (k, v) in &index {
+        let raw: [u8; 16] = k[b"keyidx/".len()..].try_into().unwrap();
+        indexed.insert(KeyId(uuid_from(raw)), v.clone());
+    }
+    let mut records = 0;
+    for purpose in Purpose::ALL {
+        for (k, v) in store
+            .scan_prefix(KeyRecord::tree_for(purpose), &[])
+            .unwrap()
+        {
+            records += 1;
+            let r = KeyRecord::decode(&v).unwrap_or_else(|e| panic!("{why}: record: {e}"));
+            assert_eq!(
+                k.as_slice(),
+                r.id.as_bytes(),
+                "{why}: record under wrong id"
+            );
+            assert!(
+                indexed.contains_key(&r.id),
+                "{why}: record {} has no key index entry",
+                r.id
+            );
+            for alias in &r.aliases {
+                let mut ak = r.namespace.as_str().as_bytes().to_vec();
+                ak.push(0);
+                ak.extend_from_slice(alias.as_str().as_bytes());
+                let target = store.get(Tree::Aliases, &ak).unwrap();
+                assert_eq!(
+                    target.as_deref(),
+                    Some(r.id.as_bytes().as_slice()),
+                    "{why}: alias {alias} of {} is missing",
+                    r.id
+                );
+            }
+        }
+    }
+    assert_eq!(
+        records,
+        indexed.len(),
+        "{why}: key index entries without a record"
+    );
+
+    // Every key, acknowledged or not (the kill may land between the store's return and the
+    // acknowledgement), is describable and usable with its newest version.
+    for k in &listed {
+        let key = KeyRef::Id(k.id);
+        let at = format!("{why}, key {} ({} {})", k.id, k.purpose, k.spec);
+        kms.describe_key(admin, &key)
+            .unwrap_or_else(|e| panic!("{at}: describe: {e}"));
+        if let Some((_, _, v)) = acked_keys.get(&k.id) {
+            assert!(k.current_version() >= *v, "{at}: version went back");
+        }
+        match k.purpose {
+            Purpose::Encrypt => {
+                let out = kms
+                    .encrypt(app, &key, &ctx, b"still usable")
+                    .unwrap_or_else(|e| panic!("{at}: encrypt: {e}"));
+                assert_eq!(out.key_version, k.current_version(), "{at}");
+                let back = kms.decrypt(app, &ctx, &out.ciphertext).unwrap();
+                assert_eq!(back.plaintext.expose_secret(), b"still usable", "{at}");
+            }
+            Purpose::Sign => {
+                let out = kms
+                    .sign(app, &key, Message::Raw(b"still usable"), None)
+                    .unwrap_or_else(|e| panic!("{at}: sign: {e}"));
+                let ok = kms
+                    .verify(
+                        app,
+                        &key,
+                        Message::Raw(b"still usable"),
+                        &out.signature,
+                        None,
+                        None,
+                    )
+                    .unwrap();
+                assert!(ok.valid, "{at}");
+            }
+            Purpose::Mac => {
+                let out = kms
+                    .generate_mac(app, &key, b"still usable")
+                    .unwrap_or_else(|e| panic!("{at}: mac: {e}"));
+                let ok = kms
+                    .verify_mac(app, &key, b"still usable", &out.signature, None)
+                    .unwrap();
+                assert!(ok.valid, "{at}");
+            }
+            Purpose::AsymmetricDecrypt => panic!("{at}: the child creates no such key"),
+        }
+    }
+    tally
+}
+
+fn uuid_from(raw: [u8; 16]) -> uuid::Uuid {
+    uuid::Uuid::from_bytes(raw)
+}
+
+fn wait_for(path: &Path, child: &mut Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn crash_consistency_under_sigkill() {
+    let seed = fresh_seed();
+    eprintln!("crash consistency: seed {seed} (rerun with {SEED_ENV}={seed})");
+    let started = Instant::now();
+    let mut rng = Rng(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let paths = Paths::new(dir);
+    init_store(&paths);
+
+    let mut previous = 0;
+    let mut progressed = 0;
+    let mut torn = 0;
+    let mut tally = Tally::default();
+    for round in 1..=ROUNDS {
+        let why = format!("seed {seed}, round {round}");
+        let _ = fs::remove_file(&paths.ready);
+        let mut child = spawn_child(dir, rng.next(), round);
+        let early = round % EARLY_KILL_EVERY == 0;
+        let delay = if early {
+            // Anywhere from exec to the first writes, through sled's recovery.
+            Duration::from_millis(rng.below(150))
+        } else {
+            let ready = wait_for(&paths.ready, &mut child, READY_WAIT);
+            let stderr = fs::read_to_string(dir.join(format!("child-{round}.stderr")));
+            assert!(
+                ready,
+                "{why}: the child never became ready; stderr:\n{}",
+                stderr.unwrap_or_default()
+            );
+            Duration::from_millis(50 + rng.below(351))
+        };
+        thread::sleep(delay);
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "{why}: the child exited by itself ({exited:?}) before the kill; stderr:\n{}",
+            fs::read_to_string(dir.join(format!("child-{round}.stderr"))).unwrap_or_default()
+        );
+        child.kill().unwrap(); // SIGKILL on Unix
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{why}: {status:?}");
+        if trim_torn_tail(&paths.acked) {
+            torn += 1;
+        }
+
+        let (kms, admin, app) = open_unsealed(&paths);
+        tally = verify(&kms, &admin, &app, &paths.acked, &why);
+        if tally.total() > previous {
+            progressed += 1;
+        }
+        previous = tally.total();
+        drop(kms);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "crash consistency: seed {seed}: {ROUNDS} rounds in {elapsed:?}, {progressed} with \
+         progress, {torn} torn ack lines dropped; acknowledged {tally:?}"
+    );
+    // A run where the child never got to write proves nothing.
+    assert!(
+        progressed >= usize::try_from(ROUNDS / 4).unwrap(),
+        "seed {seed}: only {progressed} of {ROUNDS} rounds acknowledged anything"
+    );
+    assert!(tally.created >= 10 && tally.rotated >= 10, "{tally:?}");
+}
