@@ -308,6 +308,60 @@ impl SignatureRequest {
     }
 }
 
+/// Signature parameters as a request gives them; absent fields take the key's defaults
+/// (SM2: the GM/T 0009 default ID; RSA: PSS over SHA-256).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignatureParams {
+    pub sm2_id: Option<String>,
+    pub rsa_scheme: Option<RsaSigScheme>,
+    pub hash: Option<DigestAlg>,
+}
+
+impl SignatureParams {
+    /// The request these parameters make for a key of `spec`; parameters of the other
+    /// algorithm family are an error rather than silently ignored.
+    pub fn resolve(&self, spec: KeySpec) -> Result<SignatureRequest, crate::policy::PolicyError> {
+        use crate::policy::PolicyError;
+        match spec {
+            KeySpec::Sm2 => {
+                if self.rsa_scheme.is_some() || self.hash.is_some() {
+                    return Err(PolicyError::SchemeMismatch {
+                        spec,
+                        requested: "an RSA scheme or hash",
+                    });
+                }
+                Ok(SignatureRequest::Sm2 {
+                    id: self
+                        .sm2_id
+                        .clone()
+                        .unwrap_or_else(|| SM2_DEFAULT_ID.to_owned()),
+                })
+            }
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                if self.sm2_id.is_some() {
+                    return Err(PolicyError::SchemeMismatch {
+                        spec,
+                        requested: "an SM2 distinguishing ID",
+                    });
+                }
+                Ok(SignatureRequest::Rsa {
+                    scheme: self.rsa_scheme.unwrap_or_default(),
+                    hash: self.hash.unwrap_or(DigestAlg::Sha256),
+                })
+            }
+            KeySpec::Sm4Gcm
+            | KeySpec::Aes256Gcm
+            | KeySpec::HmacSm3
+            | KeySpec::HmacSha256
+            | KeySpec::HmacSha384
+            | KeySpec::HmacSha512 => Err(PolicyError::SchemeMismatch {
+                spec,
+                requested: "a signature",
+            }),
+        }
+    }
+}
+
 /// The two data-key specs `GenerateDataKey` hands out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DataKeySpec {

@@ -33,7 +33,7 @@ pub mod store;
 pub use error::{CryptoError, Error, InvalidInput, UnsealError};
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
-    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, SignOutput, Status, UnsealProgress, VerifyOutput,
-    VersionInfo,
+    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, UnsealProgress,
+    VerifyOutput, VersionInfo,
 };
 pub use secret::{KeyMaterial, SecretBytes};

@@ -68,6 +68,14 @@ impl SecretBytes {
         &self.0
     }
 
+    /// Hands the bytes to a container that does not wipe itself — a protobuf response field,
+    /// at the last moment before it is sent. Named to stand out: every caller is a place where
+    /// a secret leaves this type's protection.
+    #[must_use]
+    pub fn into_unprotected_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut *self.0)
+    }
+
     /// Mutable access for in-place cryptography (the buffer still wipes on drop).
     pub(crate) fn expose_secret_mut(&mut self) -> &mut Vec<u8> {
         &mut self.0

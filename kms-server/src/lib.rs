@@ -1,88 +1,25 @@
-//! The KMS server.
+//! The KMS server: `kms-core` behind gRPC over mutual TLS.
 //!
-//! Today it has one command, `kms-server selftest [--gm-only]`, which runs the power-on self-tests
-//! of `kms-core` (a known-answer test for every algorithm the policy enables, and a
-//! pairwise-consistency test for fresh key pairs) and prints one line per test. The gRPC service
-//! over mutual TLS (DESIGN.md, "Trust model") comes next; it will run the same self-tests at start
-//! and refuse to serve if one fails.
+//! ```text
+//! TCP → rustls (TLS 1.3/1.2, AEAD suites, client certificate required) → identity (SAN URI, else
+//! CN) → registered principal + rate limit → limits → Kms (authorisation, policy, key lookup,
+//! primitive) → status mapping → response
+//! ```
 //!
-//! [`run_cli`] is the whole binary, so tests drive it in-process with their own output buffers.
+//! [`server::run`] serves on a listener until a shutdown future completes (tests call it on
+//! 127.0.0.1:0); [`run_cli`] is the whole binary.
 
-use std::ffi::OsString;
-use std::io::Write;
+mod cli;
+pub mod config;
+pub mod convert;
+pub mod hardening;
+pub mod identity;
+pub mod limits;
+mod serve;
+pub mod server;
+pub mod services;
+pub mod status;
+pub mod tls;
 
-use clap::{Parser, Subcommand};
-use kms_core::policy::{Policy, PolicyMode};
-use kms_core::selftest;
-
-/// Exit status when every self-test passed.
-pub const EXIT_OK: u8 = 0;
-/// Exit status when a self-test failed (or the output could not be written).
-pub const EXIT_FAILED: u8 = 1;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "kms-server",
-    version,
-    about = "KMS server for GM and international algorithms"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the power-on self-tests and print each algorithm's result; exit 1 if any failed.
-    Selftest {
-        /// Test only what a GM-only policy allows (SM2, SM3, SM4).
-        #[arg(long)]
-        gm_only: bool,
-    },
-}
-
-/// Runs `kms-server` with `args` (the program name first), writing normal output to `out` and
-/// diagnostics to `err`. Returns the process exit status: 0 on success, 1 when a self-test
-/// failed, 2 for a usage error.
-pub fn run_cli<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are "errors" that go to stdout with status 0.
-            let rendered = e.render();
-            // Best effort: there is nowhere left to report a failed write of a usage message.
-            let _ = if e.use_stderr() {
-                write!(err, "{rendered}")
-            } else {
-                write!(out, "{rendered}")
-            };
-            return u8::try_from(e.exit_code()).unwrap_or(EXIT_FAILED);
-        }
-    };
-    match cli.command {
-        Command::Selftest { gm_only } => {
-            let mode = if gm_only {
-                PolicyMode::GmOnly
-            } else {
-                PolicyMode::Standard
-            };
-            selftest_command(mode, out)
-        }
-    }
-}
-
-/// `kms-server selftest`: runs every self-test `mode` enables and prints the report.
-fn selftest_command(mode: PolicyMode, out: &mut dyn Write) -> u8 {
-    let report = selftest::run(Policy::new(mode));
-    let written = writeln!(out, "self-tests (policy: {})", mode.name())
-        .and_then(|()| writeln!(out, "{report}"));
-    if report.all_passed() && written.is_ok() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    }
-}
+pub use cli::{EXIT_FAILED, EXIT_OK, run_cli};
+pub use server::{ServeError, Settings, run};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Kms, Unsealed};
-use crate::alg::{DataKeySpec, Purpose, SignatureRequest};
+use crate::alg::{DataKeySpec, Purpose, SignatureParams};
 use crate::authz::{GrantOp, Op, Principal};
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::{self, EncryptionContext};
@@ -54,6 +54,13 @@ pub struct DataKeyOutput {
     pub plaintext: Option<SecretBytes>,
     /// The data key encrypted to the caller's public key.
     pub encrypted_to_caller: Option<Vec<u8>>,
+    pub key_id: KeyId,
+    pub key_version: u32,
+}
+
+#[derive(Debug)]
+pub struct PublicKeyOutput {
+    pub public_key: PublicKey,
     pub key_id: KeyId,
     pub key_version: u32,
 }
@@ -299,14 +306,11 @@ impl Kms {
         principal: &Principal,
         key: &KeyRef,
         message: Message<'_>,
-        request: Option<SignatureRequest>,
+        params: &SignatureParams,
     ) -> Result<SignOutput, Error> {
         let (vault, record, approved) =
             self.for_protect(principal, Op::Sign, key, Purpose::Sign)?;
-        let request = match request {
-            Some(r) => r,
-            None => SignatureRequest::default_for(record.spec).ok_or(CryptoError::Mismatch)?,
-        };
+        let request = params.resolve(record.spec)?;
         let scheme = self.config.policy.approve_signature(approved, request)?;
         let (version, material) = self.newest_material(&vault, &record)?;
         check_message(message)?;
@@ -326,14 +330,11 @@ impl Kms {
         key: &KeyRef,
         message: Message<'_>,
         signature: &[u8],
-        request: Option<SignatureRequest>,
+        params: &SignatureParams,
         version: Option<u32>,
     ) -> Result<VerifyOutput, Error> {
         let (_, record, approved) = self.for_open(principal, Op::Verify, key, Purpose::Sign)?;
-        let request = match request {
-            Some(r) => r,
-            None => SignatureRequest::default_for(record.spec).ok_or(CryptoError::Mismatch)?,
-        };
+        let request = params.resolve(record.spec)?;
         let scheme = self.config.policy.approve_verify(approved, request)?;
         check_message(message)?;
         let mut tried = 0;
@@ -395,7 +396,7 @@ impl Kms {
         principal: &Principal,
         key: &KeyRef,
         version: Option<u32>,
-    ) -> Result<(PublicKey, u32), Error> {
+    ) -> Result<PublicKeyOutput, Error> {
         self.begin(principal, Op::GetPublicKey)?;
         let (record, _) = self.reach(principal, key, GrantOp::GetPublicKey)?;
         match record.purpose {
@@ -422,7 +423,11 @@ impl Kms {
             .next()
             .ok_or(CryptoError::MalformedKey)?;
         let der = v.public_key.clone().ok_or(CryptoError::MalformedKey)?;
-        Ok((PublicKey::from_trusted(record.spec, der)?, v.version))
+        Ok(PublicKeyOutput {
+            public_key: PublicKey::from_trusted(record.spec, der)?,
+            key_id: record.id,
+            key_version: v.version,
+        })
     }
 
     /// An HMAC tag with the newest version.

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 pub use admin::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use data::{
-    DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, SignOutput,
-    VerifyOutput,
+    DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, PublicKeyOutput,
+    SignOutput, VerifyOutput,
 };
 pub use system::{InitOutput, Status, UnsealProgress};
 

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::alg::{DataKeySpec, KeySpec, Purpose, SignatureRequest};
+use crate::alg::{DataKeySpec, KeySpec, Purpose, SignatureParams};
 use crate::authz::{GrantOp, Principal, Role};
 use crate::clock::{DAY, ManualClock};
 use crate::crypto::Message;
@@ -155,21 +155,41 @@ fn signatures_verify_across_rotations_and_purposes_are_kept_apart() {
     let f = fixture();
     let key = create(&f, "a", Purpose::Sign, KeySpec::Sm2, None);
     let r = KeyRef::Id(key.id);
-    let s1 = f.kms.sign(&f.app, &r, Message::Raw(b"m"), None).unwrap();
+    let s1 = f
+        .kms
+        .sign(&f.app, &r, Message::Raw(b"m"), &SignatureParams::default())
+        .unwrap();
     f.kms.rotate_key(&f.admin, &r).unwrap();
-    let s2 = f.kms.sign(&f.app, &r, Message::Raw(b"m"), None).unwrap();
+    let s2 = f
+        .kms
+        .sign(&f.app, &r, Message::Raw(b"m"), &SignatureParams::default())
+        .unwrap();
     assert_eq!((s1.key_version, s2.key_version), (1, 2));
     for s in [&s1, &s2] {
         let v = f
             .kms
-            .verify(&f.app, &r, Message::Raw(b"m"), &s.signature, None, None)
+            .verify(
+                &f.app,
+                &r,
+                Message::Raw(b"m"),
+                &s.signature,
+                &SignatureParams::default(),
+                None,
+            )
             .unwrap();
         assert!(v.valid);
         assert_eq!(v.key_version, s.key_version);
     }
     assert!(
         !f.kms
-            .verify(&f.app, &r, Message::Raw(b"x"), &s1.signature, None, None)
+            .verify(
+                &f.app,
+                &r,
+                Message::Raw(b"x"),
+                &s1.signature,
+                &SignatureParams::default(),
+                None
+            )
             .unwrap()
             .valid
     );
@@ -181,20 +201,23 @@ fn signatures_verify_across_rotations_and_purposes_are_kept_apart() {
     ));
     let enc = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
     assert!(matches!(
-        f.kms
-            .sign(&f.app, &KeyRef::Id(enc.id), Message::Raw(b"m"), None),
+        f.kms.sign(
+            &f.app,
+            &KeyRef::Id(enc.id),
+            Message::Raw(b"m"),
+            &SignatureParams::default()
+        ),
         Err(Error::Policy(_))
     ));
     // RSA parameters on an SM2 key are refused by policy.
-    let rsa_req = SignatureRequest::Rsa {
-        scheme: crate::alg::RsaSigScheme::Pss,
-        hash: crate::alg::DigestAlg::Sha256,
+    let rsa_params = SignatureParams {
+        hash: Some(crate::alg::DigestAlg::Sha256),
+        ..SignatureParams::default()
     };
-    assert!(
-        f.kms
-            .sign(&f.app, &r, Message::Raw(b"m"), Some(rsa_req))
-            .is_err()
-    );
+    assert!(matches!(
+        f.kms.sign(&f.app, &r, Message::Raw(b"m"), &rsa_params),
+        Err(Error::Policy(_))
+    ));
 }
 
 #[test]
@@ -232,10 +255,11 @@ fn data_keys_in_three_modes() {
     );
     // Encrypted to the caller's SM2 public key (KEY-4): only its private half opens it.
     let wrap_key = create(&f, "a", Purpose::AsymmetricDecrypt, KeySpec::Sm2, None);
-    let (public, _) = f
+    let public = f
         .kms
         .get_public_key(&f.app, &KeyRef::Id(wrap_key.id), None)
-        .unwrap();
+        .unwrap()
+        .public_key;
     let to = f
         .kms
         .generate_data_key(

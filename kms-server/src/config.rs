@@ -1,0 +1,264 @@
+//! Server configuration: a TOML file with environment overrides. Secrets are never inline
+//! (OPS-4): the TLS key is a file path, and unseal shares are never part of the configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kms_core::KmsConfig;
+use kms_core::hierarchy::wrap::WrapAlg;
+use kms_core::policy::{Policy, PolicyMode, names};
+use serde::Deserialize;
+
+use crate::limits::Limits;
+use crate::server::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM file; never inline).
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    /// Where the embedded store lives (`DATA_DIR/store`).
+    pub data_dir: PathBuf,
+    /// "standard" or "gm-only" (ALG-4).
+    pub policy: String,
+    /// AEAD for the key hierarchy: "sm4-gcm" (default) or "aes-256-gcm".
+    pub wrap: String,
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    /// Lifetime of unwrapped keys in memory; 0 disables the cache (KEY-3).
+    pub cache_ttl_seconds: u64,
+    pub cache_capacity: usize,
+    pub scheduler_interval_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7443".into(),
+            data_dir: PathBuf::from("kms-data"),
+            policy: "standard".into(),
+            wrap: "sm4-gcm".into(),
+            tls: None,
+            limits: Limits::default(),
+            cache_ttl_seconds: 300,
+            cache_capacity: 10_000,
+            scheduler_interval_seconds: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, then applies `KMS_*` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.message().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.apply_env(|k| std::env::var(k).ok());
+        config.resolve_paths(base);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides, for containers: KMS_LISTEN, KMS_DATA_DIR, KMS_POLICY, KMS_TLS_CERT,
+    /// KMS_TLS_KEY, KMS_TLS_CLIENT_CA.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("KMS_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("KMS_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("KMS_POLICY") {
+            self.policy = v;
+        }
+        let (cert, key, ca) = (
+            get("KMS_TLS_CERT"),
+            get("KMS_TLS_KEY"),
+            get("KMS_TLS_CLIENT_CA"),
+        );
+        if cert.is_some() || key.is_some() || ca.is_some() {
+            let mut tls = self.tls.clone().unwrap_or(TlsFiles {
+                cert: "".into(),
+                key: "".into(),
+                client_ca: "".into(),
+            });
+            if let Some(v) = cert {
+                tls.cert = v.into();
+            }
+            if let Some(v) = key {
+                tls.key = v.into();
+            }
+            if let Some(v) = ca {
+                tls.client_ca = v.into();
+            }
+            self.tls = Some(tls);
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        if let Some(t) = &mut self.tls {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+            fix(&mut t.client_ca);
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.policy()?;
+        self.wrap_alg()?;
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            ConfigError::Invalid(
+                "[tls] cert, key and client_ca are required: there is no plaintext port".into(),
+            )
+        })?;
+        for (what, p) in [
+            ("tls.cert", &tls.cert),
+            ("tls.key", &tls.key),
+            ("tls.client_ca", &tls.client_ca),
+        ] {
+            let s = p.to_string_lossy();
+            if s.contains("-----BEGIN") {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} must be a file path; secrets are never inline (OPS-4)"
+                )));
+            }
+            if s.is_empty() {
+                return Err(ConfigError::Invalid(format!("{what} is required")));
+            }
+        }
+        if self.limits.max_connections == 0 || self.limits.rate_per_second <= 0.0 {
+            return Err(ConfigError::Invalid("limits must be positive".into()));
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        match names::normalize(&self.policy).as_str() {
+            "standard" => Ok(Policy::new(PolicyMode::Standard)),
+            "gmonly" => Ok(Policy::new(PolicyMode::GmOnly)),
+            _ => Err(ConfigError::Invalid(
+                "policy must be \"standard\" or \"gm-only\"".into(),
+            )),
+        }
+    }
+
+    pub fn wrap_alg(&self) -> Result<WrapAlg, ConfigError> {
+        let spec = names::parse_key_spec(&self.wrap)
+            .map_err(|e| ConfigError::Invalid(format!("wrap: {e}")))?;
+        WrapAlg::new(spec).map_err(|e| ConfigError::Invalid(format!("wrap: {e}")))
+    }
+
+    pub fn kms_config(&self) -> Result<KmsConfig, ConfigError> {
+        Ok(KmsConfig {
+            policy: self.policy()?,
+            wrap: self.wrap_alg()?,
+            cache_ttl: Duration::from_secs(self.cache_ttl_seconds),
+            cache_capacity: self.cache_capacity,
+        })
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        Settings {
+            limits: self.limits,
+            scheduler_interval: Duration::from_secs(self.scheduler_interval_seconds.max(1)),
+            ..Settings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("kms.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_resolves_paths_and_applies_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "listen = \"127.0.0.1:9\"\npolicy = \"gm-only\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nclient_ca = \"ca.pem\"\n[limits]\nmax_plaintext_bytes = 1024\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.tls.as_ref().unwrap().cert, dir.path().join("s.pem"));
+        assert_eq!(c.limits.max_plaintext_bytes, 1024);
+        assert_eq!(c.policy().unwrap().mode(), PolicyMode::GmOnly);
+        let mut c2 = c;
+        c2.apply_env(|k| (k == "KMS_LISTEN").then(|| "0.0.0.0:1".to_string()));
+        assert_eq!(c2.listen, "0.0.0.0:1");
+    }
+
+    #[test]
+    fn refuses_inline_secrets_unknown_fields_and_no_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = write(
+            dir.path(),
+            "[tls]\ncert = \"a\"\nkey = \"-----BEGIN PRIVATE KEY-----\"\nclient_ca = \"c\"\n",
+        );
+        assert!(
+            Config::load(&inline)
+                .unwrap_err()
+                .to_string()
+                .contains("never inline")
+        );
+        let unknown = write(dir.path(), "bogus = 1\n");
+        assert!(Config::load(&unknown).is_err());
+        let none = write(dir.path(), "listen = \"127.0.0.1:1\"\n");
+        assert!(
+            Config::load(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("no plaintext port")
+        );
+        let weak = write(
+            dir.path(),
+            "wrap = \"des\"\n[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n",
+        );
+        assert!(
+            Config::load(&weak)
+                .unwrap_err()
+                .to_string()
+                .contains("ALG-3")
+        );
+    }
+}

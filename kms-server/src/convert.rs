@@ -1,0 +1,177 @@
+//! proto ↔ core conversions. Byte fields that hold secrets are moved (`mem::take`), not copied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kms_core::KeyInfo;
+use kms_core::alg::{KeySpec, Purpose, SignatureParams};
+use kms_core::authz::{Grant, Principal, Role};
+use kms_core::crypto::Message;
+use kms_core::envelope::EncryptionContext;
+use kms_core::keys::state::KeyState;
+use kms_core::keys::{KeyRef, Namespace};
+use kms_core::policy::names;
+use kms_proto::v1;
+use tonic::Status;
+
+/// The namespace keys are created in when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn invalid(e: &kms_core::Error) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// A key reference as a caller typed it, resolved against the caller's namespace.
+pub fn key_ref(input: &str, principal: &Principal) -> Result<KeyRef, Status> {
+    if input.is_empty() {
+        return Err(Status::invalid_argument(
+            "key is required: give a key id or an alias",
+        ));
+    }
+    let home = match &principal.role {
+        Role::App { namespace } => namespace.clone(),
+        Role::Admin | Role::Auditor => {
+            Namespace::new(DEFAULT_NAMESPACE).map_err(|e| invalid(&e))?
+        }
+    };
+    KeyRef::parse(input, &home).map_err(|e| invalid(&e))
+}
+
+pub fn namespace(input: &str) -> Result<Namespace, Status> {
+    let s = if input.is_empty() {
+        DEFAULT_NAMESPACE
+    } else {
+        input
+    };
+    Namespace::new(s).map_err(|e| invalid(&e))
+}
+
+pub fn context(map: HashMap<String, String>) -> EncryptionContext {
+    EncryptionContext::new(map.into_iter().collect::<BTreeMap<_, _>>())
+}
+
+pub fn purpose(p: i32) -> Result<Purpose, Status> {
+    match v1::Purpose::try_from(p) {
+        Ok(v1::Purpose::Encrypt) => Ok(Purpose::Encrypt),
+        Ok(v1::Purpose::Sign) => Ok(Purpose::Sign),
+        Ok(v1::Purpose::AsymmetricDecrypt) => Ok(Purpose::AsymmetricDecrypt),
+        Ok(v1::Purpose::Mac) => Ok(Purpose::Mac),
+        Ok(v1::Purpose::Unspecified) | Err(_) => Err(Status::invalid_argument(
+            "purpose is required: encrypt, sign, asymmetric-decrypt or mac",
+        )),
+    }
+}
+
+fn purpose_out(p: Purpose) -> v1::Purpose {
+    match p {
+        Purpose::Encrypt => v1::Purpose::Encrypt,
+        Purpose::Sign => v1::Purpose::Sign,
+        Purpose::AsymmetricDecrypt => v1::Purpose::AsymmetricDecrypt,
+        Purpose::Mac => v1::Purpose::Mac,
+    }
+}
+
+fn state_out(s: KeyState) -> v1::KeyState {
+    match s {
+        KeyState::Enabled => v1::KeyState::Enabled,
+        KeyState::Disabled => v1::KeyState::Disabled,
+        KeyState::Compromised => v1::KeyState::Compromised,
+        KeyState::PendingDestruction => v1::KeyState::PendingDestruction,
+        KeyState::Destroyed => v1::KeyState::Destroyed,
+    }
+}
+
+pub fn key_spec(input: &str) -> Result<KeySpec, Status> {
+    names::parse_key_spec(input).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub fn key_metadata(k: &KeyInfo) -> v1::KeyMetadata {
+    v1::KeyMetadata {
+        key_id: k.id.to_string(),
+        namespace: k.namespace.to_string(),
+        purpose: purpose_out(k.purpose).into(),
+        algorithm: k.spec.name().to_owned(),
+        state: state_out(k.state).into(),
+        description: k.description.clone(),
+        aliases: k.aliases.iter().map(ToString::to_string).collect(),
+        created_at: k.created_at,
+        versions: k
+            .versions
+            .iter()
+            .map(|v| v1::KeyVersionInfo {
+                version: v.version,
+                created_at: v.created_at,
+                destroyed: v.destroyed,
+                public_key_der: v.public_key_der.clone().unwrap_or_default(),
+            })
+            .collect(),
+        rotation_period_seconds: k.rotation_period,
+        last_rotated_at: k.last_rotated_at,
+        next_rotation_at: k.next_rotation_at,
+        compromised_at: k.compromised_at,
+        destroy_at: k.destroy_at,
+        destroyed_at: k.destroyed_at,
+        current_version: k.current_version(),
+    }
+}
+
+pub fn grant_info(g: &Grant) -> v1::GrantInfo {
+    v1::GrantInfo {
+        key_id: g.key_id.to_string(),
+        grantee_namespace: g.grantee.to_string(),
+        operations: g.ops.iter().map(|o| o.name().to_owned()).collect(),
+        created_at: g.created_at,
+    }
+}
+
+pub fn principal_info(p: &Principal) -> v1::PrincipalInfo {
+    v1::PrincipalInfo {
+        subject: p.subject.clone(),
+        role: p.role.name().to_owned(),
+        namespace: match &p.role {
+            Role::App { namespace } => namespace.to_string(),
+            Role::Admin | Role::Auditor => String::new(),
+        },
+        created_at: p.created_at,
+    }
+}
+
+pub fn role(role: &str, namespace: &str) -> Result<Role, Status> {
+    match names::normalize(role).as_str() {
+        "app" => Ok(Role::App {
+            namespace: self::namespace(namespace)?,
+        }),
+        "admin" => Ok(Role::Admin),
+        "auditor" => Ok(Role::Auditor),
+        _ => Err(Status::invalid_argument(
+            "role must be app, admin or auditor",
+        )),
+    }
+}
+
+/// The signature parameters a request asks for; empty fields take the key's defaults.
+pub fn signature_params(sm2_id: &str, scheme: &str, hash: &str) -> Result<SignatureParams, Status> {
+    let bad = |e: kms_core::policy::PolicyError| Status::invalid_argument(e.to_string());
+    Ok(SignatureParams {
+        sm2_id: (!sm2_id.is_empty()).then(|| sm2_id.to_owned()),
+        rsa_scheme: if scheme.is_empty() {
+            None
+        } else {
+            Some(names::parse_rsa_sig_scheme(scheme).map_err(bad)?)
+        },
+        hash: if hash.is_empty() {
+            None
+        } else {
+            Some(names::parse_digest(hash).map_err(bad)?)
+        },
+    })
+}
+
+pub fn message(bytes: &[u8], message_type: i32) -> Result<Message<'_>, Status> {
+    match v1::MessageType::try_from(message_type) {
+        Ok(v1::MessageType::Raw) => Ok(Message::Raw(bytes)),
+        Ok(v1::MessageType::Digest) => Ok(Message::Digest(bytes)),
+        Err(_) => Err(Status::invalid_argument(
+            "message_type must be RAW or DIGEST",
+        )),
+    }
+}

@@ -1,0 +1,31 @@
+//! Who is calling: the subject of the verified client certificate (its SAN URI, else its CN).
+
+use std::net::SocketAddr;
+
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// What tonic hands every request about its connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    /// The principal's subject; `None` if the certificate names nothing usable.
+    pub subject: Option<String>,
+}
+
+/// The subject of a DER certificate: the first SAN URI, else the first CN.
+#[must_use]
+pub fn subject_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                return Some((*uri).to_owned());
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}

@@ -1,0 +1,140 @@
+//! Request limits (API-5): sizes of payloads and contexts, and per-principal rate limits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tonic::Status;
+
+/// Configurable bounds. Defaults: 64 KiB of plaintext, 8 KiB of context.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest plaintext (or message, or MAC data) one request may carry.
+    pub max_plaintext_bytes: usize,
+    /// Largest encryption context, counting every key and value byte.
+    pub max_context_bytes: usize,
+    /// Sustained requests per second per principal.
+    pub rate_per_second: f64,
+    /// Requests a principal may burst above the sustained rate.
+    pub burst: f64,
+    /// Concurrent TLS connections the server accepts.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_plaintext_bytes: 64 * 1024,
+            max_context_bytes: 8 * 1024,
+            rate_per_second: 20_000.0,
+            burst: 40_000.0,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest gRPC message to decode: a payload, a context and room for the rest.
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_plaintext_bytes + self.max_context_bytes + 16 * 1024
+    }
+
+    pub fn check_payload(&self, field: &str, len: usize) -> Result<(), Status> {
+        if len > self.max_plaintext_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} is {len} bytes; the limit is {} bytes",
+                self.max_plaintext_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_context<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Result<(), Status> {
+        let len: usize = pairs.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+        if len > self.max_context_bytes {
+            return Err(Status::invalid_argument(format!(
+                "encryption context is {len} bytes; the limit is {} bytes",
+                self.max_context_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Token buckets per principal.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    #[must_use]
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            rate: limits.rate_per_second,
+            burst: limits.burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `subject`, or says when to come back.
+    pub fn check(&self, subject: &str) -> Result<(), Status> {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, last) = buckets
+            .entry(subject.to_owned())
+            .or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(format!(
+                "rate limit of {} requests/s (burst {}) exceeded for {subject}; retry later",
+                self.rate, self.burst
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refuse_past_the_burst_per_principal() {
+        let limits = Limits {
+            rate_per_second: 0.001,
+            burst: 3.0,
+            ..Limits::default()
+        };
+        let rl = RateLimiter::new(&limits);
+        for _ in 0..3 {
+            rl.check("a").unwrap();
+        }
+        let e = rl.check("a").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        rl.check("b").unwrap();
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let l = Limits::default();
+        assert!(l.check_payload("plaintext", 64 * 1024).is_ok());
+        assert!(l.check_payload("plaintext", 64 * 1024 + 1).is_err());
+        let big = "v".repeat(8 * 1024);
+        let ctx: HashMap<String, String> = [("k".to_string(), big)].into();
+        assert!(l.check_context(&ctx).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! `kms-server serve`: load the configuration, self-test, harden, open the store sealed, serve
+//! until SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use kms_core::Kms;
+use kms_core::selftest;
+use kms_core::store::SledStore;
+
+use crate::cli::{EXIT_FAILED, EXIT_OK};
+use crate::config::Config;
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+pub(crate) fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Self-tests for the policy in force; a failure means the server must not serve.
+pub(crate) fn self_test(policy: kms_core::policy::Policy, err: &mut dyn Write) -> bool {
+    let report = selftest::run(policy);
+    for r in &report.results {
+        if r.passed {
+            tracing::info!(test = r.name, "self-test passed");
+        } else {
+            tracing::error!(
+                test = r.name,
+                detail = r.detail.unwrap_or(""),
+                "self-test FAILED"
+            );
+        }
+    }
+    if !report.all_passed() {
+        let _ = writeln!(
+            err,
+            "error: power-on self-tests failed; refusing to serve\n{report}"
+        );
+        return false;
+    }
+    true
+}
+
+fn read(path: &Path, err: &mut dyn Write) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot read {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
+    init_logging();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let Ok(kms_config) = config.kms_config() else {
+        return EXIT_FAILED;
+    };
+    if !self_test(kms_config.policy, err) {
+        return EXIT_FAILED;
+    }
+    crate::hardening::log(&crate::hardening::harden());
+    let Some(tls) = config.tls.as_ref() else {
+        return EXIT_FAILED;
+    };
+    let (Some(cert), Some(key), Some(ca)) = (
+        read(&tls.cert, err),
+        read(&tls.key, err),
+        read(&tls.client_ca, err),
+    ) else {
+        return EXIT_FAILED;
+    };
+    let key = zeroize::Zeroizing::new(key);
+    let tls_config = match crate::tls::server_config(&cert, &key, &ca) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let store = match SledStore::open(&config.data_dir.join("store")) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "error: cannot open the store in {}: {e}",
+                config.data_dir.display()
+            );
+            return EXIT_FAILED;
+        }
+    };
+    let kms = Arc::new(Kms::open(Arc::new(store), kms_config));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot start the runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let settings = config.settings();
+    let listen = config.listen.clone();
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen).await?;
+        tracing::info!(address = %listener.local_addr()?, "serving kms.v1 over mutual TLS; the KMS starts sealed");
+        crate::server::run(listener, kms, tls_config, settings, shutdown_signal())
+            .await
+            .map_err(std::io::Error::other)
+    });
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_FAILED
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `run`: the KMS as a gRPC server over mutual TLS (mini-redis shape: listener, state and a
+//! shutdown future in; tests call it directly on 127.0.0.1:0).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kms_core::Kms;
+use kms_proto::v1::{
+    crypto_server::CryptoServer, key_admin_server::KeyAdminServer, system_server::SystemServer,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::identity::{PeerInfo, subject_of};
+use crate::limits::Limits;
+use crate::services::Shared;
+
+/// How the server runs, beyond the core's own settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    /// How often the rotation scheduler and the destruction reaper look for due work.
+    pub scheduler_interval: Duration,
+    /// A TLS handshake slower than this is dropped (slow clients cannot hold slots).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            scheduler_interval: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// An accepted, authenticated connection. Holds its slot of the connection cap until dropped.
+struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    peer: PeerInfo,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP, enforces the connection cap, completes the TLS handshake (which verifies the
+/// client certificate) and hands authenticated connections to tonic.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    settings: Settings,
+    conns: mpsc::Sender<Result<TlsConn, io::Error>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%remote, max = settings.limits.max_connections, "connection refused: at the connection cap");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let conns = conns.clone();
+        let timeout = settings.handshake_timeout;
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let subject = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| subject_of(c));
+                    let peer = PeerInfo {
+                        remote: Some(remote),
+                        subject,
+                    };
+                    let _ = conns
+                        .send(Ok(TlsConn {
+                            inner: tls,
+                            peer,
+                            _slot: slot,
+                        }))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
+                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Rotates what is due and destroys what has waited long enough, until told to stop.
+async fn scheduler(kms: Arc<Kms>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if kms.is_sealed() {
+            continue;
+        }
+        let k = Arc::clone(&kms);
+        let done = tokio::task::spawn_blocking(move || (k.rotate_due(), k.destroy_due())).await;
+        match done {
+            Ok((rotated, destroyed)) => {
+                match rotated {
+                    Ok(r) if !r.is_empty() => {
+                        tracing::info!(keys = r.len(), "scheduled rotations done")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "rotation scheduler failed"),
+                }
+                match destroyed {
+                    Ok(d) if !d.is_empty() => {
+                        tracing::warn!(keys = d.len(), "keys destroyed after their waiting period")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "destruction reaper failed"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "scheduler task failed"),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes: in-flight calls finish, then every key is wiped (sealed).
+pub async fn run(
+    listener: TcpListener,
+    kms: Arc<Kms>,
+    tls: Arc<rustls::ServerConfig>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (conn_tx, conn_rx) = mpsc::channel(128);
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(tls),
+        settings.clone(),
+        conn_tx,
+        stop_rx.clone(),
+    ));
+    let sched = tokio::spawn(scheduler(
+        Arc::clone(&kms),
+        settings.scheduler_interval,
+        stop_rx,
+    ));
+
+    let shared = Shared::new(Arc::clone(&kms), settings.limits);
+    let max = settings.limits.max_message_bytes();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CryptoServer<Shared>>().await;
+    health_reporter
+        .set_serving::<KeyAdminServer<Shared>>()
+        .await;
+    health_reporter.set_serving::<SystemServer<Shared>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+
+    let stop_all = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let mut router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))
+        .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
+        .add_service(SystemServer::new(shared).max_decoding_message_size(max));
+    if let Some(r) = reflection {
+        router = router.add_service(r);
+    }
+    let served = router
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop_all)
+        .await;
+    accept.abort();
+    sched.abort();
+    kms.seal_now();
+    tracing::info!("server stopped; keys wiped");
+    served.map_err(ServeError::from)
+}

@@ -1,0 +1,280 @@
+//! Key administration (`kms.v1.KeyAdmin`).
+
+use kms_core::CreateKeyRequest;
+use kms_core::authz::GrantOp;
+use kms_core::keys::{Alias, KeyRef};
+use kms_proto::v1::{self, key_admin_server::KeyAdmin};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::convert;
+
+fn alias(s: &str) -> Result<Alias, Status> {
+    Alias::new(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn key_response(k: &kms_core::KeyInfo) -> Response<v1::KeyResponse> {
+    Response::new(v1::KeyResponse {
+        key: Some(convert::key_metadata(k)),
+    })
+}
+
+impl Shared {
+    /// The handlers that take a key and return it differ only in the core method they call.
+    async fn key_op<F>(
+        &self,
+        req: Request<v1::KeyRequest>,
+        f: F,
+    ) -> Result<Response<v1::KeyResponse>, Status>
+    where
+        F: FnOnce(
+                &kms_core::Kms,
+                &kms_core::authz::Principal,
+                &KeyRef,
+            ) -> Result<kms_core::KeyInfo, kms_core::Error>
+            + Send
+            + 'static,
+    {
+        let call = self.identify(&req).await?;
+        let key = convert::key_ref(&req.into_inner().key, &call.principal)?;
+        let k = self.run(&call, move |kms, p| f(kms, p, &key)).await?;
+        Ok(key_response(&k))
+    }
+}
+
+#[tonic::async_trait]
+impl KeyAdmin for Shared {
+    async fn describe_key(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.describe_key(p, key))
+            .await
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.rotate_key(p, key)).await
+    }
+
+    async fn enable_key(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.enable_key(p, key)).await
+    }
+
+    async fn disable_key(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.disable_key(p, key))
+            .await
+    }
+
+    async fn mark_compromised(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.mark_compromised(p, key))
+            .await
+    }
+
+    async fn cancel_key_destruction(
+        &self,
+        req: Request<v1::KeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        self.key_op(req, |kms, p, key| kms.cancel_destruction(p, key))
+            .await
+    }
+
+    async fn create_key(
+        &self,
+        req: Request<v1::CreateKeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let request = CreateKeyRequest {
+            namespace: convert::namespace(&m.namespace)?,
+            purpose: convert::purpose(m.purpose)?,
+            spec: convert::key_spec(&m.algorithm)?,
+            alias: if m.alias.is_empty() {
+                None
+            } else {
+                Some(alias(&m.alias)?)
+            },
+            rotation_period: m.rotation_period_seconds,
+            description: m.description,
+        };
+        let k = self
+            .run(&call, move |kms, p| kms.create_key(p, request))
+            .await?;
+        Ok(key_response(&k))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<v1::ListKeysRequest>,
+    ) -> Result<Response<v1::ListKeysResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let ns = if m.namespace.is_empty() {
+            None
+        } else {
+            Some(convert::namespace(&m.namespace)?)
+        };
+        let keys = self
+            .run(&call, move |kms, p| kms.list_keys(p, ns.as_ref()))
+            .await?;
+        Ok(Response::new(v1::ListKeysResponse {
+            keys: keys.iter().map(convert::key_metadata).collect(),
+        }))
+    }
+
+    async fn set_rotation_policy(
+        &self,
+        req: Request<v1::SetRotationPolicyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = convert::key_ref(&m.key, &call.principal)?;
+        let k = self
+            .run(&call, move |kms, p| {
+                kms.set_rotation_period(p, &key, m.rotation_period_seconds)
+            })
+            .await?;
+        Ok(key_response(&k))
+    }
+
+    async fn schedule_key_destruction(
+        &self,
+        req: Request<v1::ScheduleKeyDestructionRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = convert::key_ref(&m.key, &call.principal)?;
+        let days = (m.pending_days != 0).then_some(m.pending_days);
+        let k = self
+            .run(&call, move |kms, p| kms.schedule_destruction(p, &key, days))
+            .await?;
+        Ok(key_response(&k))
+    }
+
+    async fn create_alias(
+        &self,
+        req: Request<v1::CreateAliasRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = convert::key_ref(&m.key, &call.principal)?;
+        let a = alias(&m.alias)?;
+        let k = self
+            .run(&call, move |kms, p| kms.create_alias(p, &key, a))
+            .await?;
+        Ok(key_response(&k))
+    }
+
+    async fn delete_alias(
+        &self,
+        req: Request<v1::DeleteAliasRequest>,
+    ) -> Result<Response<v1::Empty>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let ns = convert::namespace(&m.namespace)?;
+        let a = alias(&m.alias)?;
+        self.run(&call, move |kms, p| kms.delete_alias(p, &ns, &a))
+            .await?;
+        Ok(Response::new(v1::Empty {}))
+    }
+
+    async fn create_grant(
+        &self,
+        req: Request<v1::CreateGrantRequest>,
+    ) -> Result<Response<v1::GrantInfo>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = convert::key_ref(&m.key, &call.principal)?;
+        let grantee = convert::namespace(&m.grantee_namespace)?;
+        let ops = m
+            .operations
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| GrantOp::parse(s.trim()).map_err(|e| Status::invalid_argument(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let g = self
+            .run(&call, move |kms, p| kms.create_grant(p, &key, grantee, ops))
+            .await?;
+        Ok(Response::new(convert::grant_info(&g)))
+    }
+
+    async fn revoke_grant(
+        &self,
+        req: Request<v1::RevokeGrantRequest>,
+    ) -> Result<Response<v1::Empty>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = convert::key_ref(&m.key, &call.principal)?;
+        let grantee = convert::namespace(&m.grantee_namespace)?;
+        self.run(&call, move |kms, p| kms.revoke_grant(p, &key, &grantee))
+            .await?;
+        Ok(Response::new(v1::Empty {}))
+    }
+
+    async fn list_grants(
+        &self,
+        req: Request<v1::ListGrantsRequest>,
+    ) -> Result<Response<v1::ListGrantsResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = if m.key.is_empty() {
+            None
+        } else {
+            Some(convert::key_ref(&m.key, &call.principal)?)
+        };
+        let grants = self
+            .run(&call, move |kms, p| kms.list_grants(p, key.as_ref()))
+            .await?;
+        Ok(Response::new(v1::ListGrantsResponse {
+            grants: grants.iter().map(convert::grant_info).collect(),
+        }))
+    }
+
+    async fn add_principal(
+        &self,
+        req: Request<v1::AddPrincipalRequest>,
+    ) -> Result<Response<v1::PrincipalInfo>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let role = convert::role(&m.role, &m.namespace)?;
+        let added = self
+            .run(&call, move |kms, p| kms.add_principal(p, &m.subject, role))
+            .await?;
+        Ok(Response::new(convert::principal_info(&added)))
+    }
+
+    async fn remove_principal(
+        &self,
+        req: Request<v1::RemovePrincipalRequest>,
+    ) -> Result<Response<v1::Empty>, Status> {
+        let call = self.identify(&req).await?;
+        let subject = req.into_inner().subject;
+        self.run(&call, move |kms, p| kms.remove_principal(p, &subject))
+            .await?;
+        Ok(Response::new(v1::Empty {}))
+    }
+
+    async fn list_principals(
+        &self,
+        req: Request<v1::Empty>,
+    ) -> Result<Response<v1::ListPrincipalsResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let all = self
+            .run(&call, move |kms, p| kms.list_principals(p))
+            .await?;
+        Ok(Response::new(v1::ListPrincipalsResponse {
+            principals: all.iter().map(convert::principal_info).collect(),
+        }))
+    }
+}

@@ -1,0 +1,179 @@
+//! Init, unseal, seal, status, backup and restore (`kms.v1.System`).
+
+use std::pin::Pin;
+
+use kms_core::hierarchy::share::Share;
+use kms_core::{Error, UnsealProgress};
+use kms_proto::v1::{self, system_server::System};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::status::to_status;
+
+/// Backups go out in chunks of this size.
+const CHUNK: usize = 1024 * 1024;
+/// The largest restore accepted (the whole file is held in memory to check it before writing).
+const MAX_RESTORE_BYTES: usize = 1024 * 1024 * 1024;
+
+type BackupStream = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
+
+impl Shared {
+    /// Before init, any certificate the CA issued may initialise (there are no principals yet).
+    async fn uninitialised(&self) -> Result<bool, Status> {
+        let kms = std::sync::Arc::clone(&self.kms);
+        let status = tokio::task::spawn_blocking(move || kms.status())
+            .await
+            .map_err(|_| Status::internal("worker failed"))?
+            .map_err(|e| to_status(&e, "status"))?;
+        Ok(!status.initialized)
+    }
+}
+
+#[tonic::async_trait]
+impl System for Shared {
+    async fn status(
+        &self,
+        req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let (caller_subject, caller_role) = if self.uninitialised().await? {
+            (Self::subject(&req)?, String::new())
+        } else {
+            let call = self.identify(&req).await?;
+            (
+                call.principal.subject.clone(),
+                call.principal.role.name().to_owned(),
+            )
+        };
+        let kms = std::sync::Arc::clone(&self.kms);
+        let s = tokio::task::spawn_blocking(move || kms.status())
+            .await
+            .map_err(|_| Status::internal("worker failed"))?
+            .map_err(|e| to_status(&e, "status"))?;
+        Ok(Response::new(v1::StatusResponse {
+            initialized: s.initialized,
+            sealed: s.sealed,
+            shares: s.shares.into(),
+            threshold: s.threshold.into(),
+            unseal_progress: s.progress.into(),
+            policy: s.policy.to_owned(),
+            store: s.store.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            caller_subject,
+            caller_role,
+        }))
+    }
+
+    async fn init(
+        &self,
+        req: Request<v1::InitRequest>,
+    ) -> Result<Response<v1::InitResponse>, Status> {
+        if !self.uninitialised().await? {
+            return Err(Status::already_exists("the KMS is already initialised"));
+        }
+        let subject = Self::subject(&req)?;
+        let m = req.into_inner();
+        let shares = u8::try_from(m.shares)
+            .map_err(|_| Status::invalid_argument("shares must be 1 to 255"))?;
+        let threshold = u8::try_from(m.threshold)
+            .map_err(|_| Status::invalid_argument("threshold must be 1 to 255"))?;
+        let admin = if m.admin_subject.is_empty() {
+            subject
+        } else {
+            m.admin_subject
+        };
+        let kms = std::sync::Arc::clone(&self.kms);
+        let who = admin.clone();
+        let out = tokio::task::spawn_blocking(move || kms.init(shares, threshold, &who))
+            .await
+            .map_err(|_| Status::internal("worker failed"))?
+            .map_err(|e| to_status(&e, "init"))?;
+        tracing::warn!(
+            admin,
+            shares,
+            threshold,
+            "KMS initialised; unseal shares were returned to the caller"
+        );
+        Ok(Response::new(v1::InitResponse {
+            shares: out
+                .shares
+                .iter()
+                .map(|s| s.expose_text().to_owned())
+                .collect(),
+            threshold: out.threshold.into(),
+            admin_subject: admin,
+        }))
+    }
+
+    async fn unseal(
+        &self,
+        req: Request<v1::UnsealRequest>,
+    ) -> Result<Response<v1::UnsealResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let share = Share::from_text(&req.into_inner().share);
+        let progress = self.run(&call, move |kms, p| kms.unseal(p, &share)).await?;
+        let (sealed, progress, threshold) = match progress {
+            UnsealProgress::NeedMore { have, threshold } => (true, have, threshold),
+            UnsealProgress::Unsealed => (false, 0, 0),
+        };
+        Ok(Response::new(v1::UnsealResponse {
+            sealed,
+            progress: progress.into(),
+            threshold: threshold.into(),
+        }))
+    }
+
+    async fn seal(
+        &self,
+        req: Request<v1::SealRequest>,
+    ) -> Result<Response<v1::SealResponse>, Status> {
+        let call = self.identify(&req).await?;
+        self.run(&call, move |kms, p| kms.seal(p)).await?;
+        tracing::warn!(by = call.principal.subject, "KMS sealed");
+        Ok(Response::new(v1::SealResponse {}))
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let call = self.identify(&req).await?;
+        let bytes = self.run(&call, move |kms, p| kms.backup(p)).await?;
+        let chunks: Vec<Result<v1::BackupChunk, Status>> = bytes
+            .chunks(CHUNK)
+            .map(|c| Ok(v1::BackupChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<Streaming<v1::RestoreChunk>>,
+    ) -> Result<Response<v1::RestoreResponse>, Status> {
+        if !self.uninitialised().await? {
+            return Err(Status::failed_precondition(
+                "restore needs an uninitialised KMS; this one is initialised",
+            ));
+        }
+        let mut stream = req.into_inner();
+        let mut shares = Vec::new();
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            shares.extend(chunk.shares.iter().map(|s| Share::from_text(s)));
+            if data.len() + chunk.data.len() > MAX_RESTORE_BYTES {
+                return Err(Status::invalid_argument("the backup is larger than 1 GiB"));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let kms = std::sync::Arc::clone(&self.kms);
+        let entries = tokio::task::spawn_blocking(move || kms.restore(&data, &shares))
+            .await
+            .map_err(|_| Status::internal("worker failed"))?
+            .map_err(|e: Error| to_status(&e, "restore"))?;
+        tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
+        Ok(Response::new(v1::RestoreResponse { entries }))
+    }
+}
