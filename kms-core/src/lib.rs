@@ -16,6 +16,7 @@
 //! only in [`SecretBytes`] / [`KeyMaterial`], which wipe themselves (KEY-3).
 
 pub mod alg;
+pub mod audit;
 pub mod authz;
 mod cache;
 pub mod clock;
@@ -31,6 +32,11 @@ pub mod selftest;
 pub mod store;
 
 pub use error::{CryptoError, Error, InvalidInput, UnsealError};
+pub use kms::audit_key::{AUDIT_KEY_ALIAS, SYSTEM_NAMESPACE};
+pub use kms::inventory::{
+    CompromisedKey, Inventory, InventoryError, InventoryKey, InventoryVersion, Summary,
+    verify_inventory,
+};
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
     KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, UnsealProgress,

@@ -99,6 +99,38 @@ impl Kms {
         req: CreateKeyRequest,
     ) -> Result<KeyInfo, Error> {
         let vault = self.begin(principal, Op::CreateKey)?;
+        if req.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
+            return Err(Error::PermissionDenied {
+                principal: principal.to_string(),
+                op: "create keys in the system namespace",
+            });
+        }
+        let mut batch = Batch::new();
+        let record = self.prepare_key(&vault, &req, &mut batch)?;
+        match self.store.apply(&batch) {
+            Ok(()) => Ok(KeyInfo::from_record(&record)),
+            Err(StoreError::Conflict {
+                tree: Tree::Aliases,
+            }) => Err(Error::AlreadyExists {
+                what: "alias",
+                name: format!(
+                    "{}:{}",
+                    req.namespace,
+                    req.alias.map(String::from).unwrap_or_default()
+                ),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes a new key (material from the CSPRNG, KEY-1; wrapped under its namespace KEK) and
+    /// adds its writes to `batch`.
+    pub(super) fn prepare_key(
+        &self,
+        vault: &super::Unsealed,
+        req: &CreateKeyRequest,
+        batch: &mut Batch,
+    ) -> Result<KeyRecord, Error> {
         let approved = self.config.policy.approve(req.purpose, req.spec)?;
         let rotation_period = req.rotation_period.map(check_rotation_period).transpose()?;
         if req.description.len() > 1024 {
@@ -119,7 +151,7 @@ impl Kms {
             purpose: req.purpose,
             spec: req.spec,
             state: KeyState::Enabled,
-            description: req.description,
+            description: req.description.clone(),
             aliases: req.alias.iter().cloned().collect(),
             created_at: now,
             versions: Vec::new(),
@@ -131,14 +163,13 @@ impl Kms {
             destroyed_at: None,
             revision: 1,
         };
-        let wrapped = self.wrap_version(&vault, &record, 1, &material)?;
+        let wrapped = self.wrap_version(vault, &record, 1, &material)?;
         record.versions.push(KeyVersion {
             version: 1,
             created_at: now,
             wrapped: Some(wrapped),
             public_key,
         });
-        let mut batch = Batch::new();
         batch.require(record.tree(), id.as_bytes().as_slice(), None);
         batch.put(record.tree(), id.as_bytes().as_slice(), record.encode()?);
         batch.put(
@@ -151,22 +182,8 @@ impl Kms {
             batch.require(Tree::Aliases, k.clone(), None);
             batch.put(Tree::Aliases, k, id.as_bytes().to_vec());
         }
-        match self.store.apply(&batch) {
-            Ok(()) => Ok(KeyInfo::from_record(&record)),
-            Err(StoreError::Conflict {
-                tree: Tree::Aliases,
-            }) => Err(Error::AlreadyExists {
-                what: "alias",
-                name: format!(
-                    "{}:{}",
-                    req.namespace,
-                    req.alias.map(String::from).unwrap_or_default()
-                ),
-            }),
-            Err(e) => Err(e.into()),
-        }
+        Ok(record)
     }
-
     pub fn describe_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
         self.begin(principal, Op::DescribeKey)?;
         let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
@@ -565,6 +582,15 @@ impl Kms {
         role: Role,
     ) -> Result<Principal, Error> {
         let vault = self.begin(principal, Op::AddPrincipal)?;
+        if let Role::App { namespace } = &role
+            && namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE
+        {
+            return Err(crate::InvalidInput::new(
+                "namespace",
+                "kms-system is reserved for the KMS's own keys",
+            )
+            .into());
+        }
         let mut new = Principal::new(subject, role)?;
         new.created_at = self.now();
         if let Role::App { namespace } = &new.role {

@@ -5,8 +5,10 @@
 //! purpose and state, and the policy — before any key material is unwrapped.
 
 mod admin;
+pub(crate) mod audit_key;
 mod backup;
 mod data;
+pub(crate) mod inventory;
 mod system;
 
 use std::collections::HashMap;

@@ -144,6 +144,7 @@ impl Kms {
             serde_json::to_vec(&config).map_err(|_| store_corrupt("seal config"))?,
         );
         batch.put(Tree::Seal, ROOT, sealed_root);
+        self.prepare_audit_key(&root.0, wrap_alg, &mut batch)?;
         batch.put(
             Tree::Principals,
             admin.subject.as_bytes(),

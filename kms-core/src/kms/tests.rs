@@ -457,7 +457,8 @@ fn namespaces_and_grants_bound_reach() {
     // Apps see only their namespace's keys.
     create(&f, "b", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
     assert_eq!(f.kms.list_keys(&f.app, None).unwrap().len(), 1);
-    assert_eq!(f.kms.list_keys(&f.auditor, None).unwrap().len(), 2);
+    // Auditors see every key, the KMS's own audit key included.
+    assert_eq!(f.kms.list_keys(&f.auditor, None).unwrap().len(), 3);
     // Roles: admins cannot encrypt, apps cannot create keys, auditors cannot rotate.
     assert!(matches!(
         f.kms.encrypt(&f.admin, &r, &c, b"x"),
@@ -849,4 +850,206 @@ fn backup_round_trip_and_tamper_detection() {
     );
     let by_alias = KeyRef::parse("b", &ns("a")).unwrap();
     assert_eq!(target.describe_key(&f.admin, &by_alias).unwrap().id, key.id);
+}
+
+mod audit {
+    use super::*;
+    use crate::audit::writer::{AuditLog, CheckpointPolicy};
+    use crate::audit::{Event, verify};
+
+    fn event(i: usize, key: Option<String>) -> Event {
+        Event {
+            request_id: format!("r{i}"),
+            principal: "app-a".into(),
+            role: "app".into(),
+            operation: "Encrypt".into(),
+            key_id: key,
+            key_version: Some(1),
+            outcome: if i.is_multiple_of(3) {
+                "PERMISSION_DENIED".into()
+            } else {
+                "OK".into()
+            },
+            context_hmac: None,
+            flags: vec![],
+        }
+    }
+
+    fn trail(records: usize, every: u64) -> (Arc<Kms>, AuditLog, String, crate::crypto::PublicKey) {
+        let f = fixture();
+        let kms = Arc::new(f.kms);
+        let log = AuditLog::start(
+            kms.store().clone(),
+            "n1",
+            kms.audit_signer(),
+            CheckpointPolicy {
+                every_records: every,
+                every: Duration::from_secs(3600),
+            },
+        );
+        for i in 0..records {
+            log.append_blocking(event(i, Some("k".into()))).unwrap();
+        }
+        log.checkpoint_now().unwrap();
+        let text = log.export().unwrap();
+        let public = kms.audit_public_key().unwrap().public_key;
+        (kms, log, text, public)
+    }
+
+    #[test]
+    fn an_untouched_export_verifies() {
+        let (_, _, text, public) = trail(25, 10);
+        let v = verify(&text, &public).unwrap();
+        assert_eq!(v.records, 25);
+        assert!(v.checkpoints >= 2);
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("\"closes_export\":true")
+        );
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_caught_at_its_line() {
+        let (_, _, text, public) = trail(12, 5);
+        let lines: Vec<&str> = text.lines().collect();
+        let join = |v: &[String]| v.join("\n") + "\n";
+        let owned: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+        // Editing any field of any record.
+        for (i, l) in lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("\"type\":\"record\""))
+        {
+            for (from, to) in [
+                ("\"OK\"", "\"NOT_FOUND\""),
+                ("\"app-a\"", "\"app-b\""),
+                ("\"r1", "\"x1"),
+                ("\"Encrypt\"", "\"Decrypt\""),
+            ] {
+                if l.contains(from) {
+                    let mut t = owned.clone();
+                    t[i] = l.replacen(from, to, 1);
+                    let e = verify(&join(&t), &public).unwrap_err();
+                    assert!(
+                        e.line <= i + 2,
+                        "edit on line {} reported at {}",
+                        i + 1,
+                        e.line
+                    );
+                }
+            }
+        }
+        // Deleting a record.
+        let mut t = owned.clone();
+        t.remove(3);
+        assert_eq!(verify(&join(&t), &public).unwrap_err().line, 4);
+        // Reordering two records.
+        let mut t = owned.clone();
+        t.swap(1, 2);
+        assert_eq!(verify(&join(&t), &public).unwrap_err().line, 2);
+        // Truncating the tail, even exactly after an intermediate checkpoint.
+        let mut t = owned.clone();
+        t.pop();
+        assert!(verify(&join(&t), &public).is_err());
+        let cut = owned
+            .iter()
+            .position(|l| l.contains("\"closes_export\":false"))
+            .unwrap();
+        assert!(
+            verify(&join(&owned[..=cut]), &public)
+                .unwrap_err()
+                .problem
+                .contains("closing")
+        );
+        // Replacing a checkpoint signature (with a valid signature over something else).
+        let last = owned.len() - 1;
+        let other = owned[cut]
+            .split("\"signature\":\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"}")
+            .to_owned();
+        let mine = owned[last]
+            .split("\"signature\":\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"}")
+            .to_owned();
+        let mut t = owned.clone();
+        t[last] = owned[last].replace(&mine, &other);
+        assert!(
+            verify(&join(&t), &public)
+                .unwrap_err()
+                .problem
+                .contains("signature")
+        );
+        // Another KMS's audit key does not verify this trail.
+        let (_, _, _, stranger) = trail(1, 5);
+        assert!(verify(&text, &stranger).is_err());
+    }
+
+    #[test]
+    fn group_commit_orders_concurrent_appends_into_one_chain() {
+        let f = fixture();
+        let kms = Arc::new(f.kms);
+        let log = Arc::new(AuditLog::start(
+            kms.store().clone(),
+            "n1",
+            kms.audit_signer(),
+            CheckpointPolicy::default(),
+        ));
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        log.append_blocking(event(t * 100 + i, None)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let text = log.export().unwrap();
+        assert_eq!(
+            verify(&text, &kms.audit_public_key().unwrap().public_key)
+                .unwrap()
+                .records,
+            400
+        );
+    }
+
+    #[test]
+    fn inventory_verifies_and_every_edit_fails() {
+        let f = fixture();
+        let k = create(&f, "a", Purpose::Sign, KeySpec::Sm2, Some("signer"));
+        f.kms.mark_compromised(&f.admin, &KeyRef::Id(k.id)).unwrap();
+        create(&f, "a", Purpose::Encrypt, KeySpec::Aes256Gcm, None);
+        assert!(matches!(
+            f.kms.inventory(&f.app),
+            Err(Error::PermissionDenied { .. })
+        ));
+        let inv = f.kms.inventory(&f.auditor).unwrap();
+        assert_eq!(inv.summary.total_keys, 3, "two keys and the audit key");
+        assert_eq!(inv.summary.compromised.len(), 1);
+        assert!(inv.summary.all_keys_allowed_by_policy);
+        let text = serde_json::to_string_pretty(&inv).unwrap();
+        let public = f.kms.audit_public_key().unwrap().public_key;
+        crate::verify_inventory(&text, &public).unwrap();
+        for (from, to) in [
+            ("\"COMPROMISED\"", "\"ENABLED\""),
+            ("\"aes-256-gcm\"", "\"sm4-gcm\""),
+            ("\"signer\"", "\"other\""),
+        ] {
+            let edited = text.replacen(from, to, 1);
+            assert_ne!(edited, text);
+            assert!(crate::verify_inventory(&edited, &public).is_err(), "{from}");
+        }
+        // Matches the key list.
+        let listed = f.kms.list_keys(&f.auditor, None).unwrap();
+        assert_eq!(listed.len(), inv.keys.len());
+    }
 }

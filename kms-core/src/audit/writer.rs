@@ -1,0 +1,444 @@
+//! The audit writer: one thread appends records with group commit.
+//!
+//! Callers hand in an [`Event`] and a completion callback; the writer takes every event waiting,
+//! chains and stores them in ONE atomic, flushed batch, then completes each caller. Many requests
+//! share one flush, so durability does not cost one fsync per request. A response must wait for
+//! its completion (the server does), so nothing is answered before its record is durable; if the
+//! write fails every waiting caller gets the error and the server refuses (fail closed).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Checkpoint, Event, GENESIS, Line, Record};
+use crate::store::{Batch, Store, StoreError, Tree};
+
+/// Signs with the audit key. It is given a function that builds the bytes to sign for the key
+/// id and version it will use (both are part of what is signed), and returns
+/// `(key id, version, DER signature)`; `None` while the KMS is sealed (the checkpoint waits).
+pub type Signer =
+    Arc<dyn Fn(&dyn Fn(&str, u32) -> Vec<u8>) -> Option<(String, u32, Vec<u8>)> + Send + Sync>;
+
+/// Called once per event when its record is durable (or failed).
+pub type Completion = Box<dyn FnOnce(Result<Record, StoreError>) + Send>;
+
+const TAIL: &[u8] = b"tail";
+const MAX_GROUP: usize = 4096;
+
+/// When checkpoints are written.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    pub every_records: u64,
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every_records: 1000,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Tail {
+    seq: u64,
+    hash: String,
+    checkpointed_seq: u64,
+}
+
+fn record_key(seq: u64) -> Vec<u8> {
+    [b"r".as_slice(), &seq.to_be_bytes()].concat()
+}
+
+fn checkpoint_key(seq: u64, time_ms: u64) -> Vec<u8> {
+    [b"c".as_slice(), &seq.to_be_bytes(), &time_ms.to_be_bytes()].concat()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+enum Msg {
+    Event(Event, Completion),
+    Checkpoint(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
+    Stop,
+}
+
+/// The audit log of one node.
+pub struct AuditLog {
+    tx: Mutex<Sender<Msg>>,
+    healthy: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
+    node: String,
+    signer: Signer,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    node: String,
+    signer: Signer,
+    policy: CheckpointPolicy,
+    healthy: Arc<AtomicBool>,
+    last_checkpoint: Instant,
+}
+
+fn read_tail(store: &dyn Store) -> Result<(Tail, Option<Vec<u8>>), StoreError> {
+    match store.get(Tree::Audit, TAIL)? {
+        Some(bytes) => {
+            let tail = serde_json::from_slice(&bytes)
+                .map_err(|_| StoreError::Corrupt("audit tail does not decode".into()))?;
+            Ok((tail, Some(bytes)))
+        }
+        None => Ok((
+            Tail {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+                checkpointed_seq: 0,
+            },
+            None,
+        )),
+    }
+}
+
+impl Writer {
+    /// Chains and stores a group of events in one flushed batch. The tail is a precondition,
+    /// so two writers on one store cannot fork the chain.
+    fn write_group(&mut self, events: Vec<(Event, Completion)>) {
+        let result = (|| {
+            for _ in 0..8 {
+                let (mut tail, old) = read_tail(&*self.store)?;
+                let mut batch = Batch::new();
+                let mut records = Vec::with_capacity(events.len());
+                for (e, _) in &events {
+                    let r = Record {
+                        seq: tail.seq + 1,
+                        time_ms: now_ms(),
+                        node: self.node.clone(),
+                        request_id: e.request_id.clone(),
+                        principal: e.principal.clone(),
+                        role: e.role.clone(),
+                        operation: e.operation.clone(),
+                        key_id: e.key_id.clone(),
+                        key_version: e.key_version,
+                        outcome: e.outcome.clone(),
+                        context_hmac: e.context_hmac.clone(),
+                        flags: e.flags.clone(),
+                        prev: tail.hash.clone(),
+                    };
+                    tail.seq = r.seq;
+                    tail.hash = r.hash();
+                    batch.put(Tree::Audit, record_key(r.seq), r.canonical());
+                    records.push(r);
+                }
+                batch.require(Tree::Audit, TAIL, old);
+                batch.put(
+                    Tree::Audit,
+                    TAIL,
+                    serde_json::to_vec(&tail)
+                        .map_err(|_| StoreError::Corrupt("audit tail".into()))?,
+                );
+                match self.store.apply(&batch) {
+                    Ok(()) => return Ok(records),
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::Unavailable(
+                "the audit chain is contended; retry".into(),
+            ))
+        })();
+        match result {
+            Ok(records) => {
+                self.healthy.store(true, Ordering::SeqCst);
+                for ((_, done), r) in events.into_iter().zip(records) {
+                    done(Ok(r));
+                }
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::SeqCst);
+                let msg = e.to_string();
+                for (_, done) in events {
+                    done(Err(StoreError::Unavailable(format!(
+                        "audit record not written: {msg}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Signs and stores a checkpoint over the chain's tail, if there is anything new and the
+    /// KMS can sign (it cannot while sealed).
+    fn checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
+        self.last_checkpoint = Instant::now();
+        let (mut tail, old) = read_tail(&*self.store)?;
+        if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq) {
+            return Ok(());
+        }
+        let Some(cp) = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, false)
+        else {
+            return Ok(());
+        };
+        tail.checkpointed_seq = tail.seq;
+        let mut batch = Batch::new();
+        batch.require(Tree::Audit, TAIL, old);
+        batch.put(
+            Tree::Audit,
+            checkpoint_key(cp.seq, cp.time_ms),
+            serde_json::to_vec(&cp).map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
+        );
+        batch.put(
+            Tree::Audit,
+            TAIL,
+            serde_json::to_vec(&tail).map_err(|_| StoreError::Corrupt("audit tail".into()))?,
+        );
+        match self.store.apply(&batch) {
+            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<Msg>) {
+        let mut since_checkpoint = 0u64;
+        loop {
+            let first = match rx.recv_timeout(self.policy.every) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.checkpoint(false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut group = Vec::new();
+            let mut later = Vec::new();
+            let mut stop = false;
+            let mut push = |m: Msg, group: &mut Vec<(Event, Completion)>| match m {
+                Msg::Event(e, done) => group.push((e, done)),
+                Msg::Checkpoint(done) => later.push(done),
+                Msg::Stop => stop = true,
+            };
+            push(first, &mut group);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(m) => push(m, &mut group),
+                    Err(_) => break,
+                }
+            }
+            let n = group.len() as u64;
+            if !group.is_empty() {
+                self.write_group(group);
+                since_checkpoint += n;
+            }
+            if since_checkpoint >= self.policy.every_records
+                || self.last_checkpoint.elapsed() >= self.policy.every
+            {
+                since_checkpoint = 0;
+                let _ = self.checkpoint(false);
+            }
+            for done in later {
+                done(self.checkpoint(true));
+            }
+            if stop {
+                let _ = self.checkpoint(false);
+                return;
+            }
+        }
+    }
+}
+
+fn sign_checkpoint(
+    signer: &Signer,
+    node: &str,
+    seq: u64,
+    hash: &str,
+    closes_export: bool,
+) -> Option<Checkpoint> {
+    let mut cp = Checkpoint {
+        seq,
+        time_ms: now_ms(),
+        node: node.to_owned(),
+        last_hash: hash.to_owned(),
+        closes_export,
+        key_id: String::new(),
+        key_version: 0,
+        signature: String::new(),
+    };
+    let template = cp.clone();
+    let (key_id, version, sig) = signer(&|key_id: &str, version: u32| {
+        Checkpoint {
+            key_id: key_id.to_owned(),
+            key_version: version,
+            ..template.clone()
+        }
+        .signed_bytes()
+    })?;
+    cp.key_id = key_id;
+    cp.key_version = version;
+    cp.signature = hex::encode(sig);
+    Some(cp)
+}
+
+impl AuditLog {
+    /// Starts the writer thread for `node` over `store`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        node: &str,
+        signer: Signer,
+        policy: CheckpointPolicy,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            store: Arc::clone(&store),
+            node: node.to_owned(),
+            signer: Arc::clone(&signer),
+            policy,
+            healthy: Arc::clone(&healthy),
+            last_checkpoint: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("kms-audit".into())
+            .spawn(move || writer.run(&rx))
+            .ok();
+        Self {
+            tx: Mutex::new(tx),
+            healthy,
+            store,
+            node: node.to_owned(),
+            signer,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Whether the last write succeeded. While it did not, the server refuses operations.
+    #[must_use]
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Queues an event; `done` runs once its record is durable, or with the error.
+    pub fn append(&self, event: Event, done: Completion) {
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Msg::Event(event, done));
+        if let Err(mpsc::SendError(Msg::Event(_, done))) = sent {
+            done(Err(StoreError::Unavailable(
+                "the audit writer has stopped".into(),
+            )));
+        }
+    }
+
+    /// Appends and waits (for callers that are not async).
+    pub fn append_blocking(&self, event: Event) -> Result<Record, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append(
+            event,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the audit writer has stopped".into(),
+            ))
+        })
+    }
+
+    /// The whole trail as JSON Lines, ending with a fresh checkpoint that closes the export.
+    /// Needs the KMS unsealed (to sign).
+    pub fn export(&self) -> Result<String, StoreError> {
+        let mut lines: Vec<(u64, u8, Vec<u8>)> = Vec::new();
+        for (k, v) in self.store.scan_prefix(Tree::Audit, b"r")? {
+            let seq = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            lines.push((seq, 0, v));
+        }
+        for (k, v) in self.store.scan_prefix(Tree::Audit, b"c")? {
+            let seq = k
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            lines.push((seq, 1, v));
+        }
+        lines.sort_by_key(|(seq, kind, _)| (*seq, *kind));
+        let mut out = String::new();
+        for (_, kind, bytes) in &lines {
+            let line = if *kind == 0 {
+                Line::Record(
+                    serde_json::from_slice(bytes)
+                        .map_err(|_| StoreError::Corrupt("audit record".into()))?,
+                )
+            } else {
+                Line::Checkpoint(
+                    serde_json::from_slice(bytes)
+                        .map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
+                )
+            };
+            out.push_str(
+                &serde_json::to_string(&line)
+                    .map_err(|_| StoreError::Corrupt("audit line".into()))?,
+            );
+            out.push('\n');
+        }
+        let (tail, _) = read_tail(&*self.store)?;
+        let cp = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, true).ok_or_else(
+            || {
+                StoreError::Unavailable(
+                    "the KMS is sealed: cannot sign the closing checkpoint".into(),
+                )
+            },
+        )?;
+        out.push_str(
+            &serde_json::to_string(&Line::Checkpoint(cp))
+                .map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
+        );
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// Writes a checkpoint now (and waits for it).
+    pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Msg::Checkpoint(Box::new(move |r| {
+                let _ = tx.send(r);
+            })));
+        rx.recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the audit writer has stopped".into(),
+            ))
+        })
+    }
+
+    /// Writes a last checkpoint and stops the writer (shutdown).
+    pub fn stop(&self) {
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Msg::Stop);
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
