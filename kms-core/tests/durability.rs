@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kms_core::alg::{KeySpec, Purpose};
+use kms_core::alg::{KeySpec, Purpose, SignatureParams};
 use kms_core::authz::{Principal, Role};
 use kms_core::crypto::Message;
 use kms_core::envelope::EncryptionContext;
@@ -184,13 +184,15 @@ fn child_writer() {
             .unwrap(),
     );
     // Keys of earlier rounds are rotated and used too.
+    // (Only the app's namespace: the KMS may hold keys of its own elsewhere.)
     let mut keys: Vec<(KeyId, Purpose)> = kms
-        .list_keys(&admin, None)
+        .list_keys(&admin, Some(&ns()))
         .unwrap()
         .into_iter()
         .map(|k| (k.id, k.purpose))
         .collect();
     let ctx = context();
+    let params = SignatureParams::default();
     let mut turn = rng.index(KINDS.len());
     while started.elapsed() < CHILD_MAX_RUN {
         // Create (half of them with an alias, which adds a tree to the batch).
@@ -250,7 +252,7 @@ fn child_writer() {
         if let Some(id) = pick(&mut rng, Purpose::Sign) {
             let message = rng.bytes(32);
             let out = kms
-                .sign(&app, &KeyRef::Id(id), Message::Raw(&message), None)
+                .sign(&app, &KeyRef::Id(id), Message::Raw(&message), &params)
                 .unwrap();
             acks.ack(&format!(
                 "signed {id} {} {} {}",
@@ -339,6 +341,7 @@ impl Tally {
 fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str) -> Tally {
     let text = fs::read_to_string(acked).unwrap_or_default();
     let ctx = context();
+    let params = SignatureParams::default();
     let mut tally = Tally::default();
     // Highest acknowledged version per key.
     let mut acked_keys: BTreeMap<KeyId, (Purpose, KeySpec, u32)> = BTreeMap::new();
@@ -407,7 +410,7 @@ fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str
                         &key,
                         Message::Raw(&message),
                         &signature,
-                        None,
+                        &params,
                         Some(version),
                     )
                     .unwrap_or_else(|e| panic!("{at}: verify fails: {e}"));
@@ -489,12 +492,16 @@ fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str
     );
 
     // Every key, acknowledged or not (the kill may land between the store's return and the
-    // acknowledgement), is describable and usable with its newest version.
+    // acknowledgement), is describable, and every key of the app's namespace is usable with its
+    // newest version (keys the KMS keeps for itself, elsewhere, are out of the app's reach).
     for k in &listed {
         let key = KeyRef::Id(k.id);
         let at = format!("{why}, key {} ({} {})", k.id, k.purpose, k.spec);
         kms.describe_key(admin, &key)
             .unwrap_or_else(|e| panic!("{at}: describe: {e}"));
+        if k.namespace != ns() {
+            continue;
+        }
         if let Some((_, _, v)) = acked_keys.get(&k.id) {
             assert!(k.current_version() >= *v, "{at}: version went back");
         }
@@ -509,7 +516,7 @@ fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str
             }
             Purpose::Sign => {
                 let out = kms
-                    .sign(app, &key, Message::Raw(b"still usable"), None)
+                    .sign(app, &key, Message::Raw(b"still usable"), &params)
                     .unwrap_or_else(|e| panic!("{at}: sign: {e}"));
                 let ok = kms
                     .verify(
@@ -517,7 +524,7 @@ fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str
                         &key,
                         Message::Raw(b"still usable"),
                         &out.signature,
-                        None,
+                        &params,
                         None,
                     )
                     .unwrap();

@@ -9,6 +9,7 @@
 //! [`server::run`] serves on a listener until a shutdown future completes (tests call it on
 //! 127.0.0.1:0); [`run_cli`] is the whole binary.
 
+pub mod audit_layer;
 mod cli;
 pub mod config;
 pub mod convert;

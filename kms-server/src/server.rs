@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kms_core::Kms;
+use kms_core::audit::writer::AuditLog;
 use kms_proto::v1::{
-    crypto_server::CryptoServer, key_admin_server::KeyAdminServer, system_server::SystemServer,
+    audit_server::AuditServer, crypto_server::CryptoServer, key_admin_server::KeyAdminServer,
+    system_server::SystemServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +22,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::audit_layer::AuditLayer;
 use crate::identity::{PeerInfo, subject_of};
 use crate::limits::Limits;
 use crate::services::Shared;
@@ -32,6 +35,8 @@ pub struct Settings {
     pub scheduler_interval: Duration,
     /// A TLS handshake slower than this is dropped (slow clients cannot hold slots).
     pub handshake_timeout: Duration,
+    /// When the audit trail is checkpointed (signed).
+    pub checkpoints: kms_core::audit::writer::CheckpointPolicy,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
             limits: Limits::default(),
             scheduler_interval: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
         }
     }
 }
@@ -216,7 +222,15 @@ pub async fn run(
         stop_rx,
     ));
 
-    let shared = Shared::new(Arc::clone(&kms), settings.limits);
+    let ids = crate::services::RequestIds::new();
+    let audit = Arc::new(AuditLog::start(
+        Arc::clone(kms.store()),
+        ids.node(),
+        kms.audit_signer(),
+        settings.checkpoints,
+    ));
+    let mut shared = Shared::new(Arc::clone(&kms), settings.limits, ids.clone());
+    shared.audit = Some(Arc::clone(&audit));
     let max = settings.limits.max_message_bytes();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CryptoServer<Shared>>().await;
@@ -224,6 +238,7 @@ pub async fn run(
         .set_serving::<KeyAdminServer<Shared>>()
         .await;
     health_reporter.set_serving::<SystemServer<Shared>>().await;
+    health_reporter.set_serving::<AuditServer<Shared>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -234,7 +249,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let mut router = tonic::transport::Server::builder()
+        .layer(AuditLayer::new(Arc::clone(&audit), ids))
         .add_service(health)
+        .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(SystemServer::new(shared).max_decoding_message_size(max));
@@ -246,6 +263,9 @@ pub async fn run(
         .await;
     accept.abort();
     sched.abort();
+    // A last signed checkpoint over the trail, then wipe every key.
+    let log = Arc::clone(&audit);
+    let _ = tokio::task::spawn_blocking(move || log.stop()).await;
     kms.seal_now();
     tracing::info!("server stopped; keys wiped");
     served.map_err(ServeError::from)

@@ -38,6 +38,7 @@ impl Shared {
         let call = self.identify(&req).await?;
         let key = convert::key_ref(&req.into_inner().key, &call.principal)?;
         let k = self.run(&call, move |kms, p| f(kms, p, &key)).await?;
+        call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
     }
 }
@@ -111,6 +112,7 @@ impl KeyAdmin for Shared {
         let k = self
             .run(&call, move |kms, p| kms.create_key(p, request))
             .await?;
+        call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
     }
 
@@ -145,6 +147,7 @@ impl KeyAdmin for Shared {
                 kms.set_rotation_period(p, &key, m.rotation_period_seconds)
             })
             .await?;
+        call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
     }
 
@@ -159,6 +162,7 @@ impl KeyAdmin for Shared {
         let k = self
             .run(&call, move |kms, p| kms.schedule_destruction(p, &key, days))
             .await?;
+        call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
     }
 
@@ -173,6 +177,7 @@ impl KeyAdmin for Shared {
         let k = self
             .run(&call, move |kms, p| kms.create_alias(p, &key, a))
             .await?;
+        call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
     }
 
@@ -206,6 +211,7 @@ impl KeyAdmin for Shared {
         let g = self
             .run(&call, move |kms, p| kms.create_grant(p, &key, grantee, ops))
             .await?;
+        call.note_key(&g.key_id, None);
         Ok(Response::new(convert::grant_info(&g)))
     }
 

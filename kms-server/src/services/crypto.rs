@@ -25,13 +25,16 @@ impl Crypto for Shared {
         self.limits.check_payload("plaintext", m.plaintext.len())?;
         self.limits.check_context(&m.context)?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let ctx = convert::context(std::mem::take(&mut m.context));
+        call.note_context(self.kms.context_hmac(&ctx));
         let plaintext = take_secret(&mut m.plaintext);
         let out = self
             .run(&call, move |kms, p| {
                 kms.encrypt(p, &key, &ctx, plaintext.expose_secret())
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::EncryptResponse {
             ciphertext: out.ciphertext,
             key_id: out.key_id.to_string(),
@@ -47,10 +50,15 @@ impl Crypto for Shared {
         let m = req.into_inner();
         self.limits.check_context(&m.context)?;
         let ctx = convert::context(m.context);
+        call.note_context(self.kms.context_hmac(&ctx));
         let ct = m.ciphertext;
         let out = self
             .run(&call, move |kms, p| kms.decrypt(p, &ctx, &ct))
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
+        if out.key_compromised {
+            call.note_flag("key-compromised");
+        }
         Ok(Response::new(v1::DecryptResponse {
             plaintext: out.plaintext.into_unprotected_vec(),
             key_id: out.key_id.to_string(),
@@ -73,6 +81,7 @@ impl Crypto for Shared {
             Some(convert::key_ref(&m.destination_key, &call.principal)?)
         };
         let src_ctx = convert::context(m.source_context);
+        call.note_context(self.kms.context_hmac(&src_ctx));
         let dst_ctx = convert::context(m.destination_context);
         let ct = m.ciphertext;
         let out = self
@@ -80,6 +89,7 @@ impl Crypto for Shared {
                 kms.reencrypt(p, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::ReEncryptResponse {
             ciphertext: out.ciphertext,
             key_id: out.key_id.to_string(),
@@ -109,6 +119,7 @@ impl Crypto for Shared {
         let mut m = req.into_inner();
         self.limits.check_payload("message", m.message.len())?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
         convert::message(&[], m.message_type)?;
         let message = take_secret(&mut m.message);
@@ -120,6 +131,7 @@ impl Crypto for Shared {
                 kms.sign(p, &key, msg, &params)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::SignResponse {
             signature: out.signature,
             key_id: out.key_id.to_string(),
@@ -135,6 +147,7 @@ impl Crypto for Shared {
         let mut m = req.into_inner();
         self.limits.check_payload("message", m.message.len())?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
         convert::message(&[], m.message_type)?;
         let message = take_secret(&mut m.message);
@@ -145,6 +158,10 @@ impl Crypto for Shared {
                 kms.verify(p, &key, msg, &m.signature, &params, m.key_version)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
+        if out.key_compromised {
+            call.note_flag("key-compromised");
+        }
         Ok(Response::new(v1::VerifyResponse {
             valid: out.valid,
             key_id: out.key_id.to_string(),
@@ -162,11 +179,16 @@ impl Crypto for Shared {
         self.limits
             .check_payload("ciphertext", m.ciphertext.len())?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
                 kms.asymmetric_decrypt(p, &key, &m.ciphertext, m.key_version)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
+        if out.key_compromised {
+            call.note_flag("key-compromised");
+        }
         Ok(Response::new(v1::AsymmetricDecryptResponse {
             plaintext: out.plaintext.into_unprotected_vec(),
             key_id: out.key_id.to_string(),
@@ -182,11 +204,13 @@ impl Crypto for Shared {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
                 kms.get_public_key(p, &key, m.key_version)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::GetPublicKeyResponse {
             key_id: out.key_id.to_string(),
             key_version: out.key_version,
@@ -204,12 +228,14 @@ impl Crypto for Shared {
         let mut m = req.into_inner();
         self.limits.check_payload("data", m.data.len())?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
             .run(&call, move |kms, p| {
                 kms.generate_mac(p, &key, data.expose_secret())
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::GenerateMacResponse {
             mac: out.signature,
             key_id: out.key_id.to_string(),
@@ -225,12 +251,17 @@ impl Crypto for Shared {
         let mut m = req.into_inner();
         self.limits.check_payload("data", m.data.len())?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
             .run(&call, move |kms, p| {
                 kms.verify_mac(p, &key, data.expose_secret(), &m.mac, m.key_version)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
+        if out.key_compromised {
+            call.note_flag("key-compromised");
+        }
         Ok(Response::new(v1::VerifyMacResponse {
             valid: out.valid,
             key_id: out.key_id.to_string(),
@@ -263,6 +294,7 @@ impl Shared {
         let m = req.into_inner();
         self.limits.check_context(&m.context)?;
         let key = convert::key_ref(&m.key, &call.principal)?;
+        call.note_key(&m.key, None);
         let spec = names::parse_data_key_spec(if m.key_spec.is_empty() {
             "sm4"
         } else {
@@ -283,11 +315,13 @@ impl Shared {
             }
         };
         let ctx = convert::context(m.context);
+        call.note_context(self.kms.context_hmac(&ctx));
         let out = self
             .run(&call, move |kms, p| {
                 kms.generate_data_key(p, &key, spec, &ctx, mode)
             })
             .await?;
+        call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::GenerateDataKeyResponse {
             ciphertext: out.ciphertext,
             plaintext: out

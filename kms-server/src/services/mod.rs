@@ -3,6 +3,7 @@
 //! cannot be skipped from here.
 
 pub mod admin;
+pub mod audit;
 pub mod crypto;
 pub mod system;
 
@@ -13,9 +14,51 @@ use kms_core::Kms;
 use kms_core::authz::Principal;
 use tonic::{Request, Status};
 
+use crate::audit_layer::AuditSlot;
 use crate::identity::PeerInfo;
 use crate::limits::{Limits, RateLimiter};
 use crate::status::to_status;
+
+/// Request ids: a random per-process prefix (ids from several nodes do not collide) and a
+/// counter.
+#[derive(Clone)]
+pub struct RequestIds {
+    node: Arc<str>,
+    counter: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    #[must_use]
+    pub fn new() -> Self {
+        let node = kms_core::crypto::rng::random_public(4)
+            .map(hex::encode)
+            .unwrap_or_else(|_| "node".into());
+        Self {
+            node: node.into(),
+            counter: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    #[must_use]
+    pub fn next(&self) -> String {
+        format!(
+            "{}-{}",
+            self.node,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -23,38 +66,60 @@ pub struct Shared {
     pub kms: Arc<Kms>,
     pub limits: Limits,
     rate: Arc<RateLimiter>,
-    /// Random per process, so request ids from several nodes do not collide.
-    node: Arc<str>,
-    counter: Arc<AtomicU64>,
+    ids: RequestIds,
+    pub(crate) audit: Option<Arc<kms_core::audit::writer::AuditLog>>,
 }
 
-/// One request's identity.
+/// One request's identity and its audit note.
 pub struct Call {
     pub request_id: String,
     pub principal: Principal,
+    slot: Option<AuditSlot>,
+}
+
+impl Call {
+    /// Records the key a request used (its resolved id and version) in the audit note.
+    pub fn note_key(&self, key_id: &impl ToString, version: Option<u32>) {
+        if let Some(s) = &self.slot {
+            s.update(|n| {
+                n.key_id = Some(key_id.to_string());
+                n.key_version = version;
+            });
+        }
+    }
+
+    pub fn note_context(&self, hmac: Option<String>) {
+        if let Some(s) = &self.slot {
+            s.update(|n| n.context_hmac = hmac);
+        }
+    }
+
+    pub fn note_flag(&self, flag: &str) {
+        if let Some(s) = &self.slot {
+            s.update(|n| n.flags.push(flag.to_owned()));
+        }
+    }
 }
 
 impl Shared {
     #[must_use]
-    pub fn new(kms: Arc<Kms>, limits: Limits) -> Self {
-        let node = kms_core::crypto::rng::random_public(4)
-            .map(hex::encode)
-            .unwrap_or_else(|_| "node".into());
+    pub fn new(kms: Arc<Kms>, limits: Limits, ids: RequestIds) -> Self {
         Self {
             kms,
             rate: Arc::new(RateLimiter::new(&limits)),
             limits,
-            node: node.into(),
-            counter: Arc::new(AtomicU64::new(1)),
+            ids,
+            audit: None,
         }
     }
 
-    fn request_id(&self) -> String {
-        format!(
-            "{}-{}",
-            self.node,
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        )
+    /// The audit layer's slot for this request, if any, and the request id.
+    pub(crate) fn slot<T>(&self, req: &Request<T>) -> (Option<AuditSlot>, String) {
+        let slot = req.extensions().get::<AuditSlot>().cloned();
+        let id = slot
+            .as_ref()
+            .map_or_else(|| self.ids.next(), |s| s.request_id.clone());
+        (slot, id)
     }
 
     /// The subject of the caller's certificate.
@@ -71,7 +136,7 @@ impl Shared {
     /// gets PERMISSION_DENIED.
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
         let subject = Self::subject(req)?;
-        let request_id = self.request_id();
+        let (slot, request_id) = self.slot(req);
         let kms = Arc::clone(&self.kms);
         let lookup = subject.clone();
         let principal = tokio::task::spawn_blocking(move || kms.principal(&lookup))
@@ -84,10 +149,17 @@ impl Shared {
                     "{subject} is not a registered principal; an administrator must add it (request {request_id})"
                 ))
             })?;
+        if let Some(s) = &slot {
+            s.update(|n| {
+                n.principal = Some(principal.subject.clone());
+                n.role = Some(principal.role.name().to_owned());
+            });
+        }
         self.rate.check(&principal.subject)?;
         Ok(Call {
             request_id,
             principal,
+            slot,
         })
     }
 

@@ -1,0 +1,224 @@
+//! The audit step of every RPC (OPS-1), as a tower layer around the whole router, so no handler
+//! can skip it: each request gets a request id and an [`AuditNote`] that handlers fill in; when
+//! the response is ready, its record is written (group commit) and the response leaves only once
+//! the record is durable. If it cannot be written, the response is replaced by UNAVAILABLE:
+//! the operation's result is withheld (fail closed).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use kms_core::audit::Event;
+use kms_core::audit::writer::AuditLog;
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::identity::PeerInfo;
+
+/// What handlers add to a request's audit record.
+#[derive(Clone, Debug, Default)]
+pub struct AuditNote {
+    pub principal: Option<String>,
+    pub role: Option<String>,
+    pub key_id: Option<String>,
+    pub key_version: Option<u32>,
+    pub context_hmac: Option<String>,
+    pub flags: Vec<String>,
+}
+
+/// A request's id and its note, in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct AuditSlot {
+    pub request_id: String,
+    pub note: Arc<Mutex<AuditNote>>,
+}
+
+impl AuditSlot {
+    pub fn update(&self, f: impl FnOnce(&mut AuditNote)) {
+        f(&mut self
+            .note
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+/// Paths not audited: health probes and reflection carry no key operation and would flood the
+/// trail.
+fn audited(path: &str) -> bool {
+    !(path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection."))
+}
+
+#[derive(Clone)]
+pub struct AuditLayer {
+    log: Arc<AuditLog>,
+    ids: crate::services::RequestIds,
+}
+
+impl AuditLayer {
+    #[must_use]
+    pub fn new(log: Arc<AuditLog>, ids: crate::services::RequestIds) -> Self {
+        Self { log, ids }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = AuditService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuditService {
+            inner,
+            log: Arc::clone(&self.log),
+            ids: self.ids.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditService<S> {
+    inner: S,
+    log: Arc<AuditLog>,
+    ids: crate::services::RequestIds,
+}
+
+fn grpc_code_name(resp: &http::Response<Body>) -> String {
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    format!("{code:?}")
+}
+
+/// "OK", "PermissionDenied" → "OK", "PERMISSION_DENIED".
+fn screaming(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 && name != "OK" {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Record, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    log.append(
+        event,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    match rx.await {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the audit writer stopped".into()),
+    }
+}
+
+impl<S> Service<http::Request<Body>> for AuditService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let path = req.uri().path().to_owned();
+        if !audited(&path) {
+            return Box::pin(self.inner.call(req));
+        }
+        // The clone that was readied serves this call; the fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let log = Arc::clone(&self.log);
+        let request_id = self.ids.next();
+        let slot = AuditSlot {
+            request_id: request_id.clone(),
+            note: Arc::default(),
+        };
+        let subject = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.subject.clone());
+        req.extensions_mut().insert(slot.clone());
+        let operation = path.trim_start_matches("/kms.v1.").to_owned();
+        Box::pin(async move {
+            let refused_before = !log.healthy();
+            let resp = if refused_before {
+                Status::unavailable(format!(
+                    "the audit trail cannot be written; operations are refused (request {request_id})"
+                ))
+                .into_http()
+            } else {
+                inner.call(req).await?
+            };
+            let note = slot
+                .note
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let event = Event {
+                request_id: request_id.clone(),
+                principal: note
+                    .principal
+                    .or(subject)
+                    .unwrap_or_else(|| "unknown".into()),
+                role: note.role.unwrap_or_else(|| "unregistered".into()),
+                operation,
+                key_id: note.key_id,
+                key_version: note.key_version,
+                outcome: screaming(&grpc_code_name(&resp)),
+                context_hmac: note.context_hmac,
+                flags: note.flags,
+            };
+            match write(log, event).await {
+                Ok(record) => {
+                    // Also to the structured log, for a SIEM (no secrets: the record has none).
+                    tracing::info!(
+                        target: "kms::audit",
+                        seq = record.seq,
+                        request_id = record.request_id,
+                        principal = record.principal,
+                        role = record.role,
+                        operation = record.operation,
+                        key_id = record.key_id.as_deref().unwrap_or(""),
+                        key_version = record.key_version.unwrap_or(0),
+                        outcome = record.outcome,
+                        flags = record.flags.join(","),
+                        "audit"
+                    );
+                    Ok(resp)
+                }
+                Err(e) => {
+                    tracing::error!(request_id, error = %e, "audit record not written; response withheld");
+                    Ok(Status::unavailable(format!(
+                        "the audit record could not be written, so the result is withheld (request {request_id})"
+                    ))
+                    .into_http())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::screaming;
+
+    #[test]
+    fn code_names_are_screaming_snake_case() {
+        assert_eq!(screaming("Ok"), "OK");
+        assert_eq!(screaming("PermissionDenied"), "PERMISSION_DENIED");
+        assert_eq!(screaming("InvalidArgument"), "INVALID_ARGUMENT");
+    }
+}
