@@ -25,6 +25,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a development KMS: dev PKI, 1-of-1 unseal share in a file, CLI profiles. NOT for
+    /// production.
+    Dev {
+        /// Folder for the PKI, profiles, share and store (reused when it exists).
+        #[arg(long, default_value = "kms-dev")]
+        dir: std::path::PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: String,
+    },
     /// Serve the KMS over mutual TLS with the given configuration file (TOML).
     Serve {
         /// Path to the configuration file.
@@ -63,6 +73,7 @@ where
     };
     match cli.command {
         Command::Serve { config } => crate::serve::serve_command(&config, err),
+        Command::Dev { dir, listen } => crate::dev::dev_command(&dir, &listen, out, err),
         Command::Selftest { gm_only } => {
             let mode = if gm_only {
                 PolicyMode::GmOnly

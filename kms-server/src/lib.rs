@@ -13,6 +13,8 @@ pub mod audit_layer;
 mod cli;
 pub mod config;
 pub mod convert;
+pub mod dev;
+pub mod devpki;
 pub mod hardening;
 pub mod identity;
 pub mod limits;

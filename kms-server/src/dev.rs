@@ -1,0 +1,171 @@
+//! `kms-server dev`: a working KMS on the embedded default with nothing installed by hand.
+//!
+//! It makes a dev PKI (CA, server certificate, and client certificates with CLI profiles for
+//! `admin`, `auditor` and `app`), initialises the store with ONE unseal share kept in a file
+//! (mode 0600), unseals, registers the principals, and serves on 127.0.0.1. Run again, it reuses
+//! the folder, the store and its keys. A single share in a file is not dual control: this is a
+//! development setup only, and it says so.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kms_core::authz::Role;
+use kms_core::hierarchy::share::Share;
+use kms_core::keys::Namespace;
+use kms_core::store::SledStore;
+use kms_core::{Kms, KmsConfig};
+
+use crate::cli::{EXIT_FAILED, EXIT_OK};
+use crate::devpki::{self, DevCa};
+
+/// The namespace of the dev `app` principal, and where `kms key create` puts keys by default.
+pub const DEV_NAMESPACE: &str = "default";
+const SHARE_FILE: &str = "unseal-share.txt";
+
+/// What `prepare` made or found.
+pub struct DevSetup {
+    pub kms: Arc<Kms>,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub dir: PathBuf,
+    pub created: bool,
+}
+
+/// The dev folder holds private keys and the unseal share: owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn fail(err: &mut dyn Write, what: &str, e: &dyn std::fmt::Display) -> u8 {
+    let _ = writeln!(err, "error: {what}: {e}");
+    EXIT_FAILED
+}
+
+/// Makes (or reuses) everything in `dir` and returns an unsealed KMS and its TLS config.
+pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
+    create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca = if dir.join(devpki::CA_CERT_FILE).exists() {
+        DevCa::load_dir(dir).map_err(|e| format!("dev CA: {e}"))?
+    } else {
+        let ca = DevCa::generate().map_err(|e| format!("dev CA: {e}"))?;
+        ca.write_dir(dir).map_err(|e| format!("dev CA: {e}"))?;
+        ca
+    };
+    let server = ca
+        .issue_server(&["localhost", "127.0.0.1"])
+        .map_err(|e| format!("server certificate: {e}"))?;
+    server.write(dir, "server").map_err(|e| e.to_string())?;
+    for subject in ["admin", "auditor", "app"] {
+        devpki::write_client_bundle(&ca, dir, subject, endpoint)
+            .map_err(|e| format!("client {subject}: {e}"))?;
+    }
+    let tls = crate::tls::server_config(&server.cert_pem, &server.key_pem, &ca.cert_pem())
+        .map_err(|e| e.to_string())?;
+
+    let store = SledStore::open(&dir.join("store")).map_err(|e| format!("store: {e}"))?;
+    let kms = Arc::new(Kms::open(Arc::new(store), KmsConfig::default()));
+    let status = kms.status().map_err(|e| e.to_string())?;
+    let share_path = dir.join(SHARE_FILE);
+    let created = !status.initialized;
+    if created {
+        let out = kms
+            .init(1, 1, &devpki::client_identity("admin"))
+            .map_err(|e| format!("init: {e}"))?;
+        let share = out.shares.first().ok_or("init returned no share")?;
+        devpki::write_private_file(&share_path, share.expose_text().as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&share_path)
+            .map_err(|e| format!("{}: {e}", share_path.display()))?,
+    );
+    kms.unseal_with(&Share::from_text(&text))
+        .map_err(|e| format!("unseal: {e}"))?;
+    let admin = kms
+        .principal(&devpki::client_identity("admin"))
+        .map_err(|e| e.to_string())?
+        .ok_or("the dev admin principal is missing from the store")?;
+    let ns = Namespace::new(DEV_NAMESPACE).map_err(|e| e.to_string())?;
+    for (subject, role) in [
+        ("auditor", Role::Auditor),
+        ("app", Role::App { namespace: ns }),
+    ] {
+        let id = devpki::client_identity(subject);
+        if kms.principal(&id).map_err(|e| e.to_string())?.is_none() {
+            kms.add_principal(&admin, &id, role)
+                .map_err(|e| format!("principal {subject}: {e}"))?;
+        }
+    }
+    Ok(DevSetup {
+        kms,
+        tls,
+        dir: dir.to_owned(),
+        created,
+    })
+}
+
+pub(crate) fn dev_command(
+    dir: &Path,
+    listen: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    crate::serve::init_logging();
+    if !crate::serve::self_test(kms_core::policy::Policy::default(), err) {
+        return EXIT_FAILED;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(err, "runtime", &e),
+    };
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(listen)) {
+        Ok(l) => l,
+        Err(e) => return fail(err, &format!("cannot listen on {listen}"), &e),
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => return fail(err, "listener", &e),
+    };
+    let endpoint = format!("https://{addr}");
+    let setup = match prepare(dir, &endpoint) {
+        Ok(s) => s,
+        Err(e) => return fail(err, "dev setup", &e),
+    };
+    let d = setup.dir.display();
+    let _ = writeln!(
+        out,
+        "\n  KMS DEVELOPMENT SERVER — not for production\n\
+         \n  A single unseal share is kept in {d}/{SHARE_FILE}: anyone who can read it can unseal.\n\
+         \n  {} {d}\n  listening     {endpoint} (mutual TLS; no plaintext port)\n\
+         \n  CA            {d}/ca.pem\n  server cert   {d}/server.pem\n\
+         \n  CLI profiles  {d}/profiles/admin.toml    (role admin)\
+         \n                {d}/profiles/auditor.toml  (role auditor)\
+         \n                {d}/profiles/app.toml      (role app, namespace {DEV_NAMESPACE})\n\
+         \n  try:  kms --profile {d}/profiles/admin.toml key create --purpose encrypt --algorithm sm4-gcm --alias demo\
+         \n        echo hello | kms --profile {d}/profiles/app.toml encrypt --key demo > hello.kms\
+         \n        kms --profile {d}/profiles/app.toml decrypt --in hello.kms\n",
+        if setup.created { "created" } else { "reusing" },
+    );
+    let _ = out.flush();
+    let kms = Arc::clone(&setup.kms);
+    let result = runtime.block_on(crate::server::run(
+        listener,
+        kms,
+        setup.tls,
+        crate::server::Settings::default(),
+        crate::serve::shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(err, "server", &e),
+    }
+}
