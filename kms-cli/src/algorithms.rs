@@ -4,24 +4,45 @@ use std::io::{self, Write};
 
 use kms_core::alg::{KeySpec, Purpose};
 use kms_core::policy::{Policy, PolicyMode};
+use serde::Serialize;
 
-/// Writes one row per key spec the chosen policy allows: name, purposes, GM or not.
-pub(crate) fn run(gm_only: bool, out: &mut dyn Write) -> io::Result<()> {
+/// One key spec the policy allows.
+#[derive(Debug, Serialize)]
+pub(crate) struct SpecRow {
+    spec: &'static str,
+    purposes: Vec<&'static str>,
+    gm: bool,
+}
+
+/// The key specs the chosen policy allows, in `KeySpec::ALL` order.
+pub(crate) fn rows(gm_only: bool) -> Vec<SpecRow> {
     let mode = if gm_only {
         PolicyMode::GmOnly
     } else {
         PolicyMode::Standard
     };
     let policy = Policy::new(mode);
+    KeySpec::ALL
+        .into_iter()
+        .filter(|&s| policy.allows(s))
+        .map(|spec| SpecRow {
+            spec: spec.name(),
+            purposes: Purpose::ALL
+                .into_iter()
+                .filter(|&p| spec.supports(p))
+                .map(Purpose::name)
+                .collect(),
+            gm: spec.is_gm(),
+        })
+        .collect()
+}
+
+/// Writes one row per key spec the chosen policy allows: name, purposes, GM or not.
+pub(crate) fn run(gm_only: bool, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{:<13} {:<26} GM", "SPEC", "PURPOSES")?;
-    for spec in KeySpec::ALL.into_iter().filter(|&s| policy.allows(s)) {
-        let purposes: Vec<&str> = Purpose::ALL
-            .into_iter()
-            .filter(|&p| spec.supports(p))
-            .map(Purpose::name)
-            .collect();
-        let gm = if spec.is_gm() { "yes" } else { "no" };
-        writeln!(out, "{:<13} {:<26} {gm}", spec.name(), purposes.join(","))?;
+    for row in rows(gm_only) {
+        let gm = if row.gm { "yes" } else { "no" };
+        writeln!(out, "{:<13} {:<26} {gm}", row.spec, row.purposes.join(","))?;
     }
     Ok(())
 }

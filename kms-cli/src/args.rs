@@ -1,20 +1,820 @@
-//! The command line as clap parses it.
+//! The command line as clap parses it (the "low args"; `resolve` turns them into settings).
+//!
+//! Names follow issue 5. Files are binary by default; `--base64` switches a command's binary
+//! input or output (named in its help) to base64 text. `--in`/`--out` left out, or given as `-`,
+//! mean stdin/stdout; binary output to a terminal is shown as base64.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+use crate::period::{Rotation, parse_period, parse_rotation};
+
+/// Operations a grant can give (`kms grant add --ops`).
+pub const GRANT_OPERATIONS: [&str; 11] = [
+    "encrypt",
+    "decrypt",
+    "reencrypt",
+    "generate-data-key",
+    "sign",
+    "verify",
+    "asymmetric-decrypt",
+    "get-public-key",
+    "generate-mac",
+    "verify-mac",
+    "describe",
+];
+
+/// `kms`: the KMS command-line client.
 #[derive(Debug, Parser)]
-#[command(name = "kms", version, about = "Command-line client for the KMS")]
-pub(crate) struct Args {
+#[command(
+    name = "kms",
+    version,
+    about = "Command-line client for the KMS: administration, audit and application commands over mTLS",
+    after_help = "Connection: --profile NAME|FILE (or KMS_PROFILE), else KMS_ENDPOINT, KMS_CA, KMS_CERT and KMS_KEY.\n\
+                  Exit codes: 0 ok, 1 verification failed, 2 usage, 3 permission denied, 4 not found,\n\
+                  5 unavailable/sealed/cannot connect, 6 invalid argument or state, 7 other."
+)]
+pub struct Args {
+    /// Connection profile: a name (looked up in $KMS_HOME/profiles/ and ./kms-dev/profiles/) or a
+    /// TOML file.
+    #[arg(long, global = true, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Deadline for each request, e.g. 30s, 5m.
+    #[arg(long, global = true, value_name = "PERIOD", value_parser = parse_period, default_value = "60s")]
+    pub timeout: u64,
+    /// What to do.
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
+/// Every `kms` command: the ones that talk to a server, then the offline ones.
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
+    #[command(flatten)]
+    Remote(Remote),
     /// List the key specs this KMS offers, the purposes each can serve, and which are GM algorithms.
     Algorithms {
         /// Only the specs a GM-only policy allows (SM2, SM3, SM4).
         #[arg(long)]
         gm_only: bool,
     },
+    /// Make client certificates from a dev CA (the folder `kms-server dev` made).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Print a shell completion script, e.g. `kms completions bash > /etc/bash_completion.d/kms`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+}
+
+/// The commands that talk to a KMS server.
+#[derive(Debug, Subcommand)]
+pub enum Remote {
+    /// Show whether the server is initialised and sealed, and who it thinks you are.
+    Status,
+    /// Initialise a new KMS: make the root key and split its unseal key into shares.
+    Init {
+        /// How many unseal shares to make.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+        shares: u32,
+        /// How many shares it takes to unseal.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+        threshold: u32,
+        /// The first administrator's subject (default: your certificate's), e.g. kms://admin.
+        #[arg(long, value_name = "SUBJECT")]
+        admin: Option<String>,
+        /// Write each share to DIR/share-N.txt (mode 0600) instead of printing it.
+        #[arg(long, value_name = "DIR")]
+        share_dir: Option<PathBuf>,
+    },
+    /// Give an unseal share (asked for without echo, or read from --share-file).
+    Unseal {
+        /// File(s) holding shares, one per line (`-` for stdin); each is given in turn.
+        #[arg(long = "share-file", value_name = "FILE")]
+        share_files: Vec<PathBuf>,
+    },
+    /// Seal the KMS: forget the root key until it is unsealed again.
+    Seal,
+    /// Create, list, inspect and change keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Register who may call the KMS, and in which role.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Let another namespace use a key.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Encrypt data under a key (up to the server's limit, 64 KiB by default).
+    Encrypt(EncryptArgs),
+    /// Decrypt a ciphertext made by `kms encrypt` (it names its own key).
+    Decrypt(DecryptArgs),
+    /// Make a data key for envelope encryption.
+    Datakey(DatakeyArgs),
+    /// Re-encrypt ciphertexts under a key's newest version, or another key, without exposing them.
+    Reencrypt(ReencryptArgs),
+    /// Sign a message (or a digest, with --prehashed).
+    Sign(SignArgs),
+    /// Verify a signature; exits 0 only if it is valid (1 if not).
+    Verify(VerifyArgs),
+    /// Export a key's public key (PEM, or DER with --der).
+    PublicKey(PublicKeyArgs),
+    /// Decrypt data encrypted to a key's public key (SM2 or RSA-OAEP).
+    AsymDecrypt(AsymDecryptArgs),
+    /// Compute a MAC tag.
+    Mac(MacArgs),
+    /// Verify a MAC tag; exits 0 only if it is valid (1 if not).
+    VerifyMac(VerifyMacArgs),
+    /// Random bytes from the server's CSPRNG.
+    Random(RandomArgs),
+    /// Download an encrypted backup of the whole store.
+    Backup {
+        /// Where to write it (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into an uninitialised server; needs the backup's unseal shares.
+    Restore {
+        /// The backup file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// File(s) holding the backup's unseal shares, one per line (asked for when left out).
+        #[arg(long = "share-file", value_name = "FILE")]
+        share_files: Vec<PathBuf>,
+    },
+}
+
+/// `kms key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; prints its id.
+    Create {
+        /// What the key is for (fixed for its life).
+        #[arg(long, value_enum)]
+        purpose: PurposeArg,
+        /// Key spec (see `kms algorithms`); default: sm4-gcm, sm2 or hmac-sm3 by purpose.
+        #[arg(long, value_name = "NAME")]
+        algorithm: Option<String>,
+        /// An alias to reach the key by.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The namespace the key belongs to (default: "default").
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Rotate automatically this often, e.g. 90d.
+        #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+        rotation_period: Option<u64>,
+        /// Free text shown with the key.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// Only this namespace (default: every namespace you may see).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Show one key in full.
+    Describe {
+        /// Key id or alias (`namespace:alias` for another namespace's).
+        key: String,
+    },
+    /// Add a new version; new work uses it, old versions still decrypt and verify.
+    Rotate {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Set the automatic rotation period (e.g. 90d), or `off`.
+    SetRotation {
+        /// Key id or alias.
+        key: String,
+        /// A period such as 90d, 12h, 2w, or `off`.
+        #[arg(value_parser = parse_rotation)]
+        period: Rotation,
+    },
+    /// Enable a disabled key.
+    Enable {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Disable a key (reversible): no operation uses it until it is enabled.
+    Disable {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Mark a key compromised (one way): no new encryption or signing, decrypt/verify flagged.
+    Compromise {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Schedule a key's destruction after a waiting period (cancellable until then).
+    ScheduleDestruction {
+        /// Key id or alias.
+        key: String,
+        /// Days to wait, 7 to 90 (default 30).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(7..=90))]
+        days: Option<u32>,
+    },
+    /// Cancel a scheduled destruction.
+    CancelDestruction {
+        /// Key id or alias.
+        key: String,
+    },
+    /// Give a key an alias.
+    Alias {
+        /// Key id or alias.
+        key: String,
+        /// The new alias.
+        alias: String,
+    },
+    /// Remove an alias (the key stays).
+    RemoveAlias {
+        /// The alias.
+        alias: String,
+        /// Its namespace (default: "default").
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+/// `kms principal …`
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Register a client certificate subject (its SAN URI, else CN), e.g. kms://app2.
+    Add {
+        /// The subject, e.g. kms://billing.
+        subject: String,
+        /// The role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The application's namespace (apps only; default "default").
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// List registered principals.
+    List,
+    /// Remove a principal.
+    Remove {
+        /// The subject.
+        subject: String,
+    },
+}
+
+/// `kms grant …`
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Let the apps of another namespace use a key for some operations.
+    Add {
+        /// Key id or alias.
+        key: String,
+        /// The namespace to grant to.
+        #[arg(long)]
+        namespace: String,
+        /// Operations, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..,
+              value_parser = clap::builder::PossibleValuesParser::new(GRANT_OPERATIONS))]
+        ops: Vec<String>,
+    },
+    /// List grants (on one key, or all).
+    List {
+        /// Only grants on this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Revoke a namespace's grant on a key.
+    Remove {
+        /// Key id or alias.
+        key: String,
+        /// The namespace the grant is for.
+        #[arg(long)]
+        namespace: String,
+    },
+}
+
+/// `kms pki …`
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Issue a client certificate (SAN URI kms://SUBJECT) and a CLI profile for it.
+    Issue {
+        /// The subject, e.g. `app2`; the principal becomes kms://app2.
+        subject: String,
+        /// The folder with the dev CA (ca.pem, ca-key.pem).
+        #[arg(long, value_name = "DIR", default_value = crate::resolve::DEV_DIR)]
+        ca_dir: PathBuf,
+        /// Where to write certs/SUBJECT.pem, certs/SUBJECT-key.pem and profiles/SUBJECT.toml
+        /// (default: the CA folder).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// The server endpoint written into the profile.
+        #[arg(long, default_value = "https://127.0.0.1:7443")]
+        endpoint: String,
+    },
+}
+
+/// Key purposes, as `--purpose` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PurposeArg {
+    /// SM4-GCM, AES-256-GCM; data keys.
+    Encrypt,
+    /// SM2, RSA-PSS, RSA PKCS#1 v1.5.
+    Sign,
+    /// SM2 encryption, RSA-OAEP.
+    AsymmetricDecrypt,
+    /// HMAC-SM3, HMAC-SHA-2.
+    Mac,
+}
+
+/// Principal roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Crypto operations in its namespace and by grant.
+    App,
+    /// Key lifecycle, grants, principals; never data plaintext.
+    Admin,
+    /// Read-only inventory and audit.
+    Auditor,
+}
+
+/// Data key specs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataKeySpec {
+    /// 128-bit SM4 key.
+    Sm4,
+    /// 256-bit AES key.
+    #[value(name = "aes-256")]
+    Aes256,
+}
+
+/// RSA signature schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemeArg {
+    /// RSASSA-PSS (the server's default).
+    Pss,
+    /// RSASSA-PKCS1-v1_5.
+    Pkcs1v15,
+}
+
+/// RSA hashes (SM2 always uses SM3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashArg {
+    /// SHA-256 (the server's default).
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+/// `--in FILE` / `--out FILE`; absent or `-` means stdin/stdout.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct InOut {
+    /// Input file (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `kms encrypt`
+#[derive(Debug, ClapArgs)]
+pub struct EncryptArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// Encryption context entry, bound to the ciphertext; repeat for more.
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Write the ciphertext as base64 text.
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// `kms decrypt`
+#[derive(Debug, ClapArgs)]
+pub struct DecryptArgs {
+    /// The encryption context the ciphertext was made with; repeat for more.
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+    #[command(flatten)]
+    pub io: InOut,
+    /// The ciphertext input is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// `kms datakey`
+#[derive(Debug, ClapArgs)]
+pub struct DatakeyArgs {
+    /// The ENCRYPT key that wraps the data key.
+    #[arg(long)]
+    pub key: String,
+    /// The data key's spec.
+    #[arg(long, value_enum)]
+    pub spec: DataKeySpec,
+    /// Return only the wrapped data key.
+    #[arg(long)]
+    pub no_plaintext: bool,
+    /// Encryption context entry; repeat for more.
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+    /// Write the wrapped data key (binary) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write the plaintext data key (binary, mode 0600) here.
+    #[arg(long, value_name = "FILE")]
+    pub plaintext_out: Option<PathBuf>,
+}
+
+/// `kms reencrypt`
+#[derive(Debug, ClapArgs)]
+pub struct ReencryptArgs {
+    /// Destination key (default: the same key's newest version).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The context the ciphertext was made with; repeat for more.
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+    /// The context for the new ciphertext; repeat for more.
+    #[arg(long = "dest-context", value_name = "K=V", value_parser = parse_key_value)]
+    pub dest_context: Vec<(String, String)>,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Input and output are base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Re-encrypt these ciphertext files in place (binary), with a progress bar.
+    #[arg(value_name = "FILE", conflicts_with_all = ["input", "out"])]
+    pub files: Vec<PathBuf>,
+}
+
+/// Signing options shared by `sign` and `verify`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SignOptions {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// The input is a digest computed by the caller (SM2: SM3(Z_A ‖ M); RSA: the plain hash).
+    #[arg(long)]
+    pub prehashed: bool,
+    /// SM2 distinguishing ID (default 1234567812345678).
+    #[arg(long, value_name = "ID")]
+    pub sm2_id: Option<String>,
+    /// RSA signature scheme.
+    #[arg(long, value_enum)]
+    pub scheme: Option<SchemeArg>,
+    /// RSA hash.
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+}
+
+/// `kms sign`
+#[derive(Debug, ClapArgs)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub options: SignOptions,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Write the signature as base64 text.
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// `kms verify`
+#[derive(Debug, ClapArgs)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub options: SignOptions,
+    /// The signed message (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The signature file.
+    #[arg(long, value_name = "FILE")]
+    pub signature: PathBuf,
+    /// The signature file is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Check against this key version only (default: every version, newest first).
+    #[arg(long)]
+    pub key_version: Option<u32>,
+}
+
+/// `kms public-key`
+#[derive(Debug, ClapArgs)]
+pub struct PublicKeyArgs {
+    /// Key id or alias.
+    pub key: String,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write DER (SubjectPublicKeyInfo) instead of PEM.
+    #[arg(long)]
+    pub der: bool,
+    /// This version's public key (default: the newest).
+    #[arg(long)]
+    pub key_version: Option<u32>,
+}
+
+/// `kms asym-decrypt`
+#[derive(Debug, ClapArgs)]
+pub struct AsymDecryptArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    #[command(flatten)]
+    pub io: InOut,
+    /// The ciphertext input is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Decrypt with this key version (default: the newest).
+    #[arg(long)]
+    pub key_version: Option<u32>,
+}
+
+/// `kms mac`
+#[derive(Debug, ClapArgs)]
+pub struct MacArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Write the tag as base64 text.
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// `kms verify-mac`
+#[derive(Debug, ClapArgs)]
+pub struct VerifyMacArgs {
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// The data (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// The tag file.
+    #[arg(long, value_name = "FILE")]
+    pub tag: PathBuf,
+    /// The tag file is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Check against this key version only.
+    #[arg(long)]
+    pub key_version: Option<u32>,
+}
+
+/// `kms random`
+#[derive(Debug, ClapArgs)]
+pub struct RandomArgs {
+    /// How many bytes, 1 to 1024.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub bytes: u32,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write base64 text.
+    #[arg(long)]
+    pub base64: bool,
+}
+
+/// Parses `key=value` (the value may contain `=`; the key may not be empty).
+///
+/// # Errors
+/// A message for clap when there is no `=` or the key is empty.
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        Some(_) | None => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("kms").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    /// Every command of issue 5, as a user would type it.
+    const LINES: &[&str] = &[
+        "algorithms --gm-only",
+        "status",
+        "--profile admin --json status",
+        "init --shares 3 --threshold 2",
+        "init --shares 1 --threshold 1 --admin kms://admin --share-dir shares",
+        "unseal",
+        "unseal --share-file a --share-file b",
+        "seal",
+        "key create --purpose encrypt --algorithm sm4-gcm --alias orders --namespace billing --rotation-period 90d",
+        "key create --purpose sign",
+        "key create --purpose asymmetric-decrypt --algorithm rsa-3072",
+        "key create --purpose mac --description tags",
+        "key list",
+        "key list --namespace billing",
+        "key describe K",
+        "key rotate K",
+        "key set-rotation K 12h",
+        "key set-rotation K off",
+        "key enable K",
+        "key disable K",
+        "key compromise K",
+        "key schedule-destruction K --days 7",
+        "key schedule-destruction K",
+        "key cancel-destruction K",
+        "key alias K orders",
+        "key remove-alias orders --namespace billing",
+        "principal add kms://app2 --role app --namespace billing",
+        "principal add kms://root --role admin",
+        "principal list",
+        "principal remove kms://app2",
+        "grant add K --namespace other --ops encrypt,decrypt",
+        "grant add K --namespace other --ops sign --ops verify",
+        "grant list",
+        "grant list --key K",
+        "grant remove K --namespace other",
+        "encrypt --key K --context app=x --context user=y --in f --out g",
+        "encrypt --key K --base64",
+        "decrypt --context app=x --in g --out f",
+        "decrypt --base64",
+        "datakey --key K --spec sm4",
+        "datakey --key K --spec aes-256 --no-plaintext --out wrapped",
+        "datakey --key K --spec sm4 --plaintext-out pt --context a=b",
+        "reencrypt --in a --out b",
+        "reencrypt --key D --context a=1 --dest-context b=2 --base64",
+        "reencrypt --key D f1 f2 f3",
+        "sign --key K --in m --out sig",
+        "sign --key K --prehashed --sm2-id alice@example --in d --out sig",
+        "sign --key K --scheme pkcs1v15 --hash sha384 --in m --out sig --base64",
+        "verify --key K --in m --signature sig",
+        "verify --key K --scheme pss --hash sha512 --in m --signature sig --key-version 2 --base64",
+        "public-key K",
+        "public-key K --out k.pem",
+        "public-key K --der --key-version 1 --out k.der",
+        "asym-decrypt --key K --in ct --out pt",
+        "mac --key K --in f --out tag",
+        "verify-mac --key K --in f --tag tag",
+        "random --bytes 32",
+        "random --bytes 1024 --out r --base64",
+        "backup --out b.kmsbak",
+        "restore --in b.kmsbak --share-file s1 --share-file s2",
+        "restore --in b.kmsbak",
+        "pki issue app2",
+        "pki issue app2 --ca-dir dev --out-dir out --endpoint https://localhost:7443",
+        "completions bash",
+        "completions zsh",
+        "--timeout 5m status",
+    ];
+
+    #[test]
+    fn every_command_parses() {
+        for line in LINES {
+            if let Err(e) = parse(line) {
+                panic!("kms {line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &mut Vec<String>) {
+            let mut argv: Vec<String> = vec!["kms".to_owned()];
+            argv.extend(path.iter().cloned());
+            argv.push("--help".to_owned());
+            let err = Args::try_parse_from(&argv).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DisplayHelp, "{argv:?}");
+            assert!(err.to_string().contains("Usage: kms"), "{argv:?}");
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                path.push(sub.get_name().to_owned());
+                walk(sub, path);
+                path.pop();
+            }
+        }
+        let cmd = Args::command();
+        walk(&cmd, &mut Vec::new());
+        let names: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
+        for expected in [
+            "status",
+            "init",
+            "unseal",
+            "seal",
+            "key",
+            "principal",
+            "grant",
+            "encrypt",
+            "decrypt",
+            "datakey",
+            "reencrypt",
+            "sign",
+            "verify",
+            "public-key",
+            "asym-decrypt",
+            "mac",
+            "verify-mac",
+            "random",
+            "backup",
+            "restore",
+            "pki",
+            "completions",
+            "algorithms",
+        ] {
+            assert!(names.contains(&expected), "missing {expected}: {names:?}");
+        }
+    }
+
+    #[test]
+    fn parsed_values_land_in_the_right_fields() {
+        let args = parse("--json key create --purpose sign --rotation-period 1d").unwrap();
+        assert!(args.json);
+        let Command::Remote(Remote::Key(KeyCommand::Create {
+            purpose,
+            algorithm,
+            rotation_period,
+            ..
+        })) = args.command
+        else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(purpose, PurposeArg::Sign);
+        assert_eq!(algorithm, None);
+        assert_eq!(rotation_period, Some(86_400));
+
+        let args = parse("grant add K --namespace n --ops encrypt,decrypt,describe").unwrap();
+        let Command::Remote(Remote::Grant(GrantCommand::Add { ops, .. })) = args.command else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(ops, ["encrypt", "decrypt", "describe"]);
+
+        let args = parse("encrypt --key K --context a=b=c --context x=").unwrap();
+        let Command::Remote(Remote::Encrypt(e)) = args.command else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(
+            e.context,
+            [
+                ("a".to_owned(), "b=c".to_owned()),
+                ("x".to_owned(), String::new())
+            ]
+        );
+
+        let args = parse("key set-rotation K off").unwrap();
+        let Command::Remote(Remote::Key(KeyCommand::SetRotation { period, .. })) = args.command
+        else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(period, Rotation::Off);
+        assert_eq!(parse("status").unwrap().timeout, 60);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error() {
+        for line in [
+            "key create --purpose encrypt --rotation-period 90",
+            "key create --purpose storage",
+            "key set-rotation K sometimes",
+            "key schedule-destruction K --days 3",
+            "grant add K --namespace n --ops launch-missiles",
+            "grant add K --namespace n",
+            "encrypt --key K --context novalue",
+            "encrypt --key K --context =v",
+            "random --bytes 0",
+            "random --bytes 1025",
+            "datakey --key K --spec des",
+            "sign --key K --scheme raw",
+            "init --shares 0 --threshold 1",
+            "reencrypt --in a f1",
+            "verify --key K --in m",
+            "completions tcsh",
+            "nonsense",
+        ] {
+            let err = parse(line).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "kms {line}: {err}");
+        }
+    }
+
+    #[test]
+    fn key_values_split_at_the_first_equals_sign() {
+        assert_eq!(parse_key_value("a=b"), Ok(("a".to_owned(), "b".to_owned())));
+        assert!(parse_key_value("a").is_err());
+        assert!(parse_key_value("=b").is_err());
+    }
 }

@@ -82,3 +82,87 @@ fn unknown_command_is_a_usage_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("Usage: kms"), "{stderr}");
 }
+
+#[test]
+fn algorithms_json_lists_specs_with_purposes() {
+    let stdout = stdout_of(&["--json", "algorithms", "--gm-only"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows[0]["spec"], "sm4-gcm");
+    assert_eq!(
+        rows[1]["purposes"],
+        serde_json::json!(["sign", "asymmetric-decrypt"])
+    );
+    assert_eq!(rows[2]["gm"], true);
+}
+
+#[test]
+fn completions_are_generated_for_common_shells() {
+    for shell in ["bash", "zsh", "fish"] {
+        let stdout = stdout_of(&["completions", shell]);
+        assert!(stdout.contains("kms"), "{shell}");
+        assert!(stdout.contains("schedule-destruction"), "{shell}");
+    }
+}
+
+/// A command that needs a server, with no connection settings at all.
+fn kms_without_settings(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kms"));
+    for var in [
+        "KMS_PROFILE",
+        "KMS_HOME",
+        "KMS_ENDPOINT",
+        "KMS_CA",
+        "KMS_CERT",
+        "KMS_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(dir.path()).args(args).output().unwrap()
+}
+
+#[test]
+fn no_connection_settings_is_a_usage_error_with_a_hint() {
+    let output = kms_without_settings(&["status"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        stderr.lines().next().unwrap(),
+        "error: no KMS server connection configured"
+    );
+    assert!(
+        stderr
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("hint: pass --profile"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_profile_name_is_a_usage_error() {
+    let output = kms_without_settings(&["--profile", "nobody", "key", "list"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: no profile named \"nobody\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+}
+
+#[test]
+fn every_subcommand_help_exits_zero() {
+    for args in [
+        &["key", "create", "--help"][..],
+        &["grant", "add", "--help"],
+        &["sign", "--help"],
+        &["pki", "issue", "--help"],
+    ] {
+        let output = kms(args);
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(stdout.contains("Usage: kms"), "{args:?}: {stdout}");
+    }
+}

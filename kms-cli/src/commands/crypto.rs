@@ -1,0 +1,558 @@
+//! The data plane: `encrypt`, `decrypt`, `datakey`, `reencrypt`, `sign`, `verify`, `public-key`,
+//! `asym-decrypt`, `mac`, `verify-mac`, `random`.
+//!
+//! Inputs are read into wiped buffers and moved (not copied) into the request. Outputs go to
+//! `--out` or stdout; with `--json` and no `--out`, binary results are base64 fields of one JSON
+//! object instead.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kms_proto::v1::{
+    AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
+    GenerateMacRequest, GenerateRandomRequest, GetPublicKeyRequest, MessageType, ReEncryptRequest,
+    SignRequest, VerifyMacRequest, VerifyRequest,
+};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::{Ctx, progress_items, warn};
+use crate::args::{
+    AsymDecryptArgs, DataKeySpec, DatakeyArgs, DecryptArgs, EncryptArgs, HashArg, MacArgs,
+    PublicKeyArgs, RandomArgs, ReencryptArgs, SchemeArg, SignArgs, SignOptions, VerifyArgs,
+    VerifyMacArgs,
+};
+use crate::error::{CliError, ExitKind};
+use crate::files::{self, WriteOpts};
+use crate::output::print_json;
+
+fn context(pairs: Vec<(String, String)>) -> HashMap<String, String> {
+    pairs.into_iter().collect()
+}
+
+/// Moves the bytes out of a wiped buffer into a request field (no copy is left behind).
+fn take(mut buf: Zeroizing<Vec<u8>>) -> Vec<u8> {
+    std::mem::take(&mut *buf)
+}
+
+/// Where a result goes, and what JSON says about it.
+struct Emit<'a> {
+    /// `--out`.
+    out: Option<&'a Path>,
+    /// The JSON field that carries the bytes when there is no `--out`.
+    field: &'static str,
+    opts: WriteOpts,
+}
+
+/// Writes `data` as `emit` says; with `--json`, prints `meta` plus the data (base64) or the
+/// output path.
+fn emit(
+    ctx: &Ctx,
+    emit: &Emit<'_>,
+    data: &[u8],
+    mut meta: Map<String, Value>,
+) -> Result<(), CliError> {
+    let to_file = emit.out.is_some_and(|p| p != Path::new("-"));
+    if ctx.json {
+        if to_file {
+            files::write_output(emit.out, data, emit.opts)?;
+            meta.insert("out".to_owned(), json!(emit.out));
+        } else {
+            meta.insert(emit.field.to_owned(), json!(files::base64(data)));
+        }
+        return print_json(&Value::Object(meta));
+    }
+    files::write_output(emit.out, data, emit.opts)
+}
+
+fn meta(key_id: &str, key_version: u32) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("key_id".to_owned(), json!(key_id));
+    m.insert("key_version".to_owned(), json!(key_version));
+    m
+}
+
+fn binary(base64: bool) -> WriteOpts {
+    WriteOpts {
+        base64,
+        binary: true,
+        private: false,
+    }
+}
+
+fn plaintext(base64: bool) -> WriteOpts {
+    WriteOpts {
+        base64,
+        binary: false,
+        private: true,
+    }
+}
+
+/// Decrypting under a compromised key still works; say what to do about it.
+fn compromised_warning(key_id: &str) {
+    warn(&format!(
+        "key {key_id} is marked compromised: re-protect this data under another key"
+    ));
+}
+
+pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
+    let data = files::read_input(a.io.input.as_deref())?;
+    let resp = ctx
+        .crypto()
+        .encrypt(EncryptRequest {
+            key: a.key,
+            plaintext: take(data),
+            context: context(a.context),
+        })
+        .await?
+        .into_inner();
+    let target = Emit {
+        out: a.io.out.as_deref(),
+        field: "ciphertext",
+        opts: binary(a.base64),
+    };
+    emit(
+        ctx,
+        &target,
+        &resp.ciphertext,
+        meta(&resp.key_id, resp.key_version),
+    )
+}
+
+pub(super) async fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<(), CliError> {
+    let data = files::read_maybe_base64(a.io.input.as_deref(), a.base64, "the ciphertext")?;
+    let resp = ctx
+        .crypto()
+        .decrypt(DecryptRequest {
+            ciphertext: take(data),
+            context: context(a.context),
+        })
+        .await?
+        .into_inner();
+    if resp.key_compromised {
+        compromised_warning(&resp.key_id);
+    }
+    let mut m = meta(&resp.key_id, resp.key_version);
+    m.insert("key_compromised".to_owned(), json!(resp.key_compromised));
+    let pt = Zeroizing::new(resp.plaintext);
+    let target = Emit {
+        out: a.io.out.as_deref(),
+        field: "plaintext",
+        opts: plaintext(false),
+    };
+    emit(ctx, &target, &pt, m)
+}
+
+pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
+    if a.no_plaintext && a.plaintext_out.is_some() {
+        return Err(CliError::usage(
+            "--plaintext-out and --no-plaintext contradict each other",
+        ));
+    }
+    let request = GenerateDataKeyRequest {
+        key: a.key,
+        key_spec: match a.spec {
+            DataKeySpec::Sm4 => "sm4",
+            DataKeySpec::Aes256 => "aes-256",
+        }
+        .to_owned(),
+        context: context(a.context),
+        wrap_to_public_key: Vec::new(),
+    };
+    let mut crypto = ctx.crypto();
+    let resp = if a.no_plaintext {
+        crypto.generate_data_key_without_plaintext(request).await?
+    } else {
+        crypto.generate_data_key(request).await?
+    }
+    .into_inner();
+    let pt = Zeroizing::new(resp.plaintext);
+
+    if let Some(path) = &a.out {
+        files::write_file(path, &resp.ciphertext, false)?;
+    }
+    if let Some(path) = &a.plaintext_out {
+        files::write_file(path, &pt, true)?;
+    }
+    if ctx.json {
+        let mut m = meta(&resp.key_id, resp.key_version);
+        match &a.out {
+            Some(path) => m.insert("ciphertext_out".to_owned(), json!(path)),
+            None => m.insert(
+                "ciphertext".to_owned(),
+                json!(files::base64(&resp.ciphertext)),
+            ),
+        };
+        match (&a.plaintext_out, a.no_plaintext) {
+            (Some(path), _) => {
+                m.insert("plaintext_out".to_owned(), json!(path));
+            }
+            (None, false) => {
+                let b64 = Zeroizing::new(files::base64(&pt));
+                m.insert("plaintext".to_owned(), json!(b64.as_str()));
+            }
+            (None, true) => {}
+        }
+        return print_json(&Value::Object(m));
+    }
+    let mut lines = vec![
+        format!("key_id       {}", resp.key_id),
+        format!("key_version  {}", resp.key_version),
+    ];
+    match &a.out {
+        Some(path) => lines.push(format!("ciphertext   written to {}", path.display())),
+        None => lines.push(format!("ciphertext   {}", files::base64(&resp.ciphertext))),
+    }
+    match (&a.plaintext_out, a.no_plaintext) {
+        (Some(path), _) => lines.push(format!(
+            "plaintext    written to {} (mode 0600)",
+            path.display()
+        )),
+        (None, false) => lines.push(format!("plaintext    {}", files::base64(&pt))),
+        (None, true) => {}
+    }
+    let text = Zeroizing::new(lines.join("\n"));
+    files::println(&text)
+}
+
+pub(super) async fn reencrypt(ctx: &Ctx, a: ReencryptArgs) -> Result<(), CliError> {
+    let source_context = context(a.context);
+    let destination_context = context(a.dest_context);
+    let destination_key = a.key.unwrap_or_default();
+    let mut crypto = ctx.crypto();
+    let request = |ciphertext: Vec<u8>| ReEncryptRequest {
+        ciphertext,
+        source_context: source_context.clone(),
+        destination_key: destination_key.clone(),
+        destination_context: destination_context.clone(),
+    };
+
+    if a.files.is_empty() {
+        let data = files::read_maybe_base64(a.io.input.as_deref(), a.base64, "the ciphertext")?;
+        let resp = crypto.re_encrypt(request(take(data))).await?.into_inner();
+        let target = Emit {
+            out: a.io.out.as_deref(),
+            field: "ciphertext",
+            opts: binary(a.base64),
+        };
+        return emit(
+            ctx,
+            &target,
+            &resp.ciphertext,
+            meta(&resp.key_id, resp.key_version),
+        );
+    }
+
+    // Bulk: each file in place, replaced atomically (write beside, then rename).
+    let bar = progress_items(
+        u64::try_from(a.files.len()).unwrap_or(u64::MAX),
+        "re-encrypt",
+    );
+    let mut done = Vec::with_capacity(a.files.len());
+    for path in &a.files {
+        let shown = path.display().to_string();
+        let data = fs::read(path).map_err(|e| CliError::io(&shown, &e))?;
+        let resp = crypto
+            .re_encrypt(request(data))
+            .await
+            .map_err(|s| {
+                let mut e = CliError::from(s);
+                e.message = format!("{shown}: {}", e.message);
+                e
+            })?
+            .into_inner();
+        let tmp = temp_beside(path);
+        fs::write(&tmp, &resp.ciphertext)
+            .map_err(|e| CliError::io(&tmp.display().to_string(), &e))?;
+        fs::rename(&tmp, path).map_err(|e| CliError::io(&shown, &e))?;
+        bar.inc(1);
+        done.push(json!({ "file": path, "key_id": resp.key_id, "key_version": resp.key_version }));
+    }
+    bar.finish_and_clear();
+    if ctx.json {
+        print_json(&done)
+    } else {
+        files::println(&format!("re-encrypted {} file(s)", done.len()))
+    }
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    name.push(".kms-reencrypt");
+    path.with_file_name(name)
+}
+
+/// The parts of a sign/verify request that `SignOptions` sets.
+struct SignParams {
+    key: String,
+    message_type: MessageType,
+    sm2_id: String,
+    rsa_scheme: String,
+    hash: String,
+}
+
+fn sign_params(o: SignOptions) -> SignParams {
+    SignParams {
+        key: o.key,
+        message_type: if o.prehashed {
+            MessageType::Digest
+        } else {
+            MessageType::Raw
+        },
+        sm2_id: o.sm2_id.unwrap_or_default(),
+        rsa_scheme: o
+            .scheme
+            .map(|s| match s {
+                SchemeArg::Pss => "pss",
+                SchemeArg::Pkcs1v15 => "pkcs1v15",
+            })
+            .unwrap_or_default()
+            .to_owned(),
+        hash: o
+            .hash
+            .map(|h| match h {
+                HashArg::Sha256 => "sha256",
+                HashArg::Sha384 => "sha384",
+                HashArg::Sha512 => "sha512",
+            })
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+pub(super) async fn sign(ctx: &Ctx, a: SignArgs) -> Result<(), CliError> {
+    let p = sign_params(a.options);
+    let message = files::read_input(a.io.input.as_deref())?;
+    let resp = ctx
+        .crypto()
+        .sign(SignRequest {
+            key: p.key,
+            message: take(message),
+            message_type: p.message_type.into(),
+            sm2_id: p.sm2_id,
+            rsa_scheme: p.rsa_scheme,
+            hash: p.hash,
+        })
+        .await?
+        .into_inner();
+    let target = Emit {
+        out: a.io.out.as_deref(),
+        field: "signature",
+        opts: binary(a.base64),
+    };
+    emit(
+        ctx,
+        &target,
+        &resp.signature,
+        meta(&resp.key_id, resp.key_version),
+    )
+}
+
+pub(super) async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<(), CliError> {
+    let p = sign_params(a.options);
+    let signature = files::read_maybe_base64(Some(&a.signature), a.base64, "the signature")?;
+    let message = files::read_input(a.input.as_deref())?;
+    let resp = ctx
+        .crypto()
+        .verify(VerifyRequest {
+            key: p.key,
+            message: take(message),
+            message_type: p.message_type.into(),
+            sm2_id: p.sm2_id,
+            rsa_scheme: p.rsa_scheme,
+            hash: p.hash,
+            signature: signature.to_vec(),
+            key_version: a.key_version,
+        })
+        .await?
+        .into_inner();
+    let checked = Checked::Signature {
+        key_compromised: resp.key_compromised,
+    };
+    report_validity(ctx, checked, resp.valid, &resp.key_id, resp.key_version)
+}
+
+/// What `verify` / `verify-mac` checked.
+#[derive(Clone, Copy)]
+enum Checked {
+    /// A signature (the answer says whether the key is compromised).
+    Signature { key_compromised: bool },
+    /// A MAC tag.
+    MacTag,
+}
+
+/// Prints the outcome of a verification; invalid is an error with exit code 1.
+fn report_validity(
+    ctx: &Ctx,
+    checked: Checked,
+    valid: bool,
+    key_id: &str,
+    key_version: u32,
+) -> Result<(), CliError> {
+    let (what, hint) = match checked {
+        Checked::Signature { key_compromised } => {
+            if key_compromised {
+                warn(&format!(
+                    "key {key_id} is marked compromised: whoever holds it may have made this signature"
+                ));
+            }
+            (
+                "signature",
+                "check the key, the data, and --prehashed, --sm2-id, --scheme and --hash",
+            )
+        }
+        Checked::MacTag => ("MAC tag", "check the key and the data"),
+    };
+    if ctx.json {
+        let mut m = meta(key_id, key_version);
+        m.insert("valid".to_owned(), json!(valid));
+        if let Checked::Signature { key_compromised } = checked {
+            m.insert("key_compromised".to_owned(), json!(key_compromised));
+        }
+        print_json(&Value::Object(m))?;
+    } else if valid {
+        files::println(&format!(
+            "{what} valid (key {key_id}, version {key_version})"
+        ))?;
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            ExitKind::VerificationFailed,
+            format!("the {what} is not valid"),
+        )
+        .with_hint(hint))
+    }
+}
+
+pub(super) async fn public_key(ctx: &Ctx, a: PublicKeyArgs) -> Result<(), CliError> {
+    let resp = ctx
+        .crypto()
+        .get_public_key(GetPublicKeyRequest {
+            key: a.key,
+            key_version: a.key_version,
+        })
+        .await?
+        .into_inner();
+    if ctx.json && a.out.is_none() {
+        let mut m = meta(&resp.key_id, resp.key_version);
+        m.insert("algorithm".to_owned(), json!(resp.algorithm));
+        m.insert("public_key_pem".to_owned(), json!(resp.public_key_pem));
+        m.insert(
+            "public_key_der".to_owned(),
+            json!(files::base64(&resp.public_key_der)),
+        );
+        return print_json(&Value::Object(m));
+    }
+    let (data, opts) = if a.der {
+        (resp.public_key_der, binary(false))
+    } else {
+        (
+            resp.public_key_pem.into_bytes(),
+            WriteOpts {
+                base64: false,
+                binary: false,
+                private: false,
+            },
+        )
+    };
+    let target = Emit {
+        out: a.out.as_deref(),
+        field: "public_key",
+        opts,
+    };
+    let mut m = meta(&resp.key_id, resp.key_version);
+    m.insert("algorithm".to_owned(), json!(resp.algorithm));
+    emit(ctx, &target, &data, m)
+}
+
+pub(super) async fn asym_decrypt(ctx: &Ctx, a: AsymDecryptArgs) -> Result<(), CliError> {
+    let data = files::read_maybe_base64(a.io.input.as_deref(), a.base64, "the ciphertext")?;
+    let resp = ctx
+        .crypto()
+        .asymmetric_decrypt(AsymmetricDecryptRequest {
+            key: a.key,
+            ciphertext: take(data),
+            key_version: a.key_version,
+        })
+        .await?
+        .into_inner();
+    if resp.key_compromised {
+        compromised_warning(&resp.key_id);
+    }
+    let pt = Zeroizing::new(resp.plaintext);
+    let target = Emit {
+        out: a.io.out.as_deref(),
+        field: "plaintext",
+        opts: plaintext(false),
+    };
+    let mut m = meta(&resp.key_id, resp.key_version);
+    m.insert("key_compromised".to_owned(), json!(resp.key_compromised));
+    emit(ctx, &target, &pt, m)
+}
+
+pub(super) async fn mac(ctx: &Ctx, a: MacArgs) -> Result<(), CliError> {
+    let data = files::read_input(a.io.input.as_deref())?;
+    let resp = ctx
+        .crypto()
+        .generate_mac(GenerateMacRequest {
+            key: a.key,
+            data: take(data),
+        })
+        .await?
+        .into_inner();
+    let target = Emit {
+        out: a.io.out.as_deref(),
+        field: "mac",
+        opts: binary(a.base64),
+    };
+    emit(
+        ctx,
+        &target,
+        &resp.mac,
+        meta(&resp.key_id, resp.key_version),
+    )
+}
+
+pub(super) async fn verify_mac(ctx: &Ctx, a: VerifyMacArgs) -> Result<(), CliError> {
+    let tag = files::read_maybe_base64(Some(&a.tag), a.base64, "the tag")?;
+    let data = files::read_input(a.input.as_deref())?;
+    let resp = ctx
+        .crypto()
+        .verify_mac(VerifyMacRequest {
+            key: a.key,
+            data: take(data),
+            mac: tag.to_vec(),
+            key_version: a.key_version,
+        })
+        .await?
+        .into_inner();
+    report_validity(
+        ctx,
+        Checked::MacTag,
+        resp.valid,
+        &resp.key_id,
+        resp.key_version,
+    )
+}
+
+pub(super) async fn random(ctx: &Ctx, a: RandomArgs) -> Result<(), CliError> {
+    let resp = ctx
+        .crypto()
+        .generate_random(GenerateRandomRequest { length: a.bytes })
+        .await?
+        .into_inner();
+    let bytes = Zeroizing::new(resp.random);
+    let target = Emit {
+        out: a.out.as_deref(),
+        field: "random",
+        opts: WriteOpts {
+            base64: a.base64,
+            binary: true,
+            private: true,
+        },
+    };
+    emit(ctx, &target, &bytes, Map::new())
+}

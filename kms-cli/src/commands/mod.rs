@@ -1,0 +1,183 @@
+//! One file per command group; this file connects and dispatches.
+
+mod access;
+mod crypto;
+mod keys;
+mod pki;
+mod system;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::CommandFactory as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use kms_proto::v1::crypto_client::CryptoClient;
+use kms_proto::v1::key_admin_client::KeyAdminClient;
+use kms_proto::v1::system_client::SystemClient;
+use tonic::transport::Channel;
+
+use crate::args::{Args, Command, Remote};
+use crate::client::{self, ClientError};
+use crate::error::{CliError, ExitKind};
+use crate::resolve;
+
+/// What every remote command gets: the channel and the output mode.
+pub(crate) struct Ctx {
+    /// `--json`.
+    pub(crate) json: bool,
+    /// The connected mTLS channel.
+    channel: Channel,
+}
+
+impl Ctx {
+    pub(crate) fn system(&self) -> SystemClient<Channel> {
+        SystemClient::new(self.channel.clone())
+    }
+
+    pub(crate) fn admin(&self) -> KeyAdminClient<Channel> {
+        KeyAdminClient::new(self.channel.clone())
+    }
+
+    pub(crate) fn crypto(&self) -> CryptoClient<Channel> {
+        CryptoClient::new(self.channel.clone())
+    }
+}
+
+/// Runs a parsed command line.
+pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    let Args {
+        profile,
+        json,
+        timeout,
+        command,
+    } = args;
+    match command {
+        Command::Remote(remote) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?;
+            runtime.block_on(async {
+                let ctx = connect(profile.as_deref(), json, Duration::from_secs(timeout)).await?;
+                dispatch(&ctx, remote).await
+            })
+        }
+        Command::Algorithms { gm_only } => {
+            if json {
+                return crate::output::print_json(&crate::algorithms::rows(gm_only));
+            }
+            let mut out = Vec::new();
+            crate::algorithms::run(gm_only, &mut out).map_err(|e| CliError::io("output", &e))?;
+            crate::files::write_stdout(&out)
+        }
+        Command::Pki(cmd) => pki::run(cmd, json),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "kms", &mut out);
+            crate::files::write_stdout(&out)
+        }
+    }
+}
+
+async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
+    match command {
+        Remote::Status => system::status(ctx).await,
+        Remote::Init {
+            shares,
+            threshold,
+            admin,
+            share_dir,
+        } => system::init(ctx, shares, threshold, admin, share_dir).await,
+        Remote::Unseal { share_files } => system::unseal(ctx, &share_files).await,
+        Remote::Seal => system::seal(ctx).await,
+        Remote::Backup { out } => system::backup(ctx, &out).await,
+        Remote::Restore { input, share_files } => system::restore(ctx, &input, &share_files).await,
+        Remote::Key(cmd) => keys::run(ctx, cmd).await,
+        Remote::Principal(cmd) => access::principal(ctx, cmd).await,
+        Remote::Grant(cmd) => access::grant(ctx, cmd).await,
+        Remote::Encrypt(a) => crypto::encrypt(ctx, a).await,
+        Remote::Decrypt(a) => crypto::decrypt(ctx, a).await,
+        Remote::Datakey(a) => crypto::datakey(ctx, a).await,
+        Remote::Reencrypt(a) => crypto::reencrypt(ctx, a).await,
+        Remote::Sign(a) => crypto::sign(ctx, a).await,
+        Remote::Verify(a) => crypto::verify(ctx, a).await,
+        Remote::PublicKey(a) => crypto::public_key(ctx, a).await,
+        Remote::AsymDecrypt(a) => crypto::asym_decrypt(ctx, a).await,
+        Remote::Mac(a) => crypto::mac(ctx, a).await,
+        Remote::VerifyMac(a) => crypto::verify_mac(ctx, a).await,
+        Remote::Random(a) => crypto::random(ctx, a).await,
+    }
+}
+
+/// Resolves the connection settings, reads the PEM files, and connects.
+async fn connect(profile: Option<&str>, json: bool, timeout: Duration) -> Result<Ctx, CliError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let env = |name: &str| std::env::var(name).ok();
+    let settings = resolve::settings(profile, &env, &cwd)?;
+    let conn = resolve::connection(&settings, Some(timeout))?;
+    let channel = client::connect(&conn)
+        .await
+        .map_err(|e| connect_error(&e, &settings))?;
+    Ok(Ctx { json, channel })
+}
+
+fn connect_error(err: &ClientError, settings: &resolve::Settings) -> CliError {
+    let source = &settings.source;
+    match err {
+        ClientError::Endpoint { .. } => CliError::usage(err.to_string()).with_hint(format!(
+            "fix the endpoint in the {source}, e.g. https://127.0.0.1:7443"
+        )),
+        ClientError::Pem(_) | ClientError::Tls(_) => CliError::usage(err.to_string())
+            .with_hint(format!("check the ca, cert and key files of the {source}")),
+        ClientError::Connect { detail, .. } => {
+            let lower = detail.to_ascii_lowercase();
+            let hint = if lower.contains("certificate") || lower.contains("unknownissuer") {
+                format!(
+                    "the TLS handshake failed: does the CA file of the {source} hold the CA that issued the server's certificate?"
+                )
+            } else {
+                "is the server running? `kms-server dev` starts a local one".to_owned()
+            };
+            CliError::new(ExitKind::Unavailable, err.to_string()).with_hint(hint)
+        }
+    }
+}
+
+/// A progress bar on stderr when it is a terminal, else a hidden one. `total` in bytes, or
+/// `None` for a spinner with a byte count.
+pub(crate) fn progress(total: Option<u64>, what: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = total.map_or_else(ProgressBar::new_spinner, ProgressBar::new);
+    let template = if total.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A progress bar counting items (files) rather than bytes; hidden unless stderr is a terminal.
+pub(crate) fn progress_items(total: u64, what: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// A warning line on stderr.
+pub(crate) fn warn(text: &str) {
+    eprintln!("warning: {text}");
+}

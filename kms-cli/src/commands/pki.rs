@@ -1,0 +1,61 @@
+//! `kms pki issue`: client certificates and profiles from the dev CA, offline.
+
+use serde_json::json;
+
+use crate::args::PkiCommand;
+use crate::devpki::{self, DevCa};
+use crate::error::CliError;
+use crate::files;
+use crate::output::{fields, print_json};
+
+pub(super) fn run(cmd: PkiCommand, json: bool) -> Result<(), CliError> {
+    match cmd {
+        PkiCommand::Issue {
+            subject,
+            ca_dir,
+            out_dir,
+            endpoint,
+        } => {
+            devpki::validate_subject(&subject).map_err(|e| CliError::usage(e.to_string()))?;
+            let ca = DevCa::load_dir(&ca_dir).map_err(|e| {
+                CliError::usage(format!(
+                    "cannot load the dev CA from {}: {e}",
+                    ca_dir.display()
+                ))
+                .with_hint(format!(
+                    "--ca-dir names the folder with {} and {} (what `kms-server dev` made)",
+                    devpki::CA_CERT_FILE,
+                    devpki::CA_KEY_FILE
+                ))
+            })?;
+            let out = out_dir.unwrap_or(ca_dir);
+            let profile = devpki::write_client_bundle(&ca, &out, &subject, &endpoint)
+                .map_err(|e| CliError::other(e.to_string()))?;
+            let certs = out.join(devpki::CERTS_DIR);
+            let cert = certs.join(format!("{subject}.pem"));
+            let key = certs.join(format!("{subject}-key.pem"));
+            let principal = devpki::client_identity(&subject);
+            if json {
+                return print_json(&json!({
+                    "subject": subject,
+                    "principal": principal,
+                    "cert": cert,
+                    "key": key,
+                    "profile": profile,
+                }));
+            }
+            let mut text = fields(&[
+                ("principal", principal.clone()),
+                ("certificate", cert.display().to_string()),
+                ("key", format!("{} (mode 0600)", key.display())),
+                ("profile", profile.display().to_string()),
+            ]);
+            text.push_str(&format!(
+                "\nregister it (as an admin): kms principal add {principal} --role app --namespace NS\n\
+                 then use it: kms --profile {} status",
+                profile.display()
+            ));
+            files::println(&text)
+        }
+    }
+}
