@@ -213,12 +213,135 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::screaming;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use kms_core::store::{Batch, Entry, MemoryStore, Store, StoreError, Tree};
+
+    use super::*;
 
     #[test]
     fn code_names_are_screaming_snake_case() {
         assert_eq!(screaming("Ok"), "OK");
         assert_eq!(screaming("PermissionDenied"), "PERMISSION_DENIED");
         assert_eq!(screaming("InvalidArgument"), "INVALID_ARGUMENT");
+    }
+
+    /// A store whose audit tree can be made unwritable.
+    struct Flaky {
+        inner: MemoryStore,
+        broken: AtomicBool,
+    }
+
+    impl Store for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+        fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan_prefix(tree, prefix)
+        }
+        fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+            if self.broken.load(Ordering::SeqCst) && batch.trees().contains(&Tree::Audit) {
+                return Err(StoreError::Unavailable("disk full".into()));
+            }
+            self.inner.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// An inner service that counts calls and answers OK.
+    #[derive(Clone)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Service<http::Request<Body>> for Counting {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(http::Response::new(Body::empty())))
+        }
+    }
+
+    fn request() -> http::Request<Body> {
+        http::Request::builder()
+            .uri("/kms.v1.Crypto/Encrypt")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    fn status_of(resp: &http::Response<Body>) -> String {
+        grpc_code_name(resp)
+    }
+
+    #[tokio::test]
+    async fn records_every_call_and_fails_closed_when_the_trail_cannot_be_written() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            broken: AtomicBool::new(false),
+        });
+        let log = Arc::new(AuditLog::start(
+            store.clone(),
+            "t",
+            Arc::new(|_| None),
+            Default::default(),
+        ));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
+            .layer(Counting(calls.clone()));
+
+        let ok = svc.call(request()).await.unwrap();
+        assert_eq!(status_of(&ok), "Ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            store.scan_prefix(Tree::Audit, b"r").unwrap().len(),
+            1,
+            "one record per call"
+        );
+
+        // The audit store becomes unwritable: the result of the call in flight is withheld ...
+        store.broken.store(true, Ordering::SeqCst);
+        let withheld = svc.call(request()).await.unwrap();
+        assert_eq!(status_of(&withheld), "Unavailable");
+        // ... and the next operation is refused without running at all.
+        let refused = svc.call(request()).await.unwrap();
+        assert_eq!(status_of(&refused), "Unavailable");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        // When the store recovers, the refusal itself is recorded and service resumes.
+        store.broken.store(false, Ordering::SeqCst);
+        let _ = svc.call(request()).await.unwrap();
+        let back = svc.call(request()).await.unwrap();
+        assert_eq!(status_of(&back), "Ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        log.stop();
+    }
+
+    #[tokio::test]
+    async fn health_probes_are_not_audited() {
+        let store = Arc::new(MemoryStore::new());
+        let log = Arc::new(AuditLog::start(
+            store.clone(),
+            "t",
+            Arc::new(|_| None),
+            Default::default(),
+        ));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
+            .layer(Counting(calls));
+        let req = http::Request::builder()
+            .uri("/grpc.health.v1.Health/Check")
+            .body(Body::empty())
+            .unwrap();
+        svc.call(req).await.unwrap();
+        assert!(store.scan_prefix(Tree::Audit, b"r").unwrap().is_empty());
+        log.stop();
     }
 }
