@@ -12,6 +12,21 @@ use crate::keys::state::{KeyState, Transition, next_state};
 use crate::keys::{Alias, KeyId, KeyRef, Namespace};
 use crate::store::{Batch, StoreError, Tree};
 
+/// The KMS's own keys (the audit key) may be rotated and described, but not disabled,
+/// compromised, destroyed or granted: that would silently stop the audit trail's signatures.
+fn refuse_system_key(record: &KeyRecord, what: &'static str) -> Result<(), Error> {
+    if record.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
+        return Err(Error::FailedPrecondition(
+            format!(
+                "{what} is not allowed on the KMS's own key {} (namespace kms-system)",
+                record.id
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What `create_key` needs.
 #[derive(Clone, Debug)]
 pub struct CreateKeyRequest {
@@ -298,6 +313,7 @@ impl Kms {
         let days = days.map(check_destruction_days).transpose()?;
         let now = self.now();
         let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            refuse_system_key(r, t.name())?;
             let to = next_state(r.state, t, r.compromised_at.is_some()).ok_or_else(|| {
                 Error::InvalidState {
                     key: r.id.to_string(),
@@ -505,6 +521,7 @@ impl Kms {
         ops: Vec<GrantOp>,
     ) -> Result<Grant, Error> {
         self.begin(principal, Op::CreateGrant)?;
+        refuse_system_key(&self.reach(principal, key, GrantOp::Describe)?.0, "grant")?;
         if ops.is_empty() {
             return Err(
                 crate::InvalidInput::new("operations", "name at least one operation").into(),

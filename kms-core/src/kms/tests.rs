@@ -1053,3 +1053,51 @@ mod audit {
         assert_eq!(listed.len(), inv.keys.len());
     }
 }
+
+#[test]
+fn the_audit_key_cannot_be_stopped_by_an_administrator() {
+    let f = fixture();
+    let audit = KeyRef::parse("kms-system:audit-signing", &ns("a")).unwrap();
+    for result in [
+        f.kms.disable_key(&f.admin, &audit),
+        f.kms.mark_compromised(&f.admin, &audit),
+        f.kms.schedule_destruction(&f.admin, &audit, Some(7)),
+    ] {
+        assert!(
+            matches!(result, Err(Error::FailedPrecondition(_))),
+            "{result:?}"
+        );
+    }
+    assert!(
+        f.kms
+            .create_grant(&f.admin, &audit, ns("a"), vec![GrantOp::Sign])
+            .is_err()
+    );
+    assert_eq!(
+        f.kms
+            .rotate_key(&f.admin, &audit)
+            .unwrap()
+            .current_version(),
+        2
+    );
+    assert!(matches!(
+        f.kms.sign(
+            &f.app,
+            &audit,
+            Message::Raw(b"x"),
+            &SignatureParams::default()
+        ),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        f.kms
+            .add_principal(
+                &f.admin,
+                "sneaky",
+                Role::App {
+                    namespace: ns("kms-system")
+                }
+            )
+            .is_err()
+    );
+}
