@@ -103,6 +103,17 @@ fn screaming(name: &str) -> String {
     out
 }
 
+/// Every refusal names its request id, wherever it was raised (limits, parsing, the core), so a
+/// caller's report can be matched with the server log and the audit record.
+fn with_request_id(resp: http::Response<Body>, request_id: &str) -> http::Response<Body> {
+    match Status::from_header_map(resp.headers()) {
+        Some(s) if s.code() != tonic::Code::Ok && !s.message().contains("(request ") => {
+            Status::new(s.code(), format!("{} (request {request_id})", s.message())).into_http()
+        }
+        Some(_) | None => resp,
+    }
+}
+
 async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Record, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     log.append(
@@ -162,6 +173,7 @@ where
             } else {
                 inner.call(req).await?
             };
+            let resp = with_request_id(resp, &request_id);
             let note = slot
                 .note
                 .lock()

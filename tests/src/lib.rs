@@ -1,7 +1,20 @@
-//! Tests of the KMS as a whole, across crates.
+//! Tests of the KMS as a whole, across crates, and the end-to-end harness they share.
 //!
-//! This crate will hold the end-to-end harness (DESIGN.md, STYLE.md §3): a dev PKI made in the
-//! test (CA, server, and app/admin/auditor client certificates), a throwaway sled store, the real
-//! server started on `127.0.0.1:0` over real mutual TLS, and typed clients per role. Until the
-//! server serves gRPC, `tests/workspace.rs` checks what exists: that the server's self-test
-//! command covers every algorithm the policy allows.
+//! The harness follows STYLE.md §3.5: real certificates made in the test ([`pki`]: a CA, a
+//! server certificate for `localhost`/`127.0.0.1`, client certificates per role, plus the odd
+//! ones — a client from another CA, a certificate with no subject), a throwaway sled store, the
+//! real server started in-process with `kms_server::run` on `127.0.0.1:0` over real mutual TLS
+//! ([`server`]), and tonic clients over our own rustls connector ([`net`]). [`world::World`] puts
+//! them together: an initialised, unsealed server with an admin, two apps in different
+//! namespaces, an auditor and an unregistered stranger, each with typed clients.
+//!
+//! `tests/e2e.rs` is the one end-to-end binary; `tests/workspace.rs` checks what spans crates
+//! without a server (the self-test command against the algorithm list and policy).
+
+// A harness whose setup step fails should fail the test that called it, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod net;
+pub mod pki;
+pub mod server;
+pub mod world;

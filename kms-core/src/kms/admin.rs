@@ -505,6 +505,7 @@ impl Kms {
         self.begin(principal, Op::DeleteAlias)?;
         let key = KeyRef::Alias(namespace.clone(), alias.clone());
         self.update(principal, &key, GrantOp::Describe, |r, batch| {
+            refuse_system_key(r, "deleting an alias")?;
             batch.delete(Tree::Aliases, layout::alias(namespace, alias.as_str()));
             r.aliases.retain(|a| a != alias);
             Ok(())

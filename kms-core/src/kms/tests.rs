@@ -1073,6 +1073,13 @@ fn the_audit_key_cannot_be_stopped_by_an_administrator() {
             .create_grant(&f.admin, &audit, ns("a"), vec![GrantOp::Sign])
             .is_err()
     );
+    let alias = Alias::new("audit-signing").unwrap();
+    assert!(
+        f.kms
+            .delete_alias(&f.admin, &ns("kms-system"), &alias)
+            .is_err()
+    );
+    assert!(f.kms.audit_public_key().is_ok());
     assert_eq!(
         f.kms
             .rotate_key(&f.admin, &audit)

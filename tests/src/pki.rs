@@ -1,0 +1,193 @@
+//! A test PKI made with rcgen: one CA, the server's certificate, and a client certificate per
+//! caller the tests need — including the ones the server must refuse.
+//!
+//! Client certificates name their principal the way the server reads it: the SAN URI when there
+//! is one, else the CN ([`Identity::subject`] is that string). The auditor's certificate has a CN
+//! only, so the CN fallback is exercised by every auditor call.
+
+use rcgen::string::Ia5String;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// A certificate and its private key, both PEM, and the principal the server should see.
+#[derive(Clone)]
+pub struct Identity {
+    /// The subject the server derives (SAN URI, else CN); `None` for a certificate naming nothing.
+    pub subject: Option<String>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The subject, for identities that have one.
+    #[must_use]
+    pub fn subject(&self) -> &str {
+        self.subject
+            .as_deref()
+            .expect("this identity has a subject")
+    }
+}
+
+/// A certificate authority that signs leaves.
+pub struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new CA (ECDSA P-256) with the given common name.
+    #[must_use]
+    pub fn new(common_name: &str) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    #[must_use]
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    fn sign(&self, mut params: CertificateParams, subject: Option<String>) -> Identity {
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Identity {
+            subject,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1`.
+    #[must_use]
+    pub fn server(&self) -> Identity {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params, None)
+    }
+
+    /// A client certificate whose principal is the SAN URI `uri` (its CN is `cn`, which the
+    /// server must ignore in favour of the URI).
+    #[must_use]
+    pub fn client_uri(&self, uri: &str, cn: &str) -> Identity {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri).unwrap())];
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, Some(uri.to_owned()))
+    }
+
+    /// A client certificate with a CN and no SAN URI: its principal is the CN.
+    #[must_use]
+    pub fn client_cn(&self, cn: &str) -> Identity {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, Some(cn.to_owned()))
+    }
+
+    /// A client certificate that names nobody: an empty subject and no SAN URI (only a DNS SAN,
+    /// which the server does not read as a principal).
+    #[must_use]
+    pub fn client_without_subject(&self) -> Identity {
+        let mut params = CertificateParams::new(vec!["nobody.invalid".to_owned()]).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, None)
+    }
+}
+
+/// Subjects of the principals the tests register.
+pub mod subjects {
+    pub const ADMIN: &str = "spiffe://kms.test/admin";
+    pub const APP: &str = "spiffe://kms.test/app-payments";
+    pub const OTHER_APP: &str = "spiffe://kms.test/app-ledger";
+    /// CN only: the server falls back to the CN.
+    pub const AUDITOR: &str = "auditor.kms.test";
+    /// Issued by the CA, never registered.
+    pub const STRANGER: &str = "spiffe://kms.test/stranger";
+    /// The namespaces of the two apps.
+    pub const APP_NS: &str = "payments";
+    pub const OTHER_APP_NS: &str = "ledger";
+}
+
+/// Everything the tests need, made once per test.
+pub struct Pki {
+    pub ca: Ca,
+    pub server: Identity,
+    pub admin: Identity,
+    /// An app in namespace [`subjects::APP_NS`].
+    pub app: Identity,
+    /// An app in namespace [`subjects::OTHER_APP_NS`].
+    pub other_app: Identity,
+    pub auditor: Identity,
+    /// Issued by the CA, never registered.
+    pub stranger: Identity,
+    /// Issued by the CA, naming nobody.
+    pub anonymous: Identity,
+    /// Issued by another CA, with the admin's very subject.
+    pub foreign: Identity,
+    /// The other CA (to show a client that trusts only it cannot reach the server either).
+    pub other_ca: Ca,
+}
+
+impl Pki {
+    #[must_use]
+    pub fn new() -> Self {
+        use subjects::{ADMIN, APP, AUDITOR, OTHER_APP, STRANGER};
+        let ca = Ca::new("KMS Test CA");
+        let other_ca = Ca::new("Some Other CA");
+        Self {
+            server: ca.server(),
+            admin: ca.client_uri(ADMIN, "admin"),
+            app: ca.client_uri(APP, "app-payments"),
+            other_app: ca.client_uri(OTHER_APP, "app-ledger"),
+            auditor: ca.client_cn(AUDITOR),
+            stranger: ca.client_uri(STRANGER, "stranger"),
+            anonymous: ca.client_without_subject(),
+            foreign: other_ca.client_uri(ADMIN, "admin"),
+            ca,
+            other_ca,
+        }
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,268 @@
+//! An initialised, unsealed server with one principal of every role, and typed clients for each.
+//!
+//! Setup goes through the API only: `System.Init` by the admin's certificate (the caller becomes
+//! the first admin), `System.Unseal` one share per call, `KeyAdmin.AddPrincipal` for the rest.
+
+use std::sync::Arc;
+
+use kms_proto::v1::{
+    self, audit_client::AuditClient, crypto_client::CryptoClient, key_admin_client::KeyAdminClient,
+    system_client::SystemClient,
+};
+use kms_server::Settings;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use crate::net;
+use crate::pki::{Identity, Pki, subjects};
+use crate::server::TestServer;
+
+/// Shares made at init, and how many unseal.
+pub const SHARES: u32 = 3;
+pub const THRESHOLD: u32 = 2;
+
+/// Every service, over one mutual-TLS channel.
+#[derive(Clone)]
+pub struct Clients {
+    pub crypto: CryptoClient<Channel>,
+    pub keys: KeyAdminClient<Channel>,
+    pub system: SystemClient<Channel>,
+    pub audit: AuditClient<Channel>,
+}
+
+impl Clients {
+    #[must_use]
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            crypto: CryptoClient::new(channel.clone()),
+            keys: KeyAdminClient::new(channel.clone()),
+            system: SystemClient::new(channel.clone()),
+            audit: AuditClient::new(channel),
+        }
+    }
+
+    /// Connects as `identity`, trusting `pki`'s CA.
+    pub async fn connect(server: &TestServer, pki: &Pki, identity: &Identity) -> Self {
+        let config = net::client_config(pki.ca.cert_pem(), Some(identity), net::MODERN);
+        Self::new(net::channel(server.addr, config).await.unwrap())
+    }
+}
+
+/// A server and its callers.
+pub struct World {
+    pub pki: Arc<Pki>,
+    /// The sled store's directory (kept across restarts).
+    pub dir: TempDir,
+    pub server: TestServer,
+    pub settings: Settings,
+    /// The unseal shares `Init` returned.
+    pub shares: Vec<String>,
+    pub admin: Clients,
+    /// An app in namespace [`subjects::APP_NS`].
+    pub app: Clients,
+    /// An app in namespace [`subjects::OTHER_APP_NS`].
+    pub other_app: Clients,
+    pub auditor: Clients,
+    /// A certificate from the right CA whose subject was never registered.
+    pub stranger: Clients,
+}
+
+impl World {
+    /// A world with the default settings.
+    pub async fn start() -> Self {
+        Self::start_with(Settings::default()).await
+    }
+
+    /// A fresh store and PKI; init (admin), unseal, and register the app, the other app and the
+    /// auditor.
+    pub async fn start_with(settings: Settings) -> Self {
+        let pki = Arc::new(Pki::new());
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(&pki, dir.path(), settings.clone()).await;
+        let admin = Clients::connect(&server, &pki, &pki.admin).await;
+
+        let init = admin
+            .system
+            .clone()
+            .init(v1::InitRequest {
+                shares: SHARES,
+                threshold: THRESHOLD,
+                admin_subject: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(init.admin_subject, subjects::ADMIN);
+        assert_eq!(init.shares.len(), SHARES as usize);
+
+        let world = Self {
+            app: Clients::connect(&server, &pki, &pki.app).await,
+            other_app: Clients::connect(&server, &pki, &pki.other_app).await,
+            auditor: Clients::connect(&server, &pki, &pki.auditor).await,
+            stranger: Clients::connect(&server, &pki, &pki.stranger).await,
+            admin,
+            pki,
+            dir,
+            server,
+            settings,
+            shares: init.shares,
+        };
+        world.unseal().await;
+        for (subject, role, ns) in [
+            (subjects::APP, "app", subjects::APP_NS),
+            (subjects::OTHER_APP, "app", subjects::OTHER_APP_NS),
+            (subjects::AUDITOR, "auditor", ""),
+        ] {
+            world
+                .admin
+                .keys
+                .clone()
+                .add_principal(v1::AddPrincipalRequest {
+                    subject: subject.to_owned(),
+                    role: role.to_owned(),
+                    namespace: ns.to_owned(),
+                })
+                .await
+                .unwrap();
+        }
+        world
+    }
+
+    /// Gives threshold shares, one per call, as the admin.
+    pub async fn unseal(&self) {
+        let mut system = self.admin.system.clone();
+        for (i, share) in self.shares.iter().take(THRESHOLD as usize).enumerate() {
+            let r = system
+                .unseal(v1::UnsealRequest {
+                    share: share.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let last = i + 1 == THRESHOLD as usize;
+            assert_eq!(r.sealed, !last, "after share {}: {r:?}", i + 1);
+        }
+    }
+
+    /// Stops the server and starts a new one on the same store (sealed, as after any restart),
+    /// reconnecting every client.
+    pub async fn restart(self) -> Self {
+        let Self {
+            pki,
+            dir,
+            server,
+            settings,
+            shares,
+            admin,
+            app,
+            other_app,
+            auditor,
+            stranger,
+        } = self;
+        drop((admin, app, other_app, auditor, stranger));
+        server.stop().await.unwrap();
+        let server = TestServer::start(&pki, dir.path(), settings.clone()).await;
+        Self {
+            admin: Clients::connect(&server, &pki, &pki.admin).await,
+            app: Clients::connect(&server, &pki, &pki.app).await,
+            other_app: Clients::connect(&server, &pki, &pki.other_app).await,
+            auditor: Clients::connect(&server, &pki, &pki.auditor).await,
+            stranger: Clients::connect(&server, &pki, &pki.stranger).await,
+            pki,
+            dir,
+            server,
+            settings,
+            shares,
+        }
+    }
+
+    /// Clients for any identity (e.g. one of the odd certificates).
+    pub async fn connect(&self, identity: &Identity) -> Clients {
+        Clients::connect(&self.server, &self.pki, identity).await
+    }
+
+    /// Creates a key as the admin.
+    pub async fn create_key(
+        &self,
+        namespace: &str,
+        purpose: v1::Purpose,
+        algorithm: &str,
+    ) -> v1::KeyMetadata {
+        self.create_key_with_alias(namespace, purpose, algorithm, "")
+            .await
+    }
+
+    pub async fn create_key_with_alias(
+        &self,
+        namespace: &str,
+        purpose: v1::Purpose,
+        algorithm: &str,
+        alias: &str,
+    ) -> v1::KeyMetadata {
+        self.admin
+            .keys
+            .clone()
+            .create_key(v1::CreateKeyRequest {
+                namespace: namespace.to_owned(),
+                purpose: purpose.into(),
+                algorithm: algorithm.to_owned(),
+                alias: alias.to_owned(),
+                rotation_period_seconds: None,
+                description: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap()
+    }
+
+    /// Runs an admin key operation (`KeyRequest`) and returns the key's new metadata.
+    pub async fn admin_key_op(&self, op: KeyOp, key_id: &str) -> v1::KeyMetadata {
+        let mut keys = self.admin.keys.clone();
+        let req = v1::KeyRequest {
+            key: key_id.to_owned(),
+        };
+        let r = match op {
+            KeyOp::Rotate => keys.rotate_key(req).await,
+            KeyOp::Enable => keys.enable_key(req).await,
+            KeyOp::Disable => keys.disable_key(req).await,
+            KeyOp::Compromise => keys.mark_compromised(req).await,
+            KeyOp::CancelDestruction => keys.cancel_key_destruction(req).await,
+            KeyOp::ScheduleDestruction => {
+                keys.schedule_key_destruction(v1::ScheduleKeyDestructionRequest {
+                    key: key_id.to_owned(),
+                    pending_days: 7,
+                })
+                .await
+            }
+        };
+        r.unwrap().into_inner().key.unwrap()
+    }
+
+    /// Stops the server.
+    pub async fn stop(self) {
+        let Self {
+            server,
+            admin,
+            app,
+            other_app,
+            auditor,
+            stranger,
+            ..
+        } = self;
+        drop((admin, app, other_app, auditor, stranger));
+        server.stop().await.unwrap();
+    }
+}
+
+/// Admin operations on one key.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyOp {
+    Rotate,
+    Enable,
+    Disable,
+    Compromise,
+    ScheduleDestruction,
+    CancelDestruction,
+}

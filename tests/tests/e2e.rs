@@ -1,0 +1,29 @@
+//! End-to-end tests: the real server (`kms_server::run` on 127.0.0.1:0) over real mutual TLS with
+//! certificates made in the test, a real sled store in a temporary directory, real tonic clients
+//! (STYLE.md §3.5: one binary, one module per concern).
+//!
+//! - [`tls`]: who may connect at all (API-1).
+//! - [`authz`]: every RPC × every role, and namespaces and grants (KEY-9).
+//! - [`data_plane`]: every data-plane RPC end to end.
+//! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
+//! - [`restart`]: keys survive a restart; the server comes back sealed.
+//! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
+//!   no secret (API-4, API-5), and the server keeps serving.
+
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "e2e/authz.rs"]
+mod authz;
+#[path = "e2e/common.rs"]
+mod common;
+#[path = "e2e/data_plane.rs"]
+mod data_plane;
+#[path = "e2e/errors.rs"]
+mod errors;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/restart.rs"]
+mod restart;
+#[path = "e2e/tls.rs"]
+mod tls;

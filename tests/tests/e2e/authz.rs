@@ -1,0 +1,1101 @@
+//! Authorisation (KEY-9): every RPC × every role from one table — allowed calls work, the others
+//! are PERMISSION_DENIED, an unknown certificate is PERMISSION_DENIED everywhere — plus the
+//! namespace boundary between apps and what grants open in it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use kms_core::crypto::{PublicKey, encrypt_to_public_key};
+use kms_core::policy::Policy;
+use kms_proto::v1::{self, Purpose};
+use kms_tests::pki::subjects::{self, APP_NS, OTHER_APP_NS};
+use kms_tests::world::{Clients, KeyOp, World};
+use prost::Message as _;
+use tonic::{Code, Status};
+
+use crate::common::{err, expect_code, expect_err, has_request_id};
+
+/// The callers of the matrix: the three roles and a certificate nobody registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Admin,
+    App,
+    Auditor,
+    Stranger,
+}
+
+impl Who {
+    const ALL: [Self; 4] = [Self::Stranger, Self::Auditor, Self::App, Self::Admin];
+
+    fn clients(self, w: &World) -> &Clients {
+        match self {
+            Self::Admin => &w.admin,
+            Self::App => &w.app,
+            Self::Auditor => &w.auditor,
+            Self::Stranger => &w.stranger,
+        }
+    }
+
+    fn subject(self) -> &'static str {
+        match self {
+            Self::Admin => subjects::ADMIN,
+            Self::App => subjects::APP,
+            Self::Auditor => subjects::AUDITOR,
+            Self::Stranger => subjects::STRANGER,
+        }
+    }
+}
+
+/// Every RPC of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rpc {
+    // kms.v1.Crypto
+    Encrypt,
+    Decrypt,
+    ReEncrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    Sign,
+    Verify,
+    AsymmetricDecrypt,
+    GetPublicKey,
+    GenerateMac,
+    VerifyMac,
+    GenerateRandom,
+    // kms.v1.KeyAdmin
+    CreateKey,
+    DescribeKey,
+    ListKeys,
+    RotateKey,
+    SetRotationPolicy,
+    EnableKey,
+    DisableKey,
+    MarkCompromised,
+    ScheduleKeyDestruction,
+    CancelKeyDestruction,
+    CreateAlias,
+    DeleteAlias,
+    CreateGrant,
+    RevokeGrant,
+    ListGrants,
+    AddPrincipal,
+    RemovePrincipal,
+    ListPrincipals,
+    // kms.v1.System
+    Status,
+    Init,
+    Unseal,
+    Seal,
+    Backup,
+    Restore,
+    // kms.v1.Audit
+    GetAuditPublicKey,
+    ExportAudit,
+    ExportInventory,
+}
+
+/// What a role gets from an initialised, unsealed KMS.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Allowed for the roles marked (admin, app, auditor); PERMISSION_DENIED for the others and
+    /// for unregistered certificates.
+    Roles {
+        admin: bool,
+        app: bool,
+        auditor: bool,
+    },
+    /// Only meaningful before init (any CA-issued certificate may call it then); afterwards every
+    /// caller, registered or not, gets this code.
+    BeforeInitOnly(Code),
+}
+
+const ADMIN: Expect = Expect::Roles {
+    admin: true,
+    app: false,
+    auditor: false,
+};
+const APP: Expect = Expect::Roles {
+    admin: false,
+    app: true,
+    auditor: false,
+};
+const EVERYONE: Expect = Expect::Roles {
+    admin: true,
+    app: true,
+    auditor: true,
+};
+const AUDITOR: Expect = Expect::Roles {
+    admin: false,
+    app: false,
+    auditor: true,
+};
+const ADMIN_AUDITOR: Expect = Expect::Roles {
+    admin: true,
+    app: false,
+    auditor: true,
+};
+
+/// The matrix: RPC, its gRPC path, and who may call it.
+const MATRIX: &[(Rpc, &str, Expect)] = &[
+    (Rpc::Encrypt, "/kms.v1.Crypto/Encrypt", APP),
+    (Rpc::Decrypt, "/kms.v1.Crypto/Decrypt", APP),
+    (Rpc::ReEncrypt, "/kms.v1.Crypto/ReEncrypt", APP),
+    (Rpc::GenerateDataKey, "/kms.v1.Crypto/GenerateDataKey", APP),
+    (
+        Rpc::GenerateDataKeyWithoutPlaintext,
+        "/kms.v1.Crypto/GenerateDataKeyWithoutPlaintext",
+        APP,
+    ),
+    (Rpc::Sign, "/kms.v1.Crypto/Sign", APP),
+    (Rpc::Verify, "/kms.v1.Crypto/Verify", APP),
+    (
+        Rpc::AsymmetricDecrypt,
+        "/kms.v1.Crypto/AsymmetricDecrypt",
+        APP,
+    ),
+    (Rpc::GetPublicKey, "/kms.v1.Crypto/GetPublicKey", EVERYONE),
+    (Rpc::GenerateMac, "/kms.v1.Crypto/GenerateMac", APP),
+    (Rpc::VerifyMac, "/kms.v1.Crypto/VerifyMac", APP),
+    (Rpc::GenerateRandom, "/kms.v1.Crypto/GenerateRandom", APP),
+    (Rpc::CreateKey, "/kms.v1.KeyAdmin/CreateKey", ADMIN),
+    (Rpc::DescribeKey, "/kms.v1.KeyAdmin/DescribeKey", EVERYONE),
+    (Rpc::ListKeys, "/kms.v1.KeyAdmin/ListKeys", EVERYONE),
+    (Rpc::RotateKey, "/kms.v1.KeyAdmin/RotateKey", ADMIN),
+    (
+        Rpc::SetRotationPolicy,
+        "/kms.v1.KeyAdmin/SetRotationPolicy",
+        ADMIN,
+    ),
+    (Rpc::EnableKey, "/kms.v1.KeyAdmin/EnableKey", ADMIN),
+    (Rpc::DisableKey, "/kms.v1.KeyAdmin/DisableKey", ADMIN),
+    (
+        Rpc::MarkCompromised,
+        "/kms.v1.KeyAdmin/MarkCompromised",
+        ADMIN,
+    ),
+    (
+        Rpc::ScheduleKeyDestruction,
+        "/kms.v1.KeyAdmin/ScheduleKeyDestruction",
+        ADMIN,
+    ),
+    (
+        Rpc::CancelKeyDestruction,
+        "/kms.v1.KeyAdmin/CancelKeyDestruction",
+        ADMIN,
+    ),
+    (Rpc::CreateAlias, "/kms.v1.KeyAdmin/CreateAlias", ADMIN),
+    (Rpc::DeleteAlias, "/kms.v1.KeyAdmin/DeleteAlias", ADMIN),
+    (Rpc::CreateGrant, "/kms.v1.KeyAdmin/CreateGrant", ADMIN),
+    (Rpc::RevokeGrant, "/kms.v1.KeyAdmin/RevokeGrant", ADMIN),
+    (
+        Rpc::ListGrants,
+        "/kms.v1.KeyAdmin/ListGrants",
+        ADMIN_AUDITOR,
+    ),
+    (Rpc::AddPrincipal, "/kms.v1.KeyAdmin/AddPrincipal", ADMIN),
+    (
+        Rpc::RemovePrincipal,
+        "/kms.v1.KeyAdmin/RemovePrincipal",
+        ADMIN,
+    ),
+    (
+        Rpc::ListPrincipals,
+        "/kms.v1.KeyAdmin/ListPrincipals",
+        ADMIN_AUDITOR,
+    ),
+    (Rpc::Status, "/kms.v1.System/Status", EVERYONE),
+    (
+        Rpc::Init,
+        "/kms.v1.System/Init",
+        Expect::BeforeInitOnly(Code::AlreadyExists),
+    ),
+    (Rpc::Unseal, "/kms.v1.System/Unseal", ADMIN),
+    (Rpc::Seal, "/kms.v1.System/Seal", ADMIN),
+    (Rpc::Backup, "/kms.v1.System/Backup", ADMIN),
+    (
+        Rpc::Restore,
+        "/kms.v1.System/Restore",
+        Expect::BeforeInitOnly(Code::FailedPrecondition),
+    ),
+    (
+        Rpc::GetAuditPublicKey,
+        "/kms.v1.Audit/GetAuditPublicKey",
+        EVERYONE,
+    ),
+    (Rpc::ExportAudit, "/kms.v1.Audit/ExportAudit", AUDITOR),
+    (
+        Rpc::ExportInventory,
+        "/kms.v1.Audit/ExportInventory",
+        ADMIN_AUDITOR,
+    ),
+];
+
+/// Keys and artefacts the data-plane calls need, all in the app's namespace.
+struct Fixture {
+    enc: String,
+    sign: String,
+    asym: String,
+    mac: String,
+    /// For admin operations that leave the key usable (rotate, aliases, grants).
+    scratch: String,
+    ciphertext: Vec<u8>,
+    signature: Vec<u8>,
+    tag: Vec<u8>,
+    asym_ciphertext: Vec<u8>,
+    counter: AtomicU32,
+}
+
+impl Fixture {
+    async fn new(w: &World) -> Self {
+        let enc = w.create_key(APP_NS, Purpose::Encrypt, "sm4-gcm").await;
+        let sign = w.create_key(APP_NS, Purpose::Sign, "sm2").await;
+        let asym = w
+            .create_key(APP_NS, Purpose::AsymmetricDecrypt, "sm2")
+            .await;
+        let mac = w.create_key(APP_NS, Purpose::Mac, "hmac-sm3").await;
+        let scratch = w.create_key(APP_NS, Purpose::Encrypt, "aes-256-gcm").await;
+        let mut crypto = w.app.crypto.clone();
+        let ciphertext = crypto
+            .encrypt(v1::EncryptRequest {
+                key: enc.key_id.clone(),
+                plaintext: b"matrix".to_vec(),
+                context: HashMap::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphertext;
+        let signature = crypto
+            .sign(sign_request(&sign.key_id))
+            .await
+            .unwrap()
+            .into_inner()
+            .signature;
+        let tag = crypto
+            .generate_mac(v1::GenerateMacRequest {
+                key: mac.key_id.clone(),
+                data: b"matrix".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mac;
+        let public =
+            PublicKey::from_spki_der(Policy::default(), &asym.versions[0].public_key_der).unwrap();
+        let asym_ciphertext = encrypt_to_public_key(&public, b"matrix").unwrap();
+        Self {
+            enc: enc.key_id,
+            sign: sign.key_id,
+            asym: asym.key_id,
+            mac: mac.key_id,
+            scratch: scratch.key_id,
+            ciphertext,
+            signature,
+            tag,
+            asym_ciphertext,
+            counter: AtomicU32::new(0),
+        }
+    }
+
+    fn unique(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A fresh key (so a state change by one caller does not affect the next).
+    async fn fresh(&self, w: &World) -> String {
+        w.create_key(APP_NS, Purpose::Encrypt, "sm4-gcm")
+            .await
+            .key_id
+    }
+}
+
+fn sign_request(key: &str) -> v1::SignRequest {
+    v1::SignRequest {
+        key: key.to_owned(),
+        message: b"matrix".to_vec(),
+        message_type: v1::MessageType::Raw.into(),
+        sm2_id: String::new(),
+        rsa_scheme: String::new(),
+        hash: String::new(),
+    }
+}
+
+fn key(k: &str) -> v1::KeyRequest {
+    v1::KeyRequest { key: k.to_owned() }
+}
+
+/// Makes one call of `rpc` as `c`, after whatever setup (as the admin) makes it valid, so that
+/// an allowed caller succeeds.
+async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Status> {
+    let mut crypto = c.crypto.clone();
+    let mut keys = c.keys.clone();
+    let mut system = c.system.clone();
+    let mut audit = c.audit.clone();
+    match rpc {
+        Rpc::Encrypt => crypto
+            .encrypt(v1::EncryptRequest {
+                key: fx.enc.clone(),
+                plaintext: b"m".to_vec(),
+                context: HashMap::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::Decrypt => crypto
+            .decrypt(v1::DecryptRequest {
+                ciphertext: fx.ciphertext.clone(),
+                context: HashMap::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::ReEncrypt => crypto
+            .re_encrypt(v1::ReEncryptRequest {
+                ciphertext: fx.ciphertext.clone(),
+                source_context: HashMap::new(),
+                destination_key: String::new(),
+                destination_context: HashMap::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::GenerateDataKey | Rpc::GenerateDataKeyWithoutPlaintext => {
+            let req = v1::GenerateDataKeyRequest {
+                key: fx.enc.clone(),
+                key_spec: "sm4".to_owned(),
+                context: HashMap::new(),
+                wrap_to_public_key: Vec::new(),
+            };
+            if rpc == Rpc::GenerateDataKey {
+                crypto.generate_data_key(req).await.map(drop)
+            } else {
+                crypto
+                    .generate_data_key_without_plaintext(req)
+                    .await
+                    .map(drop)
+            }
+        }
+        Rpc::Sign => crypto.sign(sign_request(&fx.sign)).await.map(drop),
+        Rpc::Verify => {
+            let r = crypto
+                .verify(v1::VerifyRequest {
+                    key: fx.sign.clone(),
+                    message: b"matrix".to_vec(),
+                    message_type: v1::MessageType::Raw.into(),
+                    sm2_id: String::new(),
+                    rsa_scheme: String::new(),
+                    hash: String::new(),
+                    signature: fx.signature.clone(),
+                    key_version: None,
+                })
+                .await?;
+            assert!(r.get_ref().valid);
+            Ok(())
+        }
+        Rpc::AsymmetricDecrypt => {
+            let r = crypto
+                .asymmetric_decrypt(v1::AsymmetricDecryptRequest {
+                    key: fx.asym.clone(),
+                    ciphertext: fx.asym_ciphertext.clone(),
+                    key_version: None,
+                })
+                .await?;
+            assert_eq!(r.get_ref().plaintext, b"matrix");
+            Ok(())
+        }
+        Rpc::GetPublicKey => crypto
+            .get_public_key(v1::GetPublicKeyRequest {
+                key: fx.sign.clone(),
+                key_version: None,
+            })
+            .await
+            .map(drop),
+        Rpc::GenerateMac => crypto
+            .generate_mac(v1::GenerateMacRequest {
+                key: fx.mac.clone(),
+                data: b"m".to_vec(),
+            })
+            .await
+            .map(drop),
+        Rpc::VerifyMac => {
+            let r = crypto
+                .verify_mac(v1::VerifyMacRequest {
+                    key: fx.mac.clone(),
+                    data: b"matrix".to_vec(),
+                    mac: fx.tag.clone(),
+                    key_version: None,
+                })
+                .await?;
+            assert!(r.get_ref().valid);
+            Ok(())
+        }
+        Rpc::GenerateRandom => crypto
+            .generate_random(v1::GenerateRandomRequest { length: 16 })
+            .await
+            .map(drop),
+        Rpc::CreateKey => keys
+            .create_key(v1::CreateKeyRequest {
+                namespace: APP_NS.to_owned(),
+                purpose: Purpose::Encrypt.into(),
+                algorithm: "sm4-gcm".to_owned(),
+                alias: String::new(),
+                rotation_period_seconds: None,
+                description: "made by the matrix".to_owned(),
+            })
+            .await
+            .map(drop),
+        Rpc::DescribeKey => keys.describe_key(key(&fx.enc)).await.map(drop),
+        Rpc::ListKeys => keys
+            .list_keys(v1::ListKeysRequest {
+                namespace: String::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::RotateKey => keys.rotate_key(key(&fx.scratch)).await.map(drop),
+        Rpc::SetRotationPolicy => keys
+            .set_rotation_policy(v1::SetRotationPolicyRequest {
+                key: fx.scratch.clone(),
+                rotation_period_seconds: Some(30 * 86_400),
+            })
+            .await
+            .map(drop),
+        Rpc::EnableKey => {
+            let k = fx.fresh(w).await;
+            w.admin_key_op(KeyOp::Disable, &k).await;
+            keys.enable_key(key(&k)).await.map(drop)
+        }
+        Rpc::DisableKey => {
+            let k = fx.fresh(w).await;
+            keys.disable_key(key(&k)).await.map(drop)
+        }
+        Rpc::MarkCompromised => {
+            let k = fx.fresh(w).await;
+            keys.mark_compromised(key(&k)).await.map(drop)
+        }
+        Rpc::ScheduleKeyDestruction => {
+            let k = fx.fresh(w).await;
+            keys.schedule_key_destruction(v1::ScheduleKeyDestructionRequest {
+                key: k,
+                pending_days: 7,
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::CancelKeyDestruction => {
+            let k = fx.fresh(w).await;
+            w.admin_key_op(KeyOp::ScheduleDestruction, &k).await;
+            keys.cancel_key_destruction(key(&k)).await.map(drop)
+        }
+        Rpc::CreateAlias => keys
+            .create_alias(v1::CreateAliasRequest {
+                key: fx.scratch.clone(),
+                alias: fx.unique("alias"),
+            })
+            .await
+            .map(drop),
+        Rpc::DeleteAlias => {
+            let alias = fx.unique("doomed");
+            w.admin
+                .keys
+                .clone()
+                .create_alias(v1::CreateAliasRequest {
+                    key: fx.scratch.clone(),
+                    alias: alias.clone(),
+                })
+                .await
+                .unwrap();
+            keys.delete_alias(v1::DeleteAliasRequest {
+                namespace: APP_NS.to_owned(),
+                alias,
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::CreateGrant => keys
+            .create_grant(v1::CreateGrantRequest {
+                key: fx.scratch.clone(),
+                grantee_namespace: fx.unique("grantee"),
+                operations: vec!["encrypt".to_owned()],
+            })
+            .await
+            .map(drop),
+        Rpc::RevokeGrant => {
+            let grantee = fx.unique("revokee");
+            w.admin
+                .keys
+                .clone()
+                .create_grant(v1::CreateGrantRequest {
+                    key: fx.scratch.clone(),
+                    grantee_namespace: grantee.clone(),
+                    operations: vec!["decrypt".to_owned()],
+                })
+                .await
+                .unwrap();
+            keys.revoke_grant(v1::RevokeGrantRequest {
+                key: fx.scratch.clone(),
+                grantee_namespace: grantee,
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::ListGrants => keys
+            .list_grants(v1::ListGrantsRequest { key: String::new() })
+            .await
+            .map(drop),
+        Rpc::AddPrincipal => keys
+            .add_principal(v1::AddPrincipalRequest {
+                subject: format!("spiffe://kms.test/{}", fx.unique("added")),
+                role: "app".to_owned(),
+                namespace: "added".to_owned(),
+            })
+            .await
+            .map(drop),
+        Rpc::RemovePrincipal => {
+            let subject = format!("spiffe://kms.test/{}", fx.unique("removed"));
+            w.admin
+                .keys
+                .clone()
+                .add_principal(v1::AddPrincipalRequest {
+                    subject: subject.clone(),
+                    role: "auditor".to_owned(),
+                    namespace: String::new(),
+                })
+                .await
+                .unwrap();
+            keys.remove_principal(v1::RemovePrincipalRequest { subject })
+                .await
+                .map(drop)
+        }
+        Rpc::ListPrincipals => keys.list_principals(v1::Empty {}).await.map(drop),
+        Rpc::Status => system.status(v1::StatusRequest {}).await.map(drop),
+        Rpc::Init => system
+            .init(v1::InitRequest {
+                shares: 3,
+                threshold: 2,
+                admin_subject: String::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::Unseal => {
+            // Already unsealed: an admin's share is accepted and changes nothing.
+            let r = system
+                .unseal(v1::UnsealRequest {
+                    share: w.shares[0].clone(),
+                })
+                .await?;
+            assert!(!r.get_ref().sealed);
+            Ok(())
+        }
+        Rpc::Seal => {
+            system.seal(v1::SealRequest {}).await?;
+            let s = w
+                .admin
+                .system
+                .clone()
+                .status(v1::StatusRequest {})
+                .await
+                .unwrap();
+            assert!(s.get_ref().sealed);
+            w.unseal().await;
+            Ok(())
+        }
+        Rpc::Backup => {
+            let mut stream = system.backup(v1::BackupRequest {}).await?.into_inner();
+            let first = stream.message().await?.expect("a backup has data");
+            assert!(!first.data.is_empty());
+            Ok(())
+        }
+        Rpc::Restore => {
+            let chunk = v1::RestoreChunk {
+                shares: Vec::new(),
+                data: b"not a backup".to_vec(),
+            };
+            system
+                .restore(tokio_stream::iter(vec![chunk]))
+                .await
+                .map(drop)
+        }
+        Rpc::GetAuditPublicKey => {
+            let r = audit
+                .get_audit_public_key(v1::GetAuditPublicKeyRequest {})
+                .await?;
+            assert!(!r.get_ref().public_key_der.is_empty());
+            Ok(())
+        }
+        Rpc::ExportAudit => {
+            let mut stream = audit
+                .export_audit(v1::ExportAuditRequest {})
+                .await?
+                .into_inner();
+            let first = stream.message().await?.expect("the trail has records");
+            assert!(!first.lines.is_empty());
+            Ok(())
+        }
+        Rpc::ExportInventory => {
+            let r = audit
+                .export_inventory(v1::ExportInventoryRequest {})
+                .await?;
+            assert!(r.get_ref().json.contains(&fx.enc));
+            Ok(())
+        }
+    }
+}
+
+/// The table names every method of every kms.v1 service, and nothing else.
+#[test]
+fn the_matrix_covers_every_rpc_of_the_api() {
+    let fds = prost_types::FileDescriptorSet::decode(kms_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let api: BTreeSet<String> = fds
+        .file
+        .iter()
+        .filter(|f| f.package() == "kms.v1")
+        .flat_map(|f| {
+            f.service.iter().flat_map(move |s| {
+                s.method
+                    .iter()
+                    .map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name()))
+            })
+        })
+        .collect();
+    let table: BTreeSet<String> = MATRIX.iter().map(|(_, p, _)| (*p).to_owned()).collect();
+    assert_eq!(table.len(), MATRIX.len(), "a path is listed twice");
+    assert_eq!(api, table, "the matrix and the API disagree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rpc_for_every_role() {
+    let w = World::start().await;
+    let fx = Fixture::new(&w).await;
+    let mut checked = 0;
+    for &(rpc, path, expect) in MATRIX {
+        for who in Who::ALL {
+            let result = call(&w, &fx, rpc, who.clients(&w)).await;
+            let allowed = match (expect, who) {
+                (Expect::BeforeInitOnly(code), _) => {
+                    let s = result.expect_err(path);
+                    assert_eq!(s.code(), code, "{path} as {who:?}: {s:?}");
+                    checked += 1;
+                    continue;
+                }
+                (_, Who::Stranger) => false,
+                (Expect::Roles { admin, .. }, Who::Admin) => admin,
+                (Expect::Roles { app, .. }, Who::App) => app,
+                (Expect::Roles { auditor, .. }, Who::Auditor) => auditor,
+            };
+            match result {
+                Ok(()) => assert!(allowed, "{path} as {who:?} should be PERMISSION_DENIED"),
+                Err(s) => {
+                    assert!(!allowed, "{path} as {who:?} should work: {s:?}");
+                    assert_eq!(s.code(), Code::PermissionDenied, "{path} as {who:?}: {s:?}");
+                    assert!(
+                        s.message().contains(who.subject()),
+                        "{path} as {who:?}: the message should name the caller: {s:?}"
+                    );
+                    assert!(has_request_id(&s), "{path} as {who:?}: {s:?}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, MATRIX.len() * Who::ALL.len());
+    // Still unsealed and serving after the Seal row.
+    let s = w
+        .auditor
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.sealed);
+    assert_eq!(s.caller_role, "auditor");
+    w.stop().await;
+}
+
+/// Before init, any certificate the CA issued may read the status and initialise; afterwards an
+/// unregistered certificate is PERMISSION_DENIED and a second init is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_is_open_to_any_ca_certificate_only_until_it_is_done() {
+    let pki = kms_tests::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = kms_tests::server::TestServer::start(&pki, dir.path(), Default::default()).await;
+    let stranger = Clients::connect(&server, &pki, &pki.stranger).await;
+    let s = stranger
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.initialized && s.sealed);
+    assert_eq!(s.caller_subject, subjects::STRANGER);
+    assert_eq!(s.caller_role, "");
+
+    // Nothing but status works before init.
+    let r = stranger
+        .crypto
+        .clone()
+        .generate_random(v1::GenerateRandomRequest { length: 8 })
+        .await;
+    expect_code(r, Code::PermissionDenied);
+
+    // The stranger initialises on the admin's behalf; the admin becomes the first principal.
+    let init = stranger
+        .system
+        .clone()
+        .init(v1::InitRequest {
+            shares: 1,
+            threshold: 1,
+            admin_subject: subjects::ADMIN.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(init.admin_subject, subjects::ADMIN);
+    assert_eq!(init.shares.len(), 1);
+    let again = stranger
+        .system
+        .clone()
+        .init(v1::InitRequest {
+            shares: 1,
+            threshold: 1,
+            admin_subject: subjects::STRANGER.to_owned(),
+        })
+        .await;
+    expect_err(again, Code::AlreadyExists, "already");
+    let r = stranger.system.clone().status(v1::StatusRequest {}).await;
+    expect_err(r, Code::PermissionDenied, "not a registered principal");
+
+    let admin = Clients::connect(&server, &pki, &pki.admin).await;
+    let s = admin
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.initialized && s.sealed);
+    assert_eq!(s.caller_role, "admin");
+    let u = admin
+        .system
+        .clone()
+        .unseal(v1::UnsealRequest {
+            share: init.shares[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!u.sealed);
+    drop((stranger, admin));
+    server.stop().await.unwrap();
+}
+
+/// A certificate from the right CA that names nobody (no SAN URI, no CN) gets through TLS but
+/// not past identification, before and after init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_without_subject_is_refused() {
+    let w = World::start().await;
+    let nobody = w.connect(&w.pki.anonymous).await;
+    let r = nobody.system.clone().status(v1::StatusRequest {}).await;
+    let s = expect_code(r, Code::Unauthenticated);
+    assert!(s.message().contains("subject"), "{s:?}");
+    let r = nobody
+        .crypto
+        .clone()
+        .generate_random(v1::GenerateRandomRequest { length: 8 })
+        .await;
+    expect_err(r, Code::Unauthenticated, "subject");
+    let r = nobody
+        .keys
+        .clone()
+        .list_keys(v1::ListKeysRequest::default())
+        .await;
+    expect_err(r, Code::Unauthenticated, "subject");
+    w.app
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap();
+    w.stop().await;
+}
+
+fn encrypt_req(key: &str) -> v1::EncryptRequest {
+    v1::EncryptRequest {
+        key: key.to_owned(),
+        plaintext: b"between namespaces".to_vec(),
+        context: HashMap::new(),
+    }
+}
+
+fn decrypt_req(ct: &[u8]) -> v1::DecryptRequest {
+    v1::DecryptRequest {
+        ciphertext: ct.to_vec(),
+        context: HashMap::new(),
+    }
+}
+
+async fn grant(w: &World, key_id: &str, ops: &[&str]) -> v1::GrantInfo {
+    w.admin
+        .keys
+        .clone()
+        .create_grant(v1::CreateGrantRequest {
+            key: key_id.to_owned(),
+            grantee_namespace: OTHER_APP_NS.to_owned(),
+            operations: ops.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// An app cannot use another namespace's key — it looks exactly like a missing key (NOT_FOUND,
+/// so ids cannot be probed) — until an admin grants its namespace, and then only for the
+/// operations granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apps_use_other_namespaces_keys_only_as_granted() {
+    let w = World::start().await;
+    let k = w
+        .create_key_with_alias(APP_NS, Purpose::Encrypt, "sm4-gcm", "shared")
+        .await
+        .key_id;
+    let s = w.create_key(APP_NS, Purpose::Sign, "sm2").await.key_id;
+    let mut owner = w.app.crypto.clone();
+    let mut other = w.other_app.crypto.clone();
+    let mut other_keys = w.other_app.keys.clone();
+    let ct = owner
+        .encrypt(encrypt_req(&k))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let by_alias = format!("{APP_NS}:shared");
+
+    // No grant: nothing reaches the key, by id or by qualified alias.
+    expect_code(other.encrypt(encrypt_req(&k)).await, Code::NotFound);
+    expect_code(other.encrypt(encrypt_req(&by_alias)).await, Code::NotFound);
+    // The bare alias resolves in the caller's own namespace, where it does not exist.
+    expect_code(other.encrypt(encrypt_req("shared")).await, Code::NotFound);
+    expect_code(other.decrypt(decrypt_req(&ct)).await, Code::NotFound);
+    expect_code(other_keys.describe_key(key(&k)).await, Code::NotFound);
+    expect_code(other.sign(sign_request(&s)).await, Code::NotFound);
+    let pk = other
+        .get_public_key(v1::GetPublicKeyRequest {
+            key: s.clone(),
+            key_version: None,
+        })
+        .await;
+    expect_code(pk, Code::NotFound);
+    let listed = other_keys
+        .list_keys(v1::ListKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.keys.is_empty(), "{listed:?}");
+    // Asking for the other namespace explicitly does not widen an app's listing.
+    let listed = other_keys
+        .list_keys(v1::ListKeysRequest {
+            namespace: APP_NS.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.keys.iter().all(|m| m.namespace == OTHER_APP_NS),
+        "{listed:?}"
+    );
+
+    // Grant encrypt only.
+    let g = grant(&w, &k, &["encrypt"]).await;
+    assert_eq!(g.operations, ["encrypt"]);
+    let mine = other.encrypt(encrypt_req(&k)).await.unwrap().into_inner();
+    assert_eq!(mine.key_id, k);
+    other.encrypt(encrypt_req(&by_alias)).await.unwrap();
+    expect_code(other.decrypt(decrypt_req(&ct)).await, Code::NotFound);
+    expect_code(
+        other.decrypt(decrypt_req(&mine.ciphertext)).await,
+        Code::NotFound,
+    );
+    expect_code(other_keys.describe_key(key(&k)).await, Code::NotFound);
+    let dk = other
+        .generate_data_key(v1::GenerateDataKeyRequest {
+            key: k.clone(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(dk, Code::NotFound);
+    // The owner reads what the grantee wrote.
+    let back = owner
+        .decrypt(decrypt_req(&mine.ciphertext))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.plaintext, b"between namespaces");
+
+    // A new grant replaces the old one: decrypt and describe, no longer encrypt.
+    grant(&w, &k, &["decrypt", "describe"]).await;
+    let opened = other.decrypt(decrypt_req(&ct)).await.unwrap().into_inner();
+    assert_eq!(opened.plaintext, b"between namespaces");
+    let d = other_keys.describe_key(key(&k)).await.unwrap().into_inner();
+    assert_eq!(d.key.unwrap().namespace, APP_NS);
+    expect_code(other.encrypt(encrypt_req(&k)).await, Code::NotFound);
+    let grants = w
+        .auditor
+        .keys
+        .clone()
+        .list_grants(v1::ListGrantsRequest { key: k.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].grantee_namespace, OTHER_APP_NS);
+    assert_eq!(grants[0].operations, ["decrypt", "describe"]);
+
+    // A sign grant on the signing key: sign works, verify was not granted.
+    grant(&w, &s, &["sign"]).await;
+    let sig = other.sign(sign_request(&s)).await.unwrap().into_inner();
+    let verify = other
+        .verify(v1::VerifyRequest {
+            key: s.clone(),
+            message: b"matrix".to_vec(),
+            signature: sig.signature.clone(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(verify, Code::NotFound);
+    let ok = owner
+        .verify(v1::VerifyRequest {
+            key: s.clone(),
+            message: b"matrix".to_vec(),
+            signature: sig.signature,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.valid);
+
+    // Revoked: back to nothing.
+    w.admin
+        .keys
+        .clone()
+        .revoke_grant(v1::RevokeGrantRequest {
+            key: k.clone(),
+            grantee_namespace: OTHER_APP_NS.to_owned(),
+        })
+        .await
+        .unwrap();
+    expect_code(other.decrypt(decrypt_req(&ct)).await, Code::NotFound);
+    // The owner never lost anything.
+    owner.decrypt(decrypt_req(&ct)).await.unwrap();
+    w.stop().await;
+}
+
+/// The KMS's own audit key (namespace `kms-system`) is protected from admins: they cannot create
+/// keys there, nor disable, compromise, destroy or grant it — any of which would stop the audit
+/// trail's signatures. Deleting its alias has the same effect (the server finds the audit key by
+/// that alias), so it must be refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_keys_alias_cannot_be_deleted() {
+    let w = World::start().await;
+    let r = w
+        .admin
+        .keys
+        .clone()
+        .delete_alias(v1::DeleteAliasRequest {
+            namespace: kms_core::SYSTEM_NAMESPACE.to_owned(),
+            alias: kms_core::AUDIT_KEY_ALIAS.to_owned(),
+        })
+        .await;
+    let s = err(r);
+    assert!(
+        matches!(s.code(), Code::FailedPrecondition | Code::PermissionDenied),
+        "{s:?}"
+    );
+    let mut audit = w.auditor.audit.clone();
+    audit
+        .get_audit_public_key(v1::GetAuditPublicKeyRequest {})
+        .await
+        .unwrap();
+    audit
+        .export_inventory(v1::ExportInventoryRequest {})
+        .await
+        .unwrap();
+    let mut lines = audit
+        .export_audit(v1::ExportAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(lines.message().await.unwrap().is_some());
+    w.stop().await;
+}
+
+/// The other ways an admin could touch the audit key are refused, and it still signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_key_is_out_of_reach_of_admins_and_apps() {
+    let w = World::start().await;
+    let audit_key = format!(
+        "{}:{}",
+        kms_core::SYSTEM_NAMESPACE,
+        kms_core::AUDIT_KEY_ALIAS
+    );
+    let mut keys = w.admin.keys.clone();
+    for r in [
+        keys.disable_key(key(&audit_key)).await,
+        keys.mark_compromised(key(&audit_key)).await,
+        keys.schedule_key_destruction(v1::ScheduleKeyDestructionRequest {
+            key: audit_key.clone(),
+            pending_days: 7,
+        })
+        .await,
+    ] {
+        expect_err(r, Code::FailedPrecondition, kms_core::SYSTEM_NAMESPACE);
+    }
+    let r = keys
+        .create_grant(v1::CreateGrantRequest {
+            key: audit_key.clone(),
+            grantee_namespace: APP_NS.to_owned(),
+            operations: vec!["sign".to_owned()],
+        })
+        .await;
+    expect_err(r, Code::FailedPrecondition, kms_core::SYSTEM_NAMESPACE);
+    let r = keys
+        .create_key(v1::CreateKeyRequest {
+            namespace: kms_core::SYSTEM_NAMESPACE.to_owned(),
+            purpose: Purpose::Sign.into(),
+            algorithm: "sm2".to_owned(),
+            ..Default::default()
+        })
+        .await;
+    expect_code(r, Code::PermissionDenied);
+    let r = keys
+        .add_principal(v1::AddPrincipalRequest {
+            subject: "spiffe://kms.test/impostor".to_owned(),
+            role: "app".to_owned(),
+            namespace: kms_core::SYSTEM_NAMESPACE.to_owned(),
+        })
+        .await;
+    expect_err(r, Code::InvalidArgument, "reserved");
+    // No app reaches it.
+    let r = w.app.crypto.clone().sign(sign_request(&audit_key)).await;
+    expect_code(r, Code::NotFound);
+    // And the trail still exports, signed.
+    let public = w
+        .auditor
+        .audit
+        .clone()
+        .get_audit_public_key(v1::GetAuditPublicKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!public.public_key_der.is_empty());
+    let mut lines = w
+        .auditor
+        .audit
+        .clone()
+        .export_audit(v1::ExportAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = lines.message().await.unwrap().unwrap();
+    assert!(!first.lines.is_empty());
+    w.stop().await;
+}
