@@ -57,6 +57,12 @@ pub struct Args {
 pub enum Command {
     #[command(flatten)]
     Remote(Remote),
+    /// The audit trail: the audit public key, the signed export, and its offline verification.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The signed key inventory: export it, and verify it offline.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
     /// List the key specs this KMS offers, the purposes each can serve, and which are GM algorithms.
     Algorithms {
         /// Only the specs a GM-only policy allows (SM2, SM3, SM4).
@@ -296,6 +302,56 @@ pub enum GrantCommand {
     },
 }
 
+/// `kms audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export the audit key's public half (PEM), which verifies audit and inventory exports.
+    PublicKey {
+        /// Output file (default: stdout).
+        #[arg(long, value_name = "PEM")]
+        out: Option<PathBuf>,
+    },
+    /// Download the whole audit trail (JSON Lines, ending with a fresh signed checkpoint).
+    /// Auditors only.
+    Export {
+        /// Output file (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Verify an exported trail offline (no server): the hash chain, every checkpoint signature,
+    /// and the closing checkpoint. Exits 0 only if it verifies (1 if not, naming the first
+    /// broken line).
+    Verify {
+        /// The exported trail (`-` for stdin).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The audit public key (PEM, from `kms audit public-key`).
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
+}
+
+/// `kms inventory …`
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Download the signed inventory of every key (JSON). Auditors and administrators.
+    Export {
+        /// Output file (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Verify an exported inventory offline (no server) and summarise it. Exits 0 only if it
+    /// verifies (1 if not).
+    Verify {
+        /// The exported inventory (`-` for stdin).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The audit public key (PEM, from `kms audit public-key`).
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
+}
+
 /// `kms pki …`
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
@@ -442,7 +498,7 @@ pub struct ReencryptArgs {
     /// The context the ciphertext was made with; repeat for more.
     #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
     pub context: Vec<(String, String)>,
-    /// The context for the new ciphertext; repeat for more.
+    /// The context for the new ciphertext; repeat for more (default: the same as --context).
     #[arg(long = "dest-context", value_name = "K=V", value_parser = parse_key_value)]
     pub dest_context: Vec<(String, String)>,
     #[command(flatten)]
@@ -677,6 +733,14 @@ mod tests {
         "restore --in b.kmsbak",
         "pki issue app2",
         "pki issue app2 --ca-dir dev --out-dir out --endpoint https://localhost:7443",
+        "audit public-key",
+        "audit public-key --out audit.pem",
+        "audit export --out audit.jsonl",
+        "--json audit export",
+        "audit verify audit.jsonl --public-key audit.pem",
+        "inventory export",
+        "inventory export --out inventory.json",
+        "inventory verify inventory.json --public-key audit.pem",
         "completions bash",
         "completions zsh",
         "--timeout 5m status",
@@ -733,6 +797,8 @@ mod tests {
             "random",
             "backup",
             "restore",
+            "audit",
+            "inventory",
             "pki",
             "completions",
             "algorithms",
@@ -804,6 +870,9 @@ mod tests {
             "reencrypt --in a f1",
             "verify --key K --in m",
             "completions tcsh",
+            "audit verify audit.jsonl",
+            "inventory verify",
+            "audit export extra",
             "nonsense",
         ] {
             let err = parse(line).unwrap_err();

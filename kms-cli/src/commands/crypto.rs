@@ -218,7 +218,13 @@ pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
 
 pub(super) async fn reencrypt(ctx: &Ctx, a: ReencryptArgs) -> Result<(), CliError> {
     let source_context = context(a.context);
-    let destination_context = context(a.dest_context);
+    // Without --dest-context the new ciphertext keeps the context it had: re-encrypting under a
+    // newer version must not quietly unbind it (an empty map would mean "no context").
+    let destination_context = if a.dest_context.is_empty() {
+        source_context.clone()
+    } else {
+        context(a.dest_context)
+    };
     let destination_key = a.key.unwrap_or_default();
     let mut crypto = ctx.crypto();
     let request = |ciphertext: Vec<u8>| ReEncryptRequest {

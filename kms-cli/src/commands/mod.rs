@@ -1,6 +1,7 @@
 //! One file per command group; this file connects and dispatches.
 
 mod access;
+mod audit;
 mod crypto;
 mod keys;
 mod pki;
@@ -12,12 +13,13 @@ use std::time::Duration;
 
 use clap::CommandFactory as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use kms_proto::v1::audit_client::AuditClient;
 use kms_proto::v1::crypto_client::CryptoClient;
 use kms_proto::v1::key_admin_client::KeyAdminClient;
 use kms_proto::v1::system_client::SystemClient;
 use tonic::transport::Channel;
 
-use crate::args::{Args, Command, Remote};
+use crate::args::{Args, AuditCommand, Command, InventoryCommand, Remote};
 use crate::client::{self, ClientError};
 use crate::error::{CliError, ExitKind};
 use crate::resolve;
@@ -42,6 +44,18 @@ impl Ctx {
     pub(crate) fn crypto(&self) -> CryptoClient<Channel> {
         CryptoClient::new(self.channel.clone())
     }
+
+    pub(crate) fn audit(&self) -> AuditClient<Channel> {
+        AuditClient::new(self.channel.clone())
+    }
+}
+
+/// A command that needs the server.
+enum Online {
+    Remote(Remote),
+    AuditPublicKey { out: Option<PathBuf> },
+    AuditExport { out: Option<PathBuf> },
+    InventoryExport { out: Option<PathBuf> },
 }
 
 /// Runs a parsed command line.
@@ -52,32 +66,46 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         timeout,
         command,
     } = args;
-    match command {
-        Command::Remote(remote) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?;
-            runtime.block_on(async {
-                let ctx = connect(profile.as_deref(), json, Duration::from_secs(timeout)).await?;
-                dispatch(&ctx, remote).await
-            })
+    let online = match command {
+        Command::Remote(remote) => Online::Remote(remote),
+        // Verification is offline: the file and the public key, no connection settings needed.
+        Command::Audit(AuditCommand::Verify { file, public_key }) => {
+            return audit::verify_trail(&file, &public_key, json);
         }
+        Command::Inventory(InventoryCommand::Verify { file, public_key }) => {
+            return audit::verify_inventory_file(&file, &public_key, json);
+        }
+        Command::Audit(AuditCommand::PublicKey { out }) => Online::AuditPublicKey { out },
+        Command::Audit(AuditCommand::Export { out }) => Online::AuditExport { out },
+        Command::Inventory(InventoryCommand::Export { out }) => Online::InventoryExport { out },
         Command::Algorithms { gm_only } => {
             if json {
                 return crate::output::print_json(&crate::algorithms::rows(gm_only));
             }
             let mut out = Vec::new();
             crate::algorithms::run(gm_only, &mut out).map_err(|e| CliError::io("output", &e))?;
-            crate::files::write_stdout(&out)
+            return crate::files::write_stdout(&out);
         }
-        Command::Pki(cmd) => pki::run(cmd, json),
+        Command::Pki(cmd) => return pki::run(cmd, json),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Args::command(), "kms", &mut out);
-            crate::files::write_stdout(&out)
+            return crate::files::write_stdout(&out);
         }
-    }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let ctx = connect(profile.as_deref(), json, Duration::from_secs(timeout)).await?;
+        match online {
+            Online::Remote(remote) => dispatch(&ctx, remote).await,
+            Online::AuditPublicKey { out } => audit::public_key(&ctx, out).await,
+            Online::AuditExport { out } => audit::export(&ctx, out).await,
+            Online::InventoryExport { out } => audit::inventory_export(&ctx, out).await,
+        }
+    })
 }
 
 async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {

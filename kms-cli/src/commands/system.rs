@@ -294,7 +294,7 @@ pub(super) async fn restore(
     }
 }
 
-fn partial_path(out: &Path) -> PathBuf {
+pub(super) fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(ToOwned::to_owned).unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
