@@ -249,64 +249,6 @@ fn excerpt(text: &str, n: usize) -> Option<String> {
     Some(out)
 }
 
-/// Which line was most likely changed, when the chain breaks at `broken.line`.
-///
-/// An edited record does not show on its own line (nothing in a record hashes itself): the break
-/// appears on the next line, whose `prev` no longer matches. If that next line still agrees with
-/// the line after it (or is a checkpoint whose signature verifies), it is intact, and the record
-/// before it is the one that changed. Returns that line and why, or `None` when the evidence
-/// does not point at one line.
-fn changed_line(text: &str, broken: &Broken, public: &PublicKey) -> Option<(usize, String)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let parse = |i: usize| serde_json::from_str::<Line>(lines.get(i)?).ok();
-    let at = broken.line.checked_sub(1)?;
-    // The nearest record before the broken line.
-    let (before, record) = (0..at).rev().find_map(|i| match parse(i) {
-        Some(Line::Record(r)) => Some((i, r)),
-        Some(Line::Checkpoint(_)) | None => None,
-    })?;
-    let before_hash = record.hash();
-    let reason = match parse(at)? {
-        Line::Record(here) => {
-            let here_hash = here.hash();
-            let vouched = match parse(at + 1)? {
-                Line::Record(next) => next.prev == here_hash,
-                Line::Checkpoint(cp) => cp.last_hash == here_hash && cp.seq == here.seq,
-            };
-            if here.prev == before_hash || here.seq != record.seq + 1 || !vouched {
-                return None;
-            }
-            format!(
-                "the hash of it that line {} records no longer matches, and line {} is intact \
-                 (line {} still chains to it)",
-                broken.line,
-                broken.line,
-                broken.line + 1
-            )
-        }
-        Line::Checkpoint(cp) => {
-            if cp.last_hash == before_hash
-                || cp.seq != record.seq
-                || !kms_core::audit::checkpoint_signature_valid(&cp, public)
-            {
-                return None;
-            }
-            format!(
-                "the signed checkpoint on line {} vouches for a different record {}",
-                broken.line, record.seq
-            )
-        }
-    };
-    Some((
-        before + 1,
-        format!(
-            "line {} (record {}) was changed after export: {reason}",
-            before + 1,
-            record.seq
-        ),
-    ))
-}
-
 pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result<(), CliError> {
     let public = load_public_key(public_key)?;
     let text = read_text(file)?;
@@ -339,12 +281,7 @@ pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result
             ))
         }
         Err(broken) => {
-            let changed = text
-                .as_ref()
-                .ok()
-                .and_then(|t| changed_line(t, &broken, &public));
-            // Show the line that changed when it is known, else the one that broke.
-            let shown_line = changed.as_ref().map_or(broken.line, |(n, _)| *n);
+            let shown_line = broken.line;
             let line_text = text.as_ref().ok().and_then(|t| excerpt(t, shown_line));
             if json {
                 print_json(&json!({
@@ -352,18 +289,13 @@ pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result
                     "file": file,
                     "line": broken.line,
                     "problem": broken.problem,
-                    "changed_line": changed.as_ref().map(|(n, _)| n),
-                    "diagnosis": changed.as_ref().map(|(_, why)| why),
                     "text": line_text,
                 }))?;
             }
-            let mut hint = match &changed {
-                Some((_, why)) => why.clone(),
-                None => format!(
-                    "the trail was changed after it was exported, or {} is not the key that signed it",
-                    public_key.display()
-                ),
-            };
+            let mut hint = format!(
+                "the trail was changed after it was exported, or {} is not the key that signed it",
+                public_key.display()
+            );
             if let Some(t) = line_text {
                 hint.push_str(&format!("; line {shown_line} reads: {t}"));
             }

@@ -153,6 +153,16 @@ pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
     crypto::verify(&sig, public, Message::Raw(&cp.signed_bytes()), &der) == Ok(true)
 }
 
+/// Whether `line` (the one after a record) confirms that record's hash: a record chaining to it,
+/// or a validly signed checkpoint over it.
+fn vouches_for(line: &str, hash: &str, public: &PublicKey) -> bool {
+    match serde_json::from_str::<Line>(line) {
+        Ok(Line::Record(next)) => next.prev == hash,
+        Ok(Line::Checkpoint(cp)) => cp.last_hash == hash && checkpoint_signature_valid(&cp, public),
+        Err(_) => false,
+    }
+}
+
 /// Verifies an exported trail (JSON Lines) with the audit public key, offline.
 pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
     let mut running = GENESIS.to_owned();
@@ -160,7 +170,9 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
     let mut records = 0u64;
     let mut checkpoints = 0u64;
     let mut last: Option<(usize, Line)> = None;
-    for (i, raw) in text.lines().enumerate() {
+    let mut last_record_line: Option<usize> = None;
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, raw) in lines.iter().copied().enumerate() {
         let n = i + 1;
         if raw.trim().is_empty() {
             return Err(broken(n, "empty line"));
@@ -180,6 +192,19 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                     ));
                 }
                 if r.prev != running {
+                    // If this record is itself vouched for by the line after it, the one before
+                    // it is the edited one: name that line.
+                    if let (Some(prev_line), Some(next)) = (last_record_line, lines.get(i + 1))
+                        && vouches_for(next, &r.hash(), public)
+                    {
+                        return Err(broken(
+                            prev_line,
+                            format!(
+                                "record {} was edited: the record after it no longer chains to it",
+                                r.seq - 1
+                            ),
+                        ));
+                    }
                     return Err(broken(
                         n,
                         format!(
@@ -196,6 +221,7 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                     ));
                 }
                 running = r.hash();
+                last_record_line = Some(n);
                 next_seq = Some(r.seq + 1);
                 records += 1;
             }

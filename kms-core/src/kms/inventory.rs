@@ -53,7 +53,8 @@ pub struct InventoryKey {
 pub struct CompromisedKey {
     pub key_id: String,
     pub compromised_at: Option<u64>,
-    /// The last audited use of the key (milliseconds since the epoch), if any.
+    /// The last successful data-plane use of the key (milliseconds since the epoch), if any;
+    /// administration (describe, compromise, rotate) is not use.
     pub last_use_ms: Option<u64>,
 }
 
@@ -139,6 +140,7 @@ impl Kms {
             if let Ok(r) = serde_json::from_slice::<Record>(&v)
                 && let Some(id) = r.key_id
                 && r.outcome == "OK"
+                && r.operation.starts_with("Crypto/")
             {
                 let e = last_use.entry(id).or_insert(0);
                 *e = (*e).max(r.time_ms);

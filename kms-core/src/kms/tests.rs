@@ -941,6 +941,14 @@ mod audit {
                 }
             }
         }
+        // An edited record is named at its own line when the next line still vouches for the next record.
+        let rec = owned
+            .iter()
+            .position(|l| l.contains("\"seq\":4,") && l.contains("\"type\":\"record\""))
+            .unwrap();
+        let mut t = owned.clone();
+        t[rec] = owned[rec].replacen("\"app-a\"", "\"app-z\"", 1);
+        assert_eq!(verify(&join(&t), &public).unwrap_err().line, rec + 1);
         // Deleting a record.
         let mut t = owned.clone();
         t.remove(3);
