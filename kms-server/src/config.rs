@@ -52,6 +52,10 @@ pub struct Config {
     pub cache_ttl_seconds: u64,
     pub cache_capacity: usize,
     pub scheduler_interval_seconds: u64,
+    /// A signed audit checkpoint after this many records ...
+    pub audit_checkpoint_records: u64,
+    /// ... and at least this often (seconds), and at shutdown.
+    pub audit_checkpoint_seconds: u64,
 }
 
 impl Default for Config {
@@ -66,6 +70,8 @@ impl Default for Config {
             cache_ttl_seconds: 300,
             cache_capacity: 10_000,
             scheduler_interval_seconds: 60,
+            audit_checkpoint_records: 1000,
+            audit_checkpoint_seconds: 60,
         }
     }
 }
@@ -197,6 +203,10 @@ impl Config {
         Settings {
             limits: self.limits,
             scheduler_interval: Duration::from_secs(self.scheduler_interval_seconds.max(1)),
+            checkpoints: kms_core::audit::writer::CheckpointPolicy {
+                every_records: self.audit_checkpoint_records.max(1),
+                every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
+            },
             ..Settings::default()
         }
     }

@@ -1031,6 +1031,43 @@ mod audit {
     }
 
     #[test]
+    fn checkpoints_come_every_n_records_and_every_t_seconds() {
+        let f = fixture();
+        let kms = Arc::new(f.kms);
+        let store = kms.store().clone();
+        let checkpoints = || store.scan_prefix(Tree::Audit, b"c").unwrap().len();
+        let log = AuditLog::start(
+            store.clone(),
+            "n1",
+            kms.audit_signer(),
+            CheckpointPolicy {
+                every_records: 3,
+                every: Duration::from_millis(200),
+            },
+        );
+        for i in 0..3 {
+            log.append_blocking(event(i, None)).unwrap();
+        }
+        // The checkpoint is written just after the records it covers are acknowledged.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while checkpoints() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let after_three = checkpoints();
+        assert!(after_three >= 1, "a checkpoint after every 3 records");
+        log.append_blocking(event(9, None)).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            checkpoints() > after_three,
+            "a checkpoint after T seconds with new records"
+        );
+        let before_stop = checkpoints();
+        log.append_blocking(event(10, None)).unwrap();
+        log.stop();
+        assert!(checkpoints() > before_stop, "a checkpoint at shutdown");
+    }
+
+    #[test]
     fn inventory_verifies_and_every_edit_fails() {
         let f = fixture();
         let k = create(&f, "a", Purpose::Sign, KeySpec::Sm2, Some("signer"));
