@@ -72,6 +72,9 @@ pub enum Command {
     /// Make client certificates from a dev CA (the folder `kms-server dev` made).
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Load the server with one operation for a while: requests/s, latency percentiles, errors,
+    /// and the server's CPU time per request.
+    Bench(BenchArgs),
     /// Print a shell completion script, e.g. `kms completions bash > /etc/bash_completion.d/kms`.
     Completions {
         /// The shell.
@@ -641,6 +644,66 @@ pub struct RandomArgs {
     pub base64: bool,
 }
 
+/// The operations `kms bench` can load the server with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    /// Encrypt --size bytes (an ENCRYPT key).
+    Encrypt,
+    /// Decrypt a ciphertext of --size bytes made first (an ENCRYPT key).
+    Decrypt,
+    /// Generate a data key of --size 16 (SM4, the default) or 32 (AES-256) bytes.
+    Datakey,
+    /// Sign a --size byte message (a SIGN key).
+    Sign,
+    /// Verify a signature made first (a SIGN key).
+    Verify,
+    /// Decrypt --size bytes (default 32) encrypted here to the key's public key.
+    AsymDecrypt,
+    /// MAC --size bytes (a MAC key).
+    Mac,
+}
+
+/// `kms bench`
+#[derive(Debug, ClapArgs)]
+#[command(
+    after_help = "Server CPU time is read from /proc/PID/stat of the server process: \
+                        --server-pid, or found as the process listening on a local endpoint's port.\n\
+                        Exits non-zero if any request failed (after printing the results)."
+)]
+pub struct BenchArgs {
+    /// The operation.
+    #[arg(long, value_enum)]
+    pub op: BenchOp,
+    /// Key id or alias.
+    #[arg(long)]
+    pub key: String,
+    /// Payload bytes (default 1024; asym-decrypt 32; datakey: the data key's length, 16 or 32).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(0..=4_194_304))]
+    pub size: Option<u32>,
+    /// Seconds to measure, 1 to 600.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub duration: u64,
+    /// Concurrent request loops, 1 to 4096.
+    #[arg(long, value_name = "C", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Connections (each its own TCP, TLS and HTTP/2) the loops are spread over, 1 to 4096.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+    /// Seconds of load before measuring starts, 0 to 60.
+    #[arg(long, value_name = "SECS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub warmup: u64,
+    /// The server's process id, for its CPU time (default: found for a local endpoint).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print progress to stderr each second even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
 /// Parses `key=value` (the value may contain `=`; the key may not be empty).
 ///
 /// # Errors
@@ -741,6 +804,8 @@ mod tests {
         "inventory export",
         "inventory export --out inventory.json",
         "inventory verify inventory.json --public-key audit.pem",
+        "bench --op encrypt --key K",
+        "--json bench --op asym-decrypt --key K --size 64 --duration 5 --concurrency 64 --connections 4 --warmup 0 --server-pid 1 --progress",
         "completions bash",
         "completions zsh",
         "--timeout 5m status",

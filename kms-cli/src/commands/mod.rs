@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod bench;
 mod crypto;
 mod keys;
 mod pki;
@@ -87,6 +88,10 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             return crate::files::write_stdout(&out);
         }
         Command::Pki(cmd) => return pki::run(cmd, json),
+        // Its own multi-threaded runtime and connections: see bench.rs.
+        Command::Bench(a) => {
+            return bench::run(a, profile.as_deref(), json, Duration::from_secs(timeout));
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Args::command(), "kms", &mut out);

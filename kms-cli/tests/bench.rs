@@ -1,0 +1,193 @@
+//! `kms bench` (issue 7 item 1) against the real dev server, in-process (`common::DevServer`).
+//!
+//! The server runs in this test process, so `--server-pid` is our own PID: its CPU time is the
+//! server's plus this harness's (which only waits for `kms` meanwhile) and that of the other
+//! test's server, so only its presence and sign are checked here, not its size. Runs are short:
+//! one second measured, after one (or no) second of warmup.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{DevServer, fails, json};
+use serde_json::Value;
+
+fn create_key(server: &DevServer, args: &[&str]) {
+    let mut all = vec!["--json", "key", "create"];
+    all.extend_from_slice(args);
+    json(&server.kms("admin", &all));
+}
+
+fn num(v: &Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number: {v}"))
+}
+
+/// Runs `kms --json bench …` as the app and checks what every successful run must show.
+fn bench(server: &DevServer, op: &str, key: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--json",
+        "bench",
+        "--op",
+        op,
+        "--key",
+        key,
+        "--duration",
+        "1",
+        "--concurrency",
+        "4",
+        "--connections",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let v = json(&server.kms("app", &args));
+    assert_eq!(v["op"], op, "{v}");
+    assert_eq!(v["concurrency"], 4, "{v}");
+    assert_eq!(v["connections"], 2, "{v}");
+    assert_eq!(num(&v, "duration_s"), 1.0, "{v}");
+    let requests = num(&v, "requests");
+    assert!(requests > 0.0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["first_error"].is_null(), "{v}");
+    let (p50, p99, p999) = (num(&v, "p50_ms"), num(&v, "p99_ms"), num(&v, "p999_ms"));
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{v}");
+    let rate = num(&v, "requests_per_s");
+    let expected = requests / num(&v, "duration_s");
+    assert!(
+        (rate - expected).abs() <= 0.2 * expected,
+        "rate {rate} vs {expected}: {v}"
+    );
+    v
+}
+
+#[test]
+fn bench_measures_encrypt_and_sign_with_the_server_cpu() {
+    let server = DevServer::start();
+    create_key(
+        &server,
+        &[
+            "--purpose",
+            "encrypt",
+            "--algorithm",
+            "sm4-gcm",
+            "--alias",
+            "b-sm4",
+        ],
+    );
+    create_key(
+        &server,
+        &[
+            "--purpose",
+            "sign",
+            "--algorithm",
+            "sm2",
+            "--alias",
+            "b-sm2",
+        ],
+    );
+    let pid = std::process::id().to_string();
+
+    let v = bench(
+        &server,
+        "encrypt",
+        "b-sm4",
+        &["--size", "1024", "--server-pid", &pid],
+    );
+    assert_eq!(v["size"], 1024, "{v}");
+    assert_eq!(v["server_pid"], std::process::id(), "{v}");
+    assert_eq!(v["server_pid_source"], "flag", "{v}");
+    assert!(num(&v, "server_cpu_us_per_request") > 0.0, "{v}");
+    assert!(v["server_cpu_note"].is_null(), "{v}");
+
+    let v = bench(&server, "sign", "b-sm2", &["--server-pid", &pid]);
+    assert!(num(&v, "server_cpu_us_per_request") > 0.0, "{v}");
+
+    // Without --server-pid, the process listening on the local endpoint's port: this one.
+    let v = bench(&server, "encrypt", "b-sm4", &["--warmup", "0"]);
+    assert_eq!(v["server_pid"], std::process::id(), "{v}");
+    assert_eq!(v["server_pid_source"], "auto", "{v}");
+    assert!(num(&v, "server_cpu_us_per_request") > 0.0, "{v}");
+
+    // Not a MAC key: refused before any load, with the purpose it needs.
+    let out = server.kms(
+        "app",
+        &[
+            "bench",
+            "--op",
+            "mac",
+            "--key",
+            "b-sm4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    let stderr = fails(&out, 6, "--op mac with key \"b-sm4\"");
+    assert!(stderr.contains("cannot be used for mac"), "{stderr}");
+    assert!(stderr.contains("needs a key of purpose mac"), "{stderr}");
+}
+
+#[test]
+fn bench_prints_a_table_and_refuses_bad_usage() {
+    let server = DevServer::start();
+    create_key(&server, &["--purpose", "mac", "--alias", "b-mac"]);
+    let out = server.kms(
+        "app",
+        &[
+            "bench",
+            "--op",
+            "mac",
+            "--key",
+            "b-mac",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--concurrency",
+            "2",
+        ],
+    );
+    let text = common::ok(&out);
+    for row in ["requests/s", "latency p99", "errors", "server CPU/request"] {
+        assert!(text.contains(row), "{text}");
+    }
+    // Stderr is not a terminal here: no progress lines without --progress.
+    assert!(out.stderr.is_empty(), "{}", common::describe(&out));
+
+    let usage = |args: &[&str], part: &str| {
+        let mut all = vec!["bench", "--key", "b-mac"];
+        all.extend_from_slice(args);
+        let out = server.kms("app", &all);
+        assert_eq!(out.status.code(), Some(2), "{}", common::describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(part), "wanted {part:?}: {stderr}");
+    };
+    usage(&["--op", "mac", "--concurrency", "0"], "--concurrency");
+    usage(&["--op", "mac", "--concurrency", "5000"], "--concurrency");
+    usage(&["--op", "mac", "--duration", "601"], "--duration");
+    usage(&["--op", "frobnicate"], "invalid value 'frobnicate'");
+    usage(
+        &["--op", "mac", "--concurrency", "2", "--connections", "3"],
+        "more than --concurrency",
+    );
+    usage(&["--op", "datakey", "--size", "24"], "16 (an SM4 data key)");
+
+    // Wrong purposes, refused by the server on the first request (exit 6, the server's words).
+    for (op, part) in [
+        ("encrypt", "cannot be used for encrypt"),
+        ("sign", "cannot be used for sign"),
+        ("decrypt", "making the ciphertext to decrypt"),
+    ] {
+        let out = server.kms("app", &["bench", "--op", op, "--key", "b-mac"]);
+        let stderr = fails(&out, 6, part);
+        assert!(stderr.contains("hint: --op"), "{stderr}");
+    }
+    // A key that does not exist: not found (exit 4), before any load.
+    fails(
+        &server.kms("app", &["bench", "--op", "mac", "--key", "nope"]),
+        4,
+        "--op mac with key \"nope\"",
+    );
+}
