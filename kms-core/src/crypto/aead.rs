@@ -90,17 +90,12 @@ pub fn open_in_place(
     open_raw(key.spec(), key.expose_secret(), nonce, aad, buf)
 }
 
-/// For the key hierarchy's own wrapping keys, which are not customer keys and carry no token.
-pub(crate) fn seal_raw(
-    spec: KeySpec,
-    key: &[u8],
-    nonce: &[u8; AEAD_NONCE_LEN],
-    aad: &[u8],
-    buf: &mut Vec<u8>,
-) -> Result<(), CryptoError> {
+/// The GCM instantiation for a spec; only the two AEAD specs have one.
+/// `true` for SM4-GCM, `false` for AES-256-GCM.
+fn gcm(spec: KeySpec) -> Result<bool, CryptoError> {
     match spec {
-        KeySpec::Sm4Gcm => seal_with::<Sm4Gcm>(key, nonce, aad, buf),
-        KeySpec::Aes256Gcm => seal_with::<Aes256Gcm>(key, nonce, aad, buf),
+        KeySpec::Sm4Gcm => Ok(true),
+        KeySpec::Aes256Gcm => Ok(false),
         KeySpec::Sm2
         | KeySpec::Rsa2048
         | KeySpec::Rsa3072
@@ -112,6 +107,21 @@ pub(crate) fn seal_raw(
     }
 }
 
+/// For the key hierarchy's own wrapping keys, which are not customer keys and carry no token.
+pub(crate) fn seal_raw(
+    spec: KeySpec,
+    key: &[u8],
+    nonce: &[u8; AEAD_NONCE_LEN],
+    aad: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(), CryptoError> {
+    if gcm(spec)? {
+        seal_with::<Sm4Gcm>(key, nonce, aad, buf)
+    } else {
+        seal_with::<Aes256Gcm>(key, nonce, aad, buf)
+    }
+}
+
 pub(crate) fn open_raw(
     spec: KeySpec,
     key: &[u8],
@@ -119,16 +129,9 @@ pub(crate) fn open_raw(
     aad: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(), CryptoError> {
-    match spec {
-        KeySpec::Sm4Gcm => open_with::<Sm4Gcm>(key, nonce, aad, buf),
-        KeySpec::Aes256Gcm => open_with::<Aes256Gcm>(key, nonce, aad, buf),
-        KeySpec::Sm2
-        | KeySpec::Rsa2048
-        | KeySpec::Rsa3072
-        | KeySpec::Rsa4096
-        | KeySpec::HmacSm3
-        | KeySpec::HmacSha256
-        | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+    if gcm(spec)? {
+        open_with::<Sm4Gcm>(key, nonce, aad, buf)
+    } else {
+        open_with::<Aes256Gcm>(key, nonce, aad, buf)
     }
 }
