@@ -55,10 +55,7 @@ impl Crypto for Shared {
         let out = self
             .run(&call, move |kms, p| kms.decrypt(p, &ctx, &ct))
             .await?;
-        call.note_key(&out.key_id, Some(out.key_version));
-        if out.key_compromised {
-            call.note_flag("key-compromised");
-        }
+        call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::DecryptResponse {
             plaintext: out.plaintext.into_unprotected_vec(),
             key_id: out.key_id.to_string(),
@@ -158,10 +155,7 @@ impl Crypto for Shared {
                 kms.verify(p, &key, msg, &m.signature, &params, m.key_version)
             })
             .await?;
-        call.note_key(&out.key_id, Some(out.key_version));
-        if out.key_compromised {
-            call.note_flag("key-compromised");
-        }
+        call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::VerifyResponse {
             valid: out.valid,
             key_id: out.key_id.to_string(),
@@ -185,10 +179,7 @@ impl Crypto for Shared {
                 kms.asymmetric_decrypt(p, &key, &m.ciphertext, m.key_version)
             })
             .await?;
-        call.note_key(&out.key_id, Some(out.key_version));
-        if out.key_compromised {
-            call.note_flag("key-compromised");
-        }
+        call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::AsymmetricDecryptResponse {
             plaintext: out.plaintext.into_unprotected_vec(),
             key_id: out.key_id.to_string(),
@@ -258,10 +249,7 @@ impl Crypto for Shared {
                 kms.verify_mac(p, &key, data.expose_secret(), &m.mac, m.key_version)
             })
             .await?;
-        call.note_key(&out.key_id, Some(out.key_version));
-        if out.key_compromised {
-            call.note_flag("key-compromised");
-        }
+        call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::VerifyMacResponse {
             valid: out.valid,
             key_id: out.key_id.to_string(),

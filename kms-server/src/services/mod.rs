@@ -94,6 +94,15 @@ impl Call {
         }
     }
 
+    /// Records the key and version a decrypt/verify used, flagged when the key is compromised
+    /// (KEY-8: such uses are allowed but must stand out in the audit trail).
+    pub fn note_use(&self, key_id: &impl ToString, version: u32, key_compromised: bool) {
+        self.note_key(key_id, Some(version));
+        if key_compromised {
+            self.note_flag("key-compromised");
+        }
+    }
+
     pub fn note_flag(&self, flag: &str) {
         if let Some(s) = &self.slot {
             s.update(|n| n.flags.push(flag.to_owned()));
