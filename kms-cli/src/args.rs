@@ -696,6 +696,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(0..=60))]
     pub warmup: u64,
+    /// Paced load: this many requests per second in total, spread evenly over the loops
+    /// (default: each loop sends again as soon as it has its answer). Latency is then measured
+    /// from each request's scheduled time, so a stalled server is not hidden by sending less.
+    #[arg(long, value_name = "REQ_PER_S",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rate: Option<u64>,
     /// The server's process id, for its CPU time (default: found for a local endpoint).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,

@@ -356,9 +356,75 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
+/// The primitive crates alone, keys parsed once outside the timed closure: the floor that the
+/// server's CPU time per request is compared with in docs/BENCHMARKS.md.
+fn bench_raw(c: &mut Criterion) {
+    use signature::{RandomizedSigner as _, Verifier as _};
+
+    use sm2::elliptic_curve::Generate as _;
+
+    let mut group = c.benchmark_group("raw");
+    group.sample_size(20);
+    let mut rng = getrandom::SysRng;
+
+    let sm2_secret = sm2::SecretKey::try_generate_from_rng(&mut rng).expect("sm2 key");
+    let signer =
+        sm2::dsa::SigningKey::new(kms_core::alg::SM2_DEFAULT_ID, &sm2_secret).expect("sm2 key");
+    let verifier = signer.verifying_key().clone();
+    let sig: sm2::dsa::Signature = signer.try_sign_with_rng(&mut rng, SIGN_MSG).expect("sign");
+    group.bench_function("sm2-sign", |b| {
+        b.iter(|| -> sm2::dsa::Signature {
+            signer
+                .try_sign_with_rng(&mut getrandom::SysRng, black_box(SIGN_MSG))
+                .expect("sign")
+        });
+    });
+    group.bench_function("sm2-verify", |b| {
+        b.iter(|| verifier.verify(black_box(SIGN_MSG), &sig).expect("verify"));
+    });
+    let decrypter = sm2::pke::DecryptingKey::new(sm2_secret);
+    let sm2_ct = decrypter
+        .encrypting_key()
+        .encrypt_der(&mut rng, PKE_PLAINTEXT)
+        .expect("encrypt");
+    group.bench_function("sm2-decrypt", |b| {
+        b.iter(|| decrypter.decrypt_der(black_box(&sm2_ct)).expect("decrypt"));
+    });
+
+    for spec in [KeySpec::Rsa2048, KeySpec::Rsa3072] {
+        let bits = if spec == KeySpec::Rsa2048 { 2048 } else { 3072 };
+        let private = rsa::PrivateKey::new(&mut rng, bits).expect("rsa key");
+        group.bench_function(format!("{}-sign-pss", spec.name()), |b| {
+            b.iter(|| {
+                private
+                    .pss_sign_with_rng::<sha2::Sha256, _>(
+                        &mut getrandom::SysRng,
+                        black_box(SIGN_MSG),
+                    )
+                    .expect("sign")
+            });
+        });
+        let ct = private
+            .to_public_key()
+            .oaep_encrypt_with_rng::<sha2::Sha256, _>(&mut rng, PKE_PLAINTEXT)
+            .expect("encrypt");
+        group.bench_function(format!("{}-oaep-decrypt", spec.name()), |b| {
+            b.iter(|| {
+                private
+                    .oaep_decrypt_with_rng::<sha2::Sha256, _>(
+                        &mut getrandom::SysRng,
+                        black_box(&ct),
+                    )
+                    .expect("decrypt")
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = aead, bench_envelope, bench_sm2, rsa, bench_mac, bench_digest, bench_keygen
+    targets = aead, bench_envelope, bench_sm2, rsa, bench_mac, bench_digest, bench_keygen, bench_raw
 }
 criterion_main!(benches);

@@ -112,11 +112,21 @@ impl fmt::Debug for SecretBytes {
 pub struct KeyMaterial {
     spec: KeySpec,
     bytes: SecretBytes,
+    /// The private key decoded for use, made on first use and dropped (wiped) with the bytes.
+    parsed: crate::crypto::parsed::Parsed,
 }
 
 impl KeyMaterial {
     pub(crate) fn new(spec: KeySpec, bytes: SecretBytes) -> Self {
-        Self { spec, bytes }
+        Self {
+            spec,
+            bytes,
+            parsed: crate::crypto::parsed::Parsed::default(),
+        }
+    }
+
+    pub(crate) fn parsed(&self) -> &crate::crypto::parsed::Parsed {
+        &self.parsed
     }
 
     #[must_use]

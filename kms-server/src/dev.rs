@@ -116,7 +116,7 @@ pub(crate) fn dev_command(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    crate::serve::init_logging();
+    let _log = crate::serve::init_logging();
     if !crate::serve::self_test(kms_core::policy::Policy::default(), err) {
         return EXIT_FAILED;
     }

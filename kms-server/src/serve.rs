@@ -35,14 +35,23 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-pub(crate) fn init_logging() {
+/// JSON log lines to stderr, written by a worker thread through a buffer: a request (each one
+/// logs its audit record) only formats its line and queues it; the worker writes whatever has
+/// queued in one system call. Not lossy: when the queue is full, logging waits rather than drops
+/// lines. Keep the returned guard alive until exit: dropping it flushes what is queued.
+pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("kms-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 /// Self-tests for the policy in force; a failure means the server must not serve.
@@ -80,7 +89,7 @@ fn read(path: &Path, err: &mut dyn Write) -> Option<String> {
 }
 
 pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
-    init_logging();
+    let _log = init_logging();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -92,6 +92,8 @@ struct Plan {
     connections: u32,
     server_pid: Option<u32>,
     progress: bool,
+    /// Time between two sends of one loop, when the load is paced (`--rate`).
+    period: Option<Duration>,
 }
 
 impl Plan {
@@ -138,6 +140,9 @@ impl Plan {
             connections: a.connections,
             server_pid: a.server_pid,
             progress: a.progress || std::io::stderr().is_terminal(),
+            period: a
+                .rate
+                .map(|r| Duration::from_secs_f64(f64::from(a.concurrency) / r as f64)),
         })
     }
 }
@@ -414,20 +419,33 @@ struct Window {
     end: Instant,
 }
 
+/// One request loop. Unpaced, it sends again as soon as it has its answer. Paced, it sends on a
+/// fixed schedule (`offset`, then every `period`) and measures each latency from the scheduled
+/// time: a server that stalls is charged for the requests it delayed (no coordinated omission).
 async fn request_loop(
     mut client: CryptoClient<Channel>,
     request: Arc<Request>,
     window: Window,
     done: Arc<AtomicU64>,
+    pacing: Option<(Duration, Duration)>,
 ) -> LoopResult {
     let mut result = LoopResult {
         latency: histogram(),
         errors: 0,
         first_error: None,
     };
+    let mut next = pacing.map(|(offset, _)| Instant::now() + offset);
     while Instant::now() < window.end {
         let message = Request::clone(&request);
-        let sent = Instant::now();
+        let sent = match (&mut next, pacing) {
+            (Some(at), Some((_, period))) => {
+                let scheduled = *at;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(scheduled)).await;
+                *at = scheduled + period;
+                scheduled
+            }
+            (None, _) | (Some(_), None) => Instant::now(),
+        };
         let outcome = message.send(&mut client).await;
         let answered = Instant::now();
         done.fetch_add(1, Ordering::Relaxed);
@@ -512,6 +530,13 @@ struct Report {
     client_cpu_us_per_request: Option<f64>,
     /// The tick rate of the CPU accounting (`getconf CLK_TCK`).
     clock_ticks_per_s: Option<u64>,
+    /// The paced load asked for with `--rate` (`None`: unpaced).
+    target_requests_per_s: Option<f64>,
+    /// The server's resident memory at the start and end of the window and its highest sample
+    /// (one a second), in MiB: flat over a long run means no leak.
+    server_rss_mib_start: Option<f64>,
+    server_rss_mib_end: Option<f64>,
+    server_rss_mib_max: Option<f64>,
 }
 
 /// CPU ticks of the server and of this process at one moment.
@@ -568,11 +593,16 @@ async fn bench(plan: &Plan, profile: Option<&str>, timeout: Duration) -> Result<
     let loops: Vec<_> = (0..plan.concurrency as usize)
         .map(|i| {
             let channel = channels[i % channels.len()].clone();
+            // Paced loops start spread over one period, not all at once.
+            let pacing = plan
+                .period
+                .map(|p| (p.mul_f64(i as f64 / f64::from(plan.concurrency)), p));
             tokio::spawn(request_loop(
                 CryptoClient::new(channel),
                 Arc::clone(&request),
                 window,
                 Arc::clone(&done),
+                pacing,
             ))
         })
         .collect();
@@ -582,7 +612,7 @@ async fn bench(plan: &Plan, profile: Option<&str>, timeout: Duration) -> Result<
 
     tokio::time::sleep_until(tokio::time::Instant::from_std(window.start)).await;
     let before = sample(&cpu_source);
-    tokio::time::sleep_until(tokio::time::Instant::from_std(window.end)).await;
+    let rss = rss_during(&cpu_source, window).await;
     let after = sample(&cpu_source);
 
     let mut latency = histogram();
@@ -608,9 +638,50 @@ async fn bench(plan: &Plan, profile: Option<&str>, timeout: Duration) -> Result<
         errors,
         first_error,
         &cpu_source,
-        before,
-        after,
+        (before, after),
+        rss,
     ))
+}
+
+/// The server's resident memory over the window: first, last and highest sample (one a second).
+#[derive(Clone, Copy, Debug, Default)]
+struct Rss {
+    start_kib: u64,
+    end_kib: u64,
+    max_kib: u64,
+}
+
+/// Samples the server's RSS each second until the window ends; `None` when it cannot be read.
+async fn rss_during(cpu_source: &ServerCpu, window: Window) -> Option<Rss> {
+    let ServerCpu::Known { pid, .. } = cpu_source else {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(window.end)).await;
+        return None;
+    };
+    let mut rss: Option<Rss> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let sampled = procfs::rss_kib(*pid).ok();
+        if let Some(kib) = sampled {
+            let r = rss.get_or_insert(Rss {
+                start_kib: kib,
+                end_kib: kib,
+                max_kib: kib,
+            });
+            r.end_kib = kib;
+            r.max_kib = r.max_kib.max(kib);
+        }
+        let end = tokio::time::Instant::from_std(window.end);
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(end) => break,
+        }
+    }
+    if let (Some(r), Ok(kib)) = (&mut rss, procfs::rss_kib(*pid)) {
+        r.end_kib = kib;
+        r.max_kib = r.max_kib.max(kib);
+    }
+    rss
 }
 
 #[allow(clippy::cast_precision_loss)] // counts and microseconds far below 2^52
@@ -620,8 +691,8 @@ fn report(
     errors: u64,
     first_error: Option<String>,
     cpu_source: &ServerCpu,
-    before: CpuSample,
-    after: CpuSample,
+    (before, after): (CpuSample, CpuSample),
+    rss: Option<Rss>,
 ) -> Report {
     let requests = latency.len();
     let secs = plan.duration.as_secs_f64();
@@ -679,6 +750,12 @@ fn report(
         server_cpu_note: note,
         client_cpu_us_per_request: per_request(cpu_us(before.client, after.client)),
         clock_ticks_per_s: clk_tck,
+        target_requests_per_s: plan
+            .period
+            .map(|p| f64::from(plan.concurrency) / p.as_secs_f64()),
+        server_rss_mib_start: rss.map(|r| r.start_kib as f64 / 1024.0),
+        server_rss_mib_end: rss.map(|r| r.end_kib as f64 / 1024.0),
+        server_rss_mib_max: rss.map(|r| r.max_kib as f64 / 1024.0),
     }
 }
 
@@ -728,6 +805,19 @@ impl Report {
                 self.first_error.clone().unwrap_or_else(|| "-".to_owned()),
             ),
             ("server CPU/request", server_cpu),
+            (
+                "server RSS",
+                match (
+                    self.server_rss_mib_start,
+                    self.server_rss_mib_end,
+                    self.server_rss_mib_max,
+                ) {
+                    (Some(a), Some(b), Some(m)) => {
+                        format!("{a:.1} MiB at start, {b:.1} MiB at end, {m:.1} MiB highest")
+                    }
+                    _ => "unknown".to_owned(),
+                },
+            ),
             (
                 "client CPU/request",
                 opt(self.client_cpu_us_per_request, "µs"),

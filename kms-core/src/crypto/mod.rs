@@ -10,6 +10,7 @@ pub(crate) mod aead;
 pub(crate) mod digest;
 mod keygen;
 pub(crate) mod mac;
+pub(crate) mod parsed;
 mod public_key;
 pub mod rng;
 mod rsa;
@@ -52,10 +53,16 @@ pub fn sign(
 ) -> Result<Vec<u8>, CryptoError> {
     check_key(approved.key(), key)?;
     match approved.scheme() {
-        SignatureScheme::Sm2 { id } => sm2::sign(key.expose_secret(), id, message),
-        SignatureScheme::Rsa { scheme, hash } => {
-            rsa::sign(key.expose_secret(), *scheme, *hash, message)
+        SignatureScheme::Sm2 { id } => {
+            let signer = key.parsed().sm2_signer(key.expose_secret(), id)?;
+            sm2::sign(signer.key(), message)
         }
+        SignatureScheme::Rsa { scheme, hash } => rsa::sign(
+            key.parsed().rsa(key.expose_secret())?,
+            *scheme,
+            *hash,
+            message,
+        ),
     }
 }
 
@@ -108,7 +115,7 @@ pub fn asymmetric_decrypt(
     match key.spec() {
         KeySpec::Sm2 => sm2::decrypt(key.expose_secret(), ciphertext),
         KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
-            rsa::oaep_decrypt(key.expose_secret(), ciphertext)
+            rsa::oaep_decrypt(key.parsed().rsa(key.expose_secret())?, ciphertext)
         }
         KeySpec::Sm4Gcm
         | KeySpec::Aes256Gcm

@@ -17,7 +17,7 @@ use crate::alg::{DigestAlg, RsaSigScheme};
 use crate::error::CryptoError;
 use crate::secret::SecretBytes;
 
-fn private(der: &[u8]) -> Result<PrivateKey, CryptoError> {
+pub(super) fn parse_private(der: &[u8]) -> Result<PrivateKey, CryptoError> {
     PrivateKey::from_pkcs8_der(der).map_err(|_| CryptoError::MalformedKey)
 }
 
@@ -86,7 +86,7 @@ where
 }
 
 pub(super) fn sign(
-    der: &[u8],
+    key: &PrivateKey,
     scheme: RsaSigScheme,
     hash: DigestAlg,
     message: Message<'_>,
@@ -94,8 +94,7 @@ pub(super) fn sign(
     if let Message::Digest(h) = message {
         check_digest_len(hash, h)?;
     }
-    let key = private(der)?;
-    by_hash!(hash, sign_with, &key, scheme, message)
+    by_hash!(hash, sign_with, key, scheme, message)
 }
 
 pub(super) fn verify(
@@ -123,15 +122,17 @@ pub(super) fn oaep_encrypt(spki: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Cry
 /// Known deviation: the `rsa` crate ignores the value of the first octet of the decoded block
 /// (RFC 8017 §7.1.2 step 3.g wants it zero); Wycheproof's "first byte is 1" case decrypts. Only the
 /// private-key holder can produce such a block, and the check it skips carries no timing signal.
-pub(super) fn oaep_decrypt(der: &[u8], ciphertext: &[u8]) -> Result<SecretBytes, CryptoError> {
-    let key = private(der)?;
+pub(super) fn oaep_decrypt(
+    key: &PrivateKey,
+    ciphertext: &[u8],
+) -> Result<SecretBytes, CryptoError> {
     key.oaep_decrypt_with_rng::<Sha256, _>(&mut SysRng, ciphertext)
         .map(SecretBytes::from_vec)
         .map_err(|_| CryptoError::DecryptionFailed)
 }
 
 pub(super) fn public_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key = private(der)?;
+    let key = parse_private(der)?;
     let doc = key
         .to_public_key()
         .to_public_key_der()
@@ -153,7 +154,7 @@ pub(super) fn generate(bits: usize) -> Result<SecretBytes, CryptoError> {
 
 /// Parses a PKCS#8 RSA private key, returning its modulus size and a normalized PKCS#8 copy.
 pub(super) fn import_pkcs8(der: &[u8]) -> Result<(usize, SecretBytes), CryptoError> {
-    let key = private(der)?;
+    let key = parse_private(der)?;
     key.validate().map_err(|_| CryptoError::MalformedKey)?;
     Ok((key.n().bit_width() as usize, to_pkcs8(&key)?))
 }

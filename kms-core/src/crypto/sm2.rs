@@ -20,8 +20,8 @@ use crate::secret::SecretBytes;
 /// Length of `e = SM3(Z_A ‖ M)`, the SM2 prehash.
 const PREHASH_LEN: usize = 32;
 
-pub(super) fn sign(scalar: &[u8], id: &str, message: Message<'_>) -> Result<Vec<u8>, CryptoError> {
-    let key = SigningKey::from_slice(id, scalar).map_err(|_| CryptoError::MalformedKey)?;
+/// Signs with a key already bound to its distinguishing ID (see [`super::parsed`]).
+pub(super) fn sign(key: &SigningKey, message: Message<'_>) -> Result<Vec<u8>, CryptoError> {
     // Randomized (hedged) signing: fresh OS randomness is mixed into the RFC 6979 nonce.
     let sig: Signature = match message {
         Message::Raw(m) => key.try_sign_with_rng(&mut SysRng, m),

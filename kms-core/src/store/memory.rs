@@ -44,6 +44,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn reads_are_local(&self) -> bool {
+        true
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().get(&(tree, key.to_vec())).cloned())
     }

@@ -293,6 +293,13 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, batch: &Batch) -> Result<(), StoreError>;
 
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether reads are served from this process's memory or local disk in microseconds (an
+    /// embedded store), so that the server may read on an async executor thread instead of
+    /// handing the call to a blocking pool. A networked database keeps the default, `false`.
+    fn reads_are_local(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

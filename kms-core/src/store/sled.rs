@@ -86,6 +86,10 @@ impl Store for SledStore {
         "sled"
     }
 
+    fn reads_are_local(&self) -> bool {
+        true
+    }
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let value = self.tree(tree).get(key).map_err(map_err)?;
         Ok(value.map(|v| v.to_vec()))

@@ -30,7 +30,7 @@ impl Crypto for Shared {
         call.note_context(self.kms.context_hmac(&ctx));
         let plaintext = take_secret(&mut m.plaintext);
         let out = self
-            .run(&call, move |kms, p| {
+            .run_light(&call, plaintext.len(), move |kms, p| {
                 kms.encrypt(p, &key, &ctx, plaintext.expose_secret())
             })
             .await?;
@@ -53,7 +53,7 @@ impl Crypto for Shared {
         call.note_context(self.kms.context_hmac(&ctx));
         let ct = m.ciphertext;
         let out = self
-            .run(&call, move |kms, p| kms.decrypt(p, &ctx, &ct))
+            .run_light(&call, ct.len(), move |kms, p| kms.decrypt(p, &ctx, &ct))
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::DecryptResponse {
@@ -82,7 +82,7 @@ impl Crypto for Shared {
         let dst_ctx = convert::context(m.destination_context);
         let ct = m.ciphertext;
         let out = self
-            .run(&call, move |kms, p| {
+            .run_light(&call, ct.len(), move |kms, p| {
                 kms.reencrypt(p, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
             })
             .await?;
@@ -222,7 +222,7 @@ impl Crypto for Shared {
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
-            .run(&call, move |kms, p| {
+            .run_light(&call, data.len(), move |kms, p| {
                 kms.generate_mac(p, &key, data.expose_secret())
             })
             .await?;
@@ -245,7 +245,7 @@ impl Crypto for Shared {
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
-            .run(&call, move |kms, p| {
+            .run_light(&call, data.len(), move |kms, p| {
                 kms.verify_mac(p, &key, data.expose_secret(), &m.mac, m.key_version)
             })
             .await?;
@@ -264,7 +264,7 @@ impl Crypto for Shared {
         let call = self.identify(&req).await?;
         let len = usize::try_from(req.into_inner().length).unwrap_or(usize::MAX);
         let random = self
-            .run(&call, move |kms, p| kms.generate_random(p, len))
+            .run_light(&call, len, move |kms, p| kms.generate_random(p, len))
             .await?;
         Ok(Response::new(v1::GenerateRandomResponse {
             random: random.into_unprotected_vec(),
@@ -302,13 +302,18 @@ impl Shared {
                 ));
             }
         };
+        let wrap_to_caller = matches!(mode, DataKeyMode::EncryptedTo(_));
         let ctx = convert::context(m.context);
         call.note_context(self.kms.context_hmac(&ctx));
-        let out = self
-            .run(&call, move |kms, p| {
-                kms.generate_data_key(p, &key, spec, &ctx, mode)
-            })
-            .await?;
+        let work = move |kms: &kms_core::Kms, p: &kms_core::authz::Principal| {
+            kms.generate_data_key(p, &key, spec, &ctx, mode)
+        };
+        // Encrypting the data key to the caller's public key is public-key work.
+        let out = if wrap_to_caller {
+            self.run(&call, work).await?
+        } else {
+            self.run_light(&call, 0, work).await?
+        };
         call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::GenerateDataKeyResponse {
             ciphertext: out.ciphertext,

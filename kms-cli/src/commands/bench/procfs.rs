@@ -39,6 +39,28 @@ fn parse_stat_cpu(text: &str) -> Option<u64> {
     utime.checked_add(stime)
 }
 
+/// Resident set size of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
+///
+/// # Errors
+/// When the file cannot be read or has no `VmRSS` line (a kernel thread, a zombie).
+pub(super) fn rss_kib(pid: u32) -> io::Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_rss_kib(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/status has no VmRSS line"),
+        )
+    })
+}
+
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Clock ticks per second, as `getconf CLK_TCK` prints it.
 ///
 /// # Errors
@@ -159,6 +181,14 @@ mod tests {
         assert_eq!(parse_stat_cpu(line), Some(325));
         assert_eq!(parse_stat_cpu("1234 (short) S 1 2"), None);
         assert_eq!(parse_stat_cpu("no parenthesis"), None);
+    }
+
+    #[test]
+    fn rss_is_read_from_the_vmrss_line() {
+        let status = "Name:\tkms-server\nVmPeak:\t  99999 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n";
+        assert_eq!(parse_rss_kib(status), Some(20480));
+        assert_eq!(parse_rss_kib("Name:\tkthreadd\n"), None);
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
     }
 
     #[test]

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Regenerates docs/BENCHMARKS.md: criterion (raw primitives and core operations) and `kms bench`
+through a real server over mutual TLS, with the audit trail on.
+
+    python3 bench/run.py                 # everything: ~35 minutes on the 2-core CI machine
+    python3 bench/run.py --quick         # 3 s windows, 1 run, no criterion: a smoke run
+    python3 bench/run.py --soak 600      # adds the 10-minute soak at 80 % of peak (RSS flat?)
+
+Only the part of docs/BENCHMARKS.md between the `generated` markers is rewritten; the method and
+the analysis around it are prose kept by hand. Raw results go to docs/benchmarks/latest.json.
+Standard library only, so it runs wherever the project builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+RAW = ROOT / "docs" / "benchmarks" / "latest.json"
+BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
+
+# alias -> (purpose, algorithm) of the keys the server runs use.
+KEYS = {
+    "b-sm4": ("encrypt", "sm4-gcm"),
+    "b-aes": ("encrypt", "aes-256-gcm"),
+    "b-sm2-sign": ("sign", "sm2"),
+    "b-sm2-dec": ("asymmetric-decrypt", "sm2"),
+    "b-rsa2048-sign": ("sign", "rsa-2048"),
+    "b-rsa3072-sign": ("sign", "rsa-3072"),
+    "b-rsa2048-dec": ("asymmetric-decrypt", "rsa-2048"),
+    "b-rsa3072-dec": ("asymmetric-decrypt", "rsa-3072"),
+    "b-hmac": ("mac", "hmac-sm3"),
+}
+
+# (label, op, alias, size, raw criterion id, core criterion id). Criterion ids are the `full_id`
+# of target/criterion/**/benchmark.json; None where there is no counterpart.
+CASES = [
+    ("SM4-GCM encrypt 64 B", "encrypt", "b-sm4", 64, "sm4-gcm/seal/64", None),
+    ("SM4-GCM encrypt 1 KiB", "encrypt", "b-sm4", 1024, "sm4-gcm/seal/1024", "core/encrypt/sm4/1024"),
+    ("SM4-GCM encrypt 16 KiB", "encrypt", "b-sm4", 16384, "sm4-gcm/seal/16384", None),
+    ("SM4-GCM decrypt 64 B", "decrypt", "b-sm4", 64, "sm4-gcm/open/64", None),
+    ("SM4-GCM decrypt 1 KiB", "decrypt", "b-sm4", 1024, "sm4-gcm/open/1024", "core/decrypt/sm4/1024"),
+    ("SM4-GCM decrypt 16 KiB", "decrypt", "b-sm4", 16384, "sm4-gcm/open/16384", None),
+    ("AES-256-GCM encrypt 64 B", "encrypt", "b-aes", 64, "aes-256-gcm/seal/64", None),
+    ("AES-256-GCM encrypt 1 KiB", "encrypt", "b-aes", 1024, "aes-256-gcm/seal/1024", "core/encrypt/aes/1024"),
+    ("AES-256-GCM encrypt 16 KiB", "encrypt", "b-aes", 16384, "aes-256-gcm/seal/16384", None),
+    ("AES-256-GCM decrypt 64 B", "decrypt", "b-aes", 64, "aes-256-gcm/open/64", None),
+    ("AES-256-GCM decrypt 1 KiB", "decrypt", "b-aes", 1024, "aes-256-gcm/open/1024", "core/decrypt/aes/1024"),
+    ("AES-256-GCM decrypt 16 KiB", "decrypt", "b-aes", 16384, "aes-256-gcm/open/16384", None),
+    ("Data key (SM4)", "datakey", "b-sm4", 16, "keygen/data-key/sm4", "core/datakey/sm4"),
+    ("SM2 sign", "sign", "b-sm2-sign", 32, "raw/sm2-sign", "core/sign/sm2-sign"),
+    ("SM2 verify", "verify", "b-sm2-sign", 32, "raw/sm2-verify", "core/verify/sm2-sign"),
+    ("SM2 decrypt", "asym-decrypt", "b-sm2-dec", 32, "raw/sm2-decrypt", "core/asym-decrypt/sm2-dec"),
+    ("RSA-2048 sign (PSS)", "sign", "b-rsa2048-sign", 32, "raw/rsa-2048-sign-pss", "core/sign/rsa2048-sign"),
+    ("RSA-3072 sign (PSS)", "sign", "b-rsa3072-sign", 32, "raw/rsa-3072-sign-pss", "core/sign/rsa3072-sign"),
+    ("RSA-2048 OAEP decrypt", "asym-decrypt", "b-rsa2048-dec", 32, "raw/rsa-2048-oaep-decrypt", "core/asym-decrypt/rsa2048-dec"),
+    ("RSA-3072 OAEP decrypt", "asym-decrypt", "b-rsa3072-dec", 32, "raw/rsa-3072-oaep-decrypt", None),
+    ("HMAC-SM3 1 KiB", "mac", "b-hmac", 1024, "mac/hmac-sm3/1024", "core/mac/hmac-sm3/1024"),
+]
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`kms-server dev` in a temporary folder: a real sled store, dev PKI, audit on."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir / "kms-dev"
+        self.port = free_port()
+        self.log = open(workdir / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [str(RELEASE / "kms-server"), "dev", "--dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"kms-server exited early; see {self.log.name}")
+            if (self.dir / "profiles" / "app.toml").exists() and self.kms("admin", "status", check=False).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise SystemExit("kms-server did not come up in 120 s")
+
+    def kms(self, who: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(RELEASE / "kms"), "--profile", str(self.dir / "profiles" / f"{who}.toml"), *args],
+            text=True, capture_output=True, check=check,
+        )
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def bench_once(server: Server, op: str, alias: str, size: int, duration: int, extra: list[str]) -> dict:
+    out = server.kms(
+        "app", "bench", "--op", op, "--key", alias, "--size", str(size), "--duration", str(duration),
+        "--concurrency", "64", "--connections", "4", "--json", *extra, check=False,
+    )
+    if out.returncode != 0 and not out.stdout.strip():
+        raise SystemExit(f"kms bench --op {op} --key {alias} failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def median_of(results: list[dict], field: str) -> float | None:
+    values = [r[field] for r in results if r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def server_runs(server: Server, duration: int, runs: int) -> list[dict]:
+    rows = []
+    for label, op, alias, size, raw_id, core_id in CASES:
+        results = []
+        for i in range(runs):
+            log(f"{label}: run {i + 1}/{runs}")
+            results.append(bench_once(server, op, alias, size, duration, []))
+        rows.append({
+            "label": label, "op": op, "alias": alias, "size": size, "raw_id": raw_id, "core_id": core_id,
+            "runs": results,
+            "requests_per_s": median_of(results, "requests_per_s"),
+            "p50_ms": median_of(results, "p50_ms"),
+            "p99_ms": median_of(results, "p99_ms"),
+            "server_cpu_us": median_of(results, "server_cpu_us_per_request"),
+            "errors": sum(r["errors"] for r in results),
+        })
+    return rows
+
+
+def criterion_estimates() -> dict[str, float]:
+    """Median time in µs of every criterion benchmark that has run, by "group/function" id."""
+    found = {}
+    base = ROOT / "target" / "criterion"
+    for est in base.glob("**/new/estimates.json"):
+        bench_dir = est.parent.parent
+        meta = bench_dir / "new" / "benchmark.json"
+        if meta.exists():
+            full = json.loads(meta.read_text())["full_id"]
+        else:
+            full = str(bench_dir.relative_to(base))
+        found[full] = json.loads(est.read_text())["median"]["point_estimate"] / 1000.0
+    return found
+
+
+def lookup(estimates: dict[str, float], bench_id: str | None) -> float | None:
+    if bench_id is None:
+        return None
+    return estimates.get(bench_id)
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def table(rows: list[dict], estimates: dict[str, float]) -> str:
+    lines = [
+        "| Operation | raw µs (1 core) | core µs (1 core) | server req/s | p50 ms | p99 ms | server CPU µs/req | CPU ratio server/raw | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        raw = lookup(estimates, r["raw_id"])
+        core = lookup(estimates, r["core_id"])
+        cpu = r["server_cpu_us"]
+        ratio = cpu / raw if (cpu is not None and raw) else None
+        lines.append(
+            f"| {r['label']} | {fmt(raw, '.1f')} | {fmt(core, '.1f')} | {fmt(r['requests_per_s'], ',.0f')} "
+            f"| {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | {fmt(cpu, '.1f')} | {fmt(ratio, '.2f')} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, {rustc}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds measured per run (default 10)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per operation; the median is reported")
+    ap.add_argument("--quick", action="store_true", help="3 s windows, one run, no criterion")
+    ap.add_argument("--skip-criterion", action="store_true", help="reuse target/criterion as it is")
+    ap.add_argument("--soak", type=int, default=0, help="seconds of soak at 80 %% of peak (0: none)")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.runs, args.skip_criterion = 3, 1, True
+
+    log("building release binaries")
+    run(["cargo", "build", "--release", "--locked", "-p", "kms-server", "-p", "kms-cli"], cwd=ROOT)
+    if not args.skip_criterion:
+        for bench in ("primitives", "core_ops"):
+            log(f"criterion: {bench}")
+            run(["cargo", "bench", "--locked", "-p", "kms-core", "--bench", bench, "--", "--noplot"], cwd=ROOT)
+    estimates = criterion_estimates()
+
+    work = Path(tempfile.mkdtemp(prefix="kms-bench-"))
+    server = Server(work)
+    try:
+        for alias, (purpose, alg) in KEYS.items():
+            server.kms("admin", "key", "create", "--purpose", purpose, "--algorithm", alg, "--alias", alias)
+        rows = server_runs(server, args.duration, args.runs)
+        sm4 = next(r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB")
+        half = max(1, int(sm4["requests_per_s"] / 2))
+        log(f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s)")
+        half_runs = [bench_once(server, "encrypt", "b-sm4", 1024, args.duration, ["--rate", str(half)]) for _ in range(args.runs)]
+        soak = None
+        if args.soak:
+            rate = max(1, int(sm4["requests_per_s"] * 0.8))
+            log(f"soak: SM4-GCM encrypt 1 KiB at {rate}/s for {args.soak} s")
+            soak = bench_once(server, "encrypt", "b-sm4", 1024, args.soak, ["--rate", str(rate)])
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    generated = [
+        f"Generated by `python3 bench/run.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{machine()}. Server runs: C=64 request loops on K=4 connections, {args.duration} s after 1 s warm-up, "
+        f"median of {args.runs} run(s); the load tool runs on the same machine.",
+        "",
+        table(rows, estimates),
+        "",
+        f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s): p99 "
+        f"{fmt(median_of(half_runs, 'p99_ms'), '.2f')} ms, p50 {fmt(median_of(half_runs, 'p50_ms'), '.2f')} ms, "
+        f"errors {sum(r['errors'] for r in half_runs)}.",
+    ]
+    if soak:
+        generated += [
+            "",
+            f"Soak: SM4-GCM encrypt 1 KiB at {soak['target_requests_per_s']:.0f}/s for {args.soak} s: "
+            f"{soak['requests']} requests, {soak['errors']} errors, p99 {soak['p99_ms']:.2f} ms; server RSS "
+            f"{soak['server_rss_mib_start']:.1f} MiB at start, {soak['server_rss_mib_end']:.1f} MiB at end, "
+            f"{soak['server_rss_mib_max']:.1f} MiB highest.",
+        ]
+    RAW.parent.mkdir(parents=True, exist_ok=True)
+    RAW.write_text(json.dumps({"rows": rows, "half_load": half_runs, "soak": soak, "criterion_us": estimates}, indent=1))
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(head + BEGIN + "\n" + "\n".join(generated) + "\n" + END + tail)
+    log(f"wrote {DOC.relative_to(ROOT)} and {RAW.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
