@@ -105,10 +105,19 @@ fn screaming(name: &str) -> String {
 
 /// Every refusal names its request id, wherever it was raised (limits, parsing, the core), so a
 /// caller's report can be matched with the server log and the audit record.
-fn with_request_id(resp: http::Response<Body>, request_id: &str) -> http::Response<Body> {
+fn with_request_id(
+    resp: http::Response<Body>,
+    request_id: &str,
+    path: &str,
+) -> http::Response<Body> {
     match Status::from_header_map(resp.headers()) {
         Some(s) if s.code() != tonic::Code::Ok && !s.message().contains("(request ") => {
-            Status::new(s.code(), format!("{} (request {request_id})", s.message())).into_http()
+            let message = if s.message().is_empty() && s.code() == tonic::Code::Unimplemented {
+                format!("no such method: {path}")
+            } else {
+                s.message().to_owned()
+            };
+            Status::new(s.code(), format!("{message} (request {request_id})")).into_http()
         }
         Some(_) | None => resp,
     }
@@ -163,7 +172,9 @@ where
             .and_then(|p| p.subject.clone());
         req.extensions_mut().insert(slot.clone());
         let operation = path.trim_start_matches("/kms.v1.").to_owned();
-        Box::pin(async move {
+        // The call and its audit record run as a task of their own: if the client goes away,
+        // hyper drops this future, but an operation that started must still be recorded (OPS-1).
+        let call = async move {
             let refused_before = !log.healthy();
             let resp = if refused_before {
                 Status::unavailable(format!(
@@ -173,7 +184,7 @@ where
             } else {
                 inner.call(req).await?
             };
-            let resp = with_request_id(resp, &request_id);
+            let resp = with_request_id(resp, &request_id, &path);
             let note = slot
                 .note
                 .lock()
@@ -218,6 +229,13 @@ where
                     ))
                     .into_http())
                 }
+            }
+        };
+        Box::pin(async move {
+            match tokio::spawn(call).await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Ok(Status::unavailable("the server is shutting down").into_http()),
             }
         })
     }

@@ -120,6 +120,8 @@ pub(crate) fn dev_command(
     if !crate::serve::self_test(kms_core::policy::Policy::default(), err) {
         return EXIT_FAILED;
     }
+    // A dev server holds real keys too: no swap, no core dumps (KEY-3).
+    crate::hardening::log(&crate::hardening::harden());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -33,8 +33,12 @@ pub struct Settings {
     pub limits: Limits,
     /// How often the rotation scheduler and the destruction reaper look for due work.
     pub scheduler_interval: Duration,
-    /// A TLS handshake slower than this is dropped (slow clients cannot hold slots).
+    /// A TLS handshake slower than this is dropped, and so is a client that has not sent the
+    /// HTTP/2 preface this long after it (slow clients cannot hold slots).
     pub handshake_timeout: Duration,
+    /// HTTP/2 PING interval on idle connections; a peer that does not answer within
+    /// `handshake_timeout` is dropped (a client stalled mid-frame cannot answer).
+    pub http2_keepalive: Duration,
     /// When the audit trail is checkpointed (signed).
     pub checkpoints: kms_core::audit::writer::CheckpointPolicy,
 }
@@ -45,6 +49,7 @@ impl Default for Settings {
             limits: Limits::default(),
             scheduler_interval: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            http2_keepalive: Duration::from_secs(20),
             checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
         }
     }
@@ -59,6 +64,9 @@ pub enum ServeError {
 /// An accepted, authenticated connection. Holds its slot of the connection cap until dropped.
 struct TlsConn {
     inner: TlsStream<TcpStream>,
+    /// The HTTP/2 preface, read before the connection was handed over, replayed to hyper.
+    preface: [u8; PREFACE.len()],
+    replayed: usize,
     peer: PeerInfo,
     _slot: OwnedSemaphorePermit,
 }
@@ -76,8 +84,33 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.replayed < PREFACE.len() {
+            let n = (PREFACE.len() - self.replayed).min(buf.remaining());
+            let from = self.replayed;
+            buf.put_slice(&self.preface[from..from + n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
+}
+
+/// What an HTTP/2 client sends first.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// TLS, then the HTTP/2 preface: a client must get this far within the handshake timeout.
+async fn accept_h2(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+) -> io::Result<(TlsStream<TcpStream>, [u8; 24])> {
+    use tokio::io::AsyncReadExt;
+    let mut tls = acceptor.accept(tcp).await?;
+    let mut preface = [0u8; 24];
+    tls.read_exact(&mut preface).await?;
+    if &preface != PREFACE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not HTTP/2"));
+    }
+    Ok((tls, preface))
 }
 
 impl AsyncWrite for TlsConn {
@@ -137,8 +170,8 @@ async fn accept_loop(
         let conns = conns.clone();
         let timeout = settings.handshake_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
+            match tokio::time::timeout(timeout, accept_h2(acceptor, tcp)).await {
+                Ok(Ok((tls, preface))) => {
                     let subject = tls
                         .get_ref()
                         .1
@@ -152,6 +185,8 @@ async fn accept_loop(
                     let _ = conns
                         .send(Ok(TlsConn {
                             inner: tls,
+                            preface,
+                            replayed: 0,
                             peer,
                             _slot: slot,
                         }))
@@ -249,6 +284,8 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
     let mut router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(settings.http2_keepalive))
+        .http2_keepalive_timeout(Some(settings.handshake_timeout))
         .layer(AuditLayer::new(Arc::clone(&audit), ids))
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))

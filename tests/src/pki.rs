@@ -110,6 +110,24 @@ impl Ca {
         self.sign(params, Some(uri.to_owned()))
     }
 
+    /// A client certificate for the SAN URI `uri` with `adjust` applied to its parameters before
+    /// signing (validity, extended key usages, extensions): the odd certificates the bad-input
+    /// catalogue presents (expired, not yet valid, server-only, unknown critical extension).
+    #[must_use]
+    pub fn client_uri_with(
+        &self,
+        uri: &str,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Identity {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri).unwrap())];
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, uri);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        adjust(&mut params);
+        self.sign(params, Some(uri.to_owned()))
+    }
+
     /// A client certificate with a CN and no SAN URI: its principal is the CN.
     #[must_use]
     pub fn client_cn(&self, cn: &str) -> Identity {

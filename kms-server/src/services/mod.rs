@@ -153,6 +153,9 @@ impl Shared {
     /// gets PERMISSION_DENIED.
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
         let subject = Self::subject(req)?;
+        // Before the lookup: a certificate whose subject is not registered costs a lookup and
+        // an audit record per request too, so it is limited like anyone (API-5).
+        self.rate.check(&subject)?;
         let (slot, request_id) = self.slot(req);
         let found = if self.local_reads {
             self.kms.principal(&subject)
@@ -177,7 +180,6 @@ impl Shared {
                 n.role = Some(principal.role.name().to_owned());
             });
         }
-        self.rate.check(&principal.subject)?;
         Ok(Call {
             request_id,
             principal,
