@@ -4,13 +4,40 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kms_core::KmsConfig;
 use kms_core::hierarchy::wrap::WrapAlg;
 use kms_core::policy::{Policy, PolicyMode, names};
+use kms_core::store::PostgresOptions;
+use kms_core::store::postgres::{check_schema_name, parse_url};
+use kms_core::{KmsConfig, SecretBytes};
 use serde::Deserialize;
 
 use crate::limits::Limits;
 use crate::server::Settings;
+
+/// The configured store backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    Sled,
+    Postgres,
+}
+
+/// The first line of a password file, without its line ending; the file's text is wiped.
+fn read_password_file(path: &Path) -> Result<SecretBytes, ConfigError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::Read {
+            path: path.into(),
+            source,
+        }
+    })?);
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{}: the PostgreSQL password file is empty",
+            path.display()
+        )));
+    }
+    Ok(SecretBytes::copy_from_slice(line.as_bytes()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +69,20 @@ pub struct Config {
     pub listen: String,
     /// Where the embedded store lives (`DATA_DIR/store`).
     pub data_dir: PathBuf,
+    /// "sled" (default: the embedded store in `DATA_DIR/store`, one node) or "postgres" (any
+    /// number of nodes share one database).
+    pub storage: String,
+    /// PostgreSQL connection URL, without a password (OPS-4), e.g.
+    /// `postgres://kms@db.internal:5432/kms`.
+    pub postgres_url: Option<String>,
+    /// A file whose first line is the PostgreSQL password; or set `KMS_POSTGRES_PASSWORD`.
+    pub postgres_password_file: Option<PathBuf>,
+    /// The schema holding the store's tables; nodes that share one key set use the same one.
+    pub postgres_schema: String,
+    /// Most connections one node opens.
+    pub postgres_pool_size: usize,
+    /// Bound on every database call (pool wait, connect, statement, lock wait), in seconds.
+    pub postgres_timeout_seconds: u64,
     /// "standard" or "gm-only" (ALG-4).
     pub policy: String,
     /// AEAD for the key hierarchy: "sm4-gcm" (default) or "aes-256-gcm".
@@ -63,6 +104,12 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:7443".into(),
             data_dir: PathBuf::from("kms-data"),
+            storage: "sled".into(),
+            postgres_url: None,
+            postgres_password_file: None,
+            postgres_schema: PostgresOptions::DEFAULT_SCHEMA.into(),
+            postgres_pool_size: PostgresOptions::DEFAULT_POOL_SIZE,
+            postgres_timeout_seconds: PostgresOptions::DEFAULT_TIMEOUT.as_secs(),
             policy: "standard".into(),
             wrap: "sm4-gcm".into(),
             tls: None,
@@ -95,10 +142,24 @@ impl Config {
     }
 
     /// Environment overrides, for containers: KMS_LISTEN, KMS_DATA_DIR, KMS_POLICY, KMS_TLS_CERT,
-    /// KMS_TLS_KEY, KMS_TLS_CLIENT_CA.
+    /// KMS_TLS_KEY, KMS_TLS_CLIENT_CA, KMS_STORAGE, KMS_POSTGRES_URL, KMS_POSTGRES_SCHEMA,
+    /// KMS_POSTGRES_PASSWORD_FILE. (KMS_POSTGRES_PASSWORD itself is read only when the store
+    /// opens, and never kept in the configuration.)
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("KMS_LISTEN") {
             self.listen = v;
+        }
+        if let Some(v) = get("KMS_STORAGE") {
+            self.storage = v;
+        }
+        if let Some(v) = get("KMS_POSTGRES_URL") {
+            self.postgres_url = Some(v);
+        }
+        if let Some(v) = get("KMS_POSTGRES_SCHEMA") {
+            self.postgres_schema = v;
+        }
+        if let Some(v) = get("KMS_POSTGRES_PASSWORD_FILE") {
+            self.postgres_password_file = Some(v.into());
         }
         if let Some(v) = get("KMS_DATA_DIR") {
             self.data_dir = v.into();
@@ -137,6 +198,9 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(p) = &mut self.postgres_password_file {
+            fix(p);
+        }
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);
@@ -147,6 +211,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.policy()?;
         self.wrap_alg()?;
+        self.storage()?;
         let tls = self.tls.as_ref().ok_or_else(|| {
             ConfigError::Invalid(
                 "[tls] cert, key and client_ca are required: there is no plaintext port".into(),
@@ -187,6 +252,63 @@ impl Config {
         let spec = names::parse_key_spec(&self.wrap)
             .map_err(|e| ConfigError::Invalid(format!("wrap: {e}")))?;
         WrapAlg::new(spec).map_err(|e| ConfigError::Invalid(format!("wrap: {e}")))
+    }
+
+    /// Which store to open; for PostgreSQL, everything but the password (see
+    /// [`Config::postgres_options`]).
+    pub fn storage(&self) -> Result<StorageKind, ConfigError> {
+        match self.storage.trim().to_ascii_lowercase().as_str() {
+            "sled" => Ok(StorageKind::Sled),
+            "postgres" | "postgresql" => {
+                let url = self.postgres_url.as_deref().ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "storage = \"postgres\" needs postgres_url (without a password)".into(),
+                    )
+                })?;
+                parse_url(url).map_err(|e| ConfigError::Invalid(format!("postgres_url: {e}")))?;
+                check_schema_name(&self.postgres_schema)
+                    .map_err(|e| ConfigError::Invalid(format!("postgres_schema: {e}")))?;
+                if self.postgres_pool_size == 0 || self.postgres_timeout_seconds == 0 {
+                    return Err(ConfigError::Invalid(
+                        "postgres_pool_size and postgres_timeout_seconds must be positive".into(),
+                    ));
+                }
+                Ok(StorageKind::Postgres)
+            }
+            _ => Err(ConfigError::Invalid(
+                "storage must be \"sled\" or \"postgres\"".into(),
+            )),
+        }
+    }
+
+    /// The PostgreSQL store's options, with the password read now from
+    /// `postgres_password_file` or `KMS_POSTGRES_PASSWORD` (`env` looks variables up). Setting
+    /// both is refused, so which one is in force is never a guess.
+    pub fn postgres_options(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<PostgresOptions, ConfigError> {
+        let url = self.postgres_url.clone().ok_or_else(|| {
+            ConfigError::Invalid("storage = \"postgres\" needs postgres_url".into())
+        })?;
+        let from_env = env("KMS_POSTGRES_PASSWORD").map(zeroize::Zeroizing::new);
+        let password = match (&self.postgres_password_file, from_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "set postgres_password_file or KMS_POSTGRES_PASSWORD, not both".into(),
+                ));
+            }
+            (Some(path), None) => Some(read_password_file(path)?),
+            (None, Some(text)) => Some(SecretBytes::copy_from_slice(text.as_bytes())),
+            (None, None) => None,
+        };
+        Ok(PostgresOptions {
+            url,
+            password,
+            schema: self.postgres_schema.clone(),
+            pool_size: self.postgres_pool_size,
+            timeout: Duration::from_secs(self.postgres_timeout_seconds),
+        })
     }
 
     pub fn kms_config(&self) -> Result<KmsConfig, ConfigError> {
@@ -236,6 +358,89 @@ mod tests {
         let mut c2 = c;
         c2.apply_env(|k| (k == "KMS_LISTEN").then(|| "0.0.0.0:1".to_string()));
         assert_eq!(c2.listen, "0.0.0.0:1");
+    }
+
+    const TLS: &str = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+
+    #[test]
+    fn storage_defaults_to_sled_and_postgres_needs_a_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert_eq!(c.storage().unwrap(), StorageKind::Sled);
+        let no_url = write(dir.path(), &format!("storage = \"postgres\"\n{TLS}"));
+        assert!(
+            Config::load(&no_url)
+                .unwrap_err()
+                .to_string()
+                .contains("needs postgres_url")
+        );
+        let bogus = write(dir.path(), &format!("storage = \"mongo\"\n{TLS}"));
+        assert!(Config::load(&bogus).is_err());
+        let bad_schema = write(
+            dir.path(),
+            &format!(
+                "storage = \"postgres\"\npostgres_url = \"postgres://kms@db/kms\"\npostgres_schema = \"a;b\"\n{TLS}"
+            ),
+        );
+        assert!(
+            Config::load(&bad_schema)
+                .unwrap_err()
+                .to_string()
+                .contains("postgres_schema")
+        );
+    }
+
+    #[test]
+    fn postgres_url_with_a_password_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in [
+            "postgres://kms:s3cr3t-pw@db:5432/kms",
+            "host=db user=kms password=s3cr3t-pw",
+        ] {
+            let p = write(
+                dir.path(),
+                &format!("storage = \"postgres\"\npostgres_url = \"{url}\"\n{TLS}"),
+            );
+            let e = Config::load(&p).unwrap_err().to_string();
+            assert!(e.contains("contains a password"), "{e}");
+            assert!(e.contains("KMS_POSTGRES_PASSWORD"), "{e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+    }
+
+    #[test]
+    fn postgres_password_comes_from_a_file_or_the_environment_never_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg.pw"), "from-file\n").unwrap();
+        let p = write(
+            dir.path(),
+            &format!(
+                "storage = \"postgres\"\npostgres_url = \"postgres://kms@db:5432/kms\"\npostgres_password_file = \"pg.pw\"\npostgres_schema = \"kms_a\"\n{TLS}"
+            ),
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.storage().unwrap(), StorageKind::Postgres);
+        let o = c.postgres_options(|_| None).unwrap();
+        assert_eq!(o.password.as_ref().unwrap().expose_secret(), b"from-file");
+        assert_eq!(o.schema, "kms_a");
+        assert!(!format!("{o:?} {c:?}").contains("from-file"));
+        let both = c.postgres_options(|k| (k == "KMS_POSTGRES_PASSWORD").then(|| "env".into()));
+        assert!(both.unwrap_err().to_string().contains("not both"));
+
+        let mut c = c;
+        c.postgres_password_file = None;
+        let o = c
+            .postgres_options(|k| (k == "KMS_POSTGRES_PASSWORD").then(|| "from-env".into()))
+            .unwrap();
+        assert_eq!(o.password.as_ref().unwrap().expose_secret(), b"from-env");
+        assert!(c.postgres_options(|_| None).unwrap().password.is_none());
+        c.apply_env(|k| match k {
+            "KMS_STORAGE" => Some("sled".into()),
+            "KMS_POSTGRES_SCHEMA" => Some("kms_b".into()),
+            _ => None,
+        });
+        assert_eq!(c.storage().unwrap(), StorageKind::Sled);
+        assert_eq!(c.postgres_schema, "kms_b");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod devpki;
 pub mod hardening;
 pub mod identity;
 pub mod limits;
+mod migrate;
 mod serve;
 pub mod server;
 pub mod services;

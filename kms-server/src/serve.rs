@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use kms_core::Kms;
 use kms_core::selftest;
-use kms_core::store::SledStore;
+use kms_core::store::{PostgresStore, SledStore, Store};
 
 use crate::cli::{EXIT_FAILED, EXIT_OK};
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 
 /// Resolves on SIGTERM or SIGINT.
 pub(crate) async fn shutdown_signal() {
@@ -88,6 +88,54 @@ fn read(path: &Path, err: &mut dyn Write) -> Option<String> {
     }
 }
 
+/// Opens the configured store: sled in `DATA_DIR/store`, or the shared PostgreSQL database
+/// (schema created or migrated now; the password read now from its file or the environment).
+fn open_store(config: &Config, err: &mut dyn Write) -> Option<Arc<dyn Store>> {
+    let kind = match config.storage() {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return None;
+        }
+    };
+    match kind {
+        StorageKind::Sled => match SledStore::open(&config.data_dir.join("store")) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "error: cannot open the store in {}: {e}",
+                    config.data_dir.display()
+                );
+                None
+            }
+        },
+        StorageKind::Postgres => {
+            let options = match config.postgres_options(|k| std::env::var(k).ok()) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return None;
+                }
+            };
+            let schema = options.schema.clone();
+            match PostgresStore::open(options) {
+                Ok(s) => {
+                    tracing::info!(store = ?s, schema, "PostgreSQL store open; schema up to date");
+                    Some(Arc::new(s))
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "error: cannot open the PostgreSQL store (schema {schema}): {e}"
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
     let _log = init_logging();
     let config = match Config::load(path) {
@@ -122,18 +170,10 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let store = match SledStore::open(&config.data_dir.join("store")) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = writeln!(
-                err,
-                "error: cannot open the store in {}: {e}",
-                config.data_dir.display()
-            );
-            return EXIT_FAILED;
-        }
+    let Some(store) = open_store(&config, err) else {
+        return EXIT_FAILED;
     };
-    let kms = Arc::new(Kms::open(Arc::new(store), kms_config));
+    let kms = Arc::new(Kms::open(store, kms_config));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

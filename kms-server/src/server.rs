@@ -41,6 +41,8 @@ pub struct Settings {
     pub http2_keepalive: Duration,
     /// When the audit trail is checkpointed (signed).
     pub checkpoints: kms_core::audit::writer::CheckpointPolicy,
+    /// How often the store's reachability is probed for the gRPC health service.
+    pub health_interval: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(10),
             http2_keepalive: Duration::from_secs(20),
             checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
+            health_interval: Duration::from_secs(5),
         }
     }
 }
@@ -234,6 +237,55 @@ async fn scheduler(kms: Arc<Kms>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
+/// Keeps the gRPC health service in step with the store: NOT_SERVING while the store cannot be
+/// reached (a networked database that is down), SERVING again as soon as it answers. Requests are
+/// refused with UNAVAILABLE by the store error itself; this tells load balancers before they send.
+async fn store_health(
+    kms: Arc<Kms>,
+    reporter: tonic_health::server::HealthReporter,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    let mut was_up = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let k = Arc::clone(&kms);
+        let up = matches!(
+            tokio::task::spawn_blocking(move || k.store_health()).await,
+            Ok(Ok(_))
+        );
+        if up != was_up {
+            if up {
+                tracing::info!(store = kms.store().name(), "store reachable again; serving");
+            } else {
+                tracing::error!(
+                    store = kms.store().name(),
+                    "store unreachable; health NOT_SERVING"
+                );
+            }
+            was_up = up;
+        }
+        let status = if up {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in [
+            "",
+            <CryptoServer<Shared> as tonic::server::NamedService>::NAME,
+            <KeyAdminServer<Shared> as tonic::server::NamedService>::NAME,
+            <SystemServer<Shared> as tonic::server::NamedService>::NAME,
+            <AuditServer<Shared> as tonic::server::NamedService>::NAME,
+        ] {
+            reporter.set_service_status(service, status).await;
+        }
+    }
+}
+
 /// Serves until `shutdown` completes: in-flight calls finish, then every key is wiped (sealed).
 pub async fn run(
     listener: TcpListener,
@@ -254,7 +306,7 @@ pub async fn run(
     let sched = tokio::spawn(scheduler(
         Arc::clone(&kms),
         settings.scheduler_interval,
-        stop_rx,
+        stop_rx.clone(),
     ));
 
     let ids = crate::services::RequestIds::new();
@@ -274,6 +326,12 @@ pub async fn run(
         .await;
     health_reporter.set_serving::<SystemServer<Shared>>().await;
     health_reporter.set_serving::<AuditServer<Shared>>().await;
+    let health_watch = tokio::spawn(store_health(
+        Arc::clone(&kms),
+        health_reporter.clone(),
+        settings.health_interval,
+        stop_rx.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -300,6 +358,7 @@ pub async fn run(
         .await;
     accept.abort();
     sched.abort();
+    health_watch.abort();
     // A last signed checkpoint over the trail, then wipe every key.
     let log = Arc::clone(&audit);
     let _ = tokio::task::spawn_blocking(move || log.stop()).await;

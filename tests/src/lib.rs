@@ -6,7 +6,8 @@
 //! real server started in-process with `kms_server::run` on `127.0.0.1:0` over real mutual TLS
 //! ([`server`]), and tonic clients over our own rustls connector ([`net`]). [`world::World`] puts
 //! them together: an initialised, unsealed server with an admin, two apps in different
-//! namespaces, an auditor and an unregistered stranger, each with typed clients.
+//! namespaces, an auditor and an unregistered stranger, each with typed clients. [`pg::Cluster`]
+//! is the same for several nodes sharing one PostgreSQL database (`tests/multinode.rs`).
 //!
 //! `tests/e2e.rs` is the one end-to-end binary; `tests/workspace.rs` checks what spans crates
 //! without a server (the self-test command against the algorithm list and policy).
@@ -15,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod net;
+pub mod pg;
 pub mod pki;
 pub mod server;
 pub mod world;

@@ -33,6 +33,12 @@ impl TestServer {
             .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         let kms = Arc::new(Kms::open(store, KmsConfig::default()));
+        Self::start_with_kms(pki, kms, settings).await
+    }
+
+    /// Serves an already opened KMS (any store, any clock): several nodes on one PostgreSQL
+    /// database ([`crate::pg`]) are several of these.
+    pub async fn start_with_kms(pki: &Pki, kms: Arc<Kms>, settings: Settings) -> Self {
         let tls = kms_server::tls::server_config(
             &pki.server.cert_pem,
             &pki.server.key_pem,

@@ -265,6 +265,7 @@ pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result
                     "records": v.records,
                     "checkpoints": v.checkpoints,
                     "last_hash": v.last_hash,
+                    "records_by_node": v.records_by_node,
                     "public_key_sm3": fingerprint(&public),
                 }));
             }
@@ -274,6 +275,7 @@ pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result
                 plural(v.checkpoints, "signed checkpoint"),
                 fields(&[
                     ("file", shown(file)),
+                    ("records by node", nodes_line(&v.records_by_node)),
                     ("last record hash (SM3)", v.last_hash),
                     ("audit key fingerprint (SM3)", fingerprint(&public)),
                 ])
@@ -311,6 +313,17 @@ pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result
             .with_hint(hint))
         }
     }
+}
+
+/// "3 nodes: 1a2b3c4d 120, 5e6f7a8b 98, …": several servers on one database write one chain,
+/// each record naming the node (server process) that wrote it.
+fn nodes_line(nodes: &std::collections::BTreeMap<String, u64>) -> String {
+    let each: Vec<String> = nodes.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    format!(
+        "{}: {}",
+        plural(u64::try_from(nodes.len()).unwrap_or(u64::MAX), "node"),
+        each.join(", ")
+    )
 }
 
 /// Where the signed summary disagrees with the signed key list (a server bug, but an auditor
@@ -564,6 +577,15 @@ mod tests {
         .into();
         assert_eq!(counts_line(&counts), "enabled 2, pending-destruction 1");
         assert_eq!(counts_line(&std::collections::BTreeMap::new()), "-");
+    }
+
+    #[test]
+    fn nodes_line_names_every_writer() {
+        let nodes: std::collections::BTreeMap<String, u64> =
+            [("1a2b3c4d".to_owned(), 120), ("5e6f7a8b".to_owned(), 98)].into();
+        assert_eq!(nodes_line(&nodes), "2 nodes: 1a2b3c4d 120, 5e6f7a8b 98");
+        let one: std::collections::BTreeMap<String, u64> = [("n".to_owned(), 1)].into();
+        assert_eq!(nodes_line(&one), "1 node: n 1");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 
 pub mod writer;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::alg::{DigestAlg, KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
@@ -115,6 +117,10 @@ pub struct Verified {
     pub records: u64,
     pub checkpoints: u64,
     pub last_hash: String,
+    /// Records per writing node (each server process has its own node id). Several nodes on one
+    /// database append to the one chain, which the database serialises, so their records
+    /// interleave in `seq` order and verify like a single writer's.
+    pub records_by_node: BTreeMap<String, u64>,
 }
 
 /// The first problem, with its 1-based line number.
@@ -169,6 +175,7 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
     let mut next_seq: Option<u64> = None;
     let mut records = 0u64;
     let mut checkpoints = 0u64;
+    let mut records_by_node: BTreeMap<String, u64> = BTreeMap::new();
     let mut last: Option<(usize, Line)> = None;
     let mut last_record_line: Option<usize> = None;
     let lines: Vec<&str> = text.lines().collect();
@@ -224,6 +231,7 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                 last_record_line = Some(n);
                 next_seq = Some(r.seq + 1);
                 records += 1;
+                *records_by_node.entry(r.node.clone()).or_default() += 1;
             }
             Line::Checkpoint(cp) => {
                 let covered = next_seq.map_or(0, |s| s - 1);
@@ -252,6 +260,7 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
             records,
             checkpoints,
             last_hash: running,
+            records_by_node,
         }),
         Some((n, _)) => Err(broken(
             n,

@@ -28,6 +28,20 @@ pub type Completion = Box<dyn FnOnce(Result<Record, StoreError>) + Send>;
 
 const TAIL: &[u8] = b"tail";
 const MAX_GROUP: usize = 4096;
+/// How long a group keeps retrying when other writers (other nodes) keep winning the tail.
+const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
+/// How many times a checkpoint is re-signed after losing the tail to another writer.
+const CHECKPOINT_ATTEMPTS: u32 = 4;
+
+/// A random pause of up to `min(2^attempt, 32)` ms before re-trying a lost race on the tail.
+fn backoff(attempt: u32) -> Duration {
+    let cap_us = 1000u64 << attempt.min(5);
+    let mut r = [0u8; 2];
+    // Without randomness the pause is the cap: still bounded, merely less spread.
+    let pause = crate::crypto::rng::fill(&mut r)
+        .map_or(cap_us, |()| u64::from(u16::from_be_bytes(r)) % (cap_us + 1));
+    Duration::from_micros(pause)
+}
 
 /// When checkpoints are written.
 #[derive(Clone, Copy, Debug)]
@@ -112,9 +126,22 @@ fn read_tail(store: &dyn Store) -> Result<(Tail, Option<Vec<u8>>), StoreError> {
 impl Writer {
     /// Chains and stores a group of events in one flushed batch. The tail is a precondition,
     /// so two writers on one store cannot fork the chain.
+    ///
+    /// With several nodes on one database every node's writer appends to the one chain, so a
+    /// lost race on the tail is normal, not a failure: the group is re-chained on the new tail
+    /// and retried, with a short random pause so that racing writers spread out, until
+    /// [`CONTENTION_BUDGET`] is spent. Only then does the group fail (and the node refuse
+    /// requests until a write succeeds again).
     fn write_group(&mut self, events: Vec<(Event, Completion)>) {
+        let started = Instant::now();
         let result = (|| {
-            for _ in 0..8 {
+            for attempt in 0u32.. {
+                if attempt > 0 {
+                    if started.elapsed() >= CONTENTION_BUDGET {
+                        break;
+                    }
+                    std::thread::sleep(backoff(attempt));
+                }
                 let (mut tail, old) = read_tail(&*self.store)?;
                 let mut batch = Batch::new();
                 let mut records = Vec::with_capacity(events.len());
@@ -177,33 +204,44 @@ impl Writer {
 
     /// Signs and stores a checkpoint over the chain's tail, if there is anything new and the
     /// KMS can sign (it cannot while sealed).
+    ///
+    /// A checkpoint that loses the race on the tail to another node's writer is signed again
+    /// over the new tail a few times; if other writers keep winning, their own checkpoints
+    /// cover the chain, so giving up then loses nothing.
     fn checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
         self.last_checkpoint = Instant::now();
-        let (mut tail, old) = read_tail(&*self.store)?;
-        if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq) {
-            return Ok(());
+        for attempt in 0..CHECKPOINT_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt));
+            }
+            let (mut tail, old) = read_tail(&*self.store)?;
+            if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq) {
+                return Ok(());
+            }
+            let Some(cp) = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, false)
+            else {
+                return Ok(());
+            };
+            tail.checkpointed_seq = tail.seq;
+            let mut batch = Batch::new();
+            batch.require(Tree::Audit, TAIL, old);
+            batch.put(
+                Tree::Audit,
+                checkpoint_key(cp.seq, cp.time_ms),
+                serde_json::to_vec(&cp).map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
+            );
+            batch.put(
+                Tree::Audit,
+                TAIL,
+                serde_json::to_vec(&tail).map_err(|_| StoreError::Corrupt("audit tail".into()))?,
+            );
+            match self.store.apply(&batch) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let Some(cp) = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, false)
-        else {
-            return Ok(());
-        };
-        tail.checkpointed_seq = tail.seq;
-        let mut batch = Batch::new();
-        batch.require(Tree::Audit, TAIL, old);
-        batch.put(
-            Tree::Audit,
-            checkpoint_key(cp.seq, cp.time_ms),
-            serde_json::to_vec(&cp).map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
-        );
-        batch.put(
-            Tree::Audit,
-            TAIL,
-            serde_json::to_vec(&tail).map_err(|_| StoreError::Corrupt("audit tail".into()))?,
-        );
-        match self.store.apply(&batch) {
-            Ok(()) | Err(StoreError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        Ok(())
     }
 
     fn run(mut self, rx: &Receiver<Msg>) {

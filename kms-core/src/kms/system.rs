@@ -90,6 +90,16 @@ impl Kms {
         })
     }
 
+    /// Probes the store (for PostgreSQL, a round trip to the database) and returns how long it
+    /// took; for health reporting. Needs no principal and works sealed: it reveals nothing but
+    /// reachability. A node whose store is unreachable refuses every request with UNAVAILABLE
+    /// (each request reads the store first) and serves again as soon as the store answers.
+    pub fn store_health(&self) -> Result<std::time::Duration, Error> {
+        let started = std::time::Instant::now();
+        self.store.health()?;
+        Ok(started.elapsed())
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, Vec<share::ParsedShare>> {
         self.pending_shares
             .lock()

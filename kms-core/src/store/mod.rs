@@ -2,18 +2,23 @@
 //! replicated database later) can implement with the same guarantees.
 //!
 //! The trait is synchronous on purpose: the server runs core calls on a blocking pool, and the
-//! planned PostgreSQL backend uses a synchronous pooled client, so an async face would buy nothing
-//! but a runtime dependency in the core.
+//! PostgreSQL backend ([`PostgresStore`], feature `postgres`) drives its async driver on a small
+//! runtime of its own behind this synchronous face, so the rest of the core stays free of async.
 //!
 //! Only wrapped (encrypted) bytes reach this layer; typing and encoding happen one layer up.
 
 pub mod conformance;
+pub mod copy;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod sled;
 
 use std::fmt;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sled::SledStore;
 
 /// A `(key, value)` pair as returned by [`Store::scan_prefix`].
@@ -299,6 +304,12 @@ pub trait Store: Send + Sync + 'static {
     /// handing the call to a blocking pool. A networked database keeps the default, `false`.
     fn reads_are_local(&self) -> bool {
         false
+    }
+
+    /// Whether the backend can serve calls right now (a networked backend probes its server).
+    /// Embedded backends are reachable whenever they are open, hence the default.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -1,0 +1,431 @@
+//! Several KMS nodes on one PostgreSQL database (issue 9), for the multi-node tests.
+//!
+//! - [`Schema`]: a freshly named schema per test on the server at 127.0.0.1:5432 (override with
+//!   `KMS_TEST_POSTGRES_URL`), dropped when the value goes, also when the test panics, so runs in
+//!   parallel (and other people's runs on the same server) never share state.
+//! - [`Cluster`]: N in-process nodes, each the real server (`kms_server::run` over mutual TLS)
+//!   over a KMS with its *own* [`PostgresStore`] (own pool, own runtime) on that one schema —
+//!   what N processes would have. Node 0 initialises; every node is unsealed on its own with the
+//!   shares, as operators would.
+//! - [`Proxy`]: a TCP proxy between one node and PostgreSQL that a test can cut (refusing, or
+//!   silently swallowing connections) and restore, to take the database away from one node
+//!   without touching the server the other tests share.
+//! - [`terminate_backends`]: `pg_terminate_backend` of one node's connections only (matched by
+//!   their `application_name`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kms_core::clock::{Clock, SystemClock};
+use kms_core::store::{PostgresOptions, PostgresStore, Store};
+use kms_core::{Kms, KmsConfig};
+use kms_proto::v1;
+use kms_server::Settings;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use tokio_postgres::NoTls;
+
+use crate::pki::{Pki, subjects};
+use crate::server::TestServer;
+use crate::world::{Clients, SHARES, THRESHOLD};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The test database's URL (no password: trust auth on loopback).
+#[must_use]
+pub fn url() -> String {
+    std::env::var("KMS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// The test database's address, for a proxy in front of it.
+#[must_use]
+pub fn upstream() -> SocketAddr {
+    let config: tokio_postgres::Config = url().parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}").parse().unwrap()
+}
+
+/// Runs `sql` on a connection of its own and returns every row's columns as text. It runs on a
+/// thread of its own, so it may be called from sync code, async code and `Drop` alike.
+pub fn admin_sql(sql: &str) -> Vec<Vec<Option<String>>> {
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url(), NoTls)
+                .await
+                .expect("the multi-node tests need PostgreSQL on 127.0.0.1:5432 (trust auth)");
+            let driver = tokio::spawn(conn);
+            let rows = client
+                .simple_query(&sql)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| {
+                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            drop(client);
+            let _ = driver.await;
+            rows
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Terminates every server connection whose `application_name` is `app` (one node's pool);
+/// returns how many.
+#[must_use]
+pub fn terminate_backends(app: &str) -> usize {
+    admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{app}'"
+    ))
+    .len()
+}
+
+/// A schema of its own, dropped (with everything in it) when this value is dropped.
+pub struct Schema {
+    pub name: String,
+}
+
+impl Schema {
+    #[must_use]
+    pub fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Self {
+            name: format!(
+                "kms_mn_{}_{}_{nanos:08x}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    /// Store options for this schema, through `via` (a proxy) when given; the connections carry
+    /// `application_name` = `app` so that a test can find them.
+    #[must_use]
+    pub fn options(&self, app: &str, via: Option<SocketAddr>) -> PostgresOptions {
+        let base = match via {
+            Some(addr) => format!("postgres://postgres@{addr}/test"),
+            None => url(),
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        PostgresOptions {
+            schema: self.name.clone(),
+            pool_size: 8,
+            timeout: Duration::from_secs(2),
+            ..PostgresOptions::new(format!("{base}{sep}application_name={app}"))
+        }
+    }
+
+    /// Opens a store on this schema (off the async executor: opening blocks).
+    pub async fn open(&self, options: PostgresOptions) -> Arc<PostgresStore> {
+        Arc::new(
+            tokio::task::spawn_blocking(move || PostgresStore::open(options))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+    }
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        admin_sql(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+    }
+}
+
+/// What a [`Proxy`] does with connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ProxyMode {
+    /// Forward to PostgreSQL.
+    Open = 0,
+    /// Close every connection at once (the database is down: connection refused / reset).
+    Refuse = 1,
+    /// Accept and never answer (a network black hole: only timeouts end a call).
+    BlackHole = 2,
+}
+
+struct ProxyState {
+    mode: AtomicU8,
+    live: Mutex<Vec<AbortHandle>>,
+}
+
+/// A TCP proxy to PostgreSQL on its own thread and runtime, stopped when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<ProxyState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    #[must_use]
+    pub fn start(upstream: SocketAddr) -> Self {
+        let state = Arc::new(ProxyState {
+            mode: AtomicU8::new(ProxyMode::Open as u8),
+            live: Mutex::new(Vec::new()),
+        });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = Arc::clone(&state);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let mut held = Vec::new();
+                loop {
+                    let (mut client, _) = tokio::select! {
+                        r = listener.accept() => r.unwrap(),
+                        _ = &mut stopped => return,
+                    };
+                    match shared.mode.load(Ordering::SeqCst) {
+                        0 => {
+                            let task = tokio::spawn(async move {
+                                if let Ok(mut server) = TcpStream::connect(upstream).await {
+                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
+                                        .await;
+                                }
+                            });
+                            shared.live.lock().unwrap().push(task.abort_handle());
+                        }
+                        1 => drop(client),
+                        _ => held.push(client),
+                    }
+                }
+            });
+        });
+        Self {
+            addr: addr_rx.recv().unwrap(),
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Switches mode; leaving [`ProxyMode::Open`] also cuts every live connection.
+    pub fn set(&self, mode: ProxyMode) {
+        self.state.mode.store(mode as u8, Ordering::SeqCst);
+        if mode != ProxyMode::Open {
+            for task in self.state.live.lock().unwrap().drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.set(ProxyMode::Refuse);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One node: a KMS over its own store, served over mutual TLS, with clients per role.
+pub struct Node {
+    /// The `application_name` of its database connections.
+    pub app_name: String,
+    pub kms: Arc<Kms>,
+    pub store: Arc<PostgresStore>,
+    pub server: TestServer,
+    pub admin: Clients,
+    pub app: Clients,
+    pub auditor: Clients,
+}
+
+/// How to build one node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeSpec {
+    /// Reach PostgreSQL through this proxy instead of directly.
+    pub via: Option<SocketAddr>,
+}
+
+/// N nodes on one schema. Nodes are stopped before the schema is dropped (field order).
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub pki: Arc<Pki>,
+    pub shares: Vec<String>,
+    pub settings: Settings,
+    pub clock: Arc<dyn Clock>,
+    pub schema: Schema,
+}
+
+impl Cluster {
+    /// `n` nodes reaching the database directly, on the system clock.
+    pub async fn start(n: usize, settings: Settings) -> Self {
+        Self::start_with(
+            &vec![NodeSpec::default(); n],
+            settings,
+            Arc::new(SystemClock),
+        )
+        .await
+    }
+
+    /// One node per spec on a fresh schema: node 0 initialises the KMS; every node is unsealed
+    /// through its own API; the app, other app and auditor are registered through node 0.
+    pub async fn start_with(specs: &[NodeSpec], settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        let schema = Schema::new();
+        let pki = Arc::new(Pki::new());
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            pki,
+            shares: Vec::new(),
+            settings,
+            clock,
+            schema,
+        };
+        for (i, spec) in specs.iter().enumerate() {
+            let node = cluster.add_node(i, *spec).await;
+            if i == 0 {
+                let init = node
+                    .admin
+                    .system
+                    .clone()
+                    .init(v1::InitRequest {
+                        shares: SHARES,
+                        threshold: THRESHOLD,
+                        admin_subject: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                cluster.shares = init.shares;
+            }
+            cluster.unseal(&node).await;
+            if i == 0 {
+                for (subject, role, ns) in [
+                    (subjects::APP, "app", subjects::APP_NS),
+                    (subjects::OTHER_APP, "app", subjects::OTHER_APP_NS),
+                    (subjects::AUDITOR, "auditor", ""),
+                ] {
+                    node.admin
+                        .keys
+                        .clone()
+                        .add_principal(v1::AddPrincipalRequest {
+                            subject: subject.to_owned(),
+                            role: role.to_owned(),
+                            namespace: ns.to_owned(),
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// `n` nodes on a schema that already holds an initialised KMS (e.g. one `kms-server
+    /// migrate` filled), each unsealed with `shares`; nothing is registered.
+    pub async fn adopt(
+        schema: Schema,
+        pki: Arc<Pki>,
+        shares: Vec<String>,
+        n: usize,
+        settings: Settings,
+    ) -> Self {
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            pki,
+            shares,
+            settings,
+            clock: Arc::new(SystemClock),
+            schema,
+        };
+        for i in 0..n {
+            let node = cluster.add_node(i, NodeSpec::default()).await;
+            cluster.unseal(&node).await;
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// A node (sealed) on this cluster's schema.
+    pub async fn add_node(&self, index: usize, spec: NodeSpec) -> Node {
+        let app_name = format!("{}_n{index}", self.schema.name);
+        let store = self
+            .schema
+            .open(self.schema.options(&app_name, spec.via))
+            .await;
+        let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+        let kms = Arc::new(Kms::with_clock(
+            dyn_store,
+            KmsConfig::default(),
+            Arc::clone(&self.clock),
+        ));
+        let server =
+            TestServer::start_with_kms(&self.pki, Arc::clone(&kms), self.settings.clone()).await;
+        Node {
+            admin: Clients::connect(&server, &self.pki, &self.pki.admin).await,
+            app: Clients::connect(&server, &self.pki, &self.pki.app).await,
+            auditor: Clients::connect(&server, &self.pki, &self.pki.auditor).await,
+            app_name,
+            kms,
+            store,
+            server,
+        }
+    }
+
+    /// Gives `node` threshold shares, one per call, as the admin.
+    pub async fn unseal(&self, node: &Node) {
+        let mut system = node.admin.system.clone();
+        for share in self.shares.iter().take(THRESHOLD as usize) {
+            system
+                .unseal(v1::UnsealRequest {
+                    share: share.clone(),
+                })
+                .await
+                .unwrap();
+        }
+        assert!(!node.kms.is_sealed(), "node did not unseal");
+    }
+
+    /// Stops every node, then drops the schema.
+    pub async fn stop(mut self) {
+        for node in self.nodes.drain(..) {
+            let Node {
+                server,
+                admin,
+                app,
+                auditor,
+                ..
+            } = node;
+            drop((admin, app, auditor));
+            server.stop().await.unwrap();
+        }
+    }
+}
