@@ -49,12 +49,46 @@ impl fmt::Debug for Share {
     }
 }
 
-/// A share decoded and checked, ready to combine.
-pub(crate) struct ParsedShare {
+/// A share decoded and checked, ready to combine. Public (with read-only access to its public
+/// fields) so that the fuzz targets in `fuzz-targets/` reach the share parser; its secret part
+/// never leaves this module.
+pub struct ParsedShare {
     pub(crate) set_id: [u8; SET_ID_LEN],
     pub(crate) threshold: u8,
     pub(crate) x: u8,
     raw: SecretBytes,
+}
+
+impl ParsedShare {
+    /// Which initialization the share belongs to.
+    #[must_use]
+    pub fn set_id(&self) -> [u8; SET_ID_LEN] {
+        self.set_id
+    }
+
+    /// M, the number of shares that rebuild the unseal key.
+    #[must_use]
+    pub fn threshold(&self) -> u8 {
+        self.threshold
+    }
+
+    /// The share's x coordinate (1 to 255 for shares we made).
+    #[must_use]
+    pub fn x(&self) -> u8 {
+        self.x
+    }
+}
+
+impl fmt::Debug for ParsedShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ParsedShare(set {}, threshold {}, x {})",
+            hex::encode(self.set_id),
+            self.threshold,
+            self.x
+        )
+    }
 }
 
 /// Splits `secret` into `shares` shares, any `threshold` of which rebuild it.
@@ -89,8 +123,8 @@ pub(crate) fn split(
     Ok(out)
 }
 
-/// Decodes a share and checks its checksum.
-pub(crate) fn parse(share: &Share) -> Result<ParsedShare, Error> {
+/// Decodes a share and checks its checksum. Public for the fuzz targets (`fuzz-targets/`).
+pub fn parse(share: &Share) -> Result<ParsedShare, Error> {
     let text = share.expose_text();
     let hex_part = text.strip_prefix(PREFIX).ok_or(UnsealError::Corrupt)?;
     let body = SecretBytes::from_vec(hex::decode(hex_part).map_err(|_| UnsealError::Corrupt)?);
@@ -119,7 +153,9 @@ pub(crate) fn parse(share: &Share) -> Result<ParsedShare, Error> {
 }
 
 /// Rebuilds the secret from parsed shares (all from one set, at least `threshold` of them).
-pub(crate) fn combine(shares: &[ParsedShare]) -> Result<SecretBytes, Error> {
+/// Public for the fuzz targets (`fuzz-targets/`); a wrong combination yields a key that fails
+/// to open the sealed root key, which the callers check.
+pub fn combine(shares: &[ParsedShare]) -> Result<SecretBytes, Error> {
     let threshold = shares.first().ok_or(UnsealError::Mismatch)?.threshold;
     let raws = shares
         .iter()

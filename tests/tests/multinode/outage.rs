@@ -55,7 +55,6 @@ async fn health(node: &pg::Node) -> bool {
         .unwrap()
 }
 
-/// Encrypts on `app` until it is refused with UNAVAILABLE; checks no call hangs.
 /// What the node's gRPC health service says of the whole server ("" service), as the node's
 /// admin sees it over mutual TLS; polled until it is `want` or 5 s have passed.
 async fn grpc_health_becomes(c: &Cluster, node: &pg::Node, want: ServingStatus) -> bool {
@@ -87,6 +86,7 @@ async fn grpc_health_becomes(c: &Cluster, node: &pg::Node, want: ServingStatus) 
     }
 }
 
+/// Encrypts on `app` until it is refused with UNAVAILABLE; checks no call hangs.
 async fn until_refused(app: &Clients, key: &str) -> Duration {
     let started = Instant::now();
     loop {
@@ -217,6 +217,93 @@ async fn a_node_that_loses_the_database_refuses_then_recovers_by_itself() {
     for id in &acked {
         assert_eq!(
             describe(&a.admin, id).await.key_id,
+            *id,
+            "acknowledged key lost"
+        );
+    }
+    c.stop().await;
+}
+
+/// The database server itself restarts under load (not a proxy): both nodes refuse with
+/// UNAVAILABLE while it is down, serve again by themselves when it is back, and every creation
+/// acknowledged before, during or after is there. It restarts the machine's shared PostgreSQL, so
+/// it must not run beside other database tests: `.ci/run` runs it alone, after the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared PostgreSQL server; run alone: cargo test -p kms-tests --test multinode -- --ignored --exact outage::the_database_restarts_under_load"]
+async fn the_database_restarts_under_load() {
+    let c = Cluster::start_with(
+        &[NodeSpec::default(), NodeSpec::default()],
+        Settings {
+            health_interval: Duration::from_millis(100),
+            ..Settings::default()
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let key = create_key(&a.admin, None).await.unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = [a, b]
+        .iter()
+        .map(|n| {
+            writer(
+                n.admin.clone(),
+                Arc::clone(&acked),
+                Arc::clone(&refused),
+                Arc::clone(&stop),
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let restart = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop -m fast",
+        ])
+        .status()
+        .unwrap();
+    assert!(restart.success(), "could not stop PostgreSQL");
+    let took = until_refused(&a.app, &key).await;
+    println!("database stopped: node A refused with UNAVAILABLE after {took:?}");
+    assert!(grpc_health_becomes(&c, b, ServingStatus::NotServing).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        ])
+        .status()
+        .unwrap();
+    assert!(start.success(), "could not start PostgreSQL again");
+    for node in [a, b] {
+        let took = until_served(&node.app, &key).await;
+        println!(
+            "database back: {} served again after {took:?}",
+            node.app_name
+        );
+        assert!(grpc_health_becomes(&c, node, ServingStatus::Serving).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    println!(
+        "acknowledged creations: {}; refused with UNAVAILABLE: {}",
+        acked.len(),
+        refused.load(Ordering::SeqCst)
+    );
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "no node noticed the restart"
+    );
+    for id in &acked {
+        assert_eq!(
+            describe(&b.admin, id).await.key_id,
             *id,
             "acknowledged key lost"
         );

@@ -1,0 +1,159 @@
+//! The fixed keys every target and seed uses (public test keys from `data/`, see its README).
+//!
+//! Built once per process: the RSA import runs a pairwise-consistency test, which costs far more
+//! than one fuzz input.
+
+use std::sync::LazyLock;
+
+use kms_core::alg::{KeySpec, Purpose};
+use kms_core::crypto::{self, PublicKey};
+use kms_core::policy::Policy;
+use kms_core::{KeyMaterial, SecretBytes};
+
+const SM2_PKCS8: &[u8] = include_bytes!("../data/sm2_key.pk8.der");
+const RSA_PKCS8: &[u8] = include_bytes!("../data/rsa2048_key.pk8.der");
+
+/// The message the signature seeds sign and the signature targets verify.
+pub const SIGNED_MESSAGE: &[u8] = b"kms fuzz corpus: signed message";
+
+fn import(purpose: Purpose, der: &[u8]) -> KeyMaterial {
+    match crypto::import_private_key(Policy::default(), purpose, der) {
+        Ok(key) => key,
+        Err(e) => panic!("fixture key does not import for {purpose}: {e}"),
+    }
+}
+
+fn symmetric(spec: KeySpec, byte: u8, len: usize) -> KeyMaterial {
+    let raw = SecretBytes::from_vec(vec![byte; len]);
+    match KeyMaterial::import_symmetric(Policy::default(), Purpose::Encrypt, spec, raw) {
+        Ok(key) => key,
+        Err(e) => panic!("fixture {spec} key does not import: {e}"),
+    }
+}
+
+fn public(key: &KeyMaterial) -> PublicKey {
+    match crypto::public_key_of(key) {
+        Ok(p) => p,
+        Err(e) => panic!("fixture public key: {e}"),
+    }
+}
+
+static SM2_DECRYPT: LazyLock<KeyMaterial> =
+    LazyLock::new(|| import(Purpose::AsymmetricDecrypt, SM2_PKCS8));
+static SM2_SIGN: LazyLock<KeyMaterial> = LazyLock::new(|| import(Purpose::Sign, SM2_PKCS8));
+static SM2_PUBLIC: LazyLock<PublicKey> = LazyLock::new(|| public(&SM2_SIGN));
+static RSA_DECRYPT: LazyLock<KeyMaterial> =
+    LazyLock::new(|| import(Purpose::AsymmetricDecrypt, RSA_PKCS8));
+static RSA_SIGN: LazyLock<KeyMaterial> = LazyLock::new(|| import(Purpose::Sign, RSA_PKCS8));
+static RSA_PUBLIC: LazyLock<PublicKey> = LazyLock::new(|| public(&RSA_SIGN));
+static SM4: LazyLock<KeyMaterial> = LazyLock::new(|| symmetric(KeySpec::Sm4Gcm, 0x34, 16));
+static AES: LazyLock<KeyMaterial> = LazyLock::new(|| symmetric(KeySpec::Aes256Gcm, 0xa5, 32));
+
+/// The SM2 key as an ASYMMETRIC_DECRYPT key.
+#[must_use]
+pub fn sm2_decrypt() -> &'static KeyMaterial {
+    &SM2_DECRYPT
+}
+
+/// The SM2 key as a SIGN key; it also plays the KMS audit key for audit and inventory files.
+#[must_use]
+pub fn sm2_sign() -> &'static KeyMaterial {
+    &SM2_SIGN
+}
+
+/// The SM2 public key (the "audit public key" of the audit and inventory targets).
+#[must_use]
+pub fn sm2_public() -> &'static PublicKey {
+    &SM2_PUBLIC
+}
+
+/// The RSA-2048 key as an ASYMMETRIC_DECRYPT key.
+#[must_use]
+pub fn rsa_decrypt() -> &'static KeyMaterial {
+    &RSA_DECRYPT
+}
+
+/// The RSA-2048 key as a SIGN key.
+#[must_use]
+pub fn rsa_sign() -> &'static KeyMaterial {
+    &RSA_SIGN
+}
+
+/// The RSA-2048 public key.
+#[must_use]
+pub fn rsa_public() -> &'static PublicKey {
+    &RSA_PUBLIC
+}
+
+/// The ENCRYPT key for a ciphertext blob's algorithm (SM4-GCM or AES-256-GCM).
+#[must_use]
+pub fn blob_key(spec: KeySpec) -> Option<&'static KeyMaterial> {
+    match spec {
+        KeySpec::Sm4Gcm => Some(&SM4),
+        KeySpec::Aes256Gcm => Some(&AES),
+        KeySpec::Sm2
+        | KeySpec::Rsa2048
+        | KeySpec::Rsa3072
+        | KeySpec::Rsa4096
+        | KeySpec::HmacSm3
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => None,
+    }
+}
+
+fn sm2_signature_scheme() -> kms_core::policy::ApprovedSignature<kms_core::policy::Protect> {
+    let policy = Policy::default();
+    let signed = policy
+        .approve(Purpose::Sign, KeySpec::Sm2)
+        .and_then(|approved| {
+            policy.approve_signature(
+                approved,
+                kms_core::alg::SignatureRequest::Sm2 {
+                    id: kms_core::alg::SM2_DEFAULT_ID.to_owned(),
+                },
+            )
+        });
+    match signed {
+        Ok(s) => s,
+        Err(e) => panic!("policy refuses SM2 signing: {e}"),
+    }
+}
+
+/// Signs `bytes` with the SM2 fixture key, default distinguishing ID: how the KMS audit key
+/// signs checkpoints and inventories.
+#[must_use]
+pub fn sm2_sign_bytes(bytes: &[u8]) -> Vec<u8> {
+    match crypto::sign(
+        &sm2_signature_scheme(),
+        sm2_sign(),
+        crypto::Message::Raw(bytes),
+    ) {
+        Ok(sig) => sig,
+        Err(e) => panic!("fixture SM2 signing failed: {e}"),
+    }
+}
+
+/// An audit-log signer backed by the SM2 fixture key, as `Kms::audit_signer` is backed by the
+/// KMS audit key.
+#[must_use]
+pub fn audit_signer() -> kms_core::audit::writer::Signer {
+    std::sync::Arc::new(|make: &dyn Fn(&str, u32) -> Vec<u8>| {
+        let key_id = "00000000-0000-4000-8000-00000000f022";
+        let bytes = make(key_id, 1);
+        Some((key_id.to_owned(), 1, sm2_sign_bytes(&bytes)))
+    })
+}
+
+/// Re-signs an inventory with the SM2 fixture key, by the rule `verify_inventory` checks: the
+/// signature covers the canonical JSON with the `signature` field empty.
+#[must_use]
+pub fn sign_inventory(mut inventory: kms_core::Inventory) -> kms_core::Inventory {
+    inventory.signature = String::new();
+    let bytes = match serde_json::to_vec(&inventory) {
+        Ok(b) => b,
+        Err(e) => panic!("inventory does not serialize: {e}"),
+    };
+    inventory.signature = hex::encode(sm2_sign_bytes(&bytes));
+    inventory
+}

@@ -1,0 +1,511 @@
+//! Fuzz target bodies for every parser of outside bytes, as plain functions.
+//!
+//! `fuzz/fuzz_targets/<name>.rs` (cargo-fuzz, libFuzzer) is a one-line call of the function of
+//! the same name, and `tests/replay.rs` runs the checked-in corpus `fuzz/corpus/<name>/` and the
+//! regressions `fuzz/regressions/<name>/` through the same functions under `cargo test`.
+//!
+//! Every target asserts "an error, never a panic": any panic (an `assert!` below included) is a
+//! finding. Where a serializer exists the target also checks the round trip (parse → serialize →
+//! parse gives the same value), and decryption targets check that every failure is the one
+//! opaque error (no oracle).
+//!
+//! | target | parser | how the server or CLI meets it |
+//! | --- | --- | --- |
+//! | `envelope` | `envelope::parse` + `open` | `Decrypt`, `ReEncrypt` ciphertext blobs |
+//! | `sm2_ciphertext` | `crypto::asymmetric_decrypt` (SM2, GM/T 0009 DER) | `AsymmetricDecrypt` |
+//! | `rsa_ciphertext` | `crypto::asymmetric_decrypt` (RSA-OAEP) | `AsymmetricDecrypt` |
+//! | `sm2_signature` | `crypto::verify` (SM2 DER signature) | `Verify`, audit checkpoints |
+//! | `rsa_signature` | `crypto::verify` (PSS and PKCS#1 v1.5) | `Verify` |
+//! | `public_key` | `PublicKey::from_spki_der` / `from_spki_pem` | `GenerateDataKey` wrap-to key, CLI |
+//! | `certificate` | `identity::subject_of` (+ PEM) | the client certificate → principal |
+//! | `unseal_share` | `hierarchy::share::{parse, combine}` | `Unseal`, `Restore`, dev share file |
+//! | `backup` | `Kms::restore` | `Restore`, `kms restore` |
+//! | `audit_file` | `audit::verify` | `kms audit verify` (offline) |
+//! | `inventory_file` | `verify_inventory` | `kms inventory verify` (offline) |
+//! | `algorithm_names` | `policy::names`, key refs, namespaces, aliases, roles, grant ops | every name field |
+//! | `proto_request` | prost decoding + `kms_server::convert` | every gRPC request |
+
+pub mod fixtures;
+pub mod proto;
+
+use std::sync::Arc;
+
+use kms_core::alg::{KeySpec, Purpose, RsaSigScheme, SM2_DEFAULT_ID, SignatureRequest};
+use kms_core::authz::{GrantOp, Principal, Role};
+use kms_core::crypto::{self, Message, PublicKey};
+use kms_core::envelope::{self, EncryptionContext, HEADER_LEN};
+use kms_core::hierarchy::share::{self, Share};
+use kms_core::keys::{Alias, KeyRef, Namespace};
+use kms_core::policy::{Policy, PolicyMode, names};
+use kms_core::store::MemoryStore;
+use kms_core::{CryptoError, Error, Kms, KmsConfig, UnsealProgress};
+
+pub use proto::proto_request;
+
+/// A fuzz target: takes any bytes, returns only by not panicking.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("envelope", envelope),
+    ("sm2_ciphertext", sm2_ciphertext),
+    ("rsa_ciphertext", rsa_ciphertext),
+    ("sm2_signature", sm2_signature),
+    ("rsa_signature", rsa_signature),
+    ("public_key", public_key),
+    ("certificate", certificate),
+    ("unseal_share", unseal_share),
+    ("backup", backup),
+    ("audit_file", audit_file),
+    ("inventory_file", inventory_file),
+    ("algorithm_names", algorithm_names),
+    ("proto_request", proto_request),
+];
+
+fn policies() -> [Policy; 2] {
+    [Policy::default(), Policy::new(PolicyMode::GmOnly)]
+}
+
+fn is_decryption_failed(e: &Error) -> bool {
+    matches!(e, Error::Crypto(CryptoError::DecryptionFailed))
+}
+
+/// The ciphertext blob: parse, and open with the fixture key of the header's algorithm.
+pub fn envelope(data: &[u8]) {
+    let Ok(blob) = envelope::parse(data) else {
+        return;
+    };
+    // Round trip: the parsed header encodes to the bytes it was parsed from.
+    assert_eq!(
+        blob.header.encode().as_slice(),
+        &data[..HEADER_LEN],
+        "header round trip"
+    );
+    let spec = blob.header.spec;
+    let Some(key) = fixtures::blob_key(spec) else {
+        panic!("parse accepted a non-AEAD algorithm: {spec}");
+    };
+    let policy = Policy::default();
+    let Ok(protect) = policy.approve(Purpose::Encrypt, spec) else {
+        panic!("policy refuses {spec}");
+    };
+    let open = protect.for_open();
+    let empty = EncryptionContext::default();
+    match envelope::open(&open, key, &blob, &empty) {
+        Ok(plaintext) => {
+            // Only the seeds, sealed under the fixture key, get here. Another context must not
+            // open it, and re-sealing the plaintext under the same header fields round-trips.
+            let other: EncryptionContext = [("fuzz", "other")].into_iter().collect();
+            let refused = envelope::open(&open, key, &blob, &other);
+            assert!(
+                refused.as_ref().is_err_and(is_decryption_failed),
+                "a different context opened the blob"
+            );
+            let Ok(sealed) = envelope::seal(
+                &protect,
+                key,
+                blob.header.key_id,
+                blob.header.key_version,
+                &empty,
+                plaintext.expose_secret(),
+            ) else {
+                panic!("re-seal failed");
+            };
+            let Ok(again) = envelope::parse(&sealed) else {
+                panic!("our own blob does not parse");
+            };
+            assert_eq!(again.header.key_id, blob.header.key_id);
+            assert_eq!(again.header.key_version, blob.header.key_version);
+            let Ok(reopened) = envelope::open(&open, key, &again, &empty) else {
+                panic!("our own blob does not open");
+            };
+            assert!(reopened.ct_eq(&plaintext), "re-sealed plaintext differs");
+        }
+        // Every failure after parsing is the one opaque error (no oracle).
+        Err(e) => assert!(is_decryption_failed(&e), "non-uniform decrypt error: {e:?}"),
+    }
+}
+
+fn asymmetric(data: &[u8], spec: KeySpec, key: &kms_core::KeyMaterial) {
+    let Ok(open) = Policy::default().approve_open(Purpose::AsymmetricDecrypt, spec) else {
+        panic!("policy refuses {spec} decryption");
+    };
+    match crypto::asymmetric_decrypt(&open, key, data) {
+        Ok(plaintext) => {
+            // Round trip: the plaintext encrypted again to the public key decrypts to itself.
+            let Ok(public) = crypto::public_key_of(key) else {
+                panic!("no public key");
+            };
+            let Ok(ct) = crypto::encrypt_to_public_key(&public, plaintext.expose_secret()) else {
+                panic!("a decrypted plaintext does not encrypt again");
+            };
+            let Ok(again) = crypto::asymmetric_decrypt(&open, key, &ct) else {
+                panic!("our own ciphertext does not decrypt");
+            };
+            assert!(again.ct_eq(&plaintext), "round trip changed the plaintext");
+        }
+        // One error for every cause: malformed DER, point off the curve, bad C3, bad padding.
+        Err(e) => assert_eq!(
+            e,
+            CryptoError::DecryptionFailed,
+            "non-uniform decrypt error"
+        ),
+    }
+}
+
+/// SM2 ciphertexts (GM/T 0009 DER) decrypted with the fixture SM2 key.
+pub fn sm2_ciphertext(data: &[u8]) {
+    asymmetric(data, KeySpec::Sm2, fixtures::sm2_decrypt());
+}
+
+/// RSA-OAEP-SHA-256 ciphertexts decrypted with the fixture RSA-2048 key.
+pub fn rsa_ciphertext(data: &[u8]) {
+    asymmetric(data, KeySpec::Rsa2048, fixtures::rsa_decrypt());
+}
+
+fn verify(public: &PublicKey, request: SignatureRequest, message: &[u8], sig: &[u8]) -> bool {
+    let policy = Policy::default();
+    let spec = public.spec();
+    let Ok(open) = policy.approve_open(Purpose::Sign, spec) else {
+        panic!("policy refuses {spec} verification");
+    };
+    let Ok(scheme) = policy.approve_verify(open, request) else {
+        panic!("policy refuses the signature scheme");
+    };
+    match crypto::verify(&scheme, public, Message::Raw(message), sig) {
+        Ok(valid) => valid,
+        // Errors are for unusable keys only; a bad signature is `Ok(false)`.
+        Err(e) => panic!("verify errored on signature bytes: {e}"),
+    }
+}
+
+/// SM2 signatures (DER `SEQUENCE { r, s }`) over the fixed message, with the fixture key.
+pub fn sm2_signature(data: &[u8]) {
+    let request = || SignatureRequest::Sm2 {
+        id: SM2_DEFAULT_ID.to_owned(),
+    };
+    if verify(
+        fixtures::sm2_public(),
+        request(),
+        fixtures::SIGNED_MESSAGE,
+        data,
+    ) {
+        // Round trip: a valid signature is canonical DER (no second encoding of (r, s)).
+        let Ok(sig) = sm2::dsa::Signature::from_der(data) else {
+            panic!("a verified signature does not parse");
+        };
+        assert_eq!(sig.to_der().to_vec(), data, "signature not canonical");
+        // The same signature must not verify another message.
+        assert!(!verify(
+            fixtures::sm2_public(),
+            request(),
+            b"another message",
+            data
+        ));
+    }
+}
+
+/// RSA signatures over the fixed message, as PSS and as PKCS#1 v1.5 (SHA-256).
+pub fn rsa_signature(data: &[u8]) {
+    let public = fixtures::rsa_public();
+    let request = |scheme| SignatureRequest::Rsa {
+        scheme,
+        hash: kms_core::alg::DigestAlg::Sha256,
+    };
+    let _pss = verify(
+        public,
+        request(RsaSigScheme::Pss),
+        fixtures::SIGNED_MESSAGE,
+        data,
+    );
+    if verify(
+        public,
+        request(RsaSigScheme::Pkcs1v15),
+        fixtures::SIGNED_MESSAGE,
+        data,
+    ) {
+        // PKCS#1 v1.5 is deterministic: the only valid signature is the one we make.
+        let policy = Policy::default();
+        let Ok(scheme) = policy
+            .approve(Purpose::Sign, KeySpec::Rsa2048)
+            .and_then(|a| policy.approve_signature(a, request(RsaSigScheme::Pkcs1v15)))
+        else {
+            panic!("policy refuses RSA signing");
+        };
+        let Ok(ours) = crypto::sign(
+            &scheme,
+            fixtures::rsa_sign(),
+            Message::Raw(fixtures::SIGNED_MESSAGE),
+        ) else {
+            panic!("RSA signing failed");
+        };
+        assert_eq!(ours, data, "a second PKCS#1 v1.5 signature verified");
+    }
+}
+
+/// Caller-supplied public keys: SPKI DER and PEM, under both policies.
+pub fn public_key(data: &[u8]) {
+    for policy in policies() {
+        if let Ok(key) = PublicKey::from_spki_der(policy, data) {
+            check_public_key_round_trip(policy, &key);
+        }
+        if let Ok(text) = std::str::from_utf8(data)
+            && let Ok(key) = PublicKey::from_spki_pem(policy, text)
+        {
+            check_public_key_round_trip(policy, &key);
+        }
+    }
+}
+
+fn check_public_key_round_trip(policy: Policy, key: &PublicKey) {
+    let Ok(from_der) = PublicKey::from_spki_der(policy, key.spki_der()) else {
+        panic!("canonical DER of an accepted key is refused");
+    };
+    assert_eq!(&from_der, key, "DER round trip");
+    let Ok(from_pem) = PublicKey::from_spki_pem(policy, &key.to_pem()) else {
+        panic!("our own PEM is refused");
+    };
+    assert_eq!(&from_pem, key, "PEM round trip");
+    // An accepted key is usable: encrypting a short secret to it works.
+    if let Err(e) = crypto::encrypt_to_public_key(key, b"fuzz") {
+        panic!("accepted {} key cannot encrypt: {e}", key.spec());
+    }
+}
+
+/// Client certificates (DER, or PEM as in files): the principal the server derives.
+pub fn certificate(data: &[u8]) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let ders: Vec<Vec<u8>> = if data.starts_with(b"-----BEGIN") {
+        CertificateDer::pem_slice_iter(data)
+            .take(4)
+            .filter_map(Result::ok)
+            .map(|c| c.as_ref().to_vec())
+            .collect()
+    } else {
+        vec![data.to_vec()]
+    };
+    let scheme = kms_server::devpki::client_identity("");
+    for der in ders {
+        let Some(subject) = kms_server::identity::subject_of(&der) else {
+            continue;
+        };
+        assert_eq!(
+            kms_server::identity::subject_of(&der).as_deref(),
+            Some(subject.as_str()),
+            "subject_of is not deterministic"
+        );
+        // What the server does with it next: look up (or register) a principal by subject.
+        let _ = Principal::new(&subject, Role::Auditor);
+        if let Some(name) = subject.strip_prefix(&scheme) {
+            let _ = kms_server::devpki::validate_subject(name);
+        }
+    }
+}
+
+/// Unseal shares as typed, one per line (at most 8): parse each, then combine those that parse.
+pub fn unseal_share(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parsed = Vec::new();
+    for line in text.lines().take(8) {
+        let Ok(p) = share::parse(&Share::from_text(line)) else {
+            continue;
+        };
+        // Round trip: the share in its canonical text form (lower-case hex) parses the same.
+        let Ok(canonical) = share::parse(&Share::from_text(&line.to_ascii_lowercase())) else {
+            panic!("canonical form of an accepted share is refused");
+        };
+        assert_eq!(
+            (p.set_id(), p.threshold(), p.x()),
+            (canonical.set_id(), canonical.threshold(), canonical.x())
+        );
+        parsed.push(p);
+    }
+    if !parsed.is_empty() {
+        // Any mix of shares (other sets, other lengths, repeated x, threshold 0) is an error
+        // or some key, never a panic: a wrong key is caught by the sealed root key's tag.
+        let _ = share::combine(&parsed);
+    }
+}
+
+fn fresh_kms() -> Kms {
+    Kms::open(Arc::new(MemoryStore::new()), KmsConfig::default())
+}
+
+/// Splits a backup seed into its shares (text lines before the first blank line) and the
+/// backup file (everything after it).
+#[must_use]
+pub fn split_backup_input(data: &[u8]) -> (Vec<Share>, &[u8]) {
+    let Some(at) = data.windows(2).position(|w| w == b"\n\n") else {
+        return (Vec::new(), data);
+    };
+    let text = String::from_utf8_lossy(&data[..at]);
+    let shares = text.lines().take(8).map(Share::from_text).collect();
+    (shares, &data[at + 2..])
+}
+
+/// Joins shares and a backup file into one input for [`backup`].
+#[must_use]
+pub fn join_backup_input(shares: &[Share], backup: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in shares {
+        out.extend_from_slice(s.expose_text().as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(backup);
+    out
+}
+
+/// Backup files restored with the shares that come with them, into an empty in-memory store.
+pub fn backup(data: &[u8]) {
+    let (shares, file) = split_backup_input(data);
+    let kms = fresh_kms();
+    let Ok(entries) = kms.restore(file, &shares) else {
+        return;
+    };
+    // Round trip: the restored KMS unseals with the same shares, and its own backup restores
+    // the same number of entries elsewhere.
+    let mut unsealed = false;
+    for s in &shares {
+        match kms.unseal_with(s) {
+            Ok(UnsealProgress::Unsealed) => {
+                unsealed = true;
+                break;
+            }
+            Ok(UnsealProgress::NeedMore { .. }) | Err(_) => {}
+        }
+    }
+    assert!(
+        unsealed,
+        "a restored backup does not unseal with its shares"
+    );
+    let Ok(admin) = Principal::new("fuzz-admin", Role::Admin) else {
+        panic!("principal");
+    };
+    let Ok(again) = kms.backup(&admin) else {
+        panic!("the restored KMS cannot back up");
+    };
+    let other = fresh_kms();
+    assert_eq!(
+        other.restore(&again, &shares).ok(),
+        Some(entries),
+        "backup of a restore"
+    );
+}
+
+/// Exported audit trails (JSON Lines) verified with the fixture audit public key.
+pub fn audit_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.lines().count();
+    match kms_core::audit::verify(text, fixtures::sm2_public()) {
+        Ok(verified) => {
+            assert_eq!(
+                usize::try_from(verified.records + verified.checkpoints).ok(),
+                Some(lines),
+                "every line is a record or a checkpoint"
+            );
+            // Round trip: each line parses, re-serializes and parses to the same value.
+            for raw in text.lines() {
+                let Ok(line) = serde_json::from_str::<kms_core::audit::Line>(raw) else {
+                    panic!("a verified line does not parse");
+                };
+                let Ok(out) = serde_json::to_string(&line) else {
+                    panic!("a line does not serialize");
+                };
+                let Ok(back) = serde_json::from_str::<kms_core::audit::Line>(&out) else {
+                    panic!("a serialized line does not parse");
+                };
+                assert_eq!(back, line, "audit line round trip");
+            }
+        }
+        Err(broken) => assert!(
+            broken.line >= 1 && broken.line <= lines.max(1),
+            "error names line {} of {lines}",
+            broken.line
+        ),
+    }
+}
+
+/// Exported inventories verified with the fixture audit public key.
+pub fn inventory_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(inventory) = kms_core::verify_inventory(text, fixtures::sm2_public()) else {
+        return;
+    };
+    // Round trip: the parsed inventory, serialized again, verifies and parses to itself.
+    let Ok(out) = serde_json::to_string(&inventory) else {
+        panic!("inventory does not serialize");
+    };
+    let Ok(back) = kms_core::verify_inventory(&out, fixtures::sm2_public()) else {
+        panic!("a re-serialized inventory does not verify");
+    };
+    assert_eq!(back, inventory, "inventory round trip");
+}
+
+/// Every name a caller types: algorithm names (policy::names), key references, namespaces,
+/// aliases, roles and grant operations.
+pub fn algorithm_names(data: &[u8]) {
+    let input = String::from_utf8_lossy(data);
+    let s = input.as_ref();
+
+    let norm = names::normalize(s);
+    assert_eq!(names::normalize(&norm), norm, "normalize is not idempotent");
+
+    check_name(names::parse_key_spec(s), |spec| {
+        names::parse_key_spec(spec.name()) == Ok(spec)
+    });
+    check_name(names::parse_digest(s), |d| {
+        names::parse_digest(d.name()) == Ok(d)
+    });
+    check_name(names::parse_rsa_sig_scheme(s), |r| {
+        names::parse_rsa_sig_scheme(r.name()) == Ok(r)
+    });
+    check_name(names::parse_data_key_spec(s), |d| {
+        names::parse_data_key_spec(d.name()) == Ok(d)
+    });
+    check_name(names::parse_rsa_encryption_padding(s), |()| true);
+
+    if let Ok(ns) = Namespace::new(s) {
+        assert_eq!(Namespace::new(ns.as_str()).ok(), Some(ns.clone()));
+    }
+    if let Ok(alias) = Alias::new(s) {
+        assert_eq!(Alias::new(alias.as_str()).ok(), Some(alias));
+    }
+    if let Ok(op) = GrantOp::parse(s) {
+        assert_eq!(GrantOp::parse(op.name()).ok(), Some(op));
+    }
+    let Ok(home) = Namespace::new("fuzz") else {
+        panic!("namespace");
+    };
+    if let Ok(key) = KeyRef::parse(s, &home) {
+        assert_eq!(
+            KeyRef::parse(&key.to_string(), &home).ok(),
+            Some(key),
+            "key reference round trip"
+        );
+    }
+    let _ = kms_server::convert::role(s, s);
+    let _ = kms_server::convert::signature_params(s, s, s);
+}
+
+/// A parsed name must come back from its canonical name; a refusal must be a short, printable
+/// message (it is sent to the caller and logged).
+fn check_name<T: Copy, E: std::fmt::Display>(parsed: Result<T, E>, round_trip: impl Fn(T) -> bool) {
+    match parsed {
+        Ok(v) => assert!(round_trip(v), "name round trip"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.len() < 1024, "error message of {} bytes", msg.len());
+            assert!(
+                !msg.chars().any(char::is_control),
+                "control character in {msg:?}"
+            );
+        }
+    }
+}
