@@ -10,8 +10,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Where .ci/supply-chain looks: $KMS_ADVISORY_DB, else ../shared beside the repository.
 fn db() -> PathBuf {
-    repo().join("../shared/advisory-db")
+    std::env::var_os("KMS_ADVISORY_DB")
+        .map_or_else(|| repo().join("../shared/advisory-db"), PathBuf::from)
 }
 
 const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
