@@ -48,6 +48,17 @@ fn writer(
     })
 }
 
+/// Every creation a node acknowledged is there, read back through `admin` (any node).
+async fn assert_none_lost(admin: &Clients, acked: &[String]) {
+    for id in acked {
+        assert_eq!(
+            describe(admin, id).await.key_id,
+            *id,
+            "acknowledged key lost"
+        );
+    }
+}
+
 async fn health(node: &pg::Node) -> bool {
     let kms = Arc::clone(&node.kms);
     tokio::task::spawn_blocking(move || kms.store_health().is_ok())
@@ -214,13 +225,7 @@ async fn a_node_that_loses_the_database_refuses_then_recovers_by_itself() {
         refused_a.load(Ordering::SeqCst) > 0,
         "A never noticed the outage"
     );
-    for id in &acked {
-        assert_eq!(
-            describe(&a.admin, id).await.key_id,
-            *id,
-            "acknowledged key lost"
-        );
-    }
+    assert_none_lost(&a.admin, &acked).await;
     c.stop().await;
 }
 
@@ -301,12 +306,6 @@ async fn the_database_restarts_under_load() {
         refused.load(Ordering::SeqCst) > 0,
         "no node noticed the restart"
     );
-    for id in &acked {
-        assert_eq!(
-            describe(&b.admin, id).await.key_id,
-            *id,
-            "acknowledged key lost"
-        );
-    }
+    assert_none_lost(&b.admin, &acked).await;
     c.stop().await;
 }
