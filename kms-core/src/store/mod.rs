@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod copy;
+mod journal;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;

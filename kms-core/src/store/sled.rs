@@ -3,16 +3,30 @@
 //! sled serialises all multi-tree transactions behind one process-wide lock, so preconditions read
 //! inside the transaction cannot be invalidated before commit; sled's file lock keeps a second
 //! process (or a second open in this one) out of the same directory.
+//!
+//! Batches are made durable by the store's own [`Journal`] in the same directory rather than by a
+//! sled flush per batch (see `journal.rs` for why). One mutex orders the sled transaction and
+//! the journal append together, so the journal holds batches in the order sled applied them, and
+//! replaying it after a crash on top of whatever sled had persisted yields the state that was
+//! acknowledged.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use ::sled::{Config, Db, Transactional};
 
+use super::journal::Journal;
 use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+
+/// The journal's file name inside the store's directory (sled ignores files it does not own).
+const JOURNAL_FILE: &str = "kms-journal";
+/// When the journal passes this size, sled is flushed and the journal emptied: about 16,000 audit
+/// records, one sled flush for all of them, and a bounded replay after a crash.
+const JOURNAL_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// How long [`SledStore::open`] waits for a just-dropped handle to release the directory lock;
 /// observed releases take milliseconds, so this only bounds the wait when the lock is truly taken.
@@ -32,6 +46,7 @@ pub struct SledStore {
     /// Indexed by [`Tree::index`].
     trees: Vec<::sled::Tree>,
     path: PathBuf,
+    journal: Mutex<Journal>,
 }
 
 /// sled's page cache. Its default is 1 GiB, and the audit trail (one record per request) fills
@@ -70,11 +85,70 @@ impl SledStore {
             .map(|tree| db.open_tree(tree.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
-        Ok(Self {
+        let (journal, recovered) = Journal::open(&path.join(JOURNAL_FILE))?;
+        let store = Self {
             db,
             trees,
             path: path.to_path_buf(),
-        })
+            journal: Mutex::new(journal),
+        };
+        // Batches acknowledged before a crash, some perhaps already in sled: writing them again
+        // in order is harmless (their preconditions held when they were first applied).
+        for batch in &recovered {
+            store.transact(batch, false)?;
+        }
+        store.flush()?;
+        Ok(store)
+    }
+
+    fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `batch` as one sled transaction, checking its preconditions when `check`; durable
+    /// only once sled is flushed.
+    fn transact(&self, batch: &Batch, check: bool) -> Result<(), StoreError> {
+        let touched = batch.trees();
+        if touched.is_empty() {
+            // sled cannot run a transaction over zero trees, and there is nothing to write.
+            return Ok(());
+        }
+        let handles: Vec<&::sled::Tree> = touched.iter().map(|&t| self.tree(t)).collect();
+        // Transaction views come in `touched` order; map each tree to its view's position.
+        let mut slot = [0_usize; Tree::ALL.len()];
+        for (position, tree) in touched.iter().enumerate() {
+            slot[tree.index()] = position;
+        }
+        let preconditions = if check { batch.preconditions() } else { &[] };
+        let outcome = Transactional::<Tree>::transaction(
+            handles.as_slice(),
+            |views: &Vec<TransactionalTree>| {
+                let view = |tree: Tree| &views[slot[tree.index()]];
+                // All checks before any write, so preconditions see the pre-batch state.
+                for pre in preconditions {
+                    let current = view(pre.tree).get(&pre.key)?;
+                    if !pre.holds(current.as_deref()) {
+                        return Err(ConflictableTransactionError::Abort(pre.tree));
+                    }
+                }
+                for op in batch.ops() {
+                    match op {
+                        BatchOp::Put { tree, key, value } => {
+                            view(*tree).insert(key.as_slice(), value.as_slice())?;
+                        }
+                        BatchOp::Delete { tree, key } => {
+                            view(*tree).remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        );
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(tree)) => Err(StoreError::Conflict { tree }),
+            Err(TransactionError::Storage(e)) => Err(map_err(e)),
+        }
     }
 
     fn tree(&self, tree: Tree) -> &::sled::Tree {
@@ -116,50 +190,23 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
-        let touched = batch.trees();
-        if touched.is_empty() {
-            // sled cannot run a transaction over zero trees, and there is nothing to make durable.
+        let mut journal = self.lock_journal();
+        self.transact(batch, true)?;
+        if batch.ops().is_empty() {
             return Ok(());
         }
-        let handles: Vec<&::sled::Tree> = touched.iter().map(|&t| self.tree(t)).collect();
-        // Transaction views come in `touched` order; map each tree to its view's position.
-        let mut slot = [0_usize; Tree::ALL.len()];
-        for (position, tree) in touched.iter().enumerate() {
-            slot[tree.index()] = position;
+        journal.append(batch)?;
+        if journal.len() >= JOURNAL_LIMIT {
+            self.db.flush().map_err(map_err)?;
+            journal.reset()?;
         }
-        let outcome = Transactional::<Tree>::transaction(
-            handles.as_slice(),
-            |views: &Vec<TransactionalTree>| {
-                let view = |tree: Tree| &views[slot[tree.index()]];
-                // All checks before any write, so preconditions see the pre-batch state.
-                for pre in batch.preconditions() {
-                    let current = view(pre.tree).get(&pre.key)?;
-                    if !pre.holds(current.as_deref()) {
-                        return Err(ConflictableTransactionError::Abort(pre.tree));
-                    }
-                }
-                for op in batch.ops() {
-                    match op {
-                        BatchOp::Put { tree, key, value } => {
-                            view(*tree).insert(key.as_slice(), value.as_slice())?;
-                        }
-                        BatchOp::Delete { tree, key } => {
-                            view(*tree).remove(key.as_slice())?;
-                        }
-                    }
-                }
-                Ok(())
-            },
-        );
-        match outcome {
-            Ok(()) => self.flush(),
-            Err(TransactionError::Abort(tree)) => Err(StoreError::Conflict { tree }),
-            Err(TransactionError::Storage(e)) => Err(map_err(e)),
-        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(map_err)
+        let mut journal = self.lock_journal();
+        self.db.flush().map_err(map_err)?;
+        journal.reset()
     }
 }
 
@@ -212,6 +259,64 @@ mod tests {
         assert!(
             matches!(second, Err(StoreError::Io(_))),
             "expected a lock error, got {second:?}"
+        );
+    }
+
+    /// A batch that reached the journal but not sled's own files (a crash before sled's flush)
+    /// is there after the next open, and the journal is emptied once sled holds it.
+    #[test]
+    fn journaled_batches_are_replayed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open sled");
+        let mut first = Batch::new();
+        first.put(Tree::Meta, b"a".to_vec(), b"1".to_vec());
+        store.apply(&first).expect("apply");
+        drop(store);
+        let journal_path = dir.path().join(super::JOURNAL_FILE);
+        let (mut journal, found) = super::Journal::open(&journal_path).expect("journal");
+        assert_eq!(
+            found.len(),
+            1,
+            "an applied batch waits in the journal until sled's flush"
+        );
+        let mut lost = Batch::new();
+        lost.put(Tree::Meta, b"b".to_vec(), b"2".to_vec());
+        lost.delete(Tree::Meta, b"a".to_vec());
+        journal.append(&lost).expect("append");
+        drop(journal);
+
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.get(Tree::Meta, b"b").expect("get"),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(store.get(Tree::Meta, b"a").expect("get"), None);
+        drop(store);
+        let (_, found) = super::Journal::open(&journal_path).expect("journal");
+        assert!(found.is_empty());
+    }
+
+    /// The journal does not grow past its bound: sled is flushed and the journal emptied.
+    #[test]
+    fn the_journal_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open sled");
+        let journal_path = dir.path().join(super::JOURNAL_FILE);
+        let value = vec![7u8; 1024 * 1024];
+        let rounds = super::JOURNAL_LIMIT / 1024 / 1024 + 2;
+        for i in 0..rounds {
+            let mut batch = Batch::new();
+            batch.put(Tree::Audit, i.to_be_bytes().to_vec(), value.clone());
+            store.apply(&batch).expect("apply");
+            let len = std::fs::metadata(&journal_path).expect("journal").len();
+            assert!(len < super::JOURNAL_LIMIT + 2 * 1024 * 1024, "{len}");
+        }
+        assert!(std::fs::metadata(&journal_path).expect("journal").len() < 4 * 1024 * 1024);
+        drop(store);
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.scan_prefix(Tree::Audit, b"").expect("scan").len() as u64,
+            rounds
         );
     }
 
