@@ -66,11 +66,14 @@ impl Record {
 
     #[must_use]
     pub fn hash(&self) -> String {
-        hex::encode(crypto::digest::digest_raw(
-            DigestAlg::Sm3,
-            &self.canonical(),
-        ))
+        chain_hash(&self.canonical())
     }
+}
+
+/// The chain hash of a record given its canonical bytes (for callers that already hold them).
+#[must_use]
+pub fn chain_hash(canonical: &[u8]) -> String {
+    hex::encode(crypto::digest::digest_raw(DigestAlg::Sm3, canonical))
 }
 
 /// A signed statement that the chain up to record `seq` hashes to `last_hash`.

@@ -161,9 +161,10 @@ impl Writer {
                         flags: e.flags.clone(),
                         prev: tail.hash.clone(),
                     };
+                    let canonical = r.canonical();
                     tail.seq = r.seq;
-                    tail.hash = r.hash();
-                    batch.put(Tree::Audit, record_key(r.seq), r.canonical());
+                    tail.hash = super::chain_hash(&canonical);
+                    batch.put(Tree::Audit, record_key(r.seq), canonical);
                     records.push(r);
                 }
                 batch.require(Tree::Audit, TAIL, old);
