@@ -509,19 +509,13 @@ fn rsa_signatures_do_not_cross_schemes() {
 // RSA-OAEP decryption
 // ---------------------------------------------------------------------------------------------
 
-/// Wycheproof vectors the `rsa` crate (0.10.0) is known to get wrong: its OAEP decoder ignores
-/// the first octet Y of the encoded message on purpose (its own test `decrypt_ignores_first_octet`),
-/// while RFC 8017 §7.1.2 step 3.g says "if Y is nonzero, output decryption error".
-const OAEP_KNOWN_Y_DEVIATION: &[u64] = &[23];
-
-fn run_oaep(skip: &[u64]) -> (Tally, usize, usize) {
+fn run_oaep() -> (Tally, usize) {
     let file = load("wycheproof_rsa_oaep_2048_sha256_mgf1sha256.json");
     let policy = Policy::default();
     let mut tally = Tally::default();
     // The core always uses the empty OAEP label: a ciphertext made with another label must not
     // decrypt, whatever its Wycheproof result.
     let mut labelled_refused = 0;
-    let mut skipped = 0;
     for g in groups(&file) {
         assert_eq!(g["sha"].as_str(), Some("SHA-256"));
         assert_eq!(g["mgfSha"].as_str(), Some("SHA-256"));
@@ -537,10 +531,6 @@ fn run_oaep(skip: &[u64]) -> (Tally, usize, usize) {
             .approve_open(Purpose::AsymmetricDecrypt, KeySpec::Rsa2048)
             .unwrap();
         for t in tests(g) {
-            if skip.contains(&t["tcId"].as_u64().unwrap()) {
-                skipped += 1;
-                continue;
-            }
             let ct = unhex(t, "ct");
             let result = crypto::asymmetric_decrypt(&open, &key, &ct);
             if !unhex(t, "label").is_empty() {
@@ -559,25 +549,47 @@ fn run_oaep(skip: &[u64]) -> (Tally, usize, usize) {
         }
     }
     tally.assert_clean();
-    assert_total(&file, tally.total() + labelled_refused + skipped);
-    (tally, labelled_refused, skipped)
+    assert_total(&file, tally.total() + labelled_refused);
+    (tally, labelled_refused)
 }
 
+/// Every vector, tcId 23 included: an encoded message whose first octet Y is 1 must be refused
+/// (RFC 8017 §7.1.2 step 3.g). The rsa 0.10 crate ignored Y and decrypted it; AWS-LC checks Y.
 #[test]
 fn rsa_oaep_2048_sha256_mgf1sha256() {
-    let (tally, labelled_refused, skipped) = run_oaep(OAEP_KNOWN_Y_DEVIATION);
-    assert_eq!((tally.valid, tally.invalid, tally.acceptable), (10, 18, 0));
+    let (tally, labelled_refused) = run_oaep();
+    assert_eq!((tally.valid, tally.invalid, tally.acceptable), (10, 19, 0));
     assert_eq!(labelled_refused, 8);
-    assert_eq!(skipped, OAEP_KNOWN_Y_DEVIATION.len());
 }
 
 #[test]
-#[ignore = "known deviation of the rsa crate (documented in src/crypto/rsa.rs): RSA-OAEP decryption accepts an encoded message whose first octet Y is 1 \
-            (Wycheproof tcId 23, RFC 8017 §7.1.2 step 3.g); the rsa 0.10.0 crate ignores Y"]
-fn rsa_oaep_2048_sha256_mgf1sha256_first_octet_must_be_zero() {
-    let (tally, labelled_refused, skipped) = run_oaep(&[]);
-    assert_eq!((tally.valid, tally.invalid, tally.acceptable), (10, 19, 0));
-    assert_eq!((labelled_refused, skipped), (8, 0));
+fn rsa_oaep_first_octet_must_be_zero() {
+    // Wycheproof tcId 23 ("First byte is 1", InvalidOaepPadding), on its own so that a regression
+    // names it.
+    let file = load("wycheproof_rsa_oaep_2048_sha256_mgf1sha256.json");
+    let policy = Policy::default();
+    let open = policy
+        .approve_open(Purpose::AsymmetricDecrypt, KeySpec::Rsa2048)
+        .unwrap();
+    let mut seen = 0;
+    for g in groups(&file) {
+        let key = crypto::import_private_key(
+            policy,
+            Purpose::AsymmetricDecrypt,
+            &unhex(g, "privateKeyPkcs8"),
+        )
+        .unwrap();
+        for t in tests(g).iter().filter(|t| t["tcId"].as_u64() == Some(23)) {
+            assert_eq!(t["result"].as_str(), Some("invalid"), "{}", tc(t));
+            assert!(
+                crypto::asymmetric_decrypt(&open, &key, &unhex(t, "ct")).is_err(),
+                "{}",
+                tc(t)
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1);
 }
 
 #[test]

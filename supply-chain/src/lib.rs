@@ -13,8 +13,10 @@
 //! * **licenses**: every non-private package's SPDX expression must be satisfied by
 //!   `[licenses] allow` (`AND`, `OR`, `WITH`, parentheses, and the old `/` for `OR`).
 //! * **sources**: only `[sources] allow-registry` registries (crates.io) and `allow-git` repos.
-//! * **bans**: `[bans] deny` crates may not appear at all, and entries with
-//!   `deny-multiple-versions = true` may not appear in two versions (minus `[bans] skip`).
+//! * **bans**: `[bans] deny` crates may not appear at all, except as a direct dependency of the
+//!   crates an entry's `wrappers` names (every package that depends on it, per `Cargo.lock`,
+//!   must be one of them); entries with `deny-multiple-versions = true` may not appear in two
+//!   versions (minus `[bans] skip`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -82,6 +84,10 @@ pub struct Ban {
     pub krate: String,
     #[serde(default)]
     pub deny_multiple_versions: bool,
+    /// The only crates allowed to depend on the banned crate directly (cargo-deny's
+    /// `wrappers`); empty: no crate may.
+    #[serde(default)]
+    pub wrappers: Vec<String>,
     #[serde(default)]
     pub reason: String,
 }
@@ -109,6 +115,21 @@ pub struct LockedPackage {
     pub version: String,
     /// `None` for path (workspace) packages.
     pub source: Option<String>,
+    /// Direct dependencies as the lock writes them: `name`, `name version` or
+    /// `name version (source)`.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+impl LockedPackage {
+    /// Whether this package depends directly on `name` at `version`. The lock names the version
+    /// only when several versions of `name` are locked.
+    fn depends_on(&self, name: &str, version: &str) -> bool {
+        self.dependencies.iter().any(|d| {
+            let mut words = d.split_whitespace();
+            words.next() == Some(name) && words.next().is_none_or(|v| v == version)
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -548,12 +569,11 @@ fn check_bans(config: &Config, lock: &[LockedPackage], r: &mut Report) {
             .filter(|b| !b.deny_multiple_versions)
         {
             match spec_matches(&ban.krate, &p.name, &version) {
-                Ok(true) => r.errors.push(format!(
-                    "{} {} is banned: {}",
-                    p.name,
-                    p.version,
-                    ban.reason.trim()
-                )),
+                Ok(true) => {
+                    if let Some(e) = banned(ban, p, lock) {
+                        r.errors.push(e);
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => r.errors.push(e),
             }
@@ -592,6 +612,41 @@ fn check_bans(config: &Config, lock: &[LockedPackage], r: &mut Report) {
         } else {
             r.warnings.push(msg);
         }
+    }
+}
+
+/// The error for a banned package, or `None` when `ban.wrappers` allows every package that
+/// depends on it. A package nothing depends on is not allowed by wrappers: it is a root, or
+/// the lock does not say who pulls it.
+fn banned(ban: &Ban, p: &LockedPackage, lock: &[LockedPackage]) -> Option<String> {
+    let reason = ban.reason.trim();
+    let prefix = format!("{} {} is banned", p.name, p.version);
+    if ban.wrappers.is_empty() {
+        return Some(format!("{prefix}: {reason}"));
+    }
+    let dependents: Vec<&str> = lock
+        .iter()
+        .filter(|d| d.depends_on(&p.name, &p.version))
+        .map(|d| d.name.as_str())
+        .collect();
+    let outside: Vec<&str> = dependents
+        .iter()
+        .copied()
+        .filter(|d| !ban.wrappers.iter().any(|w| w == d))
+        .collect();
+    if dependents.is_empty() {
+        Some(format!(
+            "{prefix} except under {}, and nothing in the lock depends on it: {reason}",
+            ban.wrappers.join(", ")
+        ))
+    } else if outside.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{prefix} except under {}, but {} depends on it: {reason}",
+            ban.wrappers.join(", "),
+            outside.join(", ")
+        ))
     }
 }
 

@@ -16,6 +16,7 @@ fn config() -> Config {
         deny = [
             { crate = "sm2", deny-multiple-versions = true, reason = "one SM2 implementation" },
             { crate = "openssl", reason = "RustCrypto and ring only" },
+            { crate = "aws-lc-rs", wrappers = ["kms-core"], reason = "RSA private keys only" },
         ]
         skip = [{ crate = "getrandom@0.2.17", reason = "ring's" }]
         [sources]
@@ -30,6 +31,14 @@ fn pkg(name: &str, version: &str) -> LockedPackage {
         name: name.into(),
         version: version.into(),
         source: Some(CRATES_IO.into()),
+        dependencies: Vec::new(),
+    }
+}
+
+fn dep(name: &str, version: &str, dependencies: &[&str]) -> LockedPackage {
+    LockedPackage {
+        dependencies: dependencies.iter().map(|d| (*d).to_owned()).collect(),
+        ..pkg(name, version)
     }
 }
 
@@ -176,6 +185,56 @@ fn duplicate_crypto_crates_and_banned_crates_fail() {
         .collect();
     assert_eq!(dups.len(), 1, "{r:?}");
     assert!(dups[0].starts_with("syn "), "{r:?}");
+}
+
+#[test]
+fn a_wrapped_ban_allows_only_its_wrappers_as_direct_dependents() {
+    let mut core = dep("kms-core", "0.1.0", &["aws-lc-rs", "rsa"]);
+    core.source = None;
+    let lc = dep("aws-lc-rs", "1.19.0", &["aws-lc-sys"]);
+    let r = check(&config(), &[core.clone(), lc.clone()], None, &[]);
+    assert!(r.passed(), "{r:?}");
+
+    // rustls switched to its aws-lc-rs provider: a second dependent, not a wrapper.
+    let rustls = dep("rustls", "0.23.0", &["aws-lc-rs", "ring"]);
+    let r = check(&config(), &[core, lc.clone(), rustls], None, &[]);
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(
+        r.errors[0].contains("aws-lc-rs 1.19.0 is banned except under kms-core, but rustls"),
+        "{r:?}"
+    );
+
+    // Nothing says who pulls it: banned.
+    let r = check(&config(), std::slice::from_ref(&lc), None, &[]);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("nothing in the lock depends on it")),
+        "{r:?}"
+    );
+
+    // The lock names a version when two are locked: only the one depended on is allowed.
+    let core2 = dep("kms-core", "0.1.0", &["aws-lc-rs 1.19.0"]);
+    let other = dep("other", "1.0.0", &["aws-lc-rs 1.20.0"]);
+    let lc2 = pkg("aws-lc-rs", "1.20.0");
+    let r = check(&config(), &[core2, lc, other, lc2], None, &[]);
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(
+        r.errors[0].starts_with("aws-lc-rs 1.20.0 is banned"),
+        "{r:?}"
+    );
+
+    // Without wrappers, being a dependency of anything is no excuse.
+    let r = check(
+        &config(),
+        &[
+            dep("kms-core", "0.1.0", &["openssl"]),
+            pkg("openssl", "0.10.0"),
+        ],
+        None,
+        &[],
+    );
+    assert!(!r.passed(), "{r:?}");
 }
 
 fn meta(name: &str, license: Option<&str>) -> MetadataPackage {

@@ -75,7 +75,7 @@ fn the_repository_lock_passes() {
         "{out}"
     );
     assert!(
-        out.contains("(reason: rsa 0.10 decrypts with crypto-bigint"),
+        out.contains("(reason: rsa 0.10 performs no private-key operation on request data"),
         "{out}"
     );
 }
@@ -112,4 +112,30 @@ fn a_second_sm2_a_git_source_and_a_copyleft_license_fail() {
     assert!(out.contains("sm2 is locked in 2 versions"), "{out}");
     assert!(out.contains("git+https://github.com/x/y"), "{out}");
     assert!(out.contains("gpl-thing 1.0.0: license"), "{out}");
+}
+
+#[test]
+fn aws_lc_is_allowed_under_kms_core_only() {
+    let real = std::fs::read_to_string(repo().join("Cargo.lock")).unwrap();
+    assert!(
+        real.contains("name = \"aws-lc-rs\""),
+        "the lock has aws-lc-rs"
+    );
+    // rustls on its aws-lc-rs provider (its default) would add rustls as a dependent.
+    let rustls = real
+        .find("name = \"rustls\"\n")
+        .expect("the lock has rustls");
+    let list = "dependencies = [\n";
+    let at = rustls + real[rustls..].find(list).expect("rustls has dependencies") + list.len();
+    let switched = format!("{} \"aws-lc-rs\",\n{}", &real[..at], &real[at..]);
+    let (code, out) = run(&switched, &metadata(&[]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("is banned except under kms-core, but rustls depends on it"),
+        "{out}"
+    );
+    // aws-lc-sys alone, with nothing depending on it, is banned outright.
+    let (code, out) = run(&lock(&[("aws-lc-sys", "0.47.0")]), &metadata(&[]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("aws-lc-sys 0.47.0 is banned"), "{out}");
 }

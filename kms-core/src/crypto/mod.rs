@@ -1,10 +1,13 @@
-//! The only place RustCrypto types appear (ALG-5: vetted libraries, no home-made primitives).
+//! The only place RustCrypto and AWS-LC (`aws-lc-rs`, RSA private-key operations) types appear
+//! (ALG-5: vetted libraries, no home-made primitives).
 //!
 //! Every function takes a policy token ([`Approved`](crate::policy::Approved) and friends), so no
 //! primitive runs without the policy's approval. Library key objects (`sm2::dsa::SigningKey`,
 //! `sm2::pke::DecryptingKey`, `rsa::PrivateKey`, the AEAD ciphers) are built inside one function
 //! from [`KeyMaterial`](crate::KeyMaterial) and dropped before it returns: the sm2 key types
-//! neither zeroize on drop nor redact their `Debug` output, so they must never be stored.
+//! neither zeroize on drop nor redact their `Debug` output, so they must never be stored. The
+//! exceptions are the parsed forms of [`parsed`], kept beside the key material and wiped with it
+//! (AWS-LC's RSA keys, SM2 signers that overwrite their scalar on drop).
 
 pub(crate) mod aead;
 pub(crate) mod digest;
@@ -58,7 +61,7 @@ pub fn sign(
             sm2::sign(signer.key(), message)
         }
         SignatureScheme::Rsa { scheme, hash } => rsa::sign(
-            key.parsed().rsa(key.expose_secret())?,
+            key.parsed().rsa_signer(key.expose_secret())?,
             *scheme,
             *hash,
             message,
@@ -115,7 +118,7 @@ pub fn asymmetric_decrypt(
     match key.spec() {
         KeySpec::Sm2 => sm2::decrypt(key.expose_secret(), ciphertext),
         KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
-            rsa::oaep_decrypt(key.parsed().rsa(key.expose_secret())?, ciphertext)
+            rsa::oaep_decrypt(key.parsed().rsa_decrypter(key.expose_secret())?, ciphertext)
         }
         KeySpec::Sm4Gcm
         | KeySpec::Aes256Gcm

@@ -1,13 +1,14 @@
 //! Parsed forms of private keys, made once per key version in memory instead of once per request.
 //!
-//! Parsing is not free: an RSA PKCS#8 document is decoded and its CRT values checked on every
-//! load, and an SM2 signing key computes its public point (a scalar multiplication, about as costly
-//! as the signature itself) and Z_A. The parsed form lives beside the raw bytes in
+//! Parsing is not free: an RSA PKCS#8 document is decoded and its key checked (AWS-LC's
+//! `RSA_check_key`) on every load, and an SM2 signing key computes its public point (a scalar
+//! multiplication, about as costly as the signature itself) and Z_A. The parsed form lives beside the raw bytes in
 //! [`KeyMaterial`](crate::secret::KeyMaterial), so it is bounded by the key cache and dies, wiped,
 //! with the key version it belongs to (KEY-3).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use aws_lc_rs::rsa::{KeyPair, OaepPrivateDecryptingKey};
 use sm2::NonZeroScalar;
 use sm2::dsa::SigningKey;
 
@@ -22,22 +23,62 @@ const MAX_SM2_IDS: usize = 4;
 pub(crate) struct Parsed(OnceLock<Form>);
 
 enum Form {
-    Rsa(Box<rsa::PrivateKey>),
+    Rsa(RsaPrivate),
     Sm2(Mutex<Vec<Arc<Sm2Signer>>>),
 }
 
+/// AWS-LC's parsed forms of one RSA private key, each made on first use: a key version serves
+/// one purpose, so in practice only one of them is ever built, but this type does not rely on
+/// it. AWS-LC frees (and cleanses) the key when the form drops.
+#[derive(Default)]
+struct RsaPrivate {
+    signer: OnceLock<KeyPair>,
+    decrypter: OnceLock<OaepPrivateDecryptingKey>,
+}
+
+/// `lock`'s value, made by `parse` on first use. Two threads may both parse; either value is
+/// the same key, and the loser's copy is dropped.
+fn parsed_once<T>(
+    lock: &OnceLock<T>,
+    parse: impl FnOnce() -> Result<T, CryptoError>,
+) -> Result<&T, CryptoError> {
+    if let Some(value) = lock.get() {
+        return Ok(value);
+    }
+    let _ = lock.set(parse()?);
+    lock.get().ok_or(CryptoError::MalformedKey)
+}
+
 impl Parsed {
-    /// The RSA private key, decoded from its PKCS#8 document on first use.
-    pub(crate) fn rsa(&self, pkcs8: &[u8]) -> Result<&rsa::PrivateKey, CryptoError> {
+    /// One of the RSA key's parsed forms, made on first use.
+    fn rsa_part<T>(
+        &self,
+        part: fn(&RsaPrivate) -> &OnceLock<T>,
+        parse: impl Fn() -> Result<T, CryptoError>,
+    ) -> Result<&T, CryptoError> {
         if self.0.get().is_none() {
-            let key = super::rsa::parse_private(pkcs8)?;
-            // Another thread may have set it first: either value is the same key.
-            let _ = self.0.set(Form::Rsa(Box::new(key)));
+            // Parse before claiming the slot: bytes that are not an RSA key leave it free.
+            let fresh = RsaPrivate::default();
+            let _ = part(&fresh).set(parse()?);
+            let _ = self.0.set(Form::Rsa(fresh));
         }
         match self.0.get() {
-            Some(Form::Rsa(key)) => Ok(key),
+            Some(Form::Rsa(key)) => parsed_once(part(key), parse),
             Some(Form::Sm2(_)) | None => Err(CryptoError::Mismatch),
         }
+    }
+
+    /// The RSA signing key, decoded from its PKCS#8 document on first use.
+    pub(crate) fn rsa_signer(&self, pkcs8: &[u8]) -> Result<&KeyPair, CryptoError> {
+        self.rsa_part(|k| &k.signer, || super::rsa::parse_signer(pkcs8))
+    }
+
+    /// The RSA-OAEP decryption key, decoded from its PKCS#8 document on first use.
+    pub(crate) fn rsa_decrypter(
+        &self,
+        pkcs8: &[u8],
+    ) -> Result<&OaepPrivateDecryptingKey, CryptoError> {
+        self.rsa_part(|k| &k.decrypter, || super::rsa::parse_decrypter(pkcs8))
     }
 
     /// The SM2 signing key for distinguishing ID `id`, built from the private scalar on first use.
@@ -99,6 +140,8 @@ impl Drop for Sm2Signer {
 
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::rsa::{KeyPair, OaepPrivateDecryptingKey};
+
     use crate::alg::{KeySpec, Purpose, SignatureRequest};
     use crate::crypto::{self, Message};
     use crate::policy::Policy;
@@ -147,14 +190,35 @@ mod tests {
         let request = SignatureRequest::default_for(KeySpec::Rsa2048).unwrap();
         let sign_ok = policy.approve_signature(approved, request.clone()).unwrap();
         let verify_ok = policy.approve_verify(approved.for_open(), request).unwrap();
-        let first: *const rsa::PrivateKey = key.parsed().rsa(key.expose_secret()).unwrap();
+        let first: *const KeyPair = key.parsed().rsa_signer(key.expose_secret()).unwrap();
         for _ in 0..2 {
             let sig = crypto::sign(&sign_ok, &key, Message::Raw(b"m")).unwrap();
             assert!(crypto::verify(&verify_ok, &public, Message::Raw(b"m"), &sig).unwrap());
         }
-        let again: *const rsa::PrivateKey = key.parsed().rsa(key.expose_secret()).unwrap();
+        let again: *const KeyPair = key.parsed().rsa_signer(key.expose_secret()).unwrap();
         assert_eq!(first, again, "parsed once, then reused");
+        // The same parsed form also serves OAEP (the purpose is checked elsewhere), once.
+        let dec: *const OaepPrivateDecryptingKey =
+            key.parsed().rsa_decrypter(key.expose_secret()).unwrap();
+        let dec_again: *const OaepPrivateDecryptingKey =
+            key.parsed().rsa_decrypter(key.expose_secret()).unwrap();
+        assert_eq!(dec, dec_again);
         // An RSA key version never yields an SM2 signer.
         assert!(key.parsed().sm2_signer(key.expose_secret(), "x").is_err());
+    }
+
+    #[test]
+    fn an_sm2_key_version_never_yields_an_rsa_key_and_garbage_does_not_parse() {
+        let policy = Policy::default();
+        let approved = policy.approve(Purpose::Sign, KeySpec::Sm2).unwrap();
+        let key = crypto::generate(&approved).unwrap();
+        assert!(key.parsed().rsa_signer(key.expose_secret()).is_err());
+        let parsed = super::Parsed::default();
+        assert!(parsed.rsa_signer(b"not a key").is_err());
+        assert!(parsed.rsa_decrypter(b"not a key").is_err());
+        // Asking an SM2 key for an RSA form first leaves it usable for SM2.
+        let fresh = super::Parsed::default();
+        assert!(fresh.rsa_signer(key.expose_secret()).is_err());
+        assert!(fresh.sm2_signer(key.expose_secret(), "id").is_ok());
     }
 }
