@@ -122,10 +122,8 @@ pub(crate) fn dev_command(
     }
     // A dev server holds real keys too: no swap, no core dumps (KEY-3).
     crate::hardening::log(&crate::hardening::harden());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The dev server always runs on sled, a local store.
+    let runtime = match crate::serve::runtime(true) {
         Ok(r) => r,
         Err(e) => return fail(err, "runtime", &e),
     };

@@ -39,6 +39,22 @@ pub(crate) async fn shutdown_signal() {
 /// logs its audit record) only formats its line and queues it; the worker writes whatever has
 /// queued in one system call. Not lossy: when the queue is full, logging waits rather than drops
 /// lines. Keep the returned guard alive until exit: dropping it flushes what is queued.
+/// The server's runtime. With a local store the blocking pool runs CPU-bound work only
+/// (asymmetric operations, large payloads), so it is capped at two threads per core: tokio's
+/// default of 512 let 64 concurrent RSA callers start 64 threads that fought over two cores, and
+/// each thread's stack and allocator heap stayed resident, locked by mlockall (the benchmark
+/// server's RSS rose by ≈ 300 MiB over the asymmetric and 16 KiB runs). With a remote store
+/// (PostgreSQL) blocking threads mostly wait on the network, so tokio's default stays.
+pub(crate) fn runtime(local_store: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if local_store {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        builder.max_blocking_threads((2 * cores).max(8));
+    }
+    builder.build()
+}
+
 pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into());
@@ -174,10 +190,7 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
         return EXIT_FAILED;
     };
     let kms = Arc::new(Kms::open(store, kms_config));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(kms.store().reads_are_local()) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(err, "error: cannot start the runtime: {e}");
