@@ -6,6 +6,8 @@
 //! An export is JSON Lines; [`verify`] needs only the file and the audit public key, and names
 //! the first line that does not verify.
 
+mod export;
+mod layout;
 pub mod writer;
 
 use std::collections::BTreeMap;

@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::{Checkpoint, Event, GENESIS, Line, Record};
+use super::layout::{TAIL, checkpoint_key, now_ms, read_tail, record_key, sign_checkpoint};
+use super::{Event, Record};
 use crate::store::{Batch, Store, StoreError, Tree};
 
 /// Signs with the audit key. It is given a function that builds the bytes to sign for the key
@@ -26,7 +25,6 @@ pub type Signer =
 /// Called once per event when its record is durable (or failed).
 pub type Completion = Box<dyn FnOnce(Result<Record, StoreError>) + Send>;
 
-const TAIL: &[u8] = b"tail";
 const MAX_GROUP: usize = 4096;
 /// How long a group keeps retrying when other writers (other nodes) keep winning the tail.
 const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
@@ -59,27 +57,6 @@ impl Default for CheckpointPolicy {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Tail {
-    seq: u64,
-    hash: String,
-    checkpointed_seq: u64,
-}
-
-fn record_key(seq: u64) -> Vec<u8> {
-    [b"r".as_slice(), &seq.to_be_bytes()].concat()
-}
-
-fn checkpoint_key(seq: u64, time_ms: u64) -> Vec<u8> {
-    [b"c".as_slice(), &seq.to_be_bytes(), &time_ms.to_be_bytes()].concat()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 enum Msg {
     Event(Event, Completion),
     Checkpoint(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
@@ -90,9 +67,9 @@ enum Msg {
 pub struct AuditLog {
     tx: Mutex<Sender<Msg>>,
     healthy: Arc<AtomicBool>,
-    store: Arc<dyn Store>,
-    node: String,
-    signer: Signer,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) node: String,
+    pub(super) signer: Signer,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -103,24 +80,6 @@ struct Writer {
     policy: CheckpointPolicy,
     healthy: Arc<AtomicBool>,
     last_checkpoint: Instant,
-}
-
-fn read_tail(store: &dyn Store) -> Result<(Tail, Option<Vec<u8>>), StoreError> {
-    match store.get(Tree::Audit, TAIL)? {
-        Some(bytes) => {
-            let tail = serde_json::from_slice(&bytes)
-                .map_err(|_| StoreError::Corrupt("audit tail does not decode".into()))?;
-            Ok((tail, Some(bytes)))
-        }
-        None => Ok((
-            Tail {
-                seq: 0,
-                hash: GENESIS.to_owned(),
-                checkpointed_seq: 0,
-            },
-            None,
-        )),
-    }
 }
 
 impl Writer {
@@ -293,38 +252,6 @@ impl Writer {
     }
 }
 
-fn sign_checkpoint(
-    signer: &Signer,
-    node: &str,
-    seq: u64,
-    hash: &str,
-    closes_export: bool,
-) -> Option<Checkpoint> {
-    let mut cp = Checkpoint {
-        seq,
-        time_ms: now_ms(),
-        node: node.to_owned(),
-        last_hash: hash.to_owned(),
-        closes_export,
-        key_id: String::new(),
-        key_version: 0,
-        signature: String::new(),
-    };
-    let template = cp.clone();
-    let (key_id, version, sig) = signer(&|key_id: &str, version: u32| {
-        Checkpoint {
-            key_id: key_id.to_owned(),
-            key_version: version,
-            ..template.clone()
-        }
-        .signed_bytes()
-    })?;
-    cp.key_id = key_id;
-    cp.key_version = version;
-    cp.signature = hex::encode(sig);
-    Some(cp)
-}
-
 impl AuditLog {
     /// Starts the writer thread for `node` over `store`.
     pub fn start(
@@ -391,60 +318,6 @@ impl AuditLog {
                 "the audit writer has stopped".into(),
             ))
         })
-    }
-
-    /// The whole trail as JSON Lines, ending with a fresh checkpoint that closes the export.
-    /// Needs the KMS unsealed (to sign).
-    pub fn export(&self) -> Result<String, StoreError> {
-        let mut lines: Vec<(u64, u8, Vec<u8>)> = Vec::new();
-        for (k, v) in self.store.scan_prefix(Tree::Audit, b"r")? {
-            let seq = k
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
-            lines.push((seq, 0, v));
-        }
-        for (k, v) in self.store.scan_prefix(Tree::Audit, b"c")? {
-            let seq = k
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
-            lines.push((seq, 1, v));
-        }
-        lines.sort_by_key(|(seq, kind, _)| (*seq, *kind));
-        let mut out = String::new();
-        for (_, kind, bytes) in &lines {
-            let line = if *kind == 0 {
-                Line::Record(
-                    serde_json::from_slice(bytes)
-                        .map_err(|_| StoreError::Corrupt("audit record".into()))?,
-                )
-            } else {
-                Line::Checkpoint(
-                    serde_json::from_slice(bytes)
-                        .map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
-                )
-            };
-            out.push_str(
-                &serde_json::to_string(&line)
-                    .map_err(|_| StoreError::Corrupt("audit line".into()))?,
-            );
-            out.push('\n');
-        }
-        let (tail, _) = read_tail(&*self.store)?;
-        let cp = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, true).ok_or_else(
-            || {
-                StoreError::Unavailable(
-                    "the KMS is sealed: cannot sign the closing checkpoint".into(),
-                )
-            },
-        )?;
-        out.push_str(
-            &serde_json::to_string(&Line::Checkpoint(cp))
-                .map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
-        );
-        out.push('\n');
-        Ok(out)
     }
 
     /// Writes a checkpoint now (and waits for it).
