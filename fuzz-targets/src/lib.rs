@@ -20,7 +20,7 @@
 //! | `certificate` | `identity::subject_of` (+ PEM) | the client certificate → principal |
 //! | `unseal_share` | `hierarchy::share::{parse, combine}` | `Unseal`, `Restore`, dev share file |
 //! | `backup` | `Kms::restore` | `Restore`, `kms restore` |
-//! | `audit_file` | `audit::verify` | `kms audit verify` (offline) |
+//! | `audit_file` | `audit::verify`, `verify_reader`, `verify_files` | `kms audit verify` (offline) |
 //! | `inventory_file` | `verify_inventory` | `kms inventory verify` (offline) |
 //! | `algorithm_names` | `policy::names`, key refs, namespaces, aliases, roles, grant ops | every name field |
 //! | `proto_request` | prost decoding + `kms_server::convert` | every gRPC request |
@@ -395,28 +395,82 @@ pub fn backup(data: &[u8]) {
     );
 }
 
-/// Exported audit trails (JSON Lines) verified with the fixture audit public key.
+/// Exported audit trails (JSON Lines) verified with the fixture audit public key, in memory
+/// (`audit::verify`) and streamed (`audit::verify_reader`, through buffers smaller than a
+/// line): both must give the same answer, down to the broken line and its problem. The input as
+/// a chain of one file (`audit::verify_files`) must agree too.
 pub fn audit_file(data: &[u8]) {
+    use kms_core::audit::{self, Start};
+
+    let public = fixtures::sm2_public();
     let Ok(text) = std::str::from_utf8(data) else {
+        // Streamed, bytes that are not UTF-8 break the line they are on.
+        let lines = data.split(|&b| b == b'\n').count();
+        match audit::verify_reader(data, public) {
+            Ok(_) => panic!("a file that is not UTF-8 verified"),
+            Err(broken) => assert!(
+                broken.line >= 1 && broken.line <= lines,
+                "error names line {} of {lines}",
+                broken.line
+            ),
+        }
         return;
     };
     let lines = text.lines().count();
-    match kms_core::audit::verify(text, fixtures::sm2_public()) {
+    let in_memory = audit::verify(text, public);
+    for capacity in [1, 13, 8192] {
+        let streamed =
+            audit::verify_reader(std::io::BufReader::with_capacity(capacity, data), public);
+        assert_eq!(
+            streamed, in_memory,
+            "streamed (buffer {capacity}) and in-memory differ"
+        );
+    }
+    for start in [Start::Genesis, Start::GenesisOrAnchor] {
+        let chained = audit::verify_files([("fuzz.jsonl", data)], public, start);
+        let from_anchor_refused =
+            start == Start::Genesis && in_memory.as_ref().is_ok_and(|v| v.anchor.is_some());
+        assert_eq!(
+            chained.is_ok(),
+            in_memory.is_ok() && !from_anchor_refused,
+            "a chain of one file disagrees with the file"
+        );
+        if let (Ok(chain), Ok(one)) = (&chained, &in_memory) {
+            assert_eq!(
+                (
+                    chain.records,
+                    chain.checkpoints,
+                    chain.last_seq,
+                    &chain.last_hash
+                ),
+                (one.records, one.checkpoints, one.last_seq, &one.last_hash),
+                "a chain of one file counts differently"
+            );
+            assert_eq!(chain.complete_from_genesis, one.anchor.is_none());
+        }
+    }
+    match in_memory {
         Ok(verified) => {
             assert_eq!(
                 usize::try_from(verified.records + verified.checkpoints).ok(),
                 Some(lines),
                 "every line is a record or a checkpoint"
             );
+            assert!(verified.first_seq() <= verified.last_seq.saturating_add(1));
+            // An anchor is a signed closing checkpoint on the first line.
+            if let Some(anchor) = &verified.anchor {
+                assert!(anchor.closes_export && anchor.seq >= 1, "anchor {anchor:?}");
+                assert!(audit::checkpoint_signature_valid(anchor, public));
+            }
             // Round trip: each line parses, re-serializes and parses to the same value.
             for raw in text.lines() {
-                let Ok(line) = serde_json::from_str::<kms_core::audit::Line>(raw) else {
+                let Ok(line) = serde_json::from_str::<audit::Line>(raw) else {
                     panic!("a verified line does not parse");
                 };
                 let Ok(out) = serde_json::to_string(&line) else {
                     panic!("a line does not serialize");
                 };
-                let Ok(back) = serde_json::from_str::<kms_core::audit::Line>(&out) else {
+                let Ok(back) = serde_json::from_str::<audit::Line>(&out) else {
                     panic!("a serialized line does not parse");
                 };
                 assert_eq!(back, line, "audit line round trip");

@@ -208,6 +208,48 @@ fn share_and_backup_seeds(out: &mut Vec<Seed>, w: &World) {
     ));
 }
 
+/// The part of an export after record `after`, as retention files it: the signed closing
+/// checkpoint of the segment before (the anchor), then the records and checkpoints after it,
+/// then the export's own closing checkpoint.
+fn anchored_segment(export: &str, after: u64) -> String {
+    use kms_core::audit::{Checkpoint, Line};
+
+    let lines: Vec<Line> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let hash = lines
+        .iter()
+        .find_map(|l| match l {
+            Line::Record(r) if r.seq == after => Some(r.hash()),
+            Line::Record(_) | Line::Checkpoint(_) => None,
+        })
+        .unwrap();
+    let mut anchor = Checkpoint {
+        seq: after,
+        time_ms: 1_700_000_000_000,
+        node: "node-1".into(),
+        last_hash: hash,
+        closes_export: true,
+        key_id: "00000000-0000-4000-8000-00000000f022".into(),
+        key_version: 1,
+        signature: String::new(),
+    };
+    anchor.signature = hex::encode(fixtures::sm2_sign_bytes(&anchor.signed_bytes()));
+    let mut out = serde_json::to_string(&Line::Checkpoint(anchor)).unwrap() + "\n";
+    for line in &lines {
+        let seq = match line {
+            Line::Record(r) => r.seq,
+            Line::Checkpoint(cp) => cp.seq,
+        };
+        if seq > after {
+            out.push_str(&serde_json::to_string(line).unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
     for (name, events) in [("short", 1u64), ("checkpointed", 7)] {
         let log = AuditLog::start(
@@ -244,6 +286,9 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
         }
         let text = log.export().unwrap();
         log.stop();
+        if name == "checkpointed" {
+            out.push(seed("audit_file", "anchored", anchored_segment(&text, 3)));
+        }
         out.push(seed("audit_file", name, text));
     }
     let inventory = fixtures::sign_inventory(w.kms.inventory(&w.admin).unwrap());
@@ -459,7 +504,7 @@ fn seeds_take_the_success_paths() {
                 std::str::from_utf8(&s.data).unwrap(),
                 fixtures::sm2_public(),
             )
-            .is_ok(),
+            .is_ok_and(|v| v.anchor.is_some() == (s.name == "anchored")),
             "inventory_file" => kms_core::verify_inventory(
                 std::str::from_utf8(&s.data).unwrap(),
                 fixtures::sm2_public(),

@@ -324,13 +324,26 @@ pub enum AuditCommand {
     /// Verify an exported trail offline (no server): the hash chain, every checkpoint signature,
     /// and the closing checkpoint. Exits 0 only if it verifies (1 if not, naming the first
     /// broken line).
+    ///
+    /// Several files are verified as one trail, in the order given: the archive segments oldest
+    /// first, then the live export. Each must verify alone and start with the closing
+    /// checkpoint of the file before it (its anchor). Segment names
+    /// (`audit-<first seq>-<last seq>.jsonl`, zero-padded) sort in chain order, so
+    /// `kms audit verify archive/audit-*.jsonl live.jsonl --public-key audit.pem` checks the
+    /// whole trail. The first file must start at the genesis (record 1) unless --from-anchor
+    /// is given.
     Verify {
-        /// The exported trail (`-` for stdin).
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        /// The exported trail, or several files of one trail in chain order (`-` for stdin).
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
         /// The audit public key (PEM, from `kms audit public-key`).
         #[arg(long, value_name = "PEM")]
         public_key: PathBuf,
+        /// Accept a first file that starts at an anchor (the closing checkpoint of an archive
+        /// segment not given): only the records after it are verified, not that the trail is
+        /// complete from the genesis.
+        #[arg(long)]
+        from_anchor: bool,
     },
 }
 
@@ -807,6 +820,8 @@ mod tests {
         "audit export --out audit.jsonl",
         "--json audit export",
         "audit verify audit.jsonl --public-key audit.pem",
+        "audit verify a.jsonl b.jsonl live.jsonl --public-key audit.pem",
+        "audit verify live.jsonl --public-key audit.pem --from-anchor",
         "inventory export",
         "inventory export --out inventory.json",
         "inventory verify inventory.json --public-key audit.pem",
@@ -920,6 +935,24 @@ mod tests {
         };
         assert_eq!(period, Rotation::Off);
         assert_eq!(parse("status").unwrap().timeout, 60);
+
+        let args = parse("audit verify a.jsonl b.jsonl --public-key k.pem --from-anchor").unwrap();
+        let Command::Audit(AuditCommand::Verify {
+            files,
+            public_key,
+            from_anchor,
+        }) = args.command
+        else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(files, [PathBuf::from("a.jsonl"), PathBuf::from("b.jsonl")]);
+        assert_eq!(public_key, PathBuf::from("k.pem"));
+        assert!(from_anchor);
+        let args = parse("audit verify a.jsonl --public-key k.pem").unwrap();
+        let Command::Audit(AuditCommand::Verify { from_anchor, .. }) = args.command else {
+            panic!("{:?}", args.command);
+        };
+        assert!(!from_anchor);
     }
 
     #[test]
@@ -942,6 +975,7 @@ mod tests {
             "verify --key K --in m",
             "completions tcsh",
             "audit verify audit.jsonl",
+            "audit verify --public-key audit.pem",
             "inventory verify",
             "audit export extra",
             "nonsense",

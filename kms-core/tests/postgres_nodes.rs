@@ -7,6 +7,9 @@
 //!   each due destruction happens exactly once (the nodes' own reports add up to the due count).
 //! - Three audit writers on one database append to one chain that verifies, records from every
 //!   node interleaved, none lost.
+//! - Two nodes archive the trail at once: each range goes to exactly one node's segment file,
+//!   and the segments and a live export chain from the genesis; a segment larger than the
+//!   database's lock table archives too.
 
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -252,4 +255,248 @@ fn three_audit_writers_on_one_database_make_one_verifiable_chain() {
     assert_eq!(verified.records_by_node, expected);
     assert_eq!(verified.records, 3 * PER_WRITER as u64);
     assert!(verified.checkpoints >= 2, "{verified:?}");
+}
+
+/// Every segment file in `dirs`, as `(first, last, path)`, in chain order.
+fn segment_files(dirs: &[&std::path::Path]) -> Vec<(u64, u64, std::path::PathBuf)> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if let Some((first, last)) = name
+                .strip_prefix("audit-")
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.split_once('-'))
+            {
+                found.push((first.parse().unwrap(), last.parse().unwrap(), path));
+            } else {
+                panic!("unexpected file {name} in an archive directory");
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The records in the store, by seq.
+fn hot_records(store: &dyn Store) -> Vec<u64> {
+    store
+        .scan_prefix(kms_core::store::Tree::Audit, b"r")
+        .unwrap()
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k[1..9].try_into().unwrap()))
+        .collect()
+}
+
+/// Two nodes on one database, each writing the trail and each running its archiver into a
+/// directory of its own (as on two machines), all at once: every range is archived by exactly
+/// one node, so every record ends up in exactly one segment file or in the hot store, and the
+/// segments of both nodes and a live export chain into one trail from the genesis.
+#[test]
+fn two_archivers_on_one_database_archive_every_record_exactly_once() {
+    use kms_core::audit::archive::{ArchiveOutcome, ArchivePolicy};
+    const PER_NODE: u64 = 180;
+    const HOT: u64 = 40;
+    let schema = Schema::new();
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let nodes = nodes(&schema, 2, &clock);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let logs: Vec<AuditLog> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, kms)| {
+            AuditLog::start(
+                Arc::clone(kms.store()),
+                &format!("node{i}"),
+                kms.audit_signer(),
+                CheckpointPolicy {
+                    every_records: 9,
+                    every: Duration::from_secs(60),
+                },
+            )
+        })
+        .collect();
+    let won = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let archivers: Vec<_> = logs
+        .iter()
+        .zip(&dirs)
+        .map(|(log, dir)| {
+            let (won, lost) = (Arc::clone(&won), Arc::clone(&lost));
+            log.start_archiver(
+                ArchivePolicy {
+                    dir: dir.path().join("audit"),
+                    hot_records: HOT,
+                    segment_records: 15,
+                    every: Duration::from_millis(5),
+                },
+                Arc::new(move |outcome| match outcome {
+                    Ok(ArchiveOutcome::Archived(_)) => {
+                        won.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(ArchiveOutcome::LostRace) => {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("archiving failed: {e}"),
+                }),
+            )
+            .unwrap()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (i, log) in logs.iter().enumerate() {
+            for t in 0..3 {
+                s.spawn(move || {
+                    for n in 0..PER_NODE / 3 {
+                        log.append_blocking(Event {
+                            request_id: format!("node{i}-{t}-{n}"),
+                            principal: "app".into(),
+                            role: "app".into(),
+                            operation: "Crypto/Encrypt".into(),
+                            outcome: "OK".into(),
+                            ..Event::default()
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        }
+    });
+    let store = nodes[0].store();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hot_records(&**store).len() as u64 > HOT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archivers did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for archiver in &archivers {
+        archiver.stop();
+    }
+
+    let dir_paths: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().join("audit")).collect();
+    let files = segment_files(&dir_paths.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    assert_eq!(
+        files.len(),
+        won.load(Ordering::SeqCst),
+        "one file per range won"
+    );
+    // Contiguous from record 1, each range once, over both nodes' directories.
+    let mut next = 1;
+    for (first, last, path) in &files {
+        assert_eq!(
+            *first,
+            next,
+            "{} does not follow record {}",
+            path.display(),
+            next - 1
+        );
+        assert_eq!(last - first + 1, 15);
+        next = last + 1;
+    }
+    // The rest is in the store, and nothing archived is.
+    let total = 2 * PER_NODE;
+    assert_eq!(hot_records(&**store), (next..=total).collect::<Vec<_>>());
+
+    let text = logs[1].export().unwrap();
+    for log in &logs {
+        log.stop();
+    }
+    let public = nodes[0].audit_public_key().unwrap().public_key;
+    let mut named: Vec<(String, Box<dyn std::io::BufRead>)> = files
+        .iter()
+        .map(|(_, _, p)| {
+            let reader: Box<dyn std::io::BufRead> =
+                Box::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
+            (p.display().to_string(), reader)
+        })
+        .collect();
+    named.push(("export".into(), Box::new(text.as_bytes())));
+    let verified =
+        kms_core::audit::verify_files(named, &public, kms_core::audit::Start::Genesis).unwrap();
+    assert!(verified.complete_from_genesis);
+    assert_eq!((verified.records, verified.last_seq), (total, total));
+    let by_node: BTreeMap<String, u64> = (0..2).map(|i| (format!("node{i}"), PER_NODE)).collect();
+    assert_eq!(verified.records_by_node, by_node);
+    eprintln!(
+        "{} segments archived, {} runs lost a race to the other node",
+        won.load(Ordering::SeqCst),
+        lost.load(Ordering::SeqCst)
+    );
+}
+
+/// A segment larger than PostgreSQL's shared lock table (64 locks per connection slot by
+/// default, about 6,400, plus spare shared memory: one transaction taking 14,000 advisory locks
+/// fails with "out of shared memory" on the test server). Archiving it must not delete the
+/// segment's keys in one batch (one lock per key), so the records are deleted in small batches.
+#[test]
+fn a_segment_larger_than_the_lock_table_archives_on_postgres() {
+    use kms_core::audit::archive::{ArchiveOutcome, ArchivePolicy};
+    const RECORDS: u64 = 15_100;
+    const SEGMENT: u64 = 15_000;
+    let schema = Schema::new();
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let nodes = nodes(&schema, 1, &clock);
+    let store = Arc::clone(nodes[0].store());
+    let log = AuditLog::start(
+        Arc::clone(&store),
+        "node0",
+        nodes[0].audit_signer(),
+        CheckpointPolicy {
+            every_records: 1000,
+            every: Duration::from_secs(60),
+        },
+    );
+    // Many callers at once, so that group commit writes them in a few hundred batches.
+    std::thread::scope(|s| {
+        for t in 0..50 {
+            let log = &log;
+            s.spawn(move || {
+                for n in 0..RECORDS / 50 {
+                    log.append_blocking(Event {
+                        request_id: format!("{t}-{n}"),
+                        principal: "app".into(),
+                        role: "app".into(),
+                        operation: "Crypto/Encrypt".into(),
+                        outcome: "OK".into(),
+                        ..Event::default()
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = ArchivePolicy {
+        dir: dir.path().to_owned(),
+        hot_records: SEGMENT,
+        segment_records: SEGMENT,
+        every: Duration::from_secs(60),
+    };
+    let outcome = log.archive_once(&policy).unwrap();
+    let ArchiveOutcome::Archived(segment) = outcome else {
+        panic!("expected a segment, got {outcome:?}");
+    };
+    assert_eq!((segment.first, segment.last), (1, SEGMENT));
+    assert_eq!(
+        hot_records(&*store),
+        (SEGMENT + 1..=RECORDS).collect::<Vec<_>>()
+    );
+    let public = nodes[0].audit_public_key().unwrap().public_key;
+    let text = std::fs::read_to_string(&segment.path).unwrap();
+    assert_eq!(
+        kms_core::audit::verify(&text, &public).unwrap().records,
+        SEGMENT
+    );
+    let export = log.export().unwrap();
+    log.stop();
+    let alone = kms_core::audit::verify(&export, &public).unwrap();
+    assert_eq!(alone.anchor.map(|a| a.seq), Some(SEGMENT));
+    assert_eq!(alone.records, RECORDS - SEGMENT);
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kms_core::audit::archive::ArchivePolicy;
 use kms_core::hierarchy::wrap::WrapAlg;
 use kms_core::policy::{Policy, PolicyMode, names};
 use kms_core::store::PostgresOptions;
@@ -95,8 +96,16 @@ pub struct Config {
     pub scheduler_interval_seconds: u64,
     /// A signed audit checkpoint after this many records ...
     pub audit_checkpoint_records: u64,
-    /// ... and at least this often (seconds), and at shutdown.
+    /// ... and at least this often (seconds), and at shutdown. The archiver looks this often
+    /// too.
     pub audit_checkpoint_seconds: u64,
+    /// Where archive segments of the audit trail go (`DATA_DIR/audit-archive` when unset).
+    pub audit_archive_dir: Option<PathBuf>,
+    /// Records the store keeps before the oldest are archived to segment files; 0 never
+    /// archives. Bounds the store's (and sled's in-memory page index's) growth.
+    pub audit_hot_records: u64,
+    /// Records per archive segment file; at least 1, at most `audit_hot_records`.
+    pub audit_segment_records: u64,
 }
 
 impl Default for Config {
@@ -119,6 +128,9 @@ impl Default for Config {
             scheduler_interval_seconds: 60,
             audit_checkpoint_records: 1000,
             audit_checkpoint_seconds: 60,
+            audit_archive_dir: None,
+            audit_hot_records: ArchivePolicy::DEFAULT_HOT_RECORDS,
+            audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
         }
     }
 }
@@ -143,8 +155,8 @@ impl Config {
 
     /// Environment overrides, for containers: KMS_LISTEN, KMS_DATA_DIR, KMS_POLICY, KMS_TLS_CERT,
     /// KMS_TLS_KEY, KMS_TLS_CLIENT_CA, KMS_STORAGE, KMS_POSTGRES_URL, KMS_POSTGRES_SCHEMA,
-    /// KMS_POSTGRES_PASSWORD_FILE. (KMS_POSTGRES_PASSWORD itself is read only when the store
-    /// opens, and never kept in the configuration.)
+    /// KMS_POSTGRES_PASSWORD_FILE, KMS_AUDIT_ARCHIVE_DIR. (KMS_POSTGRES_PASSWORD itself is read
+    /// only when the store opens, and never kept in the configuration.)
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("KMS_LISTEN") {
             self.listen = v;
@@ -163,6 +175,9 @@ impl Config {
         }
         if let Some(v) = get("KMS_DATA_DIR") {
             self.data_dir = v.into();
+        }
+        if let Some(v) = get("KMS_AUDIT_ARCHIVE_DIR") {
+            self.audit_archive_dir = Some(v.into());
         }
         if let Some(v) = get("KMS_POLICY") {
             self.policy = v;
@@ -198,6 +213,9 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(p) = &mut self.audit_archive_dir {
+            fix(p);
+        }
         if let Some(p) = &mut self.postgres_password_file {
             fix(p);
         }
@@ -235,7 +253,42 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.rate_per_second <= 0.0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
+        self.audit_archive()?;
         Ok(())
+    }
+
+    /// Where and when the audit trail is archived; `None` when `audit_hot_records` is 0.
+    pub fn audit_archive(&self) -> Result<Option<ArchivePolicy>, ConfigError> {
+        let policy = ArchivePolicy {
+            dir: self
+                .audit_archive_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("audit-archive")),
+            hot_records: self.audit_hot_records,
+            segment_records: self.audit_segment_records,
+            every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
+        };
+        if !policy.enabled() {
+            return Ok(None);
+        }
+        if policy.segment_records == 0 {
+            return Err(ConfigError::Invalid(
+                "audit_segment_records must be at least 1 (or set audit_hot_records = 0 to never \
+                 archive the audit trail)"
+                    .into(),
+            ));
+        }
+        if policy.segment_records > policy.hot_records {
+            return Err(ConfigError::Invalid(format!(
+                "audit_segment_records ({}) must not exceed audit_hot_records ({}): a segment \
+                 would archive records the store is meant to keep",
+                policy.segment_records, policy.hot_records
+            )));
+        }
+        policy
+            .check()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(Some(policy))
     }
 
     pub fn policy(&self) -> Result<Policy, ConfigError> {
@@ -320,9 +373,12 @@ impl Config {
         })
     }
 
+    /// The server's settings. Call on a validated configuration ([`Config::load`] validates);
+    /// an invalid archive setting turns archiving off here.
     #[must_use]
     pub fn settings(&self) -> Settings {
         Settings {
+            audit_archive: self.audit_archive().ok().flatten(),
             limits: self.limits,
             scheduler_interval: Duration::from_secs(self.scheduler_interval_seconds.max(1)),
             checkpoints: kms_core::audit::writer::CheckpointPolicy {
@@ -441,6 +497,62 @@ mod tests {
         });
         assert_eq!(c.storage().unwrap(), StorageKind::Sled);
         assert_eq!(c.postgres_schema, "kms_b");
+    }
+
+    #[test]
+    fn audit_archive_defaults_under_the_data_dir_and_sizes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), &format!("data_dir = \"d\"\n{TLS}"))).unwrap();
+        let policy = c.audit_archive().unwrap().unwrap();
+        assert_eq!(policy.dir, dir.path().join("d").join("audit-archive"));
+        assert_eq!(policy.hot_records, 1_000_000);
+        assert_eq!(policy.segment_records, 100_000);
+        assert_eq!(policy.every, Duration::from_secs(60));
+        assert_eq!(c.settings().audit_archive, Some(policy));
+
+        let c = Config::load(&write(
+            dir.path(),
+            &format!(
+                "audit_archive_dir = \"segments\"\naudit_hot_records = 50\n\
+                 audit_segment_records = 20\naudit_checkpoint_seconds = 2\n{TLS}"
+            ),
+        ))
+        .unwrap();
+        let policy = c.settings().audit_archive.unwrap();
+        assert_eq!(policy.dir, dir.path().join("segments"));
+        assert_eq!((policy.hot_records, policy.segment_records), (50, 20));
+        assert_eq!(policy.every, Duration::from_secs(2));
+        let mut env = c;
+        env.apply_env(|k| (k == "KMS_AUDIT_ARCHIVE_DIR").then(|| "/srv/audit".into()));
+        assert_eq!(
+            env.audit_archive().unwrap().unwrap().dir,
+            Path::new("/srv/audit")
+        );
+
+        // 0 never archives, whatever the segment size.
+        let off = Config::load(&write(
+            dir.path(),
+            &format!("audit_hot_records = 0\naudit_segment_records = 0\n{TLS}"),
+        ))
+        .unwrap();
+        assert_eq!(off.audit_archive().unwrap(), None);
+        assert_eq!(off.settings().audit_archive, None);
+
+        for (text, needle) in [
+            (
+                "audit_segment_records = 0\n",
+                "audit_segment_records must be at least 1",
+            ),
+            (
+                "audit_hot_records = 10\naudit_segment_records = 11\n",
+                "audit_segment_records (11) must not exceed audit_hot_records (10)",
+            ),
+        ] {
+            let e = Config::load(&write(dir.path(), &format!("{text}{TLS}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kms_core::audit::archive::ArchivePolicy;
 use kms_core::authz::Role;
 use kms_core::hierarchy::share::Share;
 use kms_core::keys::Namespace;
@@ -22,6 +23,8 @@ use crate::devpki::{self, DevCa};
 /// The namespace of the dev `app` principal, and where `kms key create` puts keys by default.
 pub const DEV_NAMESPACE: &str = "default";
 const SHARE_FILE: &str = "unseal-share.txt";
+/// Archive segments of the audit trail, in the dev folder.
+const ARCHIVE_DIR: &str = "audit-archive";
 
 /// What `prepare` made or found.
 pub struct DevSetup {
@@ -147,6 +150,7 @@ pub(crate) fn dev_command(
          \n  A single unseal share is kept in {d}/{SHARE_FILE}: anyone who can read it can unseal.\n\
          \n  {} {d}\n  listening     {endpoint} (mutual TLS; no plaintext port)\n\
          \n  CA            {d}/ca.pem\n  server cert   {d}/server.pem\n\
+         \n  audit archive {d}/{ARCHIVE_DIR} (audit records past the newest million)\n\
          \n  CLI profiles  {d}/profiles/admin.toml    (role admin)\
          \n                {d}/profiles/auditor.toml  (role auditor)\
          \n                {d}/profiles/app.toml      (role app, namespace {DEV_NAMESPACE})\n\
@@ -157,11 +161,16 @@ pub(crate) fn dev_command(
     );
     let _ = out.flush();
     let kms = Arc::clone(&setup.kms);
+    // The audit trail is archived as in production (defaults), next to the store.
+    let settings = crate::server::Settings {
+        audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
+        ..crate::server::Settings::default()
+    };
     let result = runtime.block_on(crate::server::run(
         listener,
         kms,
         setup.tls,
-        crate::server::Settings::default(),
+        settings,
         crate::serve::shutdown_signal(),
     ));
     match result {

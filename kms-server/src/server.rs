@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kms_core::Kms;
+use kms_core::audit::archive::{ArchiveError, ArchiveOutcome, ArchivePolicy, Archiver};
 use kms_core::audit::writer::AuditLog;
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_server::CryptoServer, key_admin_server::KeyAdminServer,
@@ -41,6 +42,9 @@ pub struct Settings {
     pub http2_keepalive: Duration,
     /// When the audit trail is checkpointed (signed).
     pub checkpoints: kms_core::audit::writer::CheckpointPolicy,
+    /// When the oldest audit records move from the store to segment files, and where; `None`
+    /// never archives (the store then grows by one record per request, forever).
+    pub audit_archive: Option<ArchivePolicy>,
     /// How often the store's reachability is probed for the gRPC health service.
     pub health_interval: Duration,
 }
@@ -53,6 +57,7 @@ impl Default for Settings {
             handshake_timeout: Duration::from_secs(10),
             http2_keepalive: Duration::from_secs(20),
             checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
+            audit_archive: None,
             health_interval: Duration::from_secs(5),
         }
     }
@@ -286,6 +291,56 @@ async fn store_health(
     }
 }
 
+/// Logs what an archiver run did: segments at info, failures as errors (the store keeps growing
+/// until archiving works again, and nothing is lost meanwhile).
+fn report_archive(outcome: &Result<ArchiveOutcome, ArchiveError>) {
+    match outcome {
+        Ok(ArchiveOutcome::Archived(s)) => {
+            tracing::info!(
+                first = s.first,
+                last = s.last,
+                path = %s.path.display(),
+                "audit records archived to a segment file"
+            );
+            if let Some(aside) = &s.superseded {
+                tracing::warn!(
+                    path = %s.path.display(),
+                    kept_as = %aside.display(),
+                    "a segment file of another chain was under this name (a restored store?); \
+                     it was kept under another name"
+                );
+            }
+        }
+        Ok(ArchiveOutcome::LostRace) => {
+            tracing::debug!("another node archived the same audit segment first");
+        }
+        Ok(
+            ArchiveOutcome::UnderLimit { .. } | ArchiveOutcome::Disabled | ArchiveOutcome::Sealed,
+        ) => {}
+        Err(e) => tracing::error!(
+            error = %e,
+            "audit archiving failed; the records stay in the store and the next run retries"
+        ),
+    }
+}
+
+/// Starts the audit archiver beside the audit log, if archiving is on. A failure to start is
+/// logged, not fatal: the trail is still written, only kept in the store.
+fn start_archiver(audit: &AuditLog, policy: Option<&ArchivePolicy>) -> Option<Archiver> {
+    let policy = policy?.clone();
+    let dir = policy.dir.display().to_string();
+    match audit.start_archiver(policy, Arc::new(report_archive)) {
+        Ok(archiver) => {
+            tracing::info!(dir, "audit archiver started");
+            Some(archiver)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the audit archiver did not start; the trail stays in the store");
+            None
+        }
+    }
+}
+
 /// Serves until `shutdown` completes: in-flight calls finish, then every key is wiped (sealed).
 pub async fn run(
     listener: TcpListener,
@@ -316,6 +371,7 @@ pub async fn run(
         kms.audit_signer(),
         settings.checkpoints,
     ));
+    let archiver = start_archiver(&audit, settings.audit_archive.as_ref());
     let mut shared = Shared::new(Arc::clone(&kms), settings.limits, ids.clone());
     shared.audit = Some(Arc::clone(&audit));
     let max = settings.limits.max_message_bytes();
@@ -359,9 +415,16 @@ pub async fn run(
     accept.abort();
     sched.abort();
     health_watch.abort();
-    // A last signed checkpoint over the trail, then wipe every key.
+    // The archiver first (it finishes the segment it may be writing), then a last signed
+    // checkpoint over the trail, then wipe every key.
     let log = Arc::clone(&audit);
-    let _ = tokio::task::spawn_blocking(move || log.stop()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(archiver) = archiver {
+            archiver.stop();
+        }
+        log.stop();
+    })
+    .await;
     kms.seal_now();
     tracing::info!("server stopped; keys wiped");
     served.map_err(ServeError::from)

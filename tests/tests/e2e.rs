@@ -13,6 +13,8 @@
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "e2e/archive.rs"]
+mod archive;
 #[path = "e2e/authz.rs"]
 mod authz;
 #[path = "e2e/common.rs"]

@@ -1,15 +1,17 @@
 //! `kms audit public-key | export | verify` and `kms inventory export | verify` (OPS-1, OPS-2).
 //!
-//! The exports come from the server; verification is offline: it needs only the exported file
-//! and the audit public key (`kms_core::audit::verify`, `kms_core::verify_inventory`), never a
-//! connection. A file that does not verify is exit code 1, like an invalid signature.
+//! The exports come from the server; verification is offline: it needs only the exported files
+//! and the audit public key (`kms_core::audit::verify_files`, `kms_core::verify_inventory`),
+//! never a connection. A file that does not verify is exit code 1, like an invalid signature.
+//! Audit files are streamed (archive segments and exports reach hundreds of MB); several are
+//! verified as one trail, each continuing the one before.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write as _;
+use std::io::{self, BufRead, BufReader, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use kms_core::audit::{Broken, Line};
+use kms_core::audit::{Broken, ChainError, FileChain, Line, Start, VerifiedFiles};
 use kms_core::crypto::PublicKey;
 use kms_core::keys::state::KeyState;
 use kms_core::policy::Policy;
@@ -83,6 +85,8 @@ struct Counts {
     records: u64,
     checkpoints: u64,
     bytes: u64,
+    /// The record an anchored export continues after (its earlier records are archived).
+    anchored_after: Option<u64>,
 }
 
 impl Counts {
@@ -93,7 +97,12 @@ impl Counts {
         for line in chunk.lines() {
             match serde_json::from_str::<Line>(line) {
                 Ok(Line::Record(_)) => self.records += 1,
-                Ok(Line::Checkpoint(_)) => self.checkpoints += 1,
+                Ok(Line::Checkpoint(cp)) => {
+                    if self.records == 0 && self.checkpoints == 0 && cp.seq > 0 {
+                        self.anchored_after = Some(cp.seq);
+                    }
+                    self.checkpoints += 1;
+                }
                 // Counting is for the summary only; `kms audit verify` judges the lines.
                 Err(_) => {}
             }
@@ -147,14 +156,28 @@ pub(super) async fn export(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), CliErr
             "records": counts.records,
             "checkpoints": counts.checkpoints,
             "bytes": counts.bytes,
+            "continues_after_record": counts.anchored_after,
         }))
     } else {
+        let check = match counts.anchored_after {
+            // The live trail starts where the last archive segment ended: the segments must be
+            // verified with it for the trail to be complete from its first record.
+            Some(seq) => format!(
+                "it continues after record {seq}, which is in the server's audit archive \
+                 segments; check the whole trail with `kms audit verify ARCHIVE/audit-*.jsonl {} \
+                 --public-key PEM` (or this file alone with --from-anchor)",
+                out.display()
+            ),
+            None => format!(
+                "check it with `kms audit verify {} --public-key PEM`",
+                out.display()
+            ),
+        };
         files::println(&format!(
-            "audit trail written to {}: {}, {}; check it with `kms audit verify {} --public-key PEM`",
+            "audit trail written to {}: {}, {}; {check}",
             out.display(),
             plural(counts.records, "record"),
             plural(counts.checkpoints, "signed checkpoint"),
-            out.display()
         ))
     }
 }
@@ -239,9 +262,33 @@ fn read_text(path: &Path) -> Result<Result<String, Broken>, CliError> {
     }
 }
 
-/// The first `SHOWN_LINE_CHARS` characters of line `n` (1-based), for the error.
-fn excerpt(text: &str, n: usize) -> Option<String> {
-    let line = text.lines().nth(n.checked_sub(1)?)?;
+/// The first `SHOWN_LINE_CHARS` characters of line `n` (1-based), for the error. Reads only as
+/// far as that line, and at most a few bytes per character of it.
+fn excerpt(mut reader: impl BufRead, n: usize) -> Option<String> {
+    for _ in 1..n {
+        if reader.skip_until(b'\n').ok()? == 0 {
+            return None;
+        }
+    }
+    n.checked_sub(1)?;
+    // A character is at most 4 bytes: enough for SHOWN_LINE_CHARS of them and one more.
+    let cap = SHOWN_LINE_CHARS * 4 + 4;
+    let mut buf = Vec::new();
+    let read = reader
+        .by_ref()
+        .take(u64::try_from(cap).unwrap_or(u64::MAX))
+        .read_until(b'\n', &mut buf)
+        .ok()?;
+    if read == 0 {
+        return None;
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
     let mut out: String = line.chars().take(SHOWN_LINE_CHARS).collect();
     if line.chars().count() > SHOWN_LINE_CHARS {
         out.push('…');
@@ -249,70 +296,214 @@ fn excerpt(text: &str, n: usize) -> Option<String> {
     Some(out)
 }
 
-pub(super) fn verify_trail(file: &Path, public_key: &Path, json: bool) -> Result<(), CliError> {
-    let public = load_public_key(public_key)?;
-    let text = read_text(file)?;
-    let outcome = text
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|t| kms_core::audit::verify(t, &public));
-    match outcome {
-        Ok(v) => {
-            if json {
-                return print_json(&json!({
-                    "valid": true,
-                    "file": file,
-                    "records": v.records,
-                    "checkpoints": v.checkpoints,
-                    "last_hash": v.last_hash,
-                    "records_by_node": v.records_by_node,
-                    "public_key_sm3": fingerprint(&public),
-                }));
-            }
-            files::println(&format!(
-                "audit trail verified: {}, {}, unbroken to the closing checkpoint\n{}",
-                plural(v.records, "record"),
-                plural(v.checkpoints, "signed checkpoint"),
-                fields(&[
-                    ("file", shown(file)),
-                    ("records by node", nodes_line(&v.records_by_node)),
-                    ("last record hash (SM3)", v.last_hash),
-                    ("audit key fingerprint (SM3)", fingerprint(&public)),
-                ])
-                .trim_end()
-            ))
+/// The excerpt of line `n` of a file (`None` for stdin, which cannot be read again).
+fn excerpt_of(path: &Path, n: usize) -> Option<String> {
+    if path == Path::new("-") {
+        return None;
+    }
+    excerpt(BufReader::new(fs::File::open(path).ok()?), n)
+}
+
+/// A trail file (or stdin for `-`), read as a stream: files reach hundreds of MB.
+fn open_trail(path: &Path) -> Result<Box<dyn BufRead>, CliError> {
+    if path == Path::new("-") {
+        if io::stdin().is_terminal() {
+            eprintln!("(reading stdin until end of input: Ctrl-D)");
         }
-        Err(broken) => {
-            let shown_line = broken.line;
-            let line_text = text.as_ref().ok().and_then(|t| excerpt(t, shown_line));
-            if json {
-                print_json(&json!({
-                    "valid": false,
-                    "file": file,
-                    "line": broken.line,
-                    "problem": broken.problem,
-                    "text": line_text,
-                }))?;
-            }
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = fs::File::open(path).map_err(|e| CliError::io(&shown(path), &e))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+}
+
+/// `kms audit verify FILE... --public-key PEM [--from-anchor]`: each file alone, streamed, and
+/// the files as one trail in the order given (`kms_core::audit::verify_files`).
+pub(super) fn verify_trail(
+    paths: &[PathBuf],
+    public_key: &Path,
+    from_anchor: bool,
+    json: bool,
+) -> Result<(), CliError> {
+    let public = load_public_key(public_key)?;
+    if paths.iter().filter(|p| *p == Path::new("-")).count() > 1 {
+        return Err(CliError::usage("stdin (`-`) can be given only once"));
+    }
+    let start = if from_anchor {
+        Start::GenesisOrAnchor
+    } else {
+        Start::Genesis
+    };
+    let mut chain = FileChain::new(start);
+    for path in paths {
+        let reader = open_trail(path)?;
+        if let Err(e) = chain.add(&shown(path), reader, &public) {
+            return chain_failure(path, &e, public_key, json);
+        }
+    }
+    match chain.finish() {
+        Ok(v) => print_verified(&v, &public, json),
+        Err(e) => Err(CliError::usage(e.to_string())),
+    }
+}
+
+fn print_verified(v: &VerifiedFiles, public: &PublicKey, json: bool) -> Result<(), CliError> {
+    let anchor_seq = v.anchor.as_ref().map(|a| a.seq);
+    if json {
+        let files: Vec<Value> = v
+            .files
+            .iter()
+            .map(|f| {
+                json!({
+                    "file": f.name,
+                    "first_seq": f.verified.first_seq(),
+                    "last_seq": f.verified.last_seq,
+                    "records": f.verified.records,
+                    "checkpoints": f.verified.checkpoints,
+                    "anchor_seq": f.verified.anchor.as_ref().map(|a| a.seq),
+                })
+            })
+            .collect();
+        let mut value = json!({
+            "valid": true,
+            "files": files,
+            "records": v.records,
+            "checkpoints": v.checkpoints,
+            "first_seq": v.first_seq,
+            "last_seq": v.last_seq,
+            "complete_from_genesis": v.complete_from_genesis,
+            "anchor_seq": anchor_seq,
+            "last_hash": v.last_hash,
+            "records_by_node": v.records_by_node,
+            "public_key_sm3": fingerprint(public),
+        });
+        if let [one] = v.files.as_slice() {
+            value["file"] = json!(one.name);
+        }
+        return print_json(&value);
+    }
+    let heading = if v.files.len() == 1 {
+        format!(
+            "audit trail verified: {}, {}, unbroken to the closing checkpoint",
+            plural(v.records, "record"),
+            plural(v.checkpoints, "signed checkpoint"),
+        )
+    } else {
+        format!(
+            "audit trail verified: {}, {}, {}, each file unbroken to its closing checkpoint and \
+             continuing the one before",
+            plural(u64::try_from(v.files.len()).unwrap_or(u64::MAX), "file"),
+            plural(v.records, "record"),
+            plural(v.checkpoints, "signed checkpoint"),
+        )
+    };
+    let names: Vec<&str> = v.files.iter().map(|f| f.name.as_str()).collect();
+    let (file_field, file_value) = match names.as_slice() {
+        [one] => ("file", (*one).to_owned()),
+        [first, .., last] if names.len() > 4 => (
+            "files",
+            format!("{}: {first} … {last} (in this order)", names.len()),
+        ),
+        many => (
+            "files",
+            format!("{}: {} (in this order)", many.len(), many.join(", ")),
+        ),
+    };
+    let records = if v.last_seq >= v.first_seq {
+        format!("{} to {}", v.first_seq, v.last_seq)
+    } else {
+        "none".to_owned()
+    };
+    let complete = match anchor_seq {
+        None => "yes: every record from the genesis (record 1) is verified".to_owned(),
+        Some(n) => format!(
+            "no: starts after record {n} (earlier records are in archive segments not given here)"
+        ),
+    };
+    files::println(&format!(
+        "{heading}\n{}",
+        fields(&[
+            (file_field, file_value),
+            ("records", records),
+            ("complete from genesis", complete),
+            ("records by node", nodes_line(&v.records_by_node)),
+            ("last record hash (SM3)", v.last_hash.clone()),
+            ("audit key fingerprint (SM3)", fingerprint(public)),
+        ])
+        .trim_end()
+    ))
+}
+
+/// The error for a chain that does not verify (exit code 1), after the JSON report if asked.
+fn chain_failure(
+    path: &Path,
+    e: &ChainError,
+    public_key: &Path,
+    json: bool,
+) -> Result<(), CliError> {
+    let (line, line_text) = match e {
+        ChainError::Broken { broken, .. } => (Some(broken.line), excerpt_of(path, broken.line)),
+        ChainError::NoFiles
+        | ChainError::StartsAtAnchor { .. }
+        | ChainError::DoesNotContinue { .. } => (None, None),
+    };
+    if json {
+        let mut value = json!({
+            "valid": false,
+            "file": path,
+            "line": line,
+            "problem": match e {
+                ChainError::Broken { broken, .. } => broken.problem.clone(),
+                ChainError::NoFiles
+                | ChainError::StartsAtAnchor { .. }
+                | ChainError::DoesNotContinue { .. } => e.to_string(),
+            },
+            "text": line_text,
+        });
+        if let ChainError::DoesNotContinue { previous, .. } = e {
+            value["previous_file"] = json!(previous);
+        }
+        print_json(&value)?;
+    }
+    let error = match e {
+        ChainError::Broken { broken, .. } => {
             let mut hint = format!(
                 "the trail was changed after it was exported, or {} is not the key that signed it",
                 public_key.display()
             );
             if let Some(t) = line_text {
-                hint.push_str(&format!("; line {shown_line} reads: {t}"));
+                hint.push_str(&format!("; line {} reads: {t}", broken.line));
             }
-            Err(CliError::new(
+            CliError::new(
                 ExitKind::VerificationFailed,
                 format!(
                     "the audit trail does not verify: {} line {}: {}",
-                    file.display(),
+                    path.display(),
                     broken.line,
                     broken.problem
                 ),
             )
-            .with_hint(hint))
+            .with_hint(hint)
         }
-    }
+        ChainError::StartsAtAnchor { anchor_seq, .. } => CliError::new(
+            ExitKind::VerificationFailed,
+            format!("the audit files are incomplete: {e}"),
+        )
+        .with_hint(format!(
+            "give the archive segments before it first (segment names sort in chain order: \
+             `kms audit verify archive/audit-*.jsonl live.jsonl --public-key PEM`), or pass \
+             --from-anchor to verify only the records after record {anchor_seq}"
+        )),
+        ChainError::DoesNotContinue { .. } => CliError::new(
+            ExitKind::VerificationFailed,
+            format!("the audit files do not form one trail: {e}"),
+        )
+        .with_hint(
+            "give every file of the trail once, in chain order: the archive segments oldest \
+             first (`archive/audit-*.jsonl` sorts that way), then the live export",
+        ),
+        ChainError::NoFiles => CliError::usage(e.to_string()),
+    };
+    Err(error)
 }
 
 /// "3 nodes: 1a2b3c4d 120, 5e6f7a8b 98, …": several servers on one database write one chain,
@@ -545,15 +736,22 @@ mod tests {
 
     #[test]
     fn excerpts_are_short_and_one_based() {
-        let text = "first\nsecond\n";
+        let text = b"first\r\nsecond\n".as_slice();
         assert_eq!(excerpt(text, 1).as_deref(), Some("first"));
         assert_eq!(excerpt(text, 2).as_deref(), Some("second"));
         assert_eq!(excerpt(text, 3), None);
         assert_eq!(excerpt(text, 0), None);
         let long = "x".repeat(SHOWN_LINE_CHARS + 10);
-        let shown = excerpt(&long, 1).unwrap();
+        let shown = excerpt(long.as_bytes(), 1).unwrap();
         assert_eq!(shown.chars().count(), SHOWN_LINE_CHARS + 1);
         assert!(shown.ends_with('…'));
+        // Wide characters: the excerpt counts characters, not bytes.
+        let wide = format!("a\n{}\n", "审".repeat(SHOWN_LINE_CHARS * 3));
+        let shown = excerpt(wide.as_bytes(), 2).unwrap();
+        assert_eq!(shown.chars().count(), SHOWN_LINE_CHARS + 1);
+        assert!(shown.starts_with('审') && shown.ends_with('…'));
+        let exact = "y".repeat(SHOWN_LINE_CHARS);
+        assert_eq!(excerpt(exact.as_bytes(), 1), Some(exact));
     }
 
     #[test]

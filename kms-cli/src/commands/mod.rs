@@ -69,9 +69,13 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     } = args;
     let online = match command {
         Command::Remote(remote) => Online::Remote(remote),
-        // Verification is offline: the file and the public key, no connection settings needed.
-        Command::Audit(AuditCommand::Verify { file, public_key }) => {
-            return audit::verify_trail(&file, &public_key, json);
+        // Verification is offline: the files and the public key, no connection settings needed.
+        Command::Audit(AuditCommand::Verify {
+            files,
+            public_key,
+            from_anchor,
+        }) => {
+            return audit::verify_trail(&files, &public_key, from_anchor, json);
         }
         Command::Inventory(InventoryCommand::Verify { file, public_key }) => {
             return audit::verify_inventory_file(&file, &public_key, json);

@@ -22,6 +22,33 @@ use crate::store::{Batch, Store, StoreError, Tree};
 pub type Signer =
     Arc<dyn Fn(&dyn Fn(&str, u32) -> Vec<u8>) -> Option<(String, u32, Vec<u8>)> + Send + Sync>;
 
+/// A signer over a fresh SM2 key that lives only in memory, with its public half: for tests and
+/// tools that need signed checkpoints without a KMS (a server signs with the KMS audit key,
+/// through `Kms::audit_signer`). Every signature names `key_id`, version 1.
+///
+/// # Errors
+/// Key generation failed (no randomness).
+pub fn ephemeral_signer(key_id: &str) -> Result<(Signer, crate::crypto::PublicKey), crate::Error> {
+    use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
+    let policy = crate::policy::Policy::default();
+    let approved = policy.approve(Purpose::Sign, KeySpec::Sm2)?;
+    let key = crate::crypto::generate(&approved)?;
+    let public = crate::crypto::public_key_of(&key)?;
+    let scheme = policy.approve_signature(
+        approved,
+        SignatureRequest::Sm2 {
+            id: SM2_DEFAULT_ID.to_owned(),
+        },
+    )?;
+    let key_id = key_id.to_owned();
+    let signer: Signer = Arc::new(move |make: &dyn Fn(&str, u32) -> Vec<u8>| {
+        let bytes = make(&key_id, 1);
+        let sig = crate::crypto::sign(&scheme, &key, crate::crypto::Message::Raw(&bytes)).ok()?;
+        Some((key_id.clone(), 1, sig))
+    });
+    Ok((signer, public))
+}
+
 /// Called once per event when its record is durable (or failed).
 pub type Completion = Box<dyn FnOnce(Result<Record, StoreError>) + Send>;
 

@@ -233,6 +233,118 @@ pub fn prefix_scan_is_ordered(store: &dyn Store) {
     clear(store, &[tree], &high);
 }
 
+#[track_caller]
+fn range(store: &dyn Store, tree: Tree, from: &[u8], to: &[u8], limit: usize) -> Vec<Entry> {
+    match store.scan_range(tree, from, to, limit) {
+        Ok(entries) => entries,
+        Err(e) => panic!("[{}] range scan of {tree} failed: {e}", store.name()),
+    }
+}
+
+/// Range scans return the first `limit` keys with `from <= key < to` in ascending byte order:
+/// `from` included, `to` excluded, keys that extend `to` (`to ‖ 0x00`) excluded, keys of other
+/// trees never, reversed or empty bounds and a zero limit give nothing, and paging (each page
+/// starting just after the last key of the one before) walks a range exactly once.
+pub fn range_scan_is_bounded_and_ordered(store: &dyn Store) {
+    let tree = Tree::MacKeys;
+    let base = ns("range", b"");
+    clear(store, &[tree, Tree::Aliases], &base);
+
+    let suffixes: [&[u8]; 14] = [
+        b"",
+        b"\x00",
+        b"a",
+        b"a\x00",
+        b"ab",
+        b"ab\x00",
+        b"ab\xff",
+        b"abc",
+        b"b",
+        b"b\x00",
+        b"\x7f",
+        b"\x80",
+        b"\xff",
+        b"\xff\xff",
+    ];
+    let key = |suffix: &[u8]| [base.as_slice(), suffix].concat();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut batch = Batch::new();
+    for (i, suffix) in suffixes.iter().enumerate() {
+        let value = format!("range {i}").into_bytes();
+        model.insert(key(suffix), value.clone());
+        batch.put(tree, key(suffix), value);
+    }
+    // The same keys in another tree must never show up.
+    for suffix in suffixes {
+        batch.put(Tree::Aliases, key(suffix), b"other tree".to_vec());
+    }
+    apply(store, &batch, "writing range keys");
+
+    let bounds: [(&[u8], &[u8]); 9] = [
+        (b"", b"\xff\xff\xff"),
+        (b"a", b"b"),
+        (b"a", b"ab"),
+        (b"a\x00", b"ab\x00"),
+        (b"ab", b"abc"),
+        (b"ab\x00", b"ab\xff"),
+        (b"\x7f", b"\xff"),
+        (b"b", b"b\x00"),
+        (b"\x00", b"\x01"),
+    ];
+    for (from, to) in bounds {
+        let (from, to) = (key(from), key(to));
+        let all: Vec<Entry> = model
+            .iter()
+            .filter(|(k, _)| **k >= from && **k < to)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for limit in [1, 2, 3, all.len(), all.len() + 1, usize::MAX] {
+            let expected: Vec<Entry> = all.iter().take(limit).cloned().collect();
+            let actual = range(store, tree, &from, &to, limit);
+            assert!(
+                actual == expected,
+                "[{}] range scan [{}, {}) limit {limit} returned {} entries, expected {} in \
+                 ascending key order",
+                store.name(),
+                hex::encode(&from),
+                hex::encode(&to),
+                actual.len(),
+                expected.len()
+            );
+        }
+        // Paging by two reassembles the range exactly.
+        let mut paged = Vec::new();
+        let mut next = from.clone();
+        loop {
+            let page = range(store, tree, &next, &to, 2);
+            let Some((last, _)) = page.last() else { break };
+            next = [last.as_slice(), b"\x00"].concat();
+            paged.extend(page);
+        }
+        assert!(
+            paged == all,
+            "[{}] paging through [{}, {}) returned {} entries, expected {}",
+            store.name(),
+            hex::encode(&from),
+            hex::encode(&to),
+            paged.len(),
+            all.len()
+        );
+    }
+    for (from, to, limit, what) in [
+        (key(b"b"), key(b"a"), 10, "reversed bounds"),
+        (key(b"a"), key(b"a"), 10, "empty bounds"),
+        (key(b""), key(b"\xff\xff\xff"), 0, "a zero limit"),
+    ] {
+        assert!(
+            range(store, tree, &from, &to, limit).is_empty(),
+            "[{}] a range scan with {what} must return nothing",
+            store.name()
+        );
+    }
+    clear(store, &[tree, Tree::Aliases], &base);
+}
+
 /// 1000 keys written in scrambled order come back complete and byte-ordered (so "10" < "9").
 pub fn many_keys_scan_in_order(store: &dyn Store) {
     const COUNT: usize = 1000;
@@ -678,6 +790,7 @@ pub fn run_all(store: &dyn Store) {
     round_trip(store);
     trees_are_isolated(store);
     prefix_scan_is_ordered(store);
+    range_scan_is_bounded_and_ordered(store);
     many_keys_scan_in_order(store);
     large_values(store);
     delete_of_missing_key_is_ok(store);
@@ -704,6 +817,10 @@ macro_rules! conformance_tests {
         #[test]
         fn conformance_prefix_scan_is_ordered() {
             $with($crate::store::conformance::prefix_scan_is_ordered);
+        }
+        #[test]
+        fn conformance_range_scan_is_bounded_and_ordered() {
+            $with($crate::store::conformance::range_scan_is_bounded_and_ordered);
         }
         #[test]
         fn conformance_many_keys_scan_in_order() {

@@ -62,6 +62,28 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn scan_range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        // `BTreeMap::range` panics on reversed bounds; an empty range is the answer.
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .lock()
+            .range((
+                Bound::Included((tree, from.to_vec())),
+                Bound::Excluded((tree, to.to_vec())),
+            ))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut entries = self.lock();
         for pre in batch.preconditions() {

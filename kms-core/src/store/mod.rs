@@ -22,7 +22,7 @@ pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sled::SledStore;
 
-/// A `(key, value)` pair as returned by [`Store::scan_prefix`].
+/// A `(key, value)` pair as returned by [`Store::scan_prefix`] and [`Store::scan_range`].
 pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// Closed set of trees. Sign, encrypt and MAC keys live apart (KEY-5).
@@ -291,6 +291,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// All entries whose key starts with prefix, in ascending byte order of key.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+
+    /// The first `limit` entries with `from <= key < to`, in ascending byte order of key; empty
+    /// when `from >= to` or `limit` is 0.
+    ///
+    /// For trees too large to read whole (the audit trail): a reader pages through a range,
+    /// starting each page just after the last key of the one before, and holds one page at a
+    /// time. The default filters a prefix scan, so it is correct but reads everything under the
+    /// bounds' common prefix; every real backend overrides it with a bounded read.
+    fn scan_range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let common = from.iter().zip(to).take_while(|(a, b)| a == b).count();
+        Ok(self
+            .scan_prefix(tree, &from[..common])?
+            .into_iter()
+            .filter(|(k, _)| k.as_slice() >= from && k.as_slice() < to)
+            .take(limit)
+            .collect())
+    }
 
     /// Atomic across trees; checks every precondition; durable (flushed to disk) before `Ok`.
     ///

@@ -183,6 +183,7 @@ struct Sql {
     get: String,
     scan_from: String,
     scan_range: String,
+    scan_bounded: String,
     lock: String,
     read_many: String,
     upsert: String,
@@ -200,6 +201,10 @@ impl Sql {
             scan_range: format!(
                 "SELECT key, value FROM {kv} WHERE tree = $1 AND key >= $2 AND key < $3 \
                  ORDER BY key"
+            ),
+            scan_bounded: format!(
+                "SELECT key, value FROM {kv} WHERE tree = $1 AND key >= $2 AND key < $3 \
+                 ORDER BY key LIMIT $4"
             ),
             // A function scan yields the array's elements in order, so the locks are taken in
             // the (ascending) order the caller sorted them in.
@@ -236,6 +241,8 @@ fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
 enum Call {
     Get(Tree, Vec<u8>),
     Scan(Tree, Vec<u8>),
+    /// `from`, `to` (exclusive), at most this many rows.
+    Range(Tree, Vec<u8>, Vec<u8>, i64),
     Apply(Batch),
     Health,
 }
@@ -454,6 +461,22 @@ impl Inner {
                     }
                 }
                 .map_err(|e| Failure::before_commit(&e))?;
+                let entries = rows
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<Vec<Entry>, tokio_postgres::Error>>()
+                    .map_err(|e| Failure::before_commit(&e))?;
+                Ok(Reply::Entries(entries))
+            }
+            Call::Range(tree, from, to, limit) => {
+                let stmt = conn
+                    .prepare_cached(&self.sql.scan_bounded)
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                let rows = conn
+                    .query(&stmt, &[&tree.name(), from, to, limit])
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
                 let entries = rows
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -857,6 +880,24 @@ impl Store for PostgresStore {
 
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         match self.call(Call::Scan(tree, prefix.to_vec()))? {
+            Reply::Entries(e) => Ok(e),
+            Reply::Value(_) | Reply::Done => Err(unexpected()),
+        }
+    }
+
+    fn scan_range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // LIMIT takes a bigint; a larger limit than it holds means "no limit" anyway.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self.call(Call::Range(tree, from.to_vec(), to.to_vec(), limit))? {
             Reply::Entries(e) => Ok(e),
             Reply::Value(_) | Reply::Done => Err(unexpected()),
         }

@@ -189,6 +189,26 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn scan_range(
+        &self,
+        tree: Tree,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if from >= to || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.tree(tree)
+            .range(from..to)
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry.map_err(map_err)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut journal = self.lock_journal();
         self.transact(batch, true)?;

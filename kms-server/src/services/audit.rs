@@ -1,18 +1,95 @@
 //! The audit trail and the inventory, for auditors (`kms.v1.Audit`).
 
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
+use kms_core::audit::export::AuditExport;
 use kms_core::authz::{self, Op};
+use kms_core::store::StoreError;
 use kms_proto::v1::{self, audit_server::Audit};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::status::to_status;
 
 type Lines = Pin<Box<dyn Stream<Item = Result<v1::AuditChunk, Status>> + Send>>;
 
-/// Lines per streamed chunk.
+/// Lines per streamed chunk (about 400 KiB).
 const LINES_PER_CHUNK: usize = 1000;
+/// Chunks between the export thread and the client: the most one export buffers.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// A client that takes no chunk for this long loses its export, so that a stalled client (its
+/// HTTP/2 stack still answers pings) does not keep the export thread forever.
+const CLIENT_STALL: Duration = Duration::from_secs(120);
+/// The longest nap of the export thread while the channel is full.
+const FULL_NAP: Duration = Duration::from_millis(20);
+
+/// Sends one item from a plain thread, waiting while the channel is full for at most
+/// [`CLIENT_STALL`]. It naps and retries rather than wait on a tokio timer: a timer used from
+/// outside the runtime panics if the runtime shuts down meanwhile (server shutdown mid-export).
+fn send_or_give_up(
+    tx: &mpsc::Sender<Result<v1::AuditChunk, Status>>,
+    mut item: Result<v1::AuditChunk, Status>,
+) -> Result<(), &'static str> {
+    let deadline = Instant::now() + CLIENT_STALL;
+    let mut nap = Duration::from_millis(1);
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err("went away"),
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    return Err("took no data for two minutes");
+                }
+                item = back;
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(FULL_NAP);
+            }
+        }
+    }
+}
+
+/// Runs on the export thread: reads the export and sends it in chunks; a failure (records
+/// archived meanwhile, a store error) ends the stream with its status. Stops early when the
+/// client has gone or stalls.
+fn stream_export(
+    export: AuditExport,
+    tx: &mpsc::Sender<Result<v1::AuditChunk, Status>>,
+    request_id: &str,
+) {
+    let send = |item| send_or_give_up(tx, item);
+    let mut client_lost = None;
+    let mut lines = String::new();
+    let mut count = 0;
+    let result = export.write_to(&mut |line| {
+        lines.push_str(line);
+        count += 1;
+        if count >= LINES_PER_CHUNK {
+            count = 0;
+            let chunk = v1::AuditChunk {
+                lines: std::mem::take(&mut lines),
+            };
+            if let Err(why) = send(Ok(chunk)) {
+                client_lost = Some(why);
+                return Err(StoreError::Unavailable(format!("the client {why}")));
+            }
+        }
+        Ok(())
+    });
+    let sent = match (result, client_lost) {
+        (_, Some(why)) => Err(why),
+        (Ok(()), None) if lines.is_empty() => Ok(()),
+        (Ok(()), None) => send(Ok(v1::AuditChunk { lines })),
+        (Err(e), None) => send(Err(to_status(&kms_core::Error::from(e), request_id))),
+    };
+    if let Err(why) = sent {
+        tracing::info!(request_id, "audit export abandoned: the client {why}");
+    }
+}
 
 #[tonic::async_trait]
 impl Audit for Shared {
@@ -33,6 +110,10 @@ impl Audit for Shared {
 
     type ExportAuditStream = Lines;
 
+    /// Streams the export: authorisation, the sealed check and the export's start (anchor,
+    /// tail, the signed closing checkpoint) run first, so a refusal is the call's status; the
+    /// lines then come from a thread of their own through a bounded channel, so neither side
+    /// ever holds the trail whole and a slow client slows the reader instead of filling memory.
     async fn export_audit(
         &self,
         req: Request<v1::ExportAuditRequest>,
@@ -42,25 +123,30 @@ impl Audit for Shared {
             .audit
             .clone()
             .ok_or_else(|| Status::unavailable("this server keeps no audit trail"))?;
-        let text = self
+        let export = self
             .run(&call, move |kms, p| {
                 authz::authorize(p, Op::ExportAudit)?;
                 if kms.is_sealed() {
                     return Err(kms_core::Error::Sealed);
                 }
-                log.export().map_err(kms_core::Error::from)
+                log.begin_export().map_err(kms_core::Error::from)
             })
             .await?;
-        let lines: Vec<&str> = text.lines().collect();
-        let chunks: Vec<Result<v1::AuditChunk, Status>> = lines
-            .chunks(LINES_PER_CHUNK)
-            .map(|c| {
-                Ok(v1::AuditChunk {
-                    lines: c.iter().map(|l| format!("{l}\n")).collect(),
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let request_id = call.request_id.clone();
+        // A thread of its own rather than the blocking pool: an export of a long trail to a slow
+        // client lasts as long as the client takes, and must not hold one of the pool's few
+        // threads that every request needs.
+        let spawned = std::thread::Builder::new()
+            .name("kms-audit-export".into())
+            .spawn(move || stream_export(export, &tx, &request_id));
+        if spawned.is_err() {
+            return Err(Status::unavailable(format!(
+                "cannot start the export (request {})",
+                call.request_id
+            )));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn export_inventory(
