@@ -54,7 +54,8 @@ pub struct CompromisedKey {
     pub key_id: String,
     pub compromised_at: Option<u64>,
     /// The last successful data-plane use of the key (milliseconds since the epoch), if any;
-    /// administration (describe, compromise, rotate) is not use.
+    /// administration (describe, compromise, rotate) is not use. Only the audit records still
+    /// in the store are searched: uses archived to segment files are not counted.
     pub last_use_ms: Option<u64>,
 }
 
@@ -128,24 +129,47 @@ pub fn verify_inventory(text: &str, public: &PublicKey) -> Result<Inventory, Inv
     }
 }
 
+/// Audit records read per page when looking for keys' last use: bounded memory, however long
+/// the trail.
+const USE_SCAN_PAGE: usize = 1000;
+
 impl Kms {
+    /// The newest successful data-plane use of each key, from the audit records still in the
+    /// store (records archived to segment files are not read: a use older than the hot trail
+    /// shows as none). Paged, so a trail of millions of records is never held at once.
+    fn last_data_plane_use(&self) -> Result<HashMap<String, u64>, Error> {
+        let mut last_use: HashMap<String, u64> = HashMap::new();
+        let mut from = b"r".to_vec();
+        loop {
+            let page = self
+                .store
+                .scan_range(Tree::Audit, &from, b"s", USE_SCAN_PAGE)?;
+            for (_, v) in &page {
+                if let Ok(r) = serde_json::from_slice::<Record>(v)
+                    && let Some(id) = r.key_id
+                    && r.outcome == "OK"
+                    && r.operation.starts_with("Crypto/")
+                {
+                    let e = last_use.entry(id).or_insert(0);
+                    *e = (*e).max(r.time_ms);
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == USE_SCAN_PAGE => {
+                    // The next key after `k` in byte order.
+                    from = [k.as_slice(), &[0]].concat();
+                }
+                Some(_) | None => return Ok(last_use),
+            }
+        }
+    }
+
     /// Builds and signs the inventory (admins and auditors).
     pub fn inventory(&self, principal: &Principal) -> Result<Inventory, Error> {
         self.begin(principal, Op::ExportInventory)?;
         let now = self.now();
         let policy = self.config.policy;
-        let mut last_use: HashMap<String, u64> = HashMap::new();
-        for (k, v) in self.store.scan_prefix(Tree::Audit, b"r")? {
-            let _ = k;
-            if let Ok(r) = serde_json::from_slice::<Record>(&v)
-                && let Some(id) = r.key_id
-                && r.outcome == "OK"
-                && r.operation.starts_with("Crypto/")
-            {
-                let e = last_use.entry(id).or_insert(0);
-                *e = (*e).max(r.time_ms);
-            }
-        }
+        let last_use = self.last_data_plane_use()?;
         let mut records = self.all_records()?;
         records.sort_by_key(|r| (r.created_at, r.id));
         let mut keys = Vec::with_capacity(records.len());

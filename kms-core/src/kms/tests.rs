@@ -896,6 +896,52 @@ mod audit {
         (kms, log, text, public)
     }
 
+    /// The inventory pages through the trail: a use in the third page of records still counts,
+    /// and only successful data-plane uses do.
+    #[test]
+    fn inventory_finds_a_compromised_keys_last_use_beyond_the_first_pages() {
+        let f = fixture();
+        let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
+        f.kms
+            .mark_compromised(&f.admin, &KeyRef::Id(key.id))
+            .unwrap();
+        let kms = Arc::new(f.kms);
+        let log = AuditLog::start(
+            kms.store().clone(),
+            "n1",
+            kms.audit_signer(),
+            CheckpointPolicy::default(),
+        );
+        let id = key.id.to_string();
+        let not_use = |i: usize, operation: &str, outcome: &str| Event {
+            operation: operation.into(),
+            outcome: outcome.into(),
+            ..event(i, Some(id.clone()))
+        };
+        for i in 0..2_500 {
+            let e = if i % 2 == 0 {
+                not_use(i, "Admin/DescribeKey", "OK")
+            } else {
+                not_use(i, "Crypto/Decrypt", "PERMISSION_DENIED")
+            };
+            log.append_blocking(e).unwrap();
+        }
+        let used = log
+            .append_blocking(not_use(2_500, "Crypto/Decrypt", "OK"))
+            .unwrap();
+        log.append_blocking(not_use(2_501, "Admin/RotateKey", "OK"))
+            .unwrap();
+        let inventory = kms.inventory(&f.auditor).unwrap();
+        let found = inventory
+            .summary
+            .compromised
+            .iter()
+            .find(|c| c.key_id == id)
+            .expect("the compromised key is listed");
+        assert_eq!(found.last_use_ms, Some(used.time_ms));
+        log.stop();
+    }
+
     #[test]
     fn an_untouched_export_verifies() {
         let (_, _, text, public) = trail(25, 10);
