@@ -96,8 +96,7 @@ pub struct Config {
     pub scheduler_interval_seconds: u64,
     /// A signed audit checkpoint after this many records ...
     pub audit_checkpoint_records: u64,
-    /// ... and at least this often (seconds), and at shutdown. The archiver looks this often
-    /// too.
+    /// ... and at least this often (seconds), and at shutdown.
     pub audit_checkpoint_seconds: u64,
     /// Where archive segments of the audit trail go (`DATA_DIR/audit-archive` when unset).
     pub audit_archive_dir: Option<PathBuf>,
@@ -106,6 +105,10 @@ pub struct Config {
     pub audit_hot_records: u64,
     /// Records per archive segment file; at least 1, at most `audit_hot_records`.
     pub audit_segment_records: u64,
+    /// How often (seconds) the archiver looks. Often, so that each look archives about one
+    /// segment: a minute's backlog archived at once is a burst of disk and CPU work that shows
+    /// in request latencies.
+    pub audit_archive_seconds: u64,
 }
 
 impl Default for Config {
@@ -131,6 +134,7 @@ impl Default for Config {
             audit_archive_dir: None,
             audit_hot_records: ArchivePolicy::DEFAULT_HOT_RECORDS,
             audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
+            audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
         }
     }
 }
@@ -266,7 +270,7 @@ impl Config {
                 .unwrap_or_else(|| self.data_dir.join("audit-archive")),
             hot_records: self.audit_hot_records,
             segment_records: self.audit_segment_records,
-            every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
+            every: Duration::from_secs(self.audit_archive_seconds.max(1)),
         };
         if !policy.enabled() {
             return Ok(None);
@@ -507,14 +511,14 @@ mod tests {
         assert_eq!(policy.dir, dir.path().join("d").join("audit-archive"));
         assert_eq!(policy.hot_records, 1_000_000);
         assert_eq!(policy.segment_records, 100_000);
-        assert_eq!(policy.every, Duration::from_secs(60));
+        assert_eq!(policy.every, Duration::from_secs(5));
         assert_eq!(c.settings().audit_archive, Some(policy));
 
         let c = Config::load(&write(
             dir.path(),
             &format!(
                 "audit_archive_dir = \"segments\"\naudit_hot_records = 50\n\
-                 audit_segment_records = 20\naudit_checkpoint_seconds = 2\n{TLS}"
+                 audit_segment_records = 20\naudit_archive_seconds = 2\n{TLS}"
             ),
         ))
         .unwrap();

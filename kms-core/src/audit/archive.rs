@@ -88,16 +88,18 @@ pub struct ArchivePolicy {
 impl ArchivePolicy {
     pub const DEFAULT_HOT_RECORDS: u64 = 1_000_000;
     pub const DEFAULT_SEGMENT_RECORDS: u64 = 100_000;
+    /// How often the archiver looks by default.
+    pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 
     /// The defaults for segment files in `dir`: a million hot records, 100,000 per segment,
-    /// looked at every minute.
+    /// looked at every [`Self::DEFAULT_EVERY`].
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             hot_records: Self::DEFAULT_HOT_RECORDS,
             segment_records: Self::DEFAULT_SEGMENT_RECORDS,
-            every: Duration::from_secs(60),
+            every: Self::DEFAULT_EVERY,
         }
     }
 

@@ -89,7 +89,7 @@ async fn segments_and_the_live_export_chain_into_one_trail_from_the_genesis() {
         format!(
             "data_dir = \"data\"\naudit_archive_dir = \"audit-archive\"\n\
              audit_hot_records = {HOT}\naudit_segment_records = {SEGMENT}\n\
-             audit_checkpoint_records = 7\naudit_checkpoint_seconds = 1\n\
+             audit_checkpoint_records = 7\naudit_checkpoint_seconds = 1\naudit_archive_seconds = 1\n\
              [tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\nclient_ca = \"ca.pem\"\n"
         ),
     )
