@@ -228,15 +228,8 @@ fn three_audit_writers_on_one_database_make_one_verifiable_chain() {
             for t in 0..THREADS_PER_WRITER {
                 s.spawn(move || {
                     for n in 0..PER_WRITER / THREADS_PER_WRITER {
-                        log.append_blocking(Event {
-                            request_id: format!("{name}-{t}-{n}"),
-                            principal: "app".into(),
-                            role: "app".into(),
-                            operation: "Crypto/Encrypt".into(),
-                            outcome: "OK".into(),
-                            ..Event::default()
-                        })
-                        .expect("a contended write must be retried, not refused");
+                        log.append_blocking(encrypt_event(format!("{name}-{t}-{n}")))
+                            .expect("a contended write must be retried, not refused");
                     }
                 });
             }
@@ -258,6 +251,18 @@ fn three_audit_writers_on_one_database_make_one_verifiable_chain() {
 }
 
 /// Every segment file in `dirs`, as `(first, last, path)`, in chain order.
+/// A successful app encryption's audit event.
+fn encrypt_event(request_id: String) -> Event {
+    Event {
+        request_id,
+        principal: "app".into(),
+        role: "app".into(),
+        operation: "Crypto/Encrypt".into(),
+        outcome: "OK".into(),
+        ..Event::default()
+    }
+}
+
 fn segment_files(dirs: &[&std::path::Path]) -> Vec<(u64, u64, std::path::PathBuf)> {
     let mut found = Vec::new();
     for dir in dirs {
@@ -353,15 +358,8 @@ fn two_archivers_on_one_database_archive_every_record_exactly_once() {
             for t in 0..3 {
                 s.spawn(move || {
                     for n in 0..PER_NODE / 3 {
-                        log.append_blocking(Event {
-                            request_id: format!("node{i}-{t}-{n}"),
-                            principal: "app".into(),
-                            role: "app".into(),
-                            operation: "Crypto/Encrypt".into(),
-                            outcome: "OK".into(),
-                            ..Event::default()
-                        })
-                        .unwrap();
+                        log.append_blocking(encrypt_event(format!("node{i}-{t}-{n}")))
+                            .unwrap();
                     }
                 });
             }
@@ -459,15 +457,8 @@ fn a_segment_larger_than_the_lock_table_archives_on_postgres() {
             let log = &log;
             s.spawn(move || {
                 for n in 0..RECORDS / 50 {
-                    log.append_blocking(Event {
-                        request_id: format!("{t}-{n}"),
-                        principal: "app".into(),
-                        role: "app".into(),
-                        operation: "Crypto/Encrypt".into(),
-                        outcome: "OK".into(),
-                        ..Event::default()
-                    })
-                    .unwrap();
+                    log.append_blocking(encrypt_event(format!("{t}-{n}")))
+                        .unwrap();
                 }
             });
         }
