@@ -91,6 +91,11 @@ fn grpc_code_name(resp: &http::Response<Body>) -> String {
     format!("{code:?}")
 }
 
+/// A gRPC code as the audit trail names it: `PERMISSION_DENIED`.
+pub(crate) fn code_name(code: tonic::Code) -> String {
+    screaming(&format!("{code:?}"))
+}
+
 /// "OK", "PermissionDenied" → "OK", "PERMISSION_DENIED".
 fn screaming(name: &str) -> String {
     let mut out = String::new();

@@ -3,7 +3,11 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use kms_core::audit::Event;
 use kms_core::audit::export::AuditExport;
+use kms_core::audit::writer::AuditLog;
 use kms_core::authz::{self, Op};
 use kms_core::store::StoreError;
 use kms_proto::v1::{self, audit_server::Audit};
@@ -28,22 +32,30 @@ const CLIENT_STALL: Duration = Duration::from_secs(120);
 /// The longest nap of the export thread while the channel is full.
 const FULL_NAP: Duration = Duration::from_millis(20);
 
+/// The export's operation name in the audit trail (its path, as the audit layer names it).
+const EXPORT_OPERATION: &str = "Audit/ExportAudit";
+/// The flag on the second audit record of an export that did not reach its end.
+pub const EXPORT_INCOMPLETE: &str = "export-incomplete";
+
 /// Sends one item from a plain thread, waiting while the channel is full for at most
 /// [`CLIENT_STALL`]. It naps and retries rather than wait on a tokio timer: a timer used from
 /// outside the runtime panics if the runtime shuts down meanwhile (server shutdown mid-export).
 fn send_or_give_up(
     tx: &mpsc::Sender<Result<v1::AuditChunk, Status>>,
     mut item: Result<v1::AuditChunk, Status>,
-) -> Result<(), &'static str> {
+) -> Result<(), (tonic::Code, &'static str)> {
     let deadline = Instant::now() + CLIENT_STALL;
     let mut nap = Duration::from_millis(1);
     loop {
         match tx.try_send(item) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err("went away"),
+            Err(TrySendError::Closed(_)) => return Err((tonic::Code::Cancelled, "went away")),
             Err(TrySendError::Full(back)) => {
                 if Instant::now() >= deadline {
-                    return Err("took no data for two minutes");
+                    return Err((
+                        tonic::Code::DeadlineExceeded,
+                        "took no data for two minutes",
+                    ));
                 }
                 item = back;
                 std::thread::sleep(nap);
@@ -56,11 +68,18 @@ fn send_or_give_up(
 /// Runs on the export thread: reads the export and sends it in chunks; a failure (records
 /// archived meanwhile, a store error) ends the stream with its status. Stops early when the
 /// client has gone or stalls.
+///
+/// The audit layer recorded the export as it began (its response headers said OK), before any
+/// line left. An export that then does not reach its closing checkpoint gets a second record
+/// with the same request id, the code it ended with and [`EXPORT_INCOMPLETE`], so the trail never
+/// shows an export as whole that was not (OPS-1).
 fn stream_export(
     export: AuditExport,
     tx: &mpsc::Sender<Result<v1::AuditChunk, Status>>,
-    request_id: &str,
+    log: &AuditLog,
+    begun: Event,
 ) {
+    let request_id = begun.request_id.clone();
     let send = |item| send_or_give_up(tx, item);
     let mut client_lost = None;
     let mut lines = String::new();
@@ -73,21 +92,36 @@ fn stream_export(
             let chunk = v1::AuditChunk {
                 lines: std::mem::take(&mut lines),
             };
-            if let Err(why) = send(Ok(chunk)) {
-                client_lost = Some(why);
+            if let Err((code, why)) = send(Ok(chunk)) {
+                client_lost = Some((code, why));
                 return Err(StoreError::Unavailable(format!("the client {why}")));
             }
         }
         Ok(())
     });
-    let sent = match (result, client_lost) {
-        (_, Some(why)) => Err(why),
+    let ended = match (result, client_lost) {
+        (_, Some(lost)) => Err(lost),
         (Ok(()), None) if lines.is_empty() => Ok(()),
         (Ok(()), None) => send(Ok(v1::AuditChunk { lines })),
-        (Err(e), None) => send(Err(to_status(&kms_core::Error::from(e), request_id))),
+        (Err(e), None) => {
+            let status = to_status(&kms_core::Error::from(e), &request_id);
+            let code = status.code();
+            // Sent or not, the export failed.
+            let _ = send(Err(status));
+            Err((code, "got an error in place of the rest of the trail"))
+        }
     };
-    if let Err(why) = sent {
-        tracing::info!(request_id, "audit export abandoned: the client {why}");
+    let Err((code, why)) = ended else {
+        return;
+    };
+    tracing::info!(request_id, "audit export incomplete: the client {why}");
+    let record = Event {
+        outcome: crate::audit_layer::code_name(code),
+        flags: vec![EXPORT_INCOMPLETE.to_owned()],
+        ..begun
+    };
+    if let Err(e) = log.append_blocking(record) {
+        tracing::error!(request_id, error = %e, "the incomplete export could not be recorded");
     }
 }
 
@@ -123,23 +157,30 @@ impl Audit for Shared {
             .audit
             .clone()
             .ok_or_else(|| Status::unavailable("this server keeps no audit trail"))?;
+        let reader = Arc::clone(&log);
         let export = self
             .run(&call, move |kms, p| {
                 authz::authorize(p, Op::ExportAudit)?;
                 if kms.is_sealed() {
                     return Err(kms_core::Error::Sealed);
                 }
-                log.begin_export().map_err(kms_core::Error::from)
+                reader.begin_export().map_err(kms_core::Error::from)
             })
             .await?;
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let request_id = call.request_id.clone();
+        let begun = Event {
+            request_id: call.request_id.clone(),
+            principal: call.principal.subject.clone(),
+            role: call.principal.role.name().to_owned(),
+            operation: EXPORT_OPERATION.to_owned(),
+            ..Event::default()
+        };
         // A thread of its own rather than the blocking pool: an export of a long trail to a slow
         // client lasts as long as the client takes, and must not hold one of the pool's few
         // threads that every request needs.
         let spawned = std::thread::Builder::new()
             .name("kms-audit-export".into())
-            .spawn(move || stream_export(export, &tx, &request_id));
+            .spawn(move || stream_export(export, &tx, &log, begun));
         if spawned.is_err() {
             return Err(Status::unavailable(format!(
                 "cannot start the export (request {})",

@@ -279,3 +279,77 @@ async fn a_long_export_streams_in_chunks_of_whole_lines() {
     assert_eq!(verified.anchor, None);
     w.stop().await;
 }
+
+/// An export the client abandons part way gets a second record with the same request id: the
+/// first (written as the export began) says OK, the second says how it ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_export_is_recorded_as_incomplete() {
+    let w = World::start().await;
+    // More lines than the export thread's channel and the HTTP/2 windows hold, so the export
+    // cannot have finished when the client lets go.
+    for _ in 0..20 {
+        let calls: Vec<_> = (0..1000)
+            .map(|_| {
+                let mut crypto = w.app.crypto.clone();
+                tokio::spawn(async move {
+                    crypto
+                        .generate_random(v1::GenerateRandomRequest { length: 8 })
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+    }
+    let mut stream = w
+        .auditor
+        .audit
+        .clone()
+        .export_audit(v1::ExportAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.lines.ends_with('\n'));
+    drop(stream);
+
+    let records = |text: &str| -> Vec<kms_core::audit::Record> {
+        text.lines()
+            .filter_map(|l| match serde_json::from_str(l) {
+                Ok(kms_core::audit::Line::Record(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (begun, ended) = loop {
+        let all = records(&export(&w).await);
+        let ended = all
+            .iter()
+            .find(|r| r.flags == ["export-incomplete"])
+            .cloned();
+        if let Some(ended) = ended {
+            let begun = all
+                .iter()
+                .find(|r| r.request_id == ended.request_id && r.flags.is_empty())
+                .cloned()
+                .expect("the export's first record");
+            break (begun, ended);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of the abandoned export"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(begun.operation, "Audit/ExportAudit");
+    assert_eq!(begun.outcome, "OK");
+    assert_eq!(ended.operation, "Audit/ExportAudit");
+    assert_eq!(ended.outcome, "CANCELLED");
+    assert_eq!(ended.role, "auditor");
+    assert_eq!(ended.principal, begun.principal);
+    assert!(ended.seq > begun.seq);
+    w.stop().await;
+}
