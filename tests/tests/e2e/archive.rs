@@ -235,12 +235,9 @@ async fn segments_and_the_live_export_chain_into_one_trail_from_the_genesis() {
     );
 }
 
-/// A trail of more than a thousand lines comes in several chunks of at most a thousand whole
-/// lines each, and holds exactly the records written before the export began (not its own).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_long_export_streams_in_chunks_of_whole_lines() {
-    let w = World::start().await;
-    let calls: Vec<_> = (0..1200)
+/// `n` concurrent app calls, each leaving one audit record.
+async fn random_calls(w: &World, n: usize) {
+    let calls: Vec<_> = (0..n)
         .map(|_| {
             let mut crypto = w.app.crypto.clone();
             tokio::spawn(async move {
@@ -254,6 +251,14 @@ async fn a_long_export_streams_in_chunks_of_whole_lines() {
     for call in calls {
         call.await.unwrap();
     }
+}
+
+/// A trail of more than a thousand lines comes in several chunks of at most a thousand whole
+/// lines each, and holds exactly the records written before the export began (not its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_export_streams_in_chunks_of_whole_lines() {
+    let w = World::start().await;
+    random_calls(&w, 1200).await;
     let mut stream = w
         .auditor
         .audit
@@ -288,20 +293,7 @@ async fn an_abandoned_export_is_recorded_as_incomplete() {
     // More lines than the export thread's channel and the HTTP/2 windows hold, so the export
     // cannot have finished when the client lets go.
     for _ in 0..20 {
-        let calls: Vec<_> = (0..1000)
-            .map(|_| {
-                let mut crypto = w.app.crypto.clone();
-                tokio::spawn(async move {
-                    crypto
-                        .generate_random(v1::GenerateRandomRequest { length: 8 })
-                        .await
-                        .unwrap();
-                })
-            })
-            .collect();
-        for call in calls {
-            call.await.unwrap();
-        }
+        random_calls(&w, 1000).await;
     }
     let mut stream = w
         .auditor
