@@ -5,6 +5,11 @@ through a real server over mutual TLS, with the audit trail on.
     python3 bench/run.py                 # everything: ~35 minutes on the 2-core CI machine
     python3 bench/run.py --quick         # 3 s windows, 1 run, no criterion: a smoke run
     python3 bench/run.py --soak 600      # adds the 10-minute soak at 80 % of peak (RSS flat?)
+    python3 bench/run.py --no-postgres   # leaves out the PostgreSQL node rows
+
+The PostgreSQL rows run against a throwaway server that `kms-test-postgres` starts (the same one
+the tests use: a fresh cluster in a temporary directory on a free loopback port, removed at the
+end), with the sled server's keys migrated into it; nothing has to be running beforehand.
 
 Only the part of docs/BENCHMARKS.md between the `generated` markers is rewritten; the method and
 the analysis around it are prose kept by hand. Raw results go to docs/benchmarks/latest.json.
@@ -114,12 +119,62 @@ class Server:
         )
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """Stops the server; a second call does nothing."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         self.log.close()
+
+
+class Postgres:
+    """A throwaway PostgreSQL server (`kms-test-postgres`): up until stop() closes its stdin."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [str(RELEASE / "kms-test-postgres")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise SystemExit("kms-test-postgres did not start (its error is above)")
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+class PostgresNode(Server):
+    """`kms-server serve` with `storage = "postgres"` in place of a stopped dev server: the dev
+    store migrated into `url` (`kms-server migrate`), the same port, certificates and profiles,
+    unsealed with the dev share through the API as an operator would."""
+
+    def __init__(self, dev: Server, url: str, workdir: Path):
+        self.dir, self.port = dev.dir, dev.port
+        run([str(RELEASE / "kms-server"), "migrate", "--from", f"sled:{dev.dir / 'store'}",
+             "--to", f"postgres:{url}", "--schema", "kms"], capture_output=True)
+        config = workdir / "postgres-node.toml"
+        config.write_text(
+            f'listen = "127.0.0.1:{self.port}"\ndata_dir = "{workdir / "postgres-node"}"\n'
+            f'storage = "postgres"\npostgres_url = "{url}"\npostgres_schema = "kms"\n'
+            f'[tls]\ncert = "{dev.dir / "server.pem"}"\nkey = "{dev.dir / "server-key.pem"}"\n'
+            f'client_ca = "{dev.dir / "ca.pem"}"\n'
+        )
+        self.log = open(workdir / "postgres-node.log", "w")
+        self.proc = subprocess.Popen(
+            [str(RELEASE / "kms-server"), "serve", "--config", str(config)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"kms-server serve exited early; see {self.log.name}")
+            if self.kms("admin", "unseal", "--share-file", str(dev.dir / "unseal-share.txt"), check=False).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise SystemExit("the PostgreSQL node did not come up in 120 s")
 
 
 def bench_once(server: Server, op: str, alias: str, size: int, duration: int, extra: list[str]) -> dict:
@@ -154,6 +209,39 @@ def server_runs(server: Server, duration: int, runs: int) -> list[dict]:
             "errors": sum(r["errors"] for r in results),
         })
     return rows
+
+
+def postgres_rows(dev: Server, workdir: Path, duration: int, runs: int) -> list[dict]:
+    """SM4-GCM encrypt 1 KiB and data keys on one node over PostgreSQL, in place of `dev`
+    (stopped here): the throwaway server, the keys migrated, `kms-server serve` on top."""
+    dev.stop()
+    database = Postgres()
+    node = None
+    try:
+        node = PostgresNode(dev, database.url, workdir)
+        rows = []
+        for label, op, alias, size in [
+            ("SM4-GCM encrypt 1 KiB, PostgreSQL node", "encrypt", "b-sm4", 1024),
+            ("Data key (SM4), PostgreSQL node", "datakey", "b-sm4", 16),
+        ]:
+            results = []
+            for i in range(runs):
+                log(f"{label}: run {i + 1}/{runs}")
+                results.append(bench_once(node, op, alias, size, duration, []))
+            rows.append({
+                "label": label, "op": op, "alias": alias, "size": size, "raw_id": None, "core_id": None,
+                "runs": results,
+                "requests_per_s": median_of(results, "requests_per_s"),
+                "p50_ms": median_of(results, "p50_ms"),
+                "p99_ms": median_of(results, "p99_ms"),
+                "server_cpu_us": median_of(results, "server_cpu_us_per_request"),
+                "errors": sum(r["errors"] for r in results),
+            })
+        return rows
+    finally:
+        if node is not None:
+            node.stop()
+        database.stop()
 
 
 def criterion_estimates() -> dict[str, float]:
@@ -218,12 +306,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 s windows, one run, no criterion")
     ap.add_argument("--skip-criterion", action="store_true", help="reuse target/criterion as it is")
     ap.add_argument("--soak", type=int, default=0, help="seconds of soak at 80 %% of peak (0: none)")
+    ap.add_argument("--no-postgres", action="store_true", help="leave out the PostgreSQL node rows")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.runs, args.skip_criterion = 3, 1, True
 
     log("building release binaries")
-    run(["cargo", "build", "--release", "--locked", "-p", "kms-server", "-p", "kms-cli"], cwd=ROOT)
+    run(["cargo", "build", "--release", "--locked", "-p", "kms-server", "-p", "kms-cli", "-p", "kms-test-postgres"], cwd=ROOT)
     if not args.skip_criterion:
         for bench in ("primitives", "core_ops"):
             log(f"criterion: {bench}")
@@ -245,6 +334,8 @@ def main() -> None:
             rate = max(1, int(sm4["requests_per_s"] * 0.8))
             log(f"soak: SM4-GCM encrypt 1 KiB at {rate}/s for {args.soak} s")
             soak = bench_once(server, "encrypt", "b-sm4", 1024, args.soak, ["--rate", str(rate)])
+        if not args.no_postgres:
+            rows += postgres_rows(server, work, args.duration, args.runs)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,8 @@
 //! Several KMS nodes on one PostgreSQL database, at the core (issue 9): each node is a `Kms`
 //! over its own `PostgresStore` (own pool and runtime) on one schema, as separate processes
-//! would be. Against the real server on 127.0.0.1:5432 (`KMS_TEST_POSTGRES_URL` overrides);
-//! every test makes its own schema and drops it, also on failure.
+//! would be. Against the throwaway server `kms-test-postgres` starts for this test process (or the
+//! one `KMS_TEST_POSTGRES_URL` names); every test makes its own schema and drops it, also on
+//! failure.
 //!
 //! - Scheduled rotation and destruction run on every node and race, yet each due rotation and
 //!   each due destruction happens exactly once (the nodes' own reports add up to the due count).
@@ -27,58 +28,26 @@ use kms_core::keys::state::KeyState;
 use kms_core::keys::{KeyId, KeyRef, Namespace};
 use kms_core::store::{PostgresOptions, PostgresStore, Store};
 use kms_core::{CreateKeyRequest, Kms, KmsConfig, UnsealProgress};
+use kms_test_postgres::TempSchema;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn url() -> String {
-    std::env::var("KMS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// A fresh schema, dropped (with its tables) when this guard goes, on panic too.
-struct Schema(String);
+/// A fresh schema on the test database, dropped (with its tables) when this guard goes, on
+/// panic too.
+struct Schema(TempSchema);
 
 impl Schema {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Self(format!(
-            "kms_core_{}_{}_{nanos:08x}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
+        Self(TempSchema::new("kms_core"))
     }
 
     fn store(&self) -> Arc<dyn Store> {
         Arc::new(
             PostgresStore::open(PostgresOptions {
-                schema: self.0.clone(),
+                schema: self.0.name().to_owned(),
                 pool_size: 4,
-                ..PostgresOptions::new(url())
+                ..PostgresOptions::new(self.0.url().to_owned())
             })
             .unwrap(),
         )
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (client, conn) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let driver = tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap();
-            drop(client);
-            let _ = driver.await;
-        });
     }
 }
 

@@ -1,20 +1,21 @@
 //! Several KMS nodes on one PostgreSQL database (issue 9), for the multi-node tests.
 //!
-//! - [`Schema`]: a freshly named schema per test on the server at 127.0.0.1:5432 (override with
-//!   `KMS_TEST_POSTGRES_URL`), dropped when the value goes, also when the test panics, so runs in
-//!   parallel (and other people's runs on the same server) never share state.
+//! - [`Schema`]: a freshly named schema per test on the test process's throwaway PostgreSQL
+//!   (`kms-test-postgres`; `KMS_TEST_POSTGRES_URL` names an existing server instead), dropped
+//!   when the value goes, also when the test panics, so tests in parallel never share state.
 //! - [`Cluster`]: N in-process nodes, each the real server (`kms_server::run` over mutual TLS)
 //!   over a KMS with its *own* [`PostgresStore`] (own pool, own runtime) on that one schema —
 //!   what N processes would have. Node 0 initialises; every node is unsealed on its own with the
 //!   shares, as operators would.
 //! - [`Proxy`]: a TCP proxy between one node and PostgreSQL that a test can cut (refusing, or
 //!   silently swallowing connections) and restore, to take the database away from one node
-//!   without touching the server the other tests share.
+//!   without touching the server the other tests share. (A test that restarts the server itself
+//!   takes a `kms_test_postgres::Server` of its own and [`Cluster::start_on`] a schema there.)
 //! - [`terminate_backends`]: `pg_terminate_backend` of one node's connections only (matched by
 //!   their `application_name`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,20 +24,19 @@ use kms_core::store::{PostgresOptions, PostgresStore, Store};
 use kms_core::{Kms, KmsConfig};
 use kms_proto::v1;
 use kms_server::Settings;
+use kms_test_postgres::TempSchema;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-use tokio_postgres::NoTls;
 
 use crate::pki::{Pki, subjects};
 use crate::server::TestServer;
 use crate::world::{Clients, SHARES, THRESHOLD};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The test database's URL (no password: trust auth on loopback).
+/// The test database's URL: the throwaway server of this test process, or the one
+/// `KMS_TEST_POSTGRES_URL` names.
 #[must_use]
 pub fn url() -> String {
-    std::env::var("KMS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+    kms_test_postgres::url()
 }
 
 /// The test database's address, for a proxy in front of it.
@@ -51,40 +51,10 @@ pub fn upstream() -> SocketAddr {
     format!("{host}:{port}").parse().unwrap()
 }
 
-/// Runs `sql` on a connection of its own and returns every row's columns as text. It runs on a
-/// thread of its own, so it may be called from sync code, async code and `Drop` alike.
+/// Runs `sql` on the test database over a connection of its own and returns every row's columns
+/// as text; callable from sync code, async code and `Drop` alike.
 pub fn admin_sql(sql: &str) -> Vec<Vec<Option<String>>> {
-    let sql = sql.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (client, conn) = tokio_postgres::connect(&url(), NoTls)
-                .await
-                .expect("the multi-node tests need PostgreSQL on 127.0.0.1:5432 (trust auth)");
-            let driver = tokio::spawn(conn);
-            let rows = client
-                .simple_query(&sql)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter_map(|m| {
-                    if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-                        Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            drop(client);
-            let _ = driver.await;
-            rows
-        })
-    })
-    .join()
-    .unwrap()
+    kms_test_postgres::admin_sql(&url(), sql).unwrap()
 }
 
 /// Terminates every server connection whose `application_name` is `app` (one node's pool);
@@ -100,23 +70,30 @@ pub fn terminate_backends(app: &str) -> usize {
 /// A schema of its own, dropped (with everything in it) when this value is dropped.
 pub struct Schema {
     pub name: String,
+    temp: TempSchema,
 }
 
 impl Schema {
+    /// A fresh schema on the test database.
     #[must_use]
     pub fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
+        Self::on(url())
+    }
+
+    /// A fresh schema on the server at `url` (e.g. a test's own [`kms_test_postgres::Server`]).
+    #[must_use]
+    pub fn on(url: String) -> Self {
+        let temp = TempSchema::on(url, "kms_mn");
         Self {
-            name: format!(
-                "kms_mn_{}_{}_{nanos:08x}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
+            name: temp.name().to_owned(),
+            temp,
         }
+    }
+
+    /// The server it lives on.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        self.temp.url()
     }
 
     /// Store options for this schema, through `via` (a proxy) when given; the connections carry
@@ -124,8 +101,15 @@ impl Schema {
     #[must_use]
     pub fn options(&self, app: &str, via: Option<SocketAddr>) -> PostgresOptions {
         let base = match via {
-            Some(addr) => format!("postgres://postgres@{addr}/test"),
-            None => url(),
+            Some(addr) => {
+                let config: tokio_postgres::Config = self.url().parse().unwrap();
+                format!(
+                    "postgres://{}@{addr}/{}",
+                    config.get_user().unwrap_or("postgres"),
+                    config.get_dbname().unwrap_or("postgres")
+                )
+            }
+            None => self.url().to_owned(),
         };
         let sep = if base.contains('?') { '&' } else { '?' };
         PostgresOptions {
@@ -150,12 +134,6 @@ impl Schema {
 impl Default for Schema {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        admin_sql(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
     }
 }
 
@@ -295,10 +273,20 @@ impl Cluster {
         .await
     }
 
-    /// One node per spec on a fresh schema: node 0 initialises the KMS; every node is unsealed
-    /// through its own API; the app, other app and auditor are registered through node 0.
+    /// One node per spec on a fresh schema of the test database: node 0 initialises the KMS;
+    /// every node is unsealed through its own API; the app, other app and auditor are registered
+    /// through node 0.
     pub async fn start_with(specs: &[NodeSpec], settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        let schema = Schema::new();
+        Self::start_on(Schema::new(), specs, settings, clock).await
+    }
+
+    /// As [`Cluster::start_with`], on `schema` (which may live on a server of the test's own).
+    pub async fn start_on(
+        schema: Schema,
+        specs: &[NodeSpec],
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let pki = Arc::new(Pki::new());
         let mut cluster = Self {
             nodes: Vec::new(),

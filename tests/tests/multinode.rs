@@ -1,7 +1,8 @@
 //! Several KMS nodes on one PostgreSQL database (issue 9), end to end: real servers over mutual
 //! TLS, each node a KMS over its own `PostgresStore` (its own pool and runtime) on one schema,
-//! against the real PostgreSQL on 127.0.0.1:5432 (`KMS_TEST_POSTGRES_URL` overrides). Every test
-//! makes its own schema and drops it at the end, on failure too ([`kms_tests::pg::Schema`]).
+//! against a real PostgreSQL server that the test process starts for itself (`kms-test-postgres`;
+//! `KMS_TEST_POSTGRES_URL` names an existing server instead). Every test makes its own schema and
+//! drops it at the end, on failure too ([`kms_tests::pg::Schema`]).
 //!
 //! - [`cross_node`]: keys, ciphertexts, rotations, state changes and grant removals made on one
 //!   node hold on every other, state changes within the documented bound (1 s; measured: the

@@ -4,7 +4,8 @@
 //! acknowledged is lost. The database is taken away from one node only, through a proxy the test
 //! controls (cut: connections reset and refused; black hole: connections accepted and never
 //! answered), and by terminating that node's server connections (`pg_terminate_backend`) — the
-//! shared PostgreSQL server itself is never restarted.
+//! test process's shared PostgreSQL server is never restarted. The one test that restarts the
+//! database server does it to a server of its own.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use kms_core::clock::SystemClock;
 use kms_server::Settings;
-use kms_tests::pg::{self, Cluster, NodeSpec, Proxy, ProxyMode};
+use kms_test_postgres::Server;
+use kms_tests::pg::{self, Cluster, NodeSpec, Proxy, ProxyMode, Schema};
 use kms_tests::world::Clients;
 use tonic::Code;
 use tonic_health::ServingStatus;
@@ -231,12 +233,18 @@ async fn a_node_that_loses_the_database_refuses_then_recovers_by_itself() {
 
 /// The database server itself restarts under load (not a proxy): both nodes refuse with
 /// UNAVAILABLE while it is down, serve again by themselves when it is back, and every creation
-/// acknowledged before, during or after is there. It restarts the machine's shared PostgreSQL, so
-/// it must not run beside other database tests: `.ci/run` runs it alone, after the suite.
+/// acknowledged before, during or after is there. The server is this test's own throwaway one,
+/// so the tests beside it never notice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "restarts the shared PostgreSQL server; run alone: cargo test -p kms-tests --test multinode -- --ignored --exact outage::the_database_restarts_under_load"]
 async fn the_database_restarts_under_load() {
-    let c = Cluster::start_with(
+    let database = Arc::new(
+        tokio::task::spawn_blocking(Server::start)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let c = Cluster::start_on(
+        Schema::on(database.url()),
         &[NodeSpec::default(), NodeSpec::default()],
         Settings {
             health_interval: Duration::from_millis(100),
@@ -263,26 +271,20 @@ async fn the_database_restarts_under_load() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let restart = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop -m fast",
-        ])
-        .status()
-        .unwrap();
-    assert!(restart.success(), "could not stop PostgreSQL");
+    let db = Arc::clone(&database);
+    tokio::task::spawn_blocking(move || db.stop())
+        .await
+        .unwrap()
+        .expect("could not stop PostgreSQL");
     let took = until_refused(&a.app, &key).await;
     println!("database stopped: node A refused with UNAVAILABLE after {took:?}");
     assert!(grpc_health_becomes(&c, b, ServingStatus::NotServing).await);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let start = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-        ])
-        .status()
-        .unwrap();
-    assert!(start.success(), "could not start PostgreSQL again");
+    let db = Arc::clone(&database);
+    tokio::task::spawn_blocking(move || db.start_again())
+        .await
+        .unwrap()
+        .expect("could not start PostgreSQL again");
     for node in [a, b] {
         let took = until_served(&node.app, &key).await;
         println!(

@@ -1,31 +1,22 @@
-//! The PostgreSQL store against the real server on 127.0.0.1:5432 (override with
-//! `KMS_TEST_POSTGRES_URL`). Every test opens its own freshly named schema and drops it when done,
-//! also when the test fails, so parallel runs (and other engineers' runs) never share state.
+//! The PostgreSQL store against a real server: the throwaway one `kms-test-postgres` starts for
+//! this test process (or the one `KMS_TEST_POSTGRES_URL` names). Every test opens its own freshly
+//! named schema and drops it when done, also when the test fails, so tests running in parallel
+//! never share state.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kms_test_postgres::{TempSchema, url};
+
 use super::*;
 use crate::store::{Batch, Store, StoreError, Tree, conformance};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn url() -> String {
-    std::env::var("KMS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// A schema name no other test or process uses.
-fn fresh_schema() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let mut nonce = [0u8; 4];
-    crate::crypto::rng::fill(&mut nonce).expect("rng");
-    format!(
-        "kms_t_{}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        hex::encode(nonce)
-    )
+/// A schema name no other test uses, dropped with its tables when the guard goes.
+fn fresh_schema() -> (TempSchema, String) {
+    let guard = TempSchema::new("kms_t");
+    let name = guard.name().to_owned();
+    (guard, name)
 }
 
 fn options(schema: &str) -> PostgresOptions {
@@ -36,50 +27,17 @@ fn options(schema: &str) -> PostgresOptions {
     }
 }
 
-/// Runs SQL on a connection of its own (outside any store), for setup and inspection.
-fn admin_sql(sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url(), NoTls)
-            .await
-            .expect("connect to the test PostgreSQL on 127.0.0.1:5432");
-        let driver = tokio::spawn(conn);
-        let out = client.simple_query(sql).await.expect("admin SQL");
-        drop(client);
-        let _ = driver.await;
-        out
-    })
-}
-
-/// The first column of every row of `sql`.
+/// The first column of every row of `sql`, run outside any store.
 fn admin_column(sql: &str) -> Vec<String> {
-    admin_sql(sql)
+    kms_test_postgres::admin_sql(&url(), sql)
+        .expect("admin SQL")
         .into_iter()
-        .filter_map(|m| {
-            if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-                r.get(0).map(str::to_owned)
-            } else {
-                None
-            }
-        })
+        .filter_map(|row| row.into_iter().next().flatten())
         .collect()
 }
 
-/// Drops the schema when it goes out of scope (on panic too).
-struct SchemaGuard(String);
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        admin_sql(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0));
-    }
-}
-
 fn with_store(test: impl FnOnce(&dyn Store)) {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let store = PostgresStore::open(options(&schema)).expect("open the PostgreSQL store");
     test(&store);
 }
@@ -88,8 +46,7 @@ crate::store::conformance::conformance_tests!(with_store);
 
 #[test]
 fn durable_after_reopen() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let open = || -> Box<dyn Store> {
         Box::new(PostgresStore::open(options(&schema)).expect("open the PostgreSQL store"))
     };
@@ -108,8 +65,7 @@ fn successor_bounds_prefix_scans() {
 
 #[test]
 fn schema_is_versioned_and_migrated_once() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     // Several nodes starting at once on an empty database: the advisory lock makes one migrate.
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -129,7 +85,7 @@ fn schema_is_versioned_and_migrated_once() {
     drop(store);
 
     // A database migrated by a newer build is refused rather than misread.
-    admin_sql(&format!(
+    admin_column(&format!(
         "INSERT INTO \"{schema}\".schema_version (version, description) VALUES ({}, 'future')",
         SCHEMA_VERSION + 1
     ));
@@ -195,8 +151,7 @@ fn debug_shows_neither_password_nor_bytes() {
         batch.put(Tree::Meta, b"k".to_vec(), b"secret".to_vec());
         store.apply(&batch).expect("apply");
     });
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let mut opts = options(&schema);
     opts.password = Some(SecretBytes::copy_from_slice(b"hunter2"));
     // Trust auth ignores the password; the store must still never show it.
@@ -234,8 +189,7 @@ fn two_nodes(schema: &str) -> (PostgresStore, PostgresStore) {
 fn two_nodes_lose_no_guarded_updates() {
     const THREADS: u64 = 6;
     const PER_THREAD: u64 = 30;
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let (a, b) = two_nodes(&schema);
     let counter = b"counter".to_vec();
     let conflicts = AtomicUsize::new(0);
@@ -284,8 +238,7 @@ fn two_nodes_lose_no_guarded_updates() {
 
 #[test]
 fn create_if_absent_has_one_winner_across_nodes() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let (a, b) = two_nodes(&schema);
     for round in 0..20u8 {
         let key = vec![b'k', round];
@@ -318,8 +271,7 @@ fn create_if_absent_has_one_winner_across_nodes() {
 
 #[test]
 fn a_blocked_call_fails_within_the_timeout_then_works() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let store = PostgresStore::open(PostgresOptions {
         timeout: Duration::from_secs(1),
         ..options(&schema)
@@ -367,8 +319,7 @@ fn a_blocked_call_fails_within_the_timeout_then_works() {
 
 #[test]
 fn recovers_after_its_connections_are_terminated() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let app = format!("kms-test-{schema}");
     let store = PostgresStore::open(PostgresOptions {
         url: format!("{}?application_name={app}", url()),
@@ -411,8 +362,7 @@ fn recovers_after_its_connections_are_terminated() {
 
 #[test]
 fn usable_and_droppable_inside_an_async_runtime() {
-    let schema = fresh_schema();
-    let _guard = SchemaGuard(schema.clone());
+    let (_guard, schema) = fresh_schema();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
