@@ -177,9 +177,9 @@ class PostgresNode(Server):
         raise SystemExit("the PostgreSQL node did not come up in 120 s")
 
 
-def bench_once(server: Server, op: str, alias: str, size: int, duration: int, extra: list[str]) -> dict:
+def bench_once(server: Server, op: str, alias: str, size: int, duration: int, extra: list[str], who: str = "app") -> dict:
     out = server.kms(
-        "app", "bench", "--op", op, "--key", alias, "--size", str(size), "--duration", str(duration),
+        who, "bench", "--op", op, "--key", alias, "--size", str(size), "--duration", str(duration),
         "--concurrency", "64", "--connections", "4", "--json", *extra, check=False,
     )
     if out.returncode != 0 and not out.stdout.strip():
@@ -242,6 +242,58 @@ def postgres_rows(dev: Server, workdir: Path, duration: int, runs: int) -> list[
         if node is not None:
             node.stop()
         database.stop()
+
+
+# Transport rows (issue 16): the same requests over the standard suites (profile app: rustls
+# with ring, TLS_AES_256_GCM_SHA384) and over RFC 8998 (profile app-gm: TLS_SM4_GCM_SM3,
+# curveSM2, SM2 certificates), alternating in one run; (label, op, alias, size).
+TRANSPORT_CASES = [
+    ("SM4-GCM encrypt 1 KiB", "encrypt", "b-sm4", 1024),
+    ("AES-256-GCM encrypt 1 KiB", "encrypt", "b-aes", 1024),
+    ("HMAC-SM3 1 KiB", "mac", "b-hmac", 1024),
+]
+
+
+def transport_runs(server: Server, duration: int, runs: int) -> list[dict]:
+    rows = []
+    for label, op, alias, size in TRANSPORT_CASES:
+        per = {"app": [], "app-gm": []}
+        for i in range(runs):
+            for who in per:
+                log(f"{label} over {who}: run {i + 1}/{runs}")
+                per[who].append(bench_once(server, op, alias, size, duration, [], who))
+        rows.append({
+            "label": label,
+            "standard": {f: median_of(per["app"], f) for f in ("requests_per_s", "p50_ms", "server_cpu_us_per_request")},
+            "gm": {f: median_of(per["app-gm"], f) for f in ("requests_per_s", "p50_ms", "server_cpu_us_per_request")},
+            "errors": sum(r["errors"] for r in per["app"] + per["app-gm"]),
+        })
+    return rows
+
+
+def transport_table(rows: list[dict], estimates: dict[str, float]) -> str:
+    hs_gm, hs_std = estimates.get("tls13-handshake/gm"), estimates.get("tls13-handshake/standard")
+    rec_gm, rec_std = estimates.get("tls13-record-1KiB/gm"), estimates.get("tls13-record-1KiB/standard")
+    lines = [
+        "| | standard (TLS_AES_256_GCM_SHA384, X25519, ECDSA P-256) | RFC 8998 (TLS_SM4_GCM_SM3, curveSM2, SM2) | GM / standard |",
+        "|---|---:|---:|---:|",
+        f"| full mutual handshake, both ends, µs (criterion) | {fmt(hs_std, '.0f')} | {fmt(hs_gm, '.0f')} | "
+        f"{fmt(hs_gm / hs_std if hs_gm and hs_std else None, '.2f')} |",
+        f"| handshakes/s on one core (1e6 / µs) | {fmt(1e6 / hs_std if hs_std else None, ',.0f')} | "
+        f"{fmt(1e6 / hs_gm if hs_gm else None, ',.0f')} | |",
+        f"| 1 KiB record sealed and opened, µs (criterion) | {fmt(rec_std, '.2f')} | {fmt(rec_gm, '.2f')} | "
+        f"{fmt(rec_gm / rec_std if rec_gm and rec_std else None, '.1f')} |",
+    ]
+    for r in rows:
+        s, g = r["standard"], r["gm"]
+        ratio = (g["server_cpu_us_per_request"] / s["server_cpu_us_per_request"]
+                 if g["server_cpu_us_per_request"] and s["server_cpu_us_per_request"] else None)
+        lines.append(
+            f"| {r['label']}: req/s, server CPU µs/req | {fmt(s['requests_per_s'], ',.0f')}, "
+            f"{fmt(s['server_cpu_us_per_request'], '.1f')} | {fmt(g['requests_per_s'], ',.0f')}, "
+            f"{fmt(g['server_cpu_us_per_request'], '.1f')} | {fmt(ratio, '.2f')} (CPU) |"
+        )
+    return "\n".join(lines)
 
 
 def criterion_estimates() -> dict[str, float]:
@@ -317,6 +369,8 @@ def main() -> None:
         for bench in ("primitives", "core_ops"):
             log(f"criterion: {bench}")
             run(["cargo", "bench", "--locked", "-p", "kms-core", "--bench", bench, "--", "--noplot"], cwd=ROOT)
+        log("criterion: TLS 1.3 handshakes and records, RFC 8998 and standard")
+        run(["cargo", "bench", "--locked", "-p", "kms-gmtls", "--bench", "handshake", "--", "--noplot"], cwd=ROOT)
     estimates = criterion_estimates()
 
     work = Path(tempfile.mkdtemp(prefix="kms-bench-"))
@@ -325,6 +379,7 @@ def main() -> None:
         for alias, (purpose, alg) in KEYS.items():
             server.kms("admin", "key", "create", "--purpose", purpose, "--algorithm", alg, "--alias", alias)
         rows = server_runs(server, args.duration, args.runs)
+        transport = transport_runs(server, args.duration, args.runs)
         sm4 = next(r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB")
         half = max(1, int(sm4["requests_per_s"] / 2))
         log(f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s)")
@@ -347,6 +402,11 @@ def main() -> None:
         "",
         table(rows, estimates),
         "",
+        "Transport, same run (C=64 on K=4 kept-alive connections; the server CPU per request includes "
+        "TLS records both ways; the handshake and record rows are criterion, both ends in one process):",
+        "",
+        transport_table(transport, estimates),
+        "",
         f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s): p99 "
         f"{fmt(median_of(half_runs, 'p99_ms'), '.2f')} ms, p50 {fmt(median_of(half_runs, 'p50_ms'), '.2f')} ms, "
         f"errors {sum(r['errors'] for r in half_runs)}.",
@@ -360,7 +420,7 @@ def main() -> None:
             f"{soak['server_rss_mib_max']:.1f} MiB highest.",
         ]
     RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps({"rows": rows, "half_load": half_runs, "soak": soak, "criterion_us": estimates}, indent=1))
+    RAW.write_text(json.dumps({"rows": rows, "transport": transport, "half_load": half_runs, "soak": soak, "criterion_us": estimates}, indent=1))
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)

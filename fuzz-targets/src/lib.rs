@@ -24,8 +24,11 @@
 //! | `inventory_file` | `verify_inventory` | `kms inventory verify` (offline) |
 //! | `algorithm_names` | `policy::names`, key refs, namespaces, aliases, roles, grant ops | every name field |
 //! | `proto_request` | prost decoding + `kms_server::convert` | every gRPC request |
+//! | `sm2_cert_chain` | `kms_gmtls::x509::{verify_chain, cert_identity, sm2_public_key_of}` | SM2 peer certificates (GM transport) |
+//! | `tls13_sm2_verify` | `kms_gmtls` `Sm2ClientVerifier`, `Sm2ServerVerifier`, `sign::verify_tls13` | SM2 chains and sm2sig_sm3 CertificateVerify |
 
 pub mod fixtures;
+pub mod gmtls;
 pub mod proto;
 
 use std::sync::Arc;
@@ -40,6 +43,7 @@ use kms_core::policy::{Policy, PolicyMode, names};
 use kms_core::store::MemoryStore;
 use kms_core::{CryptoError, Error, Kms, KmsConfig, UnsealProgress};
 
+pub use gmtls::{sm2_cert_chain, tls13_sm2_verify};
 pub use proto::proto_request;
 
 /// A fuzz target: takes any bytes, returns only by not panicking.
@@ -60,6 +64,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("inventory_file", inventory_file),
     ("algorithm_names", algorithm_names),
     ("proto_request", proto_request),
+    ("sm2_cert_chain", sm2_cert_chain),
+    ("tls13_sm2_verify", tls13_sm2_verify),
 ];
 
 fn policies() -> [Policy; 2] {

@@ -1,5 +1,6 @@
 //! The seed corpus: real inputs made with the real code (blobs, ciphertexts, signatures, keys,
-//! certificates, shares, backups, audit exports, inventories, names and requests).
+//! certificates, shares, backups, audit exports, inventories, names, requests, SM2 certificate
+//! chains and sm2sig_sm3 CertificateVerify signatures).
 //!
 //! `seeds_take_the_success_paths` checks on every run that the seeds are accepted, so that the
 //! targets' round-trip branches stay reachable. To write them into `fuzz/corpus/<target>/`
@@ -25,7 +26,9 @@ use kms_core::keys::{Alias, Namespace};
 use kms_core::policy::Policy;
 use kms_core::store::MemoryStore;
 use kms_core::{CreateKeyRequest, Kms, KmsConfig};
+use kms_fuzz_targets::gmtls::{SERVER_NAME, join_gm_input, split_gm_input};
 use kms_fuzz_targets::{TARGETS, fixtures, join_backup_input};
+use kms_gmtls::x509::{LeafSpec, Sm2Ca, Sm2CertifiedKey, Usage};
 use kms_proto::v1;
 
 struct Seed {
@@ -141,6 +144,165 @@ fn certificate_seeds(out: &mut Vec<Seed>) {
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         out.push(seed("certificate", format!("{name}.der"), der.as_ref()));
         out.push(seed("certificate", format!("{name}.pem"), pem));
+    }
+}
+
+/// An SM2 root, an intermediate under it, and leaves under each.
+struct Sm2Pki {
+    root: Sm2Ca,
+    intermediate: Sm2CertifiedKey,
+    server: Sm2CertifiedKey,
+    client: Sm2CertifiedKey,
+    /// A TLS client leaf of the intermediate.
+    deep: Sm2CertifiedKey,
+    /// A root with the same name as `root` and another key.
+    other_root: Sm2Ca,
+}
+
+fn sm2_pki() -> Sm2Pki {
+    let root = Sm2Ca::generate("KMS Fuzz Root CA", 3650).unwrap();
+    let intermediate = root
+        .issue(&LeafSpec::new("KMS Fuzz Intermediate CA", Usage::Ca, 365))
+        .unwrap();
+    let mut server = LeafSpec::new("kms.fuzz", Usage::TlsServer, 30);
+    server.dns_names = vec![SERVER_NAME.into(), "kms.fuzz".into()];
+    server.ip_addresses = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    let mut client = LeafSpec::new("fuzz-app", Usage::TlsClient, 30);
+    client.uris = vec!["kms://principal/fuzz-app".into()];
+    let sub_ca = Sm2Ca::from_pem(&intermediate.cert_pem, &intermediate.key_pem).unwrap();
+    Sm2Pki {
+        server: root.issue(&server).unwrap(),
+        client: root.issue(&client).unwrap(),
+        deep: sub_ca.issue(&client).unwrap(),
+        other_root: Sm2Ca::generate("KMS Fuzz Root CA", 3650).unwrap(),
+        intermediate,
+        root,
+    }
+}
+
+/// A time inside every certificate of `pki`: five minutes after the leaves were issued.
+fn sm2_now(leaf: &[u8]) -> u64 {
+    let id = kms_gmtls::x509::cert_identity(leaf).unwrap();
+    u64::try_from(id.not_before_unix).unwrap() + 600
+}
+
+fn sm2_cert_chain_seeds(out: &mut Vec<Seed>, pki: &Sm2Pki) {
+    let root = pki.root.cert_der();
+    let (server, client) = (&pki.server.cert_der[..], &pki.client.cert_der[..]);
+    let (deep, intermediate) = (&pki.deep.cert_der[..], &pki.intermediate.cert_der[..]);
+    let now = sm2_now(server);
+    let not_after = kms_gmtls::x509::cert_identity(server)
+        .unwrap()
+        .not_after_unix;
+    // The signature's last byte (the end of s) and a byte of the serial: still strict DER.
+    let mut bad_signature = server.to_vec();
+    *bad_signature.last_mut().unwrap() ^= 0x01;
+    let mut serial_flipped = server.to_vec();
+    serial_flipped[20] ^= 0x01;
+    let chains: [(&str, u64, Vec<&[u8]>); 12] = [
+        ("valid-server", now, vec![server, root]),
+        ("valid-client", now, vec![client, root]),
+        (
+            "valid-via-intermediate",
+            now,
+            vec![deep, root, intermediate],
+        ),
+        ("leaf-only", now, vec![server]),
+        ("missing-intermediate", now, vec![deep, root]),
+        ("wrong-anchor", now, vec![server, pki.other_root.cert_der()]),
+        (
+            "expired",
+            u64::try_from(not_after).unwrap() + 1,
+            vec![server, root],
+        ),
+        ("not-yet-valid", now - 3600, vec![server, root]),
+        ("ca-as-leaf", now, vec![intermediate, root]),
+        ("bad-signature", now, vec![&bad_signature, root]),
+        ("serial-flipped", now, vec![&serial_flipped, root]),
+        ("truncated", now, vec![&server[..server.len() / 2], root]),
+    ];
+    for (name, at, pieces) in chains {
+        out.push(seed("sm2_cert_chain", name, join_gm_input(at, &pieces)));
+    }
+}
+
+/// RFC 8446 §4.4.3: what a TLS 1.3 peer signs in its CertificateVerify.
+fn certificate_verify_content(side: &str, transcript_hash: u8) -> Vec<u8> {
+    let mut m = vec![0x20; 64];
+    m.extend_from_slice(format!("TLS 1.3, {side} CertificateVerify\0").as_bytes());
+    m.extend_from_slice(&[transcript_hash; 32]);
+    m
+}
+
+fn tls13_sign(leaf: &Sm2CertifiedKey, content: &[u8]) -> Vec<u8> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::sign::SigningKey;
+    let der = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let key = kms_gmtls::sign::Sm2SigningKey::from_der(&der).unwrap();
+    let signer = key.choose_scheme(&[kms_gmtls::sign::SM2_SM3]).unwrap();
+    signer.sign(content).unwrap()
+}
+
+fn tls13_sm2_verify_seeds(out: &mut Vec<Seed>, pki: &Sm2Pki) {
+    use sm2::pkcs8::EncodePublicKey;
+    let root = pki.root.cert_der();
+    let (server, client) = (&pki.server.cert_der[..], &pki.client.cert_der[..]);
+    let now = sm2_now(client);
+    let client_says = certificate_verify_content("client", 0xc1);
+    let server_says = certificate_verify_content("server", 0x5e);
+    let by_client = tls13_sign(&pki.client, &client_says);
+    let by_server = tls13_sign(&pki.server, &server_says);
+    let client_spki = kms_gmtls::x509::sm2_public_key_of(client)
+        .unwrap()
+        .to_public_key_der()
+        .unwrap();
+    let dev = kms_server::devpki::DevCa::generate().unwrap();
+    let dev_client = dev.issue_client("fuzz-app").unwrap();
+    let der = |pem: &str| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    let (dev_leaf, dev_root) = (der(&dev_client.cert_pem), der(&dev.cert_pem()));
+    let inputs: [(&str, u64, [&[u8]; 4]); 7] = [
+        (
+            "valid-client",
+            now,
+            [client, root, &client_says, &by_client],
+        ),
+        (
+            "valid-server",
+            now,
+            [server, root, &server_says, &by_server],
+        ),
+        (
+            "other-content",
+            now,
+            [client, root, &server_says, &by_client],
+        ),
+        ("other-key", now, [client, root, &server_says, &by_server]),
+        (
+            "spki",
+            now,
+            [client_spki.as_bytes(), root, &client_says, &by_client],
+        ),
+        (
+            "expired-chain",
+            u64::MAX / 2,
+            [client, root, &client_says, &by_client],
+        ),
+        (
+            "not-sm2",
+            now,
+            [&dev_leaf, &dev_root, &client_says, &by_client],
+        ),
+    ];
+    for (name, at, pieces) in inputs {
+        out.push(seed("tls13_sm2_verify", name, join_gm_input(at, &pieces)));
     }
 }
 
@@ -281,6 +443,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 } else {
                     Vec::new()
                 },
+                transport: None,
             })
             .unwrap();
         }
@@ -456,6 +619,9 @@ fn all_seeds() -> Vec<Seed> {
     audit_and_inventory_seeds(&mut out, &w);
     name_seeds(&mut out);
     proto_seeds(&mut out);
+    let pki = sm2_pki();
+    sm2_cert_chain_seeds(&mut out, &pki);
+    tls13_sm2_verify_seeds(&mut out, &pki);
     out
 }
 
@@ -519,6 +685,38 @@ fn seeds_take_the_success_paths() {
                         .unwrap(),
                 ))
                 .is_ok()
+            }
+            // The `valid-*` chains verify, and only they.
+            "sm2_cert_chain" => {
+                let (now, pieces) = split_gm_input(&s.data, 3);
+                let anchors: Vec<&[u8]> = pieces.iter().skip(1).take(1).copied().collect();
+                let verified = kms_gmtls::x509::verify_chain(
+                    pieces[0],
+                    pieces.get(2..).unwrap_or_default(),
+                    &anchors,
+                    now,
+                    kms_gmtls::x509::Purpose::Any,
+                );
+                verified.is_ok() == s.name.starts_with("valid")
+            }
+            // The `valid-*` and `spki` signatures verify with the first piece's key, and
+            // only they.
+            "tls13_sm2_verify" => {
+                use sm2::pkcs8::EncodePublicKey;
+                let (_, pieces) = split_gm_input(&s.data, 4);
+                let spki = if s.name == "spki" {
+                    pieces[0].to_vec()
+                } else {
+                    kms_gmtls::x509::sm2_public_key_of(pieces[0]).map_or_else(
+                        |_| Vec::new(),
+                        |k| k.to_public_key_der().unwrap().as_bytes().to_vec(),
+                    )
+                };
+                let valid = kms_gmtls::sign::verify_tls13(&spki, pieces[2], pieces[3]).is_ok();
+                valid
+                    == (s.name.starts_with("valid")
+                        || s.name == "spki"
+                        || s.name == "expired-chain")
             }
             _ => true,
         };

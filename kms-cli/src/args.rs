@@ -385,6 +385,10 @@ pub enum PkiCommand {
         /// The server endpoint written into the profile.
         #[arg(long, default_value = "https://127.0.0.1:7443")]
         endpoint: String,
+        /// SM2 certificates from the dev SM2 CA (ca-sm2.pem): a signing certificate, a TLCP
+        /// encryption certificate, and the profile SUBJECT-gm speaking RFC 8998.
+        #[arg(long)]
+        gm: bool,
     },
 }
 

@@ -1,4 +1,5 @@
-//! The mutual-TLS gRPC channel: rustls 0.23 (ring provider, TLS 1.3 and 1.2) under tonic.
+//! The mutual-TLS gRPC channel: rustls 0.23 under tonic, with the ring provider (TLS 1.3 and 1.2)
+//! or, for `tls = "gm"`, the RFC 8998 provider of kms-gmtls (TLS 1.3, SM2/SM3/SM4 only).
 //!
 //! tonic's own TLS features cannot pin protocol versions or the crypto provider, so the channel is
 //! built over our own connector: dial TCP, do the TLS handshake with `tokio_rustls` (ALPN `h2`,
@@ -24,6 +25,8 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 use zeroize::Zeroizing;
 
+pub use crate::resolve::TlsMode;
+
 /// How long to wait for TCP and TLS to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +40,8 @@ pub struct Connection {
     pub cert_pem: String,
     /// PEM of our private key (PKCS#8, SEC1 or PKCS#1); wiped on drop.
     pub key_pem: Zeroizing<String>,
+    /// Standard TLS or RFC 8998.
+    pub tls: TlsMode,
     /// Per-request deadline; `None` for no deadline.
     pub timeout: Option<Duration>,
 }
@@ -48,6 +53,7 @@ impl fmt::Debug for Connection {
             .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("key_pem", &"[private key elided]")
+            .field("tls", &self.tls)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -139,24 +145,47 @@ impl Target {
     }
 }
 
-/// The rustls client configuration: ring, TLS 1.3 and 1.2, the given CA as the only trust root,
-/// our certificate and key for client authentication, ALPN `h2`.
+/// The rustls client configuration, ALPN `h2`, the given CA(s) as the only trust roots, our
+/// certificate and key for client authentication:
+/// - standard: ring, TLS 1.3 and 1.2;
+/// - gm (RFC 8998): TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and sm2sig_sm3 only, the server's SM2
+///   chain checked by kms-gmtls, our SM2 key signing the CertificateVerify.
 ///
 /// # Errors
 /// When a PEM holds no certificate or key, or rustls refuses the combination.
 pub fn tls_config(conn: &Connection) -> Result<ClientConfig, ClientError> {
-    let mut roots = RootCertStore::empty();
-    for cert in parse_certs(&conn.ca_pem, "the CA file")? {
-        roots.add(cert)?;
-    }
+    let anchors = parse_certs(&conn.ca_pem, "the CA file")?;
     let chain = parse_certs(&conn.cert_pem, "the certificate file")?;
     let key = PrivateKeyDer::from_pem_slice(conn.key_pem.as_bytes())
         .map_err(|_| ClientError::Pem("the key file holds no PEM private key".to_owned()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    let mut config = match conn.tls {
+        TlsMode::Standard => {
+            let mut roots = RootCertStore::empty();
+            for cert in anchors {
+                roots.add(cert)?;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)?
+        }
+        TlsMode::Gm => {
+            let (sm2_anchors, _) = kms_gmtls::verifier::split_sm2(anchors);
+            if sm2_anchors.is_empty() {
+                return Err(ClientError::Pem(
+                    "tls = \"gm\" needs an SM2 CA in the CA file".to_owned(),
+                ));
+            }
+            let verifier = kms_gmtls::verifier::Sm2ServerVerifier::new(sm2_anchors, None);
+            let provider = Arc::new(kms_gmtls::provider::gm_only());
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_client_auth_cert(chain, key)?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -259,6 +288,7 @@ mod tests {
             ca_pem: String::new(),
             cert_pem: String::new(),
             key_pem: Zeroizing::new(String::new()),
+            tls: TlsMode::Standard,
             timeout: None,
         };
         let err = tls_config(&conn).unwrap_err();

@@ -6,7 +6,7 @@
 //!    contains a `/` or ends in `.toml`); a NAME is looked up as `$KMS_HOME/profiles/NAME.toml`,
 //!    then `./kms-dev/profiles/NAME.toml` (where `kms-server dev` writes them).
 //! 2. `KMS_ENDPOINT`, `KMS_CA`, `KMS_CERT` and `KMS_KEY` (all four; paths relative to the current
-//!    folder).
+//!    folder), and optionally `KMS_TLS`.
 //!
 //! A profile is TOML; relative paths in it are relative to the profile file's folder:
 //! ```toml
@@ -14,6 +14,7 @@
 //! ca = "../ca.pem"
 //! cert = "../certs/admin.pem"
 //! key = "../certs/admin-key.pem"
+//! # tls = "gm"   # RFC 8998 (TLS_SM4_GCM_SM3, curveSM2, SM2 certificates); default "standard"
 //! ```
 
 use std::fs;
@@ -37,9 +38,38 @@ const NO_CONNECTION_HINT: &str = "pass --profile NAME|FILE (`kms-server dev` wri
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
     endpoint: String,
+    #[serde(default)]
+    tls: Option<String>,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+}
+
+/// What the CLI speaks to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS 1.3/1.2 with AES-GCM/ChaCha20 and ECDSA/RSA certificates.
+    #[default]
+    Standard,
+    /// RFC 8998: TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and SM2 certificates only.
+    Gm,
+}
+
+impl TlsMode {
+    /// `standard` or `gm`, as a profile's `tls` or `KMS_TLS` says.
+    ///
+    /// # Errors
+    /// A usage error for anything else.
+    pub fn parse(value: &str, source: &str) -> Result<Self, CliError> {
+        match value {
+            "standard" | "" => Ok(Self::Standard),
+            "gm" => Ok(Self::Gm),
+            other => Err(
+                CliError::usage(format!("unknown tls {other:?} in the {source}"))
+                    .with_hint("tls is \"standard\" (default) or \"gm\" (RFC 8998)"),
+            ),
+        }
+    }
 }
 
 /// Connection settings with every path resolved; nothing read yet.
@@ -53,6 +83,8 @@ pub struct Settings {
     pub cert: PathBuf,
     /// Our private key file (PEM).
     pub key: PathBuf,
+    /// Standard TLS or RFC 8998.
+    pub tls: TlsMode,
     /// Where these came from, for error messages ("profile /x/admin.toml", "KMS_* environment").
     pub source: String,
 }
@@ -89,6 +121,7 @@ pub fn settings(
             ca: cwd.join(ca),
             cert: cwd.join(cert),
             key: cwd.join(key),
+            tls: TlsMode::parse(&get("KMS_TLS").unwrap_or_default(), "KMS_TLS variable")?,
             source: "KMS_* environment".to_owned(),
         }),
         (endpoint, ca, cert, key) => {
@@ -162,8 +195,13 @@ pub fn load_profile(path: &Path) -> Result<Settings, CliError> {
             .with_hint("a profile has endpoint, ca, cert and key (paths relative to the profile)")
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let tls = TlsMode::parse(
+        file.tls.as_deref().unwrap_or_default(),
+        &format!("profile {shown}"),
+    )?;
     Ok(Settings {
         endpoint: file.endpoint,
+        tls,
         ca: base.join(file.ca),
         cert: base.join(file.cert),
         key: base.join(file.key),
@@ -190,6 +228,7 @@ pub fn connection(settings: &Settings, timeout: Option<Duration>) -> Result<Conn
         ca_pem: read(&settings.ca, "CA")?,
         cert_pem: read(&settings.cert, "certificate")?,
         key_pem: Zeroizing::new(read(&settings.key, "key")?),
+        tls: settings.tls,
         timeout,
     })
 }

@@ -171,10 +171,10 @@ where
             request_id: request_id.clone(),
             note: Arc::default(),
         };
-        let subject = req
+        let (subject, transport) = req
             .extensions()
             .get::<PeerInfo>()
-            .and_then(|p| p.subject.clone());
+            .map_or((None, None), |p| (p.subject.clone(), p.transport.clone()));
         req.extensions_mut().insert(slot.clone());
         let operation = path.trim_start_matches("/kms.v1.").to_owned();
         // The call and its audit record run as a task of their own: if the client goes away,
@@ -208,6 +208,7 @@ where
                 outcome: screaming(&grpc_code_name(&resp)),
                 context_hmac: note.context_hmac,
                 flags: note.flags,
+                transport,
             };
             match write(log, event).await {
                 Ok(record) => {
@@ -223,6 +224,7 @@ where
                         key_version = record.key_version.unwrap_or(0),
                         outcome = record.outcome,
                         flags = record.flags.join(","),
+                        transport = record.transport.as_deref().unwrap_or(""),
                         "audit"
                     );
                     Ok(resp)

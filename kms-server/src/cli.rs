@@ -34,6 +34,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
+        /// Run the gm-only policy: SM2/SM3/SM4 keys only, and RFC 8998 (TLS_SM4_GCM_SM3,
+        /// curveSM2, SM2 certificates) only on the wire; the profiles speak RFC 8998.
+        #[arg(long)]
+        gm_only: bool,
     },
     /// Serve the KMS over mutual TLS with the given configuration file (TOML).
     Serve {
@@ -90,7 +94,18 @@ where
     };
     match cli.command {
         Command::Serve { config } => crate::serve::serve_command(&config, err),
-        Command::Dev { dir, listen } => crate::dev::dev_command(&dir, &listen, out, err),
+        Command::Dev {
+            dir,
+            listen,
+            gm_only,
+        } => {
+            let transport = if gm_only {
+                crate::tls::Transport::GmOnly
+            } else {
+                crate::tls::Transport::Standard
+            };
+            crate::dev::dev_command(&dir, &listen, transport, out, err)
+        }
         Command::Migrate {
             from,
             to,

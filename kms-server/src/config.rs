@@ -60,8 +60,14 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The server's private key (PEM file; never inline).
     pub key: PathBuf,
-    /// The CA that client certificates must chain to (PEM).
+    /// The CA(s) that client certificates must chain to (PEM; SM2 and other CAs may be mixed).
     pub client_ca: PathBuf,
+    /// An SM2 certificate chain served beside `cert` to clients that offer RFC 8998's
+    /// TLS_SM4_GCM_SM3 with sm2sig_sm3 (policy standard). Under gm-only, `cert` itself must be
+    /// SM2 and this is not used.
+    pub gm_cert: Option<PathBuf>,
+    /// The SM2 certificate's private key (PEM file; never inline).
+    pub gm_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -196,6 +202,8 @@ impl Config {
                 cert: "".into(),
                 key: "".into(),
                 client_ca: "".into(),
+                gm_cert: None,
+                gm_key: None,
             });
             if let Some(v) = cert {
                 tls.cert = v.into();
@@ -227,6 +235,9 @@ impl Config {
             fix(&mut t.cert);
             fix(&mut t.key);
             fix(&mut t.client_ca);
+            for p in [&mut t.gm_cert, &mut t.gm_key].into_iter().flatten() {
+                fix(p);
+            }
         }
     }
 
@@ -239,11 +250,17 @@ impl Config {
                 "[tls] cert, key and client_ca are required: there is no plaintext port".into(),
             )
         })?;
+        let gm = [("tls.gm_cert", &tls.gm_cert), ("tls.gm_key", &tls.gm_key)];
         for (what, p) in [
             ("tls.cert", &tls.cert),
             ("tls.key", &tls.key),
             ("tls.client_ca", &tls.client_ca),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            gm.into_iter()
+                .filter_map(|(w, p)| p.as_ref().map(|p| (w, p))),
+        ) {
             let s = p.to_string_lossy();
             if s.contains("-----BEGIN") {
                 return Err(ConfigError::Invalid(format!(
@@ -293,6 +310,14 @@ impl Config {
             .check()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(Some(policy))
+    }
+
+    /// What the API port speaks: the policy reaches the transport (issue 16).
+    pub fn transport(&self) -> Result<crate::tls::Transport, ConfigError> {
+        Ok(match self.policy()?.mode() {
+            PolicyMode::GmOnly => crate::tls::Transport::GmOnly,
+            PolicyMode::Standard => crate::tls::Transport::Standard,
+        })
     }
 
     pub fn policy(&self) -> Result<Policy, ConfigError> {

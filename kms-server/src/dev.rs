@@ -17,8 +17,12 @@ use kms_core::keys::Namespace;
 use kms_core::store::SledStore;
 use kms_core::{Kms, KmsConfig};
 
+use kms_core::policy::{Policy, PolicyMode};
+
 use crate::cli::{EXIT_FAILED, EXIT_OK};
+use crate::devpki::gm::{self, DevSm2Ca};
 use crate::devpki::{self, DevCa};
+use crate::tls::{CertPair, Transport};
 
 /// The namespace of the dev `app` principal, and where `kms key create` puts keys by default.
 pub const DEV_NAMESPACE: &str = "default";
@@ -50,8 +54,17 @@ fn fail(err: &mut dyn Write, what: &str, e: &dyn std::fmt::Display) -> u8 {
     EXIT_FAILED
 }
 
-/// Makes (or reuses) everything in `dir` and returns an unsealed KMS and its TLS config.
+/// Makes (or reuses) everything in `dir` and returns an unsealed KMS and its TLS config, for
+/// the standard transport (P-256 and SM2 server certificates; RFC 8998 preferred when offered).
 pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
+    prepare_with(dir, endpoint, Transport::Standard)
+}
+
+/// As [`prepare`], for `transport`. Under [`Transport::GmOnly`] the KMS runs the gm-only policy,
+/// the server presents its SM2 certificate only, and the `admin`/`auditor`/`app` profiles speak
+/// RFC 8998; under the standard transport those profiles stay P-256 and `<subject>-gm` profiles
+/// speak RFC 8998.
+pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<DevSetup, String> {
     create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ca = if dir.join(devpki::CA_CERT_FILE).exists() {
         DevCa::load_dir(dir).map_err(|e| format!("dev CA: {e}"))?
@@ -64,15 +77,57 @@ pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
         .issue_server(&["localhost", "127.0.0.1"])
         .map_err(|e| format!("server certificate: {e}"))?;
     server.write(dir, "server").map_err(|e| e.to_string())?;
+    let sm2_ca = DevSm2Ca::load_or_create(dir).map_err(|e| format!("dev SM2 CA: {e}"))?;
+    sm2_ca
+        .write_server_files(dir)
+        .map_err(|e| format!("SM2 server certificates: {e}"))?;
+    let gm_only = transport == Transport::GmOnly;
     for subject in ["admin", "auditor", "app"] {
-        devpki::write_client_bundle(&ca, dir, subject, endpoint)
-            .map_err(|e| format!("client {subject}: {e}"))?;
+        if !gm_only {
+            devpki::write_client_bundle(&ca, dir, subject, endpoint)
+                .map_err(|e| format!("client {subject}: {e}"))?;
+        }
+        let profile = if gm_only {
+            subject.to_owned()
+        } else {
+            format!("{subject}-gm")
+        };
+        sm2_ca
+            .write_client_bundle(dir, subject, &profile, endpoint)
+            .map_err(|e| format!("SM2 client {subject}: {e}"))?;
     }
-    let tls = crate::tls::server_config(&server.cert_pem, &server.key_pem, &ca.cert_pem())
-        .map_err(|e| e.to_string())?;
+    let clients_ca = gm::write_clients_ca(dir).map_err(|e| e.to_string())?;
+    let sm2_server = |suffix: &str| {
+        std::fs::read_to_string(dir.join(format!("{}{suffix}", gm::SM2_SERVER_STEM)))
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("SM2 server certificate: {e}"))
+    };
+    let (sm2_cert, sm2_key) = (sm2_server(".pem")?, sm2_server("-key.pem")?);
+    let sm2_pair = CertPair {
+        cert_pem: &sm2_cert,
+        key_pem: &sm2_key,
+    };
+    let p256_pair = CertPair {
+        cert_pem: &server.cert_pem,
+        key_pem: &server.key_pem,
+    };
+    let pairs: &[CertPair<'_>] = if gm_only {
+        &[sm2_pair]
+    } else {
+        &[p256_pair, sm2_pair]
+    };
+    let tls =
+        crate::tls::server_config_with(transport, pairs, &clients_ca).map_err(|e| e.to_string())?;
+    let kms_config = KmsConfig {
+        policy: match transport {
+            Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+            Transport::Standard => Policy::default(),
+        },
+        ..KmsConfig::default()
+    };
 
     let store = SledStore::open(&dir.join("store")).map_err(|e| format!("store: {e}"))?;
-    let kms = Arc::new(Kms::open(Arc::new(store), KmsConfig::default()));
+    let kms = Arc::new(Kms::open(Arc::new(store), kms_config));
     let status = kms.status().map_err(|e| e.to_string())?;
     let share_path = dir.join(SHARE_FILE);
     let created = !status.initialized;
@@ -116,11 +171,16 @@ pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
 pub(crate) fn dev_command(
     dir: &Path,
     listen: &str,
+    transport: Transport,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
     let _log = crate::serve::init_logging();
-    if !crate::serve::self_test(kms_core::policy::Policy::default(), err) {
+    let policy = match transport {
+        Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+        Transport::Standard => Policy::default(),
+    };
+    if !crate::serve::self_test(policy, err) {
         return EXIT_FAILED;
     }
     // A dev server holds real keys too: no swap, no core dumps (KEY-3).
@@ -139,21 +199,34 @@ pub(crate) fn dev_command(
         Err(e) => return fail(err, "listener", &e),
     };
     let endpoint = format!("https://{addr}");
-    let setup = match prepare(dir, &endpoint) {
+    let setup = match prepare_with(dir, &endpoint, transport) {
         Ok(s) => s,
         Err(e) => return fail(err, "dev setup", &e),
     };
     let d = setup.dir.display();
+    let (wire, gm_profiles) = match transport {
+        Transport::GmOnly => (
+            "gm-only: RFC 8998 only (TLS_SM4_GCM_SM3, curveSM2, SM2 certificates)",
+            "(all three speak RFC 8998 with SM2 certificates)".to_owned(),
+        ),
+        Transport::Standard => (
+            "standard TLS 1.3/1.2, and RFC 8998 (TLS_SM4_GCM_SM3) preferred when offered",
+            format!("{d}/profiles/{{admin,auditor,app}}-gm.toml speak RFC 8998"),
+        ),
+    };
     let _ = writeln!(
         out,
         "\n  KMS DEVELOPMENT SERVER — not for production\n\
          \n  A single unseal share is kept in {d}/{SHARE_FILE}: anyone who can read it can unseal.\n\
          \n  {} {d}\n  listening     {endpoint} (mutual TLS; no plaintext port)\n\
-         \n  CA            {d}/ca.pem\n  server cert   {d}/server.pem\n\
+         \n  transport     {wire}\n\
+         \n  CA            {d}/ca.pem (P-256)   {d}/ca-sm2.pem (SM2)\
+         \n  server cert   {d}/server.pem        {d}/server-sm2.pem\n\
          \n  audit archive {d}/{ARCHIVE_DIR} (audit records past the newest million)\n\
          \n  CLI profiles  {d}/profiles/admin.toml    (role admin)\
          \n                {d}/profiles/auditor.toml  (role auditor)\
-         \n                {d}/profiles/app.toml      (role app, namespace {DEV_NAMESPACE})\n\
+         \n                {d}/profiles/app.toml      (role app, namespace {DEV_NAMESPACE})\
+         \n                {gm_profiles}\n\
          \n  try:  kms --profile {d}/profiles/admin.toml key create --purpose encrypt --algorithm sm4-gcm --alias demo\
          \n        echo hello | kms --profile {d}/profiles/app.toml encrypt --key demo > hello.kms\
          \n        kms --profile {d}/profiles/app.toml decrypt --in hello.kms\n",

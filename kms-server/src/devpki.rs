@@ -29,6 +29,10 @@
 //! DIR/profiles/<subject>.toml         CLI profiles (`kms --profile <subject>` or `--profile FILE`)
 //! ```
 
+// A path relative to this file, because kms-cli includes this file with #[path] too.
+#[path = "devpki/gm.rs"]
+pub mod gm;
+
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
@@ -89,6 +93,9 @@ pub enum DevPkiError {
     /// The CA key does not belong to the CA certificate.
     #[error("the CA key does not match the CA certificate")]
     KeyMismatch,
+    /// The SM2 half (kms-gmtls) could not make or load a certificate or key.
+    #[error("SM2 certificate: {0}")]
+    Sm2(String),
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -311,9 +318,21 @@ pub fn validate_subject(subject: &str) -> Result<()> {
 /// are resolved against the profile file's own folder by the CLI.
 #[must_use]
 pub fn profile_toml(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    profile_toml_with(endpoint, "standard", ca, cert, key)
+}
+
+/// As [`profile_toml`], with the transport the CLI speaks: `standard` (no `tls` line is
+/// written), `gm` (RFC 8998) or `tlcp`.
+#[must_use]
+pub fn profile_toml_with(endpoint: &str, tls: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    let tls_line = if tls == "standard" {
+        String::new()
+    } else {
+        format!("tls = {}\n", toml_string(tls))
+    };
     format!(
         "# KMS CLI profile (development): use with `kms --profile <this file>`.\n\
-         endpoint = {}\nca = {}\ncert = {}\nkey = {}\n",
+         endpoint = {}\n{tls_line}ca = {}\ncert = {}\nkey = {}\n",
         toml_string(endpoint),
         toml_string(&ca.to_string_lossy()),
         toml_string(&cert.to_string_lossy()),

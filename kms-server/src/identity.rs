@@ -10,6 +10,8 @@ pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
     /// The principal's subject; `None` if the certificate names nothing usable.
     pub subject: Option<String>,
+    /// The negotiated protocol and suite ("TLSv1.3 TLS_SM4_GCM_SM3"), for the audit record.
+    pub transport: Option<String>,
 }
 
 /// The subject of a DER certificate: the first SAN URI, else the first CN.

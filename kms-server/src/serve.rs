@@ -104,6 +104,45 @@ fn read(path: &Path, err: &mut dyn Write) -> Option<String> {
     }
 }
 
+/// Reads the certificate files and builds the TLS configuration the policy asks for; says why
+/// when it cannot (e.g. gm-only with a non-SM2 server certificate).
+fn load_tls(config: &Config, err: &mut dyn Write) -> Option<Arc<rustls::ServerConfig>> {
+    let tls = config.tls.as_ref()?;
+    let transport = config.transport().ok()?;
+    let (cert, key, ca) = (
+        read(&tls.cert, err)?,
+        zeroize::Zeroizing::new(read(&tls.key, err)?),
+        read(&tls.client_ca, err)?,
+    );
+    let gm = match (&tls.gm_cert, &tls.gm_key) {
+        (Some(c), Some(k)) if transport == crate::tls::Transport::Standard => {
+            Some((read(c, err)?, zeroize::Zeroizing::new(read(k, err)?)))
+        }
+        (None, None) | (Some(_), Some(_)) => None,
+        _ => {
+            let _ = writeln!(err, "error: [tls] gm_cert and gm_key go together");
+            return None;
+        }
+    };
+    let mut pairs = vec![crate::tls::CertPair {
+        cert_pem: &cert,
+        key_pem: &key,
+    }];
+    if let Some((c, k)) = &gm {
+        pairs.push(crate::tls::CertPair {
+            cert_pem: c,
+            key_pem: k,
+        });
+    }
+    match crate::tls::server_config_with(transport, &pairs, &ca) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            None
+        }
+    }
+}
+
 /// Opens the configured store: sled in `DATA_DIR/store`, or the shared PostgreSQL database
 /// (schema created or migrated now; the password read now from its file or the environment).
 fn open_store(config: &Config, err: &mut dyn Write) -> Option<Arc<dyn Store>> {
@@ -168,23 +207,8 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
         return EXIT_FAILED;
     }
     crate::hardening::log(&crate::hardening::harden());
-    let Some(tls) = config.tls.as_ref() else {
+    let Some(tls_config) = load_tls(&config, err) else {
         return EXIT_FAILED;
-    };
-    let (Some(cert), Some(key), Some(ca)) = (
-        read(&tls.cert, err),
-        read(&tls.key, err),
-        read(&tls.client_ca, err),
-    ) else {
-        return EXIT_FAILED;
-    };
-    let key = zeroize::Zeroizing::new(key);
-    let tls_config = match crate::tls::server_config(&cert, &key, &ca) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = writeln!(err, "error: {e}");
-            return EXIT_FAILED;
-        }
     };
     let Some(store) = open_store(&config, err) else {
         return EXIT_FAILED;
@@ -212,5 +236,46 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             let _ = writeln!(err, "error: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::devpki::DevCa;
+
+    /// A gm-only server with a P-256 certificate does not start, and says why (issue 16).
+    #[test]
+    fn gm_only_with_a_p256_certificate_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::generate().unwrap();
+        ca.issue_server(&["localhost"])
+            .unwrap()
+            .write(dir.path(), "server")
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        let path = dir.path().join("kms.toml");
+        std::fs::write(
+            &path,
+            "policy = \"gm-only\"\n[tls]\ncert = \"server.pem\"\nkey = \"server-key.pem\"\nclient_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let mut err = Vec::new();
+        assert!(load_tls(&config, &mut err).is_none());
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("policy gm-only: the server certificate is not SM2"),
+            "{err}"
+        );
+
+        // The same files serve under the standard policy.
+        let standard = Config {
+            policy: "standard".into(),
+            ..config
+        };
+        let mut err = Vec::new();
+        assert!(load_tls(&standard, &mut err).is_some(), "{err:?}");
     }
 }

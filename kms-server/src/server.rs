@@ -180,15 +180,19 @@ async fn accept_loop(
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, accept_h2(acceptor, tcp)).await {
                 Ok(Ok((tls, preface))) => {
-                    let subject = tls
-                        .get_ref()
-                        .1
+                    let session = tls.get_ref().1;
+                    let subject = session
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(|c| subject_of(c));
+                    let transport = crate::tls::describe(
+                        session.protocol_version(),
+                        session.negotiated_cipher_suite().map(|s| s.suite()),
+                    );
                     let peer = PeerInfo {
                         remote: Some(remote),
                         subject,
+                        transport: Some(transport),
                     };
                     let _ = conns
                         .send(Ok(TlsConn {

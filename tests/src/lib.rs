@@ -8,6 +8,8 @@
 //! them together: an initialised, unsealed server with an admin, two apps in different
 //! namespaces, an auditor and an unregistered stranger, each with typed clients. [`pg::Cluster`]
 //! is the same for several nodes sharing one PostgreSQL database (`tests/multinode.rs`).
+//! [`gm_pki`] adds the same callers with SM2 certificates, and a world can be started over the
+//! GM transport (RFC 8998 only) as well as the standard one.
 //!
 //! `tests/e2e.rs` is the one end-to-end binary; `tests/workspace.rs` checks what spans crates
 //! without a server (the self-test command against the algorithm list and policy).
@@ -15,6 +17,7 @@
 // A harness whose setup step fails should fail the test that called it, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod gm_pki;
 pub mod net;
 pub mod pg;
 pub mod pki;

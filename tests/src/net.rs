@@ -67,6 +67,31 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// An RFC 8998 client configuration (kms-gmtls: TLS 1.3, TLS_SM4_GCM_SM3, curveSM2, sm2sig_sm3
+/// only) trusting the SM2 CA(s) in `ca_pem`, presenting `identity` (an SM2 certificate), ALPN
+/// `h2`: what `kms` does with a `tls = "gm"` profile.
+#[must_use]
+pub fn gm_client_config(ca_pem: &str, identity: Option<&Identity>) -> Arc<ClientConfig> {
+    let (anchors, _) = kms_gmtls::verifier::split_sm2(certs(ca_pem));
+    let verifier = kms_gmtls::verifier::Sm2ServerVerifier::new(anchors, None);
+    let builder = ClientConfig::builder_with_provider(Arc::new(kms_gmtls::provider::gm_only()))
+        .with_protocol_versions(TLS13_ONLY)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                certs(&id.cert_pem),
+                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
 fn server_name() -> ServerName<'static> {
     ServerName::try_from("localhost").unwrap()
 }

@@ -181,6 +181,8 @@ pub struct Pki {
     pub foreign: Identity,
     /// The other CA (to show a client that trusts only it cannot reach the server either).
     pub other_ca: Ca,
+    /// The same callers with SM2 certificates, for RFC 8998 and TLCP.
+    pub gm: crate::gm_pki::GmPki,
 }
 
 impl Pki {
@@ -200,7 +202,29 @@ impl Pki {
             foreign: other_ca.client_uri(ADMIN, "admin"),
             ca,
             other_ca,
+            gm: crate::gm_pki::GmPki::new(),
         }
+    }
+}
+
+impl Pki {
+    /// One of the five callers by name: admin, app, other_app, auditor, stranger.
+    #[must_use]
+    pub fn identity(&self, who: &str) -> &Identity {
+        match who {
+            "admin" => &self.admin,
+            "app" => &self.app,
+            "other_app" => &self.other_app,
+            "auditor" => &self.auditor,
+            "stranger" => &self.stranger,
+            other => panic!("no caller {other}"),
+        }
+    }
+
+    /// Who the server accepts: the P-256 CA and the SM2 CA, in one PEM bundle.
+    #[must_use]
+    pub fn clients_ca_pem(&self) -> String {
+        format!("{}{}", self.ca.cert_pem(), self.gm.ca_pem())
     }
 }
 

@@ -12,7 +12,32 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use kms_core::policy::{Policy, PolicyMode};
+use kms_server::tls::{CertPair, Transport};
+
 use crate::pki::Pki;
+
+/// The server's TLS configuration for `transport` from the test PKI.
+#[must_use]
+pub fn transport_config(pki: &Pki, transport: Transport) -> Arc<rustls::ServerConfig> {
+    let sm2 = CertPair {
+        cert_pem: &pki.gm.server.cert_pem,
+        key_pem: &pki.gm.server.key_pem,
+    };
+    match transport {
+        Transport::GmOnly => {
+            kms_server::tls::server_config_with(transport, &[sm2], pki.gm.ca_pem()).unwrap()
+        }
+        Transport::Standard => {
+            let p256 = CertPair {
+                cert_pem: &pki.server.cert_pem,
+                key_pem: &pki.server.key_pem,
+            };
+            kms_server::tls::server_config_with(transport, &[p256, sm2], &pki.clients_ca_pem())
+                .unwrap()
+        }
+    }
+}
 
 /// A running server.
 pub struct TestServer {
@@ -25,6 +50,18 @@ impl TestServer {
     /// Opens the sled store in `store_dir` (creating it if needed) and serves it with the PKI's
     /// server certificate, trusting the PKI's CA for client certificates.
     pub async fn start(pki: &Pki, store_dir: &Path, settings: Settings) -> Self {
+        Self::start_over(pki, store_dir, settings, Transport::Standard).await
+    }
+
+    /// As [`TestServer::start`] with `transport`: standard (the P-256 and the SM2 server
+    /// certificates, both client CAs; what `kms-server dev` serves) or GM only (RFC 8998 with the
+    /// SM2 certificate, the SM2 client CA, and the KMS on the gm-only policy).
+    pub async fn start_over(
+        pki: &Pki,
+        store_dir: &Path,
+        settings: Settings,
+        transport: Transport,
+    ) -> Self {
         let dir = store_dir.to_owned();
         // sled may wait for the previous handle's lock (a restart in the same process).
         let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
@@ -32,8 +69,16 @@ impl TestServer {
             .unwrap()
             .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
-        let kms = Arc::new(Kms::open(store, KmsConfig::default()));
-        Self::start_with_kms(pki, kms, settings).await
+        let config = KmsConfig {
+            policy: match transport {
+                Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+                Transport::Standard => Policy::default(),
+            },
+            ..KmsConfig::default()
+        };
+        let kms = Arc::new(Kms::open(store, config));
+        let tls = transport_config(pki, transport);
+        Self::start_with_tls(kms, tls, settings).await
     }
 
     /// Serves an already opened KMS (any store, any clock): several nodes on one PostgreSQL
@@ -45,6 +90,15 @@ impl TestServer {
             pki.ca.cert_pem(),
         )
         .unwrap();
+        Self::start_with_tls(kms, tls, settings).await
+    }
+
+    /// Serves `kms` with a TLS configuration of the test's making.
+    pub async fn start_with_tls(
+        kms: Arc<Kms>,
+        tls: Arc<rustls::ServerConfig>,
+        settings: Settings,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -10,6 +10,7 @@ use kms_proto::v1::{
     system_client::SystemClient,
 };
 use kms_server::Settings;
+use kms_server::tls::Transport;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
@@ -46,6 +47,12 @@ impl Clients {
         let config = net::client_config(pki.ca.cert_pem(), Some(identity), net::MODERN);
         Self::new(net::channel(server.addr, config).await.unwrap())
     }
+
+    /// Connects as `identity` over RFC 8998 (an SM2 identity), trusting `pki`'s SM2 CA.
+    pub async fn connect_gm(server: &TestServer, pki: &Pki, identity: &Identity) -> Self {
+        let config = net::gm_client_config(pki.gm.ca_pem(), Some(identity));
+        Self::new(net::channel(server.addr, config).await.unwrap())
+    }
 }
 
 /// A server and its callers.
@@ -65,6 +72,30 @@ pub struct World {
     pub auditor: Clients,
     /// A certificate from the right CA whose subject was never registered.
     pub stranger: Clients,
+    /// What the server speaks and the clients use: standard TLS with P-256 certificates, or
+    /// RFC 8998 only with SM2 certificates (the KMS then runs the gm-only policy).
+    pub transport: Transport,
+}
+
+/// The five callers' clients over `transport`.
+async fn callers(
+    server: &TestServer,
+    pki: &Pki,
+    transport: Transport,
+) -> (Clients, Clients, Clients, Clients, Clients) {
+    let connect = |id: &'static str| async move {
+        match transport {
+            Transport::Standard => Clients::connect(server, pki, pki.identity(id)).await,
+            Transport::GmOnly => Clients::connect_gm(server, pki, pki.gm.identity(id)).await,
+        }
+    };
+    (
+        connect("admin").await,
+        connect("app").await,
+        connect("other_app").await,
+        connect("auditor").await,
+        connect("stranger").await,
+    )
 }
 
 impl World {
@@ -76,10 +107,15 @@ impl World {
     /// A fresh store and PKI; init (admin), unseal, and register the app, the other app and the
     /// auditor.
     pub async fn start_with(settings: Settings) -> Self {
+        Self::start_over(settings, Transport::Standard).await
+    }
+
+    /// As [`World::start_with`], over `transport`.
+    pub async fn start_over(settings: Settings, transport: Transport) -> Self {
         let pki = Arc::new(Pki::new());
         let dir = tempfile::tempdir().unwrap();
-        let server = TestServer::start(&pki, dir.path(), settings.clone()).await;
-        let admin = Clients::connect(&server, &pki, &pki.admin).await;
+        let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
+        let (admin, app, other_app, auditor, stranger) = callers(&server, &pki, transport).await;
 
         let init = admin
             .system
@@ -96,16 +132,17 @@ impl World {
         assert_eq!(init.shares.len(), SHARES as usize);
 
         let world = Self {
-            app: Clients::connect(&server, &pki, &pki.app).await,
-            other_app: Clients::connect(&server, &pki, &pki.other_app).await,
-            auditor: Clients::connect(&server, &pki, &pki.auditor).await,
-            stranger: Clients::connect(&server, &pki, &pki.stranger).await,
+            app,
+            other_app,
+            auditor,
+            stranger,
             admin,
             pki,
             dir,
             server,
             settings,
             shares: init.shares,
+            transport,
         };
         world.unseal().await;
         for (subject, role, ns) in [
@@ -158,27 +195,33 @@ impl World {
             other_app,
             auditor,
             stranger,
+            transport,
         } = self;
         drop((admin, app, other_app, auditor, stranger));
         server.stop().await.unwrap();
-        let server = TestServer::start(&pki, dir.path(), settings.clone()).await;
+        let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
+        let (admin, app, other_app, auditor, stranger) = callers(&server, &pki, transport).await;
         Self {
-            admin: Clients::connect(&server, &pki, &pki.admin).await,
-            app: Clients::connect(&server, &pki, &pki.app).await,
-            other_app: Clients::connect(&server, &pki, &pki.other_app).await,
-            auditor: Clients::connect(&server, &pki, &pki.auditor).await,
-            stranger: Clients::connect(&server, &pki, &pki.stranger).await,
+            admin,
+            app,
+            other_app,
+            auditor,
+            stranger,
             pki,
             dir,
             server,
             settings,
             shares,
+            transport,
         }
     }
 
-    /// Clients for any identity (e.g. one of the odd certificates).
+    /// Clients for any identity (e.g. one of the odd certificates), over the world's transport.
     pub async fn connect(&self, identity: &Identity) -> Clients {
-        Clients::connect(&self.server, &self.pki, identity).await
+        match self.transport {
+            Transport::Standard => Clients::connect(&self.server, &self.pki, identity).await,
+            Transport::GmOnly => Clients::connect_gm(&self.server, &self.pki, identity).await,
+        }
     }
 
     /// Creates a key as the admin.

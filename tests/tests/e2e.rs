@@ -5,6 +5,7 @@
 //! - [`tls`]: who may connect at all (API-1).
 //! - [`authz`]: every RPC × every role, and namespaces and grants (KEY-9).
 //! - [`data_plane`]: every data-plane RPC end to end.
+//! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
 //! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
@@ -23,6 +24,8 @@ mod common;
 mod data_plane;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/gm.rs"]
+mod gm;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/restart.rs"]

@@ -22,7 +22,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The connection variables a test must not inherit from whoever runs it.
-const KMS_ENV: [&str; 6] = [
+const KMS_ENV: [&str; 7] = [
+    "KMS_TLS",
     "KMS_PROFILE",
     "KMS_HOME",
     "KMS_ENDPOINT",

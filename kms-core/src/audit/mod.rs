@@ -46,6 +46,9 @@ pub struct Event {
     pub context_hmac: Option<String>,
     /// E.g. "key-compromised" when a compromised key was used to decrypt or verify.
     pub flags: Vec<String>,
+    /// The protocol and suite the caller's connection negotiated ("TLSv1.3 TLS_SM4_GCM_SM3");
+    /// `None` for what did not come over the API.
+    pub transport: Option<String>,
 }
 
 /// One audit record, as stored and exported (field order is the canonical order).
@@ -64,6 +67,10 @@ pub struct Record {
     pub outcome: String,
     pub context_hmac: Option<String>,
     pub flags: Vec<String>,
+    /// The caller's negotiated protocol and suite. Left out of the canonical bytes when absent,
+    /// so records written before it existed keep their hashes and still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// SM3 of the previous record's canonical bytes ([`GENESIS`] for the first).
     pub prev: String,
 }

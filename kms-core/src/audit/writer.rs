@@ -85,7 +85,8 @@ impl Default for CheckpointPolicy {
 }
 
 enum Msg {
-    Event(Event, Completion),
+    // Boxed: an event is far larger than the other messages.
+    Event(Box<Event>, Completion),
     Checkpoint(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
     Stop,
 }
@@ -145,6 +146,7 @@ impl Writer {
                         outcome: e.outcome.clone(),
                         context_hmac: e.context_hmac.clone(),
                         flags: e.flags.clone(),
+                        transport: e.transport.clone(),
                         prev: tail.hash.clone(),
                     };
                     let canonical = r.canonical();
@@ -246,7 +248,7 @@ impl Writer {
             let mut later = Vec::new();
             let mut stop = false;
             let mut push = |m: Msg, group: &mut Vec<(Event, Completion)>| match m {
-                Msg::Event(e, done) => group.push((e, done)),
+                Msg::Event(e, done) => group.push((*e, done)),
                 Msg::Checkpoint(done) => later.push(done),
                 Msg::Stop => stop = true,
             };
@@ -323,7 +325,7 @@ impl AuditLog {
             .tx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(Msg::Event(event, done));
+            .send(Msg::Event(Box::new(event), done));
         if let Err(mpsc::SendError(Msg::Event(_, done))) = sent {
             done(Err(StoreError::Unavailable(
                 "the audit writer has stopped".into(),

@@ -872,6 +872,7 @@ mod audit {
             },
             context_hmac: None,
             flags: vec![],
+            transport: None,
         }
     }
 

@@ -51,7 +51,7 @@ async fn audit_public_key(w: &World) -> kms_core::crypto::PublicKey {
 
 /// The live export over gRPC. An export overtaken by the archiver (its records were archived
 /// while it read them) says so and is simply asked for again.
-async fn export(w: &World) -> String {
+pub(crate) async fn export(w: &World) -> String {
     for _ in 0..5 {
         let mut stream = w
             .auditor

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use kms_core::crypto::{PublicKey, encrypt_to_public_key};
 use kms_core::policy::Policy;
 use kms_proto::v1::{self, Purpose};
+use kms_server::tls::Transport;
 use kms_tests::pki::subjects::{self, APP_NS, OTHER_APP_NS};
 use kms_tests::world::{Clients, KeyOp, World};
 use prost::Message as _;
@@ -253,7 +254,12 @@ impl Fixture {
             .create_key(APP_NS, Purpose::AsymmetricDecrypt, "sm2")
             .await;
         let mac = w.create_key(APP_NS, Purpose::Mac, "hmac-sm3").await;
-        let scratch = w.create_key(APP_NS, Purpose::Encrypt, "aes-256-gcm").await;
+        // A second encryption algorithm where the policy has one (gm-only has SM4 alone).
+        let second = match w.transport {
+            Transport::Standard => "aes-256-gcm",
+            Transport::GmOnly => "sm4-gcm",
+        };
+        let scratch = w.create_key(APP_NS, Purpose::Encrypt, second).await;
         let mut crypto = w.app.crypto.clone();
         let ciphertext = crypto
             .encrypt(v1::EncryptRequest {
@@ -661,7 +667,18 @@ fn the_matrix_covers_every_rpc_of_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_rpc_for_every_role() {
-    let w = World::start().await;
+    every_rpc_for_every_role_on(World::start().await).await;
+}
+
+/// The same matrix over RFC 8998 only (SM2 client certificates, the gm-only policy): roles do
+/// not depend on the transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rpc_for_every_role_over_rfc8998() {
+    let w = World::start_over(kms_server::Settings::default(), Transport::GmOnly).await;
+    every_rpc_for_every_role_on(w).await;
+}
+
+async fn every_rpc_for_every_role_on(w: World) {
     let fx = Fixture::new(&w).await;
     let mut checked = 0;
     for &(rpc, path, expect) in MATRIX {

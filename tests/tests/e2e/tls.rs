@@ -12,7 +12,7 @@ use crate::common::{Scratch, all_output, openssl};
 
 /// What a refused client sees after a TLS 1.3 handshake the server has not accepted yet: the
 /// server's alert (as an error) or a closed connection, never HTTP/2 bytes.
-async fn refused_after_handshake(
+pub(crate) async fn refused_after_handshake(
     mut stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 ) -> String {
     let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
@@ -28,7 +28,7 @@ async fn refused_after_handshake(
 }
 
 /// The proper clients still get answers.
-async fn still_serves(w: &World) {
+pub(crate) async fn still_serves(w: &World) {
     let s = w
         .app
         .system
@@ -38,7 +38,11 @@ async fn still_serves(w: &World) {
         .unwrap()
         .into_inner();
     assert!(s.initialized && !s.sealed);
-    let fresh = w.connect(&w.pki.app).await;
+    let app = match w.transport {
+        kms_server::tls::Transport::Standard => &w.pki.app,
+        kms_server::tls::Transport::GmOnly => &w.pki.gm.app,
+    };
+    let fresh = w.connect(app).await;
     fresh
         .system
         .clone()
@@ -48,7 +52,7 @@ async fn still_serves(w: &World) {
 }
 
 /// An RPC over a channel made with `config` fails (at connect or at the first call).
-async fn rpc_fails(w: &World, config: std::sync::Arc<rustls::ClientConfig>) {
+pub(crate) async fn rpc_fails(w: &World, config: std::sync::Arc<rustls::ClientConfig>) {
     if let Ok(ch) = net::channel(w.server.addr, config).await {
         let r = Clients::new(ch).system.status(v1::StatusRequest {}).await;
         assert!(r.is_err(), "a refused client got an answer: {r:?}");

@@ -364,6 +364,7 @@ impl Fixture {
             server,
             settings,
             shares: off.shares,
+            transport: kms_server::tls::Transport::Standard,
         };
         w.unseal().await;
 

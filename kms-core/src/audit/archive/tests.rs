@@ -46,6 +46,7 @@ fn event(i: u64) -> Event {
         outcome: "OK".into(),
         context_hmac: None,
         flags: vec![],
+        transport: None,
     }
 }
 

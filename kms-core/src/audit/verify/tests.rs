@@ -28,6 +28,7 @@ fn event(i: u64) -> Event {
         },
         context_hmac: None,
         flags: vec![],
+        transport: None,
     }
 }
 
@@ -286,6 +287,7 @@ impl Record {
             outcome: String::new(),
             context_hmac: None,
             flags: vec![],
+            transport: None,
             prev: String::new(),
         }
     }
