@@ -98,9 +98,11 @@ class Server:
     def __init__(self, workdir: Path):
         self.dir = workdir / "kms-dev"
         self.port = free_port()
+        self.tlcp_port = free_port()
         self.log = open(workdir / "server.log", "w")
         self.proc = subprocess.Popen(
-            [str(RELEASE / "kms-server"), "dev", "--dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}"],
+            [str(RELEASE / "kms-server"), "dev", "--dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
+             "--tlcp-listen", f"127.0.0.1:{self.tlcp_port}"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 120
@@ -245,8 +247,9 @@ def postgres_rows(dev: Server, workdir: Path, duration: int, runs: int) -> list[
 
 
 # Transport rows (issue 16): the same requests over the standard suites (profile app: rustls
-# with ring, TLS_AES_256_GCM_SHA384) and over RFC 8998 (profile app-gm: TLS_SM4_GCM_SM3,
-# curveSM2, SM2 certificates), alternating in one run; (label, op, alias, size).
+# with ring, TLS_AES_256_GCM_SHA384), over RFC 8998 (profile app-gm: TLS_SM4_GCM_SM3, curveSM2,
+# SM2 certificates) and over TLCP (profile app-tlcp: ECDHE_SM4_GCM_SM3), alternating in one run;
+# (label, op, alias, size).
 TRANSPORT_CASES = [
     ("SM4-GCM encrypt 1 KiB", "encrypt", "b-sm4", 1024),
     ("AES-256-GCM encrypt 1 KiB", "encrypt", "b-aes", 1024),
@@ -257,7 +260,7 @@ TRANSPORT_CASES = [
 def transport_runs(server: Server, duration: int, runs: int) -> list[dict]:
     rows = []
     for label, op, alias, size in TRANSPORT_CASES:
-        per = {"app": [], "app-gm": []}
+        per = {"app": [], "app-gm": [], "app-tlcp": []}
         for i in range(runs):
             for who in per:
                 log(f"{label} over {who}: run {i + 1}/{runs}")
@@ -266,7 +269,8 @@ def transport_runs(server: Server, duration: int, runs: int) -> list[dict]:
             "label": label,
             "standard": {f: median_of(per["app"], f) for f in ("requests_per_s", "p50_ms", "server_cpu_us_per_request")},
             "gm": {f: median_of(per["app-gm"], f) for f in ("requests_per_s", "p50_ms", "server_cpu_us_per_request")},
-            "errors": sum(r["errors"] for r in per["app"] + per["app-gm"]),
+            "tlcp": {f: median_of(per["app-tlcp"], f) for f in ("requests_per_s", "p50_ms", "server_cpu_us_per_request")},
+            "errors": sum(r["errors"] for r in per["app"] + per["app-gm"] + per["app-tlcp"]),
         })
     return rows
 
@@ -275,23 +279,27 @@ def transport_table(rows: list[dict], estimates: dict[str, float]) -> str:
     hs_gm, hs_std = estimates.get("tls13-handshake/gm"), estimates.get("tls13-handshake/standard")
     rec_gm, rec_std = estimates.get("tls13-record-1KiB/gm"), estimates.get("tls13-record-1KiB/standard")
     lines = [
-        "| | standard (TLS_AES_256_GCM_SHA384, X25519, ECDSA P-256) | RFC 8998 (TLS_SM4_GCM_SM3, curveSM2, SM2) | GM / standard |",
-        "|---|---:|---:|---:|",
+        "| | standard (TLS_AES_256_GCM_SHA384, X25519, ECDSA P-256) | RFC 8998 (TLS_SM4_GCM_SM3, curveSM2, SM2) | GM / standard | TLCP (ECDHE_SM4_GCM_SM3) | TLCP / standard |",
+        "|---|---:|---:|---:|---:|---:|",
         f"| full mutual handshake, both ends, µs (criterion) | {fmt(hs_std, '.0f')} | {fmt(hs_gm, '.0f')} | "
-        f"{fmt(hs_gm / hs_std if hs_gm and hs_std else None, '.2f')} |",
+        f"{fmt(hs_gm / hs_std if hs_gm and hs_std else None, '.2f')} | – | |",
         f"| handshakes/s on one core (1e6 / µs) | {fmt(1e6 / hs_std if hs_std else None, ',.0f')} | "
-        f"{fmt(1e6 / hs_gm if hs_gm else None, ',.0f')} | |",
+        f"{fmt(1e6 / hs_gm if hs_gm else None, ',.0f')} | | – | |",
         f"| 1 KiB record sealed and opened, µs (criterion) | {fmt(rec_std, '.2f')} | {fmt(rec_gm, '.2f')} | "
-        f"{fmt(rec_gm / rec_std if rec_gm and rec_std else None, '.1f')} |",
+        f"{fmt(rec_gm / rec_std if rec_gm and rec_std else None, '.1f')} | – | |",
     ]
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
     for r in rows:
-        s, g = r["standard"], r["gm"]
-        ratio = (g["server_cpu_us_per_request"] / s["server_cpu_us_per_request"]
-                 if g["server_cpu_us_per_request"] and s["server_cpu_us_per_request"] else None)
+        s, g, t = r["standard"], r["gm"], r["tlcp"]
+        cpu = "server_cpu_us_per_request"
         lines.append(
             f"| {r['label']}: req/s, server CPU µs/req | {fmt(s['requests_per_s'], ',.0f')}, "
-            f"{fmt(s['server_cpu_us_per_request'], '.1f')} | {fmt(g['requests_per_s'], ',.0f')}, "
-            f"{fmt(g['server_cpu_us_per_request'], '.1f')} | {fmt(ratio, '.2f')} (CPU) |"
+            f"{fmt(s[cpu], '.1f')} | {fmt(g['requests_per_s'], ',.0f')}, {fmt(g[cpu], '.1f')} | "
+            f"{fmt(ratio(g[cpu], s[cpu]), '.2f')} (CPU) | {fmt(t['requests_per_s'], ',.0f')}, "
+            f"{fmt(t[cpu], '.1f')} | {fmt(ratio(t[cpu], s[cpu]), '.2f')} (CPU) |"
         )
     return "\n".join(lines)
 

@@ -40,8 +40,10 @@ pub struct Connection {
     pub cert_pem: String,
     /// PEM of our private key (PKCS#8, SEC1 or PKCS#1); wiped on drop.
     pub key_pem: Zeroizing<String>,
-    /// Standard TLS or RFC 8998.
+    /// Standard TLS, RFC 8998 or TLCP.
     pub tls: TlsMode,
+    /// TLCP: our encryption certificate and key (PEM; the key wiped on drop).
+    pub enc: Option<(String, Zeroizing<String>)>,
     /// Per-request deadline; `None` for no deadline.
     pub timeout: Option<Duration>,
 }
@@ -54,6 +56,10 @@ impl fmt::Debug for Connection {
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
             .field("key_pem", &"[private key elided]")
             .field("tls", &self.tls)
+            .field(
+                "enc",
+                &self.enc.as_ref().map(|_| "[encryption pair elided]"),
+            )
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -170,7 +176,7 @@ pub fn tls_config(conn: &Connection) -> Result<ClientConfig, ClientError> {
                 .with_root_certificates(roots)
                 .with_client_auth_cert(chain, key)?
         }
-        TlsMode::Gm => {
+        TlsMode::Gm | TlsMode::Tlcp => {
             let (sm2_anchors, _) = kms_gmtls::verifier::split_sm2(anchors);
             if sm2_anchors.is_empty() {
                 return Err(ClientError::Pem(
@@ -188,6 +194,32 @@ pub fn tls_config(conn: &Connection) -> Result<ClientConfig, ClientError> {
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The byte stream under HTTP/2: rustls or TLCP.
+trait SecureStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> SecureStream for T {}
+
+/// The TLCP client configuration: the CA file as the server's trust anchors, our signing pair
+/// (`cert`/`key`) and encryption pair (`enc`), every suite, ALPN `h2`. The TLCP client checks
+/// the server's chain to the CA, not its host name.
+///
+/// # Errors
+/// When the encryption pair is missing or a PEM is unusable.
+pub fn tlcp_config(conn: &Connection) -> Result<Arc<kms_tlcp::TlcpClientConfig>, ClientError> {
+    let Some((enc_cert, enc_key)) = &conn.enc else {
+        return Err(ClientError::Pem(
+            "tls = \"tlcp\" needs enc_cert and enc_key (the encryption certificate and key)"
+                .to_owned(),
+        ));
+    };
+    let identity = kms_tlcp::DoubleCert::from_pem(&conn.cert_pem, &conn.key_pem, enc_cert, enc_key)
+        .map_err(|e| ClientError::Pem(format!("TLCP certificates: {e}")))?;
+    let mut config = kms_tlcp::TlcpClientConfig::new(&conn.ca_pem, Some(identity))
+        .map_err(|e| ClientError::Pem(format!("TLCP: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
@@ -215,6 +247,10 @@ pub async fn connect(conn: &Connection) -> Result<Channel, ClientError> {
         })?
         .to_owned();
     let tls = TlsConnector::from(Arc::new(tls_config(conn)?));
+    let tlcp = match conn.tls {
+        TlsMode::Tlcp => Some(tlcp_config(conn)?),
+        TlsMode::Standard | TlsMode::Gm => None,
+    };
     let dial = target.dial_addr();
 
     // See the module doc: TLS is ours, so tonic is told plain http.
@@ -230,12 +266,20 @@ pub async fn connect(conn: &Connection) -> Result<Channel, ClientError> {
 
     let connector = tower::service_fn(move |_: Uri| {
         let tls = tls.clone();
+        let tlcp = tlcp.clone();
         let server_name = server_name.clone();
         let dial = dial.clone();
         async move {
             let tcp = TcpStream::connect(&dial).await?;
             tcp.set_nodelay(true)?;
-            let stream = tls.connect(server_name, tcp).await?;
+            let stream: Box<dyn SecureStream> = match tlcp {
+                Some(config) => Box::new(
+                    kms_tlcp::connect(config, tcp)
+                        .await
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+                ),
+                None => Box::new(tls.connect(server_name, tcp).await?),
+            };
             Ok::<_, io::Error>(TokioIo::new(stream))
         }
     });
@@ -289,6 +333,7 @@ mod tests {
             cert_pem: String::new(),
             key_pem: Zeroizing::new(String::new()),
             tls: TlsMode::Standard,
+            enc: None,
             timeout: None,
         };
         let err = tls_config(&conn).unwrap_err();

@@ -43,6 +43,11 @@ struct ProfileFile {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// TLCP only: the encryption certificate and key (`cert`/`key` are the signing pair).
+    #[serde(default)]
+    enc_cert: Option<PathBuf>,
+    #[serde(default)]
+    enc_key: Option<PathBuf>,
 }
 
 /// What the CLI speaks to the server.
@@ -53,6 +58,8 @@ pub enum TlsMode {
     Standard,
     /// RFC 8998: TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and SM2 certificates only.
     Gm,
+    /// TLCP (GB/T 38636): double SM2 certificates, ECC/ECDHE with SM4-GCM/CBC and SM3.
+    Tlcp,
 }
 
 impl TlsMode {
@@ -64,6 +71,7 @@ impl TlsMode {
         match value {
             "standard" | "" => Ok(Self::Standard),
             "gm" => Ok(Self::Gm),
+            "tlcp" => Ok(Self::Tlcp),
             other => Err(
                 CliError::usage(format!("unknown tls {other:?} in the {source}"))
                     .with_hint("tls is \"standard\" (default) or \"gm\" (RFC 8998)"),
@@ -83,8 +91,11 @@ pub struct Settings {
     pub cert: PathBuf,
     /// Our private key file (PEM).
     pub key: PathBuf,
-    /// Standard TLS or RFC 8998.
+    /// Standard TLS, RFC 8998 or TLCP.
     pub tls: TlsMode,
+    /// TLCP's encryption certificate and key files (PEM).
+    pub enc_cert: Option<PathBuf>,
+    pub enc_key: Option<PathBuf>,
     /// Where these came from, for error messages ("profile /x/admin.toml", "KMS_* environment").
     pub source: String,
 }
@@ -122,6 +133,8 @@ pub fn settings(
             cert: cwd.join(cert),
             key: cwd.join(key),
             tls: TlsMode::parse(&get("KMS_TLS").unwrap_or_default(), "KMS_TLS variable")?,
+            enc_cert: get("KMS_ENC_CERT").map(|p| cwd.join(p)),
+            enc_key: get("KMS_ENC_KEY").map(|p| cwd.join(p)),
             source: "KMS_* environment".to_owned(),
         }),
         (endpoint, ca, cert, key) => {
@@ -202,6 +215,8 @@ pub fn load_profile(path: &Path) -> Result<Settings, CliError> {
     Ok(Settings {
         endpoint: file.endpoint,
         tls,
+        enc_cert: file.enc_cert.map(|p| base.join(p)),
+        enc_key: file.enc_key.map(|p| base.join(p)),
         ca: base.join(file.ca),
         cert: base.join(file.cert),
         key: base.join(file.key),
@@ -229,6 +244,13 @@ pub fn connection(settings: &Settings, timeout: Option<Duration>) -> Result<Conn
         cert_pem: read(&settings.cert, "certificate")?,
         key_pem: Zeroizing::new(read(&settings.key, "key")?),
         tls: settings.tls,
+        enc: match (&settings.enc_cert, &settings.enc_key) {
+            (Some(cert), Some(key)) => Some((
+                read(cert, "encryption certificate")?,
+                Zeroizing::new(read(key, "encryption key")?),
+            )),
+            _ => None,
+        },
         timeout,
     })
 }

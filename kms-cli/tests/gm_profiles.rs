@@ -143,3 +143,71 @@ fn pki_issue_gm_makes_an_sm2_identity_that_connects() {
     assert!(err.contains("needs an SM2 CA"), "{err}");
     server.stop();
 }
+
+#[test]
+fn tlcp_profiles_sign_verify_and_the_audit_records_tlcp() {
+    let mut server = DevServer::start();
+    let profile = std::fs::read_to_string(server.path("kms-dev/profiles/app-tlcp.toml")).unwrap();
+    assert!(
+        profile.contains("tls = \"tlcp\"") && profile.contains("enc_key"),
+        "{profile}"
+    );
+    ok(&server.kms(
+        "admin-tlcp",
+        &[
+            "key",
+            "create",
+            "--purpose",
+            "sign",
+            "--algorithm",
+            "sm2",
+            "--alias",
+            "seal",
+        ],
+    ));
+    server.write("doc.txt", "contract 42\n");
+    ok(&server.kms(
+        "app-tlcp",
+        &[
+            "sign", "--key", "seal", "--in", "doc.txt", "--out", "doc.sig",
+        ],
+    ));
+    ok(&server.kms(
+        "app-tlcp",
+        &[
+            "verify",
+            "--key",
+            "seal",
+            "--in",
+            "doc.txt",
+            "--signature",
+            "doc.sig",
+        ],
+    ));
+    ok(&server.kms("auditor-tlcp", &["audit", "export", "--out", "audit.jsonl"]));
+    let trail = String::from_utf8(server.read("audit.jsonl")).unwrap();
+    let tlcp: Vec<String> = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["operation"] == "Crypto/Sign" || r["operation"] == "Crypto/Verify")
+        .map(|r| r["transport"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    assert_eq!(
+        tlcp,
+        ["TLCP ECDHE_SM4_GCM_SM3", "TLCP ECDHE_SM4_GCM_SM3"],
+        "{trail}"
+    );
+
+    // A TLCP profile without its encryption pair says what is missing.
+    let without: String = profile
+        .lines()
+        .filter(|l| !l.starts_with("enc_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    server.write("kms-dev/profiles/half-tlcp.toml", without);
+    let half = server.kms("half-tlcp", &["status"]);
+    assert!(!half.status.success());
+    let err = String::from_utf8_lossy(&half.stderr);
+    assert!(err.contains("needs enc_cert and enc_key"), "{err}");
+    server.stop();
+}

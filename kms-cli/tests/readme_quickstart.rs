@@ -80,6 +80,10 @@ fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
     let judges = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/judges/");
     let script = script
         .replace("--port 7443", &format!("--port {}", server.addr.port()))
+        .replace(
+            "--port 7444",
+            &format!("--port {}", server.tlcp_addr.port()),
+        )
         .replace("tests/judges/", &format!("{}/", judges.display()));
     server.write("gm.sh", &script);
     let out = run_script(&server, "gm.sh");
@@ -89,9 +93,18 @@ fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
         describe(&out)
     );
     assert_eq!(server.read("account.txt"), server.read("account.out"));
+    assert_eq!(server.read("account.txt"), server.read("account.tlcp"));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let verdict: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let verdicts: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{stdout}");
+    let tlcp = &verdicts[0];
+    assert_eq!(tlcp["protocol"], "NTLSv1.1", "{tlcp}");
+    assert_eq!(tlcp["cipher"], "ECDHE-SM2-SM4-GCM-SM3", "{tlcp}");
+    assert_eq!(tlcp["grpc_health"]["health_status"], "SERVING", "{tlcp}");
+    let verdict = &verdicts[1];
     assert_eq!(verdict["cipher"], "TLS_SM4_GCM_SM3", "{verdict}");
     assert_eq!(verdict["group"], "curveSM2", "{verdict}");
     assert_eq!(

@@ -34,6 +34,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: String,
+        /// Address of the TLCP (GB/T 38636) listener.
+        #[arg(long, default_value = "127.0.0.1:7444")]
+        tlcp_listen: String,
         /// Run the gm-only policy: SM2/SM3/SM4 keys only, and RFC 8998 (TLS_SM4_GCM_SM3,
         /// curveSM2, SM2 certificates) only on the wire; the profiles speak RFC 8998.
         #[arg(long)]
@@ -97,6 +100,7 @@ where
         Command::Dev {
             dir,
             listen,
+            tlcp_listen,
             gm_only,
         } => {
             let transport = if gm_only {
@@ -104,7 +108,7 @@ where
             } else {
                 crate::tls::Transport::Standard
             };
-            crate::dev::dev_command(&dir, &listen, transport, out, err)
+            crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, out, err)
         }
         Command::Migrate {
             from,

@@ -70,6 +70,21 @@ pub struct TlsFiles {
     pub gm_key: Option<PathBuf>,
 }
 
+/// The TLCP (GB/T 38636) listener: 国密SSL clients and gateways with double certificates.
+/// Client certificates (signing and encryption) must chain to an SM2 CA in `[tls] client_ca`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlcpFiles {
+    /// Where it listens, e.g. `0.0.0.0:7444`.
+    pub listen: String,
+    /// The server's signing certificate chain and key (PEM files; never inline).
+    pub sign_cert: PathBuf,
+    pub sign_key: PathBuf,
+    /// The server's encryption certificate and key.
+    pub enc_cert: PathBuf,
+    pub enc_key: PathBuf,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -95,6 +110,8 @@ pub struct Config {
     /// AEAD for the key hierarchy: "sm4-gcm" (default) or "aes-256-gcm".
     pub wrap: String,
     pub tls: Option<TlsFiles>,
+    /// A TLCP listener beside the TLS port (optional; allowed under both policies).
+    pub tlcp: Option<TlcpFiles>,
     pub limits: Limits,
     /// Lifetime of unwrapped keys in memory; 0 disables the cache (KEY-3).
     pub cache_ttl_seconds: u64,
@@ -131,6 +148,7 @@ impl Default for Config {
             policy: "standard".into(),
             wrap: "sm4-gcm".into(),
             tls: None,
+            tlcp: None,
             limits: Limits::default(),
             cache_ttl_seconds: 300,
             cache_capacity: 10_000,
@@ -236,6 +254,16 @@ impl Config {
             fix(&mut t.key);
             fix(&mut t.client_ca);
             for p in [&mut t.gm_cert, &mut t.gm_key].into_iter().flatten() {
+                fix(p);
+            }
+        }
+        if let Some(t) = &mut self.tlcp {
+            for p in [
+                &mut t.sign_cert,
+                &mut t.sign_key,
+                &mut t.enc_cert,
+                &mut t.enc_key,
+            ] {
                 fix(p);
             }
         }

@@ -34,6 +34,8 @@ const ARCHIVE_DIR: &str = "audit-archive";
 pub struct DevSetup {
     pub kms: Arc<Kms>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The TLCP listener's configuration (the dev TLCP server pair, the SM2 client CA).
+    pub tlcp: Arc<kms_tlcp::TlcpServerConfig>,
     pub dir: PathBuf,
     pub created: bool,
 }
@@ -57,14 +59,19 @@ fn fail(err: &mut dyn Write, what: &str, e: &dyn std::fmt::Display) -> u8 {
 /// Makes (or reuses) everything in `dir` and returns an unsealed KMS and its TLS config, for
 /// the standard transport (P-256 and SM2 server certificates; RFC 8998 preferred when offered).
 pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
-    prepare_with(dir, endpoint, Transport::Standard)
+    prepare_with(dir, endpoint, None, Transport::Standard)
 }
 
 /// As [`prepare`], for `transport`. Under [`Transport::GmOnly`] the KMS runs the gm-only policy,
 /// the server presents its SM2 certificate only, and the `admin`/`auditor`/`app` profiles speak
 /// RFC 8998; under the standard transport those profiles stay P-256 and `<subject>-gm` profiles
-/// speak RFC 8998.
-pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<DevSetup, String> {
+/// speak RFC 8998. With `tlcp_endpoint`, `<subject>-tlcp` profiles speak TLCP to it.
+pub fn prepare_with(
+    dir: &Path,
+    endpoint: &str,
+    tlcp_endpoint: Option<&str>,
+    transport: Transport,
+) -> Result<DevSetup, String> {
     create_private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ca = if dir.join(devpki::CA_CERT_FILE).exists() {
         DevCa::load_dir(dir).map_err(|e| format!("dev CA: {e}"))?
@@ -93,7 +100,7 @@ pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<
             format!("{subject}-gm")
         };
         sm2_ca
-            .write_client_bundle(dir, subject, &profile, endpoint)
+            .write_client_bundle(dir, subject, &profile, endpoint, tlcp_endpoint)
             .map_err(|e| format!("SM2 client {subject}: {e}"))?;
     }
     let clients_ca = gm::write_clients_ca(dir).map_err(|e| e.to_string())?;
@@ -118,6 +125,19 @@ pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<
     };
     let tls =
         crate::tls::server_config_with(transport, pairs, &clients_ca).map_err(|e| e.to_string())?;
+    let read = |stem: &str, suffix: &str| {
+        std::fs::read_to_string(dir.join(format!("{stem}{suffix}")))
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("TLCP certificate {stem}: {e}"))
+    };
+    let tlcp = crate::tls::tlcp_config(
+        &read(gm::TLCP_SIGN_STEM, ".pem")?,
+        &read(gm::TLCP_SIGN_STEM, "-key.pem")?,
+        &read(gm::TLCP_ENC_STEM, ".pem")?,
+        &read(gm::TLCP_ENC_STEM, "-key.pem")?,
+        &clients_ca,
+    )
+    .map_err(|e| e.to_string())?;
     let kms_config = KmsConfig {
         policy: match transport {
             Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
@@ -163,6 +183,7 @@ pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<
     Ok(DevSetup {
         kms,
         tls,
+        tlcp,
         dir: dir.to_owned(),
         created,
     })
@@ -171,6 +192,7 @@ pub fn prepare_with(dir: &Path, endpoint: &str, transport: Transport) -> Result<
 pub(crate) fn dev_command(
     dir: &Path,
     listen: &str,
+    tlcp_listen: &str,
     transport: Transport,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -199,7 +221,15 @@ pub(crate) fn dev_command(
         Err(e) => return fail(err, "listener", &e),
     };
     let endpoint = format!("https://{addr}");
-    let setup = match prepare_with(dir, &endpoint, transport) {
+    let tlcp_listener = match runtime.block_on(tokio::net::TcpListener::bind(tlcp_listen)) {
+        Ok(l) => l,
+        Err(e) => return fail(err, &format!("cannot listen on {tlcp_listen} (TLCP)"), &e),
+    };
+    let tlcp_endpoint = match tlcp_listener.local_addr() {
+        Ok(a) => format!("https://{a}"),
+        Err(e) => return fail(err, "TLCP listener", &e),
+    };
+    let setup = match prepare_with(dir, &endpoint, Some(&tlcp_endpoint), transport) {
         Ok(s) => s,
         Err(e) => return fail(err, "dev setup", &e),
     };
@@ -219,7 +249,8 @@ pub(crate) fn dev_command(
         "\n  KMS DEVELOPMENT SERVER — not for production\n\
          \n  A single unseal share is kept in {d}/{SHARE_FILE}: anyone who can read it can unseal.\n\
          \n  {} {d}\n  listening     {endpoint} (mutual TLS; no plaintext port)\n\
-         \n  transport     {wire}\n\
+         \n  transport     {wire}\
+         \n  TLCP          {tlcp_endpoint} (GB/T 38636, double certificates; profiles <name>-tlcp)\n\
          \n  CA            {d}/ca.pem (P-256)   {d}/ca-sm2.pem (SM2)\
          \n  server cert   {d}/server.pem        {d}/server-sm2.pem\n\
          \n  audit archive {d}/{ARCHIVE_DIR} (audit records past the newest million)\n\
@@ -239,8 +270,9 @@ pub(crate) fn dev_command(
         audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
         ..crate::server::Settings::default()
     };
-    let result = runtime.block_on(crate::server::run(
+    let result = runtime.block_on(crate::server::run_with_tlcp(
         listener,
+        Some((tlcp_listener, Arc::clone(&setup.tlcp))),
         kms,
         setup.tls,
         settings,

@@ -443,7 +443,7 @@ fn rustls_pki_pem_to_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// A TOML basic string: quotes, backslashes and control characters escaped.
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

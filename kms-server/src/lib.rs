@@ -26,4 +26,4 @@ pub mod status;
 pub mod tls;
 
 pub use cli::{EXIT_FAILED, EXIT_OK, run_cli};
-pub use server::{ServeError, Settings, run};
+pub use server::{ServeError, Settings, TlcpListener, run, run_with_tlcp};

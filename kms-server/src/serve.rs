@@ -143,6 +143,29 @@ fn load_tls(config: &Config, err: &mut dyn Write) -> Option<Arc<rustls::ServerCo
     }
 }
 
+/// The TLCP listener's configuration: the double certificate from `[tlcp]`, the SM2 CAs of
+/// `[tls] client_ca` as the client trust anchors, ALPN h2.
+fn load_tlcp(
+    config: &Config,
+    files: &crate::config::TlcpFiles,
+    err: &mut dyn Write,
+) -> Option<Arc<kms_tlcp::TlcpServerConfig>> {
+    let ca = read(&config.tls.as_ref()?.client_ca, err)?;
+    let (sign_cert, sign_key, enc_cert, enc_key) = (
+        read(&files.sign_cert, err)?,
+        zeroize::Zeroizing::new(read(&files.sign_key, err)?),
+        read(&files.enc_cert, err)?,
+        zeroize::Zeroizing::new(read(&files.enc_key, err)?),
+    );
+    match crate::tls::tlcp_config(&sign_cert, &sign_key, &enc_cert, &enc_key, &ca) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let _ = writeln!(err, "error: [tlcp]: {e}");
+            None
+        }
+    }
+}
+
 /// Opens the configured store: sled in `DATA_DIR/store`, or the shared PostgreSQL database
 /// (schema created or migrated now; the password read now from its file or the environment).
 fn open_store(config: &Config, err: &mut dyn Write) -> Option<Arc<dyn Store>> {
@@ -221,12 +244,27 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             return EXIT_FAILED;
         }
     };
+    let tlcp = match config.tlcp.as_ref() {
+        None => None,
+        Some(files) => match load_tlcp(&config, files, err) {
+            Some(c) => Some((files.listen.clone(), c)),
+            None => return EXIT_FAILED,
+        },
+    };
     let settings = config.settings();
     let listen = config.listen.clone();
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         tracing::info!(address = %listener.local_addr()?, "serving kms.v1 over mutual TLS; the KMS starts sealed");
-        crate::server::run(listener, kms, tls_config, settings, shutdown_signal())
+        let tlcp = match tlcp {
+            None => None,
+            Some((address, tlcp_config)) => {
+                let l = tokio::net::TcpListener::bind(&address).await?;
+                tracing::info!(address = %l.local_addr()?, "serving kms.v1 over TLCP (GB/T 38636) too");
+                Some((l, tlcp_config))
+            }
+        };
+        crate::server::run_with_tlcp(listener, tlcp, kms, tls_config, settings, shutdown_signal())
             .await
             .map_err(std::io::Error::other)
     });
@@ -277,5 +315,43 @@ mod tests {
         };
         let mut err = Vec::new();
         assert!(load_tls(&standard, &mut err).is_some(), "{err:?}");
+    }
+
+    /// `[tlcp]` takes the double certificate and the SM2 CAs of `[tls] client_ca`; a client CA
+    /// file with no SM2 CA stops the start, and says why.
+    #[test]
+    fn tlcp_needs_its_double_certificate_and_an_sm2_client_ca() {
+        use crate::devpki::gm::DevSm2Ca;
+        let dir = tempfile::tempdir().unwrap();
+        let sm2 = DevSm2Ca::load_or_create(dir.path()).unwrap();
+        sm2.write_server_files(dir.path()).unwrap();
+        let ca = DevCa::generate().unwrap();
+        std::fs::write(dir.path().join("p256-ca.pem"), ca.cert_pem()).unwrap();
+        let write_config = |client_ca: &str| {
+            let path = dir.path().join("kms.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "policy = \"gm-only\"\n[tls]\ncert = \"server-sm2.pem\"\nkey = \"server-sm2-key.pem\"\n\
+                     client_ca = \"{client_ca}\"\n[tlcp]\nlisten = \"127.0.0.1:0\"\n\
+                     sign_cert = \"tlcp-sign.pem\"\nsign_key = \"tlcp-sign-key.pem\"\n\
+                     enc_cert = \"tlcp-enc.pem\"\nenc_key = \"tlcp-enc-key.pem\"\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&path).unwrap()
+        };
+        let config = write_config("ca-sm2.pem");
+        let files = config.tlcp.clone().unwrap();
+        let mut err = Vec::new();
+        let tlcp = load_tlcp(&config, &files, &mut err);
+        assert!(tlcp.is_some(), "{}", String::from_utf8_lossy(&err));
+        assert_eq!(tlcp.unwrap().alpn_protocols, vec![b"h2".to_vec()]);
+
+        let config = write_config("p256-ca.pem");
+        let mut err = Vec::new();
+        assert!(load_tlcp(&config, &files, &mut err).is_none());
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains("TLCP needs an SM2 CA"), "{err}");
     }
 }

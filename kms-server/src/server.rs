@@ -69,9 +69,15 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What a connection's bytes run over once authenticated: rustls (TLS 1.3/1.2, RFC 8998) or
+/// TLCP (GB/T 38636); both end in the same HTTP/2 server, identity, authorisation and audit.
+trait SecureStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> SecureStream for T {}
+
 /// An accepted, authenticated connection. Holds its slot of the connection cap until dropped.
 struct TlsConn {
-    inner: TlsStream<TcpStream>,
+    inner: Box<dyn SecureStream>,
     /// The HTTP/2 preface, read before the connection was handed over, replayed to hyper.
     preface: [u8; PREFACE.len()],
     replayed: usize,
@@ -111,14 +117,32 @@ async fn accept_h2(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
 ) -> io::Result<(TlsStream<TcpStream>, [u8; 24])> {
-    use tokio::io::AsyncReadExt;
     let mut tls = acceptor.accept(tcp).await?;
+    let preface = read_preface(&mut tls).await?;
+    Ok((tls, preface))
+}
+
+/// The HTTP/2 client preface, checked.
+async fn read_preface(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<[u8; 24]> {
+    use tokio::io::AsyncReadExt;
     let mut preface = [0u8; 24];
-    tls.read_exact(&mut preface).await?;
+    stream.read_exact(&mut preface).await?;
     if &preface != PREFACE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not HTTP/2"));
     }
-    Ok((tls, preface))
+    Ok(preface)
+}
+
+/// TLCP (both certificates of the client verified), then the HTTP/2 preface.
+async fn accept_tlcp_h2(
+    config: Arc<kms_tlcp::TlcpServerConfig>,
+    tcp: TcpStream,
+) -> io::Result<(kms_tlcp::TlcpStream<TcpStream>, [u8; 24])> {
+    let mut tlcp = kms_tlcp::accept(config, tcp)
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let preface = read_preface(&mut tlcp).await?;
+    Ok((tlcp, preface))
 }
 
 impl AsyncWrite for TlsConn {
@@ -153,10 +177,10 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     settings: Settings,
+    slots: Arc<Semaphore>,
     conns: mpsc::Sender<Result<TlsConn, io::Error>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -196,7 +220,7 @@ async fn accept_loop(
                     };
                     let _ = conns
                         .send(Ok(TlsConn {
-                            inner: tls,
+                            inner: Box::new(tls),
                             preface,
                             replayed: 0,
                             peer,
@@ -206,6 +230,62 @@ async fn accept_loop(
                 }
                 Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
                 Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// The TLCP listener's loop: the same connection cap, handshake timeout and hand-over to tonic
+/// as [`accept_loop`]; the principal is the client's signing certificate's SAN URI or CN.
+async fn tlcp_accept_loop(
+    listener: TcpListener,
+    config: Arc<kms_tlcp::TlcpServerConfig>,
+    settings: Settings,
+    slots: Arc<Semaphore>,
+    conns: mpsc::Sender<Result<TlsConn, io::Error>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%remote, max = settings.limits.max_connections, "TLCP connection refused: at the connection cap");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let config = Arc::clone(&config);
+        let conns = conns.clone();
+        let timeout = settings.handshake_timeout;
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, accept_tlcp_h2(config, tcp)).await {
+                Ok(Ok((tlcp, preface))) => {
+                    let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
+                    let peer = PeerInfo {
+                        remote: Some(remote),
+                        subject,
+                        transport: Some(format!("TLCP {}", tlcp.suite_name())),
+                    };
+                    let _ = conns
+                        .send(Ok(TlsConn {
+                            inner: Box::new(tlcp),
+                            preface,
+                            replayed: 0,
+                            peer,
+                            _slot: slot,
+                        }))
+                        .await;
+                }
+                Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLCP handshake refused"),
+                Err(_) => tracing::info!(%remote, "TLCP handshake timed out"),
             }
         });
     }
@@ -353,12 +433,39 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_tlcp(listener, None, kms, tls, settings, shutdown).await
+}
+
+/// A TLCP listener and its configuration, served beside the TLS port.
+pub type TlcpListener = (TcpListener, Arc<kms_tlcp::TlcpServerConfig>);
+
+/// As [`run`], with a TLCP listener too (when given): one connection cap, one service.
+pub async fn run_with_tlcp(
+    listener: TcpListener,
+    tlcp: Option<TlcpListener>,
+    kms: Arc<Kms>,
+    tls: Arc<rustls::ServerConfig>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(128);
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let tlcp_accept = tlcp.map(|(listener, config)| {
+        tokio::spawn(tlcp_accept_loop(
+            listener,
+            config,
+            settings.clone(),
+            Arc::clone(&slots),
+            conn_tx.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let accept = tokio::spawn(accept_loop(
         listener,
         TlsAcceptor::from(tls),
         settings.clone(),
+        slots,
         conn_tx,
         stop_rx.clone(),
     ));
@@ -417,6 +524,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop_all)
         .await;
     accept.abort();
+    if let Some(t) = tlcp_accept {
+        t.abort();
+    }
     sched.abort();
     health_watch.abort();
     // The archiver first (it finishes the segment it may be writing), then a last signed

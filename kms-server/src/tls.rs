@@ -206,6 +206,32 @@ impl ResolvesServerCert for ByPeer {
     }
 }
 
+/// The TLCP listener's configuration: the server's double certificate (signing and encryption),
+/// the SM2 CAs among `client_ca_pem` as the anchors for clients' double certificates, every
+/// suite (ECDHE before ECC, GCM before CBC), ALPN `h2`.
+pub fn tlcp_config(
+    sign_cert_pem: &str,
+    sign_key_pem: &str,
+    enc_cert_pem: &str,
+    enc_key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<Arc<kms_tlcp::TlcpServerConfig>, TlsError> {
+    let identity =
+        kms_tlcp::DoubleCert::from_pem(sign_cert_pem, sign_key_pem, enc_cert_pem, enc_key_pem)
+            .map_err(|e| TlsError::Policy(format!("TLCP certificates: {e}")))?;
+    let (sm2_anchors, _) = split_sm2(certs(client_ca_pem, "client CA")?);
+    if sm2_anchors.is_empty() {
+        return Err(TlsError::Verifier(
+            "TLCP needs an SM2 CA in the client CA file".into(),
+        ));
+    }
+    let anchors = sm2_anchors.iter().map(|c| c.to_vec()).collect();
+    let mut config = kms_tlcp::TlcpServerConfig::new(identity, anchors)
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// "TLSv1.3 TLS_SM4_GCM_SM3": the protocol and suite a connection negotiated, for the audit
 /// record and the logs.
 #[must_use]

@@ -27,8 +27,8 @@ pub struct GmPki {
     /// CN only, like the P-256 auditor: the server falls back to the CN.
     pub auditor: Identity,
     pub stranger: Identity,
-    /// TLCP encryption certificate of the app.
-    pub app_enc: Identity,
+    /// TLCP encryption certificates of the five callers, by name (see [`GmPki::identity`]).
+    pub enc: std::collections::HashMap<&'static str, Identity>,
     /// Another SM2 CA's certificate with the admin's very subject.
     pub foreign: Identity,
     pub other_ca: Sm2Ca,
@@ -74,7 +74,26 @@ impl GmPki {
                 Some(AUDITOR),
             ),
             stranger: client_uri(&ca, STRANGER, "stranger", Usage::TlsClient),
-            app_enc: client_uri(&ca, APP, "app-payments", Usage::TlcpClientEnc),
+            enc: [
+                ("admin", Some(ADMIN), "admin"),
+                ("app", Some(APP), "app-payments"),
+                ("other_app", Some(OTHER_APP), "app-ledger"),
+                ("auditor", None, AUDITOR),
+                ("stranger", Some(STRANGER), "stranger"),
+            ]
+            .into_iter()
+            .map(|(who, uri, cn)| {
+                let id = match uri {
+                    Some(uri) => client_uri(&ca, uri, cn, Usage::TlcpClientEnc),
+                    None => issue(
+                        &ca,
+                        &LeafSpec::new(cn, Usage::TlcpClientEnc, DAYS),
+                        Some(cn),
+                    ),
+                };
+                (who, id)
+            })
+            .collect(),
             foreign: client_uri(&other_ca, ADMIN, "admin", Usage::TlsClient),
             ca,
             other_ca,

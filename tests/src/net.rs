@@ -132,6 +132,50 @@ pub async fn channel(
         .await
 }
 
+/// A TLCP client configuration (kms-tlcp) trusting the SM2 CA(s) in `ca_pem`, presenting the
+/// double certificate `sign` + `enc`, every suite or only `suites`, ALPN `h2`.
+#[must_use]
+pub fn tlcp_client_config(
+    ca_pem: &str,
+    sign: &Identity,
+    enc: &Identity,
+    suites: Option<Vec<kms_tlcp::CipherSuite>>,
+) -> Arc<kms_tlcp::TlcpClientConfig> {
+    let identity =
+        kms_tlcp::DoubleCert::from_pem(&sign.cert_pem, &sign.key_pem, &enc.cert_pem, &enc.key_pem)
+            .unwrap();
+    let mut config = kms_tlcp::TlcpClientConfig::new(ca_pem, Some(identity)).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    if let Some(suites) = suites {
+        config.suites = suites;
+    }
+    Arc::new(config)
+}
+
+/// A tonic channel to `addr` over TLCP with `config`.
+pub async fn tlcp_channel(
+    addr: SocketAddr,
+    config: Arc<kms_tlcp::TlcpClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let connector = tower::service_fn(move |_: Uri| {
+        let config = Arc::clone(&config);
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = kms_tlcp::connect(config, tcp)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(Duration::from_secs(60))
+        .connect_with_connector(connector)
+        .await
+}
+
 /// A tonic channel speaking plaintext HTTP/2 (prior knowledge) to `addr`: what a client that
 /// forgot TLS does. The server has no plaintext port, so this must not work.
 pub async fn plaintext_channel(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {

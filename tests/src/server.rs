@@ -42,6 +42,8 @@ pub fn transport_config(pki: &Pki, transport: Transport) -> Arc<rustls::ServerCo
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The TLCP listener, when the server has one (servers started over a transport do).
+    pub tlcp_addr: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -78,7 +80,15 @@ impl TestServer {
         };
         let kms = Arc::new(Kms::open(store, config));
         let tls = transport_config(pki, transport);
-        Self::start_with_tls(kms, tls, settings).await
+        let tlcp = kms_server::tls::tlcp_config(
+            &pki.gm.tlcp_sign.cert_pem,
+            &pki.gm.tlcp_sign.key_pem,
+            &pki.gm.tlcp_enc.cert_pem,
+            &pki.gm.tlcp_enc.key_pem,
+            pki.gm.ca_pem(),
+        )
+        .unwrap();
+        Self::serve(kms, tls, Some(tlcp), settings).await
     }
 
     /// Serves an already opened KMS (any store, any clock): several nodes on one PostgreSQL
@@ -99,13 +109,43 @@ impl TestServer {
         tls: Arc<rustls::ServerConfig>,
         settings: Settings,
     ) -> Self {
+        Self::serve(kms, tls, None, settings).await
+    }
+
+    /// Serves `kms` on a TLS port and, with `tlcp`, a TLCP port (both on 127.0.0.1:0).
+    async fn serve(
+        kms: Arc<Kms>,
+        tls: Arc<rustls::ServerConfig>,
+        tlcp: Option<Arc<kms_tlcp::TlcpServerConfig>>,
+        settings: Settings,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (tlcp_listener, tlcp_addr) = match tlcp {
+            Some(config) => {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let a = l.local_addr().unwrap();
+                (Some((l, config)), Some(a))
+            }
+            None => (None, None),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kms_server::run(listener, kms, tls, settings, async move {
-            let _ = stopped.await;
-        }));
-        Self { addr, stop, task }
+        let task = tokio::spawn(kms_server::run_with_tlcp(
+            listener,
+            tlcp_listener,
+            kms,
+            tls,
+            settings,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            tlcp_addr,
+            stop,
+            task,
+        }
     }
 
     /// Asks the server to shut down and waits until `run` returns (which seals and drops the KMS).

@@ -48,6 +48,18 @@ impl Clients {
         Self::new(net::channel(server.addr, config).await.unwrap())
     }
 
+    /// Connects as caller `who` (admin, app, …) over TLCP with its SM2 double certificate.
+    pub async fn connect_tlcp(server: &TestServer, pki: &Pki, who: &str) -> Self {
+        let config = net::tlcp_client_config(
+            pki.gm.ca_pem(),
+            pki.gm.identity(who),
+            &pki.gm.enc[who],
+            None,
+        );
+        let addr = server.tlcp_addr.expect("this server has no TLCP listener");
+        Self::new(net::tlcp_channel(addr, config).await.unwrap())
+    }
+
     /// Connects as `identity` over RFC 8998 (an SM2 identity), trusting `pki`'s SM2 CA.
     pub async fn connect_gm(server: &TestServer, pki: &Pki, identity: &Identity) -> Self {
         let config = net::gm_client_config(pki.gm.ca_pem(), Some(identity));
@@ -75,18 +87,25 @@ pub struct World {
     /// What the server speaks and the clients use: standard TLS with P-256 certificates, or
     /// RFC 8998 only with SM2 certificates (the KMS then runs the gm-only policy).
     pub transport: Transport,
+    /// Whether the callers reach the server over its TLCP listener (double SM2 certificates)
+    /// instead of its TLS port.
+    pub over_tlcp: bool,
 }
 
-/// The five callers' clients over `transport`.
+/// The five callers' clients over `transport`, or over TLCP.
 async fn callers(
     server: &TestServer,
     pki: &Pki,
     transport: Transport,
+    over_tlcp: bool,
 ) -> (Clients, Clients, Clients, Clients, Clients) {
     let connect = |id: &'static str| async move {
-        match transport {
-            Transport::Standard => Clients::connect(server, pki, pki.identity(id)).await,
-            Transport::GmOnly => Clients::connect_gm(server, pki, pki.gm.identity(id)).await,
+        match (over_tlcp, transport) {
+            (true, _) => Clients::connect_tlcp(server, pki, id).await,
+            (false, Transport::Standard) => Clients::connect(server, pki, pki.identity(id)).await,
+            (false, Transport::GmOnly) => {
+                Clients::connect_gm(server, pki, pki.gm.identity(id)).await
+            }
         }
     };
     (
@@ -112,10 +131,16 @@ impl World {
 
     /// As [`World::start_with`], over `transport`.
     pub async fn start_over(settings: Settings, transport: Transport) -> Self {
+        Self::start_via(settings, transport, false).await
+    }
+
+    /// As [`World::start_over`], the callers reaching the server over TLCP when `over_tlcp`.
+    pub async fn start_via(settings: Settings, transport: Transport, over_tlcp: bool) -> Self {
         let pki = Arc::new(Pki::new());
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
-        let (admin, app, other_app, auditor, stranger) = callers(&server, &pki, transport).await;
+        let (admin, app, other_app, auditor, stranger) =
+            callers(&server, &pki, transport, over_tlcp).await;
 
         let init = admin
             .system
@@ -143,6 +168,7 @@ impl World {
             settings,
             shares: init.shares,
             transport,
+            over_tlcp,
         };
         world.unseal().await;
         for (subject, role, ns) in [
@@ -196,11 +222,13 @@ impl World {
             auditor,
             stranger,
             transport,
+            over_tlcp,
         } = self;
         drop((admin, app, other_app, auditor, stranger));
         server.stop().await.unwrap();
         let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
-        let (admin, app, other_app, auditor, stranger) = callers(&server, &pki, transport).await;
+        let (admin, app, other_app, auditor, stranger) =
+            callers(&server, &pki, transport, over_tlcp).await;
         Self {
             admin,
             app,
@@ -213,6 +241,7 @@ impl World {
             settings,
             shares,
             transport,
+            over_tlcp,
         }
     }
 

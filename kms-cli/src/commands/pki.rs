@@ -88,7 +88,7 @@ fn issue_sm2(
     })?;
     let out = out_dir.unwrap_or_else(|| ca_dir.to_owned());
     let files = ca
-        .write_client_bundle(&out, subject, &format!("{subject}-gm"), endpoint)
+        .write_client_bundle(&out, subject, &format!("{subject}-gm"), endpoint, None)
         .map_err(|e| CliError::other(e.to_string()))?;
     let principal = devpki::client_identity(subject);
     if json {

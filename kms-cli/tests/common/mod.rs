@@ -22,8 +22,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The connection variables a test must not inherit from whoever runs it.
-const KMS_ENV: [&str; 7] = [
+const KMS_ENV: [&str; 9] = [
     "KMS_TLS",
+    "KMS_ENC_CERT",
+    "KMS_ENC_KEY",
     "KMS_PROFILE",
     "KMS_HOME",
     "KMS_ENDPOINT",
@@ -37,6 +39,8 @@ pub(crate) struct DevServer {
     /// The working directory; the dev folder is `kms-dev/` inside it.
     pub(crate) dir: tempfile::TempDir,
     pub(crate) addr: SocketAddr,
+    /// The TLCP listener (profiles `<name>-tlcp`).
+    pub(crate) tlcp_addr: SocketAddr,
     runtime: Option<Runtime>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<Result<(), kms_server::ServeError>>>,
@@ -46,16 +50,22 @@ impl DevServer {
     /// Sets up a dev KMS in a new temporary folder (initialised with one share, unsealed, the
     /// dev principals registered) and starts serving it.
     pub(crate) fn start() -> Self {
-        Self::start_with(|dir, endpoint| {
-            let setup = kms_server::dev::prepare(dir, endpoint).expect("dev setup");
-            (setup.kms, setup.tls)
+        Self::start_with(|dir, endpoint, tlcp_endpoint| {
+            let setup = kms_server::dev::prepare_with(
+                dir,
+                endpoint,
+                Some(tlcp_endpoint),
+                kms_server::tls::Transport::Standard,
+            )
+            .expect("dev setup");
+            (setup.kms, setup.tls, Some(setup.tlcp))
         })
     }
 
     /// A server the same shape as [`Self::start`]'s (a dev PKI, the three profiles) whose store
     /// is new and not initialised: for `kms init` and `kms restore`.
     pub(crate) fn start_blank() -> Self {
-        Self::start_with(|dir, endpoint| {
+        Self::start_with(|dir, endpoint, _| {
             use kms_server::devpki::{self, DevCa};
             let ca = DevCa::generate().expect("dev CA");
             ca.write_dir(dir).expect("write the dev CA");
@@ -70,14 +80,22 @@ impl DevServer {
                     .expect("TLS configuration");
             let store = kms_core::store::SledStore::open(&dir.join("store")).expect("sled store");
             let kms = kms_core::Kms::open(Arc::new(store), kms_core::KmsConfig::default());
-            (Arc::new(kms), tls)
+            (Arc::new(kms), tls, None)
         })
     }
 
-    /// Binds 127.0.0.1:0, lets `setup` make the KMS and TLS config in `kms-dev/` for that
-    /// endpoint, and serves them.
+    /// Binds 127.0.0.1:0 twice (TLS, TLCP), lets `setup` make the KMS and the TLS (and TLCP)
+    /// configuration in `kms-dev/` for those endpoints, and serves them.
     fn start_with(
-        setup: impl FnOnce(&Path, &str) -> (Arc<kms_core::Kms>, Arc<rustls::ServerConfig>),
+        setup: impl FnOnce(
+            &Path,
+            &str,
+            &str,
+        ) -> (
+            Arc<kms_core::Kms>,
+            Arc<rustls::ServerConfig>,
+            Option<Arc<kms_tlcp::TlcpServerConfig>>,
+        ),
     ) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -91,10 +109,19 @@ impl DevServer {
         let addr = listener.local_addr().expect("local address");
         let dev_dir = dir.path().join("kms-dev");
         std::fs::create_dir_all(&dev_dir).expect("dev folder");
-        let (kms, tls) = setup(&dev_dir, &format!("https://{addr}"));
+        let tlcp_listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0 (TLCP)");
+        let tlcp_addr = tlcp_listener.local_addr().expect("local address");
+        let (kms, tls, tlcp) = setup(
+            &dev_dir,
+            &format!("https://{addr}"),
+            &format!("https://{tlcp_addr}"),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = runtime.spawn(kms_server::run(
+        let served = runtime.spawn(kms_server::run_with_tlcp(
             listener,
+            tlcp.map(|config| (tlcp_listener, config)),
             kms,
             tls,
             kms_server::Settings::default(),
@@ -106,6 +133,7 @@ impl DevServer {
         Self {
             dir,
             addr,
+            tlcp_addr,
             runtime: Some(runtime),
             stop: Some(stop),
             served: Some(served),

@@ -13,6 +13,7 @@
 //! DIR/certs/<subject>-sm2.pem  …-sm2-key.pem          SM2 client certificate (RFC 8998, TLCP sign)
 //! DIR/certs/<subject>-sm2-enc.pem  …-sm2-enc-key.pem  SM2 client encryption certificate (TLCP)
 //! DIR/profiles/<subject>-gm.toml                      CLI profile speaking RFC 8998
+//! DIR/profiles/<subject>-tlcp.toml                    CLI profile speaking TLCP (when served)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -134,8 +135,9 @@ impl DevSm2Ca {
         Ok(())
     }
 
-    /// SM2 client certificates for `subject` (SAN URI `kms://<subject>`) in `DIR/certs/`, and a
-    /// profile `DIR/profiles/<profile_name>.toml` that speaks RFC 8998 to `endpoint`.
+    /// SM2 client certificates for `subject` (SAN URI `kms://<subject>`) in `DIR/certs/`, a
+    /// profile `DIR/profiles/<profile_name>.toml` that speaks RFC 8998 to `endpoint`, and, with
+    /// `tlcp_endpoint`, `DIR/profiles/<subject>-tlcp.toml` that speaks TLCP to it.
     ///
     /// # Errors
     /// When the subject is not acceptable, signing fails, or a file cannot be written.
@@ -145,6 +147,7 @@ impl DevSm2Ca {
         subject: &str,
         profile_name: &str,
         endpoint: &str,
+        tlcp_endpoint: Option<&str>,
     ) -> Result<Sm2ClientFiles> {
         validate_subject(subject)?;
         validate_subject(profile_name)?;
@@ -172,6 +175,32 @@ impl DevSm2Ca {
             &up.join(CERTS_DIR).join(format!("{subject}-sm2-key.pem")),
         );
         write_public_file(&profile, text.as_bytes())?;
+        if let Some(tlcp) = tlcp_endpoint {
+            let mut text = super::profile_toml_with(
+                tlcp,
+                "tlcp",
+                &up.join(SM2_CA_CERT_FILE),
+                &up.join(CERTS_DIR).join(format!("{subject}-sm2.pem")),
+                &up.join(CERTS_DIR).join(format!("{subject}-sm2-key.pem")),
+            );
+            text.push_str(&format!(
+                "enc_cert = {}\nenc_key = {}\n",
+                super::toml_string(
+                    &up.join(CERTS_DIR)
+                        .join(format!("{subject}-sm2-enc.pem"))
+                        .to_string_lossy()
+                ),
+                super::toml_string(
+                    &up.join(CERTS_DIR)
+                        .join(format!("{subject}-sm2-enc-key.pem"))
+                        .to_string_lossy()
+                ),
+            ));
+            write_public_file(
+                &profiles.join(format!("{subject}-tlcp.toml")),
+                text.as_bytes(),
+            )?;
+        }
         Ok(Sm2ClientFiles {
             profile,
             cert,
@@ -210,7 +239,13 @@ mod tests {
         let ca = DevSm2Ca::load_or_create(dir.path()).unwrap();
         ca.write_server_files(dir.path()).unwrap();
         let files = ca
-            .write_client_bundle(dir.path(), "admin", "admin-gm", "https://127.0.0.1:7443")
+            .write_client_bundle(
+                dir.path(),
+                "admin",
+                "admin-gm",
+                "https://127.0.0.1:7443",
+                Some("https://127.0.0.1:7444"),
+            )
             .unwrap();
         let der = |p: &Path| {
             let pem = std::fs::read_to_string(p).unwrap();
@@ -253,6 +288,12 @@ mod tests {
         }
         let profile = std::fs::read_to_string(&files.profile).unwrap();
         assert!(profile.contains("tls = \"gm\""), "{profile}");
+        let tlcp = std::fs::read_to_string(dir.path().join("profiles/admin-tlcp.toml")).unwrap();
+        assert!(
+            tlcp.contains("tls = \"tlcp\"") && tlcp.contains("7444"),
+            "{tlcp}"
+        );
+        assert!(tlcp.contains("admin-sm2-enc-key.pem"), "{tlcp}");
         // Reloading gives the same CA, not a new one.
         let again = DevSm2Ca::load_or_create(dir.path()).unwrap();
         assert_eq!(again.cert_pem(), ca.cert_pem());

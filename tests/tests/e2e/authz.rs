@@ -678,6 +678,13 @@ async fn every_rpc_for_every_role_over_rfc8998() {
     every_rpc_for_every_role_on(w).await;
 }
 
+/// And over TLCP (GB/T 38636), double SM2 certificates, on the gm-only policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rpc_for_every_role_over_tlcp() {
+    let w = World::start_via(kms_server::Settings::default(), Transport::GmOnly, true).await;
+    every_rpc_for_every_role_on(w).await;
+}
+
 async fn every_rpc_for_every_role_on(w: World) {
     let fx = Fixture::new(&w).await;
     let mut checked = 0;

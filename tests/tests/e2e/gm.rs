@@ -1,4 +1,4 @@
-//! GM transport, RFC 8998 (issue 16): TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and sm2sig_sm3 on
+//! GM transport (issue 16), RFC 8998: TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and sm2sig_sm3 on
 //! the API port, judged by an independent implementation.
 //!
 //! - The judge is Tongsuo (the libssl PyPI's `tongsuopy` bundles, driven by
@@ -11,6 +11,8 @@
 //! - The KMS's own client makes every data-plane RPC over RFC 8998 (and `authz.rs` runs the
 //!   whole role matrix over it); every audit record names the protocol and suite.
 //! - SM2 client certificates from another CA, and P-256 ones on a gm-only server, are refused.
+//! - TLCP (GB/T 38636) on its own listener: Tongsuo's NTLS client with every suite and a real
+//!   gRPC call, the KMS's own TLCP client with every suite and every data-plane RPC.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -242,6 +244,57 @@ async fn openssl_without_sm_suites_is_refused_by_a_gm_only_server_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_data_plane_rpc_over_rfc8998_and_the_audit_names_the_suite() {
     let w = World::start_over(Settings::default(), Transport::GmOnly).await;
+    every_data_plane_rpc(&w).await;
+    assert_every_record_names(&w, &[GM_TRANSPORT]).await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_data_plane_rpc_over_tlcp_and_the_audit_names_the_suite() {
+    let w = World::start_via(Settings::default(), Transport::GmOnly, true).await;
+    every_data_plane_rpc(&w).await;
+    // The KMS's client offers ECDHE first, as the server prefers.
+    assert_every_record_names(&w, &["TLCP ECDHE_SM4_GCM_SM3"]).await;
+
+    // Each suite, one call each, from the KMS's own TLCP client.
+    let addr = w.server.tlcp_addr.unwrap();
+    for suite in kms_tlcp::CipherSuite::ALL {
+        let config = net::tlcp_client_config(
+            w.pki.gm.ca_pem(),
+            &w.pki.gm.app,
+            &w.pki.gm.enc["app"],
+            Some(vec![suite]),
+        );
+        let mut app =
+            kms_tests::world::Clients::new(net::tlcp_channel(addr, config).await.unwrap());
+        let r = app
+            .crypto
+            .generate_random(v1::GenerateRandomRequest { length: 16 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.random.len(), 16, "{suite:?}");
+    }
+    w.stop().await;
+}
+
+/// Every record of a call made over the API names one of `transports`.
+async fn assert_every_record_names(w: &World, transports: &[&str]) {
+    let trail = crate::archive::export(w).await;
+    let records: Vec<Value> = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r.get("operation").is_some())
+        .collect();
+    assert!(records.len() >= 12, "{records:?}");
+    for r in &records {
+        let t = r["transport"].as_str().unwrap_or("none");
+        assert!(transports.contains(&t), "{r}");
+    }
+}
+
+/// Each data-plane RPC once as the app, with SM4, SM2 (sign, decrypt) and HMAC-SM3 keys.
+async fn every_data_plane_rpc(w: &World) {
     let enc = w
         .create_key(APP_NS, Purpose::Encrypt, "sm4-gcm")
         .await
@@ -332,19 +385,6 @@ async fn every_data_plane_rpc_over_rfc8998_and_the_audit_names_the_suite() {
         .unwrap()
         .into_inner();
     assert_eq!(random.random.len(), 32);
-
-    // Every record of a call made over the API names the GM transport.
-    let trail = crate::archive::export(&w).await;
-    let records: Vec<Value> = trail
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r.get("operation").is_some())
-        .collect();
-    assert!(records.len() >= 12, "{records:?}");
-    for r in &records {
-        assert_eq!(r["transport"], GM_TRANSPORT, "{r}");
-    }
-    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +403,72 @@ async fn foreign_sm2_and_p256_client_certificates_are_refused_by_a_gm_only_serve
     let config = net::client_config(w.pki.ca.cert_pem(), Some(&w.pki.app), net::TLS13_ONLY);
     let err = net::handshake(w.server.addr, config).await.unwrap_err();
     assert!(err.to_string().contains("HandshakeFailure"), "{err}");
+    crate::tls::still_serves(&w).await;
+    w.stop().await;
+}
+
+/// TLCP (GB/T 38636) judged by Tongsuo's NTLS client: every suite, double certificates both
+/// ways, and a real gRPC call over each; a TLCP client certificate from another CA is refused
+/// with unknown_ca, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tongsuo_speaks_tlcp_with_every_suite_and_makes_a_grpc_call() {
+    let w = World::start_over(Settings::default(), Transport::GmOnly).await;
+    let port = w.server.tlcp_addr.unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = |sign: &Identity, enc: &Identity, cipher: &str| -> Vec<String> {
+        vec![
+            "--mode".into(),
+            "tlcp".into(),
+            "--ca".into(),
+            write(d, "ca.pem", w.pki.gm.ca_pem()),
+            "--sign-cert".into(),
+            write(d, "sign.pem", &sign.cert_pem),
+            "--sign-key".into(),
+            write(d, "sign-key.pem", &sign.key_pem),
+            "--enc-cert".into(),
+            write(d, "enc.pem", &enc.cert_pem),
+            "--enc-key".into(),
+            write(d, "enc-key.pem", &enc.key_pem),
+            "--cipher".into(),
+            cipher.into(),
+            "--alpn".into(),
+            "h2".into(),
+            "--grpc-health".into(),
+        ]
+    };
+    for (cipher, id) in [
+        ("ECC-SM2-SM4-GCM-SM3", "0xE053"),
+        ("ECDHE-SM2-SM4-GCM-SM3", "0xE051"),
+        ("ECC-SM2-SM4-CBC-SM3", "0xE013"),
+        ("ECDHE-SM2-SM4-CBC-SM3", "0xE011"),
+    ] {
+        let v = tongsuo(port, args(&w.pki.gm.app, &w.pki.gm.enc["app"], cipher)).await;
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["protocol"], "NTLSv1.1", "{v}");
+        assert_eq!(v["cipher"], cipher, "{v}");
+        assert_eq!(v["cipher_id"], id, "{v}");
+        assert_eq!(v["client_cert_sent"], true, "{v}");
+        assert_eq!(v["grpc_health"]["health_status"], "SERVING", "{v}");
+    }
+    // The foreign CA's signing certificate (admin's very subject), with a valid enc cert.
+    let v = tongsuo(
+        port,
+        args(
+            &w.pki.gm.foreign,
+            &w.pki.gm.enc["app"],
+            "ECC-SM2-SM4-GCM-SM3",
+        ),
+    )
+    .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown ca"),
+        "{v}"
+    );
     crate::tls::still_serves(&w).await;
     w.stop().await;
 }

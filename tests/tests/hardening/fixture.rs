@@ -365,6 +365,7 @@ impl Fixture {
             settings,
             shares: off.shares,
             transport: kms_server::tls::Transport::Standard,
+            over_tlcp: false,
         };
         w.unseal().await;
 
