@@ -1,19 +1,28 @@
 //! # kms-core
 //!
-//! The key-management service's core, with no networking: the closed set of algorithms and the
-//! policy that approves them, secret types, primitives, the ciphertext blob, self-tests, and the
-//! storage seam.
+//! The key-management service's core: the closed set of algorithms and the policy that approves
+//! them, secret types, primitives, the ciphertext blob, the key hierarchy, key records and their
+//! states, the [`Kms`] facade, the audit trail, self-tests, and the storage seam with its sled and
+//! in-memory backends.
 //!
-//! Data flows one way on every path:
+//! No networking and no async runtime: everything here is synchronous and the server decides
+//! where it runs; the PostgreSQL store is a crate of its own (`kms-store-postgres`). The server
+//! owns the transport, identity and the audit layer; this crate owns the middle of every call:
 //!
 //! ```text
-//! request → identity → authorisation → policy → key lookup (unwrap under KEK)
-//!         → primitive → audit record → response
+//! Kms method (the principal the server identified)
+//!   → authz: role × operation matrix; the KMS must be unsealed
+//!   → key lookup and reach (own namespace or a grant; out of reach looks like not found)
+//!   → purpose and state → policy: Approved<Protect> or Approved<Open>
+//!   → key version unwrapped under its namespace KEK, or taken from the cache
+//!   → primitive (takes the token) → output → the server's audit record (audit::writer)
 //! ```
 //!
-//! This crate owns the middle of that line. [`policy::Policy`] hands out approval tokens;
-//! [`crypto`] functions take them, so no primitive runs without policy (ALG-3). Key bytes live
-//! only in [`SecretBytes`] / [`KeyMaterial`], which wipe themselves (KEY-3).
+//! [`policy::Policy`] hands out approval tokens; the public [`crypto`] functions that use key
+//! material take them, so no primitive runs on a key version without policy (ALG-3). (The
+//! hierarchy's own wraps and the audit HMAC use crate-private `_raw` helpers instead: one of the
+//! gaps issue 17 closes.) Key bytes live only in [`SecretBytes`] / [`KeyMaterial`], which wipe
+//! themselves (KEY-3). `ARCHITECTURE.md` at the repository root maps the rest.
 
 pub mod alg;
 pub mod audit;

@@ -7,9 +7,8 @@ use std::time::Duration;
 use kms_core::audit::archive::ArchivePolicy;
 use kms_core::hierarchy::wrap::WrapAlg;
 use kms_core::policy::{Policy, PolicyMode, names};
-use kms_core::store::PostgresOptions;
-use kms_core::store::postgres::{check_schema_name, parse_url};
 use kms_core::{KmsConfig, SecretBytes};
+use kms_store_postgres::{PostgresOptions, check_schema_name, parse_url};
 use serde::Deserialize;
 
 use crate::limits::Limits;

@@ -23,8 +23,14 @@ impl Default for Hardening {
     }
 }
 
-fn last_error() -> String {
-    std::io::Error::last_os_error().to_string()
+/// A libc call's result: `Ok` for 0, else the errno it left, read at once (before the next
+/// call can overwrite it).
+fn checked(rc: libc::c_int) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
 }
 
 /// Applies every measure it can and reports each.
@@ -34,28 +40,21 @@ pub fn harden() -> Hardening {
     // allocator reserves far more address space than it uses (~1 GB against ~95 MB resident);
     // locking it all up front would fail allocations under a finite RLIMIT_MEMLOCK.
     // SAFETY: mlockall takes flags only and touches no Rust-managed memory.
-    let locked =
-        unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    let memory_locked = checked(unsafe {
+        libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT)
+    });
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `zero` is a valid rlimit that outlives the call; setrlimit only reads it.
-    let core = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    let core_dumps_disabled = checked(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) });
     // SAFETY: PR_SET_DUMPABLE takes one integer argument; the rest are ignored.
-    let dumpable = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let non_dumpable = checked(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) });
     Hardening {
-        memory_locked: if locked == 0 {
-            Ok(())
-        } else {
-            Err(last_error())
-        },
-        core_dumps_disabled: if core == 0 { Ok(()) } else { Err(last_error()) },
-        non_dumpable: if dumpable == 0 {
-            Ok(())
-        } else {
-            Err(last_error())
-        },
+        memory_locked,
+        core_dumps_disabled,
+        non_dumpable,
     }
 }
 

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kms_core::SecretBytes;
+use kms_core::store::SledStore;
 use kms_core::store::copy::{self, CopyReport};
-use kms_core::store::{PostgresOptions, PostgresStore, SledStore};
+use kms_store_postgres::{PostgresOptions, PostgresStore};
 
 use crate::cli::{EXIT_FAILED, EXIT_OK};
 

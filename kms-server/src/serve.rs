@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use kms_core::Kms;
 use kms_core::selftest;
-use kms_core::store::{PostgresStore, SledStore, Store};
+use kms_core::store::{SledStore, Store};
+use kms_store_postgres::PostgresStore;
 
 use crate::cli::{EXIT_FAILED, EXIT_OK};
 use crate::config::{Config, StorageKind};

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kms_core::clock::{Clock, SystemClock};
-use kms_core::store::{PostgresOptions, PostgresStore, Store};
+use kms_core::store::Store;
 use kms_core::{Kms, KmsConfig};
 use kms_proto::v1;
 use kms_server::Settings;
+use kms_store_postgres::{PostgresOptions, PostgresStore};
 use kms_test_postgres::TempSchema;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;

@@ -1,9 +1,11 @@
 //! Behaviours every [`Store`] backend must show, one `pub fn` each, so that sled, memory and any
 //! later backend are held to the same contract (the way rustls runs one API suite per provider).
 //!
-//! Each check panics with a message naming the backend and the broken behaviour. Checks write
-//! under their own key namespace, clear it before starting and again on success, and compare scans
-//! against a snapshot taken first, so they tolerate unrelated data and can share one store.
+//! Test code only: compiled for this crate's tests and with the `test-util` feature (other
+//! crates' store tests, e.g. `kms-store-postgres`), never into a normal build. Each check panics
+//! with a message naming the backend and the broken behaviour. Checks write under their own key
+//! namespace, clear it before starting and again on success, and compare scans against a
+//! snapshot taken first, so they tolerate unrelated data and can share one store.
 
 use std::collections::BTreeMap;
 
@@ -803,8 +805,11 @@ pub fn run_all(store: &dyn Store) {
 
 /// One `#[test]` per check for a backend, given `$with: fn(impl FnOnce(&dyn Store))` that builds
 /// a fresh store and runs the check on it; separate tests name the failing behaviour directly.
-#[cfg(test)]
-macro_rules! conformance_tests {
+/// Reached as [`conformance_tests!`](crate::store::conformance::conformance_tests) (exported at
+/// the crate root only because `macro_rules!` cannot be exported from a module).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
     ($with:path) => {
         #[test]
         fn conformance_round_trip() {
@@ -864,5 +869,4 @@ macro_rules! conformance_tests {
         }
     };
 }
-#[cfg(test)]
-pub(crate) use conformance_tests;
+pub use crate::__store_conformance_tests as conformance_tests;

@@ -1,25 +1,26 @@
-//! Storage seam: a handful of byte-oriented operations that every backend (sled now, a
-//! replicated database later) can implement with the same guarantees.
+//! Storage seam: a handful of byte-oriented operations that every backend (sled and memory here,
+//! PostgreSQL in `kms-store-postgres`) implements with the same guarantees.
 //!
 //! The trait is synchronous on purpose: the server runs core calls on a blocking pool, and the
-//! PostgreSQL backend ([`PostgresStore`], feature `postgres`) drives its async driver on a small
-//! runtime of its own behind this synchronous face, so the rest of the core stays free of async.
+//! PostgreSQL backend (`PostgresStore` in the `kms-store-postgres` crate) drives its async driver
+//! on a small runtime of its own behind this synchronous face, so the core stays free of async,
+//! tokio and networking.
+//!
+//! Every backend, in this crate or another, passes the same checks: `conformance`, compiled for
+//! this crate's tests and, for other crates' tests, with the `test-util` feature.
 //!
 //! Only wrapped (encrypted) bytes reach this layer; typing and encoding happen one layer up.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod copy;
 mod journal;
 mod memory;
-#[cfg(feature = "postgres")]
-pub mod postgres;
 mod sled;
 
 use std::fmt;
 
 pub use self::memory::MemoryStore;
-#[cfg(feature = "postgres")]
-pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sled::SledStore;
 
 /// A `(key, value)` pair as returned by [`Store::scan_prefix`] and [`Store::scan_range`].
@@ -282,7 +283,7 @@ pub enum StoreError {
 
 /// A key-value store with atomic, durable, conditional multi-tree batches.
 ///
-/// Implementations must pass every check in [`conformance`].
+/// Implementations must pass every check in `store::conformance` (feature `test-util`).
 pub trait Store: Send + Sync + 'static {
     /// Backend name for logs and diagnostics (e.g. `"sled"`).
     fn name(&self) -> &'static str;

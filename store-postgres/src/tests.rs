@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use kms_core::store::{Batch, Store, StoreError, Tree, conformance};
 use kms_test_postgres::{TempSchema, url};
 
 use super::*;
-use crate::store::{Batch, Store, StoreError, Tree, conformance};
 
 /// A schema name no other test uses, dropped with its tables when the guard goes.
 fn fresh_schema() -> (TempSchema, String) {
@@ -42,7 +42,7 @@ fn with_store(test: impl FnOnce(&dyn Store)) {
     test(&store);
 }
 
-crate::store::conformance::conformance_tests!(with_store);
+conformance::conformance_tests!(with_store);
 
 #[test]
 fn durable_after_reopen() {

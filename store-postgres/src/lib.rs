@@ -1,10 +1,13 @@
-//! PostgreSQL backend: several KMS nodes share one database (issue 9).
+//! PostgreSQL backend of `kms-core`'s [`Store`]: several KMS nodes share one database (issue 9).
+//!
+//! A crate of its own (issue 17) so that `kms-core` builds with no runtime and no networking: the
+//! server enables it for `storage = "postgres"` and `kms-server migrate`.
 //!
 //! # Layout
 //!
 //! One table per store, `SCHEMA.kv (tree text, key bytea, value bytea, primary key (tree, key))`,
 //! in a schema of its own (`kms` by default), plus `SCHEMA.schema_version`, which records each
-//! applied entry of [`MIGRATIONS`]. `bytea` compares like `memcmp` (shorter first on a common
+//! applied entry of `MIGRATIONS`. `bytea` compares like `memcmp` (shorter first on a common
 //! prefix), which is exactly the byte order [`Store::scan_prefix`] promises, so scans are one
 //! index range walk.
 //!
@@ -54,8 +57,8 @@ use tokio::time::{Instant, timeout_at};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
-use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
-use crate::secret::SecretBytes;
+use kms_core::SecretBytes;
+use kms_core::store::{Batch, BatchOp, Entry, Store, StoreError, Tree};
 
 /// Schema migrations, in order. Entry `i` brings the schema to version `i + 1`; `{schema}` stands
 /// for the quoted schema name. Append only: an applied entry must never change.

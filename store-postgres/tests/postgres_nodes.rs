@@ -12,7 +12,6 @@
 //!   and the segments and a live export chain from the genesis; a segment larger than the
 //!   database's lock table archives too.
 
-#![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -26,8 +25,9 @@ use kms_core::audit::writer::{AuditLog, CheckpointPolicy};
 use kms_core::clock::{Clock, DAY, ManualClock};
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{KeyId, KeyRef, Namespace};
-use kms_core::store::{PostgresOptions, PostgresStore, Store};
+use kms_core::store::Store;
 use kms_core::{CreateKeyRequest, Kms, KmsConfig, UnsealProgress};
+use kms_store_postgres::{PostgresOptions, PostgresStore};
 use kms_test_postgres::TempSchema;
 
 /// A fresh schema on the test database, dropped (with its tables) when this guard goes, on
