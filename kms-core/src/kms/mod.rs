@@ -4,22 +4,26 @@
 //! authorisation matrix), the KMS being unsealed, the key's reach (namespace or grant), its
 //! purpose and state, and the policy — before any key material is unwrapped.
 
-mod admin;
 pub(crate) mod audit_key;
 mod backup;
+mod cas;
 mod data;
+mod grants;
 pub(crate) mod inventory;
+mod lifecycle;
+mod principals;
+mod sweeps;
 mod system;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use admin::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use data::{
     DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, PublicKeyOutput,
     SignOutput, VerifyOutput,
 };
+pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use system::{InitOutput, Status, UnsealProgress};
 
 use crate::alg::Purpose;
@@ -94,9 +98,6 @@ mod layout {
     }
 }
 
-/// How many times a read-modify-write is retried when another writer got there first.
-const CAS_RETRIES: usize = 8;
-
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -149,16 +150,6 @@ impl Kms {
     fn begin(&self, principal: &Principal, op: Op) -> Result<Arc<Unsealed>, Error> {
         authz::authorize(principal, op)?;
         self.unsealed()
-    }
-
-    /// A registered principal by certificate subject.
-    pub fn principal(&self, subject: &str) -> Result<Option<Principal>, Error> {
-        match self.store.get(Tree::Principals, subject.as_bytes())? {
-            Some(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).map_err(|_| store_corrupt("principal"))?,
-            )),
-            None => Ok(None),
-        }
     }
 
     /// The namespace KEK, created on first use (KEY-6).
@@ -337,36 +328,6 @@ impl Kms {
             record.spec,
         );
         wrap::wrap(vault.wrap, &kek.0, &aad, key.expose_secret())
-    }
-
-    /// Read-modify-write of a key record with compare-and-swap, retried on conflicts.
-    fn update<T>(
-        &self,
-        principal: &Principal,
-        key: &KeyRef,
-        op: GrantOp,
-        mut change: impl FnMut(&mut KeyRecord, &mut Batch) -> Result<T, Error>,
-    ) -> Result<(KeyRecord, T), Error> {
-        for _ in 0..CAS_RETRIES {
-            let (mut record, old) = self.reach(principal, key, op)?;
-            let mut batch = Batch::new();
-            let out = change(&mut record, &mut batch)?;
-            record.revision += 1;
-            batch.require(record.tree(), record.id.as_bytes().as_slice(), Some(old));
-            batch.put(
-                record.tree(),
-                record.id.as_bytes().as_slice(),
-                record.encode()?,
-            );
-            match self.store.apply(&batch) {
-                Ok(()) => return Ok((record, out)),
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::FailedPrecondition(
-            "the key is being changed concurrently; retry".into(),
-        ))
     }
 
     /// A key derived from the root key for one named use (e.g. the audit trail's context hash).

@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 use crate::audit_layer::AuditSlot;
 use crate::identity::PeerInfo;
 use crate::limits::{Limits, RateLimiter};
-use crate::status::to_status;
+use crate::status::{to_status, worker_failed};
 
 /// Request ids: a random per-process prefix (ids from several nodes do not collide) and a
 /// counter.
@@ -164,7 +164,7 @@ impl Shared {
             let lookup = subject.clone();
             tokio::task::spawn_blocking(move || kms.principal(&lookup))
                 .await
-                .map_err(|_| Status::internal("worker failed"))?
+                .map_err(|_| worker_failed(&request_id))?
         };
         let principal = found
             .map_err(|e| to_status(&e, &request_id))?
@@ -213,9 +213,7 @@ impl Shared {
         let principal = call.principal.clone();
         let out = tokio::task::spawn_blocking(move || f(&kms, &principal))
             .await
-            .map_err(|_| {
-                Status::internal(format!("worker failed (request {})", call.request_id))
-            })?;
+            .map_err(|_| worker_failed(&call.request_id))?;
         out.map_err(|e| to_status(&e, &call.request_id))
     }
 }

@@ -9,7 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::status::to_status;
+use crate::status::{to_status, worker_failed};
 
 /// Backups go out in chunks of this size.
 const CHUNK: usize = 1024 * 1024;
@@ -20,12 +20,13 @@ type BackupStream = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> +
 
 impl Shared {
     /// Before init, any certificate the CA issued may initialise (there are no principals yet).
-    async fn uninitialised(&self) -> Result<bool, Status> {
+    /// `request_id` is the audit slot's (see [`Shared::slot`]), never a literal.
+    async fn uninitialised(&self, request_id: &str) -> Result<bool, Status> {
         let kms = std::sync::Arc::clone(&self.kms);
         let status = tokio::task::spawn_blocking(move || kms.status())
             .await
-            .map_err(|_| Status::internal("worker failed"))?
-            .map_err(|e| to_status(&e, "status"))?;
+            .map_err(|_| worker_failed(request_id))?
+            .map_err(|e| to_status(&e, request_id))?;
         Ok(!status.initialized)
     }
 }
@@ -36,7 +37,8 @@ impl System for Shared {
         &self,
         req: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
-        let (caller_subject, caller_role) = if self.uninitialised().await? {
+        let (_, request_id) = self.slot(&req);
+        let (caller_subject, caller_role) = if self.uninitialised(&request_id).await? {
             (Self::subject(&req)?, String::new())
         } else {
             let call = self.identify(&req).await?;
@@ -48,8 +50,8 @@ impl System for Shared {
         let kms = std::sync::Arc::clone(&self.kms);
         let s = tokio::task::spawn_blocking(move || kms.status())
             .await
-            .map_err(|_| Status::internal("worker failed"))?
-            .map_err(|e| to_status(&e, "status"))?;
+            .map_err(|_| worker_failed(&request_id))?
+            .map_err(|e| to_status(&e, &request_id))?;
         Ok(Response::new(v1::StatusResponse {
             initialized: s.initialized,
             sealed: s.sealed,
@@ -68,7 +70,8 @@ impl System for Shared {
         &self,
         req: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
-        if !self.uninitialised().await? {
+        let (_, request_id) = self.slot(&req);
+        if !self.uninitialised(&request_id).await? {
             return Err(Status::already_exists("the KMS is already initialised"));
         }
         let subject = Self::subject(&req)?;
@@ -86,8 +89,8 @@ impl System for Shared {
         let who = admin.clone();
         let out = tokio::task::spawn_blocking(move || kms.init(shares, threshold, &who))
             .await
-            .map_err(|_| Status::internal("worker failed"))?
-            .map_err(|e| to_status(&e, "init"))?;
+            .map_err(|_| worker_failed(&request_id))?
+            .map_err(|e| to_status(&e, &request_id))?;
         tracing::warn!(
             admin,
             shares,
@@ -152,7 +155,8 @@ impl System for Shared {
         &self,
         req: Request<Streaming<v1::RestoreChunk>>,
     ) -> Result<Response<v1::RestoreResponse>, Status> {
-        if !self.uninitialised().await? {
+        let (_, request_id) = self.slot(&req);
+        if !self.uninitialised(&request_id).await? {
             return Err(Status::failed_precondition(
                 "restore needs an uninitialised KMS; this one is initialised",
             ));
@@ -171,8 +175,8 @@ impl System for Shared {
         let kms = std::sync::Arc::clone(&self.kms);
         let entries = tokio::task::spawn_blocking(move || kms.restore(&data, &shares))
             .await
-            .map_err(|_| Status::internal("worker failed"))?
-            .map_err(|e: Error| to_status(&e, "restore"))?;
+            .map_err(|_| worker_failed(&request_id))?
+            .map_err(|e: Error| to_status(&e, &request_id))?;
         tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
         Ok(Response::new(v1::RestoreResponse { entries }))
     }

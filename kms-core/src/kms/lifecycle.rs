@@ -1,0 +1,394 @@
+//! Key lifecycle: create, describe, list, rotate on request, rotation period and state
+//! changes (KEY-5, KEY-7, KEY-8). What runs on a schedule is in `sweeps`.
+
+use super::{Kms, layout};
+use crate::alg::{KeySpec, Purpose};
+use crate::authz::{GrantOp, Op, Principal, Role};
+use crate::clock::DAY;
+use crate::crypto;
+use crate::error::Error;
+use crate::keys::record::{KeyRecord, KeyVersion, check_destruction_days, check_rotation_period};
+use crate::keys::state::{KeyState, Transition, next_state};
+use crate::keys::{Alias, KeyId, KeyRef, Namespace};
+use crate::store::{Batch, StoreError, Tree};
+
+/// The KMS's own keys (the audit key) may be rotated and described, but not disabled,
+/// compromised, destroyed or granted: that would silently stop the audit trail's signatures.
+pub(super) fn refuse_system_key(record: &KeyRecord, what: &'static str) -> Result<(), Error> {
+    if record.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
+        return Err(Error::FailedPrecondition(
+            format!(
+                "{what} is not allowed on the KMS's own key {} (namespace kms-system)",
+                record.id
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `create_key` needs.
+#[derive(Clone, Debug)]
+pub struct CreateKeyRequest {
+    pub namespace: Namespace,
+    pub purpose: Purpose,
+    pub spec: KeySpec,
+    pub alias: Option<Alias>,
+    /// Seconds between automatic rotations (at least one day), if any.
+    pub rotation_period: Option<u64>,
+    pub description: String,
+}
+
+/// A version as callers see it (no material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u32,
+    pub created_at: u64,
+    pub destroyed: bool,
+    pub public_key_der: Option<Vec<u8>>,
+}
+
+/// A key as callers see it: metadata only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: KeyId,
+    pub namespace: Namespace,
+    pub purpose: Purpose,
+    pub spec: KeySpec,
+    pub state: KeyState,
+    pub description: String,
+    pub aliases: Vec<Alias>,
+    pub created_at: u64,
+    pub versions: Vec<VersionInfo>,
+    pub rotation_period: Option<u64>,
+    pub last_rotated_at: Option<u64>,
+    pub next_rotation_at: Option<u64>,
+    pub compromised_at: Option<u64>,
+    pub destroy_at: Option<u64>,
+    pub destroyed_at: Option<u64>,
+}
+
+impl KeyInfo {
+    #[must_use]
+    pub fn from_record(r: &KeyRecord) -> Self {
+        Self {
+            id: r.id,
+            namespace: r.namespace.clone(),
+            purpose: r.purpose,
+            spec: r.spec,
+            state: r.state,
+            description: r.description.clone(),
+            aliases: r.aliases.clone(),
+            created_at: r.created_at,
+            versions: r
+                .versions
+                .iter()
+                .map(|v| VersionInfo {
+                    version: v.version,
+                    created_at: v.created_at,
+                    destroyed: v.wrapped.is_none(),
+                    public_key_der: v.public_key.clone(),
+                })
+                .collect(),
+            rotation_period: r.rotation_period,
+            last_rotated_at: r.last_rotated_at,
+            next_rotation_at: r.next_rotation_at,
+            compromised_at: r.compromised_at,
+            destroy_at: r.destroy_at,
+            destroyed_at: r.destroyed_at,
+        }
+    }
+
+    #[must_use]
+    pub fn current_version(&self) -> u32 {
+        self.versions.last().map_or(0, |v| v.version)
+    }
+}
+
+impl Kms {
+    /// Creates a key with fresh material from the CSPRNG (KEY-1), wrapped under its namespace's
+    /// KEK, stored in its purpose's tree (KEY-5) and flushed before returning.
+    pub fn create_key(
+        &self,
+        principal: &Principal,
+        req: CreateKeyRequest,
+    ) -> Result<KeyInfo, Error> {
+        let vault = self.begin(principal, Op::CreateKey)?;
+        if req.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
+            return Err(Error::PermissionDenied {
+                principal: principal.to_string(),
+                op: "create keys in the system namespace",
+            });
+        }
+        let mut batch = Batch::new();
+        let record = self.prepare_key(&vault, &req, &mut batch)?;
+        match self.store.apply(&batch) {
+            Ok(()) => Ok(KeyInfo::from_record(&record)),
+            Err(StoreError::Conflict {
+                tree: Tree::Aliases,
+            }) => Err(Error::AlreadyExists {
+                what: "alias",
+                name: format!(
+                    "{}:{}",
+                    req.namespace,
+                    req.alias.map(String::from).unwrap_or_default()
+                ),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes a new key (material from the CSPRNG, KEY-1; wrapped under its namespace KEK) and
+    /// adds its writes to `batch`.
+    pub(super) fn prepare_key(
+        &self,
+        vault: &super::Unsealed,
+        req: &CreateKeyRequest,
+        batch: &mut Batch,
+    ) -> Result<KeyRecord, Error> {
+        let approved = self.config.policy.approve(req.purpose, req.spec)?;
+        let rotation_period = req.rotation_period.map(check_rotation_period).transpose()?;
+        if req.description.len() > 1024 {
+            return Err(crate::InvalidInput::new("description", "at most 1024 bytes").into());
+        }
+        let now = self.now();
+        let id = KeyId::random()?;
+        let material = crypto::generate(&approved)?;
+        let public_key = match req.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {
+                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+            }
+            Purpose::Encrypt | Purpose::Mac => None,
+        };
+        let mut record = KeyRecord {
+            id,
+            namespace: req.namespace.clone(),
+            purpose: req.purpose,
+            spec: req.spec,
+            state: KeyState::Enabled,
+            description: req.description.clone(),
+            aliases: req.alias.iter().cloned().collect(),
+            created_at: now,
+            versions: Vec::new(),
+            rotation_period,
+            last_rotated_at: None,
+            next_rotation_at: rotation_period.map(|p| now.saturating_add(p)),
+            compromised_at: None,
+            destroy_at: None,
+            destroyed_at: None,
+            revision: 1,
+        };
+        let wrapped = self.wrap_version(vault, &record, 1, &material)?;
+        record.versions.push(KeyVersion {
+            version: 1,
+            created_at: now,
+            wrapped: Some(wrapped),
+            public_key,
+        });
+        batch.require(record.tree(), id.as_bytes().as_slice(), None);
+        batch.put(record.tree(), id.as_bytes().as_slice(), record.encode()?);
+        batch.put(
+            Tree::Meta,
+            layout::key_index(&id),
+            vec![Self::purpose_code(record.purpose)],
+        );
+        if let Some(alias) = &req.alias {
+            let k = layout::alias(&req.namespace, alias.as_str());
+            batch.require(Tree::Aliases, k.clone(), None);
+            batch.put(Tree::Aliases, k, id.as_bytes().to_vec());
+        }
+        Ok(record)
+    }
+
+    pub fn describe_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.begin(principal, Op::DescribeKey)?;
+        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    /// Every key (admins, auditors) or every key of the app's namespace, optionally filtered.
+    pub fn list_keys(
+        &self,
+        principal: &Principal,
+        namespace: Option<&Namespace>,
+    ) -> Result<Vec<KeyInfo>, Error> {
+        self.begin(principal, Op::ListKeys)?;
+        let filter = match &principal.role {
+            Role::App { namespace: own } => Some(own),
+            Role::Admin | Role::Auditor => namespace,
+        };
+        let mut out: Vec<KeyInfo> = self
+            .all_records()?
+            .iter()
+            .filter(|r| filter.is_none_or(|ns| *ns == r.namespace))
+            .map(KeyInfo::from_record)
+            .collect();
+        out.sort_by_key(|k| (k.created_at, k.id));
+        Ok(out)
+    }
+
+    /// Every key record, for the inventory and for system tasks.
+    pub(crate) fn all_records(&self) -> Result<Vec<KeyRecord>, Error> {
+        let mut out = Vec::new();
+        for purpose in Purpose::ALL {
+            for (_, bytes) in self.store.scan_prefix(KeyRecord::tree_for(purpose), &[])? {
+                out.push(KeyRecord::decode(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a fresh version to an enabled key's record (not yet written): shared by rotation on
+    /// request and the scheduler's due rotations.
+    pub(super) fn add_version(
+        &self,
+        record: &mut KeyRecord,
+        vault: &super::Unsealed,
+    ) -> Result<u32, Error> {
+        if record.state != KeyState::Enabled {
+            return Err(Error::InvalidState {
+                key: record.id.to_string(),
+                state: record.state,
+                op: "rotation",
+            });
+        }
+        let approved = self.config.policy.approve(record.purpose, record.spec)?;
+        let material = crypto::generate(&approved)?;
+        let version = record.newest().map_or(1, |v| v.version.saturating_add(1));
+        let public_key = match record.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {
+                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+            }
+            Purpose::Encrypt | Purpose::Mac => None,
+        };
+        let wrapped = self.wrap_version(vault, record, version, &material)?;
+        let now = self.now();
+        record.versions.push(KeyVersion {
+            version,
+            created_at: now,
+            wrapped: Some(wrapped),
+            public_key,
+        });
+        record.last_rotated_at = Some(now);
+        record.next_rotation_at = record.rotation_period.map(|p| now.saturating_add(p));
+        Ok(version)
+    }
+
+    /// Adds a version; new work uses it, old versions still decrypt and verify (KEY-7).
+    pub fn rotate_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        let vault = self.begin(principal, Op::RotateKey)?;
+        let (record, _) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            self.add_version(r, &vault)
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    /// Sets or clears the rotation period (at least one day).
+    pub fn set_rotation_period(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        period: Option<u64>,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(principal, Op::SetRotationPolicy)?;
+        let period = period.map(check_rotation_period).transpose()?;
+        let now = self.now();
+        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            r.rotation_period = period;
+            let base = r
+                .last_rotated_at
+                .unwrap_or(r.created_at)
+                .max(now.saturating_sub(period.unwrap_or(0)));
+            r.next_rotation_at = period.map(|p| base.saturating_add(p));
+            Ok(())
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    fn transition(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        op: Op,
+        t: Transition,
+        days: Option<u32>,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(principal, op)?;
+        let days = days.map(check_destruction_days).transpose()?;
+        let now = self.now();
+        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+            refuse_system_key(r, t.name())?;
+            let to = next_state(r.state, t, r.compromised_at.is_some()).ok_or_else(|| {
+                Error::InvalidState {
+                    key: r.id.to_string(),
+                    state: r.state,
+                    op: t.name(),
+                }
+            })?;
+            match t {
+                Transition::Compromise => r.compromised_at = Some(now),
+                Transition::ScheduleDestruction => {
+                    let d =
+                        u64::from(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
+                    r.destroy_at = Some(now.saturating_add(d * DAY));
+                }
+                Transition::CancelDestruction => r.destroy_at = None,
+                Transition::Enable | Transition::Disable | Transition::Destroy => {}
+            }
+            r.state = to;
+            Ok(())
+        })?;
+        Ok(KeyInfo::from_record(&record))
+    }
+
+    pub fn enable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(principal, key, Op::EnableKey, Transition::Enable, None)
+    }
+
+    pub fn disable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(principal, key, Op::DisableKey, Transition::Disable, None)
+    }
+
+    /// Stops a compromised key at once: no new encryption or signing; decrypt and verify still
+    /// work and are flagged (KEY-8). One way.
+    pub fn mark_compromised(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
+        self.transition(
+            principal,
+            key,
+            Op::MarkCompromised,
+            Transition::Compromise,
+            None,
+        )
+    }
+
+    /// Schedules destruction after `days` (7–90, default 30).
+    pub fn schedule_destruction(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        days: Option<u32>,
+    ) -> Result<KeyInfo, Error> {
+        let days = Some(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
+        self.transition(
+            principal,
+            key,
+            Op::ScheduleKeyDestruction,
+            Transition::ScheduleDestruction,
+            days,
+        )
+    }
+
+    pub fn cancel_destruction(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.transition(
+            principal,
+            key,
+            Op::CancelKeyDestruction,
+            Transition::CancelDestruction,
+            None,
+        )
+    }
+}

@@ -1,0 +1,107 @@
+//! Principals: the certificate subjects the KMS knows, each with one role.
+
+use super::cas::Cas;
+use super::{Kms, store_corrupt};
+use crate::authz::{self, Op, Principal, Role};
+use crate::error::Error;
+use crate::store::{Batch, StoreError, Tree};
+
+impl Kms {
+    /// A registered principal by certificate subject.
+    pub fn principal(&self, subject: &str) -> Result<Option<Principal>, Error> {
+        match self.store.get(Tree::Principals, subject.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|_| store_corrupt("principal"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Registers a principal with a role. Apps' namespaces get their KEK now.
+    pub fn add_principal(
+        &self,
+        principal: &Principal,
+        subject: &str,
+        role: Role,
+    ) -> Result<Principal, Error> {
+        let vault = self.begin(principal, Op::AddPrincipal)?;
+        if let Role::App { namespace } = &role
+            && namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE
+        {
+            return Err(crate::InvalidInput::new(
+                "namespace",
+                "kms-system is reserved for the KMS's own keys",
+            )
+            .into());
+        }
+        let mut new = Principal::new(subject, role)?;
+        new.created_at = self.now();
+        if let Role::App { namespace } = &new.role {
+            self.kek(&vault, namespace)?;
+        }
+        let mut batch = Batch::new();
+        batch.require(Tree::Principals, subject.as_bytes(), None);
+        batch.put(
+            Tree::Principals,
+            subject.as_bytes(),
+            serde_json::to_vec(&new).map_err(|_| store_corrupt("principal"))?,
+        );
+        match self.store.apply(&batch) {
+            Ok(()) => Ok(new),
+            Err(StoreError::Conflict { .. }) => Err(Error::AlreadyExists {
+                what: "principal",
+                name: subject.to_owned(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a principal. The last administrator cannot be removed (nobody could manage keys).
+    pub fn remove_principal(&self, principal: &Principal, subject: &str) -> Result<(), Error> {
+        self.begin(principal, Op::RemovePrincipal)?;
+        self.cas_update(|| {
+            let Some(old) = self.store.get(Tree::Principals, subject.as_bytes())? else {
+                return Err(Error::NotFound {
+                    what: "principal",
+                    name: subject.to_owned(),
+                });
+            };
+            let target: Principal =
+                serde_json::from_slice(&old).map_err(|_| store_corrupt("principal"))?;
+            if target.role == Role::Admin {
+                let admins = self
+                    .list_principals_unchecked()?
+                    .iter()
+                    .filter(|p| p.role == Role::Admin)
+                    .count();
+                if admins <= 1 {
+                    return Err(Error::FailedPrecondition(
+                        "the last administrator cannot be removed".into(),
+                    ));
+                }
+            }
+            let mut batch = Batch::new();
+            // Only this principal's entry is the precondition, not the set of administrators
+            // counted above.
+            batch.require(Tree::Principals, subject.as_bytes(), Some(old));
+            batch.delete(Tree::Principals, subject.as_bytes());
+            Ok(Cas::Write(batch, ()))
+        })?
+        .ok_or_else(|| {
+            Error::FailedPrecondition("the principal is being changed concurrently; retry".into())
+        })
+    }
+
+    pub fn list_principals(&self, principal: &Principal) -> Result<Vec<Principal>, Error> {
+        authz::authorize(principal, Op::ListPrincipals)?;
+        self.list_principals_unchecked()
+    }
+
+    fn list_principals_unchecked(&self) -> Result<Vec<Principal>, Error> {
+        self.store
+            .scan_prefix(Tree::Principals, &[])?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_slice(&v).map_err(|_| store_corrupt("principal")))
+            .collect()
+    }
+}
