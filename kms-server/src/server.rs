@@ -19,7 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
@@ -112,14 +111,69 @@ impl AsyncRead for TlsConn {
 /// What an HTTP/2 client sends first.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// TLS, then the HTTP/2 preface: a client must get this far within the handshake timeout.
-async fn accept_h2(
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-) -> io::Result<(TlsStream<TcpStream>, [u8; 24])> {
-    let mut tls = acceptor.accept(tcp).await?;
-    let preface = read_preface(&mut tls).await?;
-    Ok((tls, preface))
+/// What a listener speaks: TLS (rustls: TLS 1.3/1.2, RFC 8998) or TLCP (GB/T 38636).
+#[derive(Clone)]
+enum Protocol {
+    Tls(TlsAcceptor),
+    Tlcp(Arc<kms_tlcp::TlcpServerConfig>),
+}
+
+/// A connection past its handshake and the HTTP/2 preface: who it is and what it negotiated.
+struct Secured {
+    stream: Box<dyn SecureStream>,
+    preface: [u8; PREFACE.len()],
+    subject: Option<String>,
+    transport: String,
+}
+
+impl Protocol {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "TLS",
+            Self::Tlcp(_) => "TLCP",
+        }
+    }
+
+    /// The handshake (which verifies the client certificate), then the HTTP/2 preface: a client
+    /// must get this far within the handshake timeout. The principal is the SAN URI or CN of
+    /// the client's (signing) certificate.
+    async fn secure(&self, tcp: TcpStream) -> io::Result<Secured> {
+        match self {
+            Self::Tls(acceptor) => {
+                let mut tls = acceptor.accept(tcp).await?;
+                let preface = read_preface(&mut tls).await?;
+                let session = tls.get_ref().1;
+                let subject = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| subject_of(c));
+                let transport = crate::tls::describe(
+                    session.protocol_version(),
+                    session.negotiated_cipher_suite().map(|s| s.suite()),
+                );
+                Ok(Secured {
+                    stream: Box::new(tls),
+                    preface,
+                    subject,
+                    transport,
+                })
+            }
+            Self::Tlcp(config) => {
+                let mut tlcp = kms_tlcp::accept(Arc::clone(config), tcp)
+                    .await
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let preface = read_preface(&mut tlcp).await?;
+                let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
+                let transport = format!("TLCP {}", tlcp.suite_name());
+                Ok(Secured {
+                    stream: Box::new(tlcp),
+                    preface,
+                    subject,
+                    transport,
+                })
+            }
+        }
+    }
 }
 
 /// The HTTP/2 client preface, checked.
@@ -131,18 +185,6 @@ async fn read_preface(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<[u8; 
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not HTTP/2"));
     }
     Ok(preface)
-}
-
-/// TLCP (both certificates of the client verified), then the HTTP/2 preface.
-async fn accept_tlcp_h2(
-    config: Arc<kms_tlcp::TlcpServerConfig>,
-    tcp: TcpStream,
-) -> io::Result<(kms_tlcp::TlcpStream<TcpStream>, [u8; 24])> {
-    let mut tlcp = kms_tlcp::accept(config, tcp)
-        .await
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let preface = read_preface(&mut tlcp).await?;
-    Ok((tlcp, preface))
 }
 
 impl AsyncWrite for TlsConn {
@@ -171,22 +213,23 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// Accepts TCP, enforces the connection cap, completes the TLS handshake (which verifies the
-/// client certificate) and hands authenticated connections to tonic.
+/// Accepts TCP, enforces the connection cap (shared by every listener), completes the handshake
+/// of `protocol` and hands authenticated connections to tonic.
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    protocol: Protocol,
     settings: Settings,
     slots: Arc<Semaphore>,
     conns: mpsc::Sender<Result<TlsConn, io::Error>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let name = protocol.name();
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(protocol = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -194,98 +237,35 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%remote, max = settings.limits.max_connections, "connection refused: at the connection cap");
+            tracing::warn!(protocol = name, %remote, max = settings.limits.max_connections, "connection refused: at the connection cap");
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let protocol = protocol.clone();
         let conns = conns.clone();
         let timeout = settings.handshake_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, accept_h2(acceptor, tcp)).await {
-                Ok(Ok((tls, preface))) => {
-                    let session = tls.get_ref().1;
-                    let subject = session
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| subject_of(c));
-                    let transport = crate::tls::describe(
-                        session.protocol_version(),
-                        session.negotiated_cipher_suite().map(|s| s.suite()),
-                    );
+            match tokio::time::timeout(timeout, protocol.secure(tcp)).await {
+                Ok(Ok(secured)) => {
                     let peer = PeerInfo {
                         remote: Some(remote),
-                        subject,
-                        transport: Some(transport),
+                        subject: secured.subject,
+                        transport: Some(secured.transport),
                     };
                     let _ = conns
                         .send(Ok(TlsConn {
-                            inner: Box::new(tls),
-                            preface,
+                            inner: secured.stream,
+                            preface: secured.preface,
                             replayed: 0,
                             peer,
                             _slot: slot,
                         }))
                         .await;
                 }
-                Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
-                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-/// The TLCP listener's loop: the same connection cap, handshake timeout and hand-over to tonic
-/// as [`accept_loop`]; the principal is the client's signing certificate's SAN URI or CN.
-async fn tlcp_accept_loop(
-    listener: TcpListener,
-    config: Arc<kms_tlcp::TlcpServerConfig>,
-    settings: Settings,
-    slots: Arc<Semaphore>,
-    conns: mpsc::Sender<Result<TlsConn, io::Error>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, remote) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "TLCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                Ok(Err(e)) => {
+                    tracing::info!(protocol = name, %remote, error = %e, "handshake refused")
                 }
-            },
-            _ = stop.changed() => return,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%remote, max = settings.limits.max_connections, "TLCP connection refused: at the connection cap");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let config = Arc::clone(&config);
-        let conns = conns.clone();
-        let timeout = settings.handshake_timeout;
-        tokio::spawn(async move {
-            match tokio::time::timeout(timeout, accept_tlcp_h2(config, tcp)).await {
-                Ok(Ok((tlcp, preface))) => {
-                    let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
-                    let peer = PeerInfo {
-                        remote: Some(remote),
-                        subject,
-                        transport: Some(format!("TLCP {}", tlcp.suite_name())),
-                    };
-                    let _ = conns
-                        .send(Ok(TlsConn {
-                            inner: Box::new(tlcp),
-                            preface,
-                            replayed: 0,
-                            peer,
-                            _slot: slot,
-                        }))
-                        .await;
-                }
-                Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLCP handshake refused"),
-                Err(_) => tracing::info!(%remote, "TLCP handshake timed out"),
+                Err(_) => tracing::info!(protocol = name, %remote, "handshake timed out"),
             }
         });
     }
@@ -452,9 +432,9 @@ pub async fn run_with_tlcp(
     let (conn_tx, conn_rx) = mpsc::channel(128);
     let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
     let tlcp_accept = tlcp.map(|(listener, config)| {
-        tokio::spawn(tlcp_accept_loop(
+        tokio::spawn(accept_loop(
             listener,
-            config,
+            Protocol::Tlcp(config),
             settings.clone(),
             Arc::clone(&slots),
             conn_tx.clone(),
@@ -463,7 +443,7 @@ pub async fn run_with_tlcp(
     });
     let accept = tokio::spawn(accept_loop(
         listener,
-        TlsAcceptor::from(tls),
+        Protocol::Tls(TlsAcceptor::from(tls)),
         settings.clone(),
         slots,
         conn_tx,
