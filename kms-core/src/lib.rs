@@ -48,7 +48,7 @@ pub use kms::inventory::{
 };
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
-    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, UnsealProgress,
-    VerifyOutput, VersionInfo,
+    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, System,
+    UnsealProgress, VerifyOutput, VersionInfo,
 };
 pub use secret::{KeyMaterial, SecretBytes};

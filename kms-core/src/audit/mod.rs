@@ -24,7 +24,6 @@ pub use self::verify::{
     Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, Verified, VerifiedFile, VerifiedFiles,
     checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
-use crate::alg::DigestAlg;
 use crate::crypto;
 
 /// The hash before the first record.
@@ -91,7 +90,7 @@ impl Record {
 /// The chain hash of a record given its canonical bytes (for callers that already hold them).
 #[must_use]
 pub fn chain_hash(canonical: &[u8]) -> String {
-    hex::encode(crypto::digest::digest_raw(DigestAlg::Sm3, canonical))
+    hex::encode(crypto::digest(crate::policy::ApprovedDigest::SM3, canonical))
 }
 
 /// A signed statement that the chain up to record `seq` hashes to `last_hash`.

@@ -84,7 +84,7 @@ fn broken(line: usize, problem: impl Into<String>) -> Broken {
 /// Checks a checkpoint's signature with the audit public key.
 #[must_use]
 pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
-    let policy = Policy::default();
+    let policy = Policy::GM_FORMATS;
     let Ok(open) = policy.approve_open(Purpose::Sign, KeySpec::Sm2) else {
         return false;
     };

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::Kms;
-use crate::alg::{DigestAlg, KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
+use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
 use crate::audit::Record;
-use crate::authz::{Op, Principal};
+use crate::authz::{Authorized, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::error::Error;
 use crate::keys::state::KeyState;
-use crate::policy::Policy;
+use crate::policy::{ApprovedDigest, Policy};
 use crate::store::Tree;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ pub struct InventoryError(pub String);
 pub fn verify_inventory(text: &str, public: &PublicKey) -> Result<Inventory, InventoryError> {
     let inv: Inventory = serde_json::from_str(text)
         .map_err(|e| InventoryError(format!("not a KMS inventory: {e}")))?;
-    let policy = Policy::default();
+    let policy = Policy::GM_FORMATS;
     let open = policy
         .approve_open(Purpose::Sign, KeySpec::Sm2)
         .map_err(|e| InventoryError(e.to_string()))?;
@@ -165,8 +165,11 @@ impl Kms {
     }
 
     /// Builds and signs the inventory (admins and auditors).
-    pub fn inventory(&self, principal: &Principal) -> Result<Inventory, Error> {
-        self.begin(principal, Op::ExportInventory)?;
+    pub fn inventory(
+        &self,
+        auth: &Authorized<'_, ops::ExportInventory>,
+    ) -> Result<Inventory, Error> {
+        self.begin(auth)?;
         let now = self.now();
         let policy = self.config.policy;
         let last_use = self.last_data_plane_use()?;
@@ -240,7 +243,7 @@ impl Kms {
                 public_key_sm3: r
                     .newest()
                     .and_then(|v| v.public_key.as_ref())
-                    .map(|der| hex::encode(crypto::digest::digest_raw(DigestAlg::Sm3, der))),
+                    .map(|der| hex::encode(crypto::digest(ApprovedDigest::SM3, der))),
                 allowed_by_policy: allowed,
             });
         }
