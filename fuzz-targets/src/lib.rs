@@ -41,7 +41,7 @@ use kms_core::hierarchy::share::{self, Share};
 use kms_core::keys::{Alias, KeyRef, Namespace};
 use kms_core::policy::{Policy, PolicyMode, names};
 use kms_core::store::MemoryStore;
-use kms_core::{CryptoError, Error, Kms, KmsConfig, UnsealProgress};
+use kms_core::{CryptoError, Error, KmsConfig, TestKms, UnsealProgress};
 
 pub use gmtls::{sm2_cert_chain, tls13_sm2_verify};
 pub use proto::proto_request;
@@ -69,7 +69,7 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 fn policies() -> [Policy; 2] {
-    [Policy::default(), Policy::new(PolicyMode::GmOnly)]
+    [Policy::default(), Policy::from_config(PolicyMode::GmOnly)]
 }
 
 fn is_decryption_failed(e: &Error) -> bool {
@@ -335,8 +335,8 @@ pub fn unseal_share(data: &[u8]) {
     }
 }
 
-fn fresh_kms() -> Kms {
-    Kms::open(Arc::new(MemoryStore::new()), KmsConfig::default())
+fn fresh_kms() -> TestKms {
+    TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default())
 }
 
 /// Splits a backup seed into its shares (text lines before the first blank line) and the

@@ -46,6 +46,9 @@ pub use kms::inventory::{
     CompromisedKey, Inventory, InventoryError, InventoryKey, InventoryVersion, Summary,
     verify_inventory,
 };
+/// For tests only (`test-util`): a KMS whose methods take the caller's principal.
+#[cfg(any(test, feature = "test-util"))]
+pub use kms::testing::TestKms;
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
     KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, System,

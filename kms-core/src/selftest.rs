@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn gm_only_runs_only_gm_tests() {
-        let report = run(Policy::new(PolicyMode::GmOnly));
+        let report = run(Policy::from_config(PolicyMode::GmOnly));
         assert!(report.all_passed(), "{report}");
         let names: Vec<_> = report.results.iter().map(|r| r.name).collect();
         assert!(names.contains(&"sm2-sign") && names.contains(&"sm4-gcm"));

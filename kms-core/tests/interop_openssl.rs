@@ -360,7 +360,14 @@ fn sm2_encryption_both_ways_with_an_openssl_key() {
     for len in SM2_SIZES {
         let msg = random(len);
         // core → openssl
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &msg,
+        )
+        .unwrap();
         assert_eq!(openssl_sm2_decrypt(&dir, &key.pem, &ct), msg, "{len} bytes");
         // openssl → core
         let ct = openssl_sm2_encrypt(&dir, &key.pub_pem_path, &msg);
@@ -424,7 +431,14 @@ fn sm2_ciphertexts_with_short_or_padded_coordinates_interoperate() {
     let msg = b"coordinate shapes";
     let (mut short, mut padded) = (None, None);
     for _ in 0..20_000 {
-        let ct = crypto::encrypt_to_public_key(&public, msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            msg,
+        )
+        .unwrap();
         let (xl, yl) = coordinate_lengths(&ct);
         assert!(
             (1..=33).contains(&xl) && (1..=33).contains(&yl),
@@ -673,7 +687,14 @@ fn rsa_oaep_sha256_both_ways() {
     for len in [0usize, 1, 32, 190] {
         let msg = random(len);
         // core → openssl
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &msg,
+        )
+        .unwrap();
         let pt = openssl_pkeyutl(&dir, "-decrypt", &key.pem, false, &OAEP_SHA256, &ct);
         assert_eq!(pt, msg, "{len} bytes");
         // openssl → core
@@ -783,7 +804,7 @@ fn openssl_public_keys_parse_in_the_core() {
         assert_eq!(from_der, from_pem);
         assert_eq!(from_der.spki_der(), der);
         // Under the GM-only policy only the SM2 key is accepted (ALG-4).
-        let gm = PublicKey::from_spki_pem(Policy::new(PolicyMode::GmOnly), &key.pub_pem);
+        let gm = PublicKey::from_spki_pem(Policy::from_config(PolicyMode::GmOnly), &key.pub_pem);
         assert_eq!(gm.is_ok(), spec == KeySpec::Sm2, "{spec}");
     }
 }
@@ -990,13 +1011,13 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         (KeySpec::Aes256Gcm, "aes", 32),
     ] {
         let raw = random(len);
-        let key = KeyMaterial::import_symmetric(
-            policy,
-            Purpose::Encrypt,
-            spec,
-            SecretBytes::copy_from_slice(&raw),
-        )
-        .unwrap();
+        let key = policy
+            .approve(Purpose::Encrypt, spec)
+            .map_err(kms_core::Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&raw))
+            })
+            .unwrap();
         let approved = policy.approve(Purpose::Encrypt, spec).unwrap();
         for (c, ctx) in contexts.iter().enumerate() {
             assert_eq!(
@@ -1073,13 +1094,13 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         let Py::Ok(ct) = &r[2] else {
             panic!("python seal failed");
         };
-        let key = KeyMaterial::import_symmetric(
-            policy,
-            Purpose::Encrypt,
-            spec,
-            SecretBytes::copy_from_slice(&c.raw),
-        )
-        .unwrap();
+        let key = policy
+            .approve(Purpose::Encrypt, spec)
+            .map_err(kms_core::Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&c.raw))
+            })
+            .unwrap();
         let open = policy.approve_open(Purpose::Encrypt, spec).unwrap();
         let blob = [c.py_header.as_slice(), ct].concat();
         let env = envelope::parse(&blob).unwrap();

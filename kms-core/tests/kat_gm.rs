@@ -50,7 +50,7 @@ fn hex_field(v: &Value, name: &str) -> Vec<u8> {
 }
 
 fn policies() -> [Policy; 2] {
-    [Policy::default(), Policy::new(PolicyMode::GmOnly)]
+    [Policy::default(), Policy::from_config(PolicyMode::GmOnly)]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,13 +151,11 @@ fn sm4_gbt_32907_example_2_million_iterations() {
 // ---------------------------------------------------------------------------------------------
 
 fn sm4_key(policy: Policy, raw: Vec<u8>) -> KeyMaterial {
-    KeyMaterial::import_symmetric(
-        policy,
-        Purpose::Encrypt,
-        KeySpec::Sm4Gcm,
-        SecretBytes::from_vec(raw),
-    )
-    .unwrap()
+    policy
+        .approve(Purpose::Encrypt, KeySpec::Sm4Gcm)
+        .map_err(kms_core::Error::from)
+        .and_then(|approved| KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(raw)))
+        .unwrap()
 }
 
 #[test]
@@ -220,30 +218,30 @@ fn sm4_gcm_rfc_8998_a1() {
 fn sm4_gcm_key_import_checks_length_and_policy() {
     let p = Policy::default();
     for len in [0usize, 15, 17, 32] {
-        let r = KeyMaterial::import_symmetric(
-            p,
-            Purpose::Encrypt,
-            KeySpec::Sm4Gcm,
-            SecretBytes::from_vec(vec![7; len]),
-        );
+        let r = p
+            .approve(Purpose::Encrypt, KeySpec::Sm4Gcm)
+            .map_err(kms_core::Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; len]))
+            });
         assert!(r.is_err(), "{len}-byte SM4 key accepted");
     }
     // SM4 keys are encryption keys only (KEY-5).
-    let r = KeyMaterial::import_symmetric(
-        p,
-        Purpose::Mac,
-        KeySpec::Sm4Gcm,
-        SecretBytes::from_vec(vec![7; 16]),
-    );
+    let r = p
+        .approve(Purpose::Mac, KeySpec::Sm4Gcm)
+        .map_err(kms_core::Error::from)
+        .and_then(|approved| {
+            KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; 16]))
+        });
     assert!(r.is_err());
     // The GM-only policy keeps SM4 and refuses AES (ALG-4).
-    let gm = Policy::new(PolicyMode::GmOnly);
-    let r = KeyMaterial::import_symmetric(
-        gm,
-        Purpose::Encrypt,
-        KeySpec::Aes256Gcm,
-        SecretBytes::from_vec(vec![7; 32]),
-    );
+    let gm = Policy::from_config(PolicyMode::GmOnly);
+    let r = gm
+        .approve(Purpose::Encrypt, KeySpec::Aes256Gcm)
+        .map_err(kms_core::Error::from)
+        .and_then(|approved| {
+            KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; 32]))
+        });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("ALG-4"), "{e}");
 }

@@ -455,7 +455,7 @@ fn every_allowed_digest_parses() {
 
 #[test]
 fn gm_only_refuses_every_non_gm_spec() {
-    let gm = Policy::new(PolicyMode::GmOnly);
+    let gm = Policy::from_config(PolicyMode::GmOnly);
     let mut refused = 0;
     let mut allowed = 0;
     for spec in KeySpec::ALL {
@@ -662,7 +662,7 @@ proptest! {
     ) {
         let key = &*SM2_DECRYPT;
         let public = crypto::public_key_of(key).unwrap();
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(&Policy::default().approve(Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &msg).unwrap();
         prop_assert_eq!(&decrypt(key, &ct).unwrap(), &msg);
         prop_assert!(decrypt(key, &changed(&ct, at)).is_err(), "tampered SM2 ciphertext accepted");
         prop_assert!(decrypt(&SM2_SIGN, &ct).is_err(), "another key decrypted");
@@ -675,7 +675,7 @@ proptest! {
     ) {
         let key = &*RSA_DECRYPT;
         let public = crypto::public_key_of(key).unwrap();
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(&Policy::default().approve(Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &msg).unwrap();
         prop_assert_eq!(ct.len(), 256);
         prop_assert_eq!(&decrypt(key, &ct).unwrap(), &msg);
         prop_assert!(decrypt(key, &changed(&ct, at)).is_err(), "tampered OAEP ciphertext accepted");
@@ -686,14 +686,36 @@ proptest! {
 #[test]
 fn asymmetric_encryption_limits() {
     let rsa = crypto::public_key_of(&RSA_DECRYPT).unwrap();
-    assert!(crypto::encrypt_to_public_key(&rsa, &[1; 191]).is_err());
+    assert!(
+        crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, rsa.spec())
+                .unwrap(),
+            &rsa,
+            &[1; 191]
+        )
+        .is_err()
+    );
     // An SM2 ciphertext of the empty message either round-trips or is refused; never a panic.
     let sm2 = crypto::public_key_of(&SM2_DECRYPT).unwrap();
-    if let Ok(ct) = crypto::encrypt_to_public_key(&sm2, b"") {
+    if let Ok(ct) = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, sm2.spec())
+            .unwrap(),
+        &sm2,
+        b"",
+    ) {
         assert_eq!(decrypt(&SM2_DECRYPT, &ct).unwrap(), b"");
     }
     // A sign-purpose token cannot decrypt.
-    let ct = crypto::encrypt_to_public_key(&sm2, b"pin").unwrap();
+    let ct = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, sm2.spec())
+            .unwrap(),
+        &sm2,
+        b"pin",
+    )
+    .unwrap();
     let sign_token = Policy::default()
         .approve_open(Purpose::Sign, KeySpec::Sm2)
         .unwrap();

@@ -349,8 +349,8 @@ impl Config {
 
     pub fn policy(&self) -> Result<Policy, ConfigError> {
         match names::normalize(&self.policy).as_str() {
-            "standard" => Ok(Policy::new(PolicyMode::Standard)),
-            "gmonly" => Ok(Policy::new(PolicyMode::GmOnly)),
+            "standard" => Ok(Policy::from_config(PolicyMode::Standard)),
+            "gmonly" => Ok(Policy::from_config(PolicyMode::GmOnly)),
             _ => Err(ConfigError::Invalid(
                 "policy must be \"standard\" or \"gm-only\"".into(),
             )),

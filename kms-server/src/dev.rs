@@ -140,7 +140,7 @@ pub fn prepare_with(
     .map_err(|e| e.to_string())?;
     let kms_config = KmsConfig {
         policy: match transport {
-            Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+            Transport::GmOnly => Policy::from_config(PolicyMode::GmOnly),
             Transport::Standard => Policy::default(),
         },
         ..KmsConfig::default()
@@ -199,7 +199,7 @@ pub(crate) fn dev_command(
 ) -> u8 {
     let _log = crate::serve::init_logging();
     let policy = match transport {
-        Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+        Transport::GmOnly => Policy::from_config(PolicyMode::GmOnly),
         Transport::Standard => Policy::default(),
     };
     if !crate::serve::self_test(policy, err) {
@@ -267,7 +267,7 @@ pub(crate) fn dev_command(
     let kms = Arc::clone(&setup.kms);
     // The audit trail is archived as in production (defaults), next to the store.
     let settings = crate::server::Settings {
-        audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
+        audit_archive: Some(ArchivePolicy::from_config(setup.dir.join(ARCHIVE_DIR))),
         ..crate::server::Settings::default()
     };
     let result = runtime.block_on(crate::server::run_with_tlcp(

@@ -73,7 +73,7 @@ impl TestServer {
         let store: Arc<dyn Store> = Arc::new(store);
         let config = KmsConfig {
             policy: match transport {
-                Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+                Transport::GmOnly => Policy::from_config(PolicyMode::GmOnly),
                 Transport::Standard => Policy::default(),
             },
             ..KmsConfig::default()

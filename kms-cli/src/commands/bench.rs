@@ -315,12 +315,13 @@ async fn prepare(plan: &Plan, client: &mut CryptoClient<Channel>) -> Result<Requ
                 .await
                 .map_err(|s| probe_error(plan, "fetching the public key (GetPublicKey)", s.into()))?
                 .into_inner();
-            let policy = kms_core::policy::Policy::new(kms_core::policy::PolicyMode::Standard);
+            let policy =
+                kms_core::policy::Policy::from_config(kms_core::policy::PolicyMode::Standard);
             let public = kms_core::crypto::PublicKey::from_spki_der(policy, &public.public_key_der)
                 .map_err(|e| {
                     CliError::other(format!("the key's public key cannot be used here: {e}"))
                 })?;
-            let ciphertext = kms_core::crypto::encrypt_to_public_key(&public, &data).map_err(|e| {
+            let ciphertext = kms_core::crypto::encrypt_to_public_key(&policy.approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &data).map_err(|e| {
                 CliError::usage(format!(
                     "cannot encrypt {len} bytes to the key's public key: {e}"
                 ))

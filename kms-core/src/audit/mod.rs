@@ -90,7 +90,10 @@ impl Record {
 /// The chain hash of a record given its canonical bytes (for callers that already hold them).
 #[must_use]
 pub fn chain_hash(canonical: &[u8]) -> String {
-    hex::encode(crypto::digest(crate::policy::ApprovedDigest::SM3, canonical))
+    hex::encode(crypto::digest(
+        crate::policy::ApprovedDigest::SM3,
+        canonical,
+    ))
 }
 
 /// A signed statement that the chain up to record `seq` hashes to `last_hash`.

@@ -21,9 +21,9 @@ pub(crate) fn hkdf(
             })
         }
         // The hierarchy derives with SM3 only; other digests have no caller.
-        crate::alg::DigestAlg::Sha256 | crate::alg::DigestAlg::Sha384 | crate::alg::DigestAlg::Sha512 => {
-            Err(CryptoError::Mismatch)
-        }
+        crate::alg::DigestAlg::Sha256
+        | crate::alg::DigestAlg::Sha384
+        | crate::alg::DigestAlg::Sha512 => Err(CryptoError::Mismatch),
     }
 }
 

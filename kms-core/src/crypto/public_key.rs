@@ -5,7 +5,7 @@ use core::fmt;
 use ::sm2::pkcs8::der::pem::{self, LineEnding};
 
 use super::{rsa, sm2};
-use crate::alg::{KeySpec};
+use crate::alg::KeySpec;
 use crate::error::{CryptoError, Error, InvalidInput};
 use crate::policy::Policy;
 

@@ -89,7 +89,12 @@ fn seal(policy: &Policy, key: &KeyMaterial, aad: &[u8], secret: &[u8]) -> Result
 }
 
 /// Decrypts what [`seal`] made; any mismatch of key, AAD or bytes is `DecryptionFailed`.
-fn open(policy: &Policy, key: &KeyMaterial, aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, Error> {
+fn open(
+    policy: &Policy,
+    key: &KeyMaterial,
+    aad: &[u8],
+    wrapped: &[u8],
+) -> Result<SecretBytes, Error> {
     if wrapped.len() < PREFIX + AEAD_TAG_LEN || wrapped[0] != WRAP_FORMAT {
         return Err(CryptoError::DecryptionFailed.into());
     }
@@ -259,7 +264,10 @@ pub fn derive(root: &RootKey, what: Derived) -> Result<KeyMaterial, Error> {
 /// backups of format 1 (`kms/backup.rs`). Nothing new is derived this way.
 pub(crate) fn derive_v1_backup_key(root: &RootKey, alg: WrapAlg) -> Result<KeyMaterial, Error> {
     const V1_LABEL: &str = "kms/backup/v1";
-    let as_mac_key = KeyMaterial::new(KeySpec::HmacSm3, SecretBytes::copy_from_slice(root.0.expose_secret()));
+    let as_mac_key = KeyMaterial::new(
+        KeySpec::HmacSm3,
+        SecretBytes::copy_from_slice(root.0.expose_secret()),
+    );
     let approved = Policy::GM_FORMATS.approve(Purpose::Mac, KeySpec::HmacSm3)?;
     let mut tag = crypto::mac(&approved, &as_mac_key, V1_LABEL.as_bytes())?;
     let len = alg.key_len();
@@ -319,14 +327,14 @@ pub mod forensic {
     use crate::policy::{ApprovedDigest, Policy};
     use crate::secret::{KeyMaterial, SecretBytes};
 
-    /// Opens any wrap with the raw bytes of the key above it.
-    pub fn unwrap(
-        key_spec: crate::alg::KeySpec,
-        key: &[u8],
-        aad: &[u8],
-        wrapped: &[u8],
-    ) -> Result<SecretBytes, Error> {
-        let key = KeyMaterial::new(key_spec, SecretBytes::copy_from_slice(key));
+    /// Opens any wrap with the raw bytes of the key above it (its algorithm is the one the wrap
+    /// names).
+    pub fn unwrap(key: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, Error> {
+        let spec = wrapped
+            .get(1)
+            .and_then(|&c| crate::alg::KeySpec::from_code(c))
+            .ok_or(crate::error::CryptoError::DecryptionFailed)?;
+        let key = KeyMaterial::new(spec, SecretBytes::copy_from_slice(key));
         open(&Policy::default(), &key, aad, wrapped)
     }
 
@@ -374,7 +382,12 @@ mod tests {
                 matches!(r, Err(Error::Crypto(CryptoError::DecryptionFailed)))
             };
             assert!(fails(unwrap_kek(&p, &root, &other_ns, &w)));
-            assert!(fails(unwrap_kek(&p, &RootKey::generate(alg).unwrap(), &ns(), &w)));
+            assert!(fails(unwrap_kek(
+                &p,
+                &RootKey::generate(alg).unwrap(),
+                &ns(),
+                &w
+            )));
             for i in 0..w.len() {
                 let mut t = w.clone();
                 t[i] ^= 0x01;
@@ -385,10 +398,8 @@ mod tests {
 
             let id = KeyId(uuid::Uuid::from_bytes([3; 16]));
             let at = VersionAad::new(id, 1, &ns(), Purpose::Encrypt, KeySpec::Sm4Gcm);
-            let material = KeyMaterial::new(
-                KeySpec::Sm4Gcm,
-                crypto::rng::random_secret(16).unwrap(),
-            );
+            let material =
+                KeyMaterial::new(KeySpec::Sm4Gcm, crypto::rng::random_secret(16).unwrap());
             let wv = wrap_version(&p, &kek, &at, &material).unwrap();
             let opened = unwrap_version(&p, &kek, &at, &wv).unwrap();
             assert_eq!(opened.expose_secret(), material.expose_secret());
@@ -446,10 +457,16 @@ mod tests {
         let backup32 = derive(&root, Derived::BackupKey(WrapAlg::AES_256_GCM)).unwrap();
         let context = derive(&root, Derived::AuditContextHmac).unwrap();
         assert_eq!(
-            (backup16.expose_secret().len(), backup32.expose_secret().len()),
+            (
+                backup16.expose_secret().len(),
+                backup32.expose_secret().len()
+            ),
             (16, 32)
         );
-        assert_eq!((backup16.spec(), context.spec()), (KeySpec::Sm4Gcm, KeySpec::HmacSm3));
+        assert_eq!(
+            (backup16.spec(), context.spec()),
+            (KeySpec::Sm4Gcm, KeySpec::HmacSm3)
+        );
         // The 16-byte key is not a prefix of the 32-byte one: the length is in the info.
         assert_ne!(backup16.expose_secret(), &backup32.expose_secret()[..16]);
         assert_ne!(&context.expose_secret()[..16], backup16.expose_secret());
@@ -458,7 +475,9 @@ mod tests {
         assert_eq!(again.expose_secret(), context.expose_secret());
         let other = RootKey::generate(WrapAlg::SM4_GCM).unwrap();
         assert_ne!(
-            derive(&other, Derived::AuditContextHmac).unwrap().expose_secret(),
+            derive(&other, Derived::AuditContextHmac)
+                .unwrap()
+                .expose_secret(),
             context.expose_secret()
         );
     }

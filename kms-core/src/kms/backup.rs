@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::system::{CONFIG, ROOT};
 use super::{Kms, store_corrupt};
-use crate::authz::{Authorized, ops};
 use crate::alg::Purpose;
+use crate::authz::{Authorized, ops};
 use crate::crypto::{self, AEAD_NONCE_LEN, AEAD_TAG_LEN, rng};
 use crate::error::{CryptoError, Error, InvalidInput, UnsealError};
 use crate::hierarchy::share::{self, Share};
@@ -178,8 +178,10 @@ impl Kms {
         let approved = policy.approve_open(Purpose::Encrypt, key.spec())?;
         let mut payload = crate::SecretBytes::copy_from_slice(sealed);
         crypto::open_in_place(&approved, &key, &nonce, aad, payload.expose_secret_mut())
-        .map_err(|_| -> Error { CryptoError::DecryptionFailed.into() })
-        .map_err(|_| bad_backup("integrity check failed: the file is damaged or was altered"))?;
+            .map_err(|_| -> Error { CryptoError::DecryptionFailed.into() })
+            .map_err(|_| {
+                bad_backup("integrity check failed: the file is damaged or was altered")
+            })?;
 
         let mut batch = Batch::new();
         batch.require(Tree::Seal, CONFIG, None);

@@ -19,6 +19,8 @@ mod principals;
 mod sweeps;
 mod system;
 mod system_handle;
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -322,7 +324,12 @@ impl Kms {
             record.purpose,
             record.spec,
         );
-        let key = Arc::new(wrap::unwrap_version(&self.config.policy, &kek, &at, wrapped)?);
+        let key = Arc::new(wrap::unwrap_version(
+            &self.config.policy,
+            &kek,
+            &at,
+            wrapped,
+        )?);
         self.cache.insert(record.id, version, Arc::clone(&key));
         Ok(key)
     }

@@ -140,6 +140,7 @@ mod tests {
 
     use super::*;
     use crate::alg::{KeySpec, Purpose};
+    use crate::authz::authorize;
     use crate::clock::{Clock, DAY, ManualClock};
     use crate::keys::{KeyRef, Namespace};
     use crate::kms::{CreateKeyRequest, KmsConfig};
@@ -165,7 +166,7 @@ mod tests {
         let admin = a.principal("admin").expect("read").expect("admin");
         let key = a
             .create_key(
-                &admin,
+                &authorize(&admin).expect("admin"),
                 CreateKeyRequest {
                     namespace: Namespace::new("app").expect("ns"),
                     purpose: Purpose::Encrypt,
@@ -181,8 +182,12 @@ mod tests {
             .expect("use");
         assert!(a.cache.get(key.id, 1).is_some(), "A caches the version");
 
-        b.schedule_destruction(&admin, &KeyRef::Id(key.id), Some(7))
-            .expect("schedule");
+        b.schedule_destruction(
+            &authorize(&admin).expect("admin"),
+            &KeyRef::Id(key.id),
+            Some(7),
+        )
+        .expect("schedule");
         clock.advance(8 * DAY);
         assert_eq!(b.destroy_due().expect("reap on B"), vec![key.id]);
         assert!(a.cache.get(key.id, 1).is_some(), "A's cache is its own");

@@ -32,6 +32,15 @@ pub struct System {
     kms: Arc<Kms>,
 }
 
+/// The owner may do whatever a [`Kms`] holder may.
+impl std::ops::Deref for System {
+    type Target = Kms;
+
+    fn deref(&self) -> &Kms {
+        &self.kms
+    }
+}
+
 impl System {
     /// Opens a KMS over a store. It starts sealed, whatever state it was left in.
     pub fn open(store: Arc<dyn Store>, config: KmsConfig) -> Self {

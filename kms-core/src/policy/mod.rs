@@ -120,10 +120,11 @@ impl Approved<Protect> {
     /// already approved for signing: the pairwise-consistency test of a fresh or imported key.
     pub(crate) fn default_signature(self) -> Result<ApprovedSignature<Protect>, PolicyError> {
         Policy::check_token(&self, Purpose::Sign)?;
-        let request = SignatureRequest::default_for(self.spec).ok_or(PolicyError::WrongPurpose {
-            spec: self.spec,
-            purpose: Purpose::Sign,
-        })?;
+        let request =
+            SignatureRequest::default_for(self.spec).ok_or(PolicyError::WrongPurpose {
+                spec: self.spec,
+                purpose: Purpose::Sign,
+            })?;
         // The mode was enforced when the key was approved; the defaults add no algorithm
         // beyond the key's own (SM2 → SM3, RSA → SHA-256).
         let scheme = Policy {
@@ -211,11 +212,12 @@ impl ApprovedDataKey {
 
 /// The policy in force. Built once from configuration; it can only narrow the built-in set.
 ///
-/// There is no `Default`: code must use the policy it was configured with, never conjure a
-/// laxer one (tests get `Default` from the `test-util` feature).
+/// There is no `Default` outside tests (the `test-util` feature): code must use the policy it
+/// was configured with, never conjure a laxer one. Nor can one be built field by field:
 ///
 /// ```compile_fail
-/// let p = kms_core::policy::Policy::default();
+/// use kms_core::policy::{Policy, PolicyMode};
+/// let p = Policy { mode: PolicyMode::Standard };
 /// ```
 ///
 /// Inside `kms-core` nothing calls [`Policy::from_config`] (`kms-core/tests/construction.rs`

@@ -15,7 +15,7 @@ use kms_core::crypto::{Message, PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::keys::{KeyRef, Namespace};
 use kms_core::store::{SledStore, Store};
-use kms_core::{CreateKeyRequest, Kms, KmsConfig};
+use kms_core::{CreateKeyRequest, KmsConfig, TestKms};
 use kms_proto::v1::{self, Purpose};
 use kms_server::Settings;
 use kms_tests::pki::{Pki, subjects};
@@ -139,7 +139,7 @@ fn now() -> u64 {
 fn offline(dir: &Path) -> Offline {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let clock = Arc::new(ManualClock::new(now() - 60 * DAY));
-    let kms = Kms::with_clock(store, KmsConfig::default(), Arc::clone(&clock) as _);
+    let kms = TestKms::with_clock(store, KmsConfig::default(), Arc::clone(&clock) as _);
     let init = kms.init(3, 2, subjects::ADMIN).unwrap();
     for share in &init.shares[..2] {
         kms.unseal_with(share).unwrap();
