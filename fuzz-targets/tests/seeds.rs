@@ -74,7 +74,10 @@ fn asymmetric_seeds(out: &mut Vec<Seed>) {
     ] {
         for len in [1usize, 32, 33, 100] {
             let pt: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
-            let ct = crypto::encrypt_to_public_key(public, &pt).unwrap();
+            let to = Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap();
+            let ct = crypto::encrypt_to_public_key(&to, public, &pt).unwrap();
             out.push(seed(target, format!("len-{len}"), ct));
         }
     }

@@ -1,6 +1,8 @@
 //! Stores and backups written by the first key hierarchy (before issue 17's typed hierarchy and
 //! HKDF-SM3 derivation) still open: `tests/data/hierarchy-v1/` (see its README).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,7 +72,10 @@ fn unseal(kms: &TestKms) {
 fn decrypts_the_v1_ciphertext(kms: &TestKms) {
     let ct = std::fs::read(fixture("ciphertext.bin")).unwrap();
     let out = kms.decrypt(&app(), &context(), &ct).unwrap();
-    assert_eq!(out.plaintext.expose_secret(), b"written by the v1 hierarchy");
+    assert_eq!(
+        out.plaintext.expose_secret(),
+        b"written by the v1 hierarchy"
+    );
     // Wrong context: the v1 blob still binds it.
     assert!(matches!(
         kms.decrypt(&app(), &EncryptionContext::default(), &ct),
@@ -107,7 +112,7 @@ fn a_v1_backup_restores_and_a_tampered_one_does_not() {
     unseal(&kms);
     decrypts_the_v1_ciphertext(&kms);
 
-    let mut tampered = backup.clone();
+    let mut tampered = backup;
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     let fresh = TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default());

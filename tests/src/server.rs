@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kms_core::store::{SledStore, Store};
-use kms_core::{Kms, KmsConfig};
+use kms_core::{KmsConfig, System};
 use kms_server::{ServeError, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -78,7 +78,7 @@ impl TestServer {
             },
             ..KmsConfig::default()
         };
-        let kms = Arc::new(Kms::open(store, config));
+        let kms = Arc::new(System::open(store, config));
         let tls = transport_config(pki, transport);
         let tlcp = kms_server::tls::tlcp_config(
             &pki.gm.tlcp_sign.cert_pem,
@@ -93,7 +93,7 @@ impl TestServer {
 
     /// Serves an already opened KMS (any store, any clock): several nodes on one PostgreSQL
     /// database ([`crate::pg`]) are several of these.
-    pub async fn start_with_kms(pki: &Pki, kms: Arc<Kms>, settings: Settings) -> Self {
+    pub async fn start_with_kms(pki: &Pki, kms: Arc<System>, settings: Settings) -> Self {
         let tls = kms_server::tls::server_config(
             &pki.server.cert_pem,
             &pki.server.key_pem,
@@ -105,7 +105,7 @@ impl TestServer {
 
     /// Serves `kms` with a TLS configuration of the test's making.
     pub async fn start_with_tls(
-        kms: Arc<Kms>,
+        kms: Arc<System>,
         tls: Arc<rustls::ServerConfig>,
         settings: Settings,
     ) -> Self {
@@ -114,7 +114,7 @@ impl TestServer {
 
     /// Serves `kms` on a TLS port and, with `tlcp`, a TLCP port (both on 127.0.0.1:0).
     async fn serve(
-        kms: Arc<Kms>,
+        kms: Arc<System>,
         tls: Arc<rustls::ServerConfig>,
         tlcp: Option<Arc<kms_tlcp::TlcpServerConfig>>,
         settings: Settings,

@@ -321,7 +321,10 @@ async fn prepare(plan: &Plan, client: &mut CryptoClient<Channel>) -> Result<Requ
                 .map_err(|e| {
                     CliError::other(format!("the key's public key cannot be used here: {e}"))
                 })?;
-            let ciphertext = kms_core::crypto::encrypt_to_public_key(&policy.approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &data).map_err(|e| {
+            let to_key = policy
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                .map_err(|e| CliError::other(format!("the key cannot be encrypted to: {e}")))?;
+            let ciphertext = kms_core::crypto::encrypt_to_public_key(&to_key, &public, &data).map_err(|e| {
                 CliError::usage(format!(
                     "cannot encrypt {len} bytes to the key's public key: {e}"
                 ))

@@ -58,7 +58,7 @@ impl DevServer {
                 kms_server::tls::Transport::Standard,
             )
             .expect("dev setup");
-            (setup.kms, setup.tls, Some(setup.tlcp))
+            (setup.system, setup.tls, Some(setup.tlcp))
         })
     }
 
@@ -79,7 +79,7 @@ impl DevServer {
                 kms_server::tls::server_config(&server.cert_pem, &server.key_pem, &ca.cert_pem())
                     .expect("TLS configuration");
             let store = kms_core::store::SledStore::open(&dir.join("store")).expect("sled store");
-            let kms = kms_core::Kms::open(Arc::new(store), kms_core::KmsConfig::default());
+            let kms = kms_core::System::open(Arc::new(store), kms_core::KmsConfig::default());
             (Arc::new(kms), tls, None)
         })
     }
@@ -92,7 +92,7 @@ impl DevServer {
             &str,
             &str,
         ) -> (
-            Arc<kms_core::Kms>,
+            Arc<kms_core::System>,
             Arc<rustls::ServerConfig>,
             Option<Arc<kms_tlcp::TlcpServerConfig>>,
         ),

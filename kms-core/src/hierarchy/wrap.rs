@@ -221,7 +221,7 @@ impl Derived {
 
     /// The derived key's length: the AEAD's key length, or SM3's output for HMAC-SM3.
     #[must_use]
-    pub fn len(self) -> usize {
+    pub fn key_len(self) -> usize {
         match self {
             Self::BackupKey(alg) => alg.key_len(),
             Self::AuditContextHmac => 32,
@@ -245,7 +245,7 @@ const DERIVE_SALT: &[u8] = b"kms-core/hierarchy/derive/v2";
 /// `label ‖ 0x00 ‖ length (u16, big-endian)`, so a use asking for another length gets an
 /// unrelated key.
 pub fn derive(root: &RootKey, what: Derived) -> Result<KeyMaterial, Error> {
-    let len = what.len();
+    let len = what.key_len();
     let len16 = u16::try_from(len).map_err(|_| CryptoError::Mismatch)?;
     let mut info = what.label().to_vec();
     info.push(0);
@@ -340,7 +340,7 @@ pub mod forensic {
 
     /// [`super::derive`] from the root key's raw bytes.
     pub fn derive(root: &[u8], what: Derived) -> Result<SecretBytes, Error> {
-        let len = what.len();
+        let len = what.key_len();
         let mut info = what.label().to_vec();
         info.push(0);
         info.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());

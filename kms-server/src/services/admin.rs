@@ -2,6 +2,7 @@
 
 use kms_core::CreateKeyRequest;
 use kms_core::authz::GrantOp;
+use kms_core::authz::authorize;
 use kms_core::keys::{Alias, KeyRef};
 use kms_proto::v1::{self, key_admin_server::KeyAdmin};
 use tonic::{Request, Response, Status};
@@ -49,7 +50,7 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.describe_key(p, key))
+        self.key_op(req, |kms, p, key| kms.describe_key(&authorize(p)?, key))
             .await
     }
 
@@ -57,21 +58,23 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.rotate_key(p, key)).await
+        self.key_op(req, |kms, p, key| kms.rotate_key(&authorize(p)?, key))
+            .await
     }
 
     async fn enable_key(
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.enable_key(p, key)).await
+        self.key_op(req, |kms, p, key| kms.enable_key(&authorize(p)?, key))
+            .await
     }
 
     async fn disable_key(
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.disable_key(p, key))
+        self.key_op(req, |kms, p, key| kms.disable_key(&authorize(p)?, key))
             .await
     }
 
@@ -79,7 +82,7 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.mark_compromised(p, key))
+        self.key_op(req, |kms, p, key| kms.mark_compromised(&authorize(p)?, key))
             .await
     }
 
@@ -87,8 +90,10 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.cancel_destruction(p, key))
-            .await
+        self.key_op(req, |kms, p, key| {
+            kms.cancel_destruction(&authorize(p)?, key)
+        })
+        .await
     }
 
     async fn create_key(
@@ -110,7 +115,7 @@ impl KeyAdmin for Shared {
             description: m.description,
         };
         let k = self
-            .run(&call, move |kms, p| kms.create_key(p, request))
+            .run(&call, move |kms, p| kms.create_key(&authorize(p)?, request))
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -128,7 +133,9 @@ impl KeyAdmin for Shared {
             Some(convert::namespace(&m.namespace)?)
         };
         let keys = self
-            .run(&call, move |kms, p| kms.list_keys(p, ns.as_ref()))
+            .run(&call, move |kms, p| {
+                kms.list_keys(&authorize(p)?, ns.as_ref())
+            })
             .await?;
         Ok(Response::new(v1::ListKeysResponse {
             keys: keys.iter().map(convert::key_metadata).collect(),
@@ -144,7 +151,7 @@ impl KeyAdmin for Shared {
         let key = convert::key_ref(&m.key, &call.principal)?;
         let k = self
             .run(&call, move |kms, p| {
-                kms.set_rotation_period(p, &key, m.rotation_period_seconds)
+                kms.set_rotation_period(&authorize(p)?, &key, m.rotation_period_seconds)
             })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
@@ -160,7 +167,9 @@ impl KeyAdmin for Shared {
         let key = convert::key_ref(&m.key, &call.principal)?;
         let days = (m.pending_days != 0).then_some(m.pending_days);
         let k = self
-            .run(&call, move |kms, p| kms.schedule_destruction(p, &key, days))
+            .run(&call, move |kms, p| {
+                kms.schedule_destruction(&authorize(p)?, &key, days)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -175,7 +184,9 @@ impl KeyAdmin for Shared {
         let key = convert::key_ref(&m.key, &call.principal)?;
         let a = alias(&m.alias)?;
         let k = self
-            .run(&call, move |kms, p| kms.create_alias(p, &key, a))
+            .run(&call, move |kms, p| {
+                kms.create_alias(&authorize(p)?, &key, a)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -189,8 +200,10 @@ impl KeyAdmin for Shared {
         let m = req.into_inner();
         let ns = convert::namespace(&m.namespace)?;
         let a = alias(&m.alias)?;
-        self.run(&call, move |kms, p| kms.delete_alias(p, &ns, &a))
-            .await?;
+        self.run(&call, move |kms, p| {
+            kms.delete_alias(&authorize(p)?, &ns, &a)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -209,7 +222,9 @@ impl KeyAdmin for Shared {
             .map(|s| GrantOp::parse(s.trim()).map_err(|e| Status::invalid_argument(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let g = self
-            .run(&call, move |kms, p| kms.create_grant(p, &key, grantee, ops))
+            .run(&call, move |kms, p| {
+                kms.create_grant(&authorize(p)?, &key, grantee, ops)
+            })
             .await?;
         call.note_key(&g.key_id, None);
         Ok(Response::new(convert::grant_info(&g)))
@@ -223,8 +238,10 @@ impl KeyAdmin for Shared {
         let m = req.into_inner();
         let key = convert::key_ref(&m.key, &call.principal)?;
         let grantee = convert::namespace(&m.grantee_namespace)?;
-        self.run(&call, move |kms, p| kms.revoke_grant(p, &key, &grantee))
-            .await?;
+        self.run(&call, move |kms, p| {
+            kms.revoke_grant(&authorize(p)?, &key, &grantee)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -240,7 +257,9 @@ impl KeyAdmin for Shared {
             Some(convert::key_ref(&m.key, &call.principal)?)
         };
         let grants = self
-            .run(&call, move |kms, p| kms.list_grants(p, key.as_ref()))
+            .run(&call, move |kms, p| {
+                kms.list_grants(&authorize(p)?, key.as_ref())
+            })
             .await?;
         Ok(Response::new(v1::ListGrantsResponse {
             grants: grants.iter().map(convert::grant_info).collect(),
@@ -255,7 +274,9 @@ impl KeyAdmin for Shared {
         let m = req.into_inner();
         let role = convert::role(&m.role, &m.namespace)?;
         let added = self
-            .run(&call, move |kms, p| kms.add_principal(p, &m.subject, role))
+            .run(&call, move |kms, p| {
+                kms.add_principal(&authorize(p)?, &m.subject, role)
+            })
             .await?;
         Ok(Response::new(convert::principal_info(&added)))
     }
@@ -266,8 +287,10 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let subject = req.into_inner().subject;
-        self.run(&call, move |kms, p| kms.remove_principal(p, &subject))
-            .await?;
+        self.run(&call, move |kms, p| {
+            kms.remove_principal(&authorize(p)?, &subject)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -277,7 +300,7 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::ListPrincipalsResponse>, Status> {
         let call = self.identify(&req).await?;
         let all = self
-            .run(&call, move |kms, p| kms.list_principals(p))
+            .run(&call, move |kms, p| kms.list_principals(&authorize(p)?))
             .await?;
         Ok(Response::new(v1::ListPrincipalsResponse {
             principals: all.iter().map(convert::principal_info).collect(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kms_core::audit::Event;
 use kms_core::audit::export::AuditExport;
 use kms_core::audit::writer::AuditLog;
-use kms_core::authz::{self, Op};
+use kms_core::authz::{authorize, ops};
 use kms_core::store::StoreError;
 use kms_proto::v1::{self, audit_server::Audit};
 use tokio::sync::mpsc;
@@ -160,7 +160,7 @@ impl Audit for Shared {
         let reader = Arc::clone(&log);
         let export = self
             .run(&call, move |kms, p| {
-                authz::authorize(p, Op::ExportAudit)?;
+                authorize::<ops::ExportAudit>(p)?;
                 if kms.is_sealed() {
                     return Err(kms_core::Error::Sealed);
                 }
@@ -195,7 +195,9 @@ impl Audit for Shared {
         req: Request<v1::ExportInventoryRequest>,
     ) -> Result<Response<v1::InventoryResponse>, Status> {
         let call = self.identify(&req).await?;
-        let inv = self.run(&call, |kms, p| kms.inventory(p)).await?;
+        let inv = self
+            .run(&call, |kms, p| kms.inventory(&authorize(p)?))
+            .await?;
         let json = serde_json::to_string_pretty(&inv)
             .map_err(|_| Status::internal("inventory encoding failed"))?;
         Ok(Response::new(v1::InventoryResponse { json }))

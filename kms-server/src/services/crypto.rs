@@ -1,5 +1,6 @@
 //! The data plane (`kms.v1.Crypto`).
 
+use kms_core::authz::{authorize, ops};
 use kms_core::crypto::PublicKey;
 use kms_core::policy::names;
 use kms_core::{DataKeyMode, SecretBytes};
@@ -31,7 +32,7 @@ impl Crypto for Shared {
         let plaintext = take_secret(&mut m.plaintext);
         let out = self
             .run_light(&call, plaintext.len(), move |kms, p| {
-                kms.encrypt(p, &key, &ctx, plaintext.expose_secret())
+                kms.encrypt(&authorize(p)?, &key, &ctx, plaintext.expose_secret())
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -53,7 +54,9 @@ impl Crypto for Shared {
         call.note_context(self.kms.context_hmac(&ctx));
         let ct = m.ciphertext;
         let out = self
-            .run_light(&call, ct.len(), move |kms, p| kms.decrypt(p, &ctx, &ct))
+            .run_light(&call, ct.len(), move |kms, p| {
+                kms.decrypt(&authorize(p)?, &ctx, &ct)
+            })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::DecryptResponse {
@@ -83,7 +86,7 @@ impl Crypto for Shared {
         let ct = m.ciphertext;
         let out = self
             .run_light(&call, ct.len(), move |kms, p| {
-                kms.reencrypt(p, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
+                kms.reencrypt(&authorize(p)?, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -125,7 +128,7 @@ impl Crypto for Shared {
             .run(&call, move |kms, p| {
                 let msg = convert::message(message.expose_secret(), message_type)
                     .map_err(status_to_core)?;
-                kms.sign(p, &key, msg, &params)
+                kms.sign(&authorize(p)?, &key, msg, &params)
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -152,7 +155,14 @@ impl Crypto for Shared {
             .run(&call, move |kms, p| {
                 let msg = convert::message(message.expose_secret(), m.message_type)
                     .map_err(status_to_core)?;
-                kms.verify(p, &key, msg, &m.signature, &params, m.key_version)
+                kms.verify(
+                    &authorize(p)?,
+                    &key,
+                    msg,
+                    &m.signature,
+                    &params,
+                    m.key_version,
+                )
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -176,7 +186,7 @@ impl Crypto for Shared {
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
-                kms.asymmetric_decrypt(p, &key, &m.ciphertext, m.key_version)
+                kms.asymmetric_decrypt(&authorize(p)?, &key, &m.ciphertext, m.key_version)
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -198,7 +208,7 @@ impl Crypto for Shared {
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
-                kms.get_public_key(p, &key, m.key_version)
+                kms.get_public_key(&authorize(p)?, &key, m.key_version)
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -223,7 +233,7 @@ impl Crypto for Shared {
         let data = take_secret(&mut m.data);
         let out = self
             .run_light(&call, data.len(), move |kms, p| {
-                kms.generate_mac(p, &key, data.expose_secret())
+                kms.generate_mac(&authorize(p)?, &key, data.expose_secret())
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -246,7 +256,13 @@ impl Crypto for Shared {
         let data = take_secret(&mut m.data);
         let out = self
             .run_light(&call, data.len(), move |kms, p| {
-                kms.verify_mac(p, &key, data.expose_secret(), &m.mac, m.key_version)
+                kms.verify_mac(
+                    &authorize(p)?,
+                    &key,
+                    data.expose_secret(),
+                    &m.mac,
+                    m.key_version,
+                )
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -264,7 +280,9 @@ impl Crypto for Shared {
         let call = self.identify(&req).await?;
         let len = usize::try_from(req.into_inner().length).unwrap_or(usize::MAX);
         let random = self
-            .run_light(&call, len, move |kms, p| kms.generate_random(p, len))
+            .run_light(&call, len, move |kms, p| {
+                kms.generate_random(&authorize(p)?, len)
+            })
             .await?;
         Ok(Response::new(v1::GenerateRandomResponse {
             random: random.into_unprotected_vec(),
@@ -306,7 +324,14 @@ impl Shared {
         let ctx = convert::context(m.context);
         call.note_context(self.kms.context_hmac(&ctx));
         let work = move |kms: &kms_core::Kms, p: &kms_core::authz::Principal| {
-            kms.generate_data_key(p, &key, spec, &ctx, mode)
+            // The proof names the operation the caller asked for: no plaintext, or some form of it.
+            if matches!(mode, DataKeyMode::WithoutPlaintext) {
+                let proof = authorize::<ops::GenerateDataKeyWithoutPlaintext>(p)?;
+                kms.generate_data_key(&proof, &key, spec, &ctx, mode)
+            } else {
+                let proof = authorize::<ops::GenerateDataKey>(p)?;
+                kms.generate_data_key(&proof, &key, spec, &ctx, mode)
+            }
         };
         // Encrypting the data key to the caller's public key is public-key work.
         let out = if wrap_to_caller {

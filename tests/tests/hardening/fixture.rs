@@ -221,7 +221,14 @@ fn offline(dir: &Path) -> Offline {
                 let public = kms.get_public_key(&app, &r, None).unwrap().public_key;
                 made.push(Made::Sealed {
                     key: id.clone(),
-                    ciphertext: encrypt_to_public_key(&public, SECRET).unwrap(),
+                    ciphertext: encrypt_to_public_key(
+                        &kms_core::policy::Policy::default()
+                            .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                            .unwrap(),
+                        &public,
+                        SECRET,
+                    )
+                    .unwrap(),
                     plaintext: SECRET.to_vec(),
                 });
             }
@@ -335,7 +342,14 @@ pub(crate) async fn seal_to(w: &World, key: &str, plaintext: &[u8]) -> Vec<u8> {
         .into_inner()
         .public_key_der;
     let public = PublicKey::from_spki_der(kms_core::policy::Policy::default(), &der).unwrap();
-    encrypt_to_public_key(&public, plaintext).unwrap()
+    encrypt_to_public_key(
+        &kms_core::policy::Policy::default()
+            .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+            .unwrap(),
+        &public,
+        plaintext,
+    )
+    .unwrap()
 }
 
 impl Fixture {

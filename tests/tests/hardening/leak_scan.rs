@@ -21,12 +21,10 @@ use std::sync::Arc;
 use kms_core::alg::Purpose as CorePurpose;
 use kms_core::crypto::{PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
-use kms_core::hierarchy::share::Share;
 use kms_core::hierarchy::wrap::{self, Derived, WrapAlg};
 use kms_core::keys::Namespace;
 use kms_core::keys::record::KeyRecord;
 use kms_core::store::{SledStore, Store, Tree};
-use kms_core::{KmsConfig, SecretBytes, TestKms};
 use kms_proto::v1::{self, Purpose};
 use kms_tests::net::{self, MODERN};
 use kms_tests::pki::{Identity, Pki, subjects};
@@ -355,7 +353,14 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
             .public_key_der;
         let pin = s.binary(&format!("{label} sealed PIN"), 24);
         let public = PublicKey::from_spki_der(policy, &der).unwrap();
-        let sealed = encrypt_to_public_key(&public, &pin).unwrap();
+        let sealed = encrypt_to_public_key(
+            &kms_core::policy::Policy::default()
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &pin,
+        )
+        .unwrap();
         let out = c
             .asymmetric_decrypt(asym_req(key, &sealed, None))
             .await
