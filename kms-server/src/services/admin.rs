@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use crate::convert;
 
-fn alias(s: &str) -> Result<Alias, Status> {
-    Alias::new(s).map_err(|e| Status::invalid_argument(e.to_string()))
+fn alias(s: &str) -> Result<Alias, kms_core::Error> {
+    Alias::new(s)
 }
 
 fn key_response(k: &kms_core::KeyInfo) -> Response<v1::KeyResponse> {
@@ -37,7 +37,7 @@ impl Shared {
             + 'static,
     {
         let call = self.identify(&req).await?;
-        let key = convert::key_ref(&req.into_inner().key, &call.principal)?;
+        let key = call.check(convert::key_ref(&req.into_inner().key, &call.principal))?;
         let k = self.run(&call, move |kms, p| f(kms, p, &key)).await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -103,13 +103,13 @@ impl KeyAdmin for Shared {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
         let request = CreateKeyRequest {
-            namespace: convert::namespace(&m.namespace)?,
-            purpose: convert::purpose(m.purpose)?,
-            spec: convert::key_spec(&m.algorithm)?,
+            namespace: call.check(convert::namespace(&m.namespace))?,
+            purpose: call.check(convert::purpose(m.purpose))?,
+            spec: call.check(convert::key_spec(&m.algorithm))?,
             alias: if m.alias.is_empty() {
                 None
             } else {
-                Some(alias(&m.alias)?)
+                Some(call.check(alias(&m.alias))?)
             },
             rotation_period: m.rotation_period_seconds,
             description: m.description,
@@ -130,7 +130,7 @@ impl KeyAdmin for Shared {
         let ns = if m.namespace.is_empty() {
             None
         } else {
-            Some(convert::namespace(&m.namespace)?)
+            Some(call.check(convert::namespace(&m.namespace))?)
         };
         let keys = self
             .run(&call, move |kms, p| {
@@ -148,7 +148,7 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         let k = self
             .run(&call, move |kms, p| {
                 kms.set_rotation_period(&authorize(p)?, &key, m.rotation_period_seconds)
@@ -164,7 +164,7 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         let days = (m.pending_days != 0).then_some(m.pending_days);
         let k = self
             .run(&call, move |kms, p| {
@@ -181,8 +181,8 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let a = alias(&m.alias)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let a = call.check(alias(&m.alias))?;
         let k = self
             .run(&call, move |kms, p| {
                 kms.create_alias(&authorize(p)?, &key, a)
@@ -198,8 +198,8 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let ns = convert::namespace(&m.namespace)?;
-        let a = alias(&m.alias)?;
+        let ns = call.check(convert::namespace(&m.namespace))?;
+        let a = call.check(alias(&m.alias))?;
         self.run(&call, move |kms, p| {
             kms.delete_alias(&authorize(p)?, &ns, &a)
         })
@@ -213,14 +213,15 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::GrantInfo>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let grantee = convert::namespace(&m.grantee_namespace)?;
-        let ops = m
-            .operations
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|s| GrantOp::parse(s.trim()).map_err(|e| Status::invalid_argument(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let grantee = call.check(convert::namespace(&m.grantee_namespace))?;
+        let ops = call.check(
+            m.operations
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| GrantOp::parse(s.trim()))
+                .collect::<Result<Vec<_>, _>>(),
+        )?;
         let g = self
             .run(&call, move |kms, p| {
                 kms.create_grant(&authorize(p)?, &key, grantee, ops)
@@ -236,8 +237,8 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let grantee = convert::namespace(&m.grantee_namespace)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let grantee = call.check(convert::namespace(&m.grantee_namespace))?;
         self.run(&call, move |kms, p| {
             kms.revoke_grant(&authorize(p)?, &key, &grantee)
         })
@@ -254,7 +255,7 @@ impl KeyAdmin for Shared {
         let key = if m.key.is_empty() {
             None
         } else {
-            Some(convert::key_ref(&m.key, &call.principal)?)
+            Some(call.check(convert::key_ref(&m.key, &call.principal))?)
         };
         let grants = self
             .run(&call, move |kms, p| {
@@ -272,7 +273,7 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::PrincipalInfo>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let role = convert::role(&m.role, &m.namespace)?;
+        let role = call.check(convert::role(&m.role, &m.namespace))?;
         let added = self
             .run(&call, move |kms, p| {
                 kms.add_principal(&authorize(p)?, &m.subject, role)

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::status::to_status;
+use crate::status::{Refusal, to_status};
 
 type Lines = Pin<Box<dyn Stream<Item = Result<v1::AuditChunk, Status>> + Send>>;
 
@@ -104,7 +104,7 @@ fn stream_export(
         (Ok(()), None) if lines.is_empty() => Ok(()),
         (Ok(()), None) => send(Ok(v1::AuditChunk { lines })),
         (Err(e), None) => {
-            let status = to_status(&kms_core::Error::from(e), &request_id);
+            let status = to_status(kms_core::Error::from(e), &request_id);
             let code = status.code();
             // Sent or not, the export failed.
             let _ = send(Err(status));
@@ -153,10 +153,7 @@ impl Audit for Shared {
         req: Request<v1::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         let call = self.identify(&req).await?;
-        let log = self
-            .audit
-            .clone()
-            .ok_or_else(|| Status::unavailable("this server keeps no audit trail"))?;
+        let log = call.check(self.audit.clone().ok_or(Refusal::NoAuditTrail))?;
         let reader = Arc::clone(&log);
         let export = self
             .run(&call, move |kms, p| {
@@ -181,11 +178,11 @@ impl Audit for Shared {
         let spawned = std::thread::Builder::new()
             .name("kms-audit-export".into())
             .spawn(move || stream_export(export, &tx, &log, begun));
-        if spawned.is_err() {
-            return Err(Status::unavailable(format!(
-                "cannot start the export (request {})",
-                call.request_id
-            )));
+        if let Err(e) = spawned {
+            return Err(to_status(
+                Refusal::AuditUnavailable(format!("no thread for the export: {e}")),
+                &call.request_id,
+            ));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -198,8 +195,9 @@ impl Audit for Shared {
         let inv = self
             .run(&call, |kms, p| kms.inventory(&authorize(p)?))
             .await?;
-        let json = serde_json::to_string_pretty(&inv)
-            .map_err(|_| Status::internal("inventory encoding failed"))?;
+        let json = call.check(
+            serde_json::to_string_pretty(&inv).map_err(|_| Refusal::Encoding("the inventory")),
+        )?;
         Ok(Response::new(v1::InventoryResponse { json }))
     }
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::convert;
+use crate::status::{Refusal, to_status};
 
 /// Moves a secret byte field out of a request into a zeroizing buffer.
 fn take_secret(field: &mut Vec<u8>) -> SecretBytes {
@@ -23,9 +24,9 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::EncryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("plaintext", m.plaintext.len())?;
-        self.limits.check_context(&m.context)?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("plaintext", m.plaintext.len()))?;
+        call.check(self.limits.check_context(&m.context))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let ctx = convert::context(std::mem::take(&mut m.context));
         call.note_context(self.kms.context_hmac(&ctx));
@@ -49,7 +50,7 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::DecryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.context)?;
+        call.check(self.limits.check_context(&m.context))?;
         let ctx = convert::context(m.context);
         call.note_context(self.kms.context_hmac(&ctx));
         let ct = m.ciphertext;
@@ -73,12 +74,12 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::ReEncryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.source_context)?;
-        self.limits.check_context(&m.destination_context)?;
+        call.check(self.limits.check_context(&m.source_context))?;
+        call.check(self.limits.check_context(&m.destination_context))?;
         let dest = if m.destination_key.is_empty() {
             None
         } else {
-            Some(convert::key_ref(&m.destination_key, &call.principal)?)
+            Some(call.check(convert::key_ref(&m.destination_key, &call.principal))?)
         };
         let src_ctx = convert::context(m.source_context);
         call.note_context(self.kms.context_hmac(&src_ctx));
@@ -117,18 +118,20 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::SignResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("message", m.message.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("message", m.message.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
-        convert::message(&[], m.message_type)?;
+        let params = call.check(convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash))?;
+        let kind = call.check(convert::message_kind(m.message_type))?;
         let message = take_secret(&mut m.message);
-        let message_type = m.message_type;
         let out = self
             .run(&call, move |kms, p| {
-                let msg = convert::message(message.expose_secret(), message_type)
-                    .map_err(status_to_core)?;
-                kms.sign(&authorize(p)?, &key, msg, &params)
+                kms.sign(
+                    &authorize(p)?,
+                    &key,
+                    kind.of(message.expose_secret()),
+                    &params,
+                )
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -145,20 +148,18 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::VerifyResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("message", m.message.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("message", m.message.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
-        convert::message(&[], m.message_type)?;
+        let params = call.check(convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash))?;
+        let kind = call.check(convert::message_kind(m.message_type))?;
         let message = take_secret(&mut m.message);
         let out = self
             .run(&call, move |kms, p| {
-                let msg = convert::message(message.expose_secret(), m.message_type)
-                    .map_err(status_to_core)?;
                 kms.verify(
                     &authorize(p)?,
                     &key,
-                    msg,
+                    kind.of(message.expose_secret()),
                     &m.signature,
                     &params,
                     m.key_version,
@@ -180,9 +181,8 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::AsymmetricDecryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits
-            .check_payload("ciphertext", m.ciphertext.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("ciphertext", m.ciphertext.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
@@ -204,7 +204,7 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
@@ -227,8 +227,8 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::GenerateMacResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("data", m.data.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("data", m.data.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
@@ -250,8 +250,8 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::VerifyMacResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("data", m.data.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("data", m.data.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
@@ -298,25 +298,28 @@ impl Shared {
     ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.context)?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_context(&m.context))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let spec = names::parse_data_key_spec(if m.key_spec.is_empty() {
+        let spec = call.check(names::parse_data_key_spec(if m.key_spec.is_empty() {
             "sm4"
         } else {
             &m.key_spec
-        })
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }))?;
         let policy = self.kms.policy();
         let mode = match (with_plaintext, m.wrap_to_public_key.is_empty()) {
             (true, true) => DataKeyMode::WithPlaintext,
             (false, true) => DataKeyMode::WithoutPlaintext,
-            (true, false) => {
-                DataKeyMode::EncryptedTo(parse_public_key(policy, &m.wrap_to_public_key)?)
-            }
+            (true, false) => DataKeyMode::EncryptedTo(
+                call.check(parse_public_key(policy, &m.wrap_to_public_key))?,
+            ),
             (false, false) => {
-                return Err(Status::invalid_argument(
-                    "wrap_to_public_key applies to GenerateDataKey, not GenerateDataKeyWithoutPlaintext",
+                return Err(to_status(
+                    Refusal::BadRequest(
+                        "wrap_to_public_key applies to GenerateDataKey, not GenerateDataKeyWithoutPlaintext"
+                            .into(),
+                    ),
+                    &call.request_id,
                 ));
             }
         };
@@ -354,15 +357,12 @@ impl Shared {
 }
 
 /// A caller-supplied public key, DER or PEM.
-fn parse_public_key(policy: kms_core::policy::Policy, bytes: &[u8]) -> Result<PublicKey, Status> {
-    let parsed = match std::str::from_utf8(bytes) {
+fn parse_public_key(
+    policy: kms_core::policy::Policy,
+    bytes: &[u8],
+) -> Result<PublicKey, kms_core::Error> {
+    match std::str::from_utf8(bytes) {
         Ok(text) if text.contains("-----BEGIN") => PublicKey::from_spki_pem(policy, text),
         Ok(_) | Err(_) => PublicKey::from_spki_der(policy, bytes),
-    };
-    parsed.map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-/// Request-shape errors found inside a blocking call, carried back as core input errors.
-fn status_to_core(s: Status) -> kms_core::Error {
-    kms_core::InvalidInput::new("request", s.message().to_owned()).into()
+    }
 }

@@ -11,7 +11,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::status::{to_status, worker_failed};
+use crate::status::{Refusal, to_status, worker_failed};
 
 /// Backups go out in chunks of this size.
 const CHUNK: usize = 1024 * 1024;
@@ -52,7 +52,7 @@ impl Shared {
         let status = tokio::task::spawn_blocking(move || kms.status())
             .await
             .map_err(|_| worker_failed(request_id))?
-            .map_err(|e| to_status(&e, request_id))?;
+            .map_err(|e| to_status(e, request_id))?;
         Ok(!status.initialized)
     }
 }
@@ -65,7 +65,10 @@ impl System for SystemService {
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let (_, request_id) = self.slot(&req);
         let (caller_subject, caller_role) = if self.uninitialised(&request_id).await? {
-            (Shared::subject(&req)?, String::new())
+            (
+                Shared::subject(&req).map_err(|e| to_status(e, &request_id))?,
+                String::new(),
+            )
         } else {
             let call = self.identify(&req).await?;
             (
@@ -77,7 +80,7 @@ impl System for SystemService {
         let s = tokio::task::spawn_blocking(move || kms.status())
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e| to_status(&e, &request_id))?;
+            .map_err(|e| to_status(e, &request_id))?;
         Ok(Response::new(v1::StatusResponse {
             initialized: s.initialized,
             sealed: s.sealed,
@@ -97,15 +100,16 @@ impl System for SystemService {
         req: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
         let (_, request_id) = self.slot(&req);
+        let refuse = |r: Refusal| to_status(r, &request_id);
         if !self.uninitialised(&request_id).await? {
-            return Err(Status::already_exists("the KMS is already initialised"));
+            return Err(refuse(Refusal::AlreadyInitialised));
         }
-        let subject = Shared::subject(&req)?;
+        let subject = Shared::subject(&req).map_err(refuse)?;
         let m = req.into_inner();
         let shares = u8::try_from(m.shares)
-            .map_err(|_| Status::invalid_argument("shares must be 1 to 255"))?;
+            .map_err(|_| refuse(Refusal::BadRequest("shares must be 1 to 255".into())))?;
         let threshold = u8::try_from(m.threshold)
-            .map_err(|_| Status::invalid_argument("threshold must be 1 to 255"))?;
+            .map_err(|_| refuse(Refusal::BadRequest("threshold must be 1 to 255".into())))?;
         let admin = if m.admin_subject.is_empty() {
             subject
         } else {
@@ -116,7 +120,7 @@ impl System for SystemService {
         let out = tokio::task::spawn_blocking(move || owner.init(shares, threshold, &who))
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e| to_status(&e, &request_id))?;
+            .map_err(|e| to_status(e, &request_id))?;
         tracing::warn!(
             admin,
             shares,
@@ -187,10 +191,9 @@ impl System for SystemService {
         req: Request<Streaming<v1::RestoreChunk>>,
     ) -> Result<Response<v1::RestoreResponse>, Status> {
         let (_, request_id) = self.slot(&req);
+        let refuse = |r: Refusal| to_status(r, &request_id);
         if !self.uninitialised(&request_id).await? {
-            return Err(Status::failed_precondition(
-                "restore needs an uninitialised KMS; this one is initialised",
-            ));
+            return Err(refuse(Refusal::RestoreNeedsEmptyStore));
         }
         let mut stream = req.into_inner();
         let mut shares = Vec::new();
@@ -199,7 +202,9 @@ impl System for SystemService {
             let chunk = chunk?;
             shares.extend(chunk.shares.iter().map(|s| Share::from_text(s)));
             if data.len() + chunk.data.len() > MAX_RESTORE_BYTES {
-                return Err(Status::invalid_argument("the backup is larger than 1 GiB"));
+                return Err(refuse(Refusal::BadRequest(
+                    "the backup is larger than 1 GiB".into(),
+                )));
             }
             data.extend_from_slice(&chunk.data);
         }
@@ -207,7 +212,7 @@ impl System for SystemService {
         let entries = tokio::task::spawn_blocking(move || owner.restore(&data, &shares))
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e: Error| to_status(&e, &request_id))?;
+            .map_err(|e: Error| to_status(e, &request_id))?;
         tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
         Ok(Response::new(v1::RestoreResponse { entries }))
     }
