@@ -132,9 +132,19 @@ mod tests {
     fn sizes_are_bounded() {
         let l = Limits::default();
         assert!(l.check_payload("plaintext", 64 * 1024).is_ok());
-        assert!(l.check_payload("plaintext", 64 * 1024 + 1).is_err());
+        let e = l.check_payload("plaintext", 64 * 1024 + 1).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "plaintext is 65537 bytes; the limit is 65536 bytes"
+        );
         let big = "v".repeat(8 * 1024);
         let ctx: HashMap<String, String> = [("k".to_string(), big)].into();
-        assert!(l.check_context(&ctx).is_err());
+        let e = l.check_context(&ctx).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "encryption context is 8193 bytes; the limit is 8192 bytes"
+        );
     }
 }
