@@ -279,22 +279,42 @@ proptest! {
     fn envelope_parse_of_well_formed_headers(
         code in prop_oneof![Just(1u8), Just(2u8), any::<u8>()],
         version_byte in prop_oneof![Just(1u8), any::<u8>()],
+        key_version in prop_oneof![Just(0u32), 1..=u32::MAX],
         middle in any::<[u8; 32]>(),
         body in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
+        let mut middle = middle;
+        middle[16..20].copy_from_slice(&key_version.to_be_bytes());
         let mut blob = vec![b'K', b'M', version_byte, code];
         blob.extend_from_slice(&middle);
         blob.extend_from_slice(&body);
         let r = envelope::parse(&blob);
-        let key_version = u32::from_be_bytes(middle[16..20].try_into().unwrap());
-        let expect_ok = version_byte == 1
-            && matches!(code, 1 | 2)
-            && key_version != 0
-            && blob.len() >= MIN_LEN;
-        prop_assert_eq!(r.is_ok(), expect_ok, "code {} version {} len {}", code, version_byte, blob.len());
-        if let Ok(env) = r {
-            prop_assert_eq!(&env.header.encode()[..], &blob[..HEADER_LEN]);
-            prop_assert_eq!(env.header.key_version, key_version);
+        // The parser's checks, in its order; the first that fails names the refusal.
+        let refusal = if blob.len() < MIN_LEN {
+            Some("too short to be a KMS ciphertext")
+        } else if version_byte != 1 {
+            Some("unsupported ciphertext format version")
+        } else if !matches!(code, 1 | 2) {
+            Some("unknown algorithm code")
+        } else if key_version == 0 {
+            Some("key version 0 does not exist")
+        } else {
+            None
+        };
+        match (r, refusal) {
+            (Ok(env), None) => {
+                prop_assert_eq!(&env.header.encode()[..], &blob[..HEADER_LEN]);
+                prop_assert_eq!(env.header.key_version, key_version);
+            }
+            (r, Some(problem)) => {
+                let r = r.map(|_| Vec::new());
+                prop_assert!(
+                    malformed(&r, problem),
+                    "code {} version {} key version {} len {}: {:?}, wanted {:?}",
+                    code, version_byte, key_version, blob.len(), r, problem
+                );
+            }
+            (Err(e), None) => prop_assert!(false, "code {} version {} len {}: {}", code, version_byte, blob.len(), e),
         }
     }
 
