@@ -24,7 +24,7 @@ use kms_core::alg::{DigestAlg, KeySpec, Purpose, RsaSigScheme, SM2_DEFAULT_ID, S
 use kms_core::crypto::{self, Message, PublicKey};
 use kms_core::envelope::{self, EncryptionContext, HEADER_LEN, Header};
 use kms_core::policy::{Policy, PolicyMode};
-use kms_core::{KeyMaterial, SecretBytes};
+use kms_core::{CryptoError, Error, InvalidInput, KeyMaterial, SecretBytes};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ fn verify(public: &PublicKey, request: SignatureRequest, msg: &[u8], sig: &[u8])
     crypto::verify(&token, public, Message::Raw(msg), sig).unwrap()
 }
 
-fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, kms_core::CryptoError> {
+fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let open = Policy::default()
         .approve_open(Purpose::AsymmetricDecrypt, key.spec())
         .unwrap();
@@ -376,7 +376,11 @@ fn sm2_encryption_both_ways_with_an_openssl_key() {
         let mut bad = ct.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(decrypt(&imported, &bad).is_err());
+        assert_eq!(
+            decrypt(&imported, &bad).err(),
+            Some(CryptoError::DecryptionFailed),
+            "{len} bytes"
+        );
     }
 }
 
@@ -736,9 +740,10 @@ fn rsa_other_paddings_from_openssl_are_refused() {
         &["-pkeyopt", "rsa_padding_mode:oaep"],
         msg,
     );
-    assert!(
-        decrypt(&imported, &sha1).is_err(),
-        "OAEP-SHA-1 ciphertext decrypted"
+    assert_eq!(
+        decrypt(&imported, &sha1).err(),
+        Some(CryptoError::DecryptionFailed),
+        "OAEP-SHA-1 ciphertext"
     );
     let v15 = openssl_pkeyutl(
         &dir,
@@ -748,9 +753,10 @@ fn rsa_other_paddings_from_openssl_are_refused() {
         &["-pkeyopt", "rsa_padding_mode:pkcs1"],
         msg,
     );
-    assert!(
-        decrypt(&imported, &v15).is_err(),
-        "PKCS#1 v1.5 ciphertext decrypted"
+    assert_eq!(
+        decrypt(&imported, &v15).err(),
+        Some(CryptoError::DecryptionFailed),
+        "PKCS#1 v1.5 ciphertext"
     );
 }
 
@@ -829,16 +835,29 @@ fn openssl_keys_outside_the_policy_are_refused() {
         "p256",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
-    assert!(PublicKey::from_spki_pem(policy, &p256.pub_pem).is_err());
-    assert!(crypto::import_private_key(policy, Purpose::Sign, &p256.pkcs8_der).is_err());
+    const NOT_A_PUBLIC_KEY: &str = "not a DER SubjectPublicKeyInfo holding an SM2 or RSA key";
+    const NOT_A_PRIVATE_KEY: &str = "not a PKCS#8 SM2 or RSA private key";
     // Ed25519 neither.
     let ed = openssl_genpkey(&dir, "ed25519", &["-algorithm", "ED25519"]);
-    assert!(PublicKey::from_spki_pem(policy, &ed.pub_pem).is_err());
-    assert!(crypto::import_private_key(policy, Purpose::Sign, &ed.pkcs8_der).is_err());
+    for (name, other) in [("P-256", &p256), ("Ed25519", &ed)] {
+        let e = PublicKey::from_spki_pem(policy, &other.pub_pem).unwrap_err();
+        assert!(invalid(&e, "public key", NOT_A_PUBLIC_KEY), "{name}: {e}");
+        let e = crypto::import_private_key(policy, Purpose::Sign, &other.pkcs8_der).unwrap_err();
+        assert!(invalid(&e, "private key", NOT_A_PRIVATE_KEY), "{name}: {e}");
+    }
     // A private key PEM is not a public key.
     let sm2 = sm2_key(&dir, "sm2");
     let private_pem = std::fs::read_to_string(&sm2.pem).unwrap();
-    assert!(PublicKey::from_spki_pem(policy, &private_pem).is_err());
+    let e = PublicKey::from_spki_pem(policy, &private_pem).unwrap_err();
+    assert!(
+        invalid(&e, "public key", "PEM label must be PUBLIC KEY"),
+        "{e}"
+    );
+}
+
+/// Whether `e` is the core's refusal of malformed input `field`, saying `problem`.
+fn invalid(e: &Error, field: &str, problem: &str) -> bool {
+    matches!(e, Error::InvalidArgument(InvalidInput { field: f, problem: p }) if *f == field && p == problem)
 }
 
 #[test]
@@ -1013,7 +1032,7 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         let raw = random(len);
         let key = policy
             .approve(Purpose::Encrypt, spec)
-            .map_err(kms_core::Error::from)
+            .map_err(Error::from)
             .and_then(|approved| {
                 KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&raw))
             })
@@ -1096,7 +1115,7 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         };
         let key = policy
             .approve(Purpose::Encrypt, spec)
-            .map_err(kms_core::Error::from)
+            .map_err(Error::from)
             .and_then(|approved| {
                 KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&c.raw))
             })
@@ -1108,7 +1127,11 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         let got = envelope::open(&open, &key, &env, ctx).unwrap();
         assert_eq!(got.expose_secret(), c.pt.as_slice(), "{spec}");
         let other: EncryptionContext = [("other", "ctx")].into_iter().collect();
-        assert!(envelope::open(&open, &key, &env, &other).is_err());
+        let e = envelope::open(&open, &key, &env, &other).unwrap_err();
+        assert!(
+            matches!(e, Error::Crypto(CryptoError::DecryptionFailed)),
+            "{spec}: {e}"
+        );
     }
     assert_eq!(cases.len(), 2 * 3 * 3);
 }
