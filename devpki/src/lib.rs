@@ -218,7 +218,7 @@ impl DevCa {
     /// Loads the CA from `DIR/ca.pem` and `DIR/ca-key.pem`.
     ///
     /// # Errors
-    /// When a file cannot be read, or [`DevCa::load`] fails.
+    /// When a file cannot be read or does not parse, or the key is not the certificate's.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let cert = read_file(&dir.join(CA_CERT_FILE))?;
         let key = Zeroizing::new(read_file(&dir.join(CA_KEY_FILE))?);
