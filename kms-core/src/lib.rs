@@ -44,8 +44,8 @@ pub mod store;
 pub use error::{CryptoError, Error, InvalidInput, UnsealError};
 pub use kms::audit_key::{AUDIT_KEY_ALIAS, SYSTEM_NAMESPACE};
 pub use kms::inventory::{
-    CompromisedKey, Inventory, InventoryError, InventoryKey, InventoryVersion, Summary,
-    verify_inventory,
+    CompromisedKey, CountedBy, Inconsistency, Inventory, InventoryError, InventoryKey,
+    InventoryVersion, Marking, Summary, verify_inventory,
 };
 /// For tests only (`test-util`): a KMS whose methods take the caller's principal.
 #[cfg(any(test, feature = "test-util"))]
