@@ -76,9 +76,36 @@ impl fmt::Display for Principal {
     }
 }
 
-/// Every operation of the KMS, as the authorisation matrix sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
+/// The operations, listed once: the [`Op`] enum, [`Op::ALL`] and one marker type per
+/// operation in [`ops`] (for [`Authorized`]) are all made from this list.
+macro_rules! operations {
+    ($($name:ident),* $(,)?) => {
+        /// Every operation of the KMS, as the authorisation matrix sees it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Op {
+            $($name),*
+        }
+
+        impl Op {
+            pub const ALL: [Self; [$(Op::$name),*].len()] = [$(Self::$name),*];
+        }
+
+        /// One marker type per [`Op`](super::Op), for [`Authorized`](super::Authorized).
+        pub mod ops {
+            $(
+                #[doc = concat!("Marker for [`Op::", stringify!($name), "`](super::Op::", stringify!($name), ").")]
+                #[derive(Debug)]
+                pub enum $name {}
+                impl super::sealed::Sealed for $name {}
+                impl super::Operation for $name {
+                    const OP: super::Op = super::Op::$name;
+                }
+            )*
+        }
+    };
+}
+
+operations!(
     Status,
     Unseal,
     Seal,
@@ -115,48 +142,9 @@ pub enum Op {
     GenerateRandom,
     ExportInventory,
     ExportAudit,
-}
+);
 
 impl Op {
-    pub const ALL: [Self; 36] = [
-        Self::Status,
-        Self::Unseal,
-        Self::Seal,
-        Self::CreateKey,
-        Self::DescribeKey,
-        Self::ListKeys,
-        Self::RotateKey,
-        Self::SetRotationPolicy,
-        Self::EnableKey,
-        Self::DisableKey,
-        Self::MarkCompromised,
-        Self::ScheduleKeyDestruction,
-        Self::CancelKeyDestruction,
-        Self::CreateAlias,
-        Self::DeleteAlias,
-        Self::CreateGrant,
-        Self::RevokeGrant,
-        Self::ListGrants,
-        Self::AddPrincipal,
-        Self::RemovePrincipal,
-        Self::ListPrincipals,
-        Self::Backup,
-        Self::Encrypt,
-        Self::Decrypt,
-        Self::ReEncrypt,
-        Self::GenerateDataKey,
-        Self::GenerateDataKeyWithoutPlaintext,
-        Self::Sign,
-        Self::Verify,
-        Self::AsymmetricDecrypt,
-        Self::GetPublicKey,
-        Self::GenerateMac,
-        Self::VerifyMac,
-        Self::GenerateRandom,
-        Self::ExportInventory,
-        Self::ExportAudit,
-    ];
-
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -299,66 +287,6 @@ pub trait Operation: sealed::Sealed {
 mod sealed {
     pub trait Sealed {}
 }
-
-macro_rules! operation_markers {
-    ($($name:ident),* $(,)?) => {
-        /// One marker type per [`Op`](super::Op), for [`Authorized`](super::Authorized).
-        pub mod ops {
-            $(
-                #[doc = concat!("Marker for [`Op::", stringify!($name), "`](super::Op::", stringify!($name), ").")]
-                #[derive(Debug)]
-                pub enum $name {}
-                impl super::sealed::Sealed for $name {}
-                impl super::Operation for $name {
-                    const OP: super::Op = super::Op::$name;
-                }
-            )*
-        }
-
-        /// Every marker's operation, in [`Op::ALL`]'s order (checked by a test).
-        #[cfg(test)]
-        const MARKED: &[Op] = &[$(<ops::$name as Operation>::OP),*];
-    };
-}
-
-operation_markers!(
-    Status,
-    Unseal,
-    Seal,
-    CreateKey,
-    DescribeKey,
-    ListKeys,
-    RotateKey,
-    SetRotationPolicy,
-    EnableKey,
-    DisableKey,
-    MarkCompromised,
-    ScheduleKeyDestruction,
-    CancelKeyDestruction,
-    CreateAlias,
-    DeleteAlias,
-    CreateGrant,
-    RevokeGrant,
-    ListGrants,
-    AddPrincipal,
-    RemovePrincipal,
-    ListPrincipals,
-    Backup,
-    Encrypt,
-    Decrypt,
-    ReEncrypt,
-    GenerateDataKey,
-    GenerateDataKeyWithoutPlaintext,
-    Sign,
-    Verify,
-    AsymmetricDecrypt,
-    GetPublicKey,
-    GenerateMac,
-    VerifyMac,
-    GenerateRandom,
-    ExportInventory,
-    ExportAudit,
-);
 
 /// The data-key operations: one hands out the plaintext (or encrypts it to the caller), the
 /// other only the wrapped copy.
@@ -585,7 +513,14 @@ mod tests {
 
     #[test]
     fn every_operation_has_its_marker() {
-        assert_eq!(MARKED, Op::ALL.as_slice());
+        fn op_of<O: Operation>() -> Op {
+            O::OP
+        }
+        assert_eq!(Op::ALL.len(), 36);
+        assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
+        assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
+        let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names.len(), Op::ALL.len(), "two operations share a name");
     }
 
     #[test]
