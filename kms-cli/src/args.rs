@@ -653,23 +653,13 @@ pub struct RandomArgs {
     pub base64: bool,
 }
 
-/// The operations `kms bench` can load the server with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchOp {
-    /// Encrypt --size bytes (an ENCRYPT key).
-    Encrypt,
-    /// Decrypt a ciphertext of --size bytes made first (an ENCRYPT key).
-    Decrypt,
-    /// Generate a data key of --size 16 (SM4, the default) or 32 (AES-256) bytes.
-    Datakey,
-    /// Sign a --size byte message (a SIGN key).
-    Sign,
-    /// Verify a signature made first (a SIGN key).
-    Verify,
-    /// Decrypt --size bytes (default 32) encrypted here to the key's public key.
-    AsymDecrypt,
-    /// MAC --size bytes (a MAC key).
-    Mac,
+/// `kms bench --op`: exactly the load tool's operations, with their help.
+fn bench_operations() -> impl clap::builder::TypedValueParser<Value = kms_load::Op> {
+    use clap::builder::TypedValueParser as _;
+    let values =
+        kms_load::Op::ALL.map(|op| clap::builder::PossibleValue::new(op.name()).help(op.help()));
+    clap::builder::PossibleValuesParser::new(values)
+        .try_map(|name: String| kms_load::Op::from_name(&name).ok_or("unknown operation"))
 }
 
 /// `kms bench`
@@ -681,8 +671,8 @@ pub enum BenchOp {
 )]
 pub struct BenchArgs {
     /// The operation.
-    #[arg(long, value_enum)]
-    pub op: BenchOp,
+    #[arg(long, value_parser = bench_operations())]
+    pub op: kms_load::Op,
     /// Key id or alias.
     #[arg(long)]
     pub key: String,

@@ -49,23 +49,27 @@ const MAX_LATENCY_US: u64 = 600_000_000;
 /// The operations a run can load the server with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Encrypt `size` bytes (an ENCRYPT key).
     Encrypt,
-    /// Decrypt a ciphertext of `size` bytes made first (an ENCRYPT key).
     Decrypt,
-    /// Generate a data key of 16 (SM4, the default) or 32 (AES-256) bytes.
     Datakey,
-    /// Sign a `size` byte message (a SIGN key).
     Sign,
-    /// Verify a signature made first (a SIGN key).
     Verify,
-    /// Decrypt `size` bytes (default 32) encrypted here to the key's public key.
     AsymDecrypt,
-    /// MAC `size` bytes (a MAC key).
     Mac,
 }
 
 impl Op {
+    /// Every operation, in the order `kms bench --help` lists them.
+    pub const ALL: [Self; 7] = [
+        Self::Encrypt,
+        Self::Decrypt,
+        Self::Datakey,
+        Self::Sign,
+        Self::Verify,
+        Self::AsymDecrypt,
+        Self::Mac,
+    ];
+
     /// The operation's name as `kms bench --op` takes it.
     #[must_use]
     pub const fn name(self) -> &'static str {
@@ -78,6 +82,30 @@ impl Op {
             Self::AsymDecrypt => "asym-decrypt",
             Self::Mac => "mac",
         }
+    }
+
+    /// What the operation sends, for `kms bench --help`.
+    #[must_use]
+    pub const fn help(self) -> &'static str {
+        match self {
+            Self::Encrypt => "Encrypt --size bytes (an ENCRYPT key)",
+            Self::Decrypt => "Decrypt a ciphertext of --size bytes made first (an ENCRYPT key)",
+            Self::Datakey => {
+                "Generate a data key of --size 16 (SM4, the default) or 32 (AES-256) bytes"
+            }
+            Self::Sign => "Sign a --size byte message (a SIGN key)",
+            Self::Verify => "Verify a signature made first (a SIGN key)",
+            Self::AsymDecrypt => {
+                "Decrypt --size bytes (default 32) encrypted here to the key's public key"
+            }
+            Self::Mac => "MAC --size bytes (a MAC key)",
+        }
+    }
+
+    /// The operation named `name` (as [`Op::name`] gives it).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.name() == name)
     }
 
     /// The key purpose the operation needs, as `kms key create --purpose` takes it.

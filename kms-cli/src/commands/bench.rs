@@ -8,10 +8,10 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kms_load::{Failure, LoadError, Op, Options, Plan, PlanError, Report};
+use kms_load::{Failure, LoadError, Options, Plan, PlanError, Report};
 
 use super::connect_error;
-use crate::args::{BenchArgs, BenchOp};
+use crate::args::BenchArgs;
 use crate::client::{self, Target};
 use crate::error::{CliError, ExitKind};
 use crate::output::{fields, print_json};
@@ -43,15 +43,7 @@ pub(super) fn run(
 
 fn options(a: BenchArgs) -> Options {
     Options {
-        op: match a.op {
-            BenchOp::Encrypt => Op::Encrypt,
-            BenchOp::Decrypt => Op::Decrypt,
-            BenchOp::Datakey => Op::Datakey,
-            BenchOp::Sign => Op::Sign,
-            BenchOp::Verify => Op::Verify,
-            BenchOp::AsymDecrypt => Op::AsymDecrypt,
-            BenchOp::Mac => Op::Mac,
-        },
+        op: a.op,
         key: a.key,
         size: a.size,
         duration: Duration::from_secs(a.duration),
