@@ -1,11 +1,15 @@
 //! The audit files of every format verify with the current code: the fixture in
-//! `tests/fixtures/audit-v1/` was written by the first format (see its README).
+//! `tests/fixtures/audit-v1/` was written by format v1 (see its README). That a v1 trail
+//! continued by the current writer verifies as one is tested beside the verifier
+//! (`audit::verify::tests`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
-use kms_core::audit::{Broken, ChainError, Start, verify, verify_files};
+use kms_core::audit::{
+    Broken, ChainError, Flag, Format, Line, Operation, Outcome, Role, Start, verify, verify_files,
+};
 use kms_core::crypto::PublicKey;
 use kms_core::policy::Policy;
 
@@ -112,6 +116,115 @@ fn a_tampered_v1_segment_breaks_the_chain_at_its_file_and_line() {
                 line: 4,
                 problem: "checkpoint signature does not verify with the audit public key".into()
             }
+        }
+    );
+}
+
+/// Every line of every v1 file parses into the typed record, in format V1, and re-serialises to
+/// its exact bytes (which is what lets its hash and signature be checked).
+#[test]
+fn v1_lines_parse_into_typed_values_and_keep_their_bytes() {
+    let mut texts = vec![read(&v1("export.jsonl"))];
+    texts.extend(v1_chain().into_iter().map(|(_, t)| t));
+    for text in &texts {
+        for raw in text.lines() {
+            let line: Line = serde_json::from_str(raw).unwrap();
+            assert_eq!(serde_json::to_string(&line).unwrap(), raw);
+            let format = match &line {
+                Line::Record(r) => r.format,
+                Line::Checkpoint(cp) => cp.format,
+            };
+            assert_eq!(format, Format::V1, "{raw}");
+        }
+    }
+    let records: Vec<_> = read(&v1("export.jsonl"))
+        .lines()
+        .filter_map(|l| match serde_json::from_str(l).unwrap() {
+            Line::Record(r) => Some(r),
+            Line::Checkpoint(_) => None,
+        })
+        .collect();
+    let typed: Vec<(Role, Operation, Outcome, Vec<Flag>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.role.clone(),
+                r.operation.clone(),
+                r.outcome.clone(),
+                r.flags.clone(),
+            )
+        })
+        .collect();
+    let no_such_method = Operation::from_path("/kms.v1.Crypto/NoSuchMethod");
+    assert_eq!(
+        typed,
+        [
+            (Role::App, Operation::Encrypt, Outcome::Ok, vec![]),
+            (
+                Role::App,
+                Operation::Decrypt,
+                Outcome::Ok,
+                vec![Flag::KeyCompromised]
+            ),
+            (Role::Admin, Operation::CreateKey, Outcome::Ok, vec![]),
+            (
+                Role::Unregistered,
+                Operation::Encrypt,
+                Outcome::PermissionDenied,
+                vec![]
+            ),
+            (
+                Role::Unregistered,
+                no_such_method.clone(),
+                Outcome::Unimplemented,
+                vec![]
+            ),
+            (
+                Role::Auditor,
+                Operation::ExportAudit,
+                Outcome::Cancelled,
+                vec![Flag::ExportIncomplete]
+            ),
+            (Role::App, Operation::Sign, Outcome::InvalidArgument, vec![]),
+            (
+                Role::Admin,
+                Operation::Unseal,
+                Outcome::FailedPrecondition,
+                vec![]
+            ),
+            (
+                Role::App,
+                Operation::Verify,
+                Outcome::Ok,
+                vec![Flag::KeyCompromised]
+            ),
+        ]
+    );
+    // The one name the server does not have stays as written.
+    assert!(!no_such_method.is_known());
+    assert_eq!(no_such_method.as_str(), "Crypto/NoSuchMethod");
+    assert_eq!(
+        records[1].transport.as_deref(),
+        Some("TLCP ECC_SM4_GCM_SM3")
+    );
+    assert_eq!(records[5].transport, None);
+}
+
+/// Taking the `format` field as 2 on a v1 line is caught: the bytes hashed change.
+#[test]
+fn a_v1_record_relabelled_v2_is_named_at_its_line() {
+    let text = read(&v1("export.jsonl"));
+    let relabelled = text.replacen(
+        "{\"type\":\"record\",\"seq\":3,",
+        "{\"type\":\"record\",\"format\":2,\"seq\":3,",
+        1,
+    );
+    assert_ne!(relabelled, text);
+    assert_eq!(
+        verify(&relabelled, &v1_key()).unwrap_err(),
+        Broken {
+            line: 3,
+            problem: "record 3 was edited: the record after it no longer chains to it".into()
         }
     );
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kms_core::Kms;
+use kms_core::audit::{Flag, Role};
 use kms_core::authz::Principal;
 use tonic::{Request, Status};
 
-use crate::audit_layer::AuditSlot;
+use crate::audit_layer::{AuditSlot, naming_request};
 use crate::identity::PeerInfo;
 use crate::limits::{Limits, RateLimiter};
 use crate::status::{to_status, worker_failed};
@@ -106,13 +107,13 @@ impl Call {
     pub fn note_use(&self, key_id: &impl ToString, version: u32, key_compromised: bool) {
         self.note_key(key_id, Some(version));
         if key_compromised {
-            self.note_flag("key-compromised");
+            self.note_flag(Flag::KeyCompromised);
         }
     }
 
-    pub fn note_flag(&self, flag: &str) {
+    pub fn note_flag(&self, flag: Flag) {
         if let Some(s) = &self.slot {
-            s.update(|n| n.flags.push(flag.to_owned()));
+            s.update(|n| n.flags.push(flag));
         }
     }
 }
@@ -170,14 +171,17 @@ impl Shared {
             .map_err(|e| to_status(&e, &request_id))?
             .ok_or_else(|| {
                 tracing::info!(request_id, subject, "unknown certificate subject");
-                Status::permission_denied(format!(
-                    "{subject} is not a registered principal; an administrator must add it (request {request_id})"
-                ))
+                naming_request(
+                    &Status::permission_denied(format!(
+                        "{subject} is not a registered principal; an administrator must add it"
+                    )),
+                    &request_id,
+                )
             })?;
         if let Some(s) = &slot {
             s.update(|n| {
                 n.principal = Some(principal.subject.clone());
-                n.role = Some(principal.role.name().to_owned());
+                n.role = Some(Role::from(&principal.role));
             });
         }
         Ok(Call {
