@@ -214,11 +214,10 @@ fn v1_lines_parse_into_typed_values_and_keep_their_bytes() {
 #[test]
 fn a_v1_record_relabelled_v2_is_named_at_its_line() {
     let text = read(&v1("export.jsonl"));
-    let relabelled = text.replacen(
-        "{\"type\":\"record\",\"seq\":3,",
-        "{\"type\":\"record\",\"format\":2,\"seq\":3,",
-        1,
-    );
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(lines[2].starts_with("{\"type\":\"record\",\"seq\":3,"));
+    lines[2] = lines[2].replacen("\"}", "\",\"format\":2}", 1);
+    let relabelled = lines.join("\n") + "\n";
     assert_ne!(relabelled, text);
     assert_eq!(
         verify(&relabelled, &v1_key()).unwrap_err(),

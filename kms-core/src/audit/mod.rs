@@ -173,9 +173,6 @@ fn to_json(what: &'static str, value: &impl Serialize) -> Result<Vec<u8>, Encode
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// How the record is hashed; absent (V1) in records written before formats existed.
-    #[serde(default, skip_serializing_if = "Format::is_v1")]
-    pub format: Format,
     pub seq: u64,
     pub time_ms: u64,
     pub node: String,
@@ -194,6 +191,10 @@ pub struct Record {
     pub transport: Option<String>,
     /// SM3 of the previous record's canonical bytes ([`GENESIS`] for the first).
     pub prev: String,
+    /// How the record is hashed; absent (V1) in records written before formats existed. Last,
+    /// so that a line still starts with its `type` and `seq` for tools that look for them.
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
 }
 
 impl Record {
@@ -234,9 +235,6 @@ pub fn chain_hash(canonical: &[u8]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
-    /// What the signature covers; absent (V1) in checkpoints written before formats existed.
-    #[serde(default, skip_serializing_if = "Format::is_v1")]
-    pub format: Format,
     pub seq: u64,
     pub time_ms: u64,
     pub node: String,
@@ -248,6 +246,9 @@ pub struct Checkpoint {
     pub key_version: u32,
     /// SM2 (SM3, default ID) DER signature over [`Checkpoint::signed_bytes`], hex.
     pub signature: String,
+    /// What the signature covers; absent (V1) in checkpoints written before formats existed.
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
 }
 
 impl Checkpoint {

@@ -870,7 +870,7 @@ fn upgraded_trail() -> Trail {
 fn the_current_format_frames_what_is_hashed_and_signed() {
     let t = Trail::new(4, 2);
     for line in t.lines() {
-        assert!(line.contains(",\"format\":2,"), "{line}");
+        assert!(line.ends_with(",\"format\":2}"), "{line}");
         match serde_json::from_str::<Line>(&line).unwrap() {
             Line::Record(r) => {
                 assert_eq!(r.format, Format::V2);
@@ -952,7 +952,7 @@ fn a_line_moved_to_another_format_breaks_where_it_is() {
     // Line 6 is record 5, the first V2 record; line 7 is record 6, which vouches for it.
     assert!(lines[5].contains("\"seq\":5,") && lines[6].contains("\"seq\":6,"));
     assert_eq!(
-        edit(5, "\"format\":2,", ""),
+        edit(5, ",\"format\":2}", "}"),
         broken(
             6,
             "record 5 was edited: the record after it no longer chains to it"
@@ -960,11 +960,7 @@ fn a_line_moved_to_another_format_breaks_where_it_is() {
     );
     // A V1 record claiming V2.
     assert_eq!(
-        edit(
-            1,
-            "{\"type\":\"record\",",
-            "{\"type\":\"record\",\"format\":2,"
-        ),
+        edit(1, "\"}", "\",\"format\":2}"),
         broken(
             2,
             "record 2 was edited: the record after it no longer chains to it"
@@ -972,11 +968,7 @@ fn a_line_moved_to_another_format_breaks_where_it_is() {
     );
     // The V1 checkpoint (line 5) claiming V2, and the last (V2) checkpoint claiming V1.
     assert_eq!(
-        edit(
-            4,
-            "{\"type\":\"checkpoint\",",
-            "{\"type\":\"checkpoint\",\"format\":2,"
-        ),
+        edit(4, "\"}", "\",\"format\":2}"),
         broken(
             5,
             "checkpoint signature does not verify with the audit public key"
@@ -984,14 +976,14 @@ fn a_line_moved_to_another_format_breaks_where_it_is() {
     );
     let last = lines.len() - 1;
     assert_eq!(
-        edit(last, "\"format\":2,", ""),
+        edit(last, ",\"format\":2}", "}"),
         broken(
             last + 1,
             "checkpoint signature does not verify with the audit public key"
         )
     );
     // Version 1 is written by leaving the field out; versions after 2 are not known.
-    let e = edit(5, "\"format\":2,", "\"format\":1,");
+    let e = edit(5, "\"format\":2}", "\"format\":1}");
     assert_eq!(e.line, 6);
     assert!(
         e.problem.starts_with(
@@ -999,7 +991,7 @@ fn a_line_moved_to_another_format_breaks_where_it_is() {
         ),
         "{e}"
     );
-    let e = edit(5, "\"format\":2,", "\"format\":3,");
+    let e = edit(5, "\"format\":2}", "\"format\":3}");
     assert_eq!(e.line, 6);
     assert!(
         e.problem
@@ -1093,7 +1085,8 @@ fn the_v1_fixture_continued_by_the_current_writer_verifies() {
         "the v1 lines are exported unchanged"
     );
     assert!(
-        lines[9].contains("\"format\":2,\"seq\":10,"),
+        lines[9].starts_with("{\"type\":\"record\",\"seq\":10,")
+            && lines[9].ends_with(",\"format\":2}"),
         "{}",
         lines[9]
     );
