@@ -354,6 +354,37 @@ mod tests {
         assert_eq!(Outcome::KNOWN.len(), 17);
     }
 
+    /// Every RPC of the `.proto` files is a known [`Operation`] under the name the layer gives
+    /// its path, and every known operation is an RPC: a method added to the API without its
+    /// variant would be audited only as `Other`.
+    #[test]
+    fn every_rpc_in_the_protos_is_a_known_operation() {
+        let protos = [
+            include_str!("../../proto/kms/v1/admin.proto"),
+            include_str!("../../proto/kms/v1/audit.proto"),
+            include_str!("../../proto/kms/v1/crypto.proto"),
+            include_str!("../../proto/kms/v1/system.proto"),
+        ];
+        let mut rpcs = Vec::new();
+        for text in protos {
+            let mut service = None;
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next();
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().unwrap().trim();
+                    rpcs.push(format!("/kms.v1.{}/{method}", service.unwrap()));
+                }
+            }
+        }
+        assert_eq!(rpcs.len(), Operation::KNOWN.len(), "{rpcs:#?}");
+        for path in &rpcs {
+            let op = Operation::from_path(path);
+            assert!(op.is_known(), "{path} has no Operation variant");
+            assert_eq!(format!("/kms.v1.{op}"), *path);
+        }
+    }
+
     fn refusal_of(resp: &http::Response<Body>) -> (tonic::Code, String) {
         let s = Status::from_header_map(resp.headers()).unwrap();
         (s.code(), s.message().to_owned())
