@@ -116,8 +116,8 @@ impl Format {
     /// What this version writes.
     pub const CURRENT: Self = Self::V2;
 
-    /// Version 1 is written by leaving the field out.
-    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+    /// Version 1 is written by leaving the field out (by reference: serde's
+    /// `skip_serializing_if` passes one).
     const fn is_v1(&self) -> bool {
         matches!(self, Self::V1)
     }
