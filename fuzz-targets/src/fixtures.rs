@@ -25,7 +25,11 @@ fn import(purpose: Purpose, der: &[u8]) -> KeyMaterial {
 
 fn symmetric(spec: KeySpec, byte: u8, len: usize) -> KeyMaterial {
     let raw = SecretBytes::from_vec(vec![byte; len]);
-    match KeyMaterial::import_symmetric(Policy::default(), Purpose::Encrypt, spec, raw) {
+    match Policy::default()
+        .approve(Purpose::Encrypt, spec)
+        .map_err(kms_core::Error::from)
+        .and_then(|approved| KeyMaterial::import_symmetric(&approved, raw))
+    {
         Ok(key) => key,
         Err(e) => panic!("fixture {spec} key does not import: {e}"),
     }

@@ -16,7 +16,10 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::internal::msgs::codec::Codec;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, Error, PeerIncompatible, PeerMisbehaved,
+    SignatureScheme,
+};
 use sm2::pkcs8::EncodePublicKey;
 
 /// The server name `tls13_sm2_verify` checks server certificates for.
@@ -232,7 +235,10 @@ pub fn tls13_sm2_verify(data: &[u8]) {
     if sign::verify_tls13(cert_der, message, signature).is_ok() {
         let mut other = message.to_vec();
         other.push(0);
-        assert!(sign::verify_tls13(cert_der, &other, signature).is_err());
+        assert_eq!(
+            sign::verify_tls13(cert_der, &other, signature),
+            Err(Error::InvalidCertificate(CertificateError::BadSignature))
+        );
     }
     if by_client.is_ok() {
         assert!(
@@ -241,20 +247,31 @@ pub fn tls13_sm2_verify(data: &[u8]) {
         );
         let mut other = message.to_vec();
         other.push(0);
-        assert!(client.verify_tls13_signature(&other, &cert, &dss).is_err());
+        assert_eq!(
+            client.verify_tls13_signature(&other, &cert, &dss).err(),
+            Some(Error::InvalidCertificate(CertificateError::BadSignature))
+        );
         // No TLS 1.2 for SM2, and no other scheme without a fallback verifier.
-        assert!(client.verify_tls12_signature(message, &cert, &dss).is_err());
-        assert!(server.verify_tls12_signature(message, &cert, &dss).is_err());
+        let no_tls12 = Some(Error::PeerIncompatible(PeerIncompatible::Tls12NotOffered));
+        assert_eq!(
+            client.verify_tls12_signature(message, &cert, &dss).err(),
+            no_tls12
+        );
+        assert_eq!(
+            server.verify_tls12_signature(message, &cert, &dss).err(),
+            no_tls12
+        );
         if let Some(ecdsa) = digitally_signed(SignatureScheme::ECDSA_NISTP256_SHA256, signature) {
-            assert!(
-                client
-                    .verify_tls13_signature(message, &cert, &ecdsa)
-                    .is_err()
+            let unadvertised = Some(Error::PeerMisbehaved(
+                PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ));
+            assert_eq!(
+                client.verify_tls13_signature(message, &cert, &ecdsa).err(),
+                unadvertised
             );
-            assert!(
-                server
-                    .verify_tls13_signature(message, &cert, &ecdsa)
-                    .is_err()
+            assert_eq!(
+                server.verify_tls13_signature(message, &cert, &ecdsa).err(),
+                unadvertised
             );
         }
     }

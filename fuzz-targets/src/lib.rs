@@ -41,7 +41,7 @@ use kms_core::hierarchy::share::{self, Share};
 use kms_core::keys::{Alias, KeyRef, Namespace};
 use kms_core::policy::{Policy, PolicyMode, names};
 use kms_core::store::MemoryStore;
-use kms_core::{CryptoError, Error, Kms, KmsConfig, UnsealProgress};
+use kms_core::{CryptoError, Error, KmsConfig, TestKms, UnsealProgress};
 
 pub use gmtls::{sm2_cert_chain, tls13_sm2_verify};
 pub use proto::proto_request;
@@ -69,7 +69,7 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 fn policies() -> [Policy; 2] {
-    [Policy::default(), Policy::new(PolicyMode::GmOnly)]
+    [Policy::default(), Policy::from_config(PolicyMode::GmOnly)]
 }
 
 fn is_decryption_failed(e: &Error) -> bool {
@@ -133,16 +133,19 @@ pub fn envelope(data: &[u8]) {
 }
 
 fn asymmetric(data: &[u8], spec: KeySpec, key: &kms_core::KeyMaterial) {
-    let Ok(open) = Policy::default().approve_open(Purpose::AsymmetricDecrypt, spec) else {
-        panic!("policy refuses {spec} decryption");
+    let Ok(protect) = Policy::default().approve(Purpose::AsymmetricDecrypt, spec) else {
+        panic!("policy refuses {spec} keys");
     };
+    let open = protect.for_open();
     match crypto::asymmetric_decrypt(&open, key, data) {
         Ok(plaintext) => {
             // Round trip: the plaintext encrypted again to the public key decrypts to itself.
             let Ok(public) = crypto::public_key_of(key) else {
                 panic!("no public key");
             };
-            let Ok(ct) = crypto::encrypt_to_public_key(&public, plaintext.expose_secret()) else {
+            let Ok(ct) =
+                crypto::encrypt_to_public_key(&protect, &public, plaintext.expose_secret())
+            else {
                 panic!("a decrypted plaintext does not encrypt again");
             };
             let Ok(again) = crypto::asymmetric_decrypt(&open, key, &ct) else {
@@ -273,7 +276,13 @@ fn check_public_key_round_trip(policy: Policy, key: &PublicKey) {
     };
     assert_eq!(&from_pem, key, "PEM round trip");
     // An accepted key is usable: encrypting a short secret to it works.
-    if let Err(e) = crypto::encrypt_to_public_key(key, b"fuzz") {
+    if let Err(e) = crypto::encrypt_to_public_key(
+        &policy
+            .approve(Purpose::AsymmetricDecrypt, key.spec())
+            .unwrap_or_else(|e| panic!("{e}")),
+        key,
+        b"fuzz",
+    ) {
         panic!("accepted {} key cannot encrypt: {e}", key.spec());
     }
 }
@@ -335,8 +344,8 @@ pub fn unseal_share(data: &[u8]) {
     }
 }
 
-fn fresh_kms() -> Kms {
-    Kms::open(Arc::new(MemoryStore::new()), KmsConfig::default())
+fn fresh_kms() -> TestKms {
+    TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default())
 }
 
 /// Splits a backup seed into its shares (text lines before the first blank line) and the

@@ -52,7 +52,9 @@ fn context(map: &std::collections::HashMap<String, String>) {
 
 fn signature(sm2_id: &str, scheme: &str, hash: &str, message: &[u8], message_type: i32) {
     let _ = convert::signature_params(sm2_id, scheme, hash);
-    let _ = convert::message(message, message_type);
+    if let Ok(kind) = convert::message_kind(message_type) {
+        let _ = kind.of(message);
+    }
     let _ = Limits::default().check_payload("message", message.len());
 }
 

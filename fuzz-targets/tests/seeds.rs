@@ -25,7 +25,7 @@ use kms_core::envelope::{self, EncryptionContext};
 use kms_core::keys::{Alias, Namespace};
 use kms_core::policy::Policy;
 use kms_core::store::MemoryStore;
-use kms_core::{CreateKeyRequest, Kms, KmsConfig};
+use kms_core::{CreateKeyRequest, KmsConfig, TestKms};
 use kms_fuzz_targets::gmtls::{SERVER_NAME, join_gm_input, split_gm_input};
 use kms_fuzz_targets::{TARGETS, fixtures, join_backup_input};
 use kms_gmtls::x509::{LeafSpec, Sm2Ca, Sm2CertifiedKey, Usage};
@@ -74,7 +74,10 @@ fn asymmetric_seeds(out: &mut Vec<Seed>) {
     ] {
         for len in [1usize, 32, 33, 100] {
             let pt: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
-            let ct = crypto::encrypt_to_public_key(public, &pt).unwrap();
+            let to = Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap();
+            let ct = crypto::encrypt_to_public_key(&to, public, &pt).unwrap();
             out.push(seed(target, format!("len-{len}"), ct));
         }
     }
@@ -308,13 +311,13 @@ fn tls13_sm2_verify_seeds(out: &mut Vec<Seed>, pki: &Sm2Pki) {
 
 /// A KMS in memory, initialised 2-of-3, unsealed, with a few keys of each kind.
 struct World {
-    kms: Kms,
+    kms: TestKms,
     shares: Vec<kms_core::hierarchy::share::Share>,
     admin: Principal,
 }
 
 fn world() -> World {
-    let kms = Kms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
+    let kms = TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
     let init = kms.init(3, 2, "kms://fuzz-admin").unwrap();
     for s in &init.shares[..2] {
         kms.unseal_with(s).unwrap();
@@ -664,7 +667,7 @@ fn seeds_take_the_success_paths() {
             }
             "backup" => {
                 let (shares, file) = kms_fuzz_targets::split_backup_input(&s.data);
-                let fresh = Kms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
+                let fresh = TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
                 fresh.restore(file, &shares).is_ok()
             }
             "audit_file" => kms_core::audit::verify(

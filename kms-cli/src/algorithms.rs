@@ -21,7 +21,7 @@ pub(crate) fn rows(gm_only: bool) -> Vec<SpecRow> {
     } else {
         PolicyMode::Standard
     };
-    let policy = Policy::new(mode);
+    let policy = Policy::from_config(mode);
     KeySpec::ALL
         .into_iter()
         .filter(|&s| policy.allows(s))

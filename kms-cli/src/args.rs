@@ -8,23 +8,15 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
+use kms_core::authz::GrantOp;
 
 use crate::period::{Rotation, parse_period, parse_rotation};
 
-/// Operations a grant can give (`kms grant add --ops`).
-pub const GRANT_OPERATIONS: [&str; 11] = [
-    "encrypt",
-    "decrypt",
-    "reencrypt",
-    "generate-data-key",
-    "sign",
-    "verify",
-    "asymmetric-decrypt",
-    "get-public-key",
-    "generate-mac",
-    "verify-mac",
-    "describe",
-];
+/// The values `kms grant add --ops` takes: the core's grant operations by name, so the CLI
+/// offers exactly what the server accepts and a new operation needs no second list.
+fn grant_operations() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(GrantOp::ALL.map(GrantOp::name))
+}
 
 /// `kms`: the KMS command-line client.
 #[derive(Debug, Parser)]
@@ -286,7 +278,7 @@ pub enum GrantCommand {
         namespace: String,
         /// Operations, comma-separated.
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..,
-              value_parser = clap::builder::PossibleValuesParser::new(GRANT_OPERATIONS))]
+              value_parser = grant_operations())]
         ops: Vec<String>,
     },
     /// List grants (on one key, or all).
@@ -992,7 +984,62 @@ mod tests {
     #[test]
     fn key_values_split_at_the_first_equals_sign() {
         assert_eq!(parse_key_value("a=b"), Ok(("a".to_owned(), "b".to_owned())));
-        assert!(parse_key_value("a").is_err());
-        assert!(parse_key_value("=b").is_err());
+        assert_eq!(
+            parse_key_value("a"),
+            Err("expected KEY=VALUE, got \"a\"".to_owned())
+        );
+        assert_eq!(
+            parse_key_value("=b"),
+            Err("expected KEY=VALUE, got \"=b\"".to_owned())
+        );
+    }
+
+    /// `--ops` takes every grant operation of the core, one at a time and all together, and
+    /// nothing else: its possible values are the core's names, in the core's order.
+    #[test]
+    fn grant_ops_are_exactly_the_cores_grant_operations() {
+        let core: Vec<&str> = GrantOp::ALL.iter().map(|op| op.name()).collect();
+        let command = Args::command();
+        let add = command
+            .find_subcommand("grant")
+            .and_then(|g| g.find_subcommand("add"))
+            .expect("kms grant add");
+        let ops = add
+            .get_arguments()
+            .find(|a| a.get_id() == "ops")
+            .expect("--ops");
+        let offered: Vec<String> = ops
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(offered, core);
+
+        for name in &core {
+            let args = parse(&format!("grant add K --namespace n --ops {name}")).unwrap();
+            let Command::Remote(Remote::Grant(GrantCommand::Add { ops, .. })) = args.command else {
+                panic!("{:?}", args.command);
+            };
+            assert_eq!(ops, [*name]);
+            assert_eq!(GrantOp::parse(name).ok().map(GrantOp::name), Some(*name));
+        }
+        let args = parse(&format!(
+            "grant add K --namespace n --ops {}",
+            core.join(",")
+        ))
+        .unwrap();
+        let Command::Remote(Remote::Grant(GrantCommand::Add { ops, .. })) = args.command else {
+            panic!("{:?}", args.command);
+        };
+        assert_eq!(ops, core);
+
+        for other in ["launch-missiles", "destroy", "create"] {
+            let err = parse(&format!("grant add K --namespace n --ops {other}")).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidValue,
+                "--ops {other:?}: {err}"
+            );
+        }
     }
 }

@@ -228,7 +228,12 @@ mod tests {
         let shares: Vec<&str> = shares.iter().map(|s| s.as_str()).collect();
         assert_eq!(shares, ["abc", "def", "ghi"]);
         fs::write(&b, "\n").unwrap();
-        assert!(read_shares(&[b]).is_err());
+        let err = read_shares(std::slice::from_ref(&b)).unwrap_err();
+        assert_eq!(err.kind, crate::error::ExitKind::Usage);
+        assert_eq!(
+            err.message,
+            format!("share file {} holds no share", b.display())
+        );
     }
 
     #[cfg(unix)]

@@ -10,15 +10,15 @@ mod algorithms;
 pub mod args;
 pub mod client;
 mod commands;
-// The dev PKI lives in the server crate (`kms-server dev` makes the first CA and certificates);
-// the CLI compiles the same file for `kms pki`, rather than depend on the whole server.
-#[path = "../../kms-server/src/devpki.rs"]
-pub mod devpki;
 pub mod error;
 pub mod files;
 pub mod output;
 pub mod period;
 pub mod resolve;
+
+// Re-exported for the CLI's tests, which name `kms_cli::devpki`; `kms pki` uses it as
+// `crate::devpki`.
+pub use kms_devpki as devpki;
 
 use std::ffi::OsString;
 

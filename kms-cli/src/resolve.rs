@@ -322,7 +322,9 @@ key = "/abs/admin-key.pem"
         let env = env_of(&[]);
         let s = settings(Some(path.to_str().unwrap()), &env, Path::new("/")).unwrap();
         assert_eq!(s.endpoint, "https://127.0.0.1:7443");
-        assert!(find_profile("./missing.toml", &env, dir.path()).is_err());
+        let err = find_profile("./missing.toml", &env, dir.path()).unwrap_err();
+        assert_eq!(err.kind, ExitKind::Usage);
+        assert_eq!(err.message, "profile file ./missing.toml not found");
     }
 
     #[test]
@@ -371,7 +373,14 @@ key = "/abs/admin-key.pem"
             err.message
         );
         fs::write(&path, PROFILE.to_owned() + "extra = 1\n").unwrap();
-        assert!(load_profile(&path).is_err());
+        let err = load_profile(&path).unwrap_err();
+        assert_eq!(err.kind, ExitKind::Usage);
+        assert!(
+            err.message.starts_with("invalid profile")
+                && err.message.contains("unknown field `extra`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -19,14 +19,14 @@ use kms_core::crypto::{self, Message};
 use kms_core::envelope::EncryptionContext;
 use kms_core::keys::{Alias, KeyRef, Namespace};
 use kms_core::store::SledStore;
-use kms_core::{CreateKeyRequest, DataKeyMode, Kms, KmsConfig};
+use kms_core::{CreateKeyRequest, DataKeyMode, KmsConfig, TestKms};
 
 const KIB: usize = 1024;
 const SIGN_MSG: &[u8; 32] = b"kms-core benchmark message 32 B!";
 const SECRET32: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 
 struct World {
-    kms: Kms,
+    kms: TestKms,
     app: Principal,
     ns: Namespace,
     _dir: tempfile::TempDir,
@@ -36,7 +36,7 @@ impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("store")).unwrap();
-        let kms = Kms::open(Arc::new(store), KmsConfig::default());
+        let kms = TestKms::open(Arc::new(store), KmsConfig::default());
         let init = kms.init(1, 1, "admin").unwrap();
         kms.unseal_with(&init.shares[0]).unwrap();
         let admin = kms.principal("admin").unwrap().unwrap();
@@ -189,7 +189,14 @@ fn asymmetric(c: &mut Criterion, w: &World) {
     for alias in ["sm2-dec", "rsa2048-dec"] {
         let key = w.key(alias);
         let public = w.kms.get_public_key(&w.app, &key, None).unwrap().public_key;
-        let ct = crypto::encrypt_to_public_key(&public, SECRET32).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &kms_core::policy::Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            SECRET32,
+        )
+        .unwrap();
         group.bench_function(format!("asym-decrypt/{alias}"), |b| {
             b.iter(|| {
                 w.kms

@@ -194,11 +194,25 @@ fn bench_sm2(c: &mut Criterion) {
     let dec_ok = policy
         .approve_open(Purpose::AsymmetricDecrypt, KeySpec::Sm2)
         .expect("policy approves decrypt");
-    let ciphertext = crypto::encrypt_to_public_key(&dec_public, PKE_PLAINTEXT).expect("encrypt");
+    let ciphertext = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, dec_public.spec())
+            .unwrap(),
+        &dec_public,
+        PKE_PLAINTEXT,
+    )
+    .expect("encrypt");
 
     group.bench_function(BenchmarkId::new("encrypt", PKE_PLAINTEXT.len()), |b| {
         b.iter(|| {
-            crypto::encrypt_to_public_key(&dec_public, black_box(PKE_PLAINTEXT)).expect("encrypt")
+            crypto::encrypt_to_public_key(
+                &Policy::default()
+                    .approve(Purpose::AsymmetricDecrypt, dec_public.spec())
+                    .unwrap(),
+                &dec_public,
+                black_box(PKE_PLAINTEXT),
+            )
+            .expect("encrypt")
         });
     });
     group.bench_function(BenchmarkId::new("decrypt", PKE_PLAINTEXT.len()), |b| {
@@ -261,7 +275,14 @@ fn bench_rsa(c: &mut Criterion, spec: KeySpec) {
     let dec_ok = policy
         .approve_open(Purpose::AsymmetricDecrypt, spec)
         .expect("policy approves decrypt");
-    let ciphertext = crypto::encrypt_to_public_key(&dec_public, PKE_PLAINTEXT).expect("encrypt");
+    let ciphertext = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, dec_public.spec())
+            .unwrap(),
+        &dec_public,
+        PKE_PLAINTEXT,
+    )
+    .expect("encrypt");
     group.bench_function("decrypt/oaep-sha256", |b| {
         b.iter(|| {
             crypto::asymmetric_decrypt(&dec_ok, &dec_key, black_box(&ciphertext)).expect("decrypt")

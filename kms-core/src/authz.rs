@@ -6,6 +6,7 @@
 //! see plaintext data; auditors read the inventory and the audit trail only.
 
 use core::fmt;
+use core::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
@@ -289,14 +290,148 @@ pub fn allowed(role: &Role, op: Op) -> bool {
     }
 }
 
-/// Checks the matrix.
-pub fn authorize(principal: &Principal, op: Op) -> Result<(), Error> {
-    if allowed(&principal.role, op) {
-        Ok(())
+/// Kinds of operation at the type level: each [`Op`] has a marker type in [`ops`], so that a
+/// [`Authorized`] proof names the one operation it allows.
+pub trait Operation: sealed::Sealed {
+    const OP: Op;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! operation_markers {
+    ($($name:ident),* $(,)?) => {
+        /// One marker type per [`Op`](super::Op), for [`Authorized`](super::Authorized).
+        pub mod ops {
+            $(
+                #[doc = concat!("Marker for [`Op::", stringify!($name), "`](super::Op::", stringify!($name), ").")]
+                #[derive(Debug)]
+                pub enum $name {}
+                impl super::sealed::Sealed for $name {}
+                impl super::Operation for $name {
+                    const OP: super::Op = super::Op::$name;
+                }
+            )*
+        }
+
+        /// Every marker's operation, in [`Op::ALL`]'s order (checked by a test).
+        #[cfg(test)]
+        const MARKED: &[Op] = &[$(<ops::$name as Operation>::OP),*];
+    };
+}
+
+operation_markers!(
+    Status,
+    Unseal,
+    Seal,
+    CreateKey,
+    DescribeKey,
+    ListKeys,
+    RotateKey,
+    SetRotationPolicy,
+    EnableKey,
+    DisableKey,
+    MarkCompromised,
+    ScheduleKeyDestruction,
+    CancelKeyDestruction,
+    CreateAlias,
+    DeleteAlias,
+    CreateGrant,
+    RevokeGrant,
+    ListGrants,
+    AddPrincipal,
+    RemovePrincipal,
+    ListPrincipals,
+    Backup,
+    Encrypt,
+    Decrypt,
+    ReEncrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    Sign,
+    Verify,
+    AsymmetricDecrypt,
+    GetPublicKey,
+    GenerateMac,
+    VerifyMac,
+    GenerateRandom,
+    ExportInventory,
+    ExportAudit,
+);
+
+/// The data-key operations: one hands out the plaintext (or encrypts it to the caller), the
+/// other only the wrapped copy.
+pub trait DataKeyOperation: Operation {
+    /// Whether the proof covers a plaintext (or caller-encrypted) data key.
+    const PLAINTEXT: bool;
+}
+
+impl DataKeyOperation for ops::GenerateDataKey {
+    const PLAINTEXT: bool = true;
+}
+
+impl DataKeyOperation for ops::GenerateDataKeyWithoutPlaintext {
+    const PLAINTEXT: bool = false;
+}
+
+/// Proof that the matrix allowed `principal` to perform operation `O`. Every data-plane and
+/// administrative method of [`Kms`](crate::Kms) takes one, and only [`authorize`] makes one,
+/// so no call path reaches a key without the role check:
+///
+/// ```compile_fail
+/// # use kms_core::authz::{Authorized, ops, Principal};
+/// # fn f(p: &Principal) {
+/// let forged: Authorized<'_, ops::Encrypt> = Authorized { principal: p, _op: Default::default() };
+/// # }
+/// ```
+///
+/// and a proof for one operation is not one for another:
+///
+/// ```compile_fail
+/// # use kms_core::authz::{authorize, ops, Principal};
+/// # use kms_core::keys::KeyRef;
+/// # use kms_core::envelope::EncryptionContext;
+/// # fn f(kms: &kms_core::Kms, p: &Principal, key: &KeyRef, ctx: &EncryptionContext) {
+/// let verify_only = authorize::<ops::Verify>(p).unwrap();
+/// let _ = kms.encrypt(&verify_only, key, ctx, b"data");
+/// # }
+/// ```
+pub struct Authorized<'a, O: Operation> {
+    principal: &'a Principal,
+    _op: PhantomData<O>,
+}
+
+impl<'a, O: Operation> Authorized<'a, O> {
+    /// Who was authorised.
+    #[must_use]
+    pub fn principal(&self) -> &'a Principal {
+        self.principal
+    }
+
+    #[must_use]
+    pub fn op(&self) -> Op {
+        O::OP
+    }
+}
+
+impl<O: Operation> fmt::Debug for Authorized<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Authorized({} to {})", self.principal, O::OP.name())
+    }
+}
+
+/// Checks the matrix for operation `O` and returns the proof the core's methods require.
+pub fn authorize<O: Operation>(principal: &Principal) -> Result<Authorized<'_, O>, Error> {
+    if allowed(&principal.role, O::OP) {
+        Ok(Authorized {
+            principal,
+            _op: PhantomData,
+        })
     } else {
         Err(Error::PermissionDenied {
             principal: principal.to_string(),
-            op: op.name(),
+            op: O::OP.name(),
         })
     }
 }
@@ -442,6 +577,39 @@ mod tests {
             GrantOp::parse("Generate_Data_Key").unwrap(),
             GrantOp::GenerateDataKey
         );
-        assert!(GrantOp::parse("everything").is_err());
+        assert!(matches!(
+            GrantOp::parse("everything"),
+            Err(Error::InvalidArgument(e)) if e.field == "grant operation" && e.problem.contains("use one of: encrypt")
+        ));
+    }
+
+    #[test]
+    fn every_operation_has_its_marker() {
+        assert_eq!(MARKED, Op::ALL.as_slice());
+    }
+
+    #[test]
+    fn proofs_follow_the_matrix() {
+        let app = Principal::new(
+            "app",
+            Role::App {
+                namespace: Namespace::new("a").unwrap(),
+            },
+        )
+        .unwrap();
+        let admin = Principal::new("admin", Role::Admin).unwrap();
+        let proof = authorize::<ops::Encrypt>(&app).unwrap();
+        assert_eq!((proof.op(), proof.principal()), (Op::Encrypt, &app));
+        assert!(matches!(
+            authorize::<ops::Encrypt>(&admin),
+            Err(Error::PermissionDenied { op: "encrypt", .. })
+        ));
+        assert!(matches!(
+            authorize::<ops::CreateKey>(&app),
+            Err(Error::PermissionDenied {
+                op: "create keys",
+                ..
+            })
+        ));
     }
 }

@@ -10,19 +10,20 @@
 //! owns the transport, identity and the audit layer; this crate owns the middle of every call:
 //!
 //! ```text
-//! Kms method (the principal the server identified)
-//!   → authz: role × operation matrix; the KMS must be unsealed
+//! authz::authorize::<Op>(principal) → Authorized<Op>   (role × operation matrix)
+//!   → Kms method (takes the proof); the KMS must be unsealed
 //!   → key lookup and reach (own namespace or a grant; out of reach looks like not found)
 //!   → purpose and state → policy: Approved<Protect> or Approved<Open>
 //!   → key version unwrapped under its namespace KEK, or taken from the cache
 //!   → primitive (takes the token) → output → the server's audit record (audit::writer)
 //! ```
 //!
-//! [`policy::Policy`] hands out approval tokens; the public [`crypto`] functions that use key
-//! material take them, so no primitive runs on a key version without policy (ALG-3). (The
-//! hierarchy's own wraps and the audit HMAC use crate-private `_raw` helpers instead: one of the
-//! gaps issue 17 closes.) Key bytes live only in [`SecretBytes`] / [`KeyMaterial`], which wipe
-//! themselves (KEY-3). `ARCHITECTURE.md` at the repository root maps the rest.
+//! [`policy::Policy`], built only from configuration, hands out approval tokens; every
+//! [`crypto`] function takes one, the hierarchy's own wraps and derivations included, so no
+//! primitive runs without policy (ALG-3). Init, local unseal, restore, the sweeps and audit
+//! signing live on [`System`], which only the server's system service and scheduler hold. Key
+//! bytes live only in [`SecretBytes`] / [`KeyMaterial`] and the hierarchy's level types, which
+//! wipe themselves (KEY-3). `ARCHITECTURE.md` at the repository root maps the rest.
 
 pub mod alg;
 pub mod audit;
@@ -43,12 +44,15 @@ pub mod store;
 pub use error::{CryptoError, Error, InvalidInput, UnsealError};
 pub use kms::audit_key::{AUDIT_KEY_ALIAS, SYSTEM_NAMESPACE};
 pub use kms::inventory::{
-    CompromisedKey, Inventory, InventoryError, InventoryKey, InventoryVersion, Summary,
-    verify_inventory,
+    CompromisedKey, CountedBy, Inconsistency, Inventory, InventoryError, InventoryKey,
+    InventoryVersion, Marking, Summary, verify_inventory,
 };
+/// For tests only (`test-util`): a KMS whose methods take the caller's principal.
+#[cfg(any(test, feature = "test-util"))]
+pub use kms::testing::TestKms;
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
-    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, UnsealProgress,
-    VerifyOutput, VersionInfo,
+    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, System,
+    UnsealProgress, VerifyOutput, VersionInfo,
 };
 pub use secret::{KeyMaterial, SecretBytes};

@@ -169,7 +169,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.expose_secret(), &[1, 2, 3, 4]);
-        assert!(SecretBytes::from_fn(4, |_| Err("no")).is_err());
+        assert_eq!(SecretBytes::from_fn(4, |_| Err("no")).err(), Some("no"));
     }
 
     #[test]

@@ -358,7 +358,11 @@ fn asym_kat(policy: Policy, key_pem: &str, known_ct: &str) -> Result<(), &'stati
         .map_err(|_| "known ciphertext refused")?;
     expect(pt.expose_secret() == MESSAGE, "known answer mismatch")?;
     let public = crypto::public_key_of(&key).map_err(|_| "no public key")?;
-    let ct = crypto::encrypt_to_public_key(&public, MESSAGE).map_err(|_| "encrypt failed")?;
+    let to_public = policy
+        .approve(Purpose::AsymmetricDecrypt, key.spec())
+        .map_err(|_| "not approved")?;
+    let ct = crypto::encrypt_to_public_key(&to_public, &public, MESSAGE)
+        .map_err(|_| "encrypt failed")?;
     let pt = crypto::asymmetric_decrypt(&approved, &key, &ct).map_err(|_| "round trip failed")?;
     expect(pt.expose_secret() == MESSAGE, "round trip mismatch")
 }
@@ -417,7 +421,7 @@ mod tests {
 
     #[test]
     fn gm_only_runs_only_gm_tests() {
-        let report = run(Policy::new(PolicyMode::GmOnly));
+        let report = run(Policy::from_config(PolicyMode::GmOnly));
         assert!(report.all_passed(), "{report}");
         let names: Vec<_> = report.results.iter().map(|r| r.name).collect();
         assert!(names.contains(&"sm2-sign") && names.contains(&"sm4-gcm"));

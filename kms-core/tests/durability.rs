@@ -33,7 +33,7 @@ use kms_core::keys::record::KeyRecord;
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{Alias, KeyId, KeyRef, Namespace};
 use kms_core::store::{SledStore, Store, Tree};
-use kms_core::{CreateKeyRequest, Kms, KmsConfig, UnsealProgress};
+use kms_core::{CreateKeyRequest, KmsConfig, TestKms, UnsealProgress};
 
 /// Names the child's work directory; unset, `child_writer` returns at once.
 const CHILD_ENV: &str = "KMS_DURABILITY_CHILD_DIR";
@@ -137,10 +137,10 @@ fn purpose_by_name(name: &str) -> Purpose {
 }
 
 /// Opens the store in a fresh `Kms` and unseals it with the 1-of-1 share file.
-fn open_unsealed(paths: &Paths) -> (Kms, Principal, Principal) {
+fn open_unsealed(paths: &Paths) -> (TestKms, Principal, Principal) {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&paths.store).expect("open sled store after the crash"));
-    let kms = Kms::open(store, KmsConfig::default());
+    let kms = TestKms::open(store, KmsConfig::default());
     assert!(kms.is_sealed(), "a reopened KMS must start sealed");
     let share = Share::from_text(&fs::read_to_string(&paths.share).unwrap());
     assert_eq!(kms.unseal_with(&share).unwrap(), UnsealProgress::Unsealed);
@@ -280,7 +280,7 @@ fn child_writer() {
 /// Creates the store once: init 1-of-1, unseal, register the app; the share goes to a file.
 fn init_store(paths: &Paths) {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&paths.store).unwrap());
-    let kms = Kms::open(store, KmsConfig::default());
+    let kms = TestKms::open(store, KmsConfig::default());
     let out = kms.init(1, 1, "admin").unwrap();
     fs::write(&paths.share, out.shares[0].expose_text()).unwrap();
     assert_eq!(
@@ -338,7 +338,7 @@ impl Tally {
 }
 
 /// Checks every acknowledged line against the reopened KMS, and the store's own invariants.
-fn verify(kms: &Kms, admin: &Principal, app: &Principal, acked: &Path, why: &str) -> Tally {
+fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: &str) -> Tally {
     let text = fs::read_to_string(acked).unwrap_or_default();
     let ctx = context();
     let params = SignatureParams::default();

@@ -24,7 +24,7 @@ use kms_core::alg::{DigestAlg, KeySpec, Purpose, RsaSigScheme, SM2_DEFAULT_ID, S
 use kms_core::crypto::{self, Message, PublicKey};
 use kms_core::envelope::{self, EncryptionContext, HEADER_LEN, Header};
 use kms_core::policy::{Policy, PolicyMode};
-use kms_core::{KeyMaterial, SecretBytes};
+use kms_core::{CryptoError, Error, InvalidInput, KeyMaterial, SecretBytes};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ fn verify(public: &PublicKey, request: SignatureRequest, msg: &[u8], sig: &[u8])
     crypto::verify(&token, public, Message::Raw(msg), sig).unwrap()
 }
 
-fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, kms_core::CryptoError> {
+fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let open = Policy::default()
         .approve_open(Purpose::AsymmetricDecrypt, key.spec())
         .unwrap();
@@ -360,7 +360,14 @@ fn sm2_encryption_both_ways_with_an_openssl_key() {
     for len in SM2_SIZES {
         let msg = random(len);
         // core → openssl
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &msg,
+        )
+        .unwrap();
         assert_eq!(openssl_sm2_decrypt(&dir, &key.pem, &ct), msg, "{len} bytes");
         // openssl → core
         let ct = openssl_sm2_encrypt(&dir, &key.pub_pem_path, &msg);
@@ -369,7 +376,11 @@ fn sm2_encryption_both_ways_with_an_openssl_key() {
         let mut bad = ct.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(decrypt(&imported, &bad).is_err());
+        assert_eq!(
+            decrypt(&imported, &bad).err(),
+            Some(CryptoError::DecryptionFailed),
+            "{len} bytes"
+        );
     }
 }
 
@@ -424,7 +435,14 @@ fn sm2_ciphertexts_with_short_or_padded_coordinates_interoperate() {
     let msg = b"coordinate shapes";
     let (mut short, mut padded) = (None, None);
     for _ in 0..20_000 {
-        let ct = crypto::encrypt_to_public_key(&public, msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            msg,
+        )
+        .unwrap();
         let (xl, yl) = coordinate_lengths(&ct);
         assert!(
             (1..=33).contains(&xl) && (1..=33).contains(&yl),
@@ -673,7 +691,14 @@ fn rsa_oaep_sha256_both_ways() {
     for len in [0usize, 1, 32, 190] {
         let msg = random(len);
         // core → openssl
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &msg,
+        )
+        .unwrap();
         let pt = openssl_pkeyutl(&dir, "-decrypt", &key.pem, false, &OAEP_SHA256, &ct);
         assert_eq!(pt, msg, "{len} bytes");
         // openssl → core
@@ -715,9 +740,10 @@ fn rsa_other_paddings_from_openssl_are_refused() {
         &["-pkeyopt", "rsa_padding_mode:oaep"],
         msg,
     );
-    assert!(
-        decrypt(&imported, &sha1).is_err(),
-        "OAEP-SHA-1 ciphertext decrypted"
+    assert_eq!(
+        decrypt(&imported, &sha1).err(),
+        Some(CryptoError::DecryptionFailed),
+        "OAEP-SHA-1 ciphertext"
     );
     let v15 = openssl_pkeyutl(
         &dir,
@@ -727,9 +753,10 @@ fn rsa_other_paddings_from_openssl_are_refused() {
         &["-pkeyopt", "rsa_padding_mode:pkcs1"],
         msg,
     );
-    assert!(
-        decrypt(&imported, &v15).is_err(),
-        "PKCS#1 v1.5 ciphertext decrypted"
+    assert_eq!(
+        decrypt(&imported, &v15).err(),
+        Some(CryptoError::DecryptionFailed),
+        "PKCS#1 v1.5 ciphertext"
     );
 }
 
@@ -783,7 +810,7 @@ fn openssl_public_keys_parse_in_the_core() {
         assert_eq!(from_der, from_pem);
         assert_eq!(from_der.spki_der(), der);
         // Under the GM-only policy only the SM2 key is accepted (ALG-4).
-        let gm = PublicKey::from_spki_pem(Policy::new(PolicyMode::GmOnly), &key.pub_pem);
+        let gm = PublicKey::from_spki_pem(Policy::from_config(PolicyMode::GmOnly), &key.pub_pem);
         assert_eq!(gm.is_ok(), spec == KeySpec::Sm2, "{spec}");
     }
 }
@@ -808,16 +835,29 @@ fn openssl_keys_outside_the_policy_are_refused() {
         "p256",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
-    assert!(PublicKey::from_spki_pem(policy, &p256.pub_pem).is_err());
-    assert!(crypto::import_private_key(policy, Purpose::Sign, &p256.pkcs8_der).is_err());
+    const NOT_A_PUBLIC_KEY: &str = "not a DER SubjectPublicKeyInfo holding an SM2 or RSA key";
+    const NOT_A_PRIVATE_KEY: &str = "not a PKCS#8 SM2 or RSA private key";
     // Ed25519 neither.
     let ed = openssl_genpkey(&dir, "ed25519", &["-algorithm", "ED25519"]);
-    assert!(PublicKey::from_spki_pem(policy, &ed.pub_pem).is_err());
-    assert!(crypto::import_private_key(policy, Purpose::Sign, &ed.pkcs8_der).is_err());
+    for (name, other) in [("P-256", &p256), ("Ed25519", &ed)] {
+        let e = PublicKey::from_spki_pem(policy, &other.pub_pem).unwrap_err();
+        assert!(invalid(&e, "public key", NOT_A_PUBLIC_KEY), "{name}: {e}");
+        let e = crypto::import_private_key(policy, Purpose::Sign, &other.pkcs8_der).unwrap_err();
+        assert!(invalid(&e, "private key", NOT_A_PRIVATE_KEY), "{name}: {e}");
+    }
     // A private key PEM is not a public key.
     let sm2 = sm2_key(&dir, "sm2");
     let private_pem = std::fs::read_to_string(&sm2.pem).unwrap();
-    assert!(PublicKey::from_spki_pem(policy, &private_pem).is_err());
+    let e = PublicKey::from_spki_pem(policy, &private_pem).unwrap_err();
+    assert!(
+        invalid(&e, "public key", "PEM label must be PUBLIC KEY"),
+        "{e}"
+    );
+}
+
+/// Whether `e` is the core's refusal of malformed input `field`, saying `problem`.
+fn invalid(e: &Error, field: &str, problem: &str) -> bool {
+    matches!(e, Error::InvalidArgument(InvalidInput { field: f, problem: p }) if *f == field && p == problem)
 }
 
 #[test]
@@ -990,13 +1030,13 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         (KeySpec::Aes256Gcm, "aes", 32),
     ] {
         let raw = random(len);
-        let key = KeyMaterial::import_symmetric(
-            policy,
-            Purpose::Encrypt,
-            spec,
-            SecretBytes::copy_from_slice(&raw),
-        )
-        .unwrap();
+        let key = policy
+            .approve(Purpose::Encrypt, spec)
+            .map_err(Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&raw))
+            })
+            .unwrap();
         let approved = policy.approve(Purpose::Encrypt, spec).unwrap();
         for (c, ctx) in contexts.iter().enumerate() {
             assert_eq!(
@@ -1073,13 +1113,13 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         let Py::Ok(ct) = &r[2] else {
             panic!("python seal failed");
         };
-        let key = KeyMaterial::import_symmetric(
-            policy,
-            Purpose::Encrypt,
-            spec,
-            SecretBytes::copy_from_slice(&c.raw),
-        )
-        .unwrap();
+        let key = policy
+            .approve(Purpose::Encrypt, spec)
+            .map_err(Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(&c.raw))
+            })
+            .unwrap();
         let open = policy.approve_open(Purpose::Encrypt, spec).unwrap();
         let blob = [c.py_header.as_slice(), ct].concat();
         let env = envelope::parse(&blob).unwrap();
@@ -1087,7 +1127,11 @@ fn envelopes_open_in_python_and_python_envelopes_open_in_the_core() {
         let got = envelope::open(&open, &key, &env, ctx).unwrap();
         assert_eq!(got.expose_secret(), c.pt.as_slice(), "{spec}");
         let other: EncryptionContext = [("other", "ctx")].into_iter().collect();
-        assert!(envelope::open(&open, &key, &env, &other).is_err());
+        let e = envelope::open(&open, &key, &env, &other).unwrap_err();
+        assert!(
+            matches!(e, Error::Crypto(CryptoError::DecryptionFailed)),
+            "{spec}: {e}"
+        );
     }
     assert_eq!(cases.len(), 2 * 3 * 3);
 }

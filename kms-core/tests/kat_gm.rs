@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use kms_core::alg::{DigestAlg, KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
 use kms_core::crypto::{self, Message, PublicKey};
-use kms_core::policy::{Policy, PolicyMode};
-use kms_core::{KeyMaterial, SecretBytes};
+use kms_core::policy::{Policy, PolicyError, PolicyMode};
+use kms_core::{CryptoError, Error, InvalidInput, KeyMaterial, SecretBytes};
 use serde_json::Value;
 use sm2::pkcs8::{EncodePrivateKey, EncodePublicKey};
 
@@ -50,7 +50,7 @@ fn hex_field(v: &Value, name: &str) -> Vec<u8> {
 }
 
 fn policies() -> [Policy; 2] {
-    [Policy::default(), Policy::new(PolicyMode::GmOnly)]
+    [Policy::default(), Policy::from_config(PolicyMode::GmOnly)]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,13 +151,11 @@ fn sm4_gbt_32907_example_2_million_iterations() {
 // ---------------------------------------------------------------------------------------------
 
 fn sm4_key(policy: Policy, raw: Vec<u8>) -> KeyMaterial {
-    KeyMaterial::import_symmetric(
-        policy,
-        Purpose::Encrypt,
-        KeySpec::Sm4Gcm,
-        SecretBytes::from_vec(raw),
-    )
-    .unwrap()
+    policy
+        .approve(Purpose::Encrypt, KeySpec::Sm4Gcm)
+        .map_err(Error::from)
+        .and_then(|approved| KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(raw)))
+        .unwrap()
 }
 
 #[test]
@@ -188,28 +186,45 @@ fn sm4_gcm_rfc_8998_a1() {
             for i in 0..expected.len() {
                 let mut bad = expected.clone();
                 bad[i] ^= 0x01;
-                assert!(
-                    crypto::open_in_place(&open, &key, &nonce, &aad, &mut bad).is_err(),
-                    "{comment}: flipped byte {i} accepted"
+                assert_eq!(
+                    crypto::open_in_place(&open, &key, &nonce, &aad, &mut bad),
+                    Err(CryptoError::DecryptionFailed),
+                    "{comment}: flipped byte {i}"
                 );
             }
             for i in 0..aad.len() {
                 let mut bad_aad = aad.clone();
                 bad_aad[i] ^= 0x80;
                 let mut buf = expected.clone();
-                assert!(crypto::open_in_place(&open, &key, &nonce, &bad_aad, &mut buf).is_err());
+                assert_eq!(
+                    crypto::open_in_place(&open, &key, &nonce, &bad_aad, &mut buf),
+                    Err(CryptoError::DecryptionFailed),
+                    "{comment}: AAD byte {i}"
+                );
             }
             let mut buf = expected.clone();
-            assert!(crypto::open_in_place(&open, &key, &nonce, &[], &mut buf).is_err());
+            assert_eq!(
+                crypto::open_in_place(&open, &key, &nonce, &[], &mut buf),
+                Err(CryptoError::DecryptionFailed),
+                "{comment}: AAD left out"
+            );
             for i in 0..nonce.len() {
                 let mut bad_nonce = nonce;
                 bad_nonce[i] ^= 0x01;
                 let mut buf = expected.clone();
-                assert!(crypto::open_in_place(&open, &key, &bad_nonce, &aad, &mut buf).is_err());
+                assert_eq!(
+                    crypto::open_in_place(&open, &key, &bad_nonce, &aad, &mut buf),
+                    Err(CryptoError::DecryptionFailed),
+                    "{comment}: nonce byte {i}"
+                );
             }
             // A truncated body (shorter than a tag) is an error, not a panic.
             let mut short = expected[..15].to_vec();
-            assert!(crypto::open_in_place(&open, &key, &nonce, &aad, &mut short).is_err());
+            assert_eq!(
+                crypto::open_in_place(&open, &key, &nonce, &aad, &mut short),
+                Err(CryptoError::DecryptionFailed),
+                "{comment}: 15-byte body"
+            );
             n += 1;
         }
     }
@@ -220,30 +235,45 @@ fn sm4_gcm_rfc_8998_a1() {
 fn sm4_gcm_key_import_checks_length_and_policy() {
     let p = Policy::default();
     for len in [0usize, 15, 17, 32] {
-        let r = KeyMaterial::import_symmetric(
-            p,
-            Purpose::Encrypt,
-            KeySpec::Sm4Gcm,
-            SecretBytes::from_vec(vec![7; len]),
+        let r = p
+            .approve(Purpose::Encrypt, KeySpec::Sm4Gcm)
+            .map_err(Error::from)
+            .and_then(|approved| {
+                KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; len]))
+            });
+        let e = r.expect_err("SM4 key of the wrong length accepted");
+        assert!(
+            matches!(&e, Error::InvalidArgument(InvalidInput { field: "key", problem })
+                if problem == "a sm4-gcm key must be 16 bytes"),
+            "{len}: {e}"
         );
-        assert!(r.is_err(), "{len}-byte SM4 key accepted");
     }
     // SM4 keys are encryption keys only (KEY-5).
-    let r = KeyMaterial::import_symmetric(
-        p,
-        Purpose::Mac,
-        KeySpec::Sm4Gcm,
-        SecretBytes::from_vec(vec![7; 16]),
+    let r = p
+        .approve(Purpose::Mac, KeySpec::Sm4Gcm)
+        .map_err(Error::from)
+        .and_then(|approved| {
+            KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; 16]))
+        });
+    assert!(
+        matches!(
+            r,
+            Err(Error::Policy(PolicyError::WrongPurpose {
+                spec: KeySpec::Sm4Gcm,
+                purpose: Purpose::Mac
+            }))
+        ),
+        "{:?}",
+        r.err()
     );
-    assert!(r.is_err());
     // The GM-only policy keeps SM4 and refuses AES (ALG-4).
-    let gm = Policy::new(PolicyMode::GmOnly);
-    let r = KeyMaterial::import_symmetric(
-        gm,
-        Purpose::Encrypt,
-        KeySpec::Aes256Gcm,
-        SecretBytes::from_vec(vec![7; 32]),
-    );
+    let gm = Policy::from_config(PolicyMode::GmOnly);
+    let r = gm
+        .approve(Purpose::Encrypt, KeySpec::Aes256Gcm)
+        .map_err(Error::from)
+        .and_then(|approved| {
+            KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(vec![7; 32]))
+        });
     let e = r.unwrap_err().to_string();
     assert!(e.contains("ALG-4"), "{e}");
 }
@@ -254,7 +284,10 @@ fn sm4_gcm_key_of_another_spec_is_a_mismatch() {
     let key = sm4_key(p, vec![1; 16]);
     let aes = p.approve(Purpose::Encrypt, KeySpec::Aes256Gcm).unwrap();
     let mut buf = b"data".to_vec();
-    assert!(crypto::seal_in_place(&aes, &key, &[0; 12], b"", &mut buf).is_err());
+    assert_eq!(
+        crypto::seal_in_place(&aes, &key, &[0; 12], b"", &mut buf),
+        Err(CryptoError::Mismatch)
+    );
     assert_eq!(buf, b"data", "a refused seal must not touch the buffer");
 }
 
@@ -532,8 +565,9 @@ fn sm2_every_encryption_vector_decrypts() {
 
             // The C1C3C2 concatenation is not the interop format (GM/T 0009 DER is).
             let raw = hex_field(v, "ciphertext_c1c3c2_hex");
-            assert!(
-                crypto::asymmetric_decrypt(&open, &key, &raw).is_err(),
+            assert_eq!(
+                crypto::asymmetric_decrypt(&open, &key, &raw).err(),
+                Some(CryptoError::DecryptionFailed),
                 "{comment}"
             );
 
@@ -545,13 +579,18 @@ fn sm2_every_encryption_vector_decrypts() {
             for at in [c3_at, c3_at + c3.len() - 1, c2_at, c2_at + c2.len() - 1] {
                 let mut bad = der.clone();
                 bad[at] ^= 0x01;
-                assert!(
-                    crypto::asymmetric_decrypt(&open, &key, &bad).is_err(),
-                    "{comment}: tampered byte {at} accepted"
+                assert_eq!(
+                    crypto::asymmetric_decrypt(&open, &key, &bad).err(),
+                    Some(CryptoError::DecryptionFailed),
+                    "{comment}: tampered byte {at}"
                 );
             }
             // Truncated DER.
-            assert!(crypto::asymmetric_decrypt(&open, &key, &der[..der.len() - 1]).is_err());
+            assert_eq!(
+                crypto::asymmetric_decrypt(&open, &key, &der[..der.len() - 1]).err(),
+                Some(CryptoError::DecryptionFailed),
+                "{comment}: truncated DER"
+            );
         }
     }
     assert_eq!(n, 8 * 2, "every sm2_enc.json vector, both policies");
@@ -580,11 +619,15 @@ fn sm2_encryption_vector_needs_the_right_key() {
     let open = policy
         .approve_open(Purpose::AsymmetricDecrypt, KeySpec::Sm2)
         .unwrap();
-    assert!(crypto::asymmetric_decrypt(&open, &key, &hex_field(v, "ciphertext_der_hex")).is_err());
+    assert_eq!(
+        crypto::asymmetric_decrypt(&open, &key, &hex_field(v, "ciphertext_der_hex")).err(),
+        Some(CryptoError::DecryptionFailed)
+    );
     // A decryption key must not be approved for signing, and vice versa (KEY-5 tokens).
     let sign_open = policy.approve_open(Purpose::Sign, KeySpec::Sm2).unwrap();
-    assert!(
-        crypto::asymmetric_decrypt(&sign_open, &key, &hex_field(v, "ciphertext_der_hex")).is_err()
+    assert_eq!(
+        crypto::asymmetric_decrypt(&sign_open, &key, &hex_field(v, "ciphertext_der_hex")).err(),
+        Some(CryptoError::Mismatch)
     );
 }
 

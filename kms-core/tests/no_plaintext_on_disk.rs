@@ -27,17 +27,13 @@ use kms_core::authz::{Principal, Role};
 use kms_core::crypto::{Message, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::hierarchy::share::Share;
-use kms_core::hierarchy::wrap;
+use kms_core::hierarchy::wrap::{self, Derived, WrapAlg};
 use kms_core::keys::record::KeyRecord;
 use kms_core::keys::{KeyId, KeyRef, Namespace};
 use kms_core::store::{SledStore, Store, Tree};
-use kms_core::{CreateKeyRequest, DataKeyMode, Kms, KmsConfig, SecretBytes};
+use kms_core::{CreateKeyRequest, DataKeyMode, KmsConfig, SecretBytes, TestKms};
 
 const SHARE_PREFIX: &str = "kms-share-1-";
-/// Same label as `kms::backup` derives its key with.
-const BACKUP_LABEL: &str = "kms/backup/v1";
-/// Same label as the audit trail derives its context-HMAC key with.
-const CONTEXT_HMAC_LABEL: &str = "kms/audit/context-hmac/v1";
 /// Materials longer than this are searched as overlapping windows, so a partial leak (an RSA
 /// prime or exponent without the rest of the PKCS#8 document) is caught too.
 const WINDOW: usize = 32;
@@ -58,7 +54,7 @@ fn random(len: usize) -> Vec<u8> {
 }
 
 /// Every (purpose, spec) the standard policy allows, RSA above 2048 bits only on request.
-fn kinds(kms: &Kms) -> Vec<(Purpose, KeySpec)> {
+fn kinds(kms: &TestKms) -> Vec<(Purpose, KeySpec)> {
     let slow = std::env::var_os("KMS_TEST_SLOW_RSA").is_some();
     let mut out = Vec::new();
     for purpose in Purpose::ALL {
@@ -262,7 +258,7 @@ fn open_blob_with(key: &[u8], blob: &[u8], context: &EncryptionContext) -> Vec<u
     framed.extend_from_slice(&blob[24..]);
     let mut aad = blob[..36].to_vec();
     aad.extend_from_slice(&context.canonical_bytes());
-    wrap::unwrap(&SecretBytes::copy_from_slice(key), &aad, &framed)
+    wrap::forensic::unwrap(key, &aad, &framed)
         .unwrap()
         .expose_secret()
         .to_vec()
@@ -342,7 +338,7 @@ struct Observed {
 }
 
 fn use_key(
-    kms: &Kms,
+    kms: &TestKms,
     app: &Principal,
     key: &kms_core::KeyInfo,
     asym_peer: Option<KeyId>,
@@ -426,7 +422,14 @@ fn use_key(
             assert_eq!(out.key_version, v);
             let public = out.public_key;
             let secret = random(32);
-            let sealed = encrypt_to_public_key(&public, &secret).unwrap();
+            let sealed = encrypt_to_public_key(
+                &kms_core::policy::Policy::default()
+                    .approve(Purpose::AsymmetricDecrypt, public.spec())
+                    .unwrap(),
+                &public,
+                &secret,
+            )
+            .unwrap();
             let out = kms.asymmetric_decrypt(app, &r, &sealed, None).unwrap();
             assert_eq!(out.plaintext.expose_secret(), secret);
             assert_eq!(out.key_version, v);
@@ -448,7 +451,7 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     let store_dir = tmp.path().join("store");
     let backup_path = tmp.path().join("kms.backup");
     let store = Arc::new(SledStore::open(&store_dir).unwrap());
-    let kms = Kms::open(Arc::clone(&store) as Arc<dyn Store>, KmsConfig::default());
+    let kms = TestKms::open(Arc::clone(&store) as Arc<dyn Store>, KmsConfig::default());
     let init = kms.init(3, 2, "admin").unwrap();
     kms.unseal_with(&init.shares[0]).unwrap();
     kms.unseal_with(&init.shares[2]).unwrap();
@@ -513,16 +516,12 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     // Open the hierarchy from outside, with the shares an operator holds.
     let (unseal, set_id) = unseal_key_from_shares(&[&init.shares[1], &init.shares[2]]);
     let sealed_root = store.get(Tree::Seal, b"root").unwrap().unwrap();
-    let root = wrap::unwrap(
-        &SecretBytes::copy_from_slice(&unseal),
-        &wrap::root_aad(&set_id),
-        &sealed_root,
-    )
-    .expect("the unseal key from the shares opens the sealed root key");
+    let root = wrap::forensic::unwrap(&unseal, &wrap::root_aad(&set_id), &sealed_root)
+        .expect("the unseal key from the shares opens the sealed root key");
     let mut keks: HashMap<Namespace, Vec<u8>> = HashMap::new();
     for (k, v) in store.scan_prefix(Tree::Namespaces, &[]).unwrap() {
         let n = ns(std::str::from_utf8(&k).unwrap());
-        let kek = wrap::unwrap(&root, &wrap::kek_aad(&n), &v).unwrap();
+        let kek = wrap::forensic::unwrap(root.expose_secret(), &wrap::kek_aad(&n), &v).unwrap();
         keks.insert(n, kek.expose_secret().to_vec());
     }
     assert!(keks.contains_key(&ns("a")) && keks.contains_key(&ns("b")));
@@ -538,7 +537,7 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
             for v in &r.versions {
                 let wrapped = v.wrapped.clone().unwrap();
                 let aad = wrap::key_aad(r.id, v.version, &r.namespace, r.purpose, r.spec);
-                let material = wrap::unwrap(&kek, &aad, &wrapped).unwrap();
+                let material = wrap::forensic::unwrap(kek.expose_secret(), &aad, &wrapped).unwrap();
                 extracted.push(Extracted {
                     id: r.id,
                     version: v.version,
@@ -605,9 +604,11 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     for (n, kek) in &keks {
         needles_for(&format!("KEK of {n}"), kek, &[], &mut needles);
     }
-    let backup_key = kms.derived_secret(BACKUP_LABEL, 16).unwrap();
-    // The audit trail's context-HMAC key, if the KMS derives one under this label.
-    let context_key = kms.derived_secret(CONTEXT_HMAC_LABEL, 32).unwrap();
+    // The keys derived from the root, computed here from the extracted root key.
+    let backup_key =
+        wrap::forensic::derive(root.expose_secret(), Derived::BackupKey(WrapAlg::SM4_GCM)).unwrap();
+    let context_key =
+        wrap::forensic::derive(root.expose_secret(), Derived::AuditContextHmac).unwrap();
     needles_for(
         "audit context HMAC key",
         context_key.expose_secret(),

@@ -15,7 +15,7 @@ use kms_core::crypto::{self, Message, PublicKey};
 use kms_core::envelope::{self, EncryptionContext, HEADER_LEN, Header, MIN_LEN};
 use kms_core::policy::names::{parse_digest, parse_key_spec};
 use kms_core::policy::{Policy, PolicyError, PolicyMode};
-use kms_core::{Error, KeyMaterial};
+use kms_core::{CryptoError, Error, InvalidInput, KeyMaterial};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use uuid::Uuid;
@@ -89,6 +89,37 @@ fn open(spec: KeySpec, blob: &[u8], ctx: &EncryptionContext) -> Result<Vec<u8>, 
     open_with(envelope_key(spec), blob, ctx)
 }
 
+/// Whether `r` is the one opaque failure of authenticated decryption (no oracle).
+fn decryption_failed(r: &Result<Vec<u8>, Error>) -> bool {
+    matches!(r, Err(Error::Crypto(CryptoError::DecryptionFailed)))
+}
+
+/// Whether `r` is the parser's refusal of a malformed blob, saying `problem`.
+fn malformed(r: &Result<Vec<u8>, Error>, problem: &str) -> bool {
+    matches!(
+        r,
+        Err(Error::InvalidArgument(InvalidInput { field: "ciphertext", problem: p })) if p == problem
+    )
+}
+
+/// How opening `blob` with bit `bit` of byte `i` flipped must fail: the parser names a broken
+/// magic, format version, algorithm code or a zero key version (no flip of one bit turns code 1
+/// into 2 or back); any other change fails authentication, since the header is AAD.
+fn refused_after_flip(r: &Result<Vec<u8>, Error>, blob: &[u8], i: usize, bit: u8) -> bool {
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&blob[20..24]);
+    if (20..24).contains(&i) {
+        version[i - 20] ^= 1 << bit;
+    }
+    match i {
+        0 | 1 => malformed(r, "not a KMS ciphertext (bad magic)"),
+        2 => malformed(r, "unsupported ciphertext format version"),
+        3 => malformed(r, "unknown algorithm code"),
+        20..=23 if version == [0; 4] => malformed(r, "key version 0 does not exist"),
+        _ => decryption_failed(r),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Envelope
 // ---------------------------------------------------------------------------------------------
@@ -136,7 +167,11 @@ proptest! {
             _ if i >= blob.len() - 16 => "tag",
             _ => "ciphertext",
         };
-        prop_assert!(open(spec, &bad, &ctx).is_err(), "flipped bit {} of byte {} ({}) accepted", bit, i, region);
+        let r = open(spec, &bad, &ctx);
+        prop_assert!(
+            refused_after_flip(&r, &blob, i, bit),
+            "flipped bit {} of byte {} ({}): {:?}", bit, i, region, r.err()
+        );
         prop_assert_eq!(open(spec, &blob, &ctx).unwrap(), plaintext);
     }
 
@@ -151,7 +186,8 @@ proptest! {
             for bit in 0..8 {
                 let mut bad = blob.clone();
                 bad[i] ^= 1 << bit;
-                prop_assert!(open(spec, &bad, &ctx).is_err(), "byte {} bit {}", i, bit);
+                let r = open(spec, &bad, &ctx);
+                prop_assert!(refused_after_flip(&r, &blob, i, bit), "byte {} bit {}: {:?}", i, bit, r.err());
             }
         }
     }
@@ -183,7 +219,8 @@ proptest! {
         }
         let changed = EncryptionContext::new(changed);
         prop_assert_ne!(&changed, &ctx);
-        prop_assert!(open(spec, &blob, &changed).is_err());
+        let r = open(spec, &blob, &changed);
+        prop_assert!(decryption_failed(&r), "{:?}", r.err());
         prop_assert_eq!(open(spec, &blob, &ctx).unwrap(), plaintext);
     }
 
@@ -202,9 +239,11 @@ proptest! {
         let big = EncryptionContext::new(bigger);
 
         let blob = seal(spec, Uuid::new_v4(), 1, &small, &plaintext);
-        prop_assert!(open(spec, &blob, &big).is_err(), "extra pair accepted");
+        let r = open(spec, &blob, &big);
+        prop_assert!(decryption_failed(&r), "extra pair: {:?}", r.err());
         let blob = seal(spec, Uuid::new_v4(), 1, &big, &plaintext);
-        prop_assert!(open(spec, &blob, &small).is_err(), "missing pair accepted");
+        let r = open(spec, &blob, &small);
+        prop_assert!(decryption_failed(&r), "missing pair: {:?}", r.err());
         prop_assert_eq!(open(spec, &blob, &big).unwrap(), plaintext);
     }
 
@@ -214,11 +253,14 @@ proptest! {
         ctx in context(),
     ) {
         let blob = seal(KeySpec::Sm4Gcm, Uuid::new_v4(), 1, &ctx, &plaintext);
-        prop_assert!(open_with(&SM4_KEY_2, &blob, &ctx).is_err());
-        // A key of the other algorithm is refused before any decryption.
-        prop_assert!(open_with(&AES_KEY, &blob, &ctx).is_err());
+        let r = open_with(&SM4_KEY_2, &blob, &ctx);
+        prop_assert!(decryption_failed(&r), "{:?}", r.err());
+        // A key of the other algorithm is refused before any decryption, with the same error.
+        let r = open_with(&AES_KEY, &blob, &ctx);
+        prop_assert!(decryption_failed(&r), "{:?}", r.err());
         let blob = seal(KeySpec::Aes256Gcm, Uuid::new_v4(), 1, &ctx, &plaintext);
-        prop_assert!(open_with(&SM4_KEY, &blob, &ctx).is_err());
+        let r = open_with(&SM4_KEY, &blob, &ctx);
+        prop_assert!(decryption_failed(&r), "{:?}", r.err());
     }
 }
 
@@ -227,9 +269,9 @@ proptest! {
 
     #[test]
     fn envelope_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
-        let r = envelope::parse(&bytes);
+        let r = envelope::parse(&bytes).map(|_| Vec::new());
         if bytes.len() < MIN_LEN {
-            prop_assert!(r.is_err());
+            prop_assert!(malformed(&r, "too short to be a KMS ciphertext"), "{:?}", r);
         }
     }
 
@@ -237,22 +279,42 @@ proptest! {
     fn envelope_parse_of_well_formed_headers(
         code in prop_oneof![Just(1u8), Just(2u8), any::<u8>()],
         version_byte in prop_oneof![Just(1u8), any::<u8>()],
+        key_version in prop_oneof![Just(0u32), 1..=u32::MAX],
         middle in any::<[u8; 32]>(),
         body in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
+        let mut middle = middle;
+        middle[16..20].copy_from_slice(&key_version.to_be_bytes());
         let mut blob = vec![b'K', b'M', version_byte, code];
         blob.extend_from_slice(&middle);
         blob.extend_from_slice(&body);
         let r = envelope::parse(&blob);
-        let key_version = u32::from_be_bytes(middle[16..20].try_into().unwrap());
-        let expect_ok = version_byte == 1
-            && matches!(code, 1 | 2)
-            && key_version != 0
-            && blob.len() >= MIN_LEN;
-        prop_assert_eq!(r.is_ok(), expect_ok, "code {} version {} len {}", code, version_byte, blob.len());
-        if let Ok(env) = r {
-            prop_assert_eq!(&env.header.encode()[..], &blob[..HEADER_LEN]);
-            prop_assert_eq!(env.header.key_version, key_version);
+        // The parser's checks, in its order; the first that fails names the refusal.
+        let refusal = if blob.len() < MIN_LEN {
+            Some("too short to be a KMS ciphertext")
+        } else if version_byte != 1 {
+            Some("unsupported ciphertext format version")
+        } else if !matches!(code, 1 | 2) {
+            Some("unknown algorithm code")
+        } else if key_version == 0 {
+            Some("key version 0 does not exist")
+        } else {
+            None
+        };
+        match (r, refusal) {
+            (Ok(env), None) => {
+                prop_assert_eq!(&env.header.encode()[..], &blob[..HEADER_LEN]);
+                prop_assert_eq!(env.header.key_version, key_version);
+            }
+            (r, Some(problem)) => {
+                let r = r.map(|_| Vec::new());
+                prop_assert!(
+                    malformed(&r, problem),
+                    "code {} version {} key version {} len {}: {:?}, wanted {:?}",
+                    code, version_byte, key_version, blob.len(), r, problem
+                );
+            }
+            (Err(e), None) => prop_assert!(false, "code {} version {} len {}: {}", code, version_byte, blob.len(), e),
         }
     }
 
@@ -264,11 +326,13 @@ proptest! {
     ) {
         let blob = seal(spec, Uuid::new_v4(), 1, &EncryptionContext::default(), &plaintext);
         let keep = cut.index(MIN_LEN);
-        prop_assert!(envelope::parse(&blob[..keep]).is_err());
+        let r = envelope::parse(&blob[..keep]).map(|_| Vec::new());
+        prop_assert!(malformed(&r, "too short to be a KMS ciphertext"), "{:?}", r);
         // Cutting into the body (but not below MIN_LEN) parses, and fails to open.
         if blob.len() > MIN_LEN {
             let keep = MIN_LEN + cut.index(blob.len() - MIN_LEN);
-            prop_assert!(open(spec, &blob[..keep], &EncryptionContext::default()).is_err());
+            let r = open(spec, &blob[..keep], &EncryptionContext::default());
+            prop_assert!(decryption_failed(&r), "{:?}", r.err());
         }
     }
 }
@@ -299,24 +363,41 @@ fn envelope_wrong_purpose_is_refused_by_policy() {
             let e = p.approve(purpose, spec).unwrap_err();
             assert!(matches!(e, PolicyError::WrongPurpose { .. }), "{e}");
             assert!(e.to_string().contains("KEY-5"), "{e}");
-            assert!(p.approve_open(purpose, spec).is_err());
+            assert_eq!(
+                p.approve_open(purpose, spec).err(),
+                Some(PolicyError::WrongPurpose { spec, purpose })
+            );
         }
     }
 }
 
+/// Key versions start at 1 (the header's documented range is "≥ 1"): `seal` refuses version 0
+/// rather than write a blob that `parse` would refuse in turn, and `parse` refuses a header that
+/// names version 0 even when the rest of the blob is well formed.
 #[test]
-fn envelope_seal_with_key_version_zero_is_refused_or_opens() {
+fn envelope_key_version_zero_is_refused() {
     let ctx = EncryptionContext::default();
     let approved = Policy::default()
         .approve(Purpose::Encrypt, KeySpec::Sm4Gcm)
         .unwrap();
-    match envelope::seal(&approved, &SM4_KEY, Uuid::new_v4(), 0, &ctx, b"secret") {
-        Err(_) => {}
-        Ok(blob) => assert_eq!(
-            open(KeySpec::Sm4Gcm, &blob, &ctx).expect("sealed blob must open"),
-            b"secret"
+    let e = envelope::seal(&approved, &SM4_KEY, Uuid::new_v4(), 0, &ctx, b"secret")
+        .expect_err("a blob sealed under key version 0");
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidArgument(InvalidInput { field: "key version", problem })
+                if problem == "versions start at 1"
         ),
-    }
+        "{e}"
+    );
+    let mut blob = seal(KeySpec::Sm4Gcm, Uuid::new_v4(), 1, &ctx, b"secret");
+    blob[20..24].copy_from_slice(&0u32.to_be_bytes());
+    let r = open(KeySpec::Sm4Gcm, &blob, &ctx);
+    assert!(
+        malformed(&r, "key version 0 does not exist"),
+        "{:?}",
+        r.err()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,14 +536,18 @@ fn every_allowed_digest_parses() {
 
 #[test]
 fn gm_only_refuses_every_non_gm_spec() {
-    let gm = Policy::new(PolicyMode::GmOnly);
+    let gm = Policy::from_config(PolicyMode::GmOnly);
     let mut refused = 0;
     let mut allowed = 0;
     for spec in KeySpec::ALL {
         for purpose in Purpose::ALL {
             let r = gm.approve(purpose, spec);
             if !spec.supports(purpose) {
-                assert!(r.is_err(), "{spec} approved for {purpose}");
+                assert_eq!(
+                    r.err(),
+                    Some(PolicyError::WrongPurpose { spec, purpose }),
+                    "{spec} for {purpose}"
+                );
                 continue;
             }
             if spec.is_gm() {
@@ -532,7 +617,11 @@ fn rsa_keys_under_2048_bits_are_refused() {
         let pem = spki
             .to_pem("PUBLIC KEY", rsa::pkcs8::LineEnding::LF)
             .unwrap();
-        assert!(PublicKey::from_spki_pem(policy, &pem).is_err());
+        let e = PublicKey::from_spki_pem(policy, &pem).expect_err("short RSA PEM key accepted");
+        assert!(
+            matches!(e, Error::Policy(PolicyError::RsaKeySize { bits: b }) if b == bits),
+            "{bits}: {e}"
+        );
     }
     // The 2048-bit keys we generate pass the same checks.
     let public = crypto::public_key_of(&RSA_SIGN).unwrap();
@@ -645,7 +734,7 @@ proptest! {
 // Asymmetric encryption
 // ---------------------------------------------------------------------------------------------
 
-fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, kms_core::CryptoError> {
+fn decrypt(key: &KeyMaterial, ct: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let open = Policy::default()
         .approve_open(Purpose::AsymmetricDecrypt, key.spec())
         .unwrap();
@@ -662,10 +751,10 @@ proptest! {
     ) {
         let key = &*SM2_DECRYPT;
         let public = crypto::public_key_of(key).unwrap();
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(&Policy::default().approve(Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &msg).unwrap();
         prop_assert_eq!(&decrypt(key, &ct).unwrap(), &msg);
-        prop_assert!(decrypt(key, &changed(&ct, at)).is_err(), "tampered SM2 ciphertext accepted");
-        prop_assert!(decrypt(&SM2_SIGN, &ct).is_err(), "another key decrypted");
+        prop_assert_eq!(decrypt(key, &changed(&ct, at)).err(), Some(CryptoError::DecryptionFailed), "tampered SM2 ciphertext");
+        prop_assert_eq!(decrypt(&SM2_SIGN, &ct).err(), Some(CryptoError::DecryptionFailed), "another key");
     }
 
     #[test]
@@ -675,29 +764,55 @@ proptest! {
     ) {
         let key = &*RSA_DECRYPT;
         let public = crypto::public_key_of(key).unwrap();
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(&Policy::default().approve(Purpose::AsymmetricDecrypt, public.spec()).unwrap(), &public, &msg).unwrap();
         prop_assert_eq!(ct.len(), 256);
         prop_assert_eq!(&decrypt(key, &ct).unwrap(), &msg);
-        prop_assert!(decrypt(key, &changed(&ct, at)).is_err(), "tampered OAEP ciphertext accepted");
-        prop_assert!(decrypt(&RSA_SIGN, &ct).is_err(), "another key decrypted");
+        prop_assert_eq!(decrypt(key, &changed(&ct, at)).err(), Some(CryptoError::DecryptionFailed), "tampered OAEP ciphertext");
+        prop_assert_eq!(decrypt(&RSA_SIGN, &ct).err(), Some(CryptoError::DecryptionFailed), "another key");
     }
 }
 
 #[test]
 fn asymmetric_encryption_limits() {
     let rsa = crypto::public_key_of(&RSA_DECRYPT).unwrap();
-    assert!(crypto::encrypt_to_public_key(&rsa, &[1; 191]).is_err());
+    // 191 bytes is one more than OAEP-SHA-256 fits in a 2048-bit modulus (256 - 2·32 - 2 = 190).
+    assert_eq!(
+        crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, rsa.spec())
+                .unwrap(),
+            &rsa,
+            &[1; 191]
+        ),
+        Err(CryptoError::OperationFailed)
+    );
     // An SM2 ciphertext of the empty message either round-trips or is refused; never a panic.
     let sm2 = crypto::public_key_of(&SM2_DECRYPT).unwrap();
-    if let Ok(ct) = crypto::encrypt_to_public_key(&sm2, b"") {
+    if let Ok(ct) = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, sm2.spec())
+            .unwrap(),
+        &sm2,
+        b"",
+    ) {
         assert_eq!(decrypt(&SM2_DECRYPT, &ct).unwrap(), b"");
     }
     // A sign-purpose token cannot decrypt.
-    let ct = crypto::encrypt_to_public_key(&sm2, b"pin").unwrap();
+    let ct = crypto::encrypt_to_public_key(
+        &Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, sm2.spec())
+            .unwrap(),
+        &sm2,
+        b"pin",
+    )
+    .unwrap();
     let sign_token = Policy::default()
         .approve_open(Purpose::Sign, KeySpec::Sm2)
         .unwrap();
-    assert!(crypto::asymmetric_decrypt(&sign_token, &SM2_DECRYPT, &ct).is_err());
+    assert_eq!(
+        crypto::asymmetric_decrypt(&sign_token, &SM2_DECRYPT, &ct).err(),
+        Some(CryptoError::Mismatch)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use kms_core::alg::{DigestAlg, KeySpec, Purpose, RsaSigScheme, SignatureRequest};
 use kms_core::crypto::{self, Message, PublicKey};
 use kms_core::policy::Policy;
-use kms_core::{Error, KeyMaterial, SecretBytes};
+use kms_core::{CryptoError, Error, KeyMaterial, SecretBytes};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -151,13 +151,13 @@ fn run_aead(file: &Value, spec: KeySpec, key_bits: usize) -> (Tally, usize) {
             continue;
         }
         for t in tests(g) {
-            let key = KeyMaterial::import_symmetric(
-                policy,
-                Purpose::Encrypt,
-                spec,
-                SecretBytes::from_vec(unhex(t, "key")),
-            )
-            .unwrap();
+            let key = policy
+                .approve(Purpose::Encrypt, spec)
+                .map_err(Error::from)
+                .and_then(|approved| {
+                    KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(unhex(t, "key")))
+                })
+                .unwrap();
             let nonce: [u8; 12] = unhex(t, "iv").try_into().unwrap();
             let aad = unhex(t, "aad");
             let msg = unhex(t, "msg");
@@ -230,12 +230,12 @@ fn run_hmac(name: &str, spec: KeySpec) -> MacCounts {
         for t in tests(g) {
             let raw = unhex(t, "key");
             assert_eq!(raw.len() * 8, num(g, "keySize"));
-            let imported = KeyMaterial::import_symmetric(
-                policy,
-                Purpose::Mac,
-                spec,
-                SecretBytes::from_vec(raw.clone()),
-            );
+            let imported = policy
+                .approve(Purpose::Mac, spec)
+                .map_err(Error::from)
+                .and_then(|approved| {
+                    KeyMaterial::import_symmetric(&approved, SecretBytes::from_vec(raw.clone()))
+                });
             if raw.len() < out_len {
                 // The core refuses HMAC keys shorter than the hash output (a weak key), so these
                 // groups (e.g. 128-bit keys for HMAC-SHA-256) cannot be run: assert the refusal.
@@ -581,8 +581,9 @@ fn rsa_oaep_first_octet_must_be_zero() {
         .unwrap();
         for t in tests(g).iter().filter(|t| t["tcId"].as_u64() == Some(23)) {
             assert_eq!(t["result"].as_str(), Some("invalid"), "{}", tc(t));
-            assert!(
-                crypto::asymmetric_decrypt(&open, &key, &unhex(t, "ct")).is_err(),
+            assert_eq!(
+                crypto::asymmetric_decrypt(&open, &key, &unhex(t, "ct")).err(),
+                Some(CryptoError::DecryptionFailed),
                 "{}",
                 tc(t)
             );
@@ -610,11 +611,27 @@ fn rsa_oaep_wycheproof_key_round_trips() {
         .unwrap();
     for len in [0usize, 1, 32, 190] {
         let msg = vec![0x5a; len];
-        let ct = crypto::encrypt_to_public_key(&public, &msg).unwrap();
+        let ct = crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &msg,
+        )
+        .unwrap();
         assert_eq!(ct.len(), 256);
         let pt = crypto::asymmetric_decrypt(&open, &key, &ct).unwrap();
         assert_eq!(pt.expose_secret(), msg.as_slice());
     }
     // 2048-bit OAEP-SHA-256 carries at most 256 - 2·32 - 2 = 190 bytes.
-    assert!(crypto::encrypt_to_public_key(&public, &[0; 191]).is_err());
+    assert_eq!(
+        crypto::encrypt_to_public_key(
+            &Policy::default()
+                .approve(Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &[0; 191]
+        ),
+        Err(CryptoError::OperationFailed)
+    );
 }

@@ -398,7 +398,7 @@ mod tests {
         let path = "/kms.v1.Crypto/Encrypt";
         let named = |status: Status| refusal_of(&with_request_id(status.into_http(), id, path));
         // From the one error map: already named, left alone.
-        let mapped = crate::status::to_status(&kms_core::Error::Sealed, id);
+        let mapped = crate::status::to_status(kms_core::Error::Sealed, id);
         assert_eq!(
             named(mapped.clone()),
             (mapped.code(), mapped.message().to_owned())

@@ -138,7 +138,7 @@ where
 
 /// `kms-server selftest`: runs every self-test `mode` enables and prints the report.
 fn selftest_command(mode: PolicyMode, out: &mut dyn Write) -> u8 {
-    let report = selftest::run(Policy::new(mode));
+    let report = selftest::run(Policy::from_config(mode));
     let written = writeln!(out, "self-tests (policy: {})", mode.name())
         .and_then(|()| writeln!(out, "{report}"));
     if report.all_passed() && written.is_ok() {

@@ -349,8 +349,8 @@ impl Config {
 
     pub fn policy(&self) -> Result<Policy, ConfigError> {
         match names::normalize(&self.policy).as_str() {
-            "standard" => Ok(Policy::new(PolicyMode::Standard)),
-            "gmonly" => Ok(Policy::new(PolicyMode::GmOnly)),
+            "standard" => Ok(Policy::from_config(PolicyMode::Standard)),
+            "gmonly" => Ok(Policy::from_config(PolicyMode::GmOnly)),
             _ => Err(ConfigError::Invalid(
                 "policy must be \"standard\" or \"gm-only\"".into(),
             )),
@@ -487,7 +487,11 @@ mod tests {
                 .contains("needs postgres_url")
         );
         let bogus = write(dir.path(), &format!("storage = \"mongo\"\n{TLS}"));
-        assert!(Config::load(&bogus).is_err());
+        let e = Config::load(&bogus).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid(m) if m == "storage must be \"sled\" or \"postgres\""),
+            "{e}"
+        );
         let bad_schema = write(
             dir.path(),
             &format!(
@@ -625,7 +629,11 @@ mod tests {
                 .contains("never inline")
         );
         let unknown = write(dir.path(), "bogus = 1\n");
-        assert!(Config::load(&unknown).is_err());
+        let e = Config::load(&unknown).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Parse { message, .. } if message.contains("unknown field `bogus`")),
+            "{e}"
+        );
         let none = write(dir.path(), "listen = \"127.0.0.1:1\"\n");
         assert!(
             Config::load(&none)

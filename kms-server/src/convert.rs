@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::status::Refusal;
 use kms_core::KeyInfo;
 use kms_core::alg::{KeySpec, Purpose, SignatureParams};
 use kms_core::authz::{Grant, Principal, Role};
@@ -11,51 +12,46 @@ use kms_core::keys::state::KeyState;
 use kms_core::keys::{KeyRef, Namespace};
 use kms_core::policy::names;
 use kms_proto::v1;
-use tonic::Status;
 
 /// The namespace keys are created in when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-fn invalid(e: &kms_core::Error) -> Status {
-    Status::invalid_argument(e.to_string())
+fn bad(message: &'static str) -> Refusal {
+    Refusal::BadRequest(message.into())
 }
 
 /// A key reference as a caller typed it, resolved against the caller's namespace.
-pub fn key_ref(input: &str, principal: &Principal) -> Result<KeyRef, Status> {
+pub fn key_ref(input: &str, principal: &Principal) -> Result<KeyRef, Refusal> {
     if input.is_empty() {
-        return Err(Status::invalid_argument(
-            "key is required: give a key id or an alias",
-        ));
+        return Err(bad("key is required: give a key id or an alias"));
     }
     let home = match &principal.role {
         Role::App { namespace } => namespace.clone(),
-        Role::Admin | Role::Auditor => {
-            Namespace::new(DEFAULT_NAMESPACE).map_err(|e| invalid(&e))?
-        }
+        Role::Admin | Role::Auditor => Namespace::new(DEFAULT_NAMESPACE)?,
     };
-    KeyRef::parse(input, &home).map_err(|e| invalid(&e))
+    Ok(KeyRef::parse(input, &home)?)
 }
 
-pub fn namespace(input: &str) -> Result<Namespace, Status> {
+pub fn namespace(input: &str) -> Result<Namespace, Refusal> {
     let s = if input.is_empty() {
         DEFAULT_NAMESPACE
     } else {
         input
     };
-    Namespace::new(s).map_err(|e| invalid(&e))
+    Ok(Namespace::new(s)?)
 }
 
 pub fn context(map: HashMap<String, String>) -> EncryptionContext {
     EncryptionContext::new(map.into_iter().collect::<BTreeMap<_, _>>())
 }
 
-pub fn purpose(p: i32) -> Result<Purpose, Status> {
+pub fn purpose(p: i32) -> Result<Purpose, Refusal> {
     match v1::Purpose::try_from(p) {
         Ok(v1::Purpose::Encrypt) => Ok(Purpose::Encrypt),
         Ok(v1::Purpose::Sign) => Ok(Purpose::Sign),
         Ok(v1::Purpose::AsymmetricDecrypt) => Ok(Purpose::AsymmetricDecrypt),
         Ok(v1::Purpose::Mac) => Ok(Purpose::Mac),
-        Ok(v1::Purpose::Unspecified) | Err(_) => Err(Status::invalid_argument(
+        Ok(v1::Purpose::Unspecified) | Err(_) => Err(bad(
             "purpose is required: encrypt, sign, asymmetric-decrypt or mac",
         )),
     }
@@ -80,8 +76,8 @@ fn state_out(s: KeyState) -> v1::KeyState {
     }
 }
 
-pub fn key_spec(input: &str) -> Result<KeySpec, Status> {
-    names::parse_key_spec(input).map_err(|e| Status::invalid_argument(e.to_string()))
+pub fn key_spec(input: &str) -> Result<KeySpec, Refusal> {
+    Ok(names::parse_key_spec(input)?)
 }
 
 pub fn key_metadata(k: &KeyInfo) -> v1::KeyMetadata {
@@ -135,43 +131,59 @@ pub fn principal_info(p: &Principal) -> v1::PrincipalInfo {
     }
 }
 
-pub fn role(role: &str, namespace: &str) -> Result<Role, Status> {
+pub fn role(role: &str, namespace: &str) -> Result<Role, Refusal> {
     match names::normalize(role).as_str() {
         "app" => Ok(Role::App {
             namespace: self::namespace(namespace)?,
         }),
         "admin" => Ok(Role::Admin),
         "auditor" => Ok(Role::Auditor),
-        _ => Err(Status::invalid_argument(
-            "role must be app, admin or auditor",
-        )),
+        _ => Err(bad("role must be app, admin or auditor")),
     }
 }
 
 /// The signature parameters a request asks for; empty fields take the key's defaults.
-pub fn signature_params(sm2_id: &str, scheme: &str, hash: &str) -> Result<SignatureParams, Status> {
-    let bad = |e: kms_core::policy::PolicyError| Status::invalid_argument(e.to_string());
+pub fn signature_params(
+    sm2_id: &str,
+    scheme: &str,
+    hash: &str,
+) -> Result<SignatureParams, Refusal> {
     Ok(SignatureParams {
         sm2_id: (!sm2_id.is_empty()).then(|| sm2_id.to_owned()),
         rsa_scheme: if scheme.is_empty() {
             None
         } else {
-            Some(names::parse_rsa_sig_scheme(scheme).map_err(bad)?)
+            Some(names::parse_rsa_sig_scheme(scheme)?)
         },
         hash: if hash.is_empty() {
             None
         } else {
-            Some(names::parse_digest(hash).map_err(bad)?)
+            Some(names::parse_digest(hash)?)
         },
     })
 }
 
-pub fn message(bytes: &[u8], message_type: i32) -> Result<Message<'_>, Status> {
+/// What a sign or verify request's bytes are, checked before the bytes are touched.
+#[derive(Clone, Copy, Debug)]
+pub enum MessageKind {
+    Raw,
+    Digest,
+}
+
+impl MessageKind {
+    #[must_use]
+    pub fn of(self, bytes: &[u8]) -> Message<'_> {
+        match self {
+            Self::Raw => Message::Raw(bytes),
+            Self::Digest => Message::Digest(bytes),
+        }
+    }
+}
+
+pub fn message_kind(message_type: i32) -> Result<MessageKind, Refusal> {
     match v1::MessageType::try_from(message_type) {
-        Ok(v1::MessageType::Raw) => Ok(Message::Raw(bytes)),
-        Ok(v1::MessageType::Digest) => Ok(Message::Digest(bytes)),
-        Err(_) => Err(Status::invalid_argument(
-            "message_type must be RAW or DIGEST",
-        )),
+        Ok(v1::MessageType::Raw) => Ok(MessageKind::Raw),
+        Ok(v1::MessageType::Digest) => Ok(MessageKind::Digest),
+        Err(_) => Err(bad("message_type must be RAW or DIGEST")),
     }
 }

@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use kms_core::audit::archive::ArchivePolicy;
 use kms_core::authz::Role;
+use kms_core::authz::authorize;
 use kms_core::hierarchy::share::Share;
 use kms_core::keys::Namespace;
 use kms_core::store::SledStore;
-use kms_core::{Kms, KmsConfig};
+use kms_core::{KmsConfig, System};
 
 use kms_core::policy::{Policy, PolicyMode};
 
@@ -32,7 +33,8 @@ const ARCHIVE_DIR: &str = "audit-archive";
 
 /// What `prepare` made or found.
 pub struct DevSetup {
-    pub kms: Arc<Kms>,
+    /// The opened KMS and its system handle (for the server's system service and scheduler).
+    pub system: Arc<System>,
     pub tls: Arc<rustls::ServerConfig>,
     /// The TLCP listener's configuration (the dev TLCP server pair, the SM2 client CA).
     pub tlcp: Arc<kms_tlcp::TlcpServerConfig>,
@@ -138,16 +140,13 @@ pub fn prepare_with(
         &clients_ca,
     )
     .map_err(|e| e.to_string())?;
-    let kms_config = KmsConfig {
-        policy: match transport {
-            Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
-            Transport::Standard => Policy::default(),
-        },
-        ..KmsConfig::default()
-    };
+    let kms_config = KmsConfig::new(Policy::from_config(match transport {
+        Transport::GmOnly => PolicyMode::GmOnly,
+        Transport::Standard => PolicyMode::Standard,
+    }));
 
     let store = SledStore::open(&dir.join("store")).map_err(|e| format!("store: {e}"))?;
-    let kms = Arc::new(Kms::open(Arc::new(store), kms_config));
+    let kms = Arc::new(System::open(Arc::new(store), kms_config));
     let status = kms.status().map_err(|e| e.to_string())?;
     let share_path = dir.join(SHARE_FILE);
     let created = !status.initialized;
@@ -176,12 +175,12 @@ pub fn prepare_with(
     ] {
         let id = devpki::client_identity(subject);
         if kms.principal(&id).map_err(|e| e.to_string())?.is_none() {
-            kms.add_principal(&admin, &id, role)
+            kms.add_principal(&authorize(&admin).map_err(|e| e.to_string())?, &id, role)
                 .map_err(|e| format!("principal {subject}: {e}"))?;
         }
     }
     Ok(DevSetup {
-        kms,
+        system: kms,
         tls,
         tlcp,
         dir: dir.to_owned(),
@@ -198,10 +197,10 @@ pub(crate) fn dev_command(
     err: &mut dyn Write,
 ) -> u8 {
     let _log = crate::serve::init_logging();
-    let policy = match transport {
-        Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
-        Transport::Standard => Policy::default(),
-    };
+    let policy = Policy::from_config(match transport {
+        Transport::GmOnly => PolicyMode::GmOnly,
+        Transport::Standard => PolicyMode::Standard,
+    });
     if !crate::serve::self_test(policy, err) {
         return EXIT_FAILED;
     }
@@ -264,7 +263,7 @@ pub(crate) fn dev_command(
         if setup.created { "created" } else { "reusing" },
     );
     let _ = out.flush();
-    let kms = Arc::clone(&setup.kms);
+    let system = Arc::clone(&setup.system);
     // The audit trail is archived as in production (defaults), next to the store.
     let settings = crate::server::Settings {
         audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
@@ -273,7 +272,7 @@ pub(crate) fn dev_command(
     let result = runtime.block_on(crate::server::run_with_tlcp(
         listener,
         Some((tlcp_listener, Arc::clone(&setup.tlcp))),
-        kms,
+        system,
         setup.tls,
         settings,
         crate::serve::shutdown_signal(),

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::status::Refusal;
 use serde::Deserialize;
-use tonic::Status;
 
 /// Configurable bounds. Defaults: 64 KiB of plaintext, 8 KiB of context.
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -42,12 +42,13 @@ impl Limits {
         self.max_plaintext_bytes + self.max_context_bytes + 16 * 1024
     }
 
-    pub fn check_payload(&self, field: &str, len: usize) -> Result<(), Status> {
+    pub fn check_payload(&self, field: &'static str, len: usize) -> Result<(), Refusal> {
         if len > self.max_plaintext_bytes {
-            return Err(Status::invalid_argument(format!(
-                "{field} is {len} bytes; the limit is {} bytes",
-                self.max_plaintext_bytes
-            )));
+            return Err(Refusal::TooLarge {
+                field,
+                len,
+                limit: self.max_plaintext_bytes,
+            });
         }
         Ok(())
     }
@@ -55,13 +56,14 @@ impl Limits {
     pub fn check_context<'a>(
         &self,
         pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Refusal> {
         let len: usize = pairs.into_iter().map(|(k, v)| k.len() + v.len()).sum();
         if len > self.max_context_bytes {
-            return Err(Status::invalid_argument(format!(
-                "encryption context is {len} bytes; the limit is {} bytes",
-                self.max_context_bytes
-            )));
+            return Err(Refusal::TooLarge {
+                field: "encryption context",
+                len,
+                limit: self.max_context_bytes,
+            });
         }
         Ok(())
     }
@@ -85,7 +87,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `subject`, or says when to come back.
-    pub fn check(&self, subject: &str) -> Result<(), Status> {
+    pub fn check(&self, subject: &str) -> Result<(), Refusal> {
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -100,10 +102,11 @@ impl RateLimiter {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(Status::resource_exhausted(format!(
-                "rate limit of {} requests/s (burst {}) exceeded for {subject}; retry later",
-                self.rate, self.burst
-            )))
+            Err(Refusal::RateLimited {
+                rate: self.rate,
+                burst: self.burst,
+                subject: subject.to_owned(),
+            })
         }
     }
 }
@@ -123,8 +126,10 @@ mod tests {
         for _ in 0..3 {
             rl.check("a").unwrap();
         }
-        let e = rl.check("a").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(
+            rl.check("a"),
+            Err(Refusal::RateLimited { subject, .. }) if subject == "a"
+        ));
         rl.check("b").unwrap();
     }
 
@@ -132,9 +137,23 @@ mod tests {
     fn sizes_are_bounded() {
         let l = Limits::default();
         assert!(l.check_payload("plaintext", 64 * 1024).is_ok());
-        assert!(l.check_payload("plaintext", 64 * 1024 + 1).is_err());
+        assert!(matches!(
+            l.check_payload("plaintext", 64 * 1024 + 1),
+            Err(Refusal::TooLarge {
+                field: "plaintext",
+                len: 65537,
+                limit: 65536
+            })
+        ));
         let big = "v".repeat(8 * 1024);
         let ctx: HashMap<String, String> = [("k".to_string(), big)].into();
-        assert!(l.check_context(&ctx).is_err());
+        assert!(matches!(
+            l.check_context(&ctx),
+            Err(Refusal::TooLarge {
+                field: "encryption context",
+                len: 8193,
+                limit: 8192
+            })
+        ));
     }
 }

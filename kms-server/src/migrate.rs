@@ -147,8 +147,10 @@ mod tests {
 
     #[test]
     fn arguments_name_their_backend() {
-        assert!(sled_path("postgres:x").is_err());
-        assert!(sled_path("sled:").is_err());
+        // The error type is a message (a String); the message is what the operator sees.
+        let usage = "--from must be sled:PATH (the store directory, DATA_DIR/store)";
+        assert_eq!(sled_path("postgres:x").unwrap_err(), usage);
+        assert_eq!(sled_path("sled:").unwrap_err(), usage);
         let dir = tempfile::tempdir().unwrap();
         let e = sled_path(&format!("sled:{}", dir.path().display())).unwrap_err();
         assert!(e.contains("not a sled store"), "{e}");
@@ -164,6 +166,8 @@ mod tests {
             postgres_url("postgres:host=db user=kms").unwrap(),
             "host=db user=kms"
         );
-        assert!(postgres_url("sled:/x").is_err());
+        let usage = "--to must be postgres:URL (a URL without a password)";
+        assert_eq!(postgres_url("sled:/x").unwrap_err(), usage);
+        assert_eq!(postgres_url("postgres:").unwrap_err(), usage);
     }
 }

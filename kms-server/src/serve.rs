@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use kms_core::Kms;
+use kms_core::System;
 use kms_core::selftest;
 use kms_core::store::{SledStore, Store};
 use kms_store_postgres::PostgresStore;
@@ -237,7 +237,7 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
     let Some(store) = open_store(&config, err) else {
         return EXIT_FAILED;
     };
-    let kms = Arc::new(Kms::open(store, kms_config));
+    let kms = Arc::new(System::open(store, kms_config));
     let runtime = match runtime(kms.store().reads_are_local()) {
         Ok(r) => r,
         Err(e) => {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kms_core::Kms;
 use kms_core::audit::archive::{ArchiveError, ArchiveOutcome, ArchivePolicy, Archiver};
 use kms_core::audit::writer::AuditLog;
+use kms_core::{Kms, System};
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_server::CryptoServer, key_admin_server::KeyAdminServer,
     system_server::SystemServer,
@@ -26,6 +26,7 @@ use crate::audit_layer::AuditLayer;
 use crate::identity::{PeerInfo, subject_of};
 use crate::limits::Limits;
 use crate::services::Shared;
+use crate::services::system::SystemService;
 
 /// How the server runs, beyond the core's own settings.
 #[derive(Clone, Debug)]
@@ -272,17 +273,17 @@ async fn accept_loop(
 }
 
 /// Rotates what is due and destroys what has waited long enough, until told to stop.
-async fn scheduler(kms: Arc<Kms>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn scheduler(owner: Arc<System>, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if kms.is_sealed() {
+        if owner.is_sealed() {
             continue;
         }
-        let k = Arc::clone(&kms);
+        let k = Arc::clone(&owner);
         let done = tokio::task::spawn_blocking(move || (k.rotate_due(), k.destroy_due())).await;
         match done {
             Ok((rotated, destroyed)) => {
@@ -347,7 +348,7 @@ async fn store_health(
             "",
             <CryptoServer<Shared> as tonic::server::NamedService>::NAME,
             <KeyAdminServer<Shared> as tonic::server::NamedService>::NAME,
-            <SystemServer<Shared> as tonic::server::NamedService>::NAME,
+            <SystemServer<SystemService> as tonic::server::NamedService>::NAME,
             <AuditServer<Shared> as tonic::server::NamedService>::NAME,
         ] {
             reporter.set_service_status(service, status).await;
@@ -408,12 +409,12 @@ fn start_archiver(audit: &AuditLog, policy: Option<&ArchivePolicy>) -> Option<Ar
 /// Serves until `shutdown` completes: in-flight calls finish, then every key is wiped (sealed).
 pub async fn run(
     listener: TcpListener,
-    kms: Arc<Kms>,
+    owner: Arc<System>,
     tls: Arc<rustls::ServerConfig>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    run_with_tlcp(listener, None, kms, tls, settings, shutdown).await
+    run_with_tlcp(listener, None, owner, tls, settings, shutdown).await
 }
 
 /// A TLCP listener and its configuration, served beside the TLS port.
@@ -423,11 +424,12 @@ pub type TlcpListener = (TcpListener, Arc<kms_tlcp::TlcpServerConfig>);
 pub async fn run_with_tlcp(
     listener: TcpListener,
     tlcp: Option<TlcpListener>,
-    kms: Arc<Kms>,
+    owner: Arc<System>,
     tls: Arc<rustls::ServerConfig>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let kms = Arc::clone(owner.kms());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(128);
     let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
@@ -450,7 +452,7 @@ pub async fn run_with_tlcp(
         stop_rx.clone(),
     ));
     let sched = tokio::spawn(scheduler(
-        Arc::clone(&kms),
+        Arc::clone(&owner),
         settings.scheduler_interval,
         stop_rx.clone(),
     ));
@@ -459,7 +461,7 @@ pub async fn run_with_tlcp(
     let audit = Arc::new(AuditLog::start(
         Arc::clone(kms.store()),
         ids.node(),
-        kms.audit_signer(),
+        owner.audit_signer(),
         settings.checkpoints,
     ));
     let archiver = start_archiver(&audit, settings.audit_archive.as_ref());
@@ -471,7 +473,9 @@ pub async fn run_with_tlcp(
     health_reporter
         .set_serving::<KeyAdminServer<Shared>>()
         .await;
-    health_reporter.set_serving::<SystemServer<Shared>>().await;
+    health_reporter
+        .set_serving::<SystemServer<SystemService>>()
+        .await;
     health_reporter.set_serving::<AuditServer<Shared>>().await;
     let health_watch = tokio::spawn(store_health(
         Arc::clone(&kms),
@@ -496,7 +500,10 @@ pub async fn run_with_tlcp(
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
-        .add_service(SystemServer::new(shared).max_decoding_message_size(max));
+        .add_service(
+            SystemServer::new(SystemService::new(shared, Arc::clone(&owner)))
+                .max_decoding_message_size(max),
+        );
     if let Some(r) = reflection {
         router = router.add_service(r);
     }
@@ -519,7 +526,7 @@ pub async fn run_with_tlcp(
         log.stop();
     })
     .await;
-    kms.seal_now();
+    owner.seal_now();
     tracing::info!("server stopped; keys wiped");
     served.map_err(ServeError::from)
 }

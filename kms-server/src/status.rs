@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 fn code_of(e: &Error) -> Code {
     match e {
+        Error::Unseal(UnsealError::NotInitialized) => Code::FailedPrecondition,
         Error::Policy(_) | Error::InvalidArgument(_) | Error::Unseal(_) => Code::InvalidArgument,
         Error::Crypto(c) => match c {
             CryptoError::DecryptionFailed | CryptoError::OperationFailed => Code::InvalidArgument,
@@ -28,18 +29,84 @@ fn code_of(e: &Error) -> Code {
     }
 }
 
-/// Maps an error, logging it with the request id. Internal errors keep their detail in the log
-/// only; everything else is already safe to show (core errors are built from safe fields).
-pub fn to_status(e: &Error, request_id: &str) -> Status {
-    let code = code_of(e);
+/// Why the server refuses a request: a core error, or one of the refusals the server makes
+/// itself (identity, limits, its own state). Conversions, limits and handlers return it; only
+/// [`to_status`] turns it into a `Status`, with the request id.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    #[error(transparent)]
+    Core(#[from] Error),
+    /// A request field is missing or out of range (what and why, in the caller's terms).
+    #[error("{0}")]
+    BadRequest(std::borrow::Cow<'static, str>),
+    #[error("no usable client certificate subject (SAN URI or CN)")]
+    NoSubject,
+    #[error("{subject} is not a registered principal; an administrator must add it")]
+    UnknownPrincipal { subject: String },
+    #[error("rate limit of {rate} requests/s (burst {burst}) exceeded for {subject}; retry later")]
+    RateLimited {
+        rate: f64,
+        burst: f64,
+        subject: String,
+    },
+    #[error("{field} is {len} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        field: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    #[error("the KMS is already initialised")]
+    AlreadyInitialised,
+    #[error("restore needs an uninitialised KMS; this one is initialised")]
+    RestoreNeedsEmptyStore,
+    #[error("this server keeps no audit trail")]
+    NoAuditTrail,
+    /// The audit trail cannot serve an export now (what the store said is in the log).
+    #[error("the audit trail cannot be exported now: {0}")]
+    AuditUnavailable(String),
+    /// A response could not be encoded: a bug, never the caller's fault.
+    #[error("{0} could not be encoded")]
+    Encoding(&'static str),
+}
+
+impl From<kms_core::InvalidInput> for Refusal {
+    fn from(e: kms_core::InvalidInput) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+impl From<kms_core::policy::PolicyError> for Refusal {
+    fn from(e: kms_core::policy::PolicyError) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+fn refusal_code(r: &Refusal) -> Code {
+    match r {
+        Refusal::Core(e) => code_of(e),
+        Refusal::NoSubject => Code::Unauthenticated,
+        Refusal::UnknownPrincipal { .. } => Code::PermissionDenied,
+        Refusal::RateLimited { .. } => Code::ResourceExhausted,
+        Refusal::BadRequest(_) | Refusal::TooLarge { .. } => Code::InvalidArgument,
+        Refusal::AlreadyInitialised => Code::AlreadyExists,
+        Refusal::RestoreNeedsEmptyStore => Code::FailedPrecondition,
+        Refusal::NoAuditTrail | Refusal::AuditUnavailable(_) => Code::Unavailable,
+        Refusal::Encoding(_) => Code::Internal,
+    }
+}
+
+/// The one map from a refusal to a status, logging it with the request id. Internal errors keep
+/// their detail in the log only; everything else is already safe to show (core errors are built
+/// from safe fields, the server's own refusals name only the caller's input and limits).
+pub fn to_status(e: impl Into<Refusal>, request_id: &str) -> Status {
+    let e = e.into();
+    let code = refusal_code(&e);
     let shown = if code == Code::Internal {
         "internal error; the server log has the detail".to_owned()
     } else {
         e.to_string()
     };
-    if matches!(e, Error::Unseal(UnsealError::NotInitialized)) {
-        return Status::failed_precondition(format!("{shown} (request {request_id})"));
-    }
     if matches!(code, Code::Internal | Code::Unavailable | Code::Aborted) {
         tracing::error!(request_id, code = ?code, error = %e, "request failed");
     } else {
@@ -101,12 +168,13 @@ mod tests {
             ),
         ];
         for (e, code) in cases {
-            let s = to_status(&e, "r1");
-            assert_eq!(s.code(), code, "{e}");
+            let shown = e.to_string();
+            let s = to_status(e, "r1");
+            assert_eq!(s.code(), code, "{shown}");
             assert!(s.message().contains("request r1"));
         }
         let s = to_status(
-            &Error::Store(StoreError::Corrupt("secret detail".into())),
+            Error::Store(StoreError::Corrupt("secret detail".into())),
             "r2",
         );
         assert!(
@@ -213,13 +281,88 @@ mod tests {
             ),
         ];
         for (e, code) in cases {
-            let s = to_status(&e, "rq-7");
-            assert_eq!(s.code(), code, "{e}");
+            let shown = e.to_string();
+            let s = to_status(e, "rq-7");
+            assert_eq!(s.code(), code, "{shown}");
             assert!(s.message().ends_with("(request rq-7)"), "{}", s.message());
             assert!(!s.message().contains(SECRET), "{}", s.message());
         }
         let w = worker_failed("rq-8");
         assert_eq!(w.code(), Code::Internal);
         assert!(w.message().contains("(request rq-8)"));
+    }
+
+    /// Every refusal the server makes itself, through the same map.
+    #[test]
+    fn every_server_refusal_maps() {
+        let cases: Vec<(Refusal, Code, &str)> = vec![
+            (
+                Refusal::BadRequest("key is required".into()),
+                Code::InvalidArgument,
+                "key is required",
+            ),
+            (
+                Refusal::NoSubject,
+                Code::Unauthenticated,
+                "client certificate",
+            ),
+            (
+                Refusal::UnknownPrincipal {
+                    subject: "spiffe://x".into(),
+                },
+                Code::PermissionDenied,
+                "spiffe://x is not a registered principal",
+            ),
+            (
+                Refusal::RateLimited {
+                    rate: 1.0,
+                    burst: 2.0,
+                    subject: "s".into(),
+                },
+                Code::ResourceExhausted,
+                "rate limit of 1 requests/s",
+            ),
+            (
+                Refusal::TooLarge {
+                    field: "plaintext",
+                    len: 9,
+                    limit: 8,
+                },
+                Code::InvalidArgument,
+                "plaintext is 9 bytes; the limit is 8 bytes",
+            ),
+            (
+                Refusal::AlreadyInitialised,
+                Code::AlreadyExists,
+                "already initialised",
+            ),
+            (
+                Refusal::RestoreNeedsEmptyStore,
+                Code::FailedPrecondition,
+                "uninitialised",
+            ),
+            (Refusal::NoAuditTrail, Code::Unavailable, "no audit trail"),
+            (
+                Refusal::AuditUnavailable("busy".into()),
+                Code::Unavailable,
+                "cannot be exported now: busy",
+            ),
+            (
+                Refusal::Encoding("inventory"),
+                Code::Internal,
+                "internal error",
+            ),
+            (
+                kms_core::InvalidInput::new("key", "is required").into(),
+                Code::InvalidArgument,
+                "invalid key: is required",
+            ),
+        ];
+        for (r, code, text) in cases {
+            let s = to_status(r, "rq-9");
+            assert_eq!(s.code(), code, "{}", s.message());
+            assert!(s.message().contains(text), "{}", s.message());
+            assert!(s.message().ends_with("(request rq-9)"), "{}", s.message());
+        }
     }
 }

@@ -349,7 +349,16 @@ mod tests {
             cert_pem: &p.p256_cert,
             key_pem: &p.sm2_key,
         };
-        assert!(server_config_with(Transport::Standard, &[mixed], &bundle).is_err());
+        let err = server_config_with(Transport::Standard, &[mixed], &bundle).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::Rustls(rustls::Error::InconsistentKeys(
+                    rustls::InconsistentKeys::KeyMismatch
+                ))
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use kms_core::clock::{Clock, DAY, ManualClock};
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{KeyId, KeyRef, Namespace};
 use kms_core::store::Store;
-use kms_core::{CreateKeyRequest, Kms, KmsConfig, UnsealProgress};
+use kms_core::{CreateKeyRequest, KmsConfig, TestKms, UnsealProgress};
 use kms_store_postgres::{PostgresOptions, PostgresStore};
 use kms_test_postgres::TempSchema;
 
@@ -52,9 +52,9 @@ impl Schema {
 }
 
 /// `n` unsealed nodes on `schema`, sharing `clock`; node 0 initialised the store.
-fn nodes(schema: &Schema, n: usize, clock: &Arc<ManualClock>) -> Vec<Arc<Kms>> {
+fn nodes(schema: &Schema, n: usize, clock: &Arc<ManualClock>) -> Vec<Arc<TestKms>> {
     let open = || {
-        Arc::new(Kms::with_clock(
+        Arc::new(TestKms::with_clock(
             schema.store(),
             KmsConfig::default(),
             Arc::clone(clock) as Arc<dyn Clock>,
@@ -74,7 +74,11 @@ fn nodes(schema: &Schema, n: usize, clock: &Arc<ManualClock>) -> Vec<Arc<Kms>> {
 }
 
 /// Every node runs `work` `times` times at once, in threads; returns each node's results.
-fn race<T: Send>(nodes: &[Arc<Kms>], times: usize, work: impl Fn(&Kms) -> T + Sync) -> Vec<T> {
+fn race<T: Send>(
+    nodes: &[Arc<TestKms>],
+    times: usize,
+    work: impl Fn(&TestKms) -> T + Sync,
+) -> Vec<T> {
     std::thread::scope(|s| {
         let handles: Vec<_> = nodes
             .iter()

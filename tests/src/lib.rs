@@ -9,7 +9,9 @@
 //! namespaces, an auditor and an unregistered stranger, each with typed clients. [`pg::Cluster`]
 //! is the same for several nodes sharing one PostgreSQL database (`tests/multinode.rs`).
 //! [`gm_pki`] adds the same callers with SM2 certificates, and a world can be started over the
-//! GM transport (RFC 8998 only) as well as the standard one.
+//! GM transport (RFC 8998 only) as well as the standard one. [`dev::DevServer`] is the other
+//! shape of the same server: set up as `kms-server dev` sets it up (dev PKI, CLI profiles, one
+//! unseal share), on a runtime of its own, for `kms-cli`'s tests that run the `kms` binary.
 //!
 //! `tests/e2e.rs` is the one end-to-end binary; `tests/workspace.rs` checks what spans crates
 //! without a server (the self-test command against the algorithm list and policy).
@@ -17,6 +19,7 @@
 // A harness whose setup step fails should fail the test that called it, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dev;
 pub mod gm_pki;
 pub mod net;
 pub mod pg;

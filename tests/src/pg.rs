@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use kms_core::clock::{Clock, SystemClock};
 use kms_core::store::Store;
-use kms_core::{Kms, KmsConfig};
+use kms_core::{KmsConfig, System};
 use kms_proto::v1;
 use kms_server::Settings;
 use kms_store_postgres::{PostgresOptions, PostgresStore};
@@ -238,7 +238,7 @@ impl Drop for Proxy {
 pub struct Node {
     /// The `application_name` of its database connections.
     pub app_name: String,
-    pub kms: Arc<Kms>,
+    pub kms: Arc<System>,
     pub store: Arc<PostgresStore>,
     pub server: TestServer,
     pub admin: Clients,
@@ -371,7 +371,7 @@ impl Cluster {
             .open(self.schema.options(&app_name, spec.via))
             .await;
         let dyn_store: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
-        let kms = Arc::new(Kms::with_clock(
+        let kms = Arc::new(System::with_clock(
             dyn_store,
             KmsConfig::default(),
             Arc::clone(&self.clock),

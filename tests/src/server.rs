@@ -1,16 +1,20 @@
 //! The real server, in-process: `kms_server::run` on `127.0.0.1:0` over a sled store in a
-//! directory the test owns, stopped through its shutdown future.
+//! directory the test owns, stopped through its shutdown future. Every in-process server of the
+//! tests is a [`TestServer`]: the worlds of `kms-tests` ([`crate::world`], [`crate::pg`]) and the
+//! dev servers the `kms` binary is run against ([`crate::dev`]).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kms_core::store::{SledStore, Store};
-use kms_core::{Kms, KmsConfig};
+use kms_core::{KmsConfig, System};
 use kms_server::{ServeError, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use kms_core::policy::{Policy, PolicyMode};
 use kms_server::tls::{CertPair, Transport};
@@ -35,6 +39,64 @@ pub fn transport_config(pki: &Pki, transport: Transport) -> Arc<rustls::ServerCo
             };
             kms_server::tls::server_config_with(transport, &[p256, sm2], &pki.clients_ca_pem())
                 .unwrap()
+        }
+    }
+}
+
+/// How long a server may take to shut down once asked.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
+/// Sockets bound on 127.0.0.1:0 for a server about to start: its TLS port and, if asked for, a
+/// TLCP port. Binding first lets a test write the addresses into configuration (the dev
+/// profiles) before the server starts.
+pub struct Ports {
+    tls: TcpListener,
+    pub addr: SocketAddr,
+    tlcp: Option<TcpListener>,
+    pub tlcp_addr: Option<SocketAddr>,
+}
+
+impl Ports {
+    /// Binds the TLS port and, with `tlcp`, the TLCP port.
+    pub async fn bind(tlcp: bool) -> Self {
+        let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tls.local_addr().unwrap();
+        let tlcp = if tlcp {
+            Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let tlcp_addr = tlcp.as_ref().map(|l| l.local_addr().unwrap());
+        Self {
+            tls,
+            addr,
+            tlcp,
+            tlcp_addr,
+        }
+    }
+}
+
+/// Why a server did not stop cleanly.
+#[derive(Debug)]
+pub enum StopError {
+    /// `run` returned an error.
+    Serve(ServeError),
+    /// The server task panicked or was cancelled.
+    Task(JoinError),
+    /// The server did not stop within 30 s of its shutdown signal.
+    Timeout,
+}
+
+impl fmt::Display for StopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Serve(e) => write!(f, "the server failed: {e}"),
+            Self::Task(e) => write!(f, "the server task failed: {e}"),
+            Self::Timeout => write!(
+                f,
+                "the server did not stop within {} s of its shutdown signal",
+                STOP_WITHIN.as_secs()
+            ),
         }
     }
 }
@@ -73,12 +135,12 @@ impl TestServer {
         let store: Arc<dyn Store> = Arc::new(store);
         let config = KmsConfig {
             policy: match transport {
-                Transport::GmOnly => Policy::new(PolicyMode::GmOnly),
+                Transport::GmOnly => Policy::from_config(PolicyMode::GmOnly),
                 Transport::Standard => Policy::default(),
             },
             ..KmsConfig::default()
         };
-        let kms = Arc::new(Kms::open(store, config));
+        let kms = Arc::new(System::open(store, config));
         let tls = transport_config(pki, transport);
         let tlcp = kms_server::tls::tlcp_config(
             &pki.gm.tlcp_sign.cert_pem,
@@ -93,7 +155,7 @@ impl TestServer {
 
     /// Serves an already opened KMS (any store, any clock): several nodes on one PostgreSQL
     /// database ([`crate::pg`]) are several of these.
-    pub async fn start_with_kms(pki: &Pki, kms: Arc<Kms>, settings: Settings) -> Self {
+    pub async fn start_with_kms(pki: &Pki, kms: Arc<System>, settings: Settings) -> Self {
         let tls = kms_server::tls::server_config(
             &pki.server.cert_pem,
             &pki.server.key_pem,
@@ -105,7 +167,7 @@ impl TestServer {
 
     /// Serves `kms` with a TLS configuration of the test's making.
     pub async fn start_with_tls(
-        kms: Arc<Kms>,
+        kms: Arc<System>,
         tls: Arc<rustls::ServerConfig>,
         settings: Settings,
     ) -> Self {
@@ -114,20 +176,34 @@ impl TestServer {
 
     /// Serves `kms` on a TLS port and, with `tlcp`, a TLCP port (both on 127.0.0.1:0).
     async fn serve(
-        kms: Arc<Kms>,
+        kms: Arc<System>,
         tls: Arc<rustls::ServerConfig>,
         tlcp: Option<Arc<kms_tlcp::TlcpServerConfig>>,
         settings: Settings,
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tlcp_listener, tlcp_addr) = match tlcp {
-            Some(config) => {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let a = l.local_addr().unwrap();
-                (Some((l, config)), Some(a))
-            }
-            None => (None, None),
+        let ports = Ports::bind(tlcp.is_some()).await;
+        Self::serve_on(ports, kms, tls, tlcp, settings)
+    }
+
+    /// Serves `kms` on `ports` (TLCP only with both a TLCP port and a `tlcp` configuration) on
+    /// the current tokio runtime, until [`TestServer::stop`] or the server is dropped.
+    #[must_use]
+    pub fn serve_on(
+        ports: Ports,
+        kms: Arc<System>,
+        tls: Arc<rustls::ServerConfig>,
+        tlcp: Option<Arc<kms_tlcp::TlcpServerConfig>>,
+        settings: Settings,
+    ) -> Self {
+        let Ports {
+            tls: listener,
+            addr,
+            tlcp: tlcp_listener,
+            tlcp_addr,
+        } = ports;
+        let (tlcp_listener, tlcp_addr) = match (tlcp_listener, tlcp) {
+            (Some(l), Some(config)) => (Some((l, config)), tlcp_addr),
+            (Some(_) | None, _) => (None, None),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kms_server::run_with_tlcp(
@@ -137,6 +213,7 @@ impl TestServer {
             tls,
             settings,
             async move {
+                // A dropped sender stops the server too.
                 let _ = stopped.await;
             },
         ));
@@ -149,11 +226,24 @@ impl TestServer {
     }
 
     /// Asks the server to shut down and waits until `run` returns (which seals and drops the KMS).
+    /// Panics if the server task failed or did not stop within 30 s.
     pub async fn stop(self) -> Result<(), ServeError> {
+        match self.shutdown().await {
+            Ok(()) => Ok(()),
+            Err(StopError::Serve(e)) => Err(e),
+            Err(e @ (StopError::Task(_) | StopError::Timeout)) => panic!("{e}"),
+        }
+    }
+
+    /// As [`TestServer::stop`], never panicking: for callers that stop a server while
+    /// unwinding (a `Drop`).
+    pub async fn shutdown(self) -> Result<(), StopError> {
         let _ = self.stop.send(());
-        tokio::time::timeout(std::time::Duration::from_secs(30), self.task)
-            .await
-            .expect("the server did not stop within 30 s of its shutdown signal")
-            .unwrap()
+        match tokio::time::timeout(STOP_WITHIN, self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(StopError::Serve(e)),
+            Ok(Err(e)) => Err(StopError::Task(e)),
+            Err(_) => Err(StopError::Timeout),
+        }
     }
 }

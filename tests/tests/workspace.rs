@@ -39,7 +39,7 @@ fn covers(test: &str, spec: KeySpec) -> bool {
 }
 
 fn check_policy(mode: PolicyMode, flags: &[&str]) {
-    let policy = Policy::new(mode);
+    let policy = Policy::from_config(mode);
     let (status, stdout) = selftest(flags);
     assert_eq!(status, kms_server::EXIT_OK, "{stdout}");
     let passed = passed(&stdout);

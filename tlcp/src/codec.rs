@@ -127,7 +127,7 @@ mod tests {
         let mut r = Reader::new(&[0, 0, 2, 7, 8, 9], "test");
         assert_eq!(r.vec24().unwrap(), &[7, 8]);
         assert!(!r.is_empty());
-        assert!(r.finish().is_err());
+        assert!(matches!(r.finish(), Err(TlcpError::Decode("test"))));
     }
 
     #[test]
@@ -136,6 +136,10 @@ mod tests {
         put_vec24(&mut out, &[1, 2]).unwrap();
         put_vec8(&mut out, &[3]).unwrap();
         assert_eq!(out, [0, 0, 2, 1, 2, 1, 3]);
-        assert!(put_vec8(&mut out, &[0; 256]).is_err());
+        let r = put_vec8(&mut out, &[0; 256]);
+        assert!(
+            matches!(&r, Err(TlcpError::Config(m)) if m == "256 bytes do not fit an 8-bit length"),
+            "{r:?}"
+        );
     }
 }

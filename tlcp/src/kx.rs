@@ -259,8 +259,15 @@ mod tests {
             Err(TlcpError::KeyExchange(_))
         ));
         let other = new_ephemeral().unwrap();
-        assert!(decrypt_pre_master(&other, &ct).is_err());
-        assert!(decrypt_pre_master(&enc, &[0x30, 0x03, 0x02, 0x01]).is_err());
+        // Another key, and DER that is no SM2 ciphertext: the same refusal.
+        for (key, ct) in [(&other, &ct[..]), (&enc, &[0x30, 0x03, 0x02, 0x01][..])] {
+            assert!(matches!(
+                decrypt_pre_master(key, ct),
+                Err(TlcpError::KeyExchange(
+                    "the pre-master secret does not decrypt"
+                ))
+            ));
+        }
     }
 
     #[test]
@@ -268,12 +275,18 @@ mod tests {
         let key = new_ephemeral().unwrap();
         let sig = sign(&key, b"tbs").unwrap();
         verify(&key.public_key(), b"tbs", &sig, "test").unwrap();
-        assert!(verify(&key.public_key(), b"tbx", &sig, "test").is_err());
+        assert!(matches!(
+            verify(&key.public_key(), b"tbx", &sig, "test"),
+            Err(TlcpError::BadSignature("test"))
+        ));
         let other_id = SigningKey::new("TLSv1.3+GM+Cipher+Suite", &key).unwrap();
         let sig2: Signature = other_id
             .try_sign_with_rng(&mut getrandom::SysRng, b"tbs")
             .unwrap();
-        assert!(verify(&key.public_key(), b"tbs", &sig2.to_der().to_vec(), "test").is_err());
+        assert!(matches!(
+            verify(&key.public_key(), b"tbs", &sig2.to_der().to_vec(), "test"),
+            Err(TlcpError::BadSignature("test"))
+        ));
     }
 
     /// Z of the GB/T 32918.2 Annex A example uses another curve; instead check that our Z is the

@@ -364,11 +364,17 @@ mod tests {
             let mut r3 = Vec::new();
             tx3.seal(APPLICATION_DATA, b"one", &mut r3).unwrap();
             let mut body = r3[HEADER_LEN..].to_vec();
-            assert!(rx3.open(HANDSHAKE, &mut body).is_err());
+            assert!(
+                matches!(rx3.open(HANDSHAKE, &mut body), Err(TlcpError::BadRecordMac)),
+                "{suite}: application data accepted as a handshake record"
+            );
             let mut body = r3[HEADER_LEN..].to_vec();
             assert!(
-                rx3.open(APPLICATION_DATA, &mut body).is_err(),
-                "seq 1 accepted seq 0"
+                matches!(
+                    rx3.open(APPLICATION_DATA, &mut body),
+                    Err(TlcpError::BadRecordMac)
+                ),
+                "{suite}: seq 1 accepted seq 0"
             );
         }
     }

@@ -6,16 +6,14 @@
 //! Audit files are streamed (archive segments and exports reach hundreds of MB); several are
 //! verified as one trail, each continuing the one before.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use kms_core::audit::{Broken, ChainError, FileChain, Line, Start, VerifiedFiles};
 use kms_core::crypto::PublicKey;
-use kms_core::keys::state::KeyState;
 use kms_core::policy::Policy;
-use kms_core::{Inventory, verify_inventory};
+use kms_core::{Inventory, InventoryError, verify_inventory};
 use kms_proto::v1::{ExportAuditRequest, ExportInventoryRequest, GetAuditPublicKeyRequest};
 use serde_json::{Value, json};
 
@@ -517,70 +515,6 @@ fn nodes_line(nodes: &std::collections::BTreeMap<String, u64>) -> String {
     )
 }
 
-/// Where the signed summary disagrees with the signed key list (a server bug, but an auditor
-/// should not have to find it by hand).
-fn inconsistencies(inv: &Inventory) -> Vec<String> {
-    let mut found = Vec::new();
-    let n = u64::try_from(inv.keys.len()).unwrap_or(u64::MAX);
-    let s = &inv.summary;
-    if s.total_keys != n {
-        found.push(format!(
-            "the summary counts {} keys, the list holds {n}",
-            s.total_keys
-        ));
-    }
-    for (what, counts) in [("algorithm", &s.by_algorithm), ("state", &s.by_state)] {
-        let sum: u64 = counts.values().sum();
-        if sum != n {
-            found.push(format!("the counts by {what} add up to {sum}, not {n}"));
-        }
-    }
-    let ids = |pred: &dyn Fn(&kms_core::InventoryKey) -> bool| -> BTreeSet<&str> {
-        inv.keys
-            .iter()
-            .filter(|k| pred(k))
-            .map(|k| k.key_id.as_str())
-            .collect()
-    };
-    let checks: [(&str, BTreeSet<&str>, BTreeSet<&str>); 3] = [
-        (
-            "overdue for rotation",
-            listed(&s.overdue_for_rotation),
-            ids(&|k| k.overdue_for_rotation),
-        ),
-        (
-            "forbidden by policy",
-            listed(&s.forbidden_by_policy),
-            ids(&|k| !k.allowed_by_policy),
-        ),
-        (
-            "compromised",
-            s.compromised.iter().map(|c| c.key_id.as_str()).collect(),
-            ids(&|k| k.state == KeyState::Compromised || k.compromised_at.is_some()),
-        ),
-    ];
-    for (what, summary, keys) in checks {
-        if summary != keys {
-            found.push(format!(
-                "the summary lists {} key(s) as {what}, the key list marks {}",
-                summary.len(),
-                keys.len()
-            ));
-        }
-    }
-    if s.all_keys_allowed_by_policy != s.forbidden_by_policy.is_empty() {
-        found.push(
-            "all_keys_allowed_by_policy contradicts the list of keys forbidden by policy"
-                .to_owned(),
-        );
-    }
-    found
-}
-
-fn listed(v: &[String]) -> BTreeSet<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// `1 record`, `2 records`.
 fn plural(n: u64, what: &str) -> String {
     if n == 1 {
@@ -621,25 +555,26 @@ pub(super) fn verify_inventory_file(
     json: bool,
 ) -> Result<(), CliError> {
     let public = load_public_key(public_key)?;
-    let problem = match read_text(file)? {
-        Err(broken) => format!("line {}: {}", broken.line, broken.problem),
+    let (problem, signed_but_inconsistent) = match read_text(file)? {
+        Err(broken) => (format!("line {}: {}", broken.line, broken.problem), false),
         Ok(text) => match verify_inventory(&text, &public) {
-            Ok(inv) => {
-                let found = inconsistencies(&inv);
-                if found.is_empty() {
-                    return print_inventory(file, &public, &inv, json);
-                }
-                format!(
-                    "it is signed, but its summary disagrees with its key list: {}",
-                    found.join("; ")
-                )
-            }
-            Err(e) => e.0,
+            Ok(inv) => return print_inventory(file, &public, &inv, json),
+            Err(e) => (e.to_string(), matches!(e, InventoryError::Inconsistent(_))),
         },
     };
     if json {
         print_json(&json!({ "valid": false, "file": file, "problem": problem }))?;
     }
+    let hint = if signed_but_inconsistent {
+        "the signature is good, so the server that signed it is at fault: keep the file and \
+         report it; `kms key list` shows the keys as they are now"
+            .to_owned()
+    } else {
+        format!(
+            "the inventory was changed after it was exported, or {} is not the key that signed it",
+            public_key.display()
+        )
+    };
     Err(CliError::new(
         ExitKind::VerificationFailed,
         format!(
@@ -647,10 +582,7 @@ pub(super) fn verify_inventory_file(
             file.display()
         ),
     )
-    .with_hint(format!(
-        "the inventory was changed after it was exported, or {} is not the key that signed it",
-        public_key.display()
-    )))
+    .with_hint(hint))
 }
 
 fn print_inventory(

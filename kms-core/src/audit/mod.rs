@@ -40,7 +40,6 @@ pub use self::verify::{
     checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
 pub use self::vocab::{Flag, Operation, Outcome, Role, Service, Unrecognised};
-use crate::alg::DigestAlg;
 use crate::crypto;
 
 /// The hash before the first record.
@@ -228,7 +227,10 @@ impl Record {
 /// The chain hash of a record given its canonical bytes ([`Record::canonical`]).
 #[must_use]
 pub fn chain_hash(canonical: &[u8]) -> String {
-    hex::encode(crypto::digest::digest_raw(DigestAlg::Sm3, canonical))
+    hex::encode(crypto::digest(
+        crate::policy::ApprovedDigest::SM3,
+        canonical,
+    ))
 }
 
 /// A signed statement that the chain up to record `seq` hashes to `last_hash`.

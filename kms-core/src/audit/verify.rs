@@ -93,7 +93,7 @@ pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
 /// [`checkpoint_signature_valid`], telling an encoding failure apart from a bad signature.
 fn signature_valid(cp: &Checkpoint, public: &PublicKey) -> Result<bool, EncodeError> {
     let signed = cp.signed_bytes()?;
-    let policy = Policy::default();
+    let policy = Policy::GM_FORMATS;
     let Ok(open) = policy.approve_open(Purpose::Sign, KeySpec::Sm2) else {
         return Ok(false);
     };

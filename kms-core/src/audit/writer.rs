@@ -30,7 +30,7 @@ pub type Signer =
 /// Key generation failed (no randomness).
 pub fn ephemeral_signer(key_id: &str) -> Result<(Signer, crate::crypto::PublicKey), crate::Error> {
     use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
-    let policy = crate::policy::Policy::default();
+    let policy = crate::policy::Policy::GM_FORMATS;
     let approved = policy.approve(Purpose::Sign, KeySpec::Sm2)?;
     let key = crate::crypto::generate(&approved)?;
     let public = crate::crypto::public_key_of(&key)?;

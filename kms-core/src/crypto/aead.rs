@@ -107,8 +107,7 @@ fn gcm(spec: KeySpec) -> Result<bool, CryptoError> {
     }
 }
 
-/// For the key hierarchy's own wrapping keys, which are not customer keys and carry no token.
-pub(crate) fn seal_raw(
+fn seal_raw(
     spec: KeySpec,
     key: &[u8],
     nonce: &[u8; AEAD_NONCE_LEN],
@@ -122,7 +121,7 @@ pub(crate) fn seal_raw(
     }
 }
 
-pub(crate) fn open_raw(
+fn open_raw(
     spec: KeySpec,
     key: &[u8],
     nonce: &[u8; AEAD_NONCE_LEN],

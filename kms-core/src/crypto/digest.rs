@@ -8,11 +8,7 @@ use crate::policy::ApprovedDigest;
 /// Hashes `data` with an approved digest.
 #[must_use]
 pub fn digest(alg: ApprovedDigest, data: &[u8]) -> Vec<u8> {
-    digest_raw(alg.alg(), data)
-}
-
-pub(crate) fn digest_raw(alg: DigestAlg, data: &[u8]) -> Vec<u8> {
-    match alg {
+    match alg.alg() {
         DigestAlg::Sm3 => sm3::Sm3::digest(data).to_vec(),
         DigestAlg::Sha256 => sha2::Sha256::digest(data).to_vec(),
         DigestAlg::Sha384 => sha2::Sha384::digest(data).to_vec(),

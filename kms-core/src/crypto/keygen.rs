@@ -2,7 +2,7 @@
 //! key pair (GM/T 0028, FIPS 140-3 §7.10.3.3), and policy-checked import.
 
 use super::{Message, rng, rsa, sm2};
-use crate::alg::{KeySpec, Purpose, SignatureRequest};
+use crate::alg::{KeySpec, Purpose};
 use crate::error::{CryptoError, Error, InvalidInput};
 use crate::policy::{Approved, ApprovedDataKey, Policy, Protect};
 use crate::secret::{KeyMaterial, SecretBytes};
@@ -32,41 +32,32 @@ pub fn generate(approved: &Approved<Protect>) -> Result<KeyMaterial, CryptoError
     };
     let key = KeyMaterial::new(spec, bytes);
     if symmetric_len(spec).is_none() {
-        pairwise_consistency(&key, approved.purpose())?;
+        pairwise_consistency(&key, approved)?;
     }
     Ok(key)
 }
 
 /// Sign-then-verify or encrypt-then-decrypt with a fresh key pair; a failure means the key is
-/// unusable and must not be stored.
-pub(crate) fn pairwise_consistency(key: &KeyMaterial, purpose: Purpose) -> Result<(), CryptoError> {
-    let policy = Policy::default();
-    let spec = key.spec();
+/// unusable and must not be stored. Runs under the token that approved the key.
+pub(crate) fn pairwise_consistency(
+    key: &KeyMaterial,
+    approved: &Approved<Protect>,
+) -> Result<(), CryptoError> {
     let public = super::public_key_of(key)?;
     let probe = b"pairwise consistency test";
-    match purpose {
+    match approved.purpose() {
         Purpose::Sign => {
-            let approved = policy
-                .approve(Purpose::Sign, spec)
+            let sign = approved
+                .default_signature()
                 .map_err(|_| CryptoError::Mismatch)?;
-            let request = SignatureRequest::default_for(spec).ok_or(CryptoError::Mismatch)?;
-            let sig_ok = policy
-                .approve_signature(approved, request.clone())
-                .map_err(|_| CryptoError::Mismatch)?;
-            let sig = super::sign(&sig_ok, key, Message::Raw(probe))?;
-            let ver_ok = policy
-                .approve_verify(approved.for_open(), request)
-                .map_err(|_| CryptoError::Mismatch)?;
-            if !super::verify(&ver_ok, &public, Message::Raw(probe), &sig)? {
+            let sig = super::sign(&sign, key, Message::Raw(probe))?;
+            if !super::verify(&sign.for_open(), &public, Message::Raw(probe), &sig)? {
                 return Err(CryptoError::OperationFailed);
             }
         }
         Purpose::AsymmetricDecrypt => {
-            let approved = policy
-                .approve_open(Purpose::AsymmetricDecrypt, spec)
-                .map_err(|_| CryptoError::Mismatch)?;
-            let ct = super::encrypt_to_public_key(&public, probe)?;
-            let pt = super::asymmetric_decrypt(&approved, key, &ct)?;
+            let ct = super::encrypt_to_public_key(approved, &public, probe)?;
+            let pt = super::asymmetric_decrypt(&approved.for_open(), key, &ct)?;
             if pt.expose_secret() != probe {
                 return Err(CryptoError::OperationFailed);
             }
@@ -98,22 +89,17 @@ pub fn import_private_key(
     } else {
         return Err(InvalidInput::new("private key", "not a PKCS#8 SM2 or RSA private key").into());
     };
-    policy.approve(purpose, spec)?;
+    let approved = policy.approve(purpose, spec)?;
     let key = KeyMaterial::new(spec, bytes);
-    pairwise_consistency(&key, purpose)?;
+    pairwise_consistency(&key, &approved)?;
     Ok(key)
 }
 
 impl KeyMaterial {
-    /// Imports a raw symmetric or HMAC key (BYOK, and known-answer tests). The policy must
-    /// approve the spec for `purpose`, and the length must be the spec's key length.
-    pub fn import_symmetric(
-        policy: Policy,
-        purpose: Purpose,
-        spec: KeySpec,
-        raw: SecretBytes,
-    ) -> Result<Self, Error> {
-        policy.approve(purpose, spec)?;
+    /// Imports a raw symmetric or HMAC key (BYOK, and known-answer tests) as the spec and
+    /// purpose the policy approved; the length must be the spec's key length.
+    pub fn import_symmetric(approved: &Approved<Protect>, raw: SecretBytes) -> Result<Self, Error> {
+        let spec = approved.spec();
         let Some(len) = symmetric_len(spec) else {
             return Err(
                 InvalidInput::new("key", "only symmetric and HMAC keys are imported raw").into(),

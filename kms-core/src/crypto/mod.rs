@@ -11,6 +11,7 @@
 
 pub(crate) mod aead;
 pub(crate) mod digest;
+pub(crate) mod kdf;
 mod keygen;
 pub(crate) mod mac;
 pub(crate) mod parsed;
@@ -89,8 +90,15 @@ pub fn verify(
 }
 
 /// Encrypts a short secret to a public key: SM2 (GM/T 0009 DER, C1C3C2) or RSA-OAEP-SHA-256.
-/// The public key came through [`PublicKey`]'s policy-checked constructors.
-pub fn encrypt_to_public_key(public: &PublicKey, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+/// `approved` is the policy's approval of the key's spec for asymmetric encryption.
+pub fn encrypt_to_public_key(
+    approved: &Approved<Protect>,
+    public: &PublicKey,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if approved.spec() != public.spec() || approved.purpose() != Purpose::AsymmetricDecrypt {
+        return Err(CryptoError::Mismatch);
+    }
     match public.spec() {
         KeySpec::Sm2 => sm2::encrypt(public.spki_der(), plaintext),
         KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {

@@ -5,7 +5,7 @@ use core::fmt;
 use ::sm2::pkcs8::der::pem::{self, LineEnding};
 
 use super::{rsa, sm2};
-use crate::alg::{DigestAlg, KeySpec};
+use crate::alg::KeySpec;
 use crate::error::{CryptoError, Error, InvalidInput};
 use crate::policy::Policy;
 
@@ -78,7 +78,7 @@ impl PublicKey {
     /// SM3 of the SPKI DER: the fingerprint the inventory lists.
     #[must_use]
     pub fn fingerprint_sm3(&self) -> [u8; 32] {
-        let d = super::digest::digest_raw(DigestAlg::Sm3, &self.spki_der);
+        let d = super::digest::digest(crate::policy::ApprovedDigest::SM3, &self.spki_der);
         let mut out = [0u8; 32];
         out.copy_from_slice(&d);
         out

@@ -16,10 +16,12 @@ use core::fmt;
 use blahaj::{Share as RawShare, Sharks};
 use getrandom::rand_core::UnwrapErr;
 
-use crate::alg::DigestAlg;
-use crate::crypto::digest::digest_raw;
+use super::UnsealKey;
+use super::wrap::WrapAlg;
+use crate::crypto::digest;
 use crate::crypto::rng::SysRng;
 use crate::error::{Error, InvalidInput, UnsealError};
+use crate::policy::ApprovedDigest;
 use crate::secret::SecretBytes;
 
 const PREFIX: &str = "kms-share-1-";
@@ -91,9 +93,27 @@ impl fmt::Debug for ParsedShare {
     }
 }
 
-/// Splits `secret` into `shares` shares, any `threshold` of which rebuild it.
-pub(crate) fn split(
-    secret: &SecretBytes,
+/// Splits the unseal key into `shares` shares, any `threshold` of which rebuild it.
+pub(crate) fn split_unseal_key(
+    key: &UnsealKey,
+    shares: u8,
+    threshold: u8,
+    set_id: [u8; SET_ID_LEN],
+) -> Result<Vec<Share>, Error> {
+    split(key.0.expose_secret(), shares, threshold, set_id)
+}
+
+/// The unseal key from parsed shares; a length that does not fit `alg` is a wrong combination.
+pub(crate) fn combine_unseal_key(shares: &[ParsedShare], alg: WrapAlg) -> Result<UnsealKey, Error> {
+    let secret = combine(shares)?;
+    if secret.len() != alg.key_len() {
+        return Err(UnsealError::Mismatch.into());
+    }
+    Ok(UnsealKey::from_bytes(alg, secret))
+}
+
+fn split(
+    secret: &[u8],
     shares: u8,
     threshold: u8,
     set_id: [u8; SET_ID_LEN],
@@ -102,7 +122,7 @@ pub(crate) fn split(
         return Err(InvalidInput::new("shares", "need 1 ≤ threshold ≤ shares ≤ 255").into());
     }
     let mut rng = UnwrapErr(SysRng);
-    let dealer = Sharks(threshold).dealer_rng(secret.expose_secret(), &mut rng);
+    let dealer = Sharks(threshold).dealer_rng(secret, &mut rng);
     let out = dealer
         .take(usize::from(shares))
         .map(|raw| {
@@ -111,7 +131,7 @@ pub(crate) fn split(
             body.extend_from_slice(&set_id);
             body.push(threshold);
             body.extend_from_slice(xy.expose_secret());
-            let sum = digest_raw(DigestAlg::Sm3, &body);
+            let sum = digest(ApprovedDigest::SM3, &body);
             body.extend_from_slice(&sum[..CHECKSUM_LEN]);
             let mut text = String::with_capacity(PREFIX.len() + body.len() * 2);
             text.push_str(PREFIX);
@@ -133,7 +153,7 @@ pub fn parse(share: &Share) -> Result<ParsedShare, Error> {
         return Err(UnsealError::Corrupt.into());
     }
     let (payload, sum) = b.split_at(b.len() - CHECKSUM_LEN);
-    let expected = digest_raw(DigestAlg::Sm3, payload);
+    let expected = digest(ApprovedDigest::SM3, payload);
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         &expected[..CHECKSUM_LEN],
         sum,
@@ -174,7 +194,7 @@ mod tests {
     #[test]
     fn any_threshold_shares_rebuild_the_secret() {
         let secret = crate::crypto::rng::random_secret(16).unwrap();
-        let shares = split(&secret, 5, 3, [7; SET_ID_LEN]).unwrap();
+        let shares = split(secret.expose_secret(), 5, 3, [7; SET_ID_LEN]).unwrap();
         assert_eq!(shares.len(), 5);
         let parsed: Vec<_> = shares.iter().map(|s| parse(s).unwrap()).collect();
         for combo in [[0, 1, 2], [0, 2, 4], [1, 3, 4], [2, 3, 4]] {
@@ -182,29 +202,47 @@ mod tests {
             assert!(combine(&picked).unwrap().ct_eq(&secret));
         }
         // Two shares of a 3-of-5 split do not rebuild it.
-        assert!(combine(&parsed[..2]).is_err());
+        assert!(matches!(
+            combine(&parsed[..2]),
+            Err(Error::Unseal(UnsealError::Mismatch))
+        ));
     }
 
     #[test]
     fn corrupted_shares_are_caught_by_the_checksum() {
         let secret = crate::crypto::rng::random_secret(16).unwrap();
-        let shares = split(&secret, 2, 2, [1; SET_ID_LEN]).unwrap();
+        let shares = split(secret.expose_secret(), 2, 2, [1; SET_ID_LEN]).unwrap();
         let text = shares[0].expose_text().to_owned();
         for i in PREFIX.len()..text.len() {
             let mut t = text.clone().into_bytes();
             t[i] = if t[i] == b'0' { b'1' } else { b'0' };
             let typo = Share::from_text(std::str::from_utf8(&t).unwrap());
-            assert!(parse(&typo).is_err(), "typo at {i} accepted");
+            assert!(
+                matches!(parse(&typo), Err(Error::Unseal(UnsealError::Corrupt))),
+                "typo at {i} accepted"
+            );
         }
-        assert!(parse(&Share::from_text("kms-share-1-zz")).is_err());
-        assert!(parse(&Share::from_text("")).is_err());
+        assert!(matches!(
+            parse(&Share::from_text("kms-share-1-zz")),
+            Err(Error::Unseal(UnsealError::Corrupt))
+        ));
+        assert!(matches!(
+            parse(&Share::from_text("")),
+            Err(Error::Unseal(UnsealError::Corrupt))
+        ));
         assert!(format!("{:?}", shares[0]) == "Share(..)");
     }
 
     #[test]
     fn bad_parameters_are_refused() {
         let secret = crate::crypto::rng::random_secret(16).unwrap();
-        assert!(split(&secret, 2, 3, [0; SET_ID_LEN]).is_err());
-        assert!(split(&secret, 0, 0, [0; SET_ID_LEN]).is_err());
+        assert!(matches!(
+            split(secret.expose_secret(), 2, 3, [0; SET_ID_LEN]),
+            Err(Error::InvalidArgument(e)) if e.field == "shares"
+        ));
+        assert!(matches!(
+            split(secret.expose_secret(), 0, 0, [0; SET_ID_LEN]),
+            Err(Error::InvalidArgument(e)) if e.field == "shares"
+        ));
     }
 }

@@ -176,15 +176,22 @@ impl fmt::Display for KeyRef {
 mod tests {
     use super::*;
 
+    /// Whether `r` is the refusal of an invalid `field` (the message says what a valid one is).
+    fn invalid<T>(r: Result<T, Error>, field: &str) -> bool {
+        matches!(r, Err(Error::InvalidArgument(InvalidInput { field: f, .. })) if f == field)
+    }
+
     #[test]
     fn names_are_validated() {
         assert!(Namespace::new("payments-prod").is_ok());
-        assert!(Namespace::new("").is_err());
-        assert!(Namespace::new("-x").is_err());
-        assert!(Namespace::new("a b").is_err());
-        assert!(Namespace::new(&"a".repeat(65)).is_err());
+        for bad in ["", "-x", "a b", &"a".repeat(65)] {
+            assert!(invalid(Namespace::new(bad), "namespace"), "{bad:?}");
+        }
         assert!(Alias::new("orders/card-pan").is_ok());
-        assert!(Alias::new("6f1c2a7e-33b1-4c55-9c7e-2b8f5d1e0a11").is_err());
+        assert!(invalid(
+            Alias::new("6f1c2a7e-33b1-4c55-9c7e-2b8f5d1e0a11"),
+            "alias"
+        ));
     }
 
     #[test]
@@ -200,6 +207,7 @@ mod tests {
             KeyRef::parse("other:orders", &ns).unwrap().to_string(),
             "other:orders"
         );
-        assert!(KeyRef::parse("bad alias!", &ns).is_err());
+        assert!(invalid(KeyRef::parse("bad alias!", &ns), "alias"));
+        assert!(invalid(KeyRef::parse("bad ns:orders", &ns), "namespace"));
     }
 }

@@ -7,20 +7,17 @@ use std::sync::{Arc, RwLock};
 
 use super::{CreateKeyRequest, Kms, PublicKeyOutput, Unsealed};
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
-use crate::audit::writer::Signer;
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::EncryptionContext;
 use crate::error::Error;
-use crate::hierarchy::wrap::{self, WrapAlg};
+use crate::hierarchy::wrap::{self, Derived};
 use crate::hierarchy::{Kek, RootKey};
 use crate::keys::{Alias, KeyRef, Namespace};
-use crate::secret::SecretBytes;
 use crate::store::{Batch, Tree};
 
 /// The namespace of the KMS's own keys; no application or administrator creates keys here.
 pub const SYSTEM_NAMESPACE: &str = "kms-system";
 pub const AUDIT_KEY_ALIAS: &str = "audit-signing";
-const CONTEXT_LABEL: &str = "kms/audit/context-hmac/v1";
 
 fn audit_ref() -> Result<KeyRef, Error> {
     Ok(KeyRef::Alias(
@@ -31,20 +28,16 @@ fn audit_ref() -> Result<KeyRef, Error> {
 
 impl Kms {
     /// During init: the system namespace's KEK and the audit key, added to the init batch.
-    pub(super) fn prepare_audit_key(
-        &self,
-        root: &SecretBytes,
-        wrap_alg: WrapAlg,
-        batch: &mut Batch,
-    ) -> Result<(), Error> {
+    pub(super) fn prepare_audit_key(&self, root: RootKey, batch: &mut Batch) -> Result<(), Error> {
         let ns = Namespace::new(SYSTEM_NAMESPACE)?;
-        let kek = crypto::rng::random_secret(wrap_alg.key_len())?;
-        let wrapped_kek = wrap::wrap(wrap_alg, root, &wrap::kek_aad(&ns), kek.expose_secret())?;
+        let wrap_alg = root.alg();
+        let kek = Kek::generate(wrap_alg)?;
+        let wrapped_kek = wrap::wrap_kek(&self.config.policy, &root, &ns, &kek)?;
         batch.put(Tree::Namespaces, ns.as_str().as_bytes(), wrapped_kek);
         let mut keks = HashMap::new();
-        keks.insert(ns.clone(), Arc::new(Kek(kek)));
+        keks.insert(ns.clone(), Arc::new(kek));
         let vault = Unsealed {
-            root: RootKey(SecretBytes::copy_from_slice(root.expose_secret())),
+            root,
             wrap: wrap_alg,
             keks: RwLock::new(keks),
         };
@@ -77,7 +70,7 @@ impl Kms {
 
     /// Signs with the audit key's newest version: `(key id, version, DER signature)`.
     /// `make` builds the bytes for that key id and version.
-    pub fn sign_as_audit_key(
+    pub(super) fn sign_as_audit_key(
         &self,
         make: &dyn Fn(&str, u32) -> Vec<u8>,
     ) -> Result<(String, u32, Vec<u8>), Error> {
@@ -88,7 +81,7 @@ impl Kms {
             .map(|v| v.version)
             .ok_or(crate::CryptoError::MalformedKey)?;
         let material = self.material(&vault, &record, version)?;
-        let policy = crate::policy::Policy::default();
+        let policy = self.config.policy;
         let approved = policy.approve(Purpose::Sign, KeySpec::Sm2)?;
         let scheme = policy.approve_signature(
             approved,
@@ -101,12 +94,6 @@ impl Kms {
         Ok((id, version, sig))
     }
 
-    /// The audit writer's signer, bound to this KMS.
-    pub fn audit_signer(self: &Arc<Self>) -> Signer {
-        let kms = Arc::clone(self);
-        Arc::new(move |make| kms.sign_as_audit_key(make).ok())
-    }
-
     /// HMAC-SM3 of an encryption context under a root-derived key, hex; `None` when empty or
     /// sealed. Auditors can see that two requests used the same context, never what it was.
     #[must_use]
@@ -114,13 +101,14 @@ impl Kms {
         if context.is_empty() {
             return None;
         }
-        let key = self.derived_secret(CONTEXT_LABEL, 32).ok()?;
-        crypto::mac::mac_raw(
-            crate::alg::DigestAlg::Sm3,
-            key.expose_secret(),
-            &context.canonical_bytes(),
-        )
-        .ok()
-        .map(hex::encode)
+        let key = self.derived_key(Derived::AuditContextHmac).ok()?;
+        let approved = self
+            .config
+            .policy
+            .approve(Purpose::Mac, KeySpec::HmacSm3)
+            .ok()?;
+        crypto::mac(&approved, &key, &context.canonical_bytes())
+            .ok()
+            .map(hex::encode)
     }
 }

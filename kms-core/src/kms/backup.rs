@@ -11,21 +11,27 @@
 //! payload = entries of (tree code ‖ u32 key length ‖ key ‖ u32 value length ‖ value)
 //! AAD = everything before the nonce
 //! ```
+//!
+//! Format 2 derives the backup key with HKDF-SM3 ([`wrap::derive`]); format 1, written before
+//! issue 17, with HMAC-SM3(root, label). Restore reads both; backups are written as format 2.
 
 use serde::{Deserialize, Serialize};
 
 use super::system::{CONFIG, ROOT};
 use super::{Kms, store_corrupt};
-use crate::authz::{Op, Principal};
-use crate::crypto::{AEAD_NONCE_LEN, AEAD_TAG_LEN, aead, rng};
+use crate::alg::Purpose;
+use crate::authz::{Authorized, ops};
+use crate::crypto::{self, AEAD_NONCE_LEN, AEAD_TAG_LEN, rng};
 use crate::error::{CryptoError, Error, InvalidInput, UnsealError};
 use crate::hierarchy::share::{self, Share};
-use crate::hierarchy::wrap::{self, WrapAlg};
+use crate::hierarchy::wrap::{self, Derived, WrapAlg};
 use crate::store::{Batch, Tree};
 
 const MAGIC: &[u8; 4] = b"KMSB";
-const FORMAT: u8 = 1;
-const LABEL: &str = "kms/backup/v1";
+/// What `backup` writes.
+const FORMAT: u8 = 2;
+/// The first format, still restored (`kms-core/tests/hierarchy_v1.rs`).
+const FORMAT_V1: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -59,8 +65,8 @@ fn bad_backup(problem: &'static str) -> Error {
 
 impl Kms {
     /// Writes a backup of every tree. Only administrators, only while unsealed.
-    pub fn backup(&self, principal: &Principal) -> Result<Vec<u8>, Error> {
-        let vault = self.begin(principal, Op::Backup)?;
+    pub fn backup(&self, auth: &Authorized<'_, ops::Backup>) -> Result<Vec<u8>, Error> {
+        let vault = self.begin(auth)?;
         let config = self
             .store
             .get(Tree::Seal, CONFIG)?
@@ -96,14 +102,9 @@ impl Kms {
         push(&mut out, &header)?;
         let mut nonce = [0u8; AEAD_NONCE_LEN];
         rng::fill(&mut nonce)?;
-        let key = wrap::derive(&vault.root.0, LABEL, vault.wrap.key_len())?;
-        aead::seal_raw(
-            vault.wrap.spec(),
-            key.expose_secret(),
-            &nonce,
-            &out,
-            &mut payload,
-        )?;
+        let key = wrap::derive(&vault.root, Derived::BackupKey(vault.wrap))?;
+        let approved = self.config.policy.approve(Purpose::Encrypt, key.spec())?;
+        crypto::seal_in_place(&approved, &key, &nonce, &out, &mut payload)?;
         out.extend_from_slice(&nonce);
         out.append(&mut payload);
         Ok(out)
@@ -112,7 +113,7 @@ impl Kms {
     /// Restores a backup into this KMS's store, which must be empty (never initialised).
     /// The backup's integrity is checked with the shares' key before anything is written;
     /// afterwards the KMS is sealed and unseals with the same shares as the backed-up one.
-    pub fn restore(&self, backup: &[u8], shares: &[Share]) -> Result<u64, Error> {
+    pub(super) fn restore(&self, backup: &[u8], shares: &[Share]) -> Result<u64, Error> {
         if self.store.get(Tree::Seal, CONFIG)?.is_some() {
             return Err(Error::FailedPrecondition(
                 "restore needs an empty store; this one is initialised".into(),
@@ -122,7 +123,7 @@ impl Kms {
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| bad_backup("not a KMS backup"))?;
         let (&format, rest) = rest.split_first().ok_or_else(|| bad_backup("truncated"))?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_V1 {
             return Err(bad_backup("unsupported backup format"));
         }
         let len_bytes: [u8; 4] = rest
@@ -162,23 +163,25 @@ impl Kms {
         if parsed.len() < usize::from(config.threshold) {
             return Err(UnsealError::Mismatch.into());
         }
-        let unseal = share::combine(&parsed)?;
+        let wrap_alg = WrapAlg::new(config.wrap)?;
+        let unseal = share::combine_unseal_key(&parsed, wrap_alg)?;
         let sealed_root =
             hex::decode(&header.sealed_root).map_err(|_| bad_backup("header does not decode"))?;
-        let root = wrap::unwrap(&unseal, &wrap::root_aad(&set_id), &sealed_root)
+        let policy = &self.config.policy;
+        let root = wrap::open_root(policy, &unseal, &set_id, &sealed_root)
             .map_err(|_| Error::Unseal(UnsealError::Mismatch))?;
-        let wrap_alg = WrapAlg::new(config.wrap)?;
-        let key = wrap::derive(&root, LABEL, wrap_alg.key_len())?;
+        let key = if format == FORMAT_V1 {
+            wrap::derive_v1_backup_key(&root, wrap_alg)?
+        } else {
+            wrap::derive(&root, Derived::BackupKey(wrap_alg))?
+        };
+        let approved = policy.approve_open(Purpose::Encrypt, key.spec())?;
         let mut payload = crate::SecretBytes::copy_from_slice(sealed);
-        aead::open_raw(
-            wrap_alg.spec(),
-            key.expose_secret(),
-            &nonce,
-            aad,
-            payload.expose_secret_mut(),
-        )
-        .map_err(|_| -> Error { CryptoError::DecryptionFailed.into() })
-        .map_err(|_| bad_backup("integrity check failed: the file is damaged or was altered"))?;
+        crypto::open_in_place(&approved, &key, &nonce, aad, payload.expose_secret_mut())
+            .map_err(|_| -> Error { CryptoError::DecryptionFailed.into() })
+            .map_err(|_| {
+                bad_backup("integrity check failed: the file is damaged or was altered")
+            })?;
 
         let mut batch = Batch::new();
         batch.require(Tree::Seal, CONFIG, None);

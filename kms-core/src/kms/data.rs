@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Kms, Unsealed};
 use crate::alg::{DataKeySpec, Purpose, SignatureParams};
-use crate::authz::{GrantOp, Op, Principal};
+use crate::authz::{Authorized, DataKeyOperation, GrantOp, Op, Operation, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::{self, EncryptionContext};
 use crate::error::{CryptoError, Error, InvalidInput};
@@ -91,16 +91,16 @@ fn wrong_purpose(record: &KeyRecord, want: Purpose) -> Error {
 
 impl Kms {
     /// Reach + purpose + state + policy for new protection with the newest version.
-    fn for_protect(
+    fn for_protect<O: Operation>(
         &self,
-        principal: &Principal,
-        op: Op,
+        auth: &Authorized<'_, O>,
         key: &KeyRef,
         purpose: Purpose,
     ) -> Result<(Arc<Unsealed>, KeyRecord, Approved<Protect>), Error> {
-        let vault = self.begin(principal, op)?;
+        let op = O::OP;
+        let vault = self.begin(auth)?;
         let grant_op = op.grant_op().ok_or(CryptoError::Mismatch)?;
-        let (record, _) = self.reach(principal, key, grant_op)?;
+        let (record, _) = self.reach(auth.principal(), key, grant_op)?;
         if record.purpose != purpose {
             return Err(wrong_purpose(&record, purpose));
         }
@@ -116,16 +116,16 @@ impl Kms {
     }
 
     /// Reach + purpose + state + policy for opening existing protection.
-    fn for_open(
+    fn for_open<O: Operation>(
         &self,
-        principal: &Principal,
-        op: Op,
+        auth: &Authorized<'_, O>,
         key: &KeyRef,
         purpose: Purpose,
     ) -> Result<(Arc<Unsealed>, KeyRecord, Approved<Open>), Error> {
-        let vault = self.begin(principal, op)?;
+        let op = O::OP;
+        let vault = self.begin(auth)?;
         let grant_op = op.grant_op().ok_or(CryptoError::Mismatch)?;
-        let (record, _) = self.reach(principal, key, grant_op)?;
+        let (record, _) = self.reach(auth.principal(), key, grant_op)?;
         self.check_open(&record, op, purpose)?;
         let approved = self
             .config
@@ -163,13 +163,12 @@ impl Kms {
     /// Encrypts up to the caller's limit of plaintext under the newest version (ciphertext blob).
     pub fn encrypt(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::Encrypt>,
         key: &KeyRef,
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<EncryptOutput, Error> {
-        let (vault, record, approved) =
-            self.for_protect(principal, Op::Encrypt, key, Purpose::Encrypt)?;
+        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
         let (version, material) = self.newest_material(&vault, &record)?;
         let ciphertext = envelope::seal(
             &approved,
@@ -189,23 +188,22 @@ impl Kms {
     /// Decrypts a blob; the blob names its key and version.
     pub fn decrypt(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::Decrypt>,
         context: &EncryptionContext,
         ciphertext: &[u8],
     ) -> Result<DecryptOutput, Error> {
-        self.decrypt_as(principal, Op::Decrypt, context, ciphertext)
+        self.decrypt_as(auth, context, ciphertext)
     }
 
-    fn decrypt_as(
+    fn decrypt_as<O: Operation>(
         &self,
-        principal: &Principal,
-        op: Op,
+        auth: &Authorized<'_, O>,
         context: &EncryptionContext,
         ciphertext: &[u8],
     ) -> Result<DecryptOutput, Error> {
         let env = envelope::parse(ciphertext)?;
         let key = KeyRef::Id(KeyId(env.header.key_id));
-        let (vault, record, approved) = self.for_open(principal, op, &key, Purpose::Encrypt)?;
+        let (vault, record, approved) = self.for_open(auth, &key, Purpose::Encrypt)?;
         let material = self.material(&vault, &record, env.header.key_version)?;
         let plaintext = envelope::open(&approved, &material, &env, context)?;
         Ok(DecryptOutput {
@@ -220,16 +218,15 @@ impl Kms {
     /// without the plaintext ever leaving the KMS.
     pub fn reencrypt(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::ReEncrypt>,
         ciphertext: &[u8],
         source_context: &EncryptionContext,
         destination: Option<&KeyRef>,
         destination_context: &EncryptionContext,
     ) -> Result<EncryptOutput, Error> {
-        let opened = self.decrypt_as(principal, Op::ReEncrypt, source_context, ciphertext)?;
+        let opened = self.decrypt_as(auth, source_context, ciphertext)?;
         let dest = destination.cloned().unwrap_or(KeyRef::Id(opened.key_id));
-        let (vault, record, approved) =
-            self.for_protect(principal, Op::ReEncrypt, &dest, Purpose::Encrypt)?;
+        let (vault, record, approved) = self.for_protect(auth, &dest, Purpose::Encrypt)?;
         let (version, material) = self.newest_material(&vault, &record)?;
         let ciphertext = envelope::seal(
             &approved,
@@ -248,19 +245,25 @@ impl Kms {
 
     /// A fresh data key for envelope encryption, returned encrypted under the master key and,
     /// depending on `mode`, in plaintext or encrypted to the caller's public key.
-    pub fn generate_data_key(
+    ///
+    /// A proof for [`ops::GenerateDataKeyWithoutPlaintext`] covers only
+    /// [`DataKeyMode::WithoutPlaintext`]; a proof for [`ops::GenerateDataKey`] covers every mode.
+    pub fn generate_data_key<O: DataKeyOperation>(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, O>,
         key: &KeyRef,
         spec: DataKeySpec,
         context: &EncryptionContext,
         mode: DataKeyMode,
     ) -> Result<DataKeyOutput, Error> {
-        let op = match mode {
-            DataKeyMode::WithPlaintext | DataKeyMode::EncryptedTo(_) => Op::GenerateDataKey,
-            DataKeyMode::WithoutPlaintext => Op::GenerateDataKeyWithoutPlaintext,
-        };
-        let (vault, record, approved) = self.for_protect(principal, op, key, Purpose::Encrypt)?;
+        let wants_plaintext = !matches!(mode, DataKeyMode::WithoutPlaintext);
+        if wants_plaintext && !O::PLAINTEXT {
+            return Err(Error::PermissionDenied {
+                principal: auth.principal().to_string(),
+                op: Op::GenerateDataKey.name(),
+            });
+        }
+        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
         let data_key_spec = self.config.policy.approve_data_key(approved, spec)?;
         let data_key = crypto::generate_data_key(data_key_spec)?;
         let (version, material) = self.newest_material(&vault, &record)?;
@@ -276,15 +279,14 @@ impl Kms {
             DataKeyMode::WithPlaintext => (Some(data_key), None),
             DataKeyMode::WithoutPlaintext => (None, None),
             DataKeyMode::EncryptedTo(public) => {
-                if !self.config.policy.allows(public.spec()) {
-                    return Err(crate::policy::PolicyError::NotGm {
-                        algorithm: public.spec().name(),
-                    }
-                    .into());
-                }
+                let to_caller = self
+                    .config
+                    .policy
+                    .approve(Purpose::AsymmetricDecrypt, public.spec())?;
                 (
                     None,
                     Some(crypto::encrypt_to_public_key(
+                        &to_caller,
                         &public,
                         data_key.expose_secret(),
                     )?),
@@ -303,13 +305,12 @@ impl Kms {
     /// Signs a message or a digest with the newest version.
     pub fn sign(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::Sign>,
         key: &KeyRef,
         message: Message<'_>,
         params: &SignatureParams,
     ) -> Result<SignOutput, Error> {
-        let (vault, record, approved) =
-            self.for_protect(principal, Op::Sign, key, Purpose::Sign)?;
+        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Sign)?;
         let request = params.resolve(record.spec)?;
         let scheme = self.config.policy.approve_signature(approved, request)?;
         let (version, material) = self.newest_material(&vault, &record)?;
@@ -326,14 +327,14 @@ impl Kms {
     /// that signatures made before a rotation still verify (KEY-7).
     pub fn verify(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::Verify>,
         key: &KeyRef,
         message: Message<'_>,
         signature: &[u8],
         params: &SignatureParams,
         version: Option<u32>,
     ) -> Result<VerifyOutput, Error> {
-        let (_, record, approved) = self.for_open(principal, Op::Verify, key, Purpose::Sign)?;
+        let (_, record, approved) = self.for_open(auth, key, Purpose::Sign)?;
         let request = params.resolve(record.spec)?;
         let scheme = self.config.policy.approve_verify(approved, request)?;
         check_message(message)?;
@@ -362,17 +363,12 @@ impl Kms {
     /// Decrypts an SM2 or RSA-OAEP ciphertext made with one of the key's public keys (API-3).
     pub fn asymmetric_decrypt(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::AsymmetricDecrypt>,
         key: &KeyRef,
         ciphertext: &[u8],
         version: Option<u32>,
     ) -> Result<DecryptOutput, Error> {
-        let (vault, record, approved) = self.for_open(
-            principal,
-            Op::AsymmetricDecrypt,
-            key,
-            Purpose::AsymmetricDecrypt,
-        )?;
+        let (vault, record, approved) = self.for_open(auth, key, Purpose::AsymmetricDecrypt)?;
         if ciphertext.is_empty() {
             return Err(InvalidInput::new("ciphertext", "is empty").into());
         }
@@ -393,12 +389,12 @@ impl Kms {
     /// The public key of a version (newest by default). Works in any state but destroyed.
     pub fn get_public_key(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::GetPublicKey>,
         key: &KeyRef,
         version: Option<u32>,
     ) -> Result<PublicKeyOutput, Error> {
-        self.begin(principal, Op::GetPublicKey)?;
-        let (record, _) = self.reach(principal, key, GrantOp::GetPublicKey)?;
+        self.begin(auth)?;
+        let (record, _) = self.reach(auth.principal(), key, GrantOp::GetPublicKey)?;
         match record.purpose {
             Purpose::Sign | Purpose::AsymmetricDecrypt => {}
             Purpose::Encrypt | Purpose::Mac => {
@@ -433,12 +429,11 @@ impl Kms {
     /// An HMAC tag with the newest version.
     pub fn generate_mac(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::GenerateMac>,
         key: &KeyRef,
         data: &[u8],
     ) -> Result<SignOutput, Error> {
-        let (vault, record, approved) =
-            self.for_protect(principal, Op::GenerateMac, key, Purpose::Mac)?;
+        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Mac)?;
         let (version, material) = self.newest_material(&vault, &record)?;
         let signature = crypto::mac(&approved, &material, data)?;
         Ok(SignOutput {
@@ -451,14 +446,13 @@ impl Kms {
     /// Checks a tag in constant time against one version, or every version newest first.
     pub fn verify_mac(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::VerifyMac>,
         key: &KeyRef,
         data: &[u8],
         tag: &[u8],
         version: Option<u32>,
     ) -> Result<VerifyOutput, Error> {
-        let (vault, record, approved) =
-            self.for_open(principal, Op::VerifyMac, key, Purpose::Mac)?;
+        let (vault, record, approved) = self.for_open(auth, key, Purpose::Mac)?;
         let mut tried = 0;
         for v in candidate_versions(&record, version)? {
             tried = v.version;
@@ -481,8 +475,12 @@ impl Kms {
     }
 
     /// Random bytes from the OS CSPRNG (ALG-6), at most 1024 per call.
-    pub fn generate_random(&self, principal: &Principal, len: usize) -> Result<SecretBytes, Error> {
-        self.begin(principal, Op::GenerateRandom)?;
+    pub fn generate_random(
+        &self,
+        auth: &Authorized<'_, ops::GenerateRandom>,
+        len: usize,
+    ) -> Result<SecretBytes, Error> {
+        self.begin(auth)?;
         if len == 0 || len > MAX_RANDOM_BYTES {
             return Err(InvalidInput::new("length", "must be 1 to 1024 bytes").into());
         }

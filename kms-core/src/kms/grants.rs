@@ -3,7 +3,7 @@
 
 use super::lifecycle::{KeyInfo, refuse_system_key};
 use super::{Kms, layout, store_corrupt};
-use crate::authz::{Grant, GrantOp, Op, Principal};
+use crate::authz::{Authorized, Grant, GrantOp, ops};
 use crate::error::Error;
 use crate::keys::{Alias, KeyRef, Namespace};
 use crate::store::{Batch, Tree};
@@ -12,13 +12,13 @@ impl Kms {
     /// Adds an alias in the key's own namespace (unique per namespace).
     pub fn create_alias(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::CreateAlias>,
         key: &KeyRef,
         alias: Alias,
     ) -> Result<KeyInfo, Error> {
-        self.begin(principal, Op::CreateAlias)?;
+        self.begin(auth)?;
         let (record, ()) = self
-            .update(principal, key, GrantOp::Describe, |r, batch| {
+            .update(auth.principal(), key, GrantOp::Describe, |r, batch| {
                 let k = layout::alias(&r.namespace, alias.as_str());
                 batch.require(Tree::Aliases, k.clone(), None);
                 batch.put(Tree::Aliases, k, r.id.as_bytes().to_vec());
@@ -43,13 +43,13 @@ impl Kms {
 
     pub fn delete_alias(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::DeleteAlias>,
         namespace: &Namespace,
         alias: &Alias,
     ) -> Result<(), Error> {
-        self.begin(principal, Op::DeleteAlias)?;
+        self.begin(auth)?;
         let key = KeyRef::Alias(namespace.clone(), alias.clone());
-        self.update(principal, &key, GrantOp::Describe, |r, batch| {
+        self.update(auth.principal(), &key, GrantOp::Describe, |r, batch| {
             refuse_system_key(r, "deleting an alias")?;
             batch.delete(Tree::Aliases, layout::alias(namespace, alias.as_str()));
             r.aliases.retain(|a| a != alias);
@@ -61,19 +61,22 @@ impl Kms {
     /// Lets namespace `grantee` perform `ops` with a key (KEY-9). Replaces an existing grant.
     pub fn create_grant(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::CreateGrant>,
         key: &KeyRef,
         grantee: Namespace,
         ops: Vec<GrantOp>,
     ) -> Result<Grant, Error> {
-        self.begin(principal, Op::CreateGrant)?;
-        refuse_system_key(&self.reach(principal, key, GrantOp::Describe)?.0, "grant")?;
+        self.begin(auth)?;
+        refuse_system_key(
+            &self.reach(auth.principal(), key, GrantOp::Describe)?.0,
+            "grant",
+        )?;
         if ops.is_empty() {
             return Err(
                 crate::InvalidInput::new("operations", "name at least one operation").into(),
             );
         }
-        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        let (record, _) = self.reach(auth.principal(), key, GrantOp::Describe)?;
         let mut ops = ops;
         ops.sort();
         ops.dedup();
@@ -95,12 +98,12 @@ impl Kms {
 
     pub fn revoke_grant(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::RevokeGrant>,
         key: &KeyRef,
         grantee: &Namespace,
     ) -> Result<(), Error> {
-        self.begin(principal, Op::RevokeGrant)?;
-        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+        self.begin(auth)?;
+        let (record, _) = self.reach(auth.principal(), key, GrantOp::Describe)?;
         let k = layout::grant(&record.id, grantee);
         if self.store.get(Tree::Grants, &k)?.is_none() {
             return Err(Error::NotFound {
@@ -117,13 +120,13 @@ impl Kms {
     /// Grants on one key, or on every key.
     pub fn list_grants(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::ListGrants>,
         key: Option<&KeyRef>,
     ) -> Result<Vec<Grant>, Error> {
-        self.begin(principal, Op::ListGrants)?;
+        self.begin(auth)?;
         let prefix = match key {
             Some(k) => self
-                .reach(principal, k, GrantOp::Describe)?
+                .reach(auth.principal(), k, GrantOp::Describe)?
                 .0
                 .id
                 .as_bytes()

@@ -3,7 +3,7 @@
 
 use super::{Kms, layout};
 use crate::alg::{KeySpec, Purpose};
-use crate::authz::{GrantOp, Op, Principal, Role};
+use crate::authz::{Authorized, GrantOp, Operation, Role, ops};
 use crate::clock::DAY;
 use crate::crypto;
 use crate::error::Error;
@@ -110,13 +110,13 @@ impl Kms {
     /// KEK, stored in its purpose's tree (KEY-5) and flushed before returning.
     pub fn create_key(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::CreateKey>,
         req: CreateKeyRequest,
     ) -> Result<KeyInfo, Error> {
-        let vault = self.begin(principal, Op::CreateKey)?;
+        let vault = self.begin(auth)?;
         if req.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
             return Err(Error::PermissionDenied {
-                principal: principal.to_string(),
+                principal: auth.principal().to_string(),
                 op: "create keys in the system namespace",
             });
         }
@@ -200,20 +200,24 @@ impl Kms {
         Ok(record)
     }
 
-    pub fn describe_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
-        self.begin(principal, Op::DescribeKey)?;
-        let (record, _) = self.reach(principal, key, GrantOp::Describe)?;
+    pub fn describe_key(
+        &self,
+        auth: &Authorized<'_, ops::DescribeKey>,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.begin(auth)?;
+        let (record, _) = self.reach(auth.principal(), key, GrantOp::Describe)?;
         Ok(KeyInfo::from_record(&record))
     }
 
     /// Every key (admins, auditors) or every key of the app's namespace, optionally filtered.
     pub fn list_keys(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::ListKeys>,
         namespace: Option<&Namespace>,
     ) -> Result<Vec<KeyInfo>, Error> {
-        self.begin(principal, Op::ListKeys)?;
-        let filter = match &principal.role {
+        self.begin(auth)?;
+        let filter = match &auth.principal().role {
             Role::App { namespace: own } => Some(own),
             Role::Admin | Role::Auditor => namespace,
         };
@@ -275,9 +279,13 @@ impl Kms {
     }
 
     /// Adds a version; new work uses it, old versions still decrypt and verify (KEY-7).
-    pub fn rotate_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
-        let vault = self.begin(principal, Op::RotateKey)?;
-        let (record, _) = self.update(principal, key, GrantOp::Describe, |r, _| {
+    pub fn rotate_key(
+        &self,
+        auth: &Authorized<'_, ops::RotateKey>,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        let vault = self.begin(auth)?;
+        let (record, _) = self.update(auth.principal(), key, GrantOp::Describe, |r, _| {
             self.add_version(r, &vault)
         })?;
         Ok(KeyInfo::from_record(&record))
@@ -286,14 +294,14 @@ impl Kms {
     /// Sets or clears the rotation period (at least one day).
     pub fn set_rotation_period(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::SetRotationPolicy>,
         key: &KeyRef,
         period: Option<u64>,
     ) -> Result<KeyInfo, Error> {
-        self.begin(principal, Op::SetRotationPolicy)?;
+        self.begin(auth)?;
         let period = period.map(check_rotation_period).transpose()?;
         let now = self.now();
-        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+        let (record, ()) = self.update(auth.principal(), key, GrantOp::Describe, |r, _| {
             r.rotation_period = period;
             let base = r
                 .last_rotated_at
@@ -305,18 +313,17 @@ impl Kms {
         Ok(KeyInfo::from_record(&record))
     }
 
-    fn transition(
+    fn transition<O: Operation>(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, O>,
         key: &KeyRef,
-        op: Op,
         t: Transition,
         days: Option<u32>,
     ) -> Result<KeyInfo, Error> {
-        self.begin(principal, op)?;
+        self.begin(auth)?;
         let days = days.map(check_destruction_days).transpose()?;
         let now = self.now();
-        let (record, ()) = self.update(principal, key, GrantOp::Describe, |r, _| {
+        let (record, ()) = self.update(auth.principal(), key, GrantOp::Describe, |r, _| {
             refuse_system_key(r, t.name())?;
             let to = next_state(r.state, t, r.compromised_at.is_some()).ok_or_else(|| {
                 Error::InvalidState {
@@ -341,54 +348,48 @@ impl Kms {
         Ok(KeyInfo::from_record(&record))
     }
 
-    pub fn enable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
-        self.transition(principal, key, Op::EnableKey, Transition::Enable, None)
+    pub fn enable_key(
+        &self,
+        auth: &Authorized<'_, ops::EnableKey>,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.transition(auth, key, Transition::Enable, None)
     }
 
-    pub fn disable_key(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
-        self.transition(principal, key, Op::DisableKey, Transition::Disable, None)
+    pub fn disable_key(
+        &self,
+        auth: &Authorized<'_, ops::DisableKey>,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.transition(auth, key, Transition::Disable, None)
     }
 
     /// Stops a compromised key at once: no new encryption or signing; decrypt and verify still
     /// work and are flagged (KEY-8). One way.
-    pub fn mark_compromised(&self, principal: &Principal, key: &KeyRef) -> Result<KeyInfo, Error> {
-        self.transition(
-            principal,
-            key,
-            Op::MarkCompromised,
-            Transition::Compromise,
-            None,
-        )
+    pub fn mark_compromised(
+        &self,
+        auth: &Authorized<'_, ops::MarkCompromised>,
+        key: &KeyRef,
+    ) -> Result<KeyInfo, Error> {
+        self.transition(auth, key, Transition::Compromise, None)
     }
 
     /// Schedules destruction after `days` (7–90, default 30).
     pub fn schedule_destruction(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::ScheduleKeyDestruction>,
         key: &KeyRef,
         days: Option<u32>,
     ) -> Result<KeyInfo, Error> {
         let days = Some(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
-        self.transition(
-            principal,
-            key,
-            Op::ScheduleKeyDestruction,
-            Transition::ScheduleDestruction,
-            days,
-        )
+        self.transition(auth, key, Transition::ScheduleDestruction, days)
     }
 
     pub fn cancel_destruction(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::CancelKeyDestruction>,
         key: &KeyRef,
     ) -> Result<KeyInfo, Error> {
-        self.transition(
-            principal,
-            key,
-            Op::CancelKeyDestruction,
-            Transition::CancelDestruction,
-            None,
-        )
+        self.transition(auth, key, Transition::CancelDestruction, None)
     }
 }

@@ -1,8 +1,12 @@
 //! The `Kms` facade: the single path every caller uses.
 //!
-//! Each public method checks, in this order and on every path: the caller's role (the
-//! authorisation matrix), the KMS being unsealed, the key's reach (namespace or grant), its
-//! purpose and state, and the policy — before any key material is unwrapped.
+//! Each public method that touches keys, grants or principals takes an
+//! [`Authorized`] proof for its one operation, which only [`authz::authorize`] makes (the
+//! role × operation matrix). It then checks, in this order and on every path: the KMS being
+//! unsealed, the key's reach (namespace or grant), its purpose and state, and the policy — before
+//! any key material is unwrapped. Operations no API caller may invoke (init, local unseal,
+//! restore, sweeps, audit signing) are reachable only through the [`System`] handle that opened
+//! the KMS; root-derived secrets never leave the crate.
 
 pub(crate) mod audit_key;
 mod backup;
@@ -14,6 +18,9 @@ mod lifecycle;
 mod principals;
 mod sweeps;
 mod system;
+mod system_handle;
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) mod testing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,19 +32,20 @@ pub use data::{
 };
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use system::{InitOutput, Status, UnsealProgress};
+pub use system_handle::System;
 
 use crate::alg::Purpose;
-use crate::authz::{self, Grant, GrantOp, Op, Principal};
+use crate::authz::{self, Authorized, Grant, GrantOp, Operation, Principal};
 use crate::cache::KeyCache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::hierarchy::share::ParsedShare;
-use crate::hierarchy::wrap::{self, WrapAlg};
+use crate::hierarchy::wrap::{self, Derived, VersionAad, WrapAlg};
 use crate::hierarchy::{Kek, RootKey};
 use crate::keys::record::KeyRecord;
 use crate::keys::{KeyId, KeyRef, Namespace};
 use crate::policy::Policy;
-use crate::secret::{KeyMaterial, SecretBytes};
+use crate::secret::KeyMaterial;
 use crate::store::{Batch, Store, StoreError, Tree};
 
 /// Settings of the core.
@@ -51,14 +59,25 @@ pub struct KmsConfig {
     pub cache_capacity: usize,
 }
 
-impl Default for KmsConfig {
-    fn default() -> Self {
+impl KmsConfig {
+    /// The configured policy with the default wrap (SM4-GCM) and cache (5 minutes, 10 000
+    /// versions).
+    #[must_use]
+    pub fn new(policy: Policy) -> Self {
         Self {
-            policy: Policy::default(),
+            policy,
             wrap: WrapAlg::SM4_GCM,
             cache_ttl: Duration::from_secs(300),
             cache_capacity: 10_000,
         }
+    }
+}
+
+/// For tests: the standard policy (see [`Policy`]'s `Default`).
+#[cfg(any(test, feature = "test-util"))]
+impl Default for KmsConfig {
+    fn default() -> Self {
+        Self::new(Policy::default())
     }
 }
 
@@ -112,11 +131,11 @@ fn store_corrupt(what: &str) -> Error {
 
 impl Kms {
     /// Opens a KMS over a store. It starts sealed, whatever state it was left in.
-    pub fn open(store: Arc<dyn Store>, config: KmsConfig) -> Self {
+    fn open(store: Arc<dyn Store>, config: KmsConfig) -> Self {
         Self::with_clock(store, config, Arc::new(SystemClock))
     }
 
-    pub fn with_clock(store: Arc<dyn Store>, config: KmsConfig, clock: Arc<dyn Clock>) -> Self {
+    fn with_clock(store: Arc<dyn Store>, config: KmsConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             cache: KeyCache::new(config.cache_ttl, config.cache_capacity),
@@ -146,9 +165,9 @@ impl Kms {
         read_lock(&self.vault).clone().ok_or(Error::Sealed)
     }
 
-    /// The caller's role allows `op`, and the KMS is unsealed.
-    fn begin(&self, principal: &Principal, op: Op) -> Result<Arc<Unsealed>, Error> {
-        authz::authorize(principal, op)?;
+    /// The caller holds a proof of authorisation (see [`authz::authorize`]), so here only: the
+    /// KMS is unsealed.
+    fn begin<O: Operation>(&self, _proof: &Authorized<'_, O>) -> Result<Arc<Unsealed>, Error> {
         self.unsealed()
     }
 
@@ -157,12 +176,12 @@ impl Kms {
         if let Some(k) = read_lock(&vault.keks).get(ns) {
             return Ok(Arc::clone(k));
         }
-        let aad = wrap::kek_aad(ns);
+        let policy = &self.config.policy;
         let kek = match self.store.get(Tree::Namespaces, ns.as_str().as_bytes())? {
-            Some(wrapped) => wrap::unwrap(&vault.root.0, &aad, &wrapped)?,
+            Some(wrapped) => wrap::unwrap_kek(policy, &vault.root, ns, &wrapped)?,
             None => {
-                let fresh = crate::crypto::rng::random_secret(vault.wrap.key_len())?;
-                let wrapped = wrap::wrap(vault.wrap, &vault.root.0, &aad, fresh.expose_secret())?;
+                let fresh = Kek::generate(vault.wrap)?;
+                let wrapped = wrap::wrap_kek(policy, &vault.root, ns, &fresh)?;
                 let mut batch = Batch::new();
                 batch.require(Tree::Namespaces, ns.as_str().as_bytes(), None);
                 batch.put(Tree::Namespaces, ns.as_str().as_bytes(), wrapped);
@@ -174,13 +193,13 @@ impl Kms {
                             .store
                             .get(Tree::Namespaces, ns.as_str().as_bytes())?
                             .ok_or_else(|| store_corrupt("namespace key"))?;
-                        wrap::unwrap(&vault.root.0, &aad, &theirs)?
+                        wrap::unwrap_kek(policy, &vault.root, ns, &theirs)?
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
         };
-        let kek = Arc::new(Kek(kek));
+        let kek = Arc::new(kek);
         write_lock(&vault.keks).insert(ns.clone(), Arc::clone(&kek));
         Ok(kek)
     }
@@ -298,15 +317,19 @@ impl Kms {
             op: "use destroyed material",
         })?;
         let kek = self.kek(vault, &record.namespace)?;
-        let aad = wrap::key_aad(
+        let at = VersionAad::new(
             record.id,
             version,
             &record.namespace,
             record.purpose,
             record.spec,
         );
-        let bytes = wrap::unwrap(&kek.0, &aad, wrapped)?;
-        let key = Arc::new(KeyMaterial::new(record.spec, bytes));
+        let key = Arc::new(wrap::unwrap_version(
+            &self.config.policy,
+            &kek,
+            &at,
+            wrapped,
+        )?);
         self.cache.insert(record.id, version, Arc::clone(&key));
         Ok(key)
     }
@@ -320,20 +343,20 @@ impl Kms {
         key: &KeyMaterial,
     ) -> Result<Vec<u8>, Error> {
         let kek = self.kek(vault, &record.namespace)?;
-        let aad = wrap::key_aad(
+        let at = VersionAad::new(
             record.id,
             version,
             &record.namespace,
             record.purpose,
             record.spec,
         );
-        wrap::wrap(vault.wrap, &kek.0, &aad, key.expose_secret())
+        wrap::wrap_version(&self.config.policy, &kek, &at, key)
     }
 
-    /// A key derived from the root key for one named use (e.g. the audit trail's context hash).
-    pub fn derived_secret(&self, label: &str, len: usize) -> Result<SecretBytes, Error> {
+    /// A key derived from the root key for one named use; never leaves the crate.
+    pub(crate) fn derived_key(&self, what: Derived) -> Result<KeyMaterial, Error> {
         let vault = self.unsealed()?;
-        wrap::derive(&vault.root.0, label, len)
+        wrap::derive(&vault.root, what)
     }
 }
 

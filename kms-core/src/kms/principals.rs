@@ -2,7 +2,7 @@
 
 use super::cas::Cas;
 use super::{Kms, store_corrupt};
-use crate::authz::{self, Op, Principal, Role};
+use crate::authz::{Authorized, Principal, Role, ops};
 use crate::error::Error;
 use crate::store::{Batch, StoreError, Tree};
 
@@ -20,11 +20,11 @@ impl Kms {
     /// Registers a principal with a role. Apps' namespaces get their KEK now.
     pub fn add_principal(
         &self,
-        principal: &Principal,
+        auth: &Authorized<'_, ops::AddPrincipal>,
         subject: &str,
         role: Role,
     ) -> Result<Principal, Error> {
-        let vault = self.begin(principal, Op::AddPrincipal)?;
+        let vault = self.begin(auth)?;
         if let Role::App { namespace } = &role
             && namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE
         {
@@ -57,8 +57,12 @@ impl Kms {
     }
 
     /// Removes a principal. The last administrator cannot be removed (nobody could manage keys).
-    pub fn remove_principal(&self, principal: &Principal, subject: &str) -> Result<(), Error> {
-        self.begin(principal, Op::RemovePrincipal)?;
+    pub fn remove_principal(
+        &self,
+        auth: &Authorized<'_, ops::RemovePrincipal>,
+        subject: &str,
+    ) -> Result<(), Error> {
+        self.begin(auth)?;
         self.cas_update(|| {
             let Some(old) = self.store.get(Tree::Principals, subject.as_bytes())? else {
                 return Err(Error::NotFound {
@@ -92,8 +96,10 @@ impl Kms {
         })
     }
 
-    pub fn list_principals(&self, principal: &Principal) -> Result<Vec<Principal>, Error> {
-        authz::authorize(principal, Op::ListPrincipals)?;
+    pub fn list_principals(
+        &self,
+        _proof: &Authorized<'_, ops::ListPrincipals>,
+    ) -> Result<Vec<Principal>, Error> {
         self.list_principals_unchecked()
     }
 

@@ -17,7 +17,7 @@ fn destruction_due(r: &KeyRecord, now: u64) -> bool {
 
 impl Kms {
     /// Keys whose rotation is due now.
-    pub fn due_for_rotation(&self) -> Result<Vec<KeyId>, Error> {
+    pub(super) fn due_for_rotation(&self) -> Result<Vec<KeyId>, Error> {
         let now = self.now();
         Ok(self
             .all_records()?
@@ -31,7 +31,7 @@ impl Kms {
     /// still happens exactly once (see [`Kms::rotate_if_due`]). A key that cannot be rotated
     /// now (disabled meanwhile, refused by policy) is skipped; a store failure stops the round
     /// and is returned, and the next round retries whatever is still due.
-    pub fn rotate_due(&self) -> Result<Vec<(KeyId, u32)>, Error> {
+    pub(super) fn rotate_due(&self) -> Result<Vec<(KeyId, u32)>, Error> {
         let vault = self.unsealed()?;
         let mut done = Vec::new();
         for id in self.due_for_rotation()? {
@@ -78,7 +78,7 @@ impl Kms {
     /// destroyed recently (the cache outlives a destruction elsewhere by at most one scheduler
     /// interval, never its lifetime): such material is unusable anyway, since every use reads
     /// the key's state from the store first, but it should not stay in memory (KEY-3).
-    pub fn destroy_due(&self) -> Result<Vec<KeyId>, Error> {
+    pub(super) fn destroy_due(&self) -> Result<Vec<KeyId>, Error> {
         let now = self.now();
         let records = self.all_records()?;
         let cached_for = self.config.cache_ttl.as_secs().saturating_add(1);
@@ -140,6 +140,7 @@ mod tests {
 
     use super::*;
     use crate::alg::{KeySpec, Purpose};
+    use crate::authz::authorize;
     use crate::clock::{Clock, DAY, ManualClock};
     use crate::keys::{KeyRef, Namespace};
     use crate::kms::{CreateKeyRequest, KmsConfig};
@@ -165,7 +166,7 @@ mod tests {
         let admin = a.principal("admin").expect("read").expect("admin");
         let key = a
             .create_key(
-                &admin,
+                &authorize(&admin).expect("admin"),
                 CreateKeyRequest {
                     namespace: Namespace::new("app").expect("ns"),
                     purpose: Purpose::Encrypt,
@@ -181,8 +182,12 @@ mod tests {
             .expect("use");
         assert!(a.cache.get(key.id, 1).is_some(), "A caches the version");
 
-        b.schedule_destruction(&admin, &KeyRef::Id(key.id), Some(7))
-            .expect("schedule");
+        b.schedule_destruction(
+            &authorize(&admin).expect("admin"),
+            &KeyRef::Id(key.id),
+            Some(7),
+        )
+        .expect("schedule");
         clock.advance(8 * DAY);
         assert_eq!(b.destroy_due().expect("reap on B"), vec![key.id]);
         assert!(a.cache.get(key.id, 1).is_some(), "A's cache is its own");

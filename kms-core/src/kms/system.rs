@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Kms, Unsealed, read_lock, store_corrupt, write_lock};
 use crate::alg::KeySpec;
-use crate::authz::{Op, Principal, Role};
+use crate::authz::{Authorized, Principal, Role, ops};
 use crate::crypto::rng;
 use crate::error::{Error, InvalidInput, UnsealError};
 use crate::hierarchy::share::{self, SET_ID_LEN, Share};
@@ -110,7 +110,7 @@ impl Kms {
     /// `shares` shares with threshold `threshold`, and `admin` registered as the first
     /// administrator. The KMS stays sealed; unseal it with the shares. Exactly once per store:
     /// a second `init`, from this node or another, fails.
-    pub fn init(&self, shares: u8, threshold: u8, admin: &str) -> Result<InitOutput, Error> {
+    pub(super) fn init(&self, shares: u8, threshold: u8, admin: &str) -> Result<InitOutput, Error> {
         if threshold == 0 || threshold > shares {
             return Err(InvalidInput::new(
                 "threshold",
@@ -129,15 +129,11 @@ impl Kms {
         admin.created_at = self.now();
         let mut set_id = [0u8; SET_ID_LEN];
         rng::fill(&mut set_id)?;
-        let unseal = UnsealKey(rng::random_secret(wrap_alg.key_len())?);
-        let root = RootKey(rng::random_secret(wrap_alg.key_len())?);
-        let sealed_root = wrap::wrap(
-            wrap_alg,
-            &unseal.0,
-            &wrap::root_aad(&set_id),
-            root.0.expose_secret(),
-        )?;
-        let out = share::split(&unseal.0, shares, threshold, set_id)?;
+        let unseal = UnsealKey::generate(wrap_alg)?;
+        let root = RootKey::generate(wrap_alg)?;
+        let policy = &self.config.policy;
+        let sealed_root = wrap::seal_root(policy, &unseal, &set_id, &root)?;
+        let out = share::split_unseal_key(&unseal, shares, threshold, set_id)?;
         let config = SealConfig {
             format: 1,
             wrap: wrap_alg.spec(),
@@ -154,7 +150,7 @@ impl Kms {
             serde_json::to_vec(&config).map_err(|_| store_corrupt("seal config"))?,
         );
         batch.put(Tree::Seal, ROOT, sealed_root);
-        self.prepare_audit_key(&root.0, wrap_alg, &mut batch)?;
+        self.prepare_audit_key(root, &mut batch)?;
         batch.put(
             Tree::Principals,
             admin.subject.as_bytes(),
@@ -177,15 +173,14 @@ impl Kms {
     /// A wrong combination clears the shares given so far and is an error, never a wrong key.
     pub fn unseal(
         &self,
-        principal: &Principal,
+        _proof: &Authorized<'_, ops::Unseal>,
         share_text: &Share,
     ) -> Result<UnsealProgress, Error> {
-        crate::authz::authorize(principal, Op::Unseal)?;
         self.unseal_with(share_text)
     }
 
     /// Unseal without a principal: for the dev mode's local share file and for restore.
-    pub fn unseal_with(&self, share_text: &Share) -> Result<UnsealProgress, Error> {
+    pub(super) fn unseal_with(&self, share_text: &Share) -> Result<UnsealProgress, Error> {
         if read_lock(&self.vault).is_some() {
             return Ok(UnsealProgress::Unsealed);
         }
@@ -209,16 +204,16 @@ impl Kms {
         }
         let taken = std::mem::take(&mut *pending);
         drop(pending);
-        let unseal = UnsealKey(share::combine(&taken)?);
+        let wrap_alg = WrapAlg::new(cfg.wrap)?;
+        let unseal = share::combine_unseal_key(&taken, wrap_alg)?;
         let sealed_root = self
             .store
             .get(Tree::Seal, ROOT)?
             .ok_or_else(|| store_corrupt("sealed root key"))?;
-        let root = wrap::unwrap(&unseal.0, &wrap::root_aad(&set_id), &sealed_root)
+        let root = wrap::open_root(&self.config.policy, &unseal, &set_id, &sealed_root)
             .map_err(|_| Error::Unseal(UnsealError::Mismatch))?;
-        let wrap_alg = WrapAlg::new(cfg.wrap)?;
         *write_lock(&self.vault) = Some(Arc::new(Unsealed {
-            root: RootKey(root),
+            root,
             wrap: wrap_alg,
             keks: RwLock::new(HashMap::new()),
         }));
@@ -226,14 +221,13 @@ impl Kms {
     }
 
     /// Seals: forgets the root key, every KEK and every cached key (each wipes itself).
-    pub fn seal(&self, principal: &Principal) -> Result<(), Error> {
-        crate::authz::authorize(principal, Op::Seal)?;
+    pub fn seal(&self, _proof: &Authorized<'_, ops::Seal>) -> Result<(), Error> {
         self.seal_now();
         Ok(())
     }
 
     /// Seals without a principal (graceful shutdown).
-    pub fn seal_now(&self) {
+    pub(super) fn seal_now(&self) {
         *write_lock(&self.vault) = None;
         self.cache.clear();
         self.pending().clear();

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::TestKms;
 use crate::alg::{DataKeySpec, KeySpec, Purpose, SignatureParams};
 use crate::authz::{GrantOp, Principal, Role};
 use crate::clock::{DAY, ManualClock};
@@ -15,7 +16,7 @@ use crate::store::MemoryStore;
 use crate::{CreateKeyRequest, DataKeyMode, UnsealError};
 
 pub(crate) struct Fixture {
-    pub(crate) kms: Kms,
+    pub(crate) kms: TestKms,
     pub(crate) clock: Arc<ManualClock>,
     pub(crate) admin: Principal,
     pub(crate) app: Principal,
@@ -30,7 +31,7 @@ fn ns(s: &str) -> Namespace {
 
 pub(crate) fn fixture_with(store: Arc<dyn Store>, shares: u8, threshold: u8) -> Fixture {
     let clock = Arc::new(ManualClock::new(1_700_000_000));
-    let kms = Kms::with_clock(store, KmsConfig::default(), clock.clone());
+    let kms = TestKms::with_clock(store, KmsConfig::default(), clock.clone());
     let out = kms.init(shares, threshold, "admin").unwrap();
     for s in out.shares.iter().take(usize::from(threshold)) {
         kms.unseal_with(s).unwrap();
@@ -639,7 +640,7 @@ fn swapped_records_fail_to_unwrap() {
     let mut r2 = get(&k2.id);
     r2.versions[0].wrapped = get(&k1.id).versions[0].wrapped.clone();
     put(&r2);
-    f.kms.cache.clear();
+    f.kms.kms().cache.clear();
     assert!(matches!(
         f.kms.encrypt(&f.app, &KeyRef::Id(k2.id), &c, b"x"),
         Err(Error::Crypto(_))
@@ -664,7 +665,7 @@ fn swapped_records_fail_to_unwrap() {
     );
     b.put(Tree::Meta, layout::key_index(&r1.id), vec![3]);
     store.apply(&b).unwrap();
-    let fresh = Kms::with_clock(store.clone(), KmsConfig::default(), f.clock.clone());
+    let fresh = TestKms::with_clock(store.clone(), KmsConfig::default(), f.clock.clone());
     for s in f.shares.iter().take(2) {
         fresh.unseal_with(s).unwrap();
     }
@@ -676,7 +677,7 @@ fn swapped_records_fail_to_unwrap() {
     let mut r1v = get(&k1.id);
     r1v.versions[0].version = 2;
     put(&r1v);
-    f.kms.cache.clear();
+    f.kms.kms().cache.clear();
     assert!(f.kms.encrypt(&f.app, &KeyRef::Id(k1.id), &c, b"x").is_err());
 }
 
@@ -692,10 +693,10 @@ fn the_cache_is_bounded_cleared_on_seal_and_can_be_off() {
             b"x",
         )
         .unwrap();
-    assert_eq!(f.kms.cache.len(), 1);
+    assert_eq!(f.kms.kms().cache.len(), 1);
     f.kms.seal_now();
-    assert_eq!(f.kms.cache.len(), 0);
-    let off = Kms::with_clock(
+    assert_eq!(f.kms.kms().cache.len(), 0);
+    let off = TestKms::with_clock(
         f.kms.store().clone(),
         KmsConfig {
             cache_ttl: Duration::ZERO,
@@ -713,7 +714,7 @@ fn the_cache_is_bounded_cleared_on_seal_and_can_be_off() {
         b"x",
     )
     .unwrap();
-    assert_eq!(off.cache.len(), 0);
+    assert_eq!(off.kms().cache.len(), 0);
 }
 
 #[test]
@@ -742,10 +743,10 @@ fn gm_only_policy_blocks_new_non_gm_use_but_opens_old_data() {
         .encrypt(&f.app, &KeyRef::Id(aes.id), &c, b"old")
         .unwrap()
         .ciphertext;
-    let gm = Kms::with_clock(
+    let gm = TestKms::with_clock(
         store,
         KmsConfig {
-            policy: Policy::new(crate::policy::PolicyMode::GmOnly),
+            policy: Policy::from_config(crate::policy::PolicyMode::GmOnly),
             ..KmsConfig::default()
         },
         f.clock.clone(),
@@ -804,7 +805,7 @@ fn backup_round_trip_and_tamper_detection() {
     let backup = f.kms.backup(&f.admin).unwrap();
 
     let fresh = || {
-        Kms::with_clock(
+        TestKms::with_clock(
             Arc::new(MemoryStore::new()),
             KmsConfig::default(),
             f.clock.clone(),
@@ -876,7 +877,10 @@ mod audit {
         }
     }
 
-    fn trail(records: usize, every: u64) -> (Arc<Kms>, AuditLog, String, crate::crypto::PublicKey) {
+    fn trail(
+        records: usize,
+        every: u64,
+    ) -> (Arc<TestKms>, AuditLog, String, crate::crypto::PublicKey) {
         let f = fixture();
         let kms = Arc::new(f.kms);
         let log = AuditLog::start(

@@ -115,6 +115,37 @@ impl Approved<Protect> {
     }
 }
 
+impl Approved<Protect> {
+    /// The default scheme (SM2 with the default ID; RSA-PSS with SHA-256) for a key this token
+    /// already approved for signing: the pairwise-consistency test of a fresh or imported key.
+    pub(crate) fn default_signature(self) -> Result<ApprovedSignature<Protect>, PolicyError> {
+        Policy::check_token(&self, Purpose::Sign)?;
+        let request =
+            SignatureRequest::default_for(self.spec).ok_or(PolicyError::WrongPurpose {
+                spec: self.spec,
+                purpose: Purpose::Sign,
+            })?;
+        // The mode was enforced when the key was approved; the defaults add no algorithm
+        // beyond the key's own (SM2 → SM3, RSA → SHA-256).
+        let scheme = Policy {
+            mode: PolicyMode::Standard,
+        }
+        .signature_scheme(self.spec, request, false)?;
+        Ok(ApprovedSignature { key: self, scheme })
+    }
+}
+
+impl ApprovedSignature<Protect> {
+    /// Anything approved for signing may also verify.
+    #[must_use]
+    pub fn for_open(self) -> ApprovedSignature<Open> {
+        ApprovedSignature {
+            key: self.key.for_open(),
+            scheme: self.scheme,
+        }
+    }
+}
+
 impl<U> fmt::Debug for Approved<U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Approved({} for {})", self.spec, self.purpose)
@@ -157,6 +188,11 @@ impl<U> ApprovedSignature<U> {
 pub struct ApprovedDigest(DigestAlg);
 
 impl ApprovedDigest {
+    /// SM3, which every policy mode approves (it is the GM hash; a GM-only policy is the
+    /// narrowest there is). For formats that fix SM3 whatever the deployment's policy: the audit
+    /// chain, share checksums, key fingerprints, the hierarchy's HKDF.
+    pub const SM3: Self = Self(DigestAlg::Sm3);
+
     #[must_use]
     pub fn alg(self) -> DigestAlg {
         self.0
@@ -175,14 +211,45 @@ impl ApprovedDataKey {
 }
 
 /// The policy in force. Built once from configuration; it can only narrow the built-in set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// There is no `Default` outside tests (the `test-util` feature): code must use the policy it
+/// was configured with, never conjure a laxer one. Nor can one be built field by field:
+///
+/// ```compile_fail
+/// use kms_core::policy::{Policy, PolicyMode};
+/// let p = Policy { mode: PolicyMode::Standard };
+/// ```
+///
+/// Inside `kms-core` nothing calls [`Policy::from_config`] (`kms-core/tests/construction.rs`
+/// checks the sources): the core receives its policy in [`KmsConfig`](crate::KmsConfig).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
     mode: PolicyMode,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl Default for Policy {
+    /// For tests only: the standard mode.
+    fn default() -> Self {
+        Self {
+            mode: PolicyMode::Standard,
+        }
+    }
+}
+
 impl Policy {
+    /// The narrowest policy (GM only), for formats that fix GM algorithms whatever the
+    /// deployment's policy: audit checkpoints and inventories (SM2 with SM3), the first
+    /// hierarchy's HMAC-SM3 derivation. Every mode allows what this allows, so using it never
+    /// approves what the configured policy would refuse.
+    pub(crate) const GM_FORMATS: Self = Self {
+        mode: PolicyMode::GmOnly,
+    };
+
+    /// The policy a deployment configured (`policy = "gm-only"` in the server's configuration,
+    /// `--policy` in offline tools).
     #[must_use]
-    pub fn new(mode: PolicyMode) -> Self {
+    pub fn from_config(mode: PolicyMode) -> Self {
         Self { mode }
     }
 
@@ -367,7 +434,7 @@ mod tests {
 
     #[test]
     fn gm_only_narrows_to_sm_algorithms() {
-        let gm = Policy::new(PolicyMode::GmOnly);
+        let gm = Policy::from_config(PolicyMode::GmOnly);
         for spec in KeySpec::ALL {
             for purpose in Purpose::ALL.into_iter().filter(|p| spec.supports(*p)) {
                 assert_eq!(gm.approve(purpose, spec).is_ok(), spec.is_gm(), "{spec}");

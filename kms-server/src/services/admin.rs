@@ -2,6 +2,7 @@
 
 use kms_core::CreateKeyRequest;
 use kms_core::authz::GrantOp;
+use kms_core::authz::authorize;
 use kms_core::keys::{Alias, KeyRef};
 use kms_proto::v1::{self, key_admin_server::KeyAdmin};
 use tonic::{Request, Response, Status};
@@ -9,8 +10,8 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use crate::convert;
 
-fn alias(s: &str) -> Result<Alias, Status> {
-    Alias::new(s).map_err(|e| Status::invalid_argument(e.to_string()))
+fn alias(s: &str) -> Result<Alias, kms_core::Error> {
+    Alias::new(s)
 }
 
 fn key_response(k: &kms_core::KeyInfo) -> Response<v1::KeyResponse> {
@@ -36,7 +37,7 @@ impl Shared {
             + 'static,
     {
         let call = self.identify(&req).await?;
-        let key = convert::key_ref(&req.into_inner().key, &call.principal)?;
+        let key = call.check(convert::key_ref(&req.into_inner().key, &call.principal))?;
         let k = self.run(&call, move |kms, p| f(kms, p, &key)).await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -49,7 +50,7 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.describe_key(p, key))
+        self.key_op(req, |kms, p, key| kms.describe_key(&authorize(p)?, key))
             .await
     }
 
@@ -57,21 +58,23 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.rotate_key(p, key)).await
+        self.key_op(req, |kms, p, key| kms.rotate_key(&authorize(p)?, key))
+            .await
     }
 
     async fn enable_key(
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.enable_key(p, key)).await
+        self.key_op(req, |kms, p, key| kms.enable_key(&authorize(p)?, key))
+            .await
     }
 
     async fn disable_key(
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.disable_key(p, key))
+        self.key_op(req, |kms, p, key| kms.disable_key(&authorize(p)?, key))
             .await
     }
 
@@ -79,7 +82,7 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.mark_compromised(p, key))
+        self.key_op(req, |kms, p, key| kms.mark_compromised(&authorize(p)?, key))
             .await
     }
 
@@ -87,8 +90,10 @@ impl KeyAdmin for Shared {
         &self,
         req: Request<v1::KeyRequest>,
     ) -> Result<Response<v1::KeyResponse>, Status> {
-        self.key_op(req, |kms, p, key| kms.cancel_destruction(p, key))
-            .await
+        self.key_op(req, |kms, p, key| {
+            kms.cancel_destruction(&authorize(p)?, key)
+        })
+        .await
     }
 
     async fn create_key(
@@ -98,19 +103,19 @@ impl KeyAdmin for Shared {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
         let request = CreateKeyRequest {
-            namespace: convert::namespace(&m.namespace)?,
-            purpose: convert::purpose(m.purpose)?,
-            spec: convert::key_spec(&m.algorithm)?,
+            namespace: call.check(convert::namespace(&m.namespace))?,
+            purpose: call.check(convert::purpose(m.purpose))?,
+            spec: call.check(convert::key_spec(&m.algorithm))?,
             alias: if m.alias.is_empty() {
                 None
             } else {
-                Some(alias(&m.alias)?)
+                Some(call.check(alias(&m.alias))?)
             },
             rotation_period: m.rotation_period_seconds,
             description: m.description,
         };
         let k = self
-            .run(&call, move |kms, p| kms.create_key(p, request))
+            .run(&call, move |kms, p| kms.create_key(&authorize(p)?, request))
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -125,10 +130,12 @@ impl KeyAdmin for Shared {
         let ns = if m.namespace.is_empty() {
             None
         } else {
-            Some(convert::namespace(&m.namespace)?)
+            Some(call.check(convert::namespace(&m.namespace))?)
         };
         let keys = self
-            .run(&call, move |kms, p| kms.list_keys(p, ns.as_ref()))
+            .run(&call, move |kms, p| {
+                kms.list_keys(&authorize(p)?, ns.as_ref())
+            })
             .await?;
         Ok(Response::new(v1::ListKeysResponse {
             keys: keys.iter().map(convert::key_metadata).collect(),
@@ -141,10 +148,10 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         let k = self
             .run(&call, move |kms, p| {
-                kms.set_rotation_period(p, &key, m.rotation_period_seconds)
+                kms.set_rotation_period(&authorize(p)?, &key, m.rotation_period_seconds)
             })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
@@ -157,10 +164,12 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         let days = (m.pending_days != 0).then_some(m.pending_days);
         let k = self
-            .run(&call, move |kms, p| kms.schedule_destruction(p, &key, days))
+            .run(&call, move |kms, p| {
+                kms.schedule_destruction(&authorize(p)?, &key, days)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -172,10 +181,12 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::KeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let a = alias(&m.alias)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let a = call.check(alias(&m.alias))?;
         let k = self
-            .run(&call, move |kms, p| kms.create_alias(p, &key, a))
+            .run(&call, move |kms, p| {
+                kms.create_alias(&authorize(p)?, &key, a)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -187,10 +198,12 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let ns = convert::namespace(&m.namespace)?;
-        let a = alias(&m.alias)?;
-        self.run(&call, move |kms, p| kms.delete_alias(p, &ns, &a))
-            .await?;
+        let ns = call.check(convert::namespace(&m.namespace))?;
+        let a = call.check(alias(&m.alias))?;
+        self.run(&call, move |kms, p| {
+            kms.delete_alias(&authorize(p)?, &ns, &a)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -200,16 +213,19 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::GrantInfo>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let grantee = convert::namespace(&m.grantee_namespace)?;
-        let ops = m
-            .operations
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(|s| GrantOp::parse(s.trim()).map_err(|e| Status::invalid_argument(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let grantee = call.check(convert::namespace(&m.grantee_namespace))?;
+        let ops = call.check(
+            m.operations
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| GrantOp::parse(s.trim()))
+                .collect::<Result<Vec<_>, _>>(),
+        )?;
         let g = self
-            .run(&call, move |kms, p| kms.create_grant(p, &key, grantee, ops))
+            .run(&call, move |kms, p| {
+                kms.create_grant(&authorize(p)?, &key, grantee, ops)
+            })
             .await?;
         call.note_key(&g.key_id, None);
         Ok(Response::new(convert::grant_info(&g)))
@@ -221,10 +237,12 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
-        let grantee = convert::namespace(&m.grantee_namespace)?;
-        self.run(&call, move |kms, p| kms.revoke_grant(p, &key, &grantee))
-            .await?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let grantee = call.check(convert::namespace(&m.grantee_namespace))?;
+        self.run(&call, move |kms, p| {
+            kms.revoke_grant(&authorize(p)?, &key, &grantee)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -237,10 +255,12 @@ impl KeyAdmin for Shared {
         let key = if m.key.is_empty() {
             None
         } else {
-            Some(convert::key_ref(&m.key, &call.principal)?)
+            Some(call.check(convert::key_ref(&m.key, &call.principal))?)
         };
         let grants = self
-            .run(&call, move |kms, p| kms.list_grants(p, key.as_ref()))
+            .run(&call, move |kms, p| {
+                kms.list_grants(&authorize(p)?, key.as_ref())
+            })
             .await?;
         Ok(Response::new(v1::ListGrantsResponse {
             grants: grants.iter().map(convert::grant_info).collect(),
@@ -253,9 +273,11 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::PrincipalInfo>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let role = convert::role(&m.role, &m.namespace)?;
+        let role = call.check(convert::role(&m.role, &m.namespace))?;
         let added = self
-            .run(&call, move |kms, p| kms.add_principal(p, &m.subject, role))
+            .run(&call, move |kms, p| {
+                kms.add_principal(&authorize(p)?, &m.subject, role)
+            })
             .await?;
         Ok(Response::new(convert::principal_info(&added)))
     }
@@ -266,8 +288,10 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::Empty>, Status> {
         let call = self.identify(&req).await?;
         let subject = req.into_inner().subject;
-        self.run(&call, move |kms, p| kms.remove_principal(p, &subject))
-            .await?;
+        self.run(&call, move |kms, p| {
+            kms.remove_principal(&authorize(p)?, &subject)
+        })
+        .await?;
         Ok(Response::new(v1::Empty {}))
     }
 
@@ -277,7 +301,7 @@ impl KeyAdmin for Shared {
     ) -> Result<Response<v1::ListPrincipalsResponse>, Status> {
         let call = self.identify(&req).await?;
         let all = self
-            .run(&call, move |kms, p| kms.list_principals(p))
+            .run(&call, move |kms, p| kms.list_principals(&authorize(p)?))
             .await?;
         Ok(Response::new(v1::ListPrincipalsResponse {
             principals: all.iter().map(convert::principal_info).collect(),

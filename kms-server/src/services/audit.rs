@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kms_core::audit::export::AuditExport;
 use kms_core::audit::writer::AuditLog;
 use kms_core::audit::{Event, Flag, Operation, Role};
-use kms_core::authz::{self, Op};
+use kms_core::authz::{authorize, ops};
 use kms_core::store::StoreError;
 use kms_proto::v1::{self, audit_server::Audit};
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::status::to_status;
+use crate::status::{Refusal, to_status};
 
 type Lines = Pin<Box<dyn Stream<Item = Result<v1::AuditChunk, Status>> + Send>>;
 
@@ -102,7 +102,7 @@ fn stream_export(
         (Ok(()), None) if lines.is_empty() => Ok(()),
         (Ok(()), None) => send(Ok(v1::AuditChunk { lines })),
         (Err(e), None) => {
-            let status = to_status(&kms_core::Error::from(e), &request_id);
+            let status = to_status(kms_core::Error::from(e), &request_id);
             let code = status.code();
             // Sent or not, the export failed.
             let _ = send(Err(status));
@@ -151,14 +151,11 @@ impl Audit for Shared {
         req: Request<v1::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         let call = self.identify(&req).await?;
-        let log = self
-            .audit
-            .clone()
-            .ok_or_else(|| Status::unavailable("this server keeps no audit trail"))?;
+        let log = call.check(self.audit.clone().ok_or(Refusal::NoAuditTrail))?;
         let reader = Arc::clone(&log);
         let export = self
             .run(&call, move |kms, p| {
-                authz::authorize(p, Op::ExportAudit)?;
+                authorize::<ops::ExportAudit>(p)?;
                 if kms.is_sealed() {
                     return Err(kms_core::Error::Sealed);
                 }
@@ -180,9 +177,9 @@ impl Audit for Shared {
         let spawned = std::thread::Builder::new()
             .name("kms-audit-export".into())
             .spawn(move || stream_export(export, &tx, &log, begun));
-        if spawned.is_err() {
-            return Err(crate::audit_layer::naming_request(
-                &Status::unavailable("cannot start the export"),
+        if let Err(e) = spawned {
+            return Err(to_status(
+                Refusal::AuditUnavailable(format!("no thread for the export: {e}")),
                 &call.request_id,
             ));
         }
@@ -194,9 +191,12 @@ impl Audit for Shared {
         req: Request<v1::ExportInventoryRequest>,
     ) -> Result<Response<v1::InventoryResponse>, Status> {
         let call = self.identify(&req).await?;
-        let inv = self.run(&call, |kms, p| kms.inventory(p)).await?;
-        let json = serde_json::to_string_pretty(&inv)
-            .map_err(|_| Status::internal("inventory encoding failed"))?;
+        let inv = self
+            .run(&call, |kms, p| kms.inventory(&authorize(p)?))
+            .await?;
+        let json = call.check(
+            serde_json::to_string_pretty(&inv).map_err(|_| Refusal::Encoding("the inventory")),
+        )?;
         Ok(Response::new(v1::InventoryResponse { json }))
     }
 }

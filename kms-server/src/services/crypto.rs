@@ -1,5 +1,6 @@
 //! The data plane (`kms.v1.Crypto`).
 
+use kms_core::authz::{authorize, ops};
 use kms_core::crypto::PublicKey;
 use kms_core::policy::names;
 use kms_core::{DataKeyMode, SecretBytes};
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::convert;
+use crate::status::{Refusal, to_status};
 
 /// Moves a secret byte field out of a request into a zeroizing buffer.
 fn take_secret(field: &mut Vec<u8>) -> SecretBytes {
@@ -22,16 +24,16 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::EncryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("plaintext", m.plaintext.len())?;
-        self.limits.check_context(&m.context)?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("plaintext", m.plaintext.len()))?;
+        call.check(self.limits.check_context(&m.context))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let ctx = convert::context(std::mem::take(&mut m.context));
         call.note_context(self.kms.context_hmac(&ctx));
         let plaintext = take_secret(&mut m.plaintext);
         let out = self
             .run_light(&call, plaintext.len(), move |kms, p| {
-                kms.encrypt(p, &key, &ctx, plaintext.expose_secret())
+                kms.encrypt(&authorize(p)?, &key, &ctx, plaintext.expose_secret())
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -48,12 +50,14 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::DecryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.context)?;
+        call.check(self.limits.check_context(&m.context))?;
         let ctx = convert::context(m.context);
         call.note_context(self.kms.context_hmac(&ctx));
         let ct = m.ciphertext;
         let out = self
-            .run_light(&call, ct.len(), move |kms, p| kms.decrypt(p, &ctx, &ct))
+            .run_light(&call, ct.len(), move |kms, p| {
+                kms.decrypt(&authorize(p)?, &ctx, &ct)
+            })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
         Ok(Response::new(v1::DecryptResponse {
@@ -70,12 +74,12 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::ReEncryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.source_context)?;
-        self.limits.check_context(&m.destination_context)?;
+        call.check(self.limits.check_context(&m.source_context))?;
+        call.check(self.limits.check_context(&m.destination_context))?;
         let dest = if m.destination_key.is_empty() {
             None
         } else {
-            Some(convert::key_ref(&m.destination_key, &call.principal)?)
+            Some(call.check(convert::key_ref(&m.destination_key, &call.principal))?)
         };
         let src_ctx = convert::context(m.source_context);
         call.note_context(self.kms.context_hmac(&src_ctx));
@@ -83,7 +87,7 @@ impl Crypto for Shared {
         let ct = m.ciphertext;
         let out = self
             .run_light(&call, ct.len(), move |kms, p| {
-                kms.reencrypt(p, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
+                kms.reencrypt(&authorize(p)?, &ct, &src_ctx, dest.as_ref(), &dst_ctx)
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -114,18 +118,20 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::SignResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("message", m.message.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("message", m.message.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
-        convert::message(&[], m.message_type)?;
+        let params = call.check(convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash))?;
+        let kind = call.check(convert::message_kind(m.message_type))?;
         let message = take_secret(&mut m.message);
-        let message_type = m.message_type;
         let out = self
             .run(&call, move |kms, p| {
-                let msg = convert::message(message.expose_secret(), message_type)
-                    .map_err(status_to_core)?;
-                kms.sign(p, &key, msg, &params)
+                kms.sign(
+                    &authorize(p)?,
+                    &key,
+                    kind.of(message.expose_secret()),
+                    &params,
+                )
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -142,17 +148,22 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::VerifyResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("message", m.message.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("message", m.message.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let params = convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash)?;
-        convert::message(&[], m.message_type)?;
+        let params = call.check(convert::signature_params(&m.sm2_id, &m.rsa_scheme, &m.hash))?;
+        let kind = call.check(convert::message_kind(m.message_type))?;
         let message = take_secret(&mut m.message);
         let out = self
             .run(&call, move |kms, p| {
-                let msg = convert::message(message.expose_secret(), m.message_type)
-                    .map_err(status_to_core)?;
-                kms.verify(p, &key, msg, &m.signature, &params, m.key_version)
+                kms.verify(
+                    &authorize(p)?,
+                    &key,
+                    kind.of(message.expose_secret()),
+                    &m.signature,
+                    &params,
+                    m.key_version,
+                )
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -170,13 +181,12 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::AsymmetricDecryptResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits
-            .check_payload("ciphertext", m.ciphertext.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("ciphertext", m.ciphertext.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
-                kms.asymmetric_decrypt(p, &key, &m.ciphertext, m.key_version)
+                kms.asymmetric_decrypt(&authorize(p)?, &key, &m.ciphertext, m.key_version)
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -194,11 +204,11 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {
-                kms.get_public_key(p, &key, m.key_version)
+                kms.get_public_key(&authorize(p)?, &key, m.key_version)
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -217,13 +227,13 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::GenerateMacResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("data", m.data.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("data", m.data.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
             .run_light(&call, data.len(), move |kms, p| {
-                kms.generate_mac(p, &key, data.expose_secret())
+                kms.generate_mac(&authorize(p)?, &key, data.expose_secret())
             })
             .await?;
         call.note_key(&out.key_id, Some(out.key_version));
@@ -240,13 +250,19 @@ impl Crypto for Shared {
     ) -> Result<Response<v1::VerifyMacResponse>, Status> {
         let call = self.identify(&req).await?;
         let mut m = req.into_inner();
-        self.limits.check_payload("data", m.data.len())?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_payload("data", m.data.len()))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
         let data = take_secret(&mut m.data);
         let out = self
             .run_light(&call, data.len(), move |kms, p| {
-                kms.verify_mac(p, &key, data.expose_secret(), &m.mac, m.key_version)
+                kms.verify_mac(
+                    &authorize(p)?,
+                    &key,
+                    data.expose_secret(),
+                    &m.mac,
+                    m.key_version,
+                )
             })
             .await?;
         call.note_use(&out.key_id, out.key_version, out.key_compromised);
@@ -264,7 +280,9 @@ impl Crypto for Shared {
         let call = self.identify(&req).await?;
         let len = usize::try_from(req.into_inner().length).unwrap_or(usize::MAX);
         let random = self
-            .run_light(&call, len, move |kms, p| kms.generate_random(p, len))
+            .run_light(&call, len, move |kms, p| {
+                kms.generate_random(&authorize(p)?, len)
+            })
             .await?;
         Ok(Response::new(v1::GenerateRandomResponse {
             random: random.into_unprotected_vec(),
@@ -280,25 +298,28 @@ impl Shared {
     ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
         let call = self.identify(&req).await?;
         let m = req.into_inner();
-        self.limits.check_context(&m.context)?;
-        let key = convert::key_ref(&m.key, &call.principal)?;
+        call.check(self.limits.check_context(&m.context))?;
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
         call.note_key(&m.key, None);
-        let spec = names::parse_data_key_spec(if m.key_spec.is_empty() {
+        let spec = call.check(names::parse_data_key_spec(if m.key_spec.is_empty() {
             "sm4"
         } else {
             &m.key_spec
-        })
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }))?;
         let policy = self.kms.policy();
         let mode = match (with_plaintext, m.wrap_to_public_key.is_empty()) {
             (true, true) => DataKeyMode::WithPlaintext,
             (false, true) => DataKeyMode::WithoutPlaintext,
-            (true, false) => {
-                DataKeyMode::EncryptedTo(parse_public_key(policy, &m.wrap_to_public_key)?)
-            }
+            (true, false) => DataKeyMode::EncryptedTo(
+                call.check(parse_public_key(policy, &m.wrap_to_public_key))?,
+            ),
             (false, false) => {
-                return Err(Status::invalid_argument(
-                    "wrap_to_public_key applies to GenerateDataKey, not GenerateDataKeyWithoutPlaintext",
+                return Err(to_status(
+                    Refusal::BadRequest(
+                        "wrap_to_public_key applies to GenerateDataKey, not GenerateDataKeyWithoutPlaintext"
+                            .into(),
+                    ),
+                    &call.request_id,
                 ));
             }
         };
@@ -306,7 +327,14 @@ impl Shared {
         let ctx = convert::context(m.context);
         call.note_context(self.kms.context_hmac(&ctx));
         let work = move |kms: &kms_core::Kms, p: &kms_core::authz::Principal| {
-            kms.generate_data_key(p, &key, spec, &ctx, mode)
+            // The proof names the operation the caller asked for: no plaintext, or some form of it.
+            if matches!(mode, DataKeyMode::WithoutPlaintext) {
+                let proof = authorize::<ops::GenerateDataKeyWithoutPlaintext>(p)?;
+                kms.generate_data_key(&proof, &key, spec, &ctx, mode)
+            } else {
+                let proof = authorize::<ops::GenerateDataKey>(p)?;
+                kms.generate_data_key(&proof, &key, spec, &ctx, mode)
+            }
         };
         // Encrypting the data key to the caller's public key is public-key work.
         let out = if wrap_to_caller {
@@ -329,15 +357,12 @@ impl Shared {
 }
 
 /// A caller-supplied public key, DER or PEM.
-fn parse_public_key(policy: kms_core::policy::Policy, bytes: &[u8]) -> Result<PublicKey, Status> {
-    let parsed = match std::str::from_utf8(bytes) {
+fn parse_public_key(
+    policy: kms_core::policy::Policy,
+    bytes: &[u8],
+) -> Result<PublicKey, kms_core::Error> {
+    match std::str::from_utf8(bytes) {
         Ok(text) if text.contains("-----BEGIN") => PublicKey::from_spki_pem(policy, text),
         Ok(_) | Err(_) => PublicKey::from_spki_der(policy, bytes),
-    };
-    parsed.map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-/// Request-shape errors found inside a blocking call, carried back as core input errors.
-fn status_to_core(s: Status) -> kms_core::Error {
-    kms_core::InvalidInput::new("request", s.message().to_owned()).into()
+    }
 }

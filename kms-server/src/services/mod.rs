@@ -15,10 +15,10 @@ use kms_core::audit::{Flag, Role};
 use kms_core::authz::Principal;
 use tonic::{Request, Status};
 
-use crate::audit_layer::{AuditSlot, naming_request};
+use crate::audit_layer::AuditSlot;
 use crate::identity::PeerInfo;
 use crate::limits::{Limits, RateLimiter};
-use crate::status::{to_status, worker_failed};
+use crate::status::{Refusal, to_status, worker_failed};
 
 /// Request ids: a random per-process prefix (ids from several nodes do not collide) and a
 /// counter.
@@ -111,6 +111,11 @@ impl Call {
         }
     }
 
+    /// A refusal as this request's status (through the one map, with its request id).
+    pub fn check<T, E: Into<Refusal>>(&self, r: Result<T, E>) -> Result<T, Status> {
+        r.map_err(|e| to_status(e, &self.request_id))
+    }
+
     pub fn note_flag(&self, flag: Flag) {
         if let Some(s) = &self.slot {
             s.update(|n| n.flags.push(flag));
@@ -141,23 +146,23 @@ impl Shared {
     }
 
     /// The subject of the caller's certificate.
-    pub fn subject<T>(req: &Request<T>) -> Result<String, Status> {
+    pub fn subject<T>(req: &Request<T>) -> Result<String, Refusal> {
         req.extensions()
             .get::<PeerInfo>()
             .and_then(|p| p.subject.clone())
-            .ok_or_else(|| {
-                Status::unauthenticated("no usable client certificate subject (SAN URI or CN)")
-            })
+            .ok_or(Refusal::NoSubject)
     }
 
     /// Identifies a registered principal and applies its rate limit. An unknown certificate
     /// gets PERMISSION_DENIED.
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
-        let subject = Self::subject(req)?;
+        let (slot, request_id) = self.slot(req);
+        let subject = Self::subject(req).map_err(|e| to_status(e, &request_id))?;
         // Before the lookup: a certificate whose subject is not registered costs a lookup and
         // an audit record per request too, so it is limited like anyone (API-5).
-        self.rate.check(&subject)?;
-        let (slot, request_id) = self.slot(req);
+        self.rate
+            .check(&subject)
+            .map_err(|e| to_status(e, &request_id))?;
         let found = if self.local_reads {
             self.kms.principal(&subject)
         } else {
@@ -168,16 +173,8 @@ impl Shared {
                 .map_err(|_| worker_failed(&request_id))?
         };
         let principal = found
-            .map_err(|e| to_status(&e, &request_id))?
-            .ok_or_else(|| {
-                tracing::info!(request_id, subject, "unknown certificate subject");
-                naming_request(
-                    &Status::permission_denied(format!(
-                        "{subject} is not a registered principal; an administrator must add it"
-                    )),
-                    &request_id,
-                )
-            })?;
+            .map_err(|e| to_status(e, &request_id))?
+            .ok_or_else(|| to_status(Refusal::UnknownPrincipal { subject }, &request_id))?;
         if let Some(s) = &slot {
             s.update(|n| {
                 n.principal = Some(principal.subject.clone());
@@ -201,7 +198,7 @@ impl Shared {
         F: FnOnce(&Kms, &Principal) -> Result<R, kms_core::Error> + Send + 'static,
     {
         if self.local_reads && payload_len <= INLINE_MAX_BYTES {
-            return f(&self.kms, &call.principal).map_err(|e| to_status(&e, &call.request_id));
+            return f(&self.kms, &call.principal).map_err(|e| to_status(e, &call.request_id));
         }
         self.run(call, f).await
     }
@@ -218,6 +215,6 @@ impl Shared {
         let out = tokio::task::spawn_blocking(move || f(&kms, &principal))
             .await
             .map_err(|_| worker_failed(&call.request_id))?;
-        out.map_err(|e| to_status(&e, &call.request_id))
+        out.map_err(|e| to_status(e, &call.request_id))
     }
 }

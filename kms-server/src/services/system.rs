@@ -1,7 +1,9 @@
 //! Init, unseal, seal, status, backup and restore (`kms.v1.System`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 
+use kms_core::authz::authorize;
 use kms_core::hierarchy::share::Share;
 use kms_core::{Error, UnsealProgress};
 use kms_proto::v1::{self, system_server::System};
@@ -9,7 +11,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::status::{to_status, worker_failed};
+use crate::status::{Refusal, to_status, worker_failed};
 
 /// Backups go out in chunks of this size.
 const CHUNK: usize = 1024 * 1024;
@@ -18,28 +20,55 @@ const MAX_RESTORE_BYTES: usize = 1024 * 1024 * 1024;
 
 type BackupStream = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
 
+/// `kms.v1.System`: the one service that holds the core's [`kms_core::System`] handle, for init
+/// and restore (which no principal can be authorised for: there are none yet). Everything else
+/// goes through [`Shared`] like every handler.
+#[derive(Clone)]
+pub struct SystemService {
+    shared: Shared,
+    owner: Arc<kms_core::System>,
+}
+
+impl SystemService {
+    #[must_use]
+    pub fn new(shared: Shared, owner: Arc<kms_core::System>) -> Self {
+        Self { shared, owner }
+    }
+}
+
+impl std::ops::Deref for SystemService {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 impl Shared {
     /// Before init, any certificate the CA issued may initialise (there are no principals yet).
     /// `request_id` is the audit slot's (see [`Shared::slot`]), never a literal.
     async fn uninitialised(&self, request_id: &str) -> Result<bool, Status> {
-        let kms = std::sync::Arc::clone(&self.kms);
+        let kms = Arc::clone(&self.kms);
         let status = tokio::task::spawn_blocking(move || kms.status())
             .await
             .map_err(|_| worker_failed(request_id))?
-            .map_err(|e| to_status(&e, request_id))?;
+            .map_err(|e| to_status(e, request_id))?;
         Ok(!status.initialized)
     }
 }
 
 #[tonic::async_trait]
-impl System for Shared {
+impl System for SystemService {
     async fn status(
         &self,
         req: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let (_, request_id) = self.slot(&req);
         let (caller_subject, caller_role) = if self.uninitialised(&request_id).await? {
-            (Self::subject(&req)?, String::new())
+            (
+                Shared::subject(&req).map_err(|e| to_status(e, &request_id))?,
+                String::new(),
+            )
         } else {
             let call = self.identify(&req).await?;
             (
@@ -47,11 +76,11 @@ impl System for Shared {
                 call.principal.role.name().to_owned(),
             )
         };
-        let kms = std::sync::Arc::clone(&self.kms);
+        let kms = Arc::clone(&self.kms);
         let s = tokio::task::spawn_blocking(move || kms.status())
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e| to_status(&e, &request_id))?;
+            .map_err(|e| to_status(e, &request_id))?;
         Ok(Response::new(v1::StatusResponse {
             initialized: s.initialized,
             sealed: s.sealed,
@@ -71,26 +100,27 @@ impl System for Shared {
         req: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
         let (_, request_id) = self.slot(&req);
+        let refuse = |r: Refusal| to_status(r, &request_id);
         if !self.uninitialised(&request_id).await? {
-            return Err(Status::already_exists("the KMS is already initialised"));
+            return Err(refuse(Refusal::AlreadyInitialised));
         }
-        let subject = Self::subject(&req)?;
+        let subject = Shared::subject(&req).map_err(refuse)?;
         let m = req.into_inner();
         let shares = u8::try_from(m.shares)
-            .map_err(|_| Status::invalid_argument("shares must be 1 to 255"))?;
+            .map_err(|_| refuse(Refusal::BadRequest("shares must be 1 to 255".into())))?;
         let threshold = u8::try_from(m.threshold)
-            .map_err(|_| Status::invalid_argument("threshold must be 1 to 255"))?;
+            .map_err(|_| refuse(Refusal::BadRequest("threshold must be 1 to 255".into())))?;
         let admin = if m.admin_subject.is_empty() {
             subject
         } else {
             m.admin_subject
         };
-        let kms = std::sync::Arc::clone(&self.kms);
+        let owner = Arc::clone(&self.owner);
         let who = admin.clone();
-        let out = tokio::task::spawn_blocking(move || kms.init(shares, threshold, &who))
+        let out = tokio::task::spawn_blocking(move || owner.init(shares, threshold, &who))
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e| to_status(&e, &request_id))?;
+            .map_err(|e| to_status(e, &request_id))?;
         tracing::warn!(
             admin,
             shares,
@@ -114,7 +144,9 @@ impl System for Shared {
     ) -> Result<Response<v1::UnsealResponse>, Status> {
         let call = self.identify(&req).await?;
         let share = Share::from_text(&req.into_inner().share);
-        let progress = self.run(&call, move |kms, p| kms.unseal(p, &share)).await?;
+        let progress = self
+            .run(&call, move |kms, p| kms.unseal(&authorize(p)?, &share))
+            .await?;
         let (sealed, progress, threshold) = match progress {
             UnsealProgress::NeedMore { have, threshold } => (true, have, threshold),
             UnsealProgress::Unsealed => (false, 0, 0),
@@ -131,7 +163,8 @@ impl System for Shared {
         req: Request<v1::SealRequest>,
     ) -> Result<Response<v1::SealResponse>, Status> {
         let call = self.identify(&req).await?;
-        self.run(&call, move |kms, p| kms.seal(p)).await?;
+        self.run(&call, move |kms, p| kms.seal(&authorize(p)?))
+            .await?;
         tracing::warn!(by = call.principal.subject, "KMS sealed");
         Ok(Response::new(v1::SealResponse {}))
     }
@@ -143,7 +176,9 @@ impl System for Shared {
         req: Request<v1::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let call = self.identify(&req).await?;
-        let bytes = self.run(&call, move |kms, p| kms.backup(p)).await?;
+        let bytes = self
+            .run(&call, move |kms, p| kms.backup(&authorize(p)?))
+            .await?;
         let chunks: Vec<Result<v1::BackupChunk, Status>> = bytes
             .chunks(CHUNK)
             .map(|c| Ok(v1::BackupChunk { data: c.to_vec() }))
@@ -156,10 +191,9 @@ impl System for Shared {
         req: Request<Streaming<v1::RestoreChunk>>,
     ) -> Result<Response<v1::RestoreResponse>, Status> {
         let (_, request_id) = self.slot(&req);
+        let refuse = |r: Refusal| to_status(r, &request_id);
         if !self.uninitialised(&request_id).await? {
-            return Err(Status::failed_precondition(
-                "restore needs an uninitialised KMS; this one is initialised",
-            ));
+            return Err(refuse(Refusal::RestoreNeedsEmptyStore));
         }
         let mut stream = req.into_inner();
         let mut shares = Vec::new();
@@ -168,15 +202,17 @@ impl System for Shared {
             let chunk = chunk?;
             shares.extend(chunk.shares.iter().map(|s| Share::from_text(s)));
             if data.len() + chunk.data.len() > MAX_RESTORE_BYTES {
-                return Err(Status::invalid_argument("the backup is larger than 1 GiB"));
+                return Err(refuse(Refusal::BadRequest(
+                    "the backup is larger than 1 GiB".into(),
+                )));
             }
             data.extend_from_slice(&chunk.data);
         }
-        let kms = std::sync::Arc::clone(&self.kms);
-        let entries = tokio::task::spawn_blocking(move || kms.restore(&data, &shares))
+        let owner = Arc::clone(&self.owner);
+        let entries = tokio::task::spawn_blocking(move || owner.restore(&data, &shares))
             .await
             .map_err(|_| worker_failed(&request_id))?
-            .map_err(|e: Error| to_status(&e, &request_id))?;
+            .map_err(|e: Error| to_status(e, &request_id))?;
         tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
         Ok(Response::new(v1::RestoreResponse { entries }))
     }

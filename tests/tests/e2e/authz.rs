@@ -288,7 +288,14 @@ impl Fixture {
             .mac;
         let public =
             PublicKey::from_spki_der(Policy::default(), &asym.versions[0].public_key_der).unwrap();
-        let asym_ciphertext = encrypt_to_public_key(&public, b"matrix").unwrap();
+        let asym_ciphertext = encrypt_to_public_key(
+            &Policy::default()
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            b"matrix",
+        )
+        .unwrap();
         Self {
             enc: enc.key_id,
             sign: sign.key_id,

@@ -524,7 +524,14 @@ async fn asymmetric_decrypt_sm2_and_rsa_oaep() {
             .into_inner();
         // With the core's public primitive.
         let pk = PublicKey::from_spki_der(Policy::default(), &public.public_key_der).unwrap();
-        let ct = encrypt_to_public_key(&pk, SECRET).unwrap();
+        let ct = encrypt_to_public_key(
+            &Policy::default()
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, pk.spec())
+                .unwrap(),
+            &pk,
+            SECRET,
+        )
+        .unwrap();
         let out = c
             .asymmetric_decrypt(asym_req(key, &ct, None))
             .await

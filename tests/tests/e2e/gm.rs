@@ -360,7 +360,14 @@ async fn every_data_plane_rpc(w: &World) {
         &public.public_key_der,
     )
     .unwrap();
-    let sealed = kms_core::crypto::encrypt_to_public_key(&public, b"to the KMS").unwrap();
+    let sealed = kms_core::crypto::encrypt_to_public_key(
+        &kms_core::policy::Policy::default()
+            .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+            .unwrap(),
+        &public,
+        b"to the KMS",
+    )
+    .unwrap();
     let opened = c
         .asymmetric_decrypt(asym_req(&asym.key_id, &sealed, None))
         .await

@@ -45,6 +45,14 @@ impl Keys {
             .create_key(APP_NS, Purpose::AsymmetricDecrypt, "sm2")
             .await;
         let asym_ciphertext = encrypt_to_public_key(
+            &Policy::default()
+                .approve(
+                    kms_core::alg::Purpose::AsymmetricDecrypt,
+                    PublicKey::from_spki_der(Policy::default(), &asym.versions[0].public_key_der)
+                        .unwrap()
+                        .spec(),
+                )
+                .unwrap(),
             &PublicKey::from_spki_der(Policy::default(), &asym.versions[0].public_key_der).unwrap(),
             SECRET,
         )
@@ -390,6 +398,14 @@ async fn rotation_keeps_old_versions_working_and_new_work_uses_the_newest() {
         .await;
     let v1_public = asym.versions[0].public_key_der.clone();
     let asym_ct = encrypt_to_public_key(
+        &Policy::default()
+            .approve(
+                kms_core::alg::Purpose::AsymmetricDecrypt,
+                PublicKey::from_spki_der(Policy::default(), &v1_public)
+                    .unwrap()
+                    .spec(),
+            )
+            .unwrap(),
         &PublicKey::from_spki_der(Policy::default(), &v1_public).unwrap(),
         SECRET,
     )

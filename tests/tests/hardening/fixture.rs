@@ -15,7 +15,7 @@ use kms_core::crypto::{Message, PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::keys::{KeyRef, Namespace};
 use kms_core::store::{SledStore, Store};
-use kms_core::{CreateKeyRequest, Kms, KmsConfig};
+use kms_core::{CreateKeyRequest, KmsConfig, TestKms};
 use kms_proto::v1::{self, Purpose};
 use kms_server::Settings;
 use kms_tests::pki::{Pki, subjects};
@@ -139,7 +139,7 @@ fn now() -> u64 {
 fn offline(dir: &Path) -> Offline {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let clock = Arc::new(ManualClock::new(now() - 60 * DAY));
-    let kms = Kms::with_clock(store, KmsConfig::default(), Arc::clone(&clock) as _);
+    let kms = TestKms::with_clock(store, KmsConfig::default(), Arc::clone(&clock) as _);
     let init = kms.init(3, 2, subjects::ADMIN).unwrap();
     for share in &init.shares[..2] {
         kms.unseal_with(share).unwrap();
@@ -221,7 +221,14 @@ fn offline(dir: &Path) -> Offline {
                 let public = kms.get_public_key(&app, &r, None).unwrap().public_key;
                 made.push(Made::Sealed {
                     key: id.clone(),
-                    ciphertext: encrypt_to_public_key(&public, SECRET).unwrap(),
+                    ciphertext: encrypt_to_public_key(
+                        &kms_core::policy::Policy::default()
+                            .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                            .unwrap(),
+                        &public,
+                        SECRET,
+                    )
+                    .unwrap(),
                     plaintext: SECRET.to_vec(),
                 });
             }
@@ -335,7 +342,14 @@ pub(crate) async fn seal_to(w: &World, key: &str, plaintext: &[u8]) -> Vec<u8> {
         .into_inner()
         .public_key_der;
     let public = PublicKey::from_spki_der(kms_core::policy::Policy::default(), &der).unwrap();
-    encrypt_to_public_key(&public, plaintext).unwrap()
+    encrypt_to_public_key(
+        &kms_core::policy::Policy::default()
+            .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+            .unwrap(),
+        &public,
+        plaintext,
+    )
+    .unwrap()
 }
 
 impl Fixture {

@@ -21,12 +21,10 @@ use std::sync::Arc;
 use kms_core::alg::Purpose as CorePurpose;
 use kms_core::crypto::{PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
-use kms_core::hierarchy::share::Share;
-use kms_core::hierarchy::wrap;
+use kms_core::hierarchy::wrap::{self, Derived, WrapAlg};
 use kms_core::keys::Namespace;
 use kms_core::keys::record::KeyRecord;
 use kms_core::store::{SledStore, Store, Tree};
-use kms_core::{Kms, KmsConfig, SecretBytes};
 use kms_proto::v1::{self, Purpose};
 use kms_tests::net::{self, MODERN};
 use kms_tests::pki::{Identity, Pki, subjects};
@@ -43,9 +41,6 @@ use crate::scan::{Needle, Scanner, needles_for};
 use crate::wire::{pb_bytes_field, raw_unary};
 
 const SHARE_PREFIX: &str = "kms-share-1-";
-/// The labels the KMS derives its backup key and its audit context-HMAC key under.
-const BACKUP_LABEL: &str = "kms/backup/v1";
-const CONTEXT_HMAC_LABEL: &str = "kms/audit/context-hmac/v1";
 
 /// Known secrets, made fresh per run (so that nothing here can be in the binary or a
 /// previous run's files).
@@ -358,7 +353,14 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
             .public_key_der;
         let pin = s.binary(&format!("{label} sealed PIN"), 24);
         let public = PublicKey::from_spki_der(policy, &der).unwrap();
-        let sealed = encrypt_to_public_key(&public, &pin).unwrap();
+        let sealed = encrypt_to_public_key(
+            &kms_core::policy::Policy::default()
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                .unwrap(),
+            &public,
+            &pin,
+        )
+        .unwrap();
         let out = c
             .asymmetric_decrypt(asym_req(key, &sealed, None))
             .await
@@ -588,17 +590,13 @@ fn extract(
     let unseal = blahaj::Sharks(threshold).recover(&raws).unwrap();
     secrets.push(("unseal key".into(), unseal.clone()));
     let sealed_root = store.get(Tree::Seal, b"root").unwrap().unwrap();
-    let root = wrap::unwrap(
-        &SecretBytes::copy_from_slice(&unseal),
-        &wrap::root_aad(&set_id.unwrap()),
-        &sealed_root,
-    )
-    .expect("the shares open the sealed root key");
+    let root = wrap::forensic::unwrap(&unseal, &wrap::root_aad(&set_id.unwrap()), &sealed_root)
+        .expect("the shares open the sealed root key");
     secrets.push(("root key".into(), root.expose_secret().to_vec()));
     let mut keks = HashMap::new();
     for (k, v) in store.scan_prefix(Tree::Namespaces, &[]).unwrap() {
         let n = Namespace::new(std::str::from_utf8(&k).unwrap()).unwrap();
-        let kek = wrap::unwrap(&root, &wrap::kek_aad(&n), &v).unwrap();
+        let kek = wrap::forensic::unwrap(root.expose_secret(), &wrap::kek_aad(&n), &v).unwrap();
         secrets.push((format!("KEK of {n}"), kek.expose_secret().to_vec()));
         keks.insert(n, kek);
     }
@@ -616,7 +614,9 @@ fn extract(
                     continue;
                 };
                 let aad = wrap::key_aad(r.id, v.version, &r.namespace, r.purpose, r.spec);
-                let material = wrap::unwrap(&keks[&r.namespace], &aad, &wrapped).unwrap();
+                let material =
+                    wrap::forensic::unwrap(keks[&r.namespace].expose_secret(), &aad, &wrapped)
+                        .unwrap();
                 let at = format!("{} {} v{}", r.spec, r.id, v.version);
                 // The extracted SM4 key opens the server's blob: the needles are the real keys.
                 let (ct, context, plaintext) = blob;
@@ -626,7 +626,8 @@ fn extract(
                     let mut aad = ct[..36].to_vec();
                     let context: EncryptionContext = context.clone().into_iter().collect();
                     aad.extend_from_slice(&context.canonical_bytes());
-                    let opened = wrap::unwrap(&material, &aad, &framed).unwrap();
+                    let opened =
+                        wrap::forensic::unwrap(material.expose_secret(), &aad, &framed).unwrap();
                     assert_eq!(opened.expose_secret(), &plaintext[..]);
                     checked = true;
                 }
@@ -639,17 +640,14 @@ fn extract(
         }
     }
     assert!(checked, "no extracted key opened the session's blob");
-    // The keys the KMS derives from its root.
-    let kms = Kms::open(Arc::clone(&store) as Arc<dyn Store>, KmsConfig::default());
-    for s in &shares[..2] {
-        kms.unseal_with(&Share::from_text(s)).unwrap();
+    // The keys the KMS derives from its root, computed here from the extracted root key.
+    for what in [
+        Derived::BackupKey(WrapAlg::SM4_GCM),
+        Derived::AuditContextHmac,
+    ] {
+        let k = wrap::forensic::derive(root.expose_secret(), what).unwrap();
+        secrets.push((format!("derived key {what:?}"), k.expose_secret().to_vec()));
     }
-    for (label, len) in [(BACKUP_LABEL, 16), (CONTEXT_HMAC_LABEL, 32)] {
-        let k = kms.derived_secret(label, len).unwrap();
-        secrets.push((format!("derived key {label}"), k.expose_secret().to_vec()));
-    }
-    kms.seal_now();
-    drop(kms);
     drop(store);
     // Wait for sled to let go of the directory, so that the files are complete.
     drop(SledStore::open(store_dir).unwrap());

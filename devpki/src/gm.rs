@@ -27,16 +27,19 @@ use super::{
     read_file, validate_subject, write_private_file, write_public_file,
 };
 
+/// The SM2 CA certificate's file name in a dev folder.
 pub const SM2_CA_CERT_FILE: &str = "ca-sm2.pem";
+/// The SM2 CA private key's file name in a dev folder (mode 0600).
 pub const SM2_CA_KEY_FILE: &str = "ca-sm2-key.pem";
-pub const SM2_CA_COMMON_NAME: &str = "KMS Dev SM2 CA";
+const SM2_CA_COMMON_NAME: &str = "KMS Dev SM2 CA";
 /// The server's RFC 8998 certificate (file stem).
 pub const SM2_SERVER_STEM: &str = "server-sm2";
-/// The TLCP server's signing and encryption certificates (file stems).
+/// The TLCP server's signing certificate (file stem).
 pub const TLCP_SIGN_STEM: &str = "tlcp-sign";
+/// The TLCP server's encryption certificate (file stem).
 pub const TLCP_ENC_STEM: &str = "tlcp-enc";
 /// Both dev CAs in one file: the server's `client_ca`.
-pub const CLIENTS_CA_FILE: &str = "clients-ca.pem";
+const CLIENTS_CA_FILE: &str = "clients-ca.pem";
 
 const CA_VALIDITY_DAYS: u32 = 3650;
 const LEAF_VALIDITY_DAYS: u32 = 825;
@@ -48,10 +51,15 @@ pub struct DevSm2Ca(Sm2Ca);
 /// The client side files of one subject: profile, signing pair, encryption pair.
 #[derive(Debug)]
 pub struct Sm2ClientFiles {
+    /// The RFC 8998 profile, `DIR/profiles/<profile_name>.toml`.
     pub profile: PathBuf,
+    /// The signing certificate (RFC 8998, TLCP signing) and its key (mode 0600).
     pub cert: PathBuf,
+    /// See `cert`.
     pub key: PathBuf,
+    /// The TLCP encryption certificate and its key (mode 0600).
     pub enc_cert: PathBuf,
+    /// See `enc_cert`.
     pub enc_key: PathBuf,
 }
 
@@ -107,6 +115,7 @@ impl DevSm2Ca {
         Ok(ca)
     }
 
+    /// The SM2 CA certificate, PEM.
     #[must_use]
     pub fn cert_pem(&self) -> &str {
         self.0.cert_pem()

@@ -1,7 +1,9 @@
-//! A development PKI: one CA, a server certificate and client certificates, made with rcgen.
+//! The development PKI of `kms-server dev` and `kms pki`: a dev CA, server certificates and
+//! client certificates with CLI profiles, in P-256 (made with rcgen) and, in [`gm`], SM2.
 //!
 //! **For development and tests only.** `kms-server dev` uses it to make everything a local KMS
-//! needs on first start, and `kms pki issue` uses it to add client certificates later. A real
+//! needs on first start, and `kms pki issue` uses it to add client certificates later; it is a
+//! crate of its own so both binaries share one copy without the CLI linking the server. A real
 //! deployment brings its own CA (DESIGN.md, "Trust model").
 //!
 //! What it makes:
@@ -16,7 +18,7 @@
 //! client certificate made here is the URI: [`client_identity`]`("admin") == "kms://admin"`. That
 //! is the string to give `kms init --admin` and `kms principal add`.
 //!
-//! Private keys leave this module only as [`Zeroizing`] PEM strings, and the rcgen key pairs are
+//! Private keys leave this crate only as [`Zeroizing`] PEM strings, and the rcgen key pairs are
 //! wrapped so their PKCS#8 copy is wiped on drop. (ring's own in-memory form of a key is not ours
 //! to wipe; it lives only while a certificate is being signed.) Files that hold a private key are
 //! written with mode 0600 by [`write_private_file`].
@@ -24,13 +26,12 @@
 //! The layout of a dev folder is fixed here so the server and the CLI agree on it:
 //! ```text
 //! DIR/ca.pem  DIR/ca-key.pem          the CA
-//! DIR/server.pem  DIR/server-key.pem  the server's certificate
+//! DIR/server.pem  DIR/server-key.pem  the server's certificate (`Issued::write(DIR, "server")`)
 //! DIR/certs/<subject>.pem  DIR/certs/<subject>-key.pem   client certificates
 //! DIR/profiles/<subject>.toml         CLI profiles (`kms --profile <subject>` or `--profile FILE`)
 //! ```
+//! and the SM2 files beside them, listed in [`gm`].
 
-// A path relative to this file, because kms-cli includes this file with #[path] too.
-#[path = "devpki/gm.rs"]
 pub mod gm;
 
 use std::fmt;
@@ -51,19 +52,15 @@ use zeroize::Zeroizing;
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// The CA private key's file name in a dev folder (mode 0600).
 pub const CA_KEY_FILE: &str = "ca-key.pem";
-/// The server certificate's file name in a dev folder.
-pub const SERVER_CERT_FILE: &str = "server.pem";
-/// The server private key's file name in a dev folder (mode 0600).
-pub const SERVER_KEY_FILE: &str = "server-key.pem";
 /// The folder, inside a dev folder, that holds client certificates and keys.
 pub const CERTS_DIR: &str = "certs";
 /// The folder, inside a dev folder, that holds CLI profiles.
-pub const PROFILES_DIR: &str = "profiles";
+const PROFILES_DIR: &str = "profiles";
 
 /// The CA's common name.
-pub const CA_COMMON_NAME: &str = "KMS Dev CA";
+const CA_COMMON_NAME: &str = "KMS Dev CA";
 /// The scheme of the SAN URI in client certificates; the URI is the principal's subject.
-pub const CLIENT_URI_SCHEME: &str = "kms://";
+const CLIENT_URI_SCHEME: &str = "kms://";
 
 /// The CA lives ten years, so a dev folder keeps working.
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -204,7 +201,7 @@ impl DevCa {
     ///
     /// # Errors
     /// When either does not parse, or the key is not the certificate's.
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self> {
+    fn load(cert_pem: &str, key_pem: &str) -> Result<Self> {
         let key = WipedKeyPair(KeyPair::from_pem(key_pem)?);
         let der = rustls_pki_pem_to_der(cert_pem).ok_or(DevPkiError::BadCaCertificate)?;
         let (_, cert) =
@@ -221,7 +218,7 @@ impl DevCa {
     /// Loads the CA from `DIR/ca.pem` and `DIR/ca-key.pem`.
     ///
     /// # Errors
-    /// When a file cannot be read, or [`DevCa::load`] fails.
+    /// When a file cannot be read or does not parse, or the key is not the certificate's.
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let cert = read_file(&dir.join(CA_CERT_FILE))?;
         let key = Zeroizing::new(read_file(&dir.join(CA_KEY_FILE))?);
@@ -323,8 +320,7 @@ pub fn profile_toml(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Strin
 
 /// As [`profile_toml`], with the transport the CLI speaks: `standard` (no `tls` line is
 /// written), `gm` (RFC 8998) or `tlcp`.
-#[must_use]
-pub fn profile_toml_with(endpoint: &str, tls: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+fn profile_toml_with(endpoint: &str, tls: &str, ca: &Path, cert: &Path, key: &Path) -> String {
     let tls_line = if tls == "standard" {
         String::new()
     } else {
@@ -443,7 +439,7 @@ fn rustls_pki_pem_to_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// A TOML basic string: quotes, backslashes and control characters escaped.
-pub(crate) fn toml_string(s: &str) -> String {
+fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -462,12 +458,12 @@ pub(crate) fn toml_string(s: &str) -> String {
 mod tests {
     use std::sync::Arc;
 
-    use rustls::RootCertStore;
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::ServerCertVerifier as _;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::server::WebPkiClientVerifier;
+    use rustls::{CertificateError, RootCertStore};
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
     use super::*;
@@ -570,7 +566,16 @@ mod tests {
             &[],
             UnixTime::now(),
         );
-        assert!(wrong.is_err());
+        assert!(
+            matches!(
+                wrong,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                ))
+            ),
+            "{wrong:?}"
+        );
     }
 
     #[test]
@@ -581,24 +586,40 @@ mod tests {
         let server_verifier = WebPkiServerVerifier::builder_with_provider(roots(&ca), provider())
             .build()
             .unwrap();
+        // The client certificate names `admin`, not localhost, and its EKU is clientAuth:
+        // webpki checks the purpose first.
+        let as_server = server_verifier.verify_server_cert(
+            &der(&client.cert_pem),
+            &[],
+            &ServerName::try_from("localhost").unwrap(),
+            &[],
+            UnixTime::now(),
+        );
         assert!(
-            server_verifier
-                .verify_server_cert(
-                    &der(&client.cert_pem),
-                    &[],
-                    &ServerName::try_from("localhost").unwrap(),
-                    &[],
-                    UnixTime::now(),
-                )
-                .is_err()
+            matches!(
+                as_server,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::InvalidPurpose
+                        | CertificateError::InvalidPurposeContext { .. }
+                ))
+            ),
+            "{as_server:?}"
         );
         let other_verifier = WebPkiClientVerifier::builder_with_provider(roots(&other), provider())
             .build()
             .unwrap();
+        // Every dev CA is named `KMS Dev CA`, so webpki takes the other CA for the issuer and
+        // the signature does not verify under its key.
+        let other_ca =
+            other_verifier.verify_client_cert(&der(&client.cert_pem), &[], UnixTime::now());
         assert!(
-            other_verifier
-                .verify_client_cert(&der(&client.cert_pem), &[], UnixTime::now())
-                .is_err()
+            matches!(
+                other_ca,
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::BadSignature
+                ))
+            ),
+            "{other_ca:?}"
         );
     }
 

@@ -1,0 +1,402 @@
+//! The load generator behind `kms bench`: load a running KMS with one data-plane operation over
+//! gRPC and measure it. The CLI parses the command line, makes the mTLS channels and prints the
+//! [`Report`]; everything between is here.
+//!
+//! The run, in order:
+//! 1. The caller connects [`Plan::connections`] separate channels (each its own TCP, TLS and
+//!    HTTP/2 connection), so the server sees the caller's principal.
+//! 2. [`run`] prepares the one request every loop sends: a payload of `size` bytes; for
+//!    `decrypt`, `verify` and `asym-decrypt` an input made first (one Encrypt, one Sign, or
+//!    GetPublicKey and an encryption to that public key here on the client).
+//! 3. It sends it once as a probe: a key of the wrong purpose, a missing grant or a sealed server
+//!    stops the run here ([`LoadError::Probe`] with the server's status), before any load.
+//! 4. It runs `concurrency` request loops, spread round-robin over the channels, for `warmup`
+//!    then `duration`. A loop sends, awaits the answer, and sends again; latency is the time
+//!    around the RPC's await (the request is built before the clock starts). Only requests that
+//!    complete inside the measured window count.
+//! 5. It reads the server's CPU time (`utime + stime` of its process, from `/proc/PID/stat`)
+//!    at the start and end of the window and divides by the requests completed in it.
+//!
+//! The [`Report`]: requests/s, p50/p99/p999 latency (an HDR histogram at microsecond
+//! resolution), errors and the first error's message, and CPU time per request of the server and
+//! of this client.
+
+mod error;
+mod procfs;
+mod report;
+mod request;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use kms_proto::v1::crypto_client::CryptoClient;
+use tonic::transport::Channel;
+
+pub use crate::error::{Failure, LoadError, PlanError};
+pub use crate::report::Report;
+use crate::report::{report, rss_during, sample, server_cpu};
+use crate::request::{Window, histogram, prepare, request_loop, show_progress};
+
+/// The payload size when `size` is left out: 1 KiB, but 32 bytes (a data key) for
+/// `asym-decrypt`, which RSA-OAEP limits, and 16 (an SM4 key) for `datakey`.
+const DEFAULT_SIZE: u32 = 1024;
+const DEFAULT_ASYM_SIZE: u32 = 32;
+/// The longest latency the histogram holds (longer ones are recorded as this): 10 minutes.
+const MAX_LATENCY_US: u64 = 600_000_000;
+
+/// The operations a run can load the server with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Encrypt `size` bytes (an ENCRYPT key).
+    Encrypt,
+    /// Decrypt a ciphertext of `size` bytes made first (an ENCRYPT key).
+    Decrypt,
+    /// Generate a data key of 16 (SM4, the default) or 32 (AES-256) bytes.
+    Datakey,
+    /// Sign a `size` byte message (a SIGN key).
+    Sign,
+    /// Verify a signature made first (a SIGN key).
+    Verify,
+    /// Decrypt `size` bytes (default 32) encrypted here to the key's public key.
+    AsymDecrypt,
+    /// MAC `size` bytes (a MAC key).
+    Mac,
+}
+
+impl Op {
+    /// The operation's name as `kms bench --op` takes it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Encrypt => "encrypt",
+            Self::Decrypt => "decrypt",
+            Self::Datakey => "datakey",
+            Self::Sign => "sign",
+            Self::Verify => "verify",
+            Self::AsymDecrypt => "asym-decrypt",
+            Self::Mac => "mac",
+        }
+    }
+
+    /// The key purpose the operation needs, as `kms key create --purpose` takes it.
+    #[must_use]
+    pub const fn purpose(self) -> &'static str {
+        match self {
+            Self::Encrypt | Self::Decrypt | Self::Datakey => "encrypt",
+            Self::Sign | Self::Verify => "sign",
+            Self::AsymDecrypt => "asymmetric-decrypt",
+            Self::Mac => "mac",
+        }
+    }
+}
+
+/// What the caller asks for; [`Plan::new`] checks it.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The operation.
+    pub op: Op,
+    /// Key id or alias.
+    pub key: String,
+    /// Payload bytes (`None`: 1024; 32 for asym-decrypt; for datakey the data key's length, 16
+    /// or 32, default 16).
+    pub size: Option<u32>,
+    /// How long to measure.
+    pub duration: Duration,
+    /// How long to load the server before measuring.
+    pub warmup: Duration,
+    /// Concurrent request loops (at least 1).
+    pub concurrency: u32,
+    /// Connections the loops are spread over (at least 1, at most `concurrency`).
+    pub connections: u32,
+    /// Paced load: this many requests per second in total, spread evenly over the loops.
+    pub rate: Option<u64>,
+    /// The server's process id, for its CPU time (`None`: found for a local endpoint).
+    pub server_pid: Option<u32>,
+    /// Print a progress line to stderr each second.
+    pub progress: bool,
+}
+
+/// A checked run.
+#[derive(Debug)]
+pub struct Plan {
+    op: Op,
+    key: String,
+    size: u32,
+    duration: Duration,
+    warmup: Duration,
+    concurrency: u32,
+    connections: u32,
+    server_pid: Option<u32>,
+    progress: bool,
+    /// Time between two sends of one loop, when the load is paced (`rate`).
+    period: Option<Duration>,
+}
+
+impl Plan {
+    /// Checks `options` and fills in the default size.
+    ///
+    /// # Errors
+    /// [`PlanError`]: idle connections, no loops, a data key size other than 16 or 32, or a
+    /// server process whose CPU time cannot be read.
+    pub fn new(options: Options) -> Result<Self, PlanError> {
+        let o = options;
+        if o.concurrency == 0 || o.connections == 0 {
+            return Err(PlanError::NoLoops);
+        }
+        if o.connections > o.concurrency {
+            return Err(PlanError::IdleConnections {
+                connections: o.connections,
+                concurrency: o.concurrency,
+            });
+        }
+        let size = match (o.op, o.size) {
+            (Op::Datakey, None | Some(16 | 32)) => o.size.unwrap_or(16),
+            (Op::Datakey, Some(other)) => return Err(PlanError::DataKeySize(other)),
+            (Op::AsymDecrypt, size) => size.unwrap_or(DEFAULT_ASYM_SIZE),
+            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac, size) => {
+                size.unwrap_or(DEFAULT_SIZE)
+            }
+        };
+        if let Some(pid) = o.server_pid {
+            procfs::cpu_ticks(pid).map_err(|source| PlanError::ServerPid { pid, source })?;
+        }
+        #[allow(clippy::cast_precision_loss)] // a rate of at most 10^7 is exact in an f64
+        let period = o
+            .rate
+            .filter(|&r| r > 0)
+            .map(|r| Duration::from_secs_f64(f64::from(o.concurrency) / r as f64));
+        Ok(Self {
+            op: o.op,
+            key: o.key,
+            size,
+            duration: o.duration,
+            warmup: o.warmup,
+            concurrency: o.concurrency,
+            connections: o.connections,
+            server_pid: o.server_pid,
+            progress: o.progress,
+            period,
+        })
+    }
+
+    /// The operation.
+    #[must_use]
+    pub const fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The key id or alias.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How many channels [`run`] wants.
+    #[must_use]
+    pub const fn connections(&self) -> u32 {
+        self.connections
+    }
+}
+
+/// The multi-threaded runtime a run needs (one worker per core), not the single-threaded one of
+/// a CLI command: the client must not be what limits the rate.
+///
+/// # Errors
+/// When the runtime cannot be started.
+pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
+/// Runs `plan` over `channels` (one per connection, already connected; at least one) to the
+/// server at `endpoint` (host and port, to find its process when `server_pid` was not given).
+///
+/// # Errors
+/// [`LoadError`]: no channel, or a failure before the load starts (preparing the input, the
+/// probe request). Failures during the load are counted in the [`Report`], not returned.
+pub async fn run(
+    plan: &Plan,
+    channels: Vec<Channel>,
+    endpoint: (&str, u16),
+) -> Result<Report, LoadError> {
+    let cpu_source = server_cpu(plan, endpoint);
+    let mut first = CryptoClient::new(channels.first().cloned().ok_or(LoadError::NoConnection)?);
+    let request = prepare(plan, &mut first).await?;
+    request
+        .clone()
+        .send(&mut first)
+        .await
+        .map_err(|failure| LoadError::Probe {
+            step: "the first request",
+            failure,
+        })?;
+
+    let started = Instant::now();
+    let window = Window {
+        start: started + plan.warmup,
+        end: started + plan.warmup + plan.duration,
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(request);
+    let loops: Vec<_> = (0..plan.concurrency as usize)
+        .zip(channels.iter().cycle())
+        .map(|(i, channel)| {
+            // Paced loops start spread over one period, not all at once.
+            #[allow(clippy::cast_precision_loss)] // i < 4096
+            let pacing = plan
+                .period
+                .map(|p| (p.mul_f64(i as f64 / f64::from(plan.concurrency)), p));
+            tokio::spawn(request_loop(
+                CryptoClient::new(channel.clone()),
+                Arc::clone(&request),
+                window,
+                Arc::clone(&done),
+                pacing,
+            ))
+        })
+        .collect();
+    let progress = plan
+        .progress
+        .then(|| tokio::spawn(show_progress(Arc::clone(&done), started, window)));
+
+    tokio::time::sleep_until(tokio::time::Instant::from_std(window.start)).await;
+    let before = sample(&cpu_source);
+    let rss = rss_during(&cpu_source, window).await;
+    let after = sample(&cpu_source);
+
+    let mut latency = histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    for handle in loops {
+        let result = handle.await.map_err(|e| LoadError::Loop(e.to_string()))?;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = latency.add(&result.latency);
+        errors += result.errors;
+        if first_error.is_none() {
+            first_error = result.first_error;
+        }
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok(report(
+        plan,
+        &latency,
+        errors,
+        first_error,
+        &cpu_source,
+        (before, after),
+        rss,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(op: Op) -> Options {
+        Options {
+            op,
+            key: "k".to_owned(),
+            size: None,
+            duration: Duration::from_secs(2),
+            warmup: Duration::ZERO,
+            concurrency: 4,
+            connections: 2,
+            rate: None,
+            server_pid: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn plans_fill_in_sizes_and_refuse_what_cannot_run() {
+        let size = |op, size| {
+            Plan::new(Options {
+                size,
+                ..options(op)
+            })
+            .map(|p| p.size)
+        };
+        assert_eq!(size(Op::Encrypt, None).ok(), Some(DEFAULT_SIZE));
+        assert_eq!(size(Op::AsymDecrypt, None).ok(), Some(DEFAULT_ASYM_SIZE));
+        assert_eq!(size(Op::Datakey, None).ok(), Some(16));
+        assert_eq!(size(Op::Datakey, Some(32)).ok(), Some(32));
+        assert!(matches!(
+            size(Op::Datakey, Some(24)),
+            Err(PlanError::DataKeySize(24))
+        ));
+
+        let idle = Plan::new(Options {
+            connections: 5,
+            ..options(Op::Mac)
+        });
+        assert!(matches!(
+            idle,
+            Err(PlanError::IdleConnections {
+                connections: 5,
+                concurrency: 4
+            })
+        ));
+        let none = Plan::new(Options {
+            concurrency: 0,
+            connections: 0,
+            ..options(Op::Mac)
+        });
+        assert!(matches!(none, Err(PlanError::NoLoops)));
+        // No process has the largest pid.
+        let pid = Plan::new(Options {
+            server_pid: Some(u32::MAX),
+            ..options(Op::Mac)
+        });
+        assert!(
+            matches!(pid, Err(PlanError::ServerPid { pid: u32::MAX, ref source }) if source.kind() == io::ErrorKind::NotFound),
+            "{pid:?}"
+        );
+
+        // 4 loops sharing 100 requests/s: each sends every 40 ms.
+        let paced = Plan::new(Options {
+            rate: Some(100),
+            ..options(Op::Sign)
+        })
+        .unwrap();
+        assert_eq!(paced.period, Some(Duration::from_millis(40)));
+        assert_eq!(
+            (paced.op(), paced.key(), paced.connections()),
+            (Op::Sign, "k", 2)
+        );
+    }
+
+    #[test]
+    fn op_names_are_those_of_the_command_line() {
+        let all = [
+            Op::Encrypt,
+            Op::Decrypt,
+            Op::Datakey,
+            Op::Sign,
+            Op::Verify,
+            Op::AsymDecrypt,
+            Op::Mac,
+        ];
+        let names: Vec<_> = all.iter().map(|op| op.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "encrypt",
+                "decrypt",
+                "datakey",
+                "sign",
+                "verify",
+                "asym-decrypt",
+                "mac"
+            ]
+        );
+        assert_eq!(Op::Verify.purpose(), "sign");
+        assert_eq!(Op::AsymDecrypt.purpose(), "asymmetric-decrypt");
+    }
+}

@@ -1,0 +1,286 @@
+//! The one request every loop sends, made (with any input the server must make first) before
+//! the load starts; the request loops and the progress line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use kms_proto::v1::crypto_client::CryptoClient;
+use kms_proto::v1::{
+    AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
+    GenerateMacRequest, GetPublicKeyRequest, MessageType, SignRequest, VerifyRequest,
+};
+use tonic::transport::Channel;
+
+use crate::{Failure, LoadError, MAX_LATENCY_US, Op, Plan};
+
+/// The one request every loop sends (cloned per send).
+#[derive(Clone)]
+pub(crate) enum Request {
+    Encrypt(EncryptRequest),
+    Decrypt(DecryptRequest, usize),
+    DataKey(GenerateDataKeyRequest),
+    Sign(SignRequest),
+    Verify(VerifyRequest),
+    AsymDecrypt(AsymmetricDecryptRequest, usize),
+    Mac(GenerateMacRequest),
+}
+
+impl Request {
+    /// Sends it and checks the answer: a signature found invalid, or a plaintext of the wrong
+    /// length, is a failure too.
+    pub(crate) async fn send(self, client: &mut CryptoClient<Channel>) -> Result<(), Failure> {
+        match self {
+            Self::Encrypt(r) => {
+                client.encrypt(r).await?;
+            }
+            Self::Decrypt(r, len) => {
+                let got = client.decrypt(r).await?.into_inner().plaintext.len();
+                check_len(got, len)?;
+            }
+            Self::DataKey(r) => {
+                client.generate_data_key(r).await?;
+            }
+            Self::Sign(r) => {
+                client.sign(r).await?;
+            }
+            Self::Verify(r) => {
+                if !client.verify(r).await?.into_inner().valid {
+                    return Err(Failure::SignatureInvalid);
+                }
+            }
+            Self::AsymDecrypt(r, len) => {
+                let got = client
+                    .asymmetric_decrypt(r)
+                    .await?
+                    .into_inner()
+                    .plaintext
+                    .len();
+                check_len(got, len)?;
+            }
+            Self::Mac(r) => {
+                client.generate_mac(r).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const fn check_len(got: usize, want: usize) -> Result<(), Failure> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Failure::PlaintextLength { got, want })
+    }
+}
+
+/// `size` bytes of a fixed pattern (the content does not matter to any operation measured).
+fn payload(size: u32) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(7) & 0xff) as u8)
+        .collect()
+}
+
+fn probe(step: &'static str) -> impl FnOnce(tonic::Status) -> LoadError {
+    move |status| LoadError::Probe {
+        step,
+        failure: Failure::Status(status),
+    }
+}
+
+/// Makes the request for `plan.op`, with the inputs that need the server made first.
+pub(crate) async fn prepare(
+    plan: &Plan,
+    client: &mut CryptoClient<Channel>,
+) -> Result<Request, LoadError> {
+    let key = plan.key.clone();
+    let data = payload(plan.size);
+    let len = data.len();
+    let sign = SignRequest {
+        key: key.clone(),
+        message: data.clone(),
+        message_type: MessageType::Raw.into(),
+        sm2_id: String::new(),
+        rsa_scheme: String::new(),
+        hash: String::new(),
+    };
+    Ok(match plan.op {
+        Op::Encrypt => Request::Encrypt(EncryptRequest {
+            key,
+            plaintext: data,
+            context: Default::default(),
+        }),
+        Op::Decrypt => {
+            let made = client
+                .encrypt(EncryptRequest {
+                    key,
+                    plaintext: data,
+                    context: Default::default(),
+                })
+                .await
+                .map_err(probe("making the ciphertext to decrypt (Encrypt)"))?
+                .into_inner();
+            Request::Decrypt(
+                DecryptRequest {
+                    ciphertext: made.ciphertext,
+                    context: Default::default(),
+                },
+                len,
+            )
+        }
+        Op::Datakey => Request::DataKey(GenerateDataKeyRequest {
+            key,
+            key_spec: if plan.size == 32 { "aes-256" } else { "sm4" }.to_owned(),
+            context: Default::default(),
+            wrap_to_public_key: Vec::new(),
+        }),
+        Op::Sign => Request::Sign(sign),
+        Op::Verify => {
+            let signature = client
+                .sign(sign.clone())
+                .await
+                .map_err(probe("making the signature to verify (Sign)"))?
+                .into_inner()
+                .signature;
+            Request::Verify(VerifyRequest {
+                key: sign.key,
+                message: sign.message,
+                message_type: sign.message_type,
+                sm2_id: sign.sm2_id,
+                rsa_scheme: sign.rsa_scheme,
+                hash: sign.hash,
+                signature,
+                key_version: None,
+            })
+        }
+        Op::AsymDecrypt => {
+            let public = client
+                .get_public_key(GetPublicKeyRequest {
+                    key: key.clone(),
+                    key_version: None,
+                })
+                .await
+                .map_err(probe("fetching the public key (GetPublicKey)"))?
+                .into_inner();
+            // The load tool only encrypts test bytes to the server's own key: any spec the
+            // standard policy allows is fine here.
+            let policy =
+                kms_core::policy::Policy::from_config(kms_core::policy::PolicyMode::Standard);
+            let public = kms_core::crypto::PublicKey::from_spki_der(policy, &public.public_key_der)
+                .map_err(|e| LoadError::PublicKey(e.to_string()))?;
+            let to_key = policy
+                .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+                .map_err(|e| LoadError::PublicKey(e.to_string()))?;
+            let ciphertext = kms_core::crypto::encrypt_to_public_key(&to_key, &public, &data)
+                .map_err(|e| LoadError::PayloadTooLong {
+                    len,
+                    reason: e.to_string(),
+                })?;
+            Request::AsymDecrypt(
+                AsymmetricDecryptRequest {
+                    key,
+                    ciphertext,
+                    key_version: None,
+                },
+                len,
+            )
+        }
+        Op::Mac => Request::Mac(GenerateMacRequest { key, data }),
+    })
+}
+
+/// What one request loop measured inside the window.
+pub(crate) struct LoopResult {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .expect("constant bounds the crate accepts: low ≥ 1, high ≥ 2 × low, 3 digits")
+}
+
+/// The measured window, shared by every loop.
+#[derive(Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+/// One request loop. Unpaced, it sends again as soon as it has its answer. Paced, it sends on a
+/// fixed schedule (`offset`, then every `period`) and measures each latency from the scheduled
+/// time: a server that stalls is charged for the requests it delayed (no coordinated omission).
+pub(crate) async fn request_loop(
+    mut client: CryptoClient<Channel>,
+    request: Arc<Request>,
+    window: Window,
+    done: Arc<AtomicU64>,
+    pacing: Option<(Duration, Duration)>,
+) -> LoopResult {
+    let mut result = LoopResult {
+        latency: histogram(),
+        errors: 0,
+        first_error: None,
+    };
+    let mut next = pacing.map(|(offset, _)| Instant::now() + offset);
+    while Instant::now() < window.end {
+        let message = Request::clone(&request);
+        let sent = match (&mut next, pacing) {
+            (Some(at), Some((_, period))) => {
+                let scheduled = *at;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(scheduled)).await;
+                *at = scheduled + period;
+                scheduled
+            }
+            (None, _) | (Some(_), None) => Instant::now(),
+        };
+        let outcome = message.send(&mut client).await;
+        let answered = Instant::now();
+        done.fetch_add(1, Ordering::Relaxed);
+        let counts = answered >= window.start && answered < window.end;
+        match outcome {
+            Ok(()) if counts => {
+                let us =
+                    u64::try_from(answered.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+                result.latency.saturating_record(us.max(1));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if counts {
+                    result.errors += 1;
+                    result.first_error.get_or_insert_with(|| e.to_string());
+                }
+                // A server that is down fails at once: do not spin.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    result
+}
+
+/// A line on stderr each second: the phase, requests so far, and the rate over the last second.
+pub(crate) async fn show_progress(done: Arc<AtomicU64>, started: Instant, window: Window) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::from_std(started + Duration::from_secs(1)),
+        Duration::from_secs(1),
+    );
+    let mut last = 0;
+    loop {
+        let now = tick.tick().await.into_std();
+        let total = done.load(Ordering::Relaxed);
+        // The phase of the second that just ended.
+        let phase = if now <= window.start {
+            "warmup"
+        } else {
+            "measure"
+        };
+        let elapsed = now.duration_since(started).as_secs();
+        eprintln!(
+            "bench: {elapsed:>4}s  {phase:<7}  {total:>10} requests  {:>9}/s",
+            total - last
+        );
+        last = total;
+    }
+}
