@@ -14,8 +14,8 @@
 //!
 //! A record's role, operation, outcome and flags are enums ([`Role`], [`Operation`],
 //! [`Outcome`], [`Flag`]) that serialise to the names version 1 wrote, and keep a name they do
-//! not know as written (`Other`), so older and newer trails still parse and verify (the `vocab`
-//! module says why).
+//! not know as written (`Other`), so older and newer trails still parse and verify
+//! ([`Unrecognised`] says why).
 //!
 //! What is hashed and signed is explicit and versioned ([`Format`]): a record's chain hash is
 //! SM3 of [`Record::canonical`], a checkpoint's signature covers [`Checkpoint::signed_bytes`].

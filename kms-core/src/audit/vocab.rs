@@ -4,29 +4,29 @@
 //! Each serialises to exactly the string that format version 1 wrote for it, so the JSON Lines
 //! export does not change for any value a server has written.
 //!
-//! # Names this version does not know
-//!
-//! Every enum has an `Other` variant holding the [`Unrecognised`] name as written, and parsing
-//! never fails. Parsing strictly was rejected, for three reasons:
-//!
-//! - verifying a trail checks its integrity, not its vocabulary. A line is hashed as it
-//!   re-serialises, so it must parse and re-serialise to its exact bytes: a strict parse would
-//!   report an intact export from an older version (an operation that has since been removed)
-//!   or from a newer node of the same chain during a rolling upgrade as "not an audit line",
-//!   which an auditor cannot tell from tampering;
-//! - the server records a call to a method it does not have (UNIMPLEMENTED) under the path the
-//!   client sent, so an operation that is not one of ours is a value the trail really holds;
-//! - the inventory reads the stored records, and must not skip one for a name it does not know.
-//!
-//! An [`Unrecognised`] is made only by parsing a name that matches no variant, so a known name
-//! always becomes its variant: `Other` never stands for a name a variant has, and matching on
-//! the variants is exact.
+//! A name none of an enum's variants has is kept as written: see [`Unrecognised`].
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A name that none of an enum's variants has, kept byte for byte (see the module docs).
+/// A name that none of an enum's variants has, kept byte for byte.
+///
+/// Every enum has an `Other` variant holding the [`Unrecognised`] name as written, and parsing
+/// never fails. Parsing strictly was rejected, for three reasons:
+///
+/// - verifying a trail checks its integrity, not its vocabulary. A line is hashed as it
+///   re-serialises, so it must parse and re-serialise to its exact bytes: a strict parse would
+///   report an intact export from an older version (an operation that has since been removed)
+///   or from a newer node of the same chain during a rolling upgrade as "not an audit line",
+///   which an auditor cannot tell from tampering;
+/// - the server records a call to a method it does not have (UNIMPLEMENTED) under the path the
+///   client sent, so an operation that is not one of ours is a value the trail really holds;
+/// - the inventory reads the stored records, and must not skip one for a name it does not know.
+///
+/// An [`Unrecognised`] is made only by parsing a name that matches no variant, so a known name
+/// always becomes its variant: `Other` never stands for a name a variant has, and matching on
+/// the variants is exact.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Unrecognised(String);
 
@@ -55,7 +55,7 @@ macro_rules! names {
         #[derive(Clone, Debug, PartialEq, Eq, Hash)]
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
-            /// A name this version does not know, as written (see the module documentation).
+            /// A name this version does not know, as written (see [`Unrecognised`]).
             Other(Unrecognised),
         }
 
