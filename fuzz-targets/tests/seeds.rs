@@ -377,7 +377,7 @@ fn share_and_backup_seeds(out: &mut Vec<Seed>, w: &World) {
 /// checkpoint of the segment before (the anchor), then the records and checkpoints after it,
 /// then the export's own closing checkpoint.
 fn anchored_segment(export: &str, after: u64) -> String {
-    use kms_core::audit::{Checkpoint, Line};
+    use kms_core::audit::{Checkpoint, Format, Line};
 
     let lines: Vec<Line> = export
         .lines()
@@ -386,11 +386,12 @@ fn anchored_segment(export: &str, after: u64) -> String {
     let hash = lines
         .iter()
         .find_map(|l| match l {
-            Line::Record(r) if r.seq == after => Some(r.hash()),
+            Line::Record(r) if r.seq == after => Some(r.hash().unwrap()),
             Line::Record(_) | Line::Checkpoint(_) => None,
         })
         .unwrap();
     let mut anchor = Checkpoint {
+        format: Format::CURRENT,
         seq: after,
         time_ms: 1_700_000_000_000,
         node: "node-1".into(),
@@ -400,7 +401,7 @@ fn anchored_segment(export: &str, after: u64) -> String {
         key_version: 1,
         signature: String::new(),
     };
-    anchor.signature = hex::encode(fixtures::sm2_sign_bytes(&anchor.signed_bytes()));
+    anchor.signature = hex::encode(fixtures::sm2_sign_bytes(&anchor.signed_bytes().unwrap()));
     let mut out = serde_json::to_string(&Line::Checkpoint(anchor)).unwrap() + "\n";
     for line in &lines {
         let seq = match line {

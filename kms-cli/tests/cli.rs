@@ -177,7 +177,7 @@ mod audit_verify {
     use std::time::Duration;
 
     use kms_core::audit::writer::{AuditLog, CheckpointPolicy, Signer};
-    use kms_core::audit::{Checkpoint, Event, Line};
+    use kms_core::audit::{Checkpoint, Event, Format, Line};
     use kms_core::store::MemoryStore;
     use serde_json::Value;
 
@@ -226,7 +226,7 @@ mod audit_verify {
 
         fn seq_of(line: &str) -> (u64, Option<String>) {
             match serde_json::from_str::<Line>(line).unwrap() {
-                Line::Record(r) => (r.seq, Some(r.hash())),
+                Line::Record(r) => (r.seq, Some(r.hash().unwrap())),
                 Line::Checkpoint(cp) => (cp.seq, None),
             }
         }
@@ -242,6 +242,7 @@ mod audit_verify {
                 })
                 .unwrap();
             let mut cp = Checkpoint {
+                format: Format::CURRENT,
                 seq,
                 time_ms: 1,
                 node: "node-1".into(),
@@ -259,6 +260,7 @@ mod audit_verify {
                     ..template.clone()
                 }
                 .signed_bytes()
+                .unwrap()
             })
             .unwrap();
             (cp.key_id, cp.key_version, cp.signature) = (key_id, version, hex::encode(sig));

@@ -9,8 +9,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use kms_core::audit::Event;
 use kms_core::audit::writer::AuditLog;
+use kms_core::audit::{Event, Flag, Operation, Outcome, Role};
 use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -21,11 +21,12 @@ use crate::identity::PeerInfo;
 #[derive(Clone, Debug, Default)]
 pub struct AuditNote {
     pub principal: Option<String>,
-    pub role: Option<String>,
+    /// `None` until the caller is identified: recorded as [`Role::Unregistered`].
+    pub role: Option<Role>,
     pub key_id: Option<String>,
     pub key_version: Option<u32>,
     pub context_hmac: Option<String>,
-    pub flags: Vec<String>,
+    pub flags: Vec<Flag>,
 }
 
 /// A request's id and its note, in the request's extensions.
@@ -81,48 +82,107 @@ pub struct AuditService<S> {
     ids: crate::services::RequestIds,
 }
 
-fn grpc_code_name(resp: &http::Response<Body>) -> String {
-    let code = resp
-        .headers()
+/// The gRPC code of a response (OK when its headers carry none: a stream's status comes in its
+/// trailers, after the record is written).
+fn grpc_code(resp: &http::Response<Body>) -> tonic::Code {
+    resp.headers()
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
-        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-    format!("{code:?}")
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
 }
 
-/// A gRPC code as the audit trail names it: `PERMISSION_DENIED`.
-pub(crate) fn code_name(code: tonic::Code) -> String {
-    screaming(&format!("{code:?}"))
-}
-
-/// "OK", "PermissionDenied" → "OK", "PERMISSION_DENIED".
-fn screaming(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() && i > 0 && name != "OK" {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
+/// A gRPC code as the audit trail records it.
+pub(crate) const fn outcome(code: tonic::Code) -> Outcome {
+    match code {
+        tonic::Code::Ok => Outcome::Ok,
+        tonic::Code::Cancelled => Outcome::Cancelled,
+        tonic::Code::Unknown => Outcome::Unknown,
+        tonic::Code::InvalidArgument => Outcome::InvalidArgument,
+        tonic::Code::DeadlineExceeded => Outcome::DeadlineExceeded,
+        tonic::Code::NotFound => Outcome::NotFound,
+        tonic::Code::AlreadyExists => Outcome::AlreadyExists,
+        tonic::Code::PermissionDenied => Outcome::PermissionDenied,
+        tonic::Code::ResourceExhausted => Outcome::ResourceExhausted,
+        tonic::Code::FailedPrecondition => Outcome::FailedPrecondition,
+        tonic::Code::Aborted => Outcome::Aborted,
+        tonic::Code::OutOfRange => Outcome::OutOfRange,
+        tonic::Code::Unimplemented => Outcome::Unimplemented,
+        tonic::Code::Internal => Outcome::Internal,
+        tonic::Code::Unavailable => Outcome::Unavailable,
+        tonic::Code::DataLoss => Outcome::DataLoss,
+        tonic::Code::Unauthenticated => Outcome::Unauthenticated,
     }
-    out
 }
 
-/// Every refusal names its request id, wherever it was raised (limits, parsing, the core), so a
-/// caller's report can be matched with the server log and the audit record.
+/// The source of a [`Status`] whose message already names its request id: how the layer knows
+/// not to name it again, without reading the message.
+#[derive(Debug)]
+pub struct NamesRequest {
+    request_id: String,
+}
+
+impl std::fmt::Display for NamesRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request {}", self.request_id)
+    }
+}
+
+impl std::error::Error for NamesRequest {}
+
+/// `status` with its message naming `request_id`, marked so (a [`NamesRequest`] source) that
+/// the layer leaves it as it is. For refusals built outside the one error map.
+#[must_use]
+pub fn naming_request(status: &Status, request_id: &str) -> Status {
+    let mut named = Status::with_details_and_metadata(
+        status.code(),
+        format!("{} (request {request_id})", status.message()),
+        status.details().to_vec().into(),
+        status.metadata().clone(),
+    );
+    named.set_source(Arc::new(NamesRequest {
+        request_id: request_id.to_owned(),
+    }));
+    named
+}
+
+/// Whether a refusal's message already names this request's id: marked by [`naming_request`],
+/// or made by the one error map (`status::to_status`, `status::worker_failed`, given the id
+/// this layer made), whose messages end with exactly ` (request <id>)`. Only this request's
+/// own id counts, at the end: text a caller got into a message (a key or alias name holding
+/// "(request …)") neither hides the real id nor stands in for it.
+fn names_request(status: &Status, request_id: &str) -> bool {
+    let marked = std::error::Error::source(status)
+        .and_then(|e| e.downcast_ref::<NamesRequest>())
+        .is_some_and(|m| m.request_id == request_id);
+    marked
+        || status
+            .message()
+            .ends_with(&format!("(request {request_id})"))
+}
+
+/// Every refusal names its request id exactly once, wherever it was raised (limits, parsing,
+/// the core), so a caller's report can be matched with the server log and the audit record.
+/// The refusal is read from the response's extensions (tonic puts the `Status` there), or from
+/// its headers when a layer below answered without one.
 fn with_request_id(
     resp: http::Response<Body>,
     request_id: &str,
     path: &str,
 ) -> http::Response<Body> {
-    match Status::from_header_map(resp.headers()) {
-        Some(s) if s.code() != tonic::Code::Ok && !s.message().contains("(request ") => {
-            let message = if s.message().is_empty() && s.code() == tonic::Code::Unimplemented {
-                format!("no such method: {path}")
+    let status = resp
+        .extensions()
+        .get::<Status>()
+        .cloned()
+        .or_else(|| Status::from_header_map(resp.headers()));
+    match status {
+        Some(s) if s.code() != tonic::Code::Ok && !names_request(&s, request_id) => {
+            let s = if s.message().is_empty() && s.code() == tonic::Code::Unimplemented {
+                Status::unimplemented(format!("no such method: {path}"))
             } else {
-                s.message().to_owned()
+                s
             };
-            Status::new(s.code(), format!("{message} (request {request_id})")).into_http()
+            naming_request(&s, request_id).into_http()
         }
         Some(_) | None => resp,
     }
@@ -176,15 +236,18 @@ where
             .get::<PeerInfo>()
             .map_or((None, None), |p| (p.subject.clone(), p.transport.clone()));
         req.extensions_mut().insert(slot.clone());
-        let operation = path.trim_start_matches("/kms.v1.").to_owned();
+        let operation = Operation::from_path(&path);
         // The call and its audit record run as a task of their own: if the client goes away,
         // hyper drops this future, but an operation that started must still be recorded (OPS-1).
         let call = async move {
             let refused_before = !log.healthy();
             let resp = if refused_before {
-                Status::unavailable(format!(
-                    "the audit trail cannot be written; operations are refused (request {request_id})"
-                ))
+                naming_request(
+                    &Status::unavailable(
+                        "the audit trail cannot be written; operations are refused",
+                    ),
+                    &request_id,
+                )
                 .into_http()
             } else {
                 inner.call(req).await?
@@ -201,11 +264,11 @@ where
                     .principal
                     .or(subject)
                     .unwrap_or_else(|| "unknown".into()),
-                role: note.role.unwrap_or_else(|| "unregistered".into()),
+                role: note.role.unwrap_or(Role::Unregistered),
                 operation,
                 key_id: note.key_id,
                 key_version: note.key_version,
-                outcome: screaming(&grpc_code_name(&resp)),
+                outcome: outcome(grpc_code(&resp)),
                 context_hmac: note.context_hmac,
                 flags: note.flags,
                 transport,
@@ -218,12 +281,17 @@ where
                         seq = record.seq,
                         request_id = record.request_id,
                         principal = record.principal,
-                        role = record.role,
-                        operation = record.operation,
+                        role = record.role.as_str(),
+                        operation = record.operation.as_str(),
                         key_id = record.key_id.as_deref().unwrap_or(""),
                         key_version = record.key_version.unwrap_or(0),
-                        outcome = record.outcome,
-                        flags = record.flags.join(","),
+                        outcome = record.outcome.as_str(),
+                        flags = record
+                            .flags
+                            .iter()
+                            .map(Flag::as_str)
+                            .collect::<Vec<_>>()
+                            .join(","),
                         transport = record.transport.as_deref().unwrap_or(""),
                         "audit"
                     );
@@ -231,9 +299,12 @@ where
                 }
                 Err(e) => {
                     tracing::error!(request_id, error = %e, "audit record not written; response withheld");
-                    Ok(Status::unavailable(format!(
-                        "the audit record could not be written, so the result is withheld (request {request_id})"
-                    ))
+                    Ok(naming_request(
+                        &Status::unavailable(
+                            "the audit record could not be written, so the result is withheld",
+                        ),
+                        &request_id,
+                    )
                     .into_http())
                 }
             }
@@ -256,11 +327,128 @@ mod tests {
 
     use super::*;
 
+    /// Every code is recorded under the name format v1 wrote: tonic's `Debug` name in
+    /// screaming snake case (the v1 code, kept here as the reference).
     #[test]
-    fn code_names_are_screaming_snake_case() {
-        assert_eq!(screaming("Ok"), "OK");
-        assert_eq!(screaming("PermissionDenied"), "PERMISSION_DENIED");
-        assert_eq!(screaming("InvalidArgument"), "INVALID_ARGUMENT");
+    fn outcomes_name_every_code_as_version_1_did() {
+        fn screaming(name: &str) -> String {
+            let mut out = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_uppercase() && i > 0 && name != "OK" {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_uppercase());
+            }
+            out
+        }
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            let o = outcome(code);
+            assert!(o.is_known(), "{code:?}");
+            assert_eq!(o.as_str(), screaming(&format!("{code:?}")), "{code:?}");
+        }
+        assert_eq!(
+            outcome(tonic::Code::PermissionDenied),
+            Outcome::PermissionDenied
+        );
+        assert_eq!(Outcome::KNOWN.len(), 17);
+    }
+
+    /// Every RPC of the `.proto` files is a known [`Operation`] under the name the layer gives
+    /// its path, and every known operation is an RPC: a method added to the API without its
+    /// variant would be audited only as `Other`.
+    #[test]
+    fn every_rpc_in_the_protos_is_a_known_operation() {
+        let protos = [
+            include_str!("../../proto/kms/v1/admin.proto"),
+            include_str!("../../proto/kms/v1/audit.proto"),
+            include_str!("../../proto/kms/v1/crypto.proto"),
+            include_str!("../../proto/kms/v1/system.proto"),
+        ];
+        let mut rpcs = Vec::new();
+        for text in protos {
+            let mut service = None;
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next();
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().unwrap().trim();
+                    rpcs.push(format!("/kms.v1.{}/{method}", service.unwrap()));
+                }
+            }
+        }
+        assert_eq!(rpcs.len(), Operation::KNOWN.len(), "{rpcs:#?}");
+        for path in &rpcs {
+            let op = Operation::from_path(path);
+            assert!(op.is_known(), "{path} has no Operation variant");
+            assert_eq!(format!("/kms.v1.{op}"), *path);
+        }
+    }
+
+    fn refusal_of(resp: &http::Response<Body>) -> (tonic::Code, String) {
+        let s = Status::from_header_map(resp.headers()).unwrap();
+        (s.code(), s.message().to_owned())
+    }
+
+    /// Every refusal names its request id exactly once, whoever built it; a caller's text that
+    /// looks like a request id neither hides the real one nor replaces it.
+    #[test]
+    fn every_refusal_names_its_request_id_exactly_once() {
+        let id = "ab12cd34-7";
+        let path = "/kms.v1.Crypto/Encrypt";
+        let named = |status: Status| refusal_of(&with_request_id(status.into_http(), id, path));
+        // From the one error map: already named, left alone.
+        let mapped = crate::status::to_status(kms_core::Error::Sealed, id);
+        assert_eq!(
+            named(mapped.clone()),
+            (mapped.code(), mapped.message().to_owned())
+        );
+        // Marked by naming_request: left alone.
+        let marked = naming_request(&Status::resource_exhausted("slow down"), id);
+        assert_eq!(
+            named(marked),
+            (
+                tonic::Code::ResourceExhausted,
+                format!("slow down (request {id})")
+            )
+        );
+        // Raised without an id (limits, parsing): named.
+        assert_eq!(
+            named(Status::invalid_argument("plaintext too large")),
+            (
+                tonic::Code::InvalidArgument,
+                format!("plaintext too large (request {id})")
+            )
+        );
+        // Another request's id in the text, even at the end: this one's is still added.
+        for text in [
+            "no key named x (request 00000000-1) here",
+            "no key named x (request 00000000-1)",
+        ] {
+            let (code, message) = named(Status::not_found(text));
+            assert_eq!(code, tonic::Code::NotFound);
+            assert_eq!(message, format!("{text} (request {id})"));
+            assert_eq!(message.matches(id).count(), 1);
+        }
+        // An unknown method says which.
+        assert_eq!(
+            named(Status::unimplemented("")),
+            (
+                tonic::Code::Unimplemented,
+                format!("no such method: {path} (request {id})")
+            )
+        );
+        // A success is not a refusal.
+        let ok = with_request_id(http::Response::new(Body::empty()), id, path);
+        assert!(Status::from_header_map(ok.headers()).is_none());
+        // A refusal below the layer that tonic did not build: read from its headers.
+        let mut bare = http::Response::new(Body::empty());
+        bare.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+        assert_eq!(
+            refusal_of(&with_request_id(bare, id, path)),
+            (tonic::Code::ResourceExhausted, format!(" (request {id})"))
+        );
     }
 
     /// A store whose audit tree can be made unwritable.
@@ -314,8 +502,8 @@ mod tests {
             .unwrap()
     }
 
-    fn status_of(resp: &http::Response<Body>) -> String {
-        grpc_code_name(resp)
+    fn status_of(resp: &http::Response<Body>) -> tonic::Code {
+        grpc_code(resp)
     }
 
     #[tokio::test]
@@ -335,7 +523,7 @@ mod tests {
             .layer(Counting(calls.clone()));
 
         let ok = svc.call(request()).await.unwrap();
-        assert_eq!(status_of(&ok), "Ok");
+        assert_eq!(status_of(&ok), tonic::Code::Ok);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(
             store.scan_prefix(Tree::Audit, b"r").unwrap().len(),
@@ -346,17 +534,17 @@ mod tests {
         // The audit store becomes unwritable: the result of the call in flight is withheld ...
         store.broken.store(true, Ordering::SeqCst);
         let withheld = svc.call(request()).await.unwrap();
-        assert_eq!(status_of(&withheld), "Unavailable");
+        assert_eq!(status_of(&withheld), tonic::Code::Unavailable);
         // ... and the next operation is refused without running at all.
         let refused = svc.call(request()).await.unwrap();
-        assert_eq!(status_of(&refused), "Unavailable");
+        assert_eq!(status_of(&refused), tonic::Code::Unavailable);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
 
         // When the store recovers, the refusal itself is recorded and service resumes.
         store.broken.store(false, Ordering::SeqCst);
         let _ = svc.call(request()).await.unwrap();
         let back = svc.call(request()).await.unwrap();
-        assert_eq!(status_of(&back), "Ok");
+        assert_eq!(status_of(&back), tonic::Code::Ok);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         log.stop();
     }

@@ -63,7 +63,7 @@ use super::layout::{
     record_key, record_key_after, sign_checkpoint,
 };
 use super::writer::{AuditLog, Signer};
-use super::{Checkpoint, GENESIS, Line, Record, chain_hash};
+use super::{Checkpoint, EncodeError, Format, GENESIS, Line, Record};
 use crate::store::{Batch, Store, StoreError, Tree};
 
 /// Most keys one sweep batch deletes. Small enough for PostgreSQL's shared lock table (one
@@ -194,6 +194,9 @@ pub enum ArchiveError {
     /// The stored trail does not chain; nothing is archived until someone looks.
     #[error("audit archive: the stored trail is inconsistent: {0}")]
     Chain(String),
+    /// A line could not be encoded; nothing was hashed, signed or written in its place.
+    #[error("audit archive: {0}")]
+    Encode(#[from] EncodeError),
     #[error("audit archive settings: {0}")]
     Policy(String),
     #[error("audit archive: cannot start the archiver thread: {0}")]
@@ -302,7 +305,11 @@ pub fn archive_once(
     let Some(last_bytes) = store.get(Tree::Audit, &record_key(last))? else {
         return missing(store, anchor_bytes.as_deref(), last);
     };
-    let Some(closing) = sign_checkpoint(signer, node, last, &chain_hash(&last_bytes), true) else {
+    let last_hash = serde_json::from_slice::<Record>(&last_bytes)
+        .map_err(|_| ArchiveError::Chain(format!("record {last} does not decode")))?
+        .hash()?;
+    let Some(closing) = sign_checkpoint(signer, Format::CURRENT, node, last, &last_hash, true)?
+    else {
         return Ok(ArchiveOutcome::Sealed);
     };
 
@@ -381,6 +388,12 @@ impl From<ArchiveError> for SegmentError {
     }
 }
 
+impl From<EncodeError> for SegmentError {
+    fn from(e: EncodeError) -> Self {
+        Self::Archive(e.into())
+    }
+}
+
 /// Streams records `first..=last` (and their checkpoints) after the anchor line into a new
 /// partial file, checking that they chain, then the closing line; fsyncs it and returns its
 /// path. On any failure the partial file is deleted.
@@ -448,13 +461,13 @@ fn write_lines(
                     .into());
                 }
                 // The file must re-serialise to the stored bytes, or it would not verify.
-                if record.canonical() != bytes {
+                if record.to_json()? != bytes {
                     return Err(ArchiveError::Chain(format!(
                         "record {seq} is not stored in canonical form"
                     ))
                     .into());
                 }
-                running = chain_hash(&bytes);
+                running = record.hash()?;
                 at = seq;
                 put(&Line::Record(record))?;
             }
@@ -572,7 +585,7 @@ fn complete_segment(
     loop {
         match line {
             Some(Line::Record(r)) if r.seq == at + 1 && r.seq <= last && r.prev == running => {
-                running = r.hash();
+                running = r.hash()?;
                 at = r.seq;
             }
             Some(Line::Checkpoint(cp)) if cp.seq == at && cp.last_hash == running => {

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use super::layout::{RangeReader, ReadError, Stored, read_anchor, read_tail, sign_checkpoint};
-use super::writer::AuditLog;
-use super::{Checkpoint, Line, Record};
+use super::writer::{AuditLog, unencodable};
+use super::{Checkpoint, Format, Line, Record};
 use crate::store::{Store, StoreError};
 
 /// An export that has begun: what it covers is fixed, the closing checkpoint is signed, and
@@ -117,12 +117,18 @@ impl AuditLog {
         // this export then finds missing, and it says so instead of skipping them.
         let anchor = read_anchor(&*self.store)?.map(|(cp, _)| cp);
         let (tail, _) = read_tail(&*self.store)?;
-        let closing = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, true)
-            .ok_or_else(|| {
-                StoreError::Unavailable(
-                    "the KMS is sealed: cannot sign the closing checkpoint".into(),
-                )
-            })?;
+        let closing = sign_checkpoint(
+            &self.signer,
+            Format::CURRENT,
+            &self.node,
+            tail.seq,
+            &tail.hash,
+            true,
+        )
+        .map_err(unencodable)?
+        .ok_or_else(|| {
+            StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into())
+        })?;
         Ok(AuditExport {
             store: Arc::clone(&self.store),
             anchor,

@@ -4,7 +4,8 @@
 //!
 //! Keys in [`Tree::Audit`]:
 //!
-//! - `r ‖ seq` (u64 BE) → the record's canonical JSON;
+//! - `r ‖ seq` (u64 BE) → the record's JSON ([`super::Record::to_json`]; the chain hashes
+//!   it as [`super::Record::canonical`] frames it for the record's format);
 //! - `c ‖ seq ‖ time_ms` (u64 BE each) → a signed checkpoint over the chain up to `seq`;
 //! - `tail` → [`Tail`], owned by the writer (its batches are conditional on it);
 //! - `anchor` → the signed closing checkpoint of the last archive segment, owned by the archiver;
@@ -12,13 +13,14 @@
 //!   segment files: readers start after the anchor, and the archiver deletes what is left of
 //!   them.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::writer::Signer;
-use super::{Checkpoint, GENESIS};
+use super::{Checkpoint, EncodeError, Format, GENESIS};
 use crate::store::{Entry, Store, StoreError, Tree};
 
 pub(super) const TAIL: &[u8] = b"tail";
@@ -105,14 +107,22 @@ pub(super) fn read_tail(store: &dyn Store) -> Result<(Tail, Option<Vec<u8>>), St
     }
 }
 
+/// A checkpoint over record `seq` (chain hash `hash`) in `format`, signed now; `None` while the
+/// signer cannot sign (the KMS is sealed). Writers pass [`Format::CURRENT`].
+///
+/// The [`Signer`] asks for the bytes to sign by a function that cannot fail, so an encoding
+/// error inside it is kept aside and returned after the signer is done: the signature over the
+/// empty stand-in is then thrown away, never used.
 pub(super) fn sign_checkpoint(
     signer: &Signer,
+    format: Format,
     node: &str,
     seq: u64,
     hash: &str,
     closes_export: bool,
-) -> Option<Checkpoint> {
+) -> Result<Option<Checkpoint>, EncodeError> {
     let mut cp = Checkpoint {
+        format,
         seq,
         time_ms: now_ms(),
         node: node.to_owned(),
@@ -123,23 +133,34 @@ pub(super) fn sign_checkpoint(
         signature: String::new(),
     };
     let template = cp.clone();
-    let (key_id, version, sig) = signer(&|key_id: &str, version: u32| {
-        Checkpoint {
+    let failed = Cell::new(None);
+    let signed = signer(&|key_id: &str, version: u32| {
+        let bytes = Checkpoint {
             key_id: key_id.to_owned(),
             key_version: version,
             ..template.clone()
         }
-        .signed_bytes()
-    })?;
+        .signed_bytes();
+        bytes.unwrap_or_else(|e| {
+            failed.set(Some(e));
+            Vec::new()
+        })
+    });
+    if let Some(e) = failed.take() {
+        return Err(e);
+    }
+    let Some((key_id, version, sig)) = signed else {
+        return Ok(None);
+    };
     cp.key_id = key_id;
     cp.key_version = version;
     cp.signature = hex::encode(sig);
-    Some(cp)
+    Ok(Some(cp))
 }
 
 /// One stored line of the trail, as [`RangeReader`] yields it.
 pub(super) enum Stored {
-    /// A record's `seq` and its stored canonical bytes.
+    /// A record's `seq` and its stored JSON.
     Record(u64, Vec<u8>),
     /// A checkpoint's stored JSON.
     Checkpoint(Vec<u8>),

@@ -11,43 +11,161 @@
 //! [`verify_files`] checks such files in order as one trail. An anchored file alone proves only
 //! the records after its anchor; that the trail is complete from the genesis is proved only by
 //! the chain of files, from a first file that starts at the genesis.
+//!
+//! A record's role, operation, outcome and flags are enums ([`Role`], [`Operation`],
+//! [`Outcome`], [`Flag`]) that serialise to the names version 1 wrote, and keep a name they do
+//! not know as written (`Other`), so older and newer trails still parse and verify
+//! ([`Unrecognised`] says why).
+//!
+//! What is hashed and signed is explicit and versioned ([`Format`]): a record's chain hash is
+//! SM3 of [`Record::canonical`], a checkpoint's signature covers [`Checkpoint::signed_bytes`].
+//! Format V2, written now, puts a domain prefix ([`RECORD_DOMAIN`], [`CHECKPOINT_DOMAIN`])
+//! before the JSON and says `"format":2` in the line; format V1 lines have no `format` field
+//! and are the bare JSON. Each line is checked in its own format, so a trail that an upgraded
+//! server continued verifies as one. Encoding errors are returned ([`EncodeError`]), never
+//! replaced by empty bytes.
 
 pub mod archive;
 pub mod export;
 mod layout;
 mod verify;
+mod vocab;
 pub mod writer;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::verify::{
     Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, Verified, VerifiedFile, VerifiedFiles,
     checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
+pub use self::vocab::{Flag, Operation, Outcome, Role, Service, Unrecognised};
 use crate::crypto;
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What the server knows about a request when it finishes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub request_id: String,
     pub principal: String,
-    pub role: String,
-    pub operation: String,
+    pub role: Role,
+    pub operation: Operation,
     pub key_id: Option<String>,
     pub key_version: Option<u32>,
-    /// The gRPC status code name ("OK", "PERMISSION_DENIED", …).
-    pub outcome: String,
+    /// The gRPC status code the caller got.
+    pub outcome: Outcome,
     /// HMAC-SM3 of the encryption context under a key derived from the root key: equal
     /// contexts can be correlated, but the context itself is never recorded.
     pub context_hmac: Option<String>,
-    /// E.g. "key-compromised" when a compromised key was used to decrypt or verify.
-    pub flags: Vec<String>,
+    /// E.g. [`Flag::KeyCompromised`] when a compromised key was used to decrypt or verify.
+    pub flags: Vec<Flag>,
     /// The protocol and suite the caller's connection negotiated ("TLSv1.3 TLS_SM4_GCM_SM3");
     /// `None` for what did not come over the API.
     pub transport: Option<String>,
+}
+
+/// For tests and tools that set only the fields they care about: an unregistered caller, an
+/// empty operation name (as version 1's all-empty default wrote) and outcome `UNKNOWN`, so that
+/// an event nobody finished never claims success.
+impl Default for Event {
+    fn default() -> Self {
+        Self {
+            request_id: String::new(),
+            principal: String::new(),
+            role: Role::Unregistered,
+            operation: Operation::parse(""),
+            key_id: None,
+            key_version: None,
+            outcome: Outcome::Unknown,
+            context_hmac: None,
+            flags: Vec::new(),
+            transport: None,
+        }
+    }
+}
+
+/// The encoding of a record or checkpoint: which bytes its hash (records) or signature
+/// (checkpoints) covers. Written as a `format` field, absent for version 1, so lines written
+/// before versions existed keep their exact bytes and still verify; a verifier takes each line's
+/// encoding from the line itself, so one file may mix them (a trail continued by an upgraded
+/// server, or several nodes of one chain during a rolling upgrade).
+///
+/// A line cannot be moved to another encoding unnoticed: the field is inside the bytes that are
+/// hashed or signed, and the two encodings of one line differ, so the record after it (or the
+/// signature) no longer matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The bare `serde_json` bytes of the struct (the signature field empty for checkpoints).
+    #[default]
+    V1,
+    /// [`RECORD_DOMAIN`] or [`CHECKPOINT_DOMAIN`], then the `serde_json` bytes as for `V1`
+    /// (which now hold `"format":2`). The prefix keeps a record's hash input and a checkpoint's
+    /// signed message apart from each other and from anything else the audit key signs.
+    V2,
+}
+
+/// What precedes a version 2 record's JSON in the bytes that are hashed.
+pub const RECORD_DOMAIN: &[u8] = b"kms-audit-record\0v2\0";
+/// What precedes a version 2 checkpoint's JSON in the bytes that are signed.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"kms-audit-checkpoint\0v2\0";
+
+impl Format {
+    /// What this version writes.
+    pub const CURRENT: Self = Self::V2;
+
+    /// Version 1 is written by leaving the field out (by reference: serde's
+    /// `skip_serializing_if` passes one).
+    const fn is_v1(&self) -> bool {
+        matches!(self, Self::V1)
+    }
+
+    /// `json` framed for hashing or signing: as is for V1, after `domain` for V2.
+    fn frame(self, domain: &[u8], json: Vec<u8>) -> Vec<u8> {
+        match self {
+            Self::V1 => json,
+            Self::V2 => [domain, &json].concat(),
+        }
+    }
+}
+
+impl Serialize for Format {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Format {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match u64::deserialize(deserializer)? {
+            2 => Ok(Self::V2),
+            // Never written: a line with it would not re-serialise to its own bytes.
+            1 => Err(de::Error::custom(
+                "audit format 1 is written by leaving the format field out",
+            )),
+            n => Err(de::Error::custom(format!(
+                "audit format {n} is not known to this version (written by a newer one?)"
+            ))),
+        }
+    }
+}
+
+/// A record or checkpoint could not be turned into the bytes that are stored, hashed or
+/// signed. Nothing is then written, hashed or signed: an empty message must never stand in.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the audit {what}: {source}")]
+pub struct EncodeError {
+    what: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+fn to_json(what: &'static str, value: &impl Serialize) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(value).map_err(|source| EncodeError { what, source })
 }
 
 /// One audit record, as stored and exported (field order is the canonical order).
@@ -59,35 +177,54 @@ pub struct Record {
     pub node: String,
     pub request_id: String,
     pub principal: String,
-    pub role: String,
-    pub operation: String,
+    pub role: Role,
+    pub operation: Operation,
     pub key_id: Option<String>,
     pub key_version: Option<u32>,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub context_hmac: Option<String>,
-    pub flags: Vec<String>,
+    pub flags: Vec<Flag>,
     /// The caller's negotiated protocol and suite. Left out of the canonical bytes when absent,
     /// so records written before it existed keep their hashes and still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
     /// SM3 of the previous record's canonical bytes ([`GENESIS`] for the first).
     pub prev: String,
+    /// How the record is hashed; absent (V1) in records written before formats existed. Last,
+    /// so that a line still starts with its `type` and `seq` for tools that look for them.
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
 }
 
 impl Record {
-    /// The canonical bytes: the record serialized as JSON in field order.
-    #[must_use]
-    pub fn canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The record as stored, and as exported after the line's `"type":"record"`: its JSON in
+    /// field order.
+    ///
+    /// # Errors
+    /// The record does not serialise.
+    pub fn to_json(&self) -> Result<Vec<u8>, EncodeError> {
+        to_json("record", self)
     }
 
-    #[must_use]
-    pub fn hash(&self) -> String {
-        chain_hash(&self.canonical())
+    /// The canonical bytes, which the chain hashes: the JSON, after [`RECORD_DOMAIN`] in
+    /// format V2.
+    ///
+    /// # Errors
+    /// The record does not serialise.
+    pub fn canonical(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(self.format.frame(RECORD_DOMAIN, self.to_json()?))
+    }
+
+    /// The record's chain hash: SM3 of [`Record::canonical`], hex.
+    ///
+    /// # Errors
+    /// The record does not serialise.
+    pub fn hash(&self) -> Result<String, EncodeError> {
+        Ok(chain_hash(&self.canonical()?))
     }
 }
 
-/// The chain hash of a record given its canonical bytes (for callers that already hold them).
+/// The chain hash of a record given its canonical bytes ([`Record::canonical`]).
 #[must_use]
 pub fn chain_hash(canonical: &[u8]) -> String {
     hex::encode(crypto::digest(
@@ -109,20 +246,27 @@ pub struct Checkpoint {
     pub closes_export: bool,
     pub key_id: String,
     pub key_version: u32,
-    /// SM2 (SM3, default ID) DER signature over the checkpoint's canonical bytes with this field
-    /// empty, hex.
+    /// SM2 (SM3, default ID) DER signature over [`Checkpoint::signed_bytes`], hex.
     pub signature: String,
+    /// What the signature covers; absent (V1) in checkpoints written before formats existed.
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
 }
 
 impl Checkpoint {
-    /// The bytes the signature covers.
-    #[must_use]
-    pub fn signed_bytes(&self) -> Vec<u8> {
+    /// The bytes the signature covers: the checkpoint's JSON with `signature` empty, after
+    /// [`CHECKPOINT_DOMAIN`] in format V2.
+    ///
+    /// # Errors
+    /// The checkpoint does not serialise.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         let unsigned = Self {
             signature: String::new(),
             ..self.clone()
         };
-        serde_json::to_vec(&unsigned).unwrap_or_default()
+        Ok(self
+            .format
+            .frame(CHECKPOINT_DOMAIN, to_json("checkpoint", &unsigned)?))
     }
 }
 

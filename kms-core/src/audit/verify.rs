@@ -6,7 +6,9 @@
 //! A file is JSON Lines: records, checkpoints, and a last line that is a checkpoint with
 //! `closes_export: true`. Every record must carry the next `seq` and the SM3 hash of the record
 //! before it, every checkpoint must cover the chain so far and carry a valid SM2 signature of the
-//! audit key, and the file must end with its closing checkpoint (so a cut file fails).
+//! audit key, and the file must end with its closing checkpoint (so a cut file fails). Hashes
+//! and signatures are checked over the bytes each line's own [`super::Format`] defines, so
+//! lines of format V1 and V2 may follow each other (a trail continued by an upgraded server).
 //!
 //! A file starts either at the **genesis** (its first record is record 1 and chains to
 //! [`GENESIS`]) or at an **anchor**: a first line that is the signed closing checkpoint of the
@@ -29,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read as _};
 
-use super::{Checkpoint, GENESIS, Line};
+use super::{Checkpoint, EncodeError, GENESIS, Line};
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
 use crate::crypto::{self, Message, PublicKey};
 use crate::policy::Policy;
@@ -81,12 +83,19 @@ fn broken(line: usize, problem: impl Into<String>) -> Broken {
     }
 }
 
-/// Checks a checkpoint's signature with the audit public key.
+/// Checks a checkpoint's signature with the audit public key, over the bytes its format
+/// signs. False too when the checkpoint cannot be encoded (nothing it could be checked against).
 #[must_use]
 pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
+    signature_valid(cp, public).unwrap_or(false)
+}
+
+/// [`checkpoint_signature_valid`], telling an encoding failure apart from a bad signature.
+fn signature_valid(cp: &Checkpoint, public: &PublicKey) -> Result<bool, EncodeError> {
+    let signed = cp.signed_bytes()?;
     let policy = Policy::GM_FORMATS;
     let Ok(open) = policy.approve_open(Purpose::Sign, KeySpec::Sm2) else {
-        return false;
+        return Ok(false);
     };
     let Ok(sig) = policy.approve_verify(
         open,
@@ -94,12 +103,12 @@ pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
             id: SM2_DEFAULT_ID.to_owned(),
         },
     ) else {
-        return false;
+        return Ok(false);
     };
     let Ok(der) = hex::decode(&cp.signature) else {
-        return false;
+        return Ok(false);
     };
-    crypto::verify(&sig, public, Message::Raw(&cp.signed_bytes()), &der) == Ok(true)
+    Ok(crypto::verify(&sig, public, Message::Raw(&signed), &der) == Ok(true))
 }
 
 /// Whether `line` (the one after a record) confirms that record's hash: a record chaining to it,
@@ -110,6 +119,11 @@ fn vouches_for(line: &str, hash: &str, public: &PublicKey) -> bool {
         Ok(Line::Checkpoint(cp)) => cp.last_hash == hash && checkpoint_signature_valid(&cp, public),
         Err(_) => false,
     }
+}
+
+/// A line's encoding failure as the problem of line `n`.
+fn unencodable(n: usize) -> impl FnOnce(EncodeError) -> Broken {
+    move |e| broken(n, e.to_string())
 }
 
 /// One line as read: its 1-based number and its text without the line ending.
@@ -283,10 +297,11 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                     }
                     // If this record is itself vouched for by the line after it, the one before
                     // it is the edited one: name that line. (The line after is read only here.)
+                    let hash = r.hash().map_err(unencodable(n))?;
                     if let Some(prev_line) = last_record_line
                         && lines
                             .peek()
-                            .is_some_and(|next| vouches_for(next, &r.hash(), public))
+                            .is_some_and(|next| vouches_for(next, &hash, public))
                     {
                         return Err(broken(
                             prev_line,
@@ -315,7 +330,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                     .seq
                     .checked_add(1)
                     .ok_or_else(|| broken(n, format!("record seq {} is out of range", r.seq)))?;
-                running = r.hash();
+                running = r.hash().map_err(unencodable(n))?;
                 last_record_line = Some(n);
                 records += 1;
                 // Counted without allocating a node name per record.
@@ -331,7 +346,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
             // continues from it. (One over record 0 is the checkpoint of an empty trail, which
             // starts at the genesis and is checked like any other.)
             Line::Checkpoint(cp) if n == 1 && cp.seq > 0 => {
-                if !checkpoint_signature_valid(cp, public) {
+                if !signature_valid(cp, public).map_err(unencodable(n))? {
                     return Err(broken(
                         n,
                         "the anchor (the checkpoint on the first line) does not verify with the \
@@ -368,7 +383,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                         ),
                     ));
                 }
-                if !checkpoint_signature_valid(cp, public) {
+                if !signature_valid(cp, public).map_err(unencodable(n))? {
                     return Err(broken(
                         n,
                         "checkpoint signature does not verify with the audit public key",

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::layout::{TAIL, checkpoint_key, now_ms, read_tail, record_key, sign_checkpoint};
-use super::{Event, Record};
+use super::{EncodeError, Event, Format, Record};
 use crate::store::{Batch, Store, StoreError, Tree};
 
 /// Signs with the audit key. It is given a function that builds the bytes to sign for the key
@@ -47,6 +47,12 @@ pub fn ephemeral_signer(key_id: &str) -> Result<(Signer, crate::crypto::PublicKe
         Some((key_id.clone(), 1, sig))
     });
     Ok((signer, public))
+}
+
+/// An audit line that cannot be encoded is not written: the write fails like a store write
+/// (and the server refuses, fail closed), rather than storing or hashing anything in its place.
+pub(super) fn unencodable(e: EncodeError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
 }
 
 /// Called once per event when its record is durable (or failed).
@@ -134,6 +140,7 @@ impl Writer {
                 let mut records = Vec::with_capacity(events.len());
                 for (e, _) in &events {
                     let r = Record {
+                        format: Format::CURRENT,
                         seq: tail.seq + 1,
                         time_ms: now_ms(),
                         node: self.node.clone(),
@@ -149,10 +156,10 @@ impl Writer {
                         transport: e.transport.clone(),
                         prev: tail.hash.clone(),
                     };
-                    let canonical = r.canonical();
+                    let stored = r.to_json().map_err(unencodable)?;
                     tail.seq = r.seq;
-                    tail.hash = super::chain_hash(&canonical);
-                    batch.put(Tree::Audit, record_key(r.seq), canonical);
+                    tail.hash = r.hash().map_err(unencodable)?;
+                    batch.put(Tree::Audit, record_key(r.seq), stored);
                     records.push(r);
                 }
                 batch.require(Tree::Audit, TAIL, old);
@@ -207,7 +214,15 @@ impl Writer {
             if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq) {
                 return Ok(());
             }
-            let Some(cp) = sign_checkpoint(&self.signer, &self.node, tail.seq, &tail.hash, false)
+            let Some(cp) = sign_checkpoint(
+                &self.signer,
+                Format::CURRENT,
+                &self.node,
+                tail.seq,
+                &tail.hash,
+                false,
+            )
+            .map_err(unencodable)?
             else {
                 return Ok(());
             };

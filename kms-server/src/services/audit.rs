@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use kms_core::audit::Event;
 use kms_core::audit::export::AuditExport;
 use kms_core::audit::writer::AuditLog;
+use kms_core::audit::{Event, Flag, Operation, Role};
 use kms_core::authz::{authorize, ops};
 use kms_core::store::StoreError;
 use kms_proto::v1::{self, audit_server::Audit};
@@ -32,10 +32,8 @@ const CLIENT_STALL: Duration = Duration::from_secs(120);
 /// The longest nap of the export thread while the channel is full.
 const FULL_NAP: Duration = Duration::from_millis(20);
 
-/// The export's operation name in the audit trail (its path, as the audit layer names it).
-const EXPORT_OPERATION: &str = "Audit/ExportAudit";
 /// The flag on the second audit record of an export that did not reach its end.
-pub const EXPORT_INCOMPLETE: &str = "export-incomplete";
+pub const EXPORT_INCOMPLETE: Flag = Flag::ExportIncomplete;
 
 /// Sends one item from a plain thread, waiting while the channel is full for at most
 /// [`CLIENT_STALL`]. It naps and retries rather than wait on a tokio timer: a timer used from
@@ -116,8 +114,8 @@ fn stream_export(
     };
     tracing::info!(request_id, "audit export incomplete: the client {why}");
     let record = Event {
-        outcome: crate::audit_layer::code_name(code),
-        flags: vec![EXPORT_INCOMPLETE.to_owned()],
+        outcome: crate::audit_layer::outcome(code),
+        flags: vec![EXPORT_INCOMPLETE],
         ..begun
     };
     if let Err(e) = log.append_blocking(record) {
@@ -168,8 +166,9 @@ impl Audit for Shared {
         let begun = Event {
             request_id: call.request_id.clone(),
             principal: call.principal.subject.clone(),
-            role: call.principal.role.name().to_owned(),
-            operation: EXPORT_OPERATION.to_owned(),
+            role: Role::from(&call.principal.role),
+            // As the audit layer names the call that began it.
+            operation: Operation::ExportAudit,
             ..Event::default()
         };
         // A thread of its own rather than the blocking pool: an export of a long trail to a slow

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kms_core::Kms;
+use kms_core::audit::{Flag, Role};
 use kms_core::authz::Principal;
 use tonic::{Request, Status};
 
@@ -106,7 +107,7 @@ impl Call {
     pub fn note_use(&self, key_id: &impl ToString, version: u32, key_compromised: bool) {
         self.note_key(key_id, Some(version));
         if key_compromised {
-            self.note_flag("key-compromised");
+            self.note_flag(Flag::KeyCompromised);
         }
     }
 
@@ -115,9 +116,9 @@ impl Call {
         r.map_err(|e| to_status(e, &self.request_id))
     }
 
-    pub fn note_flag(&self, flag: &str) {
+    pub fn note_flag(&self, flag: Flag) {
         if let Some(s) = &self.slot {
-            s.update(|n| n.flags.push(flag.to_owned()));
+            s.update(|n| n.flags.push(flag));
         }
     }
 }
@@ -177,7 +178,7 @@ impl Shared {
         if let Some(s) = &slot {
             s.update(|n| {
                 n.principal = Some(principal.subject.clone());
-                n.role = Some(principal.role.name().to_owned());
+                n.role = Some(Role::from(&principal.role));
             });
         }
         Ok(Call {

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::audit::writer::CheckpointPolicy;
-use crate::audit::{Event, Start, VerifiedFiles, verify, verify_files};
+use crate::audit::{Event, Operation, Outcome, Role, Start, VerifiedFiles, verify, verify_files};
 use crate::crypto::PublicKey;
 use crate::store::{Entry, MemoryStore, SledStore};
 
@@ -39,11 +39,11 @@ fn event(i: u64) -> Event {
     Event {
         request_id: format!("r{i}"),
         principal: "app-a".into(),
-        role: "app".into(),
-        operation: "Crypto/Encrypt".into(),
+        role: Role::App,
+        operation: Operation::Encrypt,
         key_id: Some("k".into()),
         key_version: Some(1),
-        outcome: "OK".into(),
+        outcome: Outcome::Ok,
         context_hmac: None,
         flags: vec![],
         transport: None,
@@ -522,7 +522,13 @@ fn written_not_committed(node: &Node, first: u64, last: u64) -> (PathBuf, Checkp
         .get(Tree::Audit, &record_key(last))
         .unwrap()
         .unwrap();
-    let closing = sign_checkpoint(&node.signer, "n1", last, &chain_hash(&bytes), true).unwrap();
+    let hash = serde_json::from_slice::<Record>(&bytes)
+        .unwrap()
+        .hash()
+        .unwrap();
+    let closing = sign_checkpoint(&node.signer, Format::CURRENT, "n1", last, &hash, true)
+        .unwrap()
+        .unwrap();
     ensure_dir(&node.dir).unwrap();
     let partial = match write_segment(
         &*node.store,
@@ -851,21 +857,20 @@ fn the_policy_is_checked() {
             .unwrap_err();
         assert!(matches!(e, ArchiveError::Policy(_)), "{e:?}");
         assert!(e.to_string().contains(needle), "{e}");
-        assert!(
-            node.log
-                .start_archiver(node.policy(hot, segment), Arc::new(|_| {}))
-                .is_err()
-        );
+        let Err(ArchiveError::Policy(why)) = node
+            .log
+            .start_archiver(node.policy(hot, segment), Arc::new(|_| {}))
+        else {
+            panic!("the archiver started with a bad policy");
+        };
+        assert!(why.contains(needle), "{why}");
     }
     let mut no_dir = node.policy(5, 5);
     no_dir.dir = PathBuf::new();
-    assert!(
-        no_dir
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("audit_archive_dir")
-    );
+    match no_dir.check() {
+        Err(ArchiveError::Policy(why)) => assert!(why.contains("audit_archive_dir"), "{why}"),
+        other => panic!("expected a policy error, got {other:?}"),
+    }
 
     // 0 hot records: never archive, and no thread.
     let off = node.policy(0, 0);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::audit::layout::sign_checkpoint;
 use crate::audit::writer::{AuditLog, CheckpointPolicy, Signer};
-use crate::audit::{Event, Record};
+use crate::audit::{Event, Flag, Format, Operation, Outcome, Record, Role};
 use crate::store::MemoryStore;
 
 /// A fresh SM2 audit key: its signer (as `Kms::audit_signer`) and public half.
@@ -17,14 +17,14 @@ fn event(i: u64) -> Event {
     Event {
         request_id: format!("r{i}"),
         principal: "app-a".into(),
-        role: "app".into(),
-        operation: "Encrypt".into(),
+        role: Role::App,
+        operation: Operation::Encrypt,
         key_id: Some("k".into()),
         key_version: Some(1),
         outcome: if i.is_multiple_of(3) {
-            "PERMISSION_DENIED".into()
+            Outcome::PermissionDenied
         } else {
-            "OK".into()
+            Outcome::Ok
         },
         context_hmac: None,
         flags: vec![],
@@ -88,13 +88,15 @@ impl Trail {
 
     /// A signed closing checkpoint over record `seq` claiming `hash`.
     fn closing_over(&self, seq: u64, hash: &str) -> String {
-        let cp = sign_checkpoint(&self.signer, "n1", seq, hash, true).unwrap();
+        let cp = sign_checkpoint(&self.signer, Format::CURRENT, "n1", seq, hash, true)
+            .unwrap()
+            .unwrap();
         serde_json::to_string(&Line::Checkpoint(cp)).unwrap()
     }
 
     /// A signed closing checkpoint over record `seq` of this trail.
     fn closing(&self, seq: u64) -> String {
-        self.closing_over(seq, &self.record(seq).hash())
+        self.closing_over(seq, &self.record(seq).hash().unwrap())
     }
 
     /// The trail cut into archive segments ending at each of `ends`, then the live export
@@ -176,7 +178,7 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                         ));
                     }
                     if let (Some(prev_line), Some(next)) = (last_record_line, lines.get(i + 1))
-                        && vouches_for(next, &r.hash(), public)
+                        && vouches_for(next, &r.hash().unwrap(), public)
                     {
                         return Err(broken(
                             prev_line,
@@ -200,7 +202,7 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                         format!("record {} is not in canonical form (edited)", r.seq),
                     ));
                 }
-                running = r.hash();
+                running = r.hash().unwrap();
                 last_record_line = Some(n);
                 next_seq = Some(r.seq + 1);
                 records += 1;
@@ -275,16 +277,17 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
 impl Record {
     fn default_for_tests() -> Self {
         Self {
+            format: Format::CURRENT,
             seq: 0,
             time_ms: 0,
             node: String::new(),
             request_id: String::new(),
             principal: String::new(),
-            role: String::new(),
-            operation: String::new(),
+            role: Role::Unregistered,
+            operation: Operation::parse(""),
             key_id: None,
             key_version: None,
-            outcome: String::new(),
+            outcome: Outcome::Unknown,
             context_hmac: None,
             flags: vec![],
             transport: None,
@@ -366,7 +369,7 @@ fn an_untouched_export_verifies_from_the_genesis() {
     assert!(v.checkpoints >= 3, "two intermediate and the closing one");
     assert_eq!((v.first_seq(), v.last_seq), (1, 25));
     assert_eq!(v.anchor, None);
-    assert_eq!(v.last_hash, t.record(25).hash());
+    assert_eq!(v.last_hash, t.record(25).hash().unwrap());
     let by_node: Vec<(&str, u64)> = v
         .records_by_node
         .iter()
@@ -401,7 +404,7 @@ fn anchored_files_verify_and_report_their_anchor() {
     let live = check_agrees(&files[2], &t.public).unwrap();
     assert_eq!(live.anchor.as_ref().unwrap().seq, 9);
     assert_eq!((live.first_seq(), live.last_seq, live.records), (10, 12, 3));
-    assert_eq!(live.last_hash, t.record(12).hash());
+    assert_eq!(live.last_hash, t.record(12).hash().unwrap());
 }
 
 #[test]
@@ -447,7 +450,16 @@ fn an_anchor_that_does_not_verify_breaks_line_1() {
     assert_eq!(e.line, 1);
     assert!(e.problem.contains("anchor"), "{e}");
     // A validly signed checkpoint that did not close an export is no anchor.
-    let mid = sign_checkpoint(&t.signer, "n1", 4, &t.record(4).hash(), false).unwrap();
+    let mid = sign_checkpoint(
+        &t.signer,
+        Format::CURRENT,
+        "n1",
+        4,
+        &t.record(4).hash().unwrap(),
+        false,
+    )
+    .unwrap()
+    .unwrap();
     let mut edited = lines;
     edited[0] = serde_json::to_string(&Line::Checkpoint(mid)).unwrap();
     let e = check_agrees(&join(&edited), &t.public).unwrap_err();
@@ -461,7 +473,7 @@ fn an_anchor_over_another_hash_breaks_the_first_record() {
     let files = t.cut(&[4]);
     let mut lines: Vec<String> = files[1].lines().map(str::to_owned).collect();
     // Validly signed, right seq, but the hash of record 3 rather than record 4.
-    lines[0] = t.closing_over(4, &t.record(3).hash());
+    lines[0] = t.closing_over(4, &t.record(3).hash().unwrap());
     let e = check_agrees(&join(&lines), &t.public).unwrap_err();
     assert_eq!(e.line, 2);
     assert!(e.problem.contains("does not chain to the anchor"), "{e}");
@@ -530,7 +542,7 @@ fn every_kind_of_tampering_is_caught_at_its_line_by_every_verifier() {
             ("\"OK\"", "\"NOT_FOUND\""),
             ("\"app-a\"", "\"app-b\""),
             ("\"r1", "\"x1"),
-            ("\"Encrypt\"", "\"Decrypt\""),
+            ("\"Crypto/Encrypt\"", "\"Crypto/Decrypt\""),
         ] {
             if l.contains(from) && l.contains("\"type\":\"record\"") {
                 let mut e = owned.clone();
@@ -565,10 +577,21 @@ fn every_kind_of_tampering_is_caught_at_its_line_by_every_verifier() {
         .iter()
         .position(|l| l.contains("\"closes_export\":false"))
         .unwrap();
-    let broken = check_agrees(&join(&owned[..=cut]), &t.public).unwrap_err();
-    assert!(broken.problem.contains("closing"), "{broken}");
+    let cut_short = check_agrees(&join(&owned[..=cut]), &t.public).unwrap_err();
+    assert!(cut_short.problem.contains("closing"), "{cut_short}");
+    // Another KMS's key: the first checkpoint is the first line that does not verify.
     let (_, stranger) = audit_key();
-    assert!(check_agrees(&t.text, &stranger).is_err());
+    let first_checkpoint = owned
+        .iter()
+        .position(|l| l.contains("\"type\":\"checkpoint\""))
+        .unwrap();
+    assert_eq!(
+        check_agrees(&t.text, &stranger).unwrap_err(),
+        broken(
+            first_checkpoint + 1,
+            "checkpoint signature does not verify with the audit public key"
+        )
+    );
 }
 
 #[test]
@@ -762,4 +785,311 @@ fn missing_swapped_overlapping_and_foreign_files_are_named() {
     assert_eq!((file.as_str(), broken.line), ("b.jsonl", 3));
     assert!(e.to_string().starts_with("b.jsonl line 3: "), "{e}");
     assert_eq!(err(&[], Start::Genesis), ChainError::NoFiles);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formats.
+
+/// A store holding a trail of `n` records and a checkpoint as format V1 wrote them (no
+/// `format` field, no domain prefix), signed by `signer`: what an upgraded server finds.
+fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
+    use crate::audit::layout::{TAIL, Tail, checkpoint_key, record_key};
+    use crate::store::{Batch, Store, Tree};
+    let store = MemoryStore::new();
+    let mut batch = Batch::new();
+    let mut prev = GENESIS.to_owned();
+    for seq in 1..=n {
+        let e = event(seq);
+        let r = Record {
+            format: Format::V1,
+            seq,
+            time_ms: 1_700_000_000_000 + seq,
+            node: "old".into(),
+            request_id: e.request_id,
+            principal: e.principal,
+            role: e.role,
+            operation: e.operation,
+            key_id: e.key_id,
+            key_version: e.key_version,
+            outcome: e.outcome,
+            context_hmac: e.context_hmac,
+            flags: vec![Flag::KeyCompromised],
+            transport: None,
+            prev: prev.clone(),
+        };
+        let json = r.to_json().unwrap();
+        // Exactly the bytes version 1 hashed: the bare JSON.
+        assert_eq!(r.canonical().unwrap(), json);
+        prev = r.hash().unwrap();
+        batch.put(Tree::Audit, record_key(seq), json);
+    }
+    let cp = sign_checkpoint(signer, Format::V1, "old", n, &prev, false)
+        .unwrap()
+        .unwrap();
+    batch.put(
+        Tree::Audit,
+        checkpoint_key(n, cp.time_ms),
+        serde_json::to_vec(&cp).unwrap(),
+    );
+    let tail = Tail {
+        seq: n,
+        hash: prev,
+        checkpointed_seq: n,
+    };
+    batch.put(Tree::Audit, TAIL, serde_json::to_vec(&tail).unwrap());
+    store.apply(&batch).unwrap();
+    Arc::new(store)
+}
+
+/// A v1 trail of 4 records continued by the current writer with 5 more, exported.
+fn upgraded_trail() -> Trail {
+    let (signer, public) = audit_key();
+    let store = v1_store(&signer, 4);
+    let log = AuditLog::start(
+        store,
+        "new",
+        signer.clone(),
+        CheckpointPolicy {
+            every_records: 3,
+            every: Duration::from_secs(3600),
+        },
+    );
+    for i in 5..10 {
+        log.append_blocking(event(i)).unwrap();
+    }
+    let text = log.export().unwrap();
+    log.stop();
+    Trail {
+        text,
+        signer,
+        public,
+    }
+}
+
+#[test]
+fn the_current_format_frames_what_is_hashed_and_signed() {
+    let t = Trail::new(4, 2);
+    for line in t.lines() {
+        assert!(line.ends_with(",\"format\":2}"), "{line}");
+        match serde_json::from_str::<Line>(&line).unwrap() {
+            Line::Record(r) => {
+                assert_eq!(r.format, Format::V2);
+                let canonical = r.canonical().unwrap();
+                assert_eq!(
+                    canonical,
+                    [b"kms-audit-record\0v2\0".as_slice(), &r.to_json().unwrap()].concat()
+                );
+                assert_eq!(r.hash().unwrap(), crate::audit::chain_hash(&canonical));
+            }
+            Line::Checkpoint(cp) => {
+                assert_eq!(cp.format, Format::V2);
+                let signed = cp.signed_bytes().unwrap();
+                assert!(signed.starts_with(b"kms-audit-checkpoint\0v2\0{"));
+                assert!(checkpoint_signature_valid(&cp, &t.public));
+                // The same checkpoint read as V1 is another message: its signature fails.
+                let as_v1 = Checkpoint {
+                    format: Format::V1,
+                    ..cp
+                };
+                assert!(!checkpoint_signature_valid(&as_v1, &t.public));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_v1_trail_continued_by_an_upgraded_writer_verifies_as_one() {
+    let t = upgraded_trail();
+    let lines = t.lines();
+    let formats: Vec<(bool, bool)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.contains("\"type\":\"record\""),
+                l.contains("\"format\":2"),
+            )
+        })
+        .collect();
+    // Four V1 records and the V1 checkpoint over them, then V2 only.
+    assert_eq!(
+        formats[..5],
+        [
+            (true, false),
+            (true, false),
+            (true, false),
+            (true, false),
+            (false, false)
+        ]
+    );
+    assert!(formats[5..].iter().all(|&(_, v2)| v2), "{lines:#?}");
+    let v = check_agrees(&t.text, &t.public).unwrap();
+    assert_eq!((v.records, v.last_seq), (9, 9));
+    let by_node: Vec<(&str, u64)> = v
+        .records_by_node
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(by_node, [("new", 5), ("old", 4)]);
+    // The first V2 record chains to the last V1 record's V1 hash.
+    assert_eq!(t.record(5).prev, t.record(4).hash().unwrap());
+    // Segments cut across the upgrade verify as one trail too.
+    let files = t.cut(&[3, 6]);
+    let named: Vec<(&str, &String)> = ["a", "b", "live"].into_iter().zip(&files).collect();
+    let all = chain(&named, &t.public, Start::Genesis).unwrap();
+    assert_eq!((all.records, all.last_seq), (9, 9));
+}
+
+#[test]
+fn a_line_moved_to_another_format_breaks_where_it_is() {
+    let t = upgraded_trail();
+    let lines = t.lines();
+    let edit = |i: usize, from: &str, to: &str| {
+        let mut e = lines.clone();
+        assert!(e[i].contains(from), "{}", e[i]);
+        e[i] = e[i].replacen(from, to, 1);
+        check_agrees(&join(&e), &t.public).unwrap_err()
+    };
+    // Line 6 is record 5, the first V2 record; line 7 is record 6, which vouches for it.
+    assert!(lines[5].contains("\"seq\":5,") && lines[6].contains("\"seq\":6,"));
+    assert_eq!(
+        edit(5, ",\"format\":2}", "}"),
+        broken(
+            6,
+            "record 5 was edited: the record after it no longer chains to it"
+        )
+    );
+    // A V1 record claiming V2.
+    assert_eq!(
+        edit(1, "\"}", "\",\"format\":2}"),
+        broken(
+            2,
+            "record 2 was edited: the record after it no longer chains to it"
+        )
+    );
+    // The V1 checkpoint (line 5) claiming V2, and the last (V2) checkpoint claiming V1.
+    assert_eq!(
+        edit(4, "\"}", "\",\"format\":2}"),
+        broken(
+            5,
+            "checkpoint signature does not verify with the audit public key"
+        )
+    );
+    let last = lines.len() - 1;
+    assert_eq!(
+        edit(last, ",\"format\":2}", "}"),
+        broken(
+            last + 1,
+            "checkpoint signature does not verify with the audit public key"
+        )
+    );
+    // Version 1 is written by leaving the field out; versions after 2 are not known.
+    let e = edit(5, "\"format\":2}", "\"format\":1}");
+    assert_eq!(e.line, 6);
+    assert!(
+        e.problem.starts_with(
+            "not an audit line: audit format 1 is written by leaving the format field out"
+        ),
+        "{e}"
+    );
+    let e = edit(5, "\"format\":2}", "\"format\":3}");
+    assert_eq!(e.line, 6);
+    assert!(
+        e.problem
+            .starts_with("not an audit line: audit format 3 is not known to this version"),
+        "{e}"
+    );
+}
+
+#[test]
+fn names_this_version_does_not_know_verify_and_keep_their_bytes() {
+    let (signer, public) = audit_key();
+    let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::new());
+    let log = AuditLog::start(store, "n1", signer, CheckpointPolicy::default());
+    let odd = Event {
+        role: Role::parse("operator"),
+        operation: Operation::from_path("/kms.v1.Crypto/Retired"),
+        outcome: Outcome::parse("NOT_A_CODE"),
+        flags: vec![Flag::parse("from-the-future"), Flag::ExportIncomplete],
+        ..event(1)
+    };
+    let written = log.append_blocking(odd).unwrap();
+    let text = log.export().unwrap();
+    log.stop();
+    assert!(
+        text.contains(
+            "\"role\":\"operator\",\"operation\":\"Crypto/Retired\",\"key_id\":\"k\",\
+             \"key_version\":1,\"outcome\":\"NOT_A_CODE\",\"context_hmac\":null,\
+             \"flags\":[\"from-the-future\",\"export-incomplete\"]"
+        ),
+        "{text}"
+    );
+    assert_eq!(check_agrees(&text, &public).unwrap().records, 1);
+    let Line::Record(back) = serde_json::from_str(text.lines().next().unwrap()).unwrap() else {
+        panic!("the first line is a record");
+    };
+    assert_eq!(back, written);
+    assert!(!back.role.is_known() && !back.operation.is_known() && !back.outcome.is_known());
+    assert_eq!(back.flags[1], Flag::ExportIncomplete);
+}
+
+/// The records of the real v1 fixture (`tests/fixtures/audit-v1/export.jsonl`), stored as the
+/// v1 server stored them, continued by the current writer: the export holds the v1 lines byte
+/// for byte, then v2 lines, and verifies as one chain. (The fixture's own checkpoints are left
+/// out: the key that signed them is gone, and the export is checked with one key.)
+#[test]
+fn the_v1_fixture_continued_by_the_current_writer_verifies() {
+    use crate::audit::layout::{TAIL, Tail, record_key};
+    use crate::store::{Batch, Store, Tree};
+    let fixture = include_str!("../../../tests/fixtures/audit-v1/export.jsonl");
+    let v1_records: Vec<&str> = fixture
+        .lines()
+        .filter(|l| l.starts_with("{\"type\":\"record\","))
+        .collect();
+    assert_eq!(v1_records.len(), 9);
+    let store = MemoryStore::new();
+    let mut batch = Batch::new();
+    let mut tail = Tail {
+        seq: 0,
+        hash: GENESIS.to_owned(),
+        checkpointed_seq: 0,
+    };
+    for line in &v1_records {
+        let Line::Record(r) = serde_json::from_str(line).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(r.format, Format::V1);
+        assert_eq!(r.prev, tail.hash);
+        tail.seq = r.seq;
+        tail.hash = r.hash().unwrap();
+        batch.put(Tree::Audit, record_key(r.seq), r.to_json().unwrap());
+    }
+    batch.put(Tree::Audit, TAIL, serde_json::to_vec(&tail).unwrap());
+    store.apply(&batch).unwrap();
+
+    let (signer, public) = audit_key();
+    let log = AuditLog::start(
+        Arc::new(store),
+        "upgraded",
+        signer,
+        CheckpointPolicy::default(),
+    );
+    for i in 10..13 {
+        log.append_blocking(event(i)).unwrap();
+    }
+    let text = log.export().unwrap();
+    log.stop();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..9],
+        v1_records[..],
+        "the v1 lines are exported unchanged"
+    );
+    assert!(
+        lines[9].starts_with("{\"type\":\"record\",\"seq\":10,")
+            && lines[9].ends_with(",\"format\":2}"),
+        "{}",
+        lines[9]
+    );
+    let v = check_agrees(&text, &public).unwrap();
+    assert_eq!((v.records, v.last_seq), (12, 12));
 }

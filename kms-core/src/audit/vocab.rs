@@ -1,0 +1,415 @@
+//! The typed fields of an audit record: who called ([`Role`]), what was called
+//! ([`Operation`]), how it ended ([`Outcome`]) and what must stand out ([`Flag`]).
+//!
+//! Each serialises to exactly the string that format version 1 wrote for it, so the JSON Lines
+//! export does not change for any value a server has written.
+//!
+//! A name none of an enum's variants has is kept as written: see [`Unrecognised`].
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A name that none of an enum's variants has, kept byte for byte.
+///
+/// Every enum has an `Other` variant holding the [`Unrecognised`] name as written, and parsing
+/// never fails. Parsing strictly was rejected, for three reasons:
+///
+/// - verifying a trail checks its integrity, not its vocabulary. A line is hashed as it
+///   re-serialises, so it must parse and re-serialise to its exact bytes: a strict parse would
+///   report an intact export from an older version (an operation that has since been removed)
+///   or from a newer node of the same chain during a rolling upgrade as "not an audit line",
+///   which an auditor cannot tell from tampering;
+/// - the server records a call to a method it does not have (UNIMPLEMENTED) under the path the
+///   client sent, so an operation that is not one of ours is a value the trail really holds;
+/// - the inventory reads the stored records, and must not skip one for a name it does not know.
+///
+/// An [`Unrecognised`] is made only by parsing a name that matches no variant, so a known name
+/// always becomes its variant: `Other` never stands for a name a variant has, and matching on
+/// the variants is exact.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Unrecognised(String);
+
+impl Unrecognised {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Unrecognised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An enum of names with an `Other` variant, serialised as its name.
+macro_rules! names {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+            /// A name this version does not know, as written (see [`Unrecognised`]).
+            Other(Unrecognised),
+        }
+
+        impl $name {
+            /// Every variant this version knows.
+            pub const KNOWN: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The name as written in the trail.
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( Self::$variant => $text, )+
+                    Self::Other(name) => name.as_str(),
+                }
+            }
+
+            /// The variant with this name, or `Other` for a name this version does not know.
+            #[must_use]
+            pub fn parse(name: &str) -> Self {
+                match name {
+                    $( $text => Self::$variant, )+
+                    _ => Self::Other(Unrecognised(name.to_owned())),
+                }
+            }
+
+            /// Whether this version knows the name (it is not `Other`).
+            #[must_use]
+            pub const fn is_known(&self) -> bool {
+                !matches!(self, Self::Other(_))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(name: &str) -> Self {
+                Self::parse(name)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(name: String) -> Self {
+                Self::parse(&name)
+            }
+        }
+
+        /// Compares the name as written, for callers that hold names as text.
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer).map(Self::from)
+            }
+        }
+    };
+}
+
+names! {
+    /// The caller's role as the audit trail names it.
+    pub enum Role {
+        /// An application server ([`crate::authz::Role::App`]).
+        App = "app",
+        Admin = "admin",
+        Auditor = "auditor",
+        /// A caller the server could not identify as a registered principal: no usable
+        /// certificate, an unregistered subject, or a refusal before identification.
+        Unregistered = "unregistered",
+    }
+}
+
+impl From<&crate::authz::Role> for Role {
+    fn from(role: &crate::authz::Role) -> Self {
+        match role {
+            crate::authz::Role::App { .. } => Self::App,
+            crate::authz::Role::Admin => Self::Admin,
+            crate::authz::Role::Auditor => Self::Auditor,
+        }
+    }
+}
+
+names! {
+    /// The audited gRPC method, named `Service/Method` as in its path `/kms.v1.Service/Method`.
+    /// A path the server has no method for is kept as `Other` (the call was still audited).
+    pub enum Operation {
+        Encrypt = "Crypto/Encrypt",
+        Decrypt = "Crypto/Decrypt",
+        ReEncrypt = "Crypto/ReEncrypt",
+        GenerateDataKey = "Crypto/GenerateDataKey",
+        GenerateDataKeyWithoutPlaintext = "Crypto/GenerateDataKeyWithoutPlaintext",
+        Sign = "Crypto/Sign",
+        Verify = "Crypto/Verify",
+        AsymmetricDecrypt = "Crypto/AsymmetricDecrypt",
+        GetPublicKey = "Crypto/GetPublicKey",
+        GenerateMac = "Crypto/GenerateMac",
+        VerifyMac = "Crypto/VerifyMac",
+        GenerateRandom = "Crypto/GenerateRandom",
+        CreateKey = "KeyAdmin/CreateKey",
+        DescribeKey = "KeyAdmin/DescribeKey",
+        ListKeys = "KeyAdmin/ListKeys",
+        RotateKey = "KeyAdmin/RotateKey",
+        SetRotationPolicy = "KeyAdmin/SetRotationPolicy",
+        EnableKey = "KeyAdmin/EnableKey",
+        DisableKey = "KeyAdmin/DisableKey",
+        MarkCompromised = "KeyAdmin/MarkCompromised",
+        ScheduleKeyDestruction = "KeyAdmin/ScheduleKeyDestruction",
+        CancelKeyDestruction = "KeyAdmin/CancelKeyDestruction",
+        CreateAlias = "KeyAdmin/CreateAlias",
+        DeleteAlias = "KeyAdmin/DeleteAlias",
+        CreateGrant = "KeyAdmin/CreateGrant",
+        RevokeGrant = "KeyAdmin/RevokeGrant",
+        ListGrants = "KeyAdmin/ListGrants",
+        AddPrincipal = "KeyAdmin/AddPrincipal",
+        RemovePrincipal = "KeyAdmin/RemovePrincipal",
+        ListPrincipals = "KeyAdmin/ListPrincipals",
+        GetAuditPublicKey = "Audit/GetAuditPublicKey",
+        ExportAudit = "Audit/ExportAudit",
+        ExportInventory = "Audit/ExportInventory",
+        Status = "System/Status",
+        Init = "System/Init",
+        Unseal = "System/Unseal",
+        Seal = "System/Seal",
+        Backup = "System/Backup",
+        Restore = "System/Restore",
+    }
+}
+
+/// The gRPC service of an [`Operation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Crypto,
+    KeyAdmin,
+    Audit,
+    System,
+}
+
+/// The gRPC package of the audited services: paths are `/kms.v1.Service/Method`.
+const PATH_PREFIX: &str = "/kms.v1.";
+
+impl Operation {
+    /// The operation a request path names, as the audit layer records it: the path without
+    /// `/kms.v1.` (removed as often as it repeats, as version 1 did), `Other` when it is not
+    /// one of our methods.
+    #[must_use]
+    pub fn from_path(path: &str) -> Self {
+        Self::parse(path.trim_start_matches(PATH_PREFIX))
+    }
+
+    /// The service of a known operation.
+    #[must_use]
+    pub const fn service(&self) -> Option<Service> {
+        match self {
+            Self::Encrypt
+            | Self::Decrypt
+            | Self::ReEncrypt
+            | Self::GenerateDataKey
+            | Self::GenerateDataKeyWithoutPlaintext
+            | Self::Sign
+            | Self::Verify
+            | Self::AsymmetricDecrypt
+            | Self::GetPublicKey
+            | Self::GenerateMac
+            | Self::VerifyMac
+            | Self::GenerateRandom => Some(Service::Crypto),
+            Self::CreateKey
+            | Self::DescribeKey
+            | Self::ListKeys
+            | Self::RotateKey
+            | Self::SetRotationPolicy
+            | Self::EnableKey
+            | Self::DisableKey
+            | Self::MarkCompromised
+            | Self::ScheduleKeyDestruction
+            | Self::CancelKeyDestruction
+            | Self::CreateAlias
+            | Self::DeleteAlias
+            | Self::CreateGrant
+            | Self::RevokeGrant
+            | Self::ListGrants
+            | Self::AddPrincipal
+            | Self::RemovePrincipal
+            | Self::ListPrincipals => Some(Service::KeyAdmin),
+            Self::GetAuditPublicKey | Self::ExportAudit | Self::ExportInventory => {
+                Some(Service::Audit)
+            }
+            Self::Status
+            | Self::Init
+            | Self::Unseal
+            | Self::Seal
+            | Self::Backup
+            | Self::Restore => Some(Service::System),
+            Self::Other(_) => None,
+        }
+    }
+
+    /// Whether the name as written starts with `prefix`, for callers that still tell services
+    /// apart by name (`"Crypto/"`); [`Operation::service`] is the typed test.
+    #[must_use]
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        self.as_str().starts_with(prefix)
+    }
+}
+
+names! {
+    /// How the call ended: its gRPC status code, named as in the gRPC specification
+    /// (`PERMISSION_DENIED`).
+    pub enum Outcome {
+        Ok = "OK",
+        Cancelled = "CANCELLED",
+        Unknown = "UNKNOWN",
+        InvalidArgument = "INVALID_ARGUMENT",
+        DeadlineExceeded = "DEADLINE_EXCEEDED",
+        NotFound = "NOT_FOUND",
+        AlreadyExists = "ALREADY_EXISTS",
+        PermissionDenied = "PERMISSION_DENIED",
+        ResourceExhausted = "RESOURCE_EXHAUSTED",
+        FailedPrecondition = "FAILED_PRECONDITION",
+        Aborted = "ABORTED",
+        OutOfRange = "OUT_OF_RANGE",
+        Unimplemented = "UNIMPLEMENTED",
+        Internal = "INTERNAL",
+        Unavailable = "UNAVAILABLE",
+        DataLoss = "DATA_LOSS",
+        Unauthenticated = "UNAUTHENTICATED",
+    }
+}
+
+names! {
+    /// Something about a call that must stand out in the trail.
+    pub enum Flag {
+        /// A compromised key was used to decrypt or verify: allowed, but flagged (KEY-8).
+        KeyCompromised = "key-compromised",
+        /// An export that was recorded as begun did not reach its closing checkpoint: the
+        /// second record of that request (OPS-1).
+        ExportIncomplete = "export-incomplete",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every known name parses to its variant and back, and serialises as the bare string.
+    fn round_trips<T>(known: &[T])
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug + fmt::Display,
+        T: for<'a> From<&'a str>,
+    {
+        for v in known {
+            let name = v.to_string();
+            assert_eq!(&T::from(name.as_str()), v);
+            let json = serde_json::to_string(v).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn known_names_round_trip_as_version_1_wrote_them() {
+        round_trips(Role::KNOWN);
+        round_trips(Operation::KNOWN);
+        round_trips(Outcome::KNOWN);
+        round_trips(Flag::KNOWN);
+        assert_eq!(Outcome::PermissionDenied.as_str(), "PERMISSION_DENIED");
+        assert_eq!(Outcome::Ok.as_str(), "OK");
+        assert_eq!(Flag::KeyCompromised.as_str(), "key-compromised");
+        assert_eq!(Role::Unregistered.as_str(), "unregistered");
+        assert_eq!(Operation::ExportAudit.as_str(), "Audit/ExportAudit");
+    }
+
+    #[test]
+    fn unknown_names_are_kept_byte_for_byte_and_never_shadow_a_variant() {
+        for name in [
+            "Crypto/NoSuchMethod",
+            "",
+            "/other.v2.Thing/Do",
+            "Ok",
+            "crypto/encrypt",
+        ] {
+            let op = Operation::parse(name);
+            assert!(
+                matches!(&op, Operation::Other(u) if u.as_str() == name),
+                "{op:?}"
+            );
+            assert_eq!(
+                serde_json::to_string(&op).unwrap(),
+                serde_json::to_string(name).unwrap()
+            );
+            let back: Operation =
+                serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
+            assert_eq!(back, op);
+        }
+        assert_eq!(
+            Outcome::parse("Ok"),
+            Outcome::Other(Unrecognised("Ok".into()))
+        );
+        assert!(!Role::parse("operator").is_known());
+        assert_eq!(Role::parse("admin"), Role::Admin);
+        // Text that needs escaping survives too.
+        let odd = Flag::parse("a \"quoted\"\nflag");
+        let json = serde_json::to_string(&odd).unwrap();
+        assert_eq!(serde_json::from_str::<Flag>(&json).unwrap(), odd);
+    }
+
+    #[test]
+    fn operations_come_from_paths_and_know_their_service() {
+        assert_eq!(
+            Operation::from_path("/kms.v1.Crypto/Encrypt"),
+            Operation::Encrypt
+        );
+        assert_eq!(
+            Operation::from_path("/kms.v1.System/Unseal").service(),
+            Some(Service::System)
+        );
+        let unknown = Operation::from_path("/kms.v1.Crypto/NoSuchMethod");
+        assert_eq!(unknown.as_str(), "Crypto/NoSuchMethod");
+        assert_eq!(unknown.service(), None);
+        assert!(unknown.starts_with("Crypto/"));
+        assert_eq!(
+            Operation::from_path("/elsewhere/X").as_str(),
+            "/elsewhere/X"
+        );
+        for op in Operation::KNOWN {
+            let service = op.service().unwrap();
+            let prefix = format!("{service:?}/");
+            assert!(op.as_str().starts_with(&prefix), "{op} in {service:?}");
+        }
+    }
+
+    #[test]
+    fn authz_roles_map_to_their_audit_names() {
+        use crate::authz::Role as AuthzRole;
+        let admin = AuthzRole::Admin;
+        let auditor = AuthzRole::Auditor;
+        assert_eq!(Role::from(&admin).as_str(), admin.name());
+        assert_eq!(Role::from(&auditor).as_str(), auditor.name());
+    }
+}
