@@ -115,50 +115,30 @@ pub(crate) const fn outcome(code: tonic::Code) -> Outcome {
     }
 }
 
-/// The source of a [`Status`] whose message already names its request id: how the layer knows
-/// not to name it again, without reading the message.
-#[derive(Debug)]
-pub struct NamesRequest {
-    request_id: String,
-}
-
-impl std::fmt::Display for NamesRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "request {}", self.request_id)
-    }
-}
-
-impl std::error::Error for NamesRequest {}
-
-/// `status` with its message naming `request_id`, marked so (a [`NamesRequest`] source) that
-/// the layer leaves it as it is. For refusals built outside the one error map.
+/// `status` with its message naming `request_id`, marked (see [`crate::status::NamesRequest`])
+/// so that the layer leaves it as it is. For refusals raised below the one error map (tonic's
+/// own, the layer's).
 #[must_use]
 pub fn naming_request(status: &Status, request_id: &str) -> Status {
-    let mut named = Status::with_details_and_metadata(
-        status.code(),
-        format!("{} (request {request_id})", status.message()),
-        status.details().to_vec().into(),
-        status.metadata().clone(),
-    );
-    named.set_source(Arc::new(NamesRequest {
-        request_id: request_id.to_owned(),
-    }));
-    named
+    crate::status::named(
+        Status::with_details_and_metadata(
+            status.code(),
+            format!("{} (request {request_id})", status.message()),
+            status.details().to_vec().into(),
+            status.metadata().clone(),
+        ),
+        request_id,
+    )
 }
 
-/// Whether a refusal's message already names this request's id: marked by [`naming_request`],
-/// or made by the one error map (`status::to_status`, `status::worker_failed`, given the id
-/// this layer made), whose messages end with exactly ` (request <id>)`. Only this request's
-/// own id counts, at the end: text a caller got into a message (a key or alias name holding
-/// "(request …)") neither hides the real id nor stands in for it.
+/// Whether a refusal already names this request's id: marked by the one error map
+/// (`status::to_status`, `status::worker_failed`) or by [`naming_request`]. The message is never
+/// read: text a caller got into it (a key or alias name holding "(request …)") neither hides
+/// the real id nor stands in for it.
 fn names_request(status: &Status, request_id: &str) -> bool {
-    let marked = std::error::Error::source(status)
-        .and_then(|e| e.downcast_ref::<NamesRequest>())
-        .is_some_and(|m| m.request_id == request_id);
-    marked
-        || status
-            .message()
-            .ends_with(&format!("(request {request_id})"))
+    std::error::Error::source(status)
+        .and_then(|e| e.downcast_ref::<crate::status::NamesRequest>())
+        .is_some_and(|m| m.request_id() == request_id)
 }
 
 /// Every refusal names its request id exactly once, wherever it was raised (limits, parsing,

@@ -112,14 +112,51 @@ pub fn to_status(e: impl Into<Refusal>, request_id: &str) -> Status {
     } else {
         tracing::info!(request_id, code = ?code, error = %e, "request refused");
     }
-    Status::new(code, format!("{shown} (request {request_id})"))
+    named(
+        Status::new(code, format!("{shown} (request {request_id})")),
+        request_id,
+    )
+}
+
+/// The source of a [`Status`] whose message already names its request id: how the audit layer
+/// knows not to name it again, without reading the message.
+#[derive(Debug)]
+pub struct NamesRequest {
+    request_id: String,
+}
+
+impl NamesRequest {
+    #[must_use]
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl std::fmt::Display for NamesRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request {}", self.request_id)
+    }
+}
+
+impl std::error::Error for NamesRequest {}
+
+/// Marks `status` (whose message names `request_id`) as naming it.
+#[must_use]
+pub fn named(mut status: Status, request_id: &str) -> Status {
+    status.set_source(std::sync::Arc::new(NamesRequest {
+        request_id: request_id.to_owned(),
+    }));
+    status
 }
 
 /// A handler's worker task panicked or was cancelled: the one map for that case too, so the
 /// caller still gets the request id.
 pub fn worker_failed(request_id: &str) -> Status {
     tracing::error!(request_id, "worker task failed");
-    Status::internal(format!("worker failed (request {request_id})"))
+    named(
+        Status::internal(format!("worker failed (request {request_id})")),
+        request_id,
+    )
 }
 
 #[cfg(test)]

@@ -57,15 +57,17 @@ pub(crate) fn err<T: Debug>(result: Result<Response<T>, Status>) -> Status {
 #[must_use]
 pub(crate) fn has_request_id(s: &Status) -> bool {
     let m = s.message();
-    m.find("(request ").is_some_and(|i| {
-        let rest = &m[i + "(request ".len()..];
-        rest.find(')').is_some_and(|end| {
-            end > 0
-                && rest[..end]
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    // Exactly once: the layer must not name a request the error map already named.
+    m.matches("(request ").count() == 1
+        && m.find("(request ").is_some_and(|i| {
+            let rest = &m[i + "(request ".len()..];
+            rest.find(')').is_some_and(|end| {
+                end > 0
+                    && rest[..end]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
         })
-    })
 }
 
 /// No secret marker in the message or the metadata, in any spelling.
