@@ -269,13 +269,6 @@ impl Operation {
             Self::Other(_) => None,
         }
     }
-
-    /// Whether the name as written starts with `prefix`, for callers that still tell services
-    /// apart by name (`"Crypto/"`); [`Operation::service`] is the typed test.
-    #[must_use]
-    pub fn starts_with(&self, prefix: &str) -> bool {
-        self.as_str().starts_with(prefix)
-    }
 }
 
 names! {
@@ -392,7 +385,7 @@ mod tests {
         let unknown = Operation::from_path("/kms.v1.Crypto/NoSuchMethod");
         assert_eq!(unknown.as_str(), "Crypto/NoSuchMethod");
         assert_eq!(unknown.service(), None);
-        assert!(unknown.starts_with("Crypto/"));
+        assert!(unknown.as_str().starts_with("Crypto/"));
         assert_eq!(
             Operation::from_path("/elsewhere/X").as_str(),
             "/elsewhere/X"

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Kms;
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
-use crate::audit::Record;
+use crate::audit::{Outcome, Record, Service};
 use crate::authz::{Authorized, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::error::Error;
@@ -322,8 +322,8 @@ impl Kms {
             for (_, v) in &page {
                 if let Ok(r) = serde_json::from_slice::<Record>(v)
                     && let Some(id) = r.key_id
-                    && r.outcome == "OK"
-                    && r.operation.starts_with("Crypto/")
+                    && r.outcome == Outcome::Ok
+                    && r.operation.service() == Some(Service::Crypto)
                 {
                     let e = last_use.entry(id).or_insert(0);
                     *e = (*e).max(r.time_ms);
