@@ -107,7 +107,7 @@ fn encrypt_decrypt_round_trip_through_aliases_and_ids() {
     *t.last_mut().unwrap() ^= 1;
     assert!(matches!(
         f.kms.decrypt(&f.app, &c, &t),
-        Err(Error::Crypto(_))
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
     ));
 }
 
@@ -338,7 +338,11 @@ fn state_effects_on_use() {
     ));
     assert!(matches!(
         f.kms.decrypt(&f.app, &c, &blob),
-        Err(Error::InvalidState { .. })
+        Err(Error::InvalidState {
+            state: KeyState::Disabled,
+            op: "decrypt",
+            ..
+        })
     ));
     f.kms.enable_key(&f.admin, &r).unwrap();
 
@@ -489,12 +493,12 @@ fn namespaces_and_grants_bound_reach() {
     // Another namespace's key looks missing.
     assert!(matches!(
         f.kms.encrypt(&f.other_app, &r, &c, b"x"),
-        Err(Error::NotFound { .. })
+        Err(Error::NotFound { what: "key", .. })
     ));
     let blob = f.kms.encrypt(&f.app, &r, &c, b"x").unwrap().ciphertext;
     assert!(matches!(
         f.kms.decrypt(&f.other_app, &c, &blob),
-        Err(Error::NotFound { .. })
+        Err(Error::NotFound { what: "key", .. })
     ));
     f.kms
         .create_grant(&f.admin, &r, ns("b"), vec![GrantOp::Decrypt])
@@ -521,15 +525,21 @@ fn namespaces_and_grants_bound_reach() {
     // Roles: admins cannot encrypt, apps cannot create keys, auditors cannot rotate.
     assert!(matches!(
         f.kms.encrypt(&f.admin, &r, &c, b"x"),
-        Err(Error::PermissionDenied { .. })
+        Err(Error::PermissionDenied { op: "encrypt", .. })
     ));
     assert!(matches!(
         f.kms.rotate_key(&f.auditor, &r),
-        Err(Error::PermissionDenied { .. })
+        Err(Error::PermissionDenied {
+            op: "rotate keys",
+            ..
+        })
     ));
     assert!(matches!(
         f.kms.disable_key(&f.app, &r),
-        Err(Error::PermissionDenied { .. })
+        Err(Error::PermissionDenied {
+            op: "disable keys",
+            ..
+        })
     ));
 }
 
@@ -637,7 +647,7 @@ fn sealed_refuses_everything_and_unseal_needs_threshold_shares() {
     f.kms.seal_now();
     assert!(matches!(
         f.kms.unseal(&f.app, &f.shares[0]),
-        Err(Error::PermissionDenied { .. })
+        Err(Error::PermissionDenied { op: "unseal", .. })
     ));
 }
 
@@ -701,7 +711,7 @@ fn swapped_records_fail_to_unwrap() {
     f.kms.kms().cache.clear();
     assert!(matches!(
         f.kms.encrypt(&f.app, &KeyRef::Id(k2.id), &c, b"x"),
-        Err(Error::Crypto(_))
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
     ));
     // k1's material moved into k3's record (another namespace).
     let mut r3 = get(&k3.id);
@@ -709,7 +719,7 @@ fn swapped_records_fail_to_unwrap() {
     put(&r3);
     assert!(matches!(
         f.kms.encrypt(&f.other_app, &KeyRef::Id(k3.id), &c, b"x"),
-        Err(Error::Crypto(_))
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
     ));
     // k1's record relabelled as a MAC key (another purpose) fails too.
     let mut r1 = get(&k1.id);
@@ -729,7 +739,7 @@ fn swapped_records_fail_to_unwrap() {
     }
     assert!(matches!(
         fresh.generate_mac(&f.app, &KeyRef::Id(k1.id), b"x"),
-        Err(Error::Crypto(_))
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
     ));
     // And a version number changed in place fails (AAD binds the version). A key of its own:
     // k1 is indexed as a MAC key by now, so its encrypt would stop at the purpose check.
@@ -867,7 +877,10 @@ fn backup_round_trip_and_tamper_detection() {
         .ciphertext;
     assert!(matches!(
         f.kms.backup(&f.app),
-        Err(Error::PermissionDenied { .. })
+        Err(Error::PermissionDenied {
+            op: "back up the store",
+            ..
+        })
     ));
     let backup = f.kms.backup(&f.admin).unwrap();
 
@@ -1211,7 +1224,10 @@ mod audit {
         create(&f, "a", Purpose::Encrypt, KeySpec::Aes256Gcm, None);
         assert!(matches!(
             f.kms.inventory(&f.app),
-            Err(Error::PermissionDenied { .. })
+            Err(Error::PermissionDenied {
+                op: "export the key inventory",
+                ..
+            })
         ));
         let inv = f.kms.inventory(&f.auditor).unwrap();
         assert_eq!(inv.summary.total_keys, 3, "two keys and the audit key");
@@ -1280,7 +1296,7 @@ fn the_audit_key_cannot_be_stopped_by_an_administrator() {
             Message::Raw(b"x"),
             &SignatureParams::default()
         ),
-        Err(Error::NotFound { .. })
+        Err(Error::NotFound { what: "key", .. })
     ));
     assert!(matches!(
         f.kms.add_principal(
