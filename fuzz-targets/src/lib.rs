@@ -301,7 +301,7 @@ pub fn certificate(data: &[u8]) {
     } else {
         vec![data.to_vec()]
     };
-    let scheme = kms_server::devpki::client_identity("");
+    let scheme = kms_devpki::client_identity("");
     for der in ders {
         let Some(subject) = kms_server::identity::subject_of(&der) else {
             continue;
@@ -314,7 +314,7 @@ pub fn certificate(data: &[u8]) {
         // What the server does with it next: look up (or register) a principal by subject.
         let _ = Principal::new(&subject, Role::Auditor);
         if let Some(name) = subject.strip_prefix(&scheme) {
-            let _ = kms_server::devpki::validate_subject(name);
+            let _ = kms_devpki::validate_subject(name);
         }
     }
 }

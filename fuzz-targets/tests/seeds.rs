@@ -134,7 +134,7 @@ fn public_key_seeds(out: &mut Vec<Seed>) {
 }
 
 fn certificate_seeds(out: &mut Vec<Seed>) {
-    let ca = kms_server::devpki::DevCa::generate().unwrap();
+    let ca = kms_devpki::DevCa::generate().unwrap();
     let client = ca.issue_client("fuzz-app").unwrap();
     let server = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     for (name, pem) in [
@@ -260,7 +260,7 @@ fn tls13_sm2_verify_seeds(out: &mut Vec<Seed>, pki: &Sm2Pki) {
         .unwrap()
         .to_public_key_der()
         .unwrap();
-    let dev = kms_server::devpki::DevCa::generate().unwrap();
+    let dev = kms_devpki::DevCa::generate().unwrap();
     let dev_client = dev.issue_client("fuzz-app").unwrap();
     let der = |pem: &str| {
         use rustls::pki_types::CertificateDer;

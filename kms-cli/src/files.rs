@@ -120,7 +120,7 @@ pub fn write_output(path: Option<&Path>, data: &[u8], opts: WriteOpts) -> Result
 /// When it cannot be written.
 pub fn write_file(path: &Path, data: &[u8], private: bool) -> Result<(), CliError> {
     if private {
-        crate::devpki::write_private_file(path, data).map_err(|e| CliError::other(e.to_string()))
+        kms_devpki::write_private_file(path, data).map_err(|e| CliError::other(e.to_string()))
     } else {
         fs::write(path, data).map_err(|e| CliError::io(&path.display().to_string(), &e))
     }

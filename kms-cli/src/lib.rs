@@ -16,10 +16,6 @@ pub mod output;
 pub mod period;
 pub mod resolve;
 
-// Re-exported for the CLI's tests, which name `kms_cli::devpki`; `kms pki` uses it as
-// `crate::devpki`.
-pub use kms_devpki as devpki;
-
 use std::ffi::OsString;
 
 use clap::Parser as _;

@@ -386,10 +386,10 @@ key = "/abs/admin-key.pem"
     #[test]
     fn the_dev_pki_profile_writer_and_this_reader_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::devpki::DevCa::generate().unwrap();
+        let ca = kms_devpki::DevCa::generate().unwrap();
         ca.write_dir(dir.path()).unwrap();
         let path =
-            crate::devpki::write_client_bundle(&ca, dir.path(), "app", "https://127.0.0.1:7443")
+            kms_devpki::write_client_bundle(&ca, dir.path(), "app", "https://127.0.0.1:7443")
                 .unwrap();
         let s = load_profile(&path).unwrap();
         let conn = connection(&s, None).unwrap();

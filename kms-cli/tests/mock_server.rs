@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::{fs, io::Write as _};
 
-use kms_cli::devpki::{self, DevCa};
+use kms_devpki::{self as devpki, DevCa};
 use kms_proto::v1::crypto_server::{Crypto, CryptoServer};
 use kms_proto::v1::key_admin_server::{KeyAdmin, KeyAdminServer};
 use kms_proto::v1::system_server::{System, SystemServer};

@@ -21,9 +21,9 @@ use kms_core::{KmsConfig, System};
 use kms_core::policy::{Policy, PolicyMode};
 
 use crate::cli::{EXIT_FAILED, EXIT_OK};
-use crate::devpki::gm::{self, DevSm2Ca};
-use crate::devpki::{self, DevCa};
 use crate::tls::{CertPair, Transport};
+use kms_devpki::gm::{self, DevSm2Ca};
+use kms_devpki::{self as devpki, DevCa};
 
 /// The namespace of the dev `app` principal, and where `kms key create` puts keys by default.
 pub const DEV_NAMESPACE: &str = "default";

@@ -29,9 +29,6 @@ mod cli;
 pub mod config;
 pub mod convert;
 pub mod dev;
-// Re-exported under its old path for the fuzz targets and the CLI's tests, which name
-// `kms_server::devpki`.
-pub use kms_devpki as devpki;
 pub mod hardening;
 pub mod identity;
 pub mod limits;

@@ -282,7 +282,7 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::devpki::DevCa;
+    use kms_devpki::DevCa;
 
     /// A gm-only server with a P-256 certificate does not start, and says why (issue 16).
     #[test]
@@ -322,7 +322,7 @@ mod tests {
     /// file with no SM2 CA stops the start, and says why.
     #[test]
     fn tlcp_needs_its_double_certificate_and_an_sm2_client_ca() {
-        use crate::devpki::gm::DevSm2Ca;
+        use kms_devpki::gm::DevSm2Ca;
         let dir = tempfile::tempdir().unwrap();
         let sm2 = DevSm2Ca::load_or_create(dir.path()).unwrap();
         sm2.write_server_files(dir.path()).unwrap();

@@ -264,7 +264,7 @@ mod tests {
     use kms_gmtls::x509::{LeafSpec, Sm2Ca, Usage};
 
     use super::*;
-    use crate::devpki::DevCa;
+    use kms_devpki::DevCa;
 
     struct Pems {
         p256_ca: String,

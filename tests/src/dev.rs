@@ -58,7 +58,7 @@ impl DevServer {
     #[must_use]
     pub fn start_blank() -> Self {
         Self::start_with(|dir, endpoint, _| {
-            use kms_server::devpki::{self, DevCa};
+            use kms_devpki::{self as devpki, DevCa};
             let ca = DevCa::generate().expect("dev CA");
             ca.write_dir(dir).expect("write the dev CA");
             let server = ca

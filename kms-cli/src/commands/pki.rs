@@ -5,10 +5,10 @@
 use serde_json::json;
 
 use crate::args::PkiCommand;
-use crate::devpki::{self, DevCa};
 use crate::error::CliError;
 use crate::files;
 use crate::output::{fields, print_json};
+use kms_devpki::{self as devpki, DevCa};
 
 pub(super) fn run(cmd: PkiCommand, json: bool) -> Result<(), CliError> {
     match cmd {

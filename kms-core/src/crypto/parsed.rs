@@ -144,6 +144,7 @@ mod tests {
 
     use crate::alg::{KeySpec, Purpose, SignatureRequest};
     use crate::crypto::{self, Message};
+    use crate::error::CryptoError;
     use crate::policy::Policy;
 
     /// One key version serves several distinguishing IDs, more than it caches: each signature
@@ -204,7 +205,10 @@ mod tests {
             key.parsed().rsa_decrypter(key.expose_secret()).unwrap();
         assert_eq!(dec, dec_again);
         // An RSA key version never yields an SM2 signer.
-        assert!(key.parsed().sm2_signer(key.expose_secret(), "x").is_err());
+        assert!(matches!(
+            key.parsed().sm2_signer(key.expose_secret(), "x"),
+            Err(CryptoError::Mismatch)
+        ));
     }
 
     #[test]
@@ -212,13 +216,25 @@ mod tests {
         let policy = Policy::default();
         let approved = policy.approve(Purpose::Sign, KeySpec::Sm2).unwrap();
         let key = crypto::generate(&approved).unwrap();
-        assert!(key.parsed().rsa_signer(key.expose_secret()).is_err());
+        assert!(matches!(
+            key.parsed().rsa_signer(key.expose_secret()),
+            Err(CryptoError::Mismatch)
+        ));
         let parsed = super::Parsed::default();
-        assert!(parsed.rsa_signer(b"not a key").is_err());
-        assert!(parsed.rsa_decrypter(b"not a key").is_err());
+        assert!(matches!(
+            parsed.rsa_signer(b"not a key"),
+            Err(CryptoError::MalformedKey)
+        ));
+        assert!(matches!(
+            parsed.rsa_decrypter(b"not a key"),
+            Err(CryptoError::MalformedKey)
+        ));
         // Asking an SM2 key for an RSA form first leaves it usable for SM2.
         let fresh = super::Parsed::default();
-        assert!(fresh.rsa_signer(key.expose_secret()).is_err());
+        assert!(matches!(
+            fresh.rsa_signer(key.expose_secret()),
+            Err(CryptoError::MalformedKey)
+        ));
         assert!(fresh.sm2_signer(key.expose_secret(), "id").is_ok());
     }
 }

@@ -442,10 +442,16 @@ mod tests {
                 assert!(gm.approve_open(purpose, spec).is_ok());
             }
         }
-        assert!(gm.approve_digest(DigestAlg::Sha256).is_err());
+        assert!(matches!(
+            gm.approve_digest(DigestAlg::Sha256),
+            Err(PolicyError::NotGm { .. })
+        ));
         assert!(gm.approve_digest(DigestAlg::Sm3).is_ok());
         let enc = gm.approve(Purpose::Encrypt, KeySpec::Sm4Gcm).unwrap();
-        assert!(gm.approve_data_key(enc, DataKeySpec::Aes256).is_err());
+        assert!(matches!(
+            gm.approve_data_key(enc, DataKeySpec::Aes256),
+            Err(PolicyError::NotGm { .. })
+        ));
         assert!(gm.approve_data_key(enc, DataKeySpec::Sm4).is_ok());
     }
 
@@ -454,8 +460,20 @@ mod tests {
         let p = Policy::default();
         let e = p.approve(Purpose::Sign, KeySpec::Sm4Gcm).unwrap_err();
         assert!(e.to_string().contains("KEY-5"), "{e}");
-        assert!(p.approve(Purpose::Encrypt, KeySpec::Sm2).is_err());
-        assert!(p.approve(Purpose::Mac, KeySpec::Aes256Gcm).is_err());
+        assert!(matches!(
+            p.approve(Purpose::Encrypt, KeySpec::Sm2),
+            Err(PolicyError::WrongPurpose {
+                spec: KeySpec::Sm2,
+                purpose: Purpose::Encrypt
+            })
+        ));
+        assert!(matches!(
+            p.approve(Purpose::Mac, KeySpec::Aes256Gcm),
+            Err(PolicyError::WrongPurpose {
+                spec: KeySpec::Aes256Gcm,
+                purpose: Purpose::Mac
+            })
+        ));
     }
 
     #[test]
@@ -466,35 +484,54 @@ mod tests {
             scheme: RsaSigScheme::Pss,
             hash: DigestAlg::Sha256,
         };
-        assert!(p.approve_signature(sm2, rsa_req.clone()).is_err());
-        assert!(
-            p.approve_signature(sm2, SignatureRequest::Sm2 { id: String::new() })
-                .is_err()
-        );
+        assert!(matches!(
+            p.approve_signature(sm2, rsa_req.clone()),
+            Err(PolicyError::SchemeMismatch {
+                spec: KeySpec::Sm2,
+                requested: "RSA"
+            })
+        ));
+        assert!(matches!(
+            p.approve_signature(sm2, SignatureRequest::Sm2 { id: String::new() }),
+            Err(PolicyError::BadSm2Id { len: 0, .. })
+        ));
         let long = "i".repeat(SM2_MAX_ID_LEN + 1);
-        assert!(
-            p.approve_signature(sm2, SignatureRequest::Sm2 { id: long })
-                .is_err()
-        );
+        assert!(matches!(
+            p.approve_signature(sm2, SignatureRequest::Sm2 { id: long }),
+            Err(PolicyError::BadSm2Id { len, max: SM2_MAX_ID_LEN }) if len == SM2_MAX_ID_LEN + 1
+        ));
         let rsa = p.approve(Purpose::Sign, KeySpec::Rsa2048).unwrap();
         assert!(p.approve_signature(rsa, rsa_req).is_ok());
         let sm3 = SignatureRequest::Rsa {
             scheme: RsaSigScheme::Pss,
             hash: DigestAlg::Sm3,
         };
-        assert!(p.approve_signature(rsa, sm3).is_err());
+        assert!(matches!(
+            p.approve_signature(rsa, sm3),
+            Err(PolicyError::SchemeMismatch {
+                spec: KeySpec::Rsa2048,
+                requested: "RSA with SM3"
+            })
+        ));
         let dec = p.approve(Purpose::AsymmetricDecrypt, KeySpec::Sm2).unwrap();
-        assert!(
-            p.approve_signature(dec, SignatureRequest::default_for(KeySpec::Sm2).unwrap())
-                .is_err()
-        );
+        assert!(matches!(
+            p.approve_signature(dec, SignatureRequest::default_for(KeySpec::Sm2).unwrap()),
+            Err(PolicyError::WrongPurpose {
+                spec: KeySpec::Sm2,
+                purpose: Purpose::Sign
+            })
+        ));
     }
 
     #[test]
     fn rsa_sizes_below_2048_are_refused() {
         let p = Policy::default();
         for bits in [512, 1024, 1536, 2047, 2049, 8192] {
-            assert!(p.check_rsa_bits(bits).is_err(), "{bits}");
+            assert_eq!(
+                p.check_rsa_bits(bits),
+                Err(PolicyError::RsaKeySize { bits }),
+                "{bits}"
+            );
         }
         assert_eq!(p.check_rsa_bits(3072).unwrap(), KeySpec::Rsa3072);
     }
