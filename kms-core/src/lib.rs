@@ -51,8 +51,8 @@ pub use kms::inventory::{
 #[cfg(any(test, feature = "test-util"))]
 pub use kms::testing::TestKms;
 pub use kms::{
-    CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, InitOutput,
-    KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, SignOutput, Status, System,
-    UnsealProgress, VerifyOutput, VersionInfo,
+    CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput,
+    GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput,
+    SignOutput, Status, System, UnsealProgress, VerifyOutput, VersionInfo,
 };
 pub use secret::{KeyMaterial, SecretBytes};

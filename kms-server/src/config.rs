@@ -115,6 +115,9 @@ pub struct Config {
     /// Lifetime of unwrapped keys in memory; 0 disables the cache (KEY-3).
     pub cache_ttl_seconds: u64,
     pub cache_capacity: usize,
+    /// Encryptions one SM4-GCM or AES-256-GCM key version may make before the key rotates on
+    /// its own: 1 to 2^32 (NIST SP 800-38D §8.3, random 96-bit nonces), default 2^32.
+    pub gcm_invocation_limit: u64,
     pub scheduler_interval_seconds: u64,
     /// A signed audit checkpoint after this many records ...
     pub audit_checkpoint_records: u64,
@@ -151,6 +154,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache_ttl_seconds: 300,
             cache_capacity: 10_000,
+            gcm_invocation_limit: kms_core::GCM_INVOCATION_LIMIT,
             scheduler_interval_seconds: 60,
             audit_checkpoint_records: 1000,
             audit_checkpoint_seconds: 60,
@@ -301,6 +305,14 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.rate_per_second <= 0.0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
+        if !(1..=kms_core::GCM_INVOCATION_LIMIT).contains(&self.gcm_invocation_limit) {
+            return Err(ConfigError::Invalid(format!(
+                "gcm_invocation_limit must be 1 to 2^32 ({}): NIST SP 800-38D allows no more \
+                 encryptions per key with random 96-bit nonces; got {}",
+                kms_core::GCM_INVOCATION_LIMIT,
+                self.gcm_invocation_limit
+            )));
+        }
         self.audit_archive()?;
         Ok(())
     }
@@ -426,6 +438,7 @@ impl Config {
             wrap: self.wrap_alg()?,
             cache_ttl: Duration::from_secs(self.cache_ttl_seconds),
             cache_capacity: self.cache_capacity,
+            gcm_invocation_limit: self.gcm_invocation_limit,
         })
     }
 
@@ -473,6 +486,24 @@ mod tests {
     }
 
     const TLS: &str = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+
+    #[test]
+    fn the_gcm_budget_is_one_to_two_to_the_32() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert_eq!(c.kms_config().unwrap().gcm_invocation_limit, 1 << 32);
+        let small = write(dir.path(), &format!("gcm_invocation_limit = 3\n{TLS}"));
+        let c = Config::load(&small).unwrap();
+        assert_eq!(c.kms_config().unwrap().gcm_invocation_limit, 3);
+        for bad in ["0", "4294967297"] {
+            let p = write(dir.path(), &format!("gcm_invocation_limit = {bad}\n{TLS}"));
+            let e = Config::load(&p).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid(m) if m.starts_with("gcm_invocation_limit must be 1 to 2^32")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn storage_defaults_to_sled_and_postgres_needs_a_url() {

@@ -33,6 +33,18 @@ pub struct KeyVersion {
     /// SPKI DER of asymmetric keys (public, kept so public keys need no unwrap).
     #[serde(with = "hex_opt", default)]
     pub public_key: Option<Vec<u8>>,
+    /// GCM encryptions reserved for this version so far, never fewer than were made (see
+    /// `kms/gcm_budget.rs`). Absent (0) in records written before the budget was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gcm_invocations: u64,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -148,16 +148,18 @@ impl Kms {
         Ok(())
     }
 
+    /// The newest version's material for new protection, with its use counted against the
+    /// GCM budget (`gcm_budget.rs`), which may rotate the key: `record` is updated to match.
     fn newest_material(
         &self,
         vault: &Unsealed,
-        record: &KeyRecord,
+        record: &mut KeyRecord,
     ) -> Result<(u32, Arc<KeyMaterial>), Error> {
-        let v = record
-            .newest()
-            .map(|v| v.version)
-            .ok_or(CryptoError::MalformedKey)?;
-        Ok((v, self.material(vault, record, v)?))
+        let (updated, version) = self.spend_invocation(vault, record)?;
+        if let Some(updated) = updated {
+            *record = updated;
+        }
+        Ok((version, self.material(vault, record, version)?))
     }
 
     /// Encrypts up to the caller's limit of plaintext under the newest version (ciphertext blob).
@@ -168,8 +170,8 @@ impl Kms {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<EncryptOutput, Error> {
-        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
-        let (version, material) = self.newest_material(&vault, &record)?;
+        let (vault, mut record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
+        let (version, material) = self.newest_material(&vault, &mut record)?;
         let ciphertext = envelope::seal(
             &approved,
             &material,
@@ -226,8 +228,8 @@ impl Kms {
     ) -> Result<EncryptOutput, Error> {
         let opened = self.decrypt_as(auth, source_context, ciphertext)?;
         let dest = destination.cloned().unwrap_or(KeyRef::Id(opened.key_id));
-        let (vault, record, approved) = self.for_protect(auth, &dest, Purpose::Encrypt)?;
-        let (version, material) = self.newest_material(&vault, &record)?;
+        let (vault, mut record, approved) = self.for_protect(auth, &dest, Purpose::Encrypt)?;
+        let (version, material) = self.newest_material(&vault, &mut record)?;
         let ciphertext = envelope::seal(
             &approved,
             &material,
@@ -263,10 +265,10 @@ impl Kms {
                 op: Op::GenerateDataKey.name(),
             });
         }
-        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
+        let (vault, mut record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
         let data_key_spec = self.config.policy.approve_data_key(approved, spec)?;
         let data_key = crypto::generate_data_key(data_key_spec)?;
-        let (version, material) = self.newest_material(&vault, &record)?;
+        let (version, material) = self.newest_material(&vault, &mut record)?;
         let ciphertext = envelope::seal(
             &approved,
             &material,
@@ -310,10 +312,10 @@ impl Kms {
         message: Message<'_>,
         params: &SignatureParams,
     ) -> Result<SignOutput, Error> {
-        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Sign)?;
+        let (vault, mut record, approved) = self.for_protect(auth, key, Purpose::Sign)?;
         let request = params.resolve(record.spec)?;
         let scheme = self.config.policy.approve_signature(approved, request)?;
-        let (version, material) = self.newest_material(&vault, &record)?;
+        let (version, material) = self.newest_material(&vault, &mut record)?;
         check_message(message)?;
         let signature = crypto::sign(&scheme, &material, message)?;
         Ok(SignOutput {
@@ -433,8 +435,8 @@ impl Kms {
         key: &KeyRef,
         data: &[u8],
     ) -> Result<SignOutput, Error> {
-        let (vault, record, approved) = self.for_protect(auth, key, Purpose::Mac)?;
-        let (version, material) = self.newest_material(&vault, &record)?;
+        let (vault, mut record, approved) = self.for_protect(auth, key, Purpose::Mac)?;
+        let (version, material) = self.newest_material(&vault, &mut record)?;
         let signature = crypto::mac(&approved, &material, data)?;
         Ok(SignOutput {
             signature,

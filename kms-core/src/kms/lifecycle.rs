@@ -184,6 +184,7 @@ impl Kms {
             created_at: now,
             wrapped: Some(wrapped),
             public_key,
+            gcm_invocations: 0,
         });
         batch.require(record.tree(), id.as_bytes().as_slice(), None);
         batch.put(record.tree(), id.as_bytes().as_slice(), record.encode()?);
@@ -272,6 +273,7 @@ impl Kms {
             created_at: now,
             wrapped: Some(wrapped),
             public_key,
+            gcm_invocations: 0,
         });
         record.last_rotated_at = Some(now);
         record.next_rotation_at = record.rotation_period.map(|p| now.saturating_add(p));

@@ -12,6 +12,7 @@ pub(crate) mod audit_key;
 mod backup;
 mod cas;
 mod data;
+mod gcm_budget;
 mod grants;
 pub(crate) mod inventory;
 mod lifecycle;
@@ -30,6 +31,7 @@ pub use data::{
     DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, PublicKeyOutput,
     SignOutput, VerifyOutput,
 };
+pub use gcm_budget::GCM_INVOCATION_LIMIT;
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use system::{InitOutput, Status, UnsealProgress};
 pub use system_handle::System;
@@ -57,6 +59,9 @@ pub struct KmsConfig {
     /// How long an unwrapped key version may stay in memory; zero disables the cache (KEY-3).
     pub cache_ttl: Duration,
     pub cache_capacity: usize,
+    /// Encryptions one SM4-GCM or AES-256-GCM key version may make before the key rotates
+    /// (`kms/gcm_budget.rs`); at most 2^32 (NIST SP 800-38D §8.3).
+    pub gcm_invocation_limit: u64,
 }
 
 impl KmsConfig {
@@ -69,6 +74,7 @@ impl KmsConfig {
             wrap: WrapAlg::SM4_GCM,
             cache_ttl: Duration::from_secs(300),
             cache_capacity: 10_000,
+            gcm_invocation_limit: GCM_INVOCATION_LIMIT,
         }
     }
 }
@@ -96,6 +102,8 @@ pub struct Kms {
     vault: RwLock<Option<Arc<Unsealed>>>,
     pending_shares: Mutex<Vec<ParsedShare>>,
     cache: KeyCache,
+    /// GCM invocations this node reserved and has not used yet.
+    leases: gcm_budget::Leases,
     /// Key id → purpose (immutable, so safe to remember forever): which tree holds the record.
     purposes: RwLock<HashMap<KeyId, Purpose>>,
 }
@@ -139,6 +147,7 @@ impl Kms {
         Self {
             store,
             cache: KeyCache::new(config.cache_ttl, config.cache_capacity),
+            leases: gcm_budget::Leases::default(),
             config,
             clock,
             vault: RwLock::new(None),

@@ -230,6 +230,7 @@ impl Kms {
     pub(super) fn seal_now(&self) {
         *write_lock(&self.vault) = None;
         self.cache.clear();
+        self.leases.clear();
         self.pending().clear();
     }
 
