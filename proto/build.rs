@@ -61,6 +61,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         // Messages that carry plaintext, key bytes, shares or personal context get a hand-written
         // Debug in src/redact.rs that prints lengths only.
         .skip_debug(SECRET_MESSAGES.iter().map(|m| format!(".kms.v1.{m}")))
+        // Malformed messages are INVALID_ARGUMENT, not prost's INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::KmsCodec")
         .compile_fds(fds)?;
     Ok(())
 }

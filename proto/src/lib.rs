@@ -16,6 +16,7 @@ pub mod v1 {
     tonic::include_proto!("kms.v1");
 }
 
+pub mod codec;
 mod redact;
 
 /// The encoded `FileDescriptorSet` of every `kms/v1` file and its imports, for gRPC server

@@ -1215,7 +1215,7 @@ async fn sm2_ids(fx: &Fixture, cat: &mut Catalogue) {
         CLASS,
         "Sign: SM2 ID not UTF-8",
         raw_unary(ch.clone(), "/kms.v1.Crypto/Sign", body).await,
-        Code::Internal,
+        Code::InvalidArgument,
         &["sm2_id", "UTF-8"],
     );
     let mut body = v1::VerifyRequest {
@@ -1230,7 +1230,7 @@ async fn sm2_ids(fx: &Fixture, cat: &mut Catalogue) {
         CLASS,
         "Verify: SM2 ID an encoded UTF-16 surrogate",
         raw_unary(ch, "/kms.v1.Crypto/Verify", body).await,
-        Code::Internal,
+        Code::InvalidArgument,
         &["sm2_id", "UTF-8"],
     );
 }
@@ -1241,8 +1241,8 @@ async fn app_channel(fx: &Fixture) -> Channel {
 }
 
 /// Request bodies that are not the message they claim to be. Protobuf decode failures are
-/// INTERNAL, as gRPC's status code table prescribes for "error parsing request proto", with
-/// tonic's message naming the field and the problem; out-of-range enums decode (proto3 keeps
+/// INVALID_ARGUMENT (the sender's fault, `kms_proto::codec`; prost alone says INTERNAL), with
+/// a message saying it is not valid protobuf and prost's words naming the field and problem; out-of-range enums decode (proto3 keeps
 /// unknown values) and are refused by the conversion.
 async fn malformed_protobuf(fx: &Fixture, cat: &mut Catalogue) {
     const CLASS: &str = "malformed protobuf";
@@ -1279,13 +1279,13 @@ async fn malformed_protobuf(fx: &Fixture, cat: &mut Catalogue) {
         ("a lone byte", vec![0x80], &["decode"]),
     ];
     for (what, body, words) in cases {
-        let mut w = vec!["failed to decode"];
+        let mut w = vec!["not valid protobuf", "failed to decode"];
         w.extend_from_slice(words);
         cat.refused(
             CLASS,
             &format!("Encrypt: {what}"),
             raw_unary(ch.clone(), "/kms.v1.Crypto/Encrypt", body).await,
-            Code::Internal,
+            Code::InvalidArgument,
             &w,
         );
     }
