@@ -206,6 +206,13 @@ pub(crate) fn dev_command(
     }
     // A dev server holds real keys too: no swap, no core dumps (KEY-3).
     crate::hardening::log(&crate::hardening::harden());
+    if let Err(e) = crate::hardening::private_dir(dir) {
+        return fail(
+            err,
+            &format!("cannot make {} private (0700)", dir.display()),
+            &e,
+        );
+    }
     // The dev server always runs on sled, a local store.
     let runtime = match crate::serve::runtime(true) {
         Ok(r) => r,

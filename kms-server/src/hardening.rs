@@ -1,8 +1,10 @@
-//! Process hardening: the ONE module allowed `unsafe` (three libc calls, each commented).
+//! Process hardening: the ONE module allowed `unsafe` (four libc calls, each commented).
 //!
 //! Keys must not reach swap or a core dump (KEY-3): memory is locked with `mlockall`, core dumps
 //! are disabled with `RLIMIT_CORE = 0`, and the process is marked non-dumpable so that ptrace
-//! attach and /proc/PID/mem are refused to other processes of the same user.
+//! attach and /proc/PID/mem are refused to other processes of the same user. Whatever the
+//! server writes (store, audit archive, dev PKI) is its owner's alone: the umask is set to 077
+//! whatever the caller's was, and the data directory is made 0700 ([`private_dir`]).
 #![allow(unsafe_code)]
 
 /// What hardening achieved; the server logs it at start.
@@ -11,6 +13,8 @@ pub struct Hardening {
     pub memory_locked: Result<(), String>,
     pub core_dumps_disabled: Result<(), String>,
     pub non_dumpable: Result<(), String>,
+    /// The file mode creation mask the caller had, now replaced by 077.
+    pub previous_umask: u32,
 }
 
 impl Default for Hardening {
@@ -19,6 +23,7 @@ impl Default for Hardening {
             memory_locked: Ok(()),
             core_dumps_disabled: Ok(()),
             non_dumpable: Ok(()),
+            previous_umask: 0o077,
         }
     }
 }
@@ -51,10 +56,13 @@ pub fn harden() -> Hardening {
     let core_dumps_disabled = checked(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) });
     // SAFETY: PR_SET_DUMPABLE takes one integer argument; the rest are ignored.
     let non_dumpable = checked(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) });
+    // SAFETY: umask takes a mode and returns the previous one; it cannot fail.
+    let previous_umask = unsafe { libc::umask(0o077) };
     Hardening {
         memory_locked,
         core_dumps_disabled,
         non_dumpable,
+        previous_umask,
     }
 }
 
@@ -70,4 +78,16 @@ pub fn log(h: &Hardening) {
             Err(e) => tracing::warn!(measure = what, reason = %e, "hardening not applied"),
         }
     }
+    tracing::info!(
+        previous = format!("{:03o}", h.previous_umask),
+        "files are created owner-only (umask 077)"
+    );
+}
+
+/// Creates `dir` (and its parents) if needed and makes it 0700, whatever it was: the store,
+/// the audit archive and the dev PKI live below it.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -231,6 +231,14 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
         return EXIT_FAILED;
     }
     crate::hardening::log(&crate::hardening::harden());
+    if let Err(e) = crate::hardening::private_dir(&config.data_dir) {
+        let _ = writeln!(
+            err,
+            "error: cannot make the data directory {} private (0700): {e}",
+            config.data_dir.display()
+        );
+        return EXIT_FAILED;
+    }
     let Some(tls_config) = load_tls(&config, err) else {
         return EXIT_FAILED;
     };
