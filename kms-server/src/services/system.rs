@@ -20,6 +20,14 @@ const MAX_RESTORE_BYTES: usize = 1024 * 1024 * 1024;
 
 type BackupStream = Pin<Box<dyn Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
 
+/// Moves an unseal share out of a request's string field into a [`Share`] (which wipes itself)
+/// and wipes the field, as `take_secret` does for byte fields.
+fn take_share(field: &mut String) -> Share {
+    let share = Share::from_text(field);
+    zeroize::Zeroize::zeroize(field);
+    share
+}
+
 /// `kms.v1.System`: the one service that holds the core's [`kms_core::System`] handle, for init
 /// and restore (which no principal can be authorised for: there are none yet). Everything else
 /// goes through [`Shared`] like every handler.
@@ -143,7 +151,7 @@ impl System for SystemService {
         req: Request<v1::UnsealRequest>,
     ) -> Result<Response<v1::UnsealResponse>, Status> {
         let call = self.identify(&req).await?;
-        let share = Share::from_text(&req.into_inner().share);
+        let share = take_share(&mut req.into_inner().share);
         let progress = self
             .run(&call, move |kms, p| kms.unseal(&authorize(p)?, &share))
             .await?;
@@ -199,8 +207,9 @@ impl System for SystemService {
         let mut shares = Vec::new();
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            shares.extend(chunk.shares.iter().map(|s| Share::from_text(s)));
+            let mut chunk = chunk?;
+            shares.extend(chunk.shares.iter_mut().map(take_share));
+            // The chunk's data is a backup (ciphertext) and needs no wiping.
             if data.len() + chunk.data.len() > MAX_RESTORE_BYTES {
                 return Err(refuse(Refusal::BadRequest(
                     "the backup is larger than 1 GiB".into(),
@@ -215,5 +224,17 @@ impl System for SystemService {
             .map_err(|e: Error| to_status(e, &request_id))?;
         tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
         Ok(Response::new(v1::RestoreResponse { entries }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_taken_share_leaves_the_request_field_wiped() {
+        let mut field = String::from("  kms-share-1-00aa  ");
+        let share = super::take_share(&mut field);
+        assert_eq!(share.expose_text(), "kms-share-1-00aa");
+        // `zeroize` for a String overwrites its bytes, then empties it.
+        assert!(field.is_empty());
     }
 }
