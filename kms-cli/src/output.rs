@@ -13,9 +13,38 @@ use crate::error::CliError;
 use crate::files;
 use crate::period::format_period;
 
-/// Columns padded to their widest cell, two spaces apart; no trailing spaces.
+/// `text` safe to print to a terminal: control characters (escape sequences, carriage returns,
+/// NULs) and other invisible characters become `\u{…}` escapes, so a key description or alias
+/// cannot move the cursor, rewrite earlier lines or hide in the output.
+#[must_use]
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Columns padded to their widest cell, two spaces apart; no trailing spaces. Cells are made
+/// [`printable`].
 #[must_use]
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -46,13 +75,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `field  value` lines, fields padded to the widest.
+/// `field  value` lines, fields padded to the widest; values made [`printable`].
 #[must_use]
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in pairs {
-        let line = format!("{k:<width$}  {v}");
+        let line = format!("{k:<width$}  {}", printable(v));
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -288,6 +317,18 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_controls_in_values_are_printed_as_escapes() {
+        assert_eq!(printable("plain, 中文"), "plain, 中文");
+        assert_eq!(
+            printable("evil\u{1b}[2J\rgone\u{202e}"),
+            "evil\\u{1b}[2J\\u{d}gone\\u{202e}"
+        );
+        let t = table(&["A"], &[vec!["x\ny".into()]]);
+        assert_eq!(t, "A\nx\\u{a}y\n");
+        assert_eq!(fields(&[("d", "a\u{7}".into())]), "d  a\\u{7}\n");
+    }
 
     #[test]
     fn tables_align_columns_without_trailing_spaces() {

@@ -151,6 +151,14 @@ impl Kms {
         if req.description.len() > 1024 {
             return Err(crate::InvalidInput::new("description", "at most 1024 bytes").into());
         }
+        // Descriptions are printed by the CLI and shown in inventories: no terminal controls.
+        if req.description.chars().any(char::is_control) {
+            return Err(crate::InvalidInput::new(
+                "description",
+                "must not contain control characters (newlines, escapes, NUL)",
+            )
+            .into());
+        }
         let now = self.now();
         let id = KeyId::random()?;
         let material = crypto::generate(&approved)?;

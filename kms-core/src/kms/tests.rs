@@ -1309,3 +1309,42 @@ fn the_audit_key_cannot_be_stopped_by_an_administrator() {
         Err(Error::InvalidArgument(ref e)) if e.field == "namespace"
     ));
 }
+
+#[test]
+fn descriptions_refuse_terminal_controls() {
+    let f = fixture();
+    for bad in ["line\nbreak", "esc\u{1b}[2J", "nul\0", "cr\r"] {
+        let r = f.kms.create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns("a"),
+                purpose: Purpose::Encrypt,
+                spec: KeySpec::Sm4Gcm,
+                alias: None,
+                rotation_period: None,
+                description: bad.into(),
+            },
+        );
+        assert!(
+            matches!(&r, Err(Error::InvalidArgument(e)) if e.field == "description"
+                && e.problem.contains("control characters")),
+            "{bad:?}: {r:?}"
+        );
+    }
+    let ok = f
+        .kms
+        .create_key(
+            &f.admin,
+            CreateKeyRequest {
+                namespace: ns("a"),
+                purpose: Purpose::Encrypt,
+                spec: KeySpec::Sm4Gcm,
+                alias: None,
+                rotation_period: None,
+                description: "支付 — cards, tab\tis not allowed? no: tab is a control"
+                    .replace('\t', " "),
+            },
+        )
+        .unwrap();
+    assert!(ok.description.starts_with("支付"));
+}
