@@ -1341,8 +1341,7 @@ fn descriptions_refuse_terminal_controls() {
                 spec: KeySpec::Sm4Gcm,
                 alias: None,
                 rotation_period: None,
-                description: "支付 — cards, tab\tis not allowed? no: tab is a control"
-                    .replace('\t', " "),
+                description: "支付 — card keys, rotated yearly".into(),
             },
         )
         .unwrap();
