@@ -29,6 +29,7 @@ mod cli;
 pub mod config;
 pub mod convert;
 pub mod dev;
+mod front_door;
 pub mod hardening;
 pub mod identity;
 pub mod limits;

@@ -21,6 +21,15 @@ pub struct Limits {
     pub burst: f64,
     /// Concurrent TLS connections the server accepts.
     pub max_connections: usize,
+    /// Concurrent connections (handshaking or open) from one source address.
+    pub max_connections_per_source: usize,
+    /// HTTP/2 streams (concurrent requests) one connection may have open.
+    pub max_streams_per_connection: u32,
+    /// Requests per second that every unregistered certificate together may make (each costs
+    /// a principal lookup and an audit record before it is refused).
+    pub unregistered_rate_per_second: f64,
+    /// ... and their burst.
+    pub unregistered_burst: f64,
 }
 
 impl Default for Limits {
@@ -31,6 +40,10 @@ impl Default for Limits {
             rate_per_second: 20_000.0,
             burst: 40_000.0,
             max_connections: 1024,
+            max_connections_per_source: 64,
+            max_streams_per_connection: 128,
+            unregistered_rate_per_second: 50.0,
+            unregistered_burst: 100.0,
         }
     }
 }
@@ -69,11 +82,29 @@ impl Limits {
     }
 }
 
-/// Token buckets per principal.
+/// Token buckets: one per registered principal (so the table is as large as the registry, not
+/// as the number of certificate subjects a CA ever issued), and one small bucket that every
+/// unregistered certificate shares.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    unregistered: Mutex<(f64, Instant)>,
+    unregistered_rate: f64,
+    unregistered_burst: f64,
+}
+
+/// Refills `bucket` for the time since it was last used and takes a token if one is there.
+fn take(bucket: &mut (f64, Instant), rate: f64, burst: f64, now: Instant) -> bool {
+    let (tokens, last) = bucket;
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+    *last = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 impl RateLimiter {
@@ -83,23 +114,23 @@ impl RateLimiter {
             rate: limits.rate_per_second,
             burst: limits.burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
+            unregistered: Mutex::new((limits.unregistered_burst.max(1.0), Instant::now())),
+            unregistered_rate: limits.unregistered_rate_per_second,
+            unregistered_burst: limits.unregistered_burst.max(1.0),
         }
     }
 
-    /// Takes one token for `subject`, or says when to come back.
+    /// Takes one token for the registered principal `subject`, or says when to come back.
     pub fn check(&self, subject: &str) -> Result<(), Refusal> {
         let now = Instant::now();
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, last) = buckets
+        let bucket = buckets
             .entry(subject.to_owned())
             .or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if take(bucket, self.rate, self.burst, now) {
             Ok(())
         } else {
             Err(Refusal::RateLimited {
@@ -108,6 +139,37 @@ impl RateLimiter {
                 subject: subject.to_owned(),
             })
         }
+    }
+
+    /// Takes one token from the bucket all unregistered certificates share.
+    pub fn check_unregistered(&self, subject: &str) -> Result<(), Refusal> {
+        let mut bucket = self
+            .unregistered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if take(
+            &mut bucket,
+            self.unregistered_rate,
+            self.unregistered_burst,
+            Instant::now(),
+        ) {
+            Ok(())
+        } else {
+            Err(Refusal::RateLimited {
+                rate: self.unregistered_rate,
+                burst: self.unregistered_burst,
+                subject: format!("{subject} (one bucket for every unregistered certificate)"),
+            })
+        }
+    }
+
+    /// How many principals have a bucket.
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -131,6 +193,26 @@ mod tests {
             Err(Refusal::RateLimited { subject, .. }) if subject == "a"
         ));
         rl.check("b").unwrap();
+    }
+
+    #[test]
+    fn unregistered_certificates_share_one_small_bucket_and_no_table_entry() {
+        let rl = RateLimiter::new(&Limits {
+            unregistered_rate_per_second: 0.001,
+            unregistered_burst: 20.0,
+            ..Limits::default()
+        });
+        for i in 0..20 {
+            rl.check_unregistered(&format!("stranger-{i}")).unwrap();
+        }
+        assert!(matches!(
+            rl.check_unregistered("stranger-99"),
+            Err(Refusal::RateLimited { burst, .. }) if burst == 20.0
+        ));
+        assert_eq!(rl.tracked(), 0, "strangers add no entries");
+        // Registered principals keep their own buckets, untouched by the strangers.
+        rl.check("app").unwrap();
+        assert_eq!(rl.tracked(), 1);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Settings {
     /// A TLS handshake slower than this is dropped, and so is a client that has not sent the
     /// HTTP/2 preface this long after it (slow clients cannot hold slots).
     pub handshake_timeout: Duration,
+    /// A connection that sends nothing this long after it is accepted is dropped before any
+    /// handshake (idle sockets cannot hold slots for the whole handshake timeout).
+    pub first_byte_timeout: Duration,
     /// HTTP/2 PING interval on idle connections; a peer that does not answer within
     /// `handshake_timeout` is dropped (a client stalled mid-frame cannot answer).
     pub http2_keepalive: Duration,
@@ -55,6 +58,7 @@ impl Default for Settings {
             limits: Limits::default(),
             scheduler_interval: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(3),
             http2_keepalive: Duration::from_secs(20),
             checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
             audit_archive: None,
@@ -83,6 +87,8 @@ struct TlsConn {
     replayed: usize,
     peer: PeerInfo,
     _slot: OwnedSemaphorePermit,
+    /// Its place in its source address's count (`front_door`).
+    _source: crate::front_door::SourceSlot,
 }
 
 impl Connected for TlsConn {
@@ -225,6 +231,10 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = protocol.name();
+    let sources = crate::front_door::PerSource::default();
+    let per_source_refusals = crate::front_door::Throttle::new(Duration::from_secs(1));
+    let cap_refusals = crate::front_door::Throttle::new(Duration::from_secs(1));
+    let per_source = settings.limits.max_connections_per_source.max(1);
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -237,15 +247,34 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
+        let Some(source_slot) = sources.admit(remote.ip(), per_source) else {
+            if let Some(refused) = per_source_refusals.tick() {
+                tracing::warn!(protocol = name, source = %remote.ip(), max = per_source, refused, "connections refused: at the per-source cap");
+            }
+            continue;
+        };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(protocol = name, %remote, max = settings.limits.max_connections, "connection refused: at the connection cap");
+            if let Some(refused) = cap_refusals.tick() {
+                tracing::warn!(protocol = name, %remote, max = settings.limits.max_connections, refused, "connections refused: at the connection cap");
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let protocol = protocol.clone();
         let conns = conns.clone();
         let timeout = settings.handshake_timeout;
+        let first_byte = settings.first_byte_timeout;
         tokio::spawn(async move {
+            // Nothing sent yet is not a handshake begun: the slot goes back quickly. (`peek`,
+            // not `readable`, whose readiness may be reported before any byte has come.)
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, tcp.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                tracing::debug!(protocol = name, %remote, "no first byte in time");
+                return;
+            }
             match tokio::time::timeout(timeout, protocol.secure(tcp)).await {
                 Ok(Ok(secured)) => {
                     let peer = PeerInfo {
@@ -260,6 +289,7 @@ async fn accept_loop(
                             replayed: 0,
                             peer,
                             _slot: slot,
+                            _source: source_slot,
                         }))
                         .await;
                 }
@@ -494,6 +524,9 @@ pub async fn run_with_tlcp(
     };
     let mut router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(settings.http2_keepalive))
+        // Each connection's concurrent requests are bounded, so one peer cannot hold thousands
+        // of stalled streams (and their buffers) open.
+        .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
         .layer(AuditLayer::new(Arc::clone(&audit), ids))
         .add_service(health)

@@ -158,11 +158,6 @@ impl Shared {
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
         let (slot, request_id) = self.slot(req);
         let subject = Self::subject(req).map_err(|e| to_status(e, &request_id))?;
-        // Before the lookup: a certificate whose subject is not registered costs a lookup and
-        // an audit record per request too, so it is limited like anyone (API-5).
-        self.rate
-            .check(&subject)
-            .map_err(|e| to_status(e, &request_id))?;
         let found = if self.local_reads {
             self.kms.principal(&subject)
         } else {
@@ -172,9 +167,20 @@ impl Shared {
                 .await
                 .map_err(|_| worker_failed(&request_id))?
         };
-        let principal = found
-            .map_err(|e| to_status(e, &request_id))?
-            .ok_or_else(|| to_status(Refusal::UnknownPrincipal { subject }, &request_id))?;
+        let Some(principal) = found.map_err(|e| to_status(e, &request_id))? else {
+            // Unregistered certificates share one small bucket and get no entry of their own
+            // (API-5): a CA's worth of subjects cannot grow the table or drown the log.
+            self.rate
+                .check_unregistered(&subject)
+                .map_err(|e| to_status(e, &request_id))?;
+            return Err(to_status(
+                Refusal::UnknownPrincipal { subject },
+                &request_id,
+            ));
+        };
+        self.rate
+            .check(&principal.subject)
+            .map_err(|e| to_status(e, &request_id))?;
         if let Some(s) = &slot {
             s.update(|n| {
                 n.principal = Some(principal.subject.clone());

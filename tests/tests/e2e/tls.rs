@@ -296,3 +296,50 @@ async fn connections_beyond_the_cap_are_refused_until_one_closes() {
     drop((first, again));
     server.stop().await.unwrap();
 }
+
+/// Issue 18 item 6: ~1,100 sockets from one host that never start TLS neither take every slot
+/// of the connection cap (a host gets `max_connections_per_source`, 64 by default) nor hold the
+/// slots they get for the handshake timeout (a socket silent for `first_byte_timeout` is dropped).
+/// A registered client on another address is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_socket_flood_from_one_host_leaves_others_served() {
+    let w = World::start().await;
+    let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(flooder, 0)).unwrap();
+        idle.push(socket.connect(w.server.addr).await.unwrap());
+    }
+    // A new connection from 127.0.0.1, while all 1,100 are open.
+    let config = net::client_config(w.pki.ca.cert_pem(), Some(&w.pki.app), MODERN);
+    let fresh = Clients::new(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            net::channel(w.server.addr, config),
+        )
+        .await
+        .expect("the handshake waited on the flood")
+        .expect("a registered client was refused during the flood"),
+    );
+    fresh
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .expect("a registered client was not served during the flood");
+    // Within the first-byte timeout (3 s) and some slack, the server has closed every one.
+    let mut still_open = Vec::new();
+    for (i, s) in idle.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(std::time::Duration::from_secs(6), s.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => {}
+            other => still_open.push(format!("{i}: {other:?}")),
+        }
+    }
+    assert!(
+        still_open.is_empty(),
+        "idle sockets the server kept open: {still_open:?}"
+    );
+    w.stop().await;
+}

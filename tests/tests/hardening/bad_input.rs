@@ -1798,13 +1798,15 @@ async fn a_flood_is_refused_then_service_resumes() {
 /// and a durable audit record, so a flood of them must hit the rate limit like anyone's.
 ///
 /// Found by this catalogue (issue 8): `Shared::identify` took a token only after the principal
-/// was found, so unregistered subjects were never limited. It now limits by subject first.
+/// was found, so unregistered subjects were never limited. Since issue 18 every unregistered
+/// certificate draws on one shared bucket (`unregistered_rate_per_second`, `unregistered_burst`)
+/// and gets no bucket of its own, so they cannot grow the rate table either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_from_an_unregistered_certificate_is_rate_limited() {
     let settings = Settings {
         limits: Limits {
-            rate_per_second: 20.0,
-            burst: 10.0,
+            unregistered_rate_per_second: 20.0,
+            unregistered_burst: 10.0,
             ..Limits::default()
         },
         ..Settings::default()
