@@ -55,12 +55,24 @@ fn audited(path: &str) -> bool {
 pub struct AuditLayer {
     log: Arc<AuditLog>,
     ids: crate::services::RequestIds,
+    gate: Option<crate::gate::Gate>,
 }
 
 impl AuditLayer {
     #[must_use]
     pub fn new(log: Arc<AuditLog>, ids: crate::services::RequestIds) -> Self {
-        Self { log, ids }
+        Self {
+            log,
+            ids,
+            gate: None,
+        }
+    }
+
+    /// Admits calls through `gate` before their bodies are read (`gate.rs`).
+    #[must_use]
+    pub fn with_gate(mut self, gate: crate::gate::Gate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -71,6 +83,7 @@ impl<S> Layer<S> for AuditLayer {
             inner,
             log: Arc::clone(&self.log),
             ids: self.ids.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
@@ -80,6 +93,7 @@ pub struct AuditService<S> {
     inner: S,
     log: Arc<AuditLog>,
     ids: crate::services::RequestIds,
+    gate: Option<crate::gate::Gate>,
 }
 
 /// The gRPC code of a response (OK when its headers carry none: a stream's status comes in its
@@ -199,8 +213,36 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let path = req.uri().path().to_owned();
+        let subject_of = |req: &http::Request<Body>| {
+            req.extensions()
+                .get::<PeerInfo>()
+                .and_then(|p| p.subject.clone())
+        };
         if !audited(&path) {
-            return Box::pin(self.inner.call(req));
+            // Health and reflection: registered principals only, and not recorded.
+            let Some(gate) = self.gate.clone() else {
+                return Box::pin(self.inner.call(req));
+            };
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let subject = subject_of(&req);
+            let request_id = self.ids.next();
+            return Box::pin(async move {
+                match gate.admit(subject.as_deref(), &path).await {
+                    // A store that cannot answer cannot say who is registered; health must
+                    // still say NOT_SERVING then, and reflection reveals nothing secret.
+                    Ok(crate::gate::Admission::Principal(_))
+                    | Err(crate::status::Refusal::Core(_)) => inner.call(req).await,
+                    Ok(crate::gate::Admission::Bootstrap) => Ok(crate::status::to_status(
+                        crate::status::Refusal::UnknownPrincipal {
+                            subject: subject.unwrap_or_default(),
+                        },
+                        &request_id,
+                    )
+                    .into_http()),
+                    Err(refusal) => Ok(crate::status::to_status(refusal, &request_id).into_http()),
+                }
+            });
         }
         // The clone that was readied serves this call; the fresh clone waits for the next.
         let clone = self.inner.clone();
@@ -219,8 +261,14 @@ where
         let operation = Operation::from_path(&path);
         // The call and its audit record run as a task of their own: if the client goes away,
         // hyper drops this future, but an operation that started must still be recorded (OPS-1).
+        let gate = self.gate.clone();
         let call = async move {
             let refused_before = !log.healthy();
+            // The gate decides on the certificate alone: a refused call's body is never read.
+            let admitted = match (&gate, refused_before) {
+                (Some(gate), false) => Some(gate.admit(subject.as_deref(), &path).await),
+                (None, _) | (_, true) => None,
+            };
             let resp = if refused_before {
                 naming_request(
                     &Status::unavailable(
@@ -230,7 +278,20 @@ where
                 )
                 .into_http()
             } else {
-                inner.call(req).await?
+                match admitted {
+                    Some(Err(refusal)) => {
+                        crate::status::to_status(refusal, &request_id).into_http()
+                    }
+                    Some(Ok(crate::gate::Admission::Principal(p))) => {
+                        slot.update(|n| {
+                            n.principal = Some(p.subject.clone());
+                            n.role = Some(Role::from(&p.role));
+                        });
+                        req.extensions_mut().insert(crate::gate::Admitted(p));
+                        inner.call(req).await?
+                    }
+                    Some(Ok(crate::gate::Admission::Bootstrap)) | None => inner.call(req).await?,
+                }
             };
             let resp = with_request_id(resp, &request_id, &path);
             let note = slot

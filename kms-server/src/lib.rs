@@ -30,6 +30,7 @@ pub mod config;
 pub mod convert;
 pub mod dev;
 mod front_door;
+pub mod gate;
 pub mod hardening;
 pub mod identity;
 pub mod limits;

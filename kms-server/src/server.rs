@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::audit_layer::AuditLayer;
+use crate::gate::Gate;
 use crate::identity::{PeerInfo, subject_of};
 use crate::limits::Limits;
 use crate::services::Shared;
@@ -528,7 +529,10 @@ pub async fn run_with_tlcp(
         // of stalled streams (and their buffers) open.
         .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
-        .layer(AuditLayer::new(Arc::clone(&audit), ids))
+        .layer(
+            AuditLayer::new(Arc::clone(&audit), ids)
+                .with_gate(Gate::new(Arc::clone(&kms), shared.rate_limiter())),
+        )
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))

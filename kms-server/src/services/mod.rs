@@ -136,6 +136,12 @@ impl Shared {
         }
     }
 
+    /// The rate limiter, shared with the gate (`gate.rs`), which refuses unregistered
+    /// certificates from the same shared bucket.
+    pub(crate) fn rate_limiter(&self) -> Arc<RateLimiter> {
+        Arc::clone(&self.rate)
+    }
+
     /// The audit layer's slot for this request, if any, and the request id.
     pub(crate) fn slot<T>(&self, req: &Request<T>) -> (Option<AuditSlot>, String) {
         let slot = req.extensions().get::<AuditSlot>().cloned();
@@ -158,7 +164,14 @@ impl Shared {
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
         let (slot, request_id) = self.slot(req);
         let subject = Self::subject(req).map_err(|e| to_status(e, &request_id))?;
-        let found = if self.local_reads {
+        let admitted = req
+            .extensions()
+            .get::<crate::gate::Admitted>()
+            .map(|a| a.0.clone());
+        let found = if let Some(p) = admitted {
+            // The gate looked it up for this very request.
+            Ok(Some(p))
+        } else if self.local_reads {
             self.kms.principal(&subject)
         } else {
             let kms = Arc::clone(&self.kms);

@@ -1130,3 +1130,38 @@ async fn the_audit_key_is_out_of_reach_of_admins_and_apps() {
     assert!(!first.lines.is_empty());
     w.stop().await;
 }
+
+/// Issue 18 item 6: health and reflection answer registered principals only; the gate refuses
+/// an unregistered certificate before any service runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_answers_registered_principals_only() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let w = World::start().await;
+    let ask = |who: &kms_tests::pki::Identity| {
+        let config =
+            kms_tests::net::client_config(w.pki.ca.cert_pem(), Some(who), kms_tests::net::MODERN);
+        let addr = w.server.addr;
+        async move {
+            let mut health =
+                HealthClient::new(kms_tests::net::channel(addr, config).await.unwrap());
+            health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    };
+    assert_eq!(
+        ask(&w.pki.auditor).await.unwrap(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let refused = ask(&w.pki.stranger).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("is not a registered principal"),
+        "{refused:?}"
+    );
+    w.stop().await;
+}

@@ -1289,6 +1289,20 @@ async fn malformed_protobuf(fx: &Fixture, cat: &mut Catalogue) {
             &w,
         );
     }
+    // From an unregistered certificate the body is never read: the gate refuses on the
+    // certificate alone (issue 18 item 6), so the same bytes get PERMISSION_DENIED.
+    let stranger_config =
+        net::client_config(fx.w.pki.ca.cert_pem(), Some(&fx.w.pki.stranger), MODERN);
+    let stranger = net::channel(fx.w.server.addr, stranger_config)
+        .await
+        .unwrap();
+    cat.refused(
+        CLASS,
+        "Encrypt from an unregistered certificate: a lone byte",
+        raw_unary(stranger, "/kms.v1.Crypto/Encrypt", vec![0x80]).await,
+        Code::PermissionDenied,
+        &["is not a registered principal"],
+    );
     // Decodes, then the conversion refuses it.
     cat.refused(
         CLASS,
