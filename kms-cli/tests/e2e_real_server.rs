@@ -1726,14 +1726,32 @@ fn audit_trail_and_inventory_verify_offline() {
     assert_eq!(decrypts[0]["outcome"], "OK");
     assert_eq!(decrypts[0]["context_hmac"], *hmacs[0]);
     assert_eq!(records_of(&lines, "Crypto/GenerateDataKey").len(), 1);
+    // State-changing calls leave an intent record before they run, then their outcome
+    // (issue 18: audit before effect), under one request id.
     let creates = records_of(&lines, "KeyAdmin/CreateKey");
-    assert_eq!(creates.len(), 2, "{creates:#?}");
+    let (intents, done): (Vec<&Value>, Vec<&Value>) = creates.iter().partition(|r| {
+        r["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "intent"))
+    });
+    assert_eq!((intents.len(), done.len()), (2, 2), "{creates:#?}");
     assert!(
-        creates
-            .iter()
+        done.iter()
             .all(|r| r["principal"] == "kms://admin" && r["outcome"] == "OK")
     );
-    assert_eq!(records_of(&lines, "KeyAdmin/MarkCompromised").len(), 1);
+    assert!(
+        intents
+            .iter()
+            .all(|r| r["principal"] == "kms://admin" && r["outcome"] == "UNKNOWN")
+    );
+    for (i, d) in intents.iter().zip(&done) {
+        assert_eq!(i["request_id"], d["request_id"]);
+        assert!(
+            i["seq"].as_u64() < d["seq"].as_u64(),
+            "the intent comes first"
+        );
+    }
+    assert_eq!(records_of(&lines, "KeyAdmin/MarkCompromised").len(), 2);
     let exports = records_of(&lines, "Audit/ExportAudit");
     let denied: Vec<&str> = exports
         .iter()

@@ -278,19 +278,62 @@ where
                 )
                 .into_http()
             } else {
-                match admitted {
-                    Some(Err(refusal)) => {
-                        crate::status::to_status(refusal, &request_id).into_http()
-                    }
+                let admitted = match admitted {
+                    Some(Err(refusal)) => Err(refusal),
                     Some(Ok(crate::gate::Admission::Principal(p))) => {
                         slot.update(|n| {
                             n.principal = Some(p.subject.clone());
                             n.role = Some(Role::from(&p.role));
                         });
                         req.extensions_mut().insert(crate::gate::Admitted(p));
-                        inner.call(req).await?
+                        Ok(())
                     }
-                    Some(Ok(crate::gate::Admission::Bootstrap)) | None => inner.call(req).await?,
+                    Some(Ok(crate::gate::Admission::Bootstrap)) | None => Ok(()),
+                };
+                match admitted {
+                    Err(refusal) => crate::status::to_status(refusal, &request_id).into_http(),
+                    Ok(()) => {
+                        // Audit before effect: a call that may change state runs only once its
+                        // intent is durable in the trail; its outcome record follows.
+                        let intent_written = if operation.changes_state() {
+                            let note = slot
+                                .note
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .clone();
+                            let intent = Event {
+                                request_id: request_id.clone(),
+                                principal: note
+                                    .principal
+                                    .or_else(|| subject.clone())
+                                    .unwrap_or_else(|| "unknown".into()),
+                                role: note.role.unwrap_or(Role::Unregistered),
+                                operation: operation.clone(),
+                                key_id: None,
+                                key_version: None,
+                                outcome: Outcome::Unknown,
+                                context_hmac: None,
+                                flags: vec![Flag::Intent],
+                                transport: transport.clone(),
+                            };
+                            write(Arc::clone(&log), intent).await.map(drop)
+                        } else {
+                            Ok(())
+                        };
+                        match intent_written {
+                            Ok(_) => inner.call(req).await?,
+                            Err(e) => {
+                                tracing::error!(request_id, error = %e, "intent record not written; the call did not run");
+                                naming_request(
+                                    &Status::unavailable(
+                                        "the audit record could not be written, so nothing was done",
+                                    ),
+                                    &request_id,
+                                )
+                                .into_http()
+                            }
+                        }
+                    }
                 }
             };
             let resp = with_request_id(resp, &request_id, &path);
@@ -587,6 +630,63 @@ mod tests {
         let back = svc.call(request()).await.unwrap();
         assert_eq!(status_of(&back), tonic::Code::Ok);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        log.stop();
+    }
+
+    /// Audit before effect (issue 18 item 3): a state-changing call runs only after its intent
+    /// record is durable; if the intent cannot be written, the call does not run at all. Its
+    /// outcome record follows under the same request id. Calls that change nothing get one
+    /// record, as before.
+    #[tokio::test]
+    async fn a_state_changing_call_runs_only_after_its_intent_is_recorded() {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            broken: AtomicBool::new(false),
+        });
+        let log = Arc::new(AuditLog::start(
+            store.clone(),
+            "t",
+            Arc::new(|_| None),
+            Default::default(),
+        ));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
+            .layer(Counting(calls.clone()));
+        let create = || {
+            http::Request::builder()
+                .uri("/kms.v1.KeyAdmin/CreateKey")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let records = || -> Vec<kms_core::audit::Record> {
+            store
+                .scan_prefix(Tree::Audit, b"r")
+                .unwrap()
+                .iter()
+                .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                .collect()
+        };
+
+        let ok = svc.call(create()).await.unwrap();
+        assert_eq!(status_of(&ok), tonic::Code::Ok);
+        let written = records();
+        assert_eq!(written.len(), 2, "an intent and an outcome");
+        assert_eq!(written[0].flags, vec![Flag::Intent]);
+        assert_eq!(written[0].outcome, Outcome::Unknown);
+        assert_eq!(written[1].outcome, Outcome::Ok);
+        assert!(written[1].flags.is_empty());
+        assert_eq!(written[0].request_id, written[1].request_id);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The trail cannot take the intent: the call never runs.
+        store.broken.store(true, Ordering::SeqCst);
+        let refused = svc.call(create()).await.unwrap();
+        assert_eq!(status_of(&refused), tonic::Code::Unavailable);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the call ran without its intent"
+        );
         log.stop();
     }
 

@@ -223,6 +223,37 @@ impl Operation {
         Self::parse(path.trim_start_matches(PATH_PREFIX))
     }
 
+    /// Whether a successful call changes what the KMS holds (keys, grants, principals, seal
+    /// state, the store): such calls get an intent record before they run. Unknown operations
+    /// are treated as changing state.
+    #[must_use]
+    pub const fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Self::Encrypt
+                | Self::Decrypt
+                | Self::ReEncrypt
+                | Self::GenerateDataKey
+                | Self::GenerateDataKeyWithoutPlaintext
+                | Self::Sign
+                | Self::Verify
+                | Self::AsymmetricDecrypt
+                | Self::GetPublicKey
+                | Self::GenerateMac
+                | Self::VerifyMac
+                | Self::GenerateRandom
+                | Self::DescribeKey
+                | Self::ListKeys
+                | Self::ListGrants
+                | Self::ListPrincipals
+                | Self::GetAuditPublicKey
+                | Self::ExportAudit
+                | Self::ExportInventory
+                | Self::Status
+                | Self::Backup
+        )
+    }
+
     /// The service of a known operation.
     #[must_use]
     pub const fn service(&self) -> Option<Service> {
@@ -303,6 +334,9 @@ names! {
         /// An export that was recorded as begun did not reach its closing checkpoint: the
         /// second record of that request (OPS-1).
         ExportIncomplete = "export-incomplete",
+        /// Written before a state-changing call runs, with outcome `UNKNOWN`: the call's own
+        /// record, with the same request id, follows (issue 18: audit before effect).
+        Intent = "intent",
     }
 }
 
