@@ -53,6 +53,7 @@ pub use kms::testing::TestKms;
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput,
     GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput,
-    SignOutput, Status, System, UnsealProgress, VerifyOutput, VersionInfo,
+    SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, VerifyOutput,
+    VersionInfo,
 };
 pub use secret::{KeyMaterial, SecretBytes};

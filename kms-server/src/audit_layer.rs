@@ -461,7 +461,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(rpcs.len(), Operation::KNOWN.len(), "{rpcs:#?}");
+        let rpc_ops = Operation::KNOWN
+            .iter()
+            .filter(|op| op.service() != Some(kms_core::audit::Service::Scheduler))
+            .count();
+        assert_eq!(rpcs.len(), rpc_ops, "{rpcs:#?}");
         for path in &rpcs {
             let op = Operation::from_path(path);
             assert!(op.is_known(), "{path} has no Operation variant");

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use kms_core::audit::archive::{ArchiveError, ArchiveOutcome, ArchivePolicy, Archiver};
 use kms_core::audit::writer::AuditLog;
-use kms_core::{Kms, System};
+use kms_core::audit::{Event, Flag, Operation, Outcome, Role as AuditRole, SCHEDULER_PRINCIPAL};
+use kms_core::keys::KeyId;
+use kms_core::{Kms, Sweep, SweepLog, SweepOutcome, System};
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_server::CryptoServer, key_admin_server::KeyAdminServer,
     system_server::SystemServer,
@@ -303,8 +305,66 @@ async fn accept_loop(
     }
 }
 
+/// The scheduler's audit records (issue 18: audit before effect): one intent record before each
+/// key's rotation or destruction, refused (the key stays due) when the trail cannot take it, and
+/// one outcome record after, failures included. Principal `kms-scheduler`, role `scheduler`.
+struct SchedulerLog(Arc<AuditLog>);
+
+impl SchedulerLog {
+    fn event(sweep: Sweep, key: KeyId) -> Event {
+        Event {
+            request_id: format!("scheduler-{key}"),
+            principal: SCHEDULER_PRINCIPAL.to_owned(),
+            role: AuditRole::Scheduler,
+            operation: match sweep {
+                Sweep::Rotation => Operation::ScheduledRotation,
+                Sweep::Destruction => Operation::ScheduledDestruction,
+            },
+            key_id: Some(key.to_string()),
+            ..Event::default()
+        }
+    }
+}
+
+impl SweepLog for SchedulerLog {
+    fn intent(&self, sweep: Sweep, key: KeyId) -> bool {
+        let mut event = Self::event(sweep, key);
+        event.flags = vec![Flag::Intent];
+        match self.0.append_blocking(event) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(%key, error = %e, "scheduler intent not recorded; the key stays due");
+                false
+            }
+        }
+    }
+
+    fn outcome(&self, sweep: Sweep, key: KeyId, outcome: SweepOutcome<'_>) {
+        let mut event = Self::event(sweep, key);
+        event.outcome = match &outcome {
+            SweepOutcome::Done(version) => {
+                event.key_version = *version;
+                Outcome::Ok
+            }
+            SweepOutcome::NotDue => Outcome::Aborted,
+            SweepOutcome::Failed(e) => {
+                tracing::warn!(%key, ?sweep, error = %e, "scheduled change failed");
+                crate::audit_layer::outcome(crate::status::code_of(e))
+            }
+        };
+        if let Err(e) = self.0.append_blocking(event) {
+            tracing::error!(%key, error = %e, "scheduler outcome not recorded");
+        }
+    }
+}
+
 /// Rotates what is due and destroys what has waited long enough, until told to stop.
-async fn scheduler(owner: Arc<System>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn scheduler(
+    owner: Arc<System>,
+    audit: Arc<AuditLog>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -315,7 +375,11 @@ async fn scheduler(owner: Arc<System>, every: Duration, mut stop: watch::Receive
             continue;
         }
         let k = Arc::clone(&owner);
-        let done = tokio::task::spawn_blocking(move || (k.rotate_due(), k.destroy_due())).await;
+        let log = SchedulerLog(Arc::clone(&audit));
+        let done = tokio::task::spawn_blocking(move || {
+            (k.rotate_due_logged(&log), k.destroy_due_logged(&log))
+        })
+        .await;
         match done {
             Ok((rotated, destroyed)) => {
                 match rotated {
@@ -482,12 +546,6 @@ pub async fn run_with_tlcp(
         conn_tx,
         stop_rx.clone(),
     ));
-    let sched = tokio::spawn(scheduler(
-        Arc::clone(&owner),
-        settings.scheduler_interval,
-        stop_rx.clone(),
-    ));
-
     let ids = crate::services::RequestIds::new();
     let audit = Arc::new(AuditLog::start(
         Arc::clone(kms.store()),
@@ -496,6 +554,12 @@ pub async fn run_with_tlcp(
         settings.checkpoints,
     ));
     let archiver = start_archiver(&audit, settings.audit_archive.as_ref());
+    let sched = tokio::spawn(scheduler(
+        Arc::clone(&owner),
+        Arc::clone(&audit),
+        settings.scheduler_interval,
+        stop_rx.clone(),
+    ));
     let mut shared = Shared::new(Arc::clone(&kms), settings.limits, ids.clone());
     shared.audit = Some(Arc::clone(&audit));
     let max = settings.limits.max_message_bytes();

@@ -5,7 +5,8 @@ use kms_core::store::StoreError;
 use kms_core::{CryptoError, Error, UnsealError};
 use tonic::{Code, Status};
 
-fn code_of(e: &Error) -> Code {
+/// The gRPC code a core error maps to (also for the scheduler's outcome records).
+pub(crate) fn code_of(e: &Error) -> Code {
     match e {
         Error::Unseal(UnsealError::NotInitialized) => Code::FailedPrecondition,
         Error::Policy(_) | Error::InvalidArgument(_) | Error::Unseal(_) => Code::InvalidArgument,

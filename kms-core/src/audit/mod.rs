@@ -39,7 +39,7 @@ pub use self::verify::{
     Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, Verified, VerifiedFile, VerifiedFiles,
     checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
-pub use self::vocab::{Flag, Operation, Outcome, Role, Service, Unrecognised};
+pub use self::vocab::{Flag, Operation, Outcome, Role, SCHEDULER_PRINCIPAL, Service, Unrecognised};
 use crate::crypto;
 
 /// The hash before the first record.

@@ -143,8 +143,14 @@ names! {
         /// A caller the server could not identify as a registered principal: no usable
         /// certificate, an unregistered subject, or a refusal before identification.
         Unregistered = "unregistered",
+        /// The server's own scheduler (due rotations and destructions), principal
+        /// [`SCHEDULER_PRINCIPAL`].
+        Scheduler = "scheduler",
     }
 }
+
+/// The principal the scheduler's records name.
+pub const SCHEDULER_PRINCIPAL: &str = "kms-scheduler";
 
 impl From<&crate::authz::Role> for Role {
     fn from(role: &crate::authz::Role) -> Self {
@@ -199,6 +205,10 @@ names! {
         Seal = "System/Seal",
         Backup = "System/Backup",
         Restore = "System/Restore",
+        /// A due rotation the scheduler made (not an RPC).
+        ScheduledRotation = "Scheduler/RotateKey",
+        /// A due destruction the scheduler carried out (not an RPC).
+        ScheduledDestruction = "Scheduler/DestroyKey",
     }
 }
 
@@ -209,6 +219,8 @@ pub enum Service {
     KeyAdmin,
     Audit,
     System,
+    /// The server's scheduler: no RPC has it.
+    Scheduler,
 }
 
 /// The gRPC package of the audited services: paths are `/kms.v1.Service/Method`.
@@ -220,7 +232,12 @@ impl Operation {
     /// one of our methods.
     #[must_use]
     pub fn from_path(path: &str) -> Self {
-        Self::parse(path.trim_start_matches(PATH_PREFIX))
+        let op = Self::parse(path.trim_start_matches(PATH_PREFIX));
+        // A request cannot pose as the scheduler: no RPC has its names.
+        if op.service() == Some(Service::Scheduler) {
+            return Self::Other(Unrecognised(path.to_owned()));
+        }
+        op
     }
 
     /// Whether a successful call changes what the KMS holds (keys, grants, principals, seal
@@ -297,6 +314,7 @@ impl Operation {
             | Self::Seal
             | Self::Backup
             | Self::Restore => Some(Service::System),
+            Self::ScheduledRotation | Self::ScheduledDestruction => Some(Service::Scheduler),
             Self::Other(_) => None,
         }
     }
@@ -419,6 +437,9 @@ mod tests {
         let unknown = Operation::from_path("/kms.v1.Crypto/NoSuchMethod");
         assert_eq!(unknown.as_str(), "Crypto/NoSuchMethod");
         assert_eq!(unknown.service(), None);
+        let posing = Operation::from_path("/kms.v1.Scheduler/RotateKey");
+        assert_eq!(posing.service(), None, "a request posing as the scheduler");
+        assert_ne!(posing, Operation::ScheduledRotation);
         assert!(unknown.as_str().starts_with("Crypto/"));
         assert_eq!(
             Operation::from_path("/elsewhere/X").as_str(),

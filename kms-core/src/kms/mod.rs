@@ -17,7 +17,7 @@ mod grants;
 pub(crate) mod inventory;
 mod lifecycle;
 mod principals;
-mod sweeps;
+pub(crate) mod sweeps;
 mod system;
 mod system_handle;
 #[cfg(any(test, feature = "test-util"))]
@@ -33,6 +33,7 @@ pub use data::{
 };
 pub use gcm_budget::GCM_INVOCATION_LIMIT;
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
+pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Status, UnsealProgress};
 pub use system_handle::System;
 

@@ -10,6 +10,43 @@ use crate::keys::record::KeyRecord;
 use crate::keys::state::KeyState;
 use crate::store::{Batch, StoreError};
 
+/// Which sweep a [`SweepLog`] hears about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    Rotation,
+    Destruction,
+}
+
+/// How a sweep's change to one key ended.
+#[derive(Debug)]
+pub enum SweepOutcome<'a> {
+    /// Rotated to this version, or destroyed (`None`).
+    Done(Option<u32>),
+    /// Not done by this node: no longer due when re-read (another node did it, or it was
+    /// cancelled), or still contended.
+    NotDue,
+    /// The change failed.
+    Failed(&'a Error),
+}
+
+/// The audit trail as the sweeps see it (issue 18: audit before effect). `intent` runs before
+/// each key's change and may veto it (the trail could not take the intent: the key is skipped
+/// and stays due); `outcome` runs after every attempt that `intent` allowed.
+pub trait SweepLog {
+    fn intent(&self, sweep: Sweep, key: KeyId) -> bool;
+    fn outcome(&self, sweep: Sweep, key: KeyId, outcome: SweepOutcome<'_>);
+}
+
+/// No trail: for tests and tools that run sweeps outside a server.
+pub(super) struct Unlogged;
+
+impl SweepLog for Unlogged {
+    fn intent(&self, _: Sweep, _: KeyId) -> bool {
+        true
+    }
+    fn outcome(&self, _: Sweep, _: KeyId, _: SweepOutcome<'_>) {}
+}
+
 /// Pending destruction whose waiting period has ended.
 fn destruction_due(r: &KeyRecord, now: u64) -> bool {
     r.state == KeyState::PendingDestruction && r.destroy_at.is_some_and(|t| t <= now)
@@ -31,11 +68,24 @@ impl Kms {
     /// still happens exactly once (see [`Kms::rotate_if_due`]). A key that cannot be rotated
     /// now (disabled meanwhile, refused by policy) is skipped; a store failure stops the round
     /// and is returned, and the next round retries whatever is still due.
-    pub(super) fn rotate_due(&self) -> Result<Vec<(KeyId, u32)>, Error> {
+    pub(super) fn rotate_due(&self, log: &dyn SweepLog) -> Result<Vec<(KeyId, u32)>, Error> {
         let vault = self.unsealed()?;
         let mut done = Vec::new();
         for id in self.due_for_rotation()? {
-            match self.rotate_if_due(&vault, id) {
+            if !log.intent(Sweep::Rotation, id) {
+                continue;
+            }
+            let result = self.rotate_if_due(&vault, id);
+            log.outcome(
+                Sweep::Rotation,
+                id,
+                match &result {
+                    Ok(Some(v)) => SweepOutcome::Done(Some(*v)),
+                    Ok(None) => SweepOutcome::NotDue,
+                    Err(e) => SweepOutcome::Failed(e),
+                },
+            );
+            match result {
                 Ok(Some(version)) => done.push((id, version)),
                 Ok(None) => {}
                 Err(Error::Store(e @ (StoreError::Unavailable(_) | StoreError::Io(_)))) => {
@@ -78,7 +128,7 @@ impl Kms {
     /// destroyed recently (the cache outlives a destruction elsewhere by at most one scheduler
     /// interval, never its lifetime): such material is unusable anyway, since every use reads
     /// the key's state from the store first, but it should not stay in memory (KEY-3).
-    pub(super) fn destroy_due(&self) -> Result<Vec<KeyId>, Error> {
+    pub(super) fn destroy_due(&self, log: &dyn SweepLog) -> Result<Vec<KeyId>, Error> {
         let now = self.now();
         let records = self.all_records()?;
         let cached_for = self.config.cache_ttl.as_secs().saturating_add(1);
@@ -97,7 +147,20 @@ impl Kms {
             .collect();
         let mut done = Vec::new();
         for id in due {
-            match self.destroy_if_due(id) {
+            if !log.intent(Sweep::Destruction, id) {
+                continue;
+            }
+            let result = self.destroy_if_due(id);
+            log.outcome(
+                Sweep::Destruction,
+                id,
+                match &result {
+                    Ok(true) => SweepOutcome::Done(None),
+                    Ok(false) => SweepOutcome::NotDue,
+                    Err(e) => SweepOutcome::Failed(e),
+                },
+            );
+            match result {
                 Ok(true) => {
                     self.cache.forget(id);
                     done.push(id);
@@ -189,10 +252,10 @@ mod tests {
         )
         .expect("schedule");
         clock.advance(8 * DAY);
-        assert_eq!(b.destroy_due().expect("reap on B"), vec![key.id]);
+        assert_eq!(b.destroy_due(&Unlogged).expect("reap on B"), vec![key.id]);
         assert!(a.cache.get(key.id, 1).is_some(), "A's cache is its own");
         assert!(
-            a.destroy_due().expect("reap on A").is_empty(),
+            a.destroy_due(&Unlogged).expect("reap on A").is_empty(),
             "destroyed once"
         );
         assert!(a.cache.get(key.id, 1).is_none(), "A dropped the material");

@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use super::sweeps::SweepLog;
 use super::{InitOutput, Kms, KmsConfig, UnsealProgress};
 use crate::audit::writer::Signer;
 use crate::clock::Clock;
@@ -95,12 +96,23 @@ impl System {
     /// The scheduler's rotation sweep (see `sweeps.rs`): every due key rotated exactly once
     /// across all nodes.
     pub fn rotate_due(&self) -> Result<Vec<(KeyId, u32)>, Error> {
-        self.kms.rotate_due()
+        self.kms.rotate_due(&super::sweeps::Unlogged)
+    }
+
+    /// [`System::rotate_due`] with each key's intent and outcome given to `log` (the server's
+    /// audit trail): a key whose intent the log refuses is not rotated this round.
+    pub fn rotate_due_logged(&self, log: &dyn SweepLog) -> Result<Vec<(KeyId, u32)>, Error> {
+        self.kms.rotate_due(log)
     }
 
     /// The scheduler's destruction sweep (see `sweeps.rs`).
     pub fn destroy_due(&self) -> Result<Vec<KeyId>, Error> {
-        self.kms.destroy_due()
+        self.kms.destroy_due(&super::sweeps::Unlogged)
+    }
+
+    /// [`System::destroy_due`] with each key's intent and outcome given to `log`.
+    pub fn destroy_due_logged(&self, log: &dyn SweepLog) -> Result<Vec<KeyId>, Error> {
+        self.kms.destroy_due(log)
     }
 
     /// Signs with the audit key's newest version: `(key id, version, DER signature)`.

@@ -10,7 +10,7 @@ use kms_core::clock::{Clock, DAY, ManualClock};
 use kms_server::Settings;
 use kms_tests::pg::{Cluster, NodeSpec};
 
-use crate::common::{create_key, describe, encrypt, until};
+use crate::common::{create_key, describe, encrypt, export_audit, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_schedulers_rotate_each_due_key_exactly_once() {
@@ -57,6 +57,54 @@ async fn three_schedulers_rotate_each_due_key_exactly_once() {
     for node in &c.nodes {
         let (_, version) = encrypt(&node.app, &keys[0]).await.unwrap();
         assert_eq!(version, u32::try_from(ROUNDS + 1).unwrap());
+    }
+    // The trail holds, per key and round, one successful scheduled rotation naming the version
+    // it made, each preceded by the scheduler's intent (issue 18: audit before effect); nodes
+    // that lost the race recorded ABORTED, never a second OK.
+    let text = export_audit(&c.nodes[0].auditor).await;
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["type"] == "record" && l["operation"] == "Scheduler/RotateKey")
+        .collect();
+    for key in &keys {
+        let of_key: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["key_id"] == key.as_str())
+            .collect();
+        let ok: Vec<u64> = of_key
+            .iter()
+            .filter(|r| r["outcome"] == "OK")
+            .map(|r| r["key_version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            ok,
+            (2..=u64::try_from(ROUNDS + 1).unwrap()).collect::<Vec<_>>(),
+            "{key}"
+        );
+        let intents = of_key
+            .iter()
+            .filter(|r| {
+                r["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "intent"))
+            })
+            .count();
+        let outcomes = of_key.len() - intents;
+        assert_eq!(intents, outcomes, "{key}: every intent has its outcome");
+        assert!(
+            of_key
+                .iter()
+                .all(|r| r["principal"] == "kms-scheduler" && r["role"] == "scheduler"),
+            "{key}"
+        );
+        assert!(
+            of_key
+                .iter()
+                .filter(|r| r["flags"].as_array().is_none_or(|f| f.is_empty()))
+                .all(|r| r["outcome"] == "OK" || r["outcome"] == "ABORTED"),
+            "{key}: {of_key:#?}"
+        );
     }
     c.stop().await;
 }
