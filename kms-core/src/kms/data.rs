@@ -261,6 +261,7 @@ impl Kms {
         })?;
         match verdict {
             ReEncryptTo::Allowed => {}
+            // `OutOfReach` has already become NotFound in `reach_with`; listed for completeness.
             ReEncryptTo::OutOfReach | ReEncryptTo::OutsideSourceNamespace => {
                 return Err(Error::PermissionDenied {
                     principal: principal.to_string(),
