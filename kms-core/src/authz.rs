@@ -41,8 +41,8 @@
 //! outside S's namespace, and a `reencrypt-to` grant on C's own key cannot exist (no grants to
 //! a key's own namespace). Before this rule a `reencrypt` grant was a `decrypt` grant in
 //! disguise: re-encrypt into an own key, then decrypt. Giving C the plaintext of S's data now
-//! takes a grant that says so: `decrypt` on S, or `reencrypt` on S together with `reencrypt-to`
-//! and `decrypt` on some other namespace's key.
+//! takes grants that say so: `decrypt` on S, or `reencrypt` on S together with `decrypt` on a
+//! destination that rule 2 lets C re-encrypt into.
 //!
 //! A destination outside C's reach is `NotFound` (as every key out of reach: ids cannot be
 //! probed); one in reach that breaks rule 2 is `PermissionDenied`, since the caller sees it.
