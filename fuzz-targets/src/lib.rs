@@ -542,6 +542,13 @@ pub fn algorithm_names(data: &[u8]) {
 
     if let Ok(ns) = Namespace::new(s) {
         assert_eq!(Namespace::new(ns.as_str()).ok(), Some(ns.clone()));
+        // A new name is also a valid stored one (records written now load later), never a
+        // reserved one.
+        assert_eq!(Namespace::existing(s).ok(), Some(ns.clone()));
+        assert!(!ns.is_reserved() && ns.check_new().is_ok());
+    }
+    if let Ok(ns) = Namespace::existing(s) {
+        assert_eq!(Namespace::existing(ns.as_str()).ok(), Some(ns.clone()));
     }
     if let Ok(alias) = Alias::new(s) {
         assert_eq!(Alias::new(alias.as_str()).ok(), Some(alias));

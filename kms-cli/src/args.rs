@@ -164,7 +164,8 @@ pub enum KeyCommand {
         /// An alias to reach the key by.
         #[arg(long)]
         alias: Option<String>,
-        /// The namespace the key belongs to (default: "default").
+        /// The namespace the key belongs to (default: "default"): 1 to 63 of a-z, 0-9, '-', '_',
+        /// '.', starting and ending with a letter or digit, and not kms-system.
         #[arg(long)]
         namespace: Option<String>,
         /// Rotate automatically this often, e.g. 90d.
@@ -248,12 +249,14 @@ pub enum KeyCommand {
 pub enum PrincipalCommand {
     /// Register a client certificate subject (its SAN URI, else CN), e.g. kms://app2.
     Add {
-        /// The subject, e.g. kms://billing.
+        /// The subject, e.g. kms://billing: printable ASCII, no leading, trailing or double spaces.
         subject: String,
         /// The role.
         #[arg(long, value_enum)]
         role: RoleArg,
-        /// The application's namespace (apps only; default "default").
+        /// The application's namespace (role app only; refused with admin and auditor; default
+        /// "default"). A new namespace is 1 to 63 of a-z, 0-9, '-', '_', '.', starting and ending
+        /// with a letter or digit, and not kms-system.
         #[arg(long)]
         namespace: Option<String>,
     },
@@ -273,10 +276,16 @@ pub enum GrantCommand {
     Add {
         /// Key id or alias.
         key: String,
-        /// The namespace to grant to.
+        /// The namespace to grant to: not the key's own, not kms-system.
         #[arg(long)]
         namespace: String,
-        /// Operations, comma-separated.
+        /// Operations, comma-separated; they must fit the key's purpose. Encrypt keys: encrypt,
+        /// decrypt, reencrypt, reencrypt-to, generate-data-key; sign keys: sign, verify,
+        /// get-public-key; asymmetric-decrypt keys: asymmetric-decrypt, get-public-key; MAC keys:
+        /// generate-mac, verify-mac; any key: describe. `reencrypt` lets the namespace
+        /// re-encrypt from this key into keys of the key's own namespace (as sensitive as
+        /// decrypt); `reencrypt-to` lets it re-encrypt into this key from any key it may
+        /// re-encrypt from.
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..,
               value_parser = grant_operations())]
         ops: Vec<String>,
@@ -504,7 +513,9 @@ pub struct DatakeyArgs {
 /// `kms reencrypt`
 #[derive(Debug, ClapArgs)]
 pub struct ReencryptArgs {
-    /// Destination key (default: the same key's newest version).
+    /// Destination key (default: the same key's newest version). Data of another namespace's
+    /// key can only go to a key of that namespace, unless the destination key was granted to
+    /// your namespace with `reencrypt-to`.
     #[arg(long)]
     pub key: Option<String>,
     /// The context the ciphertext was made with; repeat for more.

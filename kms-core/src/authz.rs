@@ -4,12 +4,55 @@
 //! an administrator with one role. Separation of duties: apps use keys (their namespace's, or
 //! keys granted to it) but manage nothing; admins manage keys, grants and principals but never
 //! see plaintext data; auditors read the inventory and the audit trail only.
+//!
+//! # Grants
+//!
+//! A [`Grant`] lets the apps of one namespace (the grantee) perform some [`GrantOp`]s with one
+//! key of another namespace. A grant means what it says, and nothing more:
+//!
+//! - **Its operations fit the key's purpose** ([`GrantOp::fits`]): an encrypt key can be granted
+//!   `encrypt`, `decrypt`, `reencrypt`, `reencrypt-to`, `generate-data-key`; a sign key `sign`,
+//!   `verify`, `get-public-key`; an asymmetric-decrypt key `asymmetric-decrypt`,
+//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; every key `describe`. Anything
+//!   else could never be used (KEY-5) and is refused when the grant is made.
+//! - **It crosses a namespace boundary.** No grant to the key's own namespace (its apps have
+//!   every use already, and such a grant would be a second, misleading source of rights) and
+//!   none to `kms-system` (no app lives there).
+//!
+//! # Re-encryption (`ReEncrypt`)
+//!
+//! ReEncrypt opens a ciphertext under its *source* key S and seals the plaintext under a
+//! *destination* key D (S itself when none is named) without the plaintext leaving the KMS.
+//! The anchor is AWS KMS's split into `ReEncryptFrom` and `ReEncryptTo`. For an app of
+//! namespace C ([`may_reencrypt_from`], [`reencrypt_destination`]):
+//!
+//! 1. **From S**: C owns S, or C holds a grant on S that includes `reencrypt`. This is a
+//!    decrypt-level right: the plaintext is handled on C's behalf. `decrypt` alone does not
+//!    imply it (an operation is given by name, never by another).
+//! 2. **To D**, one of:
+//!    - D is in **S's namespace** and in C's reach for re-encryption: C owns D, or C holds a
+//!      grant on D that includes `reencrypt` or `reencrypt-to`. The data stays with the keys of
+//!      the namespace that protected it (rotation onto S's newest version, or a move to a newer
+//!      key of the same owner).
+//!    - C holds a grant on D that includes **`reencrypt-to`**, wherever D lives: an
+//!      administrator said in so many words that C may move data into D.
+//!
+//! So a grantee can never re-encrypt another namespace's data into a key of its own: D would be
+//! outside S's namespace, and a `reencrypt-to` grant on C's own key cannot exist (no grants to
+//! a key's own namespace). Before this rule a `reencrypt` grant was a `decrypt` grant in
+//! disguise: re-encrypt into an own key, then decrypt. Giving C the plaintext of S's data now
+//! takes grants that say so: `decrypt` on S, or `reencrypt` on S together with `decrypt` on a
+//! destination that rule 2 lets C re-encrypt into.
+//!
+//! A destination outside C's reach is `NotFound` (as every key out of reach: ids cannot be
+//! probed); one in reach that breaks rule 2 is `PermissionDenied`, since the caller sees it.
 
 use core::fmt;
 use core::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alg::Purpose;
 use crate::error::{Error, InvalidInput};
 use crate::keys::Namespace;
 use crate::keys::record::KeyRecord;
@@ -50,14 +93,31 @@ pub struct Principal {
 impl Principal {
     pub const MAX_SUBJECT_LEN: usize = 512;
 
+    /// A principal to register. The subject must be 1 to 512 characters of printable ASCII
+    /// (`' '` to `'~'`), with no space at either end and no two spaces in a row: SAN URIs
+    /// (`kms://app`, `spiffe://domain/workload`) and common names such as `Payment Gateway`
+    /// pass, while control characters, look-alike letters from other scripts (no homoglyphs:
+    /// `kms://аpp` with a Cyrillic `а` is refused) and subjects that differ only in spacing
+    /// cannot be registered. Principals stored before this rule load unchanged (serde does not
+    /// call this), so a registered subject keeps working.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `subject`) saying what a subject may contain.
     pub fn new(subject: &str, role: Role) -> Result<Self, Error> {
+        let printable = subject.bytes().all(|b| (b' '..=b'~').contains(&b));
         let ok = !subject.is_empty()
             && subject.len() <= Self::MAX_SUBJECT_LEN
-            && subject.chars().all(|c| !c.is_control());
+            && printable
+            && !subject.starts_with(' ')
+            && !subject.ends_with(' ')
+            && !subject.contains("  ");
         if !ok {
-            return Err(
-                InvalidInput::new("subject", "must be 1 to 512 printable characters").into(),
-            );
+            return Err(InvalidInput::new(
+                "subject",
+                "must be 1 to 512 printable ASCII characters (no control or non-ASCII characters), \
+                 without leading, trailing or repeated spaces",
+            )
+            .into());
         }
         Ok(Self {
             subject: subject.to_owned(),
@@ -364,13 +424,17 @@ pub fn authorize<O: Operation>(principal: &Principal) -> Result<Authorized<'_, O
     }
 }
 
-/// Operations a grant can give another namespace on a key.
+/// Operations a grant can give another namespace on a key. Names (and the stored serde names)
+/// are stable: stored grants and scripts use them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GrantOp {
     Encrypt,
     Decrypt,
+    /// Re-encrypt *from* the key (decrypt-level; see the module doc).
     ReEncrypt,
+    /// Re-encrypt *into* the key, from a key of any namespace (see the module doc).
+    ReEncryptTo,
     GenerateDataKey,
     Sign,
     Verify,
@@ -382,10 +446,12 @@ pub enum GrantOp {
 }
 
 impl GrantOp {
-    pub const ALL: [Self; 11] = [
+    /// Every grant operation; the CLI's accepted values are made from this list.
+    pub const ALL: [Self; 12] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::ReEncrypt,
+        Self::ReEncryptTo,
         Self::GenerateDataKey,
         Self::Sign,
         Self::Verify,
@@ -410,7 +476,35 @@ impl GrantOp {
             Self::GenerateMac => "generate-mac",
             Self::VerifyMac => "verify-mac",
             Self::Describe => "describe",
+            Self::ReEncryptTo => "reencrypt-to",
         }
+    }
+
+    /// Whether the operation can ever be used on a key of `purpose` (KEY-5): the table of the
+    /// module doc. A grant of an operation that does not fit is refused.
+    #[must_use]
+    pub fn fits(self, purpose: Purpose) -> bool {
+        match self {
+            Self::Describe => true,
+            Self::Encrypt
+            | Self::Decrypt
+            | Self::ReEncrypt
+            | Self::ReEncryptTo
+            | Self::GenerateDataKey => purpose == Purpose::Encrypt,
+            Self::Sign | Self::Verify => purpose == Purpose::Sign,
+            Self::AsymmetricDecrypt => purpose == Purpose::AsymmetricDecrypt,
+            Self::GetPublicKey => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
+            Self::GenerateMac | Self::VerifyMac => purpose == Purpose::Mac,
+        }
+    }
+
+    /// The operations that fit a key of `purpose`, in [`GrantOp::ALL`] order.
+    #[must_use]
+    pub fn fitting(purpose: Purpose) -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|op| op.fits(purpose))
+            .collect()
     }
 
     pub fn parse(s: &str) -> Result<Self, Error> {
@@ -458,6 +552,60 @@ pub fn may_use_key(
     }
 }
 
+/// Rule 1 of re-encryption (module doc): whether `principal` may re-encrypt *from* `source`,
+/// given its namespace's grant on that key, if any.
+#[must_use]
+pub fn may_reencrypt_from(
+    principal: &Principal,
+    source: &KeyRecord,
+    grant: Option<&Grant>,
+) -> bool {
+    may_use_key(principal, source, GrantOp::ReEncrypt, grant)
+}
+
+/// What rule 2 of re-encryption says about a destination key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReEncryptTo {
+    /// The destination may receive the data.
+    Allowed,
+    /// The destination is not in the caller's reach at all: report it as missing.
+    OutOfReach,
+    /// The caller reaches the destination, but it is outside the source key's namespace and no
+    /// `reencrypt-to` grant names it.
+    OutsideSourceNamespace,
+}
+
+/// Rule 2 of re-encryption (module doc): whether `principal` may re-encrypt data of a key in
+/// `source_namespace` *into* `destination`, given its namespace's grant on the destination.
+/// Admins and auditors never get here (the matrix keeps the data plane to apps).
+#[must_use]
+pub fn reencrypt_destination(
+    principal: &Principal,
+    source_namespace: &Namespace,
+    destination: &KeyRecord,
+    grant: Option<&Grant>,
+) -> ReEncryptTo {
+    let Role::App { namespace } = &principal.role else {
+        return ReEncryptTo::Allowed;
+    };
+    let granted = |op| {
+        grant.is_some_and(|g| {
+            g.grantee == *namespace && g.key_id == destination.id && g.ops.contains(&op)
+        })
+    };
+    if granted(GrantOp::ReEncryptTo) {
+        return ReEncryptTo::Allowed;
+    }
+    let in_reach = *namespace == destination.namespace || granted(GrantOp::ReEncrypt);
+    if !in_reach {
+        ReEncryptTo::OutOfReach
+    } else if destination.namespace == *source_namespace {
+        ReEncryptTo::Allowed
+    } else {
+        ReEncryptTo::OutsideSourceNamespace
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +645,105 @@ mod tests {
         assert!(
             allowed(&Role::Auditor, Op::ExportAudit) && !allowed(&Role::Admin, Op::ExportAudit)
         );
+    }
+
+    #[test]
+    fn subjects_are_printable_ascii_without_confusable_spacing() {
+        for good in [
+            "kms://app",
+            "spiffe://kms.test/app-payments",
+            "Payment Gateway",
+            "CN=x,O=y",
+            &"a".repeat(512),
+        ] {
+            assert!(Principal::new(good, Role::Auditor).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "kms://\u{0430}pp",
+            "kms://app\u{200b}",
+            "a\u{0}b",
+            "a\tb",
+            " a",
+            "a ",
+            "a  b",
+            &"a".repeat(513),
+        ] {
+            assert!(
+                matches!(Principal::new(bad, Role::Auditor), Err(Error::InvalidArgument(e)) if e.field == "subject"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grant_ops_fit_purposes_and_keep_their_names() {
+        let names: Vec<&str> = GrantOp::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "encrypt",
+                "decrypt",
+                "reencrypt",
+                "reencrypt-to",
+                "generate-data-key",
+                "sign",
+                "verify",
+                "asymmetric-decrypt",
+                "get-public-key",
+                "generate-mac",
+                "verify-mac",
+                "describe"
+            ]
+        );
+        assert_eq!(
+            GrantOp::parse("ReEncrypt-To").unwrap(),
+            GrantOp::ReEncryptTo
+        );
+        assert_eq!(GrantOp::parse("reencrypt").unwrap(), GrantOp::ReEncrypt);
+        // Stored grants keep their serde names.
+        assert_eq!(
+            serde_json::to_string(&[GrantOp::ReEncrypt, GrantOp::ReEncryptTo]).unwrap(),
+            r#"["re-encrypt","re-encrypt-to"]"#
+        );
+        let fit = |p| -> Vec<&str> { GrantOp::fitting(p).into_iter().map(GrantOp::name).collect() };
+        assert_eq!(
+            fit(Purpose::Encrypt),
+            [
+                "encrypt",
+                "decrypt",
+                "reencrypt",
+                "reencrypt-to",
+                "generate-data-key",
+                "describe"
+            ]
+        );
+        assert_eq!(
+            fit(Purpose::Sign),
+            ["sign", "verify", "get-public-key", "describe"]
+        );
+        assert_eq!(
+            fit(Purpose::AsymmetricDecrypt),
+            ["asymmetric-decrypt", "get-public-key", "describe"]
+        );
+        assert_eq!(
+            fit(Purpose::Mac),
+            ["generate-mac", "verify-mac", "describe"]
+        );
+        // Every key operation's grant op fits the purpose that operation needs.
+        for (op, purpose) in [
+            (Op::Encrypt, Purpose::Encrypt),
+            (Op::Decrypt, Purpose::Encrypt),
+            (Op::ReEncrypt, Purpose::Encrypt),
+            (Op::GenerateDataKey, Purpose::Encrypt),
+            (Op::Sign, Purpose::Sign),
+            (Op::Verify, Purpose::Sign),
+            (Op::AsymmetricDecrypt, Purpose::AsymmetricDecrypt),
+            (Op::GenerateMac, Purpose::Mac),
+            (Op::VerifyMac, Purpose::Mac),
+        ] {
+            assert!(op.grant_op().unwrap().fits(purpose), "{op:?}");
+        }
     }
 
     #[test]

@@ -32,13 +32,17 @@ pub fn key_ref(input: &str, principal: &Principal) -> Result<KeyRef, Refusal> {
     Ok(KeyRef::parse(input, &home)?)
 }
 
+/// A namespace as a request names it (empty: the default one). Parsed with the looser rule
+/// of names that may already exist (`Namespace::existing`), so namespaces stored before the
+/// strict rule stay reachable; where a request *introduces* a namespace (a new key, an app
+/// principal, a grantee) the core applies the strict rule and refuses reserved names.
 pub fn namespace(input: &str) -> Result<Namespace, Refusal> {
     let s = if input.is_empty() {
         DEFAULT_NAMESPACE
     } else {
         input
     };
-    Ok(Namespace::new(s)?)
+    Ok(Namespace::existing(s)?)
 }
 
 pub fn context(map: HashMap<String, String>) -> EncryptionContext {
@@ -131,11 +135,16 @@ pub fn principal_info(p: &Principal) -> v1::PrincipalInfo {
     }
 }
 
+/// A role and, for an app, its namespace. Admins and auditors act on every namespace, so a
+/// namespace given with them would be silently meaningless: it is refused instead.
 pub fn role(role: &str, namespace: &str) -> Result<Role, Refusal> {
     match names::normalize(role).as_str() {
         "app" => Ok(Role::App {
             namespace: self::namespace(namespace)?,
         }),
+        "admin" | "auditor" if !namespace.is_empty() => Err(bad(
+            "a namespace is given only with role app: admins and auditors are not bound to one",
+        )),
         "admin" => Ok(Role::Admin),
         "auditor" => Ok(Role::Auditor),
         _ => Err(bad("role must be app, admin or auditor")),

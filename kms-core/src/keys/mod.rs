@@ -53,15 +53,50 @@ fn valid_name(s: &str, max: usize, extra: &[char]) -> bool {
 }
 
 /// An application namespace: the unit that owns keys and has its own KEK (KEY-6).
+///
+/// Two rules, because stores written before the strict one must still load:
+///
+/// - [`Namespace::new`] is for a name a request *introduces* (a key's namespace, an app's
+///   namespace, a grantee): `[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?`, that is 1 to 63 lower-case
+///   ASCII letters, digits, `-`, `_`, `.`, starting and ending with a letter or digit, and not a
+///   reserved name ([`Namespace::RESERVED`]) in any casing or with trailing dots. One spelling
+///   per namespace, so `Payments` and `payments` cannot become two tenants that look alike, and
+///   `kms-system.` cannot pass for the KMS's own namespace.
+/// - [`Namespace::existing`] is the rule before that (any-case letters, digits, `-`, `_`, `.`,
+///   1 to 64 characters, starting with a letter or digit). It decodes stored records (serde)
+///   and names a namespace that may already exist (`ns:alias`, a listing filter, the grantee of
+///   a grant being revoked): such a name only finds what is there, and creates nothing.
+///
+/// The core re-checks the strict rule ([`Namespace::check_new`]) where a namespace is
+/// introduced, whatever constructor the front end used.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Namespace(String);
 
 impl Namespace {
-    pub const MAX_LEN: usize = 64;
+    /// The longest new namespace (a DNS label's length).
+    pub const MAX_LEN: usize = 63;
+    /// The longest namespace the earlier rule allowed, still accepted from the store.
+    pub const MAX_STORED_LEN: usize = 64;
+    /// Names no request may introduce: the KMS's own keys live in `kms-system`
+    /// ([`SYSTEM_NAMESPACE`](crate::SYSTEM_NAMESPACE)).
+    pub const RESERVED: &'static [&'static str] = &[crate::kms::audit_key::SYSTEM_NAMESPACE];
 
+    /// A namespace a request introduces, under the strict rule (see the type's doc).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `namespace`) naming the reserved name or the rule.
     pub fn new(s: &str) -> Result<Self, Error> {
-        if valid_name(s, Self::MAX_LEN, &['-', '_', '.']) {
+        check_new_namespace(s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A namespace that may already exist: the earlier, looser rule (see the type's doc).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (field `namespace`) when even the earlier rule refuses it.
+    pub fn existing(s: &str) -> Result<Self, Error> {
+        if valid_name(s, Self::MAX_STORED_LEN, &['-', '_', '.']) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidInput::new(
@@ -72,16 +107,71 @@ impl Namespace {
         }
     }
 
+    /// The KMS's own namespace, which [`Namespace::new`] refuses.
+    pub(crate) fn system() -> Self {
+        Self(crate::kms::audit_key::SYSTEM_NAMESPACE.to_owned())
+    }
+
+    /// Checks the strict rule on a namespace however it was made: the core calls this where a
+    /// namespace is introduced (new key, new app principal, new grant).
+    ///
+    /// # Errors
+    /// As [`Namespace::new`].
+    pub fn check_new(&self) -> Result<(), Error> {
+        check_new_namespace(&self.0)
+    }
+
+    /// Whether this is a reserved name in any casing or with trailing dots.
+    #[must_use]
+    pub fn is_reserved(&self) -> bool {
+        is_reserved_namespace(&self.0)
+    }
+
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// `kms-system`, `KMS-System`, `kms-system.` and `kms-system..` all name the reserved namespace
+/// to a reader, so all are refused as such (with a message saying so, not a generic one).
+fn is_reserved_namespace(s: &str) -> bool {
+    let folded = s.trim_end_matches('.').to_ascii_lowercase();
+    Namespace::RESERVED.contains(&folded.as_str())
+}
+
+fn check_new_namespace(s: &str) -> Result<(), Error> {
+    if is_reserved_namespace(s) {
+        return Err(InvalidInput::new(
+            "namespace",
+            "kms-system is reserved for the KMS's own keys (in any casing, with or without trailing dots)",
+        )
+        .into());
+    }
+    let lower_alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !s.is_empty()
+        && s.len() <= Namespace::MAX_LEN
+        && s.chars()
+            .all(|c| lower_alnum(c) || matches!(c, '-' | '_' | '.'))
+        && s.chars().next().is_some_and(lower_alnum)
+        && s.chars().last().is_some_and(lower_alnum);
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(
+            "namespace",
+            "use 1 to 63 characters: lower-case letters a-z, digits, '-', '_', '.', starting and ending with a letter or digit",
+        )
+        .into())
+    }
+}
+
+/// Decoding (stored records, principals, grants) uses the earlier rule, so a namespace stored
+/// before the strict one still loads; see the type's doc.
 impl TryFrom<String> for Namespace {
     type Error = Error;
     fn try_from(s: String) -> Result<Self, Error> {
-        Self::new(&s)
+        Self::existing(&s)
     }
 }
 
@@ -157,7 +247,9 @@ impl KeyRef {
             return Ok(Self::Id(KeyId(id)));
         }
         match input.split_once(':') {
-            Some((ns, alias)) => Ok(Self::Alias(Namespace::new(ns)?, Alias::new(alias)?)),
+            // Naming a namespace to find a key in it: the looser rule, so keys of namespaces
+            // stored before the strict rule stay reachable.
+            Some((ns, alias)) => Ok(Self::Alias(Namespace::existing(ns)?, Alias::new(alias)?)),
             None => Ok(Self::Alias(namespace.clone(), Alias::new(input)?)),
         }
     }
@@ -191,6 +283,57 @@ mod tests {
         assert!(invalid(
             Alias::new("6f1c2a7e-33b1-4c55-9c7e-2b8f5d1e0a11"),
             "alias"
+        ));
+    }
+
+    #[test]
+    fn new_namespaces_are_lower_case_and_not_reserved_but_stored_ones_still_parse() {
+        for good in ["a", "0", "payments-prod", "a.b_c-1", &"a".repeat(63)] {
+            assert!(Namespace::new(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "Payments",
+            "pAyments",
+            "a.",
+            "a-",
+            "_a",
+            "a b",
+            "ä",
+            &"a".repeat(64),
+        ] {
+            let r = Namespace::new(bad);
+            assert!(
+                matches!(&r, Err(Error::InvalidArgument(e)) if e.field == "namespace" && e.problem.contains("lower-case")),
+                "{bad:?}: {r:?}"
+            );
+        }
+        for reserved in [
+            "kms-system",
+            "KMS-SYSTEM",
+            "Kms-System",
+            "kms-system.",
+            "kms-system..",
+        ] {
+            let r = Namespace::new(reserved);
+            assert!(
+                matches!(&r, Err(Error::InvalidArgument(e)) if e.problem.contains("reserved")),
+                "{reserved:?}: {r:?}"
+            );
+            // Naming it to find something is still possible (the audit key lives there).
+            let named = Namespace::existing(reserved).unwrap();
+            assert!(named.is_reserved());
+            assert!(named.check_new().is_err());
+        }
+        // The earlier rule, for stored records and references: upper case and 64 characters.
+        for stored in ["Payments", "a.", &"A".repeat(64)] {
+            let n = Namespace::existing(stored).unwrap();
+            let decoded: Namespace = serde_json::from_str(&format!("{stored:?}")).unwrap();
+            assert_eq!(decoded, n);
+        }
+        assert!(invalid(Namespace::existing(&"a".repeat(65)), "namespace"));
+        assert!(matches!(
+            KeyRef::parse("Legacy:orders", &Namespace::new("a").unwrap()),
+            Ok(KeyRef::Alias(ns, _)) if ns.as_str() == "Legacy"
         ));
     }
 

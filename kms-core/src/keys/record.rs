@@ -16,6 +16,9 @@ pub const RECORD_FORMAT: u8 = 1;
 
 /// The shortest rotation period allowed.
 pub const MIN_ROTATION_PERIOD: u64 = DAY;
+/// The longest rotation period allowed: ten years. A longer one is no schedule at all (KEY-7),
+/// and the bound keeps `now + period` far from overflow in every computation of the next date.
+pub const MAX_ROTATION_PERIOD: u64 = 3650 * DAY;
 /// Waiting period bounds for destruction, in days.
 pub const MIN_DESTRUCTION_DAYS: u32 = 7;
 pub const MAX_DESTRUCTION_DAYS: u32 = 90;
@@ -122,10 +125,12 @@ impl KeyRecord {
     }
 }
 
-/// Checks a rotation period (at least one day).
+/// Checks a rotation period (1 day to 3650 days).
 pub fn check_rotation_period(secs: u64) -> Result<u64, Error> {
-    if secs < MIN_ROTATION_PERIOD {
-        return Err(InvalidInput::new("rotation period", "must be at least 1 day").into());
+    if !(MIN_ROTATION_PERIOD..=MAX_ROTATION_PERIOD).contains(&secs) {
+        return Err(
+            InvalidInput::new("rotation period", "must be 1 day to 3650 days (ten years)").into(),
+        );
     }
     Ok(secs)
 }

@@ -21,7 +21,7 @@ pub const AUDIT_KEY_ALIAS: &str = "audit-signing";
 
 fn audit_ref() -> Result<KeyRef, Error> {
     Ok(KeyRef::Alias(
-        Namespace::new(SYSTEM_NAMESPACE)?,
+        Namespace::system(),
         Alias::new(AUDIT_KEY_ALIAS)?,
     ))
 }
@@ -29,7 +29,7 @@ fn audit_ref() -> Result<KeyRef, Error> {
 impl Kms {
     /// During init: the system namespace's KEK and the audit key, added to the init batch.
     pub(super) fn prepare_audit_key(&self, root: RootKey, batch: &mut Batch) -> Result<(), Error> {
-        let ns = Namespace::new(SYSTEM_NAMESPACE)?;
+        let ns = Namespace::system();
         let wrap_alg = root.alg();
         let kek = Kek::generate(wrap_alg)?;
         let wrapped_kek = wrap::wrap_kek(&self.config.policy, &root, &ns, &kek)?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Kms, Unsealed};
 use crate::alg::{DataKeySpec, Purpose, SignatureParams};
-use crate::authz::{Authorized, DataKeyOperation, GrantOp, Op, Operation, ops};
+use crate::authz::{self, Authorized, DataKeyOperation, GrantOp, Op, Operation, ReEncryptTo, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::{self, EncryptionContext};
 use crate::error::{CryptoError, Error, InvalidInput};
@@ -101,8 +101,19 @@ impl Kms {
         let vault = self.begin(auth)?;
         let grant_op = op.grant_op().ok_or(CryptoError::Mismatch)?;
         let (record, _) = self.reach(auth.principal(), key, grant_op)?;
+        let approved = self.check_protect(&record, op, purpose)?;
+        Ok((vault, record, approved))
+    }
+
+    /// Purpose + state + policy for new protection with a key already reached.
+    fn check_protect(
+        &self,
+        record: &KeyRecord,
+        op: Op,
+        purpose: Purpose,
+    ) -> Result<Approved<Protect>, Error> {
         if record.purpose != purpose {
-            return Err(wrong_purpose(&record, purpose));
+            return Err(wrong_purpose(record, purpose));
         }
         if !record.state.allows_protect() {
             return Err(Error::InvalidState {
@@ -111,8 +122,7 @@ impl Kms {
                 op: op.name(),
             });
         }
-        let approved = self.config.policy.approve(record.purpose, record.spec)?;
-        Ok((vault, record, approved))
+        Ok(self.config.policy.approve(record.purpose, record.spec)?)
     }
 
     /// Reach + purpose + state + policy for opening existing protection.
@@ -218,6 +228,11 @@ impl Kms {
 
     /// Decrypts and re-encrypts under the newest version of `destination` (or of the same key)
     /// without the plaintext ever leaving the KMS.
+    ///
+    /// Who may move data where is the re-encryption model of [`crate::authz`]: from the source
+    /// key by its own namespace or a `reencrypt` grant; into a destination of the source key's
+    /// namespace within the caller's reach, or into any key a `reencrypt-to` grant names. Both
+    /// keys are checked before anything is decrypted.
     pub fn reencrypt(
         &self,
         auth: &Authorized<'_, ops::ReEncrypt>,
@@ -226,9 +241,40 @@ impl Kms {
         destination: Option<&KeyRef>,
         destination_context: &EncryptionContext,
     ) -> Result<EncryptOutput, Error> {
-        let opened = self.decrypt_as(auth, source_context, ciphertext)?;
-        let dest = destination.cloned().unwrap_or(KeyRef::Id(opened.key_id));
-        let (vault, mut record, approved) = self.for_protect(auth, &dest, Purpose::Encrypt)?;
+        let principal = auth.principal();
+        let env = envelope::parse(ciphertext)?;
+        let source_ref = KeyRef::Id(KeyId(env.header.key_id));
+        let vault = self.begin(auth)?;
+        // Rule 1 (from): the source's namespace or a `reencrypt` grant on it.
+        let (source, _) = self.reach_with(principal, &source_ref, |record, grant| {
+            authz::may_reencrypt_from(principal, record, grant)
+        })?;
+        self.check_open(&source, Op::ReEncrypt, Purpose::Encrypt)?;
+        let open = self
+            .config
+            .policy
+            .approve_open(source.purpose, source.spec)?;
+        // Rule 2 (to): checked on the destination record before the source is opened.
+        let dest_ref = destination.cloned().unwrap_or(source_ref);
+        let mut verdict = ReEncryptTo::OutOfReach;
+        let (mut record, _) = self.reach_with(principal, &dest_ref, |record, grant| {
+            verdict = authz::reencrypt_destination(principal, &source.namespace, record, grant);
+            verdict != ReEncryptTo::OutOfReach
+        })?;
+        match verdict {
+            ReEncryptTo::Allowed => {}
+            // `OutOfReach` has already become NotFound in `reach_with`; listed for completeness.
+            ReEncryptTo::OutOfReach | ReEncryptTo::OutsideSourceNamespace => {
+                return Err(Error::PermissionDenied {
+                    principal: principal.to_string(),
+                    op: "re-encrypt into a key outside the source key's namespace \
+                         without a reencrypt-to grant on it",
+                });
+            }
+        }
+        let approved = self.check_protect(&record, Op::ReEncrypt, Purpose::Encrypt)?;
+        let source_material = self.material(&vault, &source, env.header.key_version)?;
+        let plaintext = envelope::open(&open, &source_material, &env, source_context)?;
         let (version, material) = self.newest_material(&vault, &mut record)?;
         let ciphertext = envelope::seal(
             &approved,
@@ -236,7 +282,7 @@ impl Kms {
             record.id.0,
             version,
             destination_context,
-            opened.plaintext.expose_secret(),
+            plaintext.expose_secret(),
         )?;
         Ok(EncryptOutput {
             ciphertext,

@@ -4,8 +4,9 @@
 use super::lifecycle::{KeyInfo, refuse_system_key};
 use super::{Kms, layout, store_corrupt};
 use crate::authz::{Authorized, Grant, GrantOp, ops};
-use crate::error::Error;
+use crate::error::{Error, InvalidInput};
 use crate::keys::{Alias, KeyRef, Namespace};
+use crate::kms::audit_key::SYSTEM_NAMESPACE;
 use crate::store::{Batch, Tree};
 
 impl Kms {
@@ -59,6 +60,15 @@ impl Kms {
     }
 
     /// Lets namespace `grantee` perform `ops` with a key (KEY-9). Replaces an existing grant.
+    ///
+    /// A grant must mean what it says (the rules are in [`crate::authz`]'s module doc). All of
+    /// these are `InvalidArgument`, because the request itself is what is wrong: a key's
+    /// purpose and namespace never change, so the same request could never succeed later.
+    /// - no operation, or one that does not fit the key's purpose (field `grant operation`);
+    /// - a grantee that is reserved (`kms-system`, any casing or trailing dot), is not a valid
+    ///   new namespace, or is the key's own namespace (field `grantee`).
+    ///
+    /// A grant *on* the KMS's own key stays `FailedPrecondition` (see `refuse_system_key`).
     pub fn create_grant(
         &self,
         auth: &Authorized<'_, ops::CreateGrant>,
@@ -67,16 +77,51 @@ impl Kms {
         ops: Vec<GrantOp>,
     ) -> Result<Grant, Error> {
         self.begin(auth)?;
-        refuse_system_key(
-            &self.reach(auth.principal(), key, GrantOp::Describe)?.0,
-            "grant",
-        )?;
-        if ops.is_empty() {
-            return Err(
-                crate::InvalidInput::new("operations", "name at least one operation").into(),
-            );
-        }
         let (record, _) = self.reach(auth.principal(), key, GrantOp::Describe)?;
+        refuse_system_key(&record, "grant")?;
+        if ops.is_empty() {
+            return Err(InvalidInput::new("operations", "name at least one operation").into());
+        }
+        if grantee.is_reserved() {
+            return Err(InvalidInput::new(
+                "grantee",
+                format!(
+                    "{grantee} is reserved for the KMS's own keys (namespace {SYSTEM_NAMESPACE}); \
+                     no application can use a grant to it"
+                ),
+            )
+            .into());
+        }
+        // A grant introduces its grantee: the strict namespace rule applies.
+        grantee.check_new()?;
+        if grantee == record.namespace {
+            return Err(InvalidInput::new(
+                "grantee",
+                format!(
+                    "key {} belongs to namespace {grantee}, whose apps use it without a grant; \
+                     grant to another namespace",
+                    record.id
+                ),
+            )
+            .into());
+        }
+        if let Some(bad) = ops.iter().find(|op| !op.fits(record.purpose)) {
+            let fitting: Vec<&str> = GrantOp::fitting(record.purpose)
+                .into_iter()
+                .map(GrantOp::name)
+                .collect();
+            return Err(InvalidInput::new(
+                "grant operation",
+                format!(
+                    "{} does not fit key {}, whose purpose is {} (KEY-5); it can be granted: {}",
+                    bad.name(),
+                    record.id,
+                    record.purpose,
+                    fitting.join(", ")
+                ),
+            )
+            .into());
+        }
         let mut ops = ops;
         ops.sort();
         ops.dedup();

@@ -34,7 +34,7 @@ pub struct CreateKeyRequest {
     pub purpose: Purpose,
     pub spec: KeySpec,
     pub alias: Option<Alias>,
-    /// Seconds between automatic rotations (at least one day), if any.
+    /// Seconds between automatic rotations (1 to 3650 days), if any.
     pub rotation_period: Option<u64>,
     pub description: String,
 }
@@ -114,12 +114,9 @@ impl Kms {
         req: CreateKeyRequest,
     ) -> Result<KeyInfo, Error> {
         let vault = self.begin(auth)?;
-        if req.namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE {
-            return Err(Error::PermissionDenied {
-                principal: auth.principal().to_string(),
-                op: "create keys in the system namespace",
-            });
-        }
+        // A new key introduces its namespace: the strict rule, reserved names refused
+        // (`kms-system` included, whose keys only init makes).
+        req.namespace.check_new()?;
         let mut batch = Batch::new();
         let record = self.prepare_key(&vault, &req, &mut batch)?;
         match self.store.apply(&batch) {
@@ -301,7 +298,7 @@ impl Kms {
         Ok(KeyInfo::from_record(&record))
     }
 
-    /// Sets or clears the rotation period (at least one day).
+    /// Sets or clears the rotation period (1 to 3650 days).
     pub fn set_rotation_period(
         &self,
         auth: &Authorized<'_, ops::SetRotationPolicy>,

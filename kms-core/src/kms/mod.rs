@@ -280,21 +280,39 @@ impl Kms {
         key: &KeyRef,
         op: GrantOp,
     ) -> Result<(KeyRecord, Vec<u8>), Error> {
+        self.reach_with(principal, key, |record, grant| {
+            authz::may_use_key(principal, record, op, grant)
+        })
+    }
+
+    /// [`Kms::reach`] with the rule given: `allowed` sees the record and the caller's
+    /// namespace's grant on it (for an app outside the key's namespace).
+    fn reach_with(
+        &self,
+        principal: &Principal,
+        key: &KeyRef,
+        allowed: impl FnOnce(&KeyRecord, Option<&Grant>) -> bool,
+    ) -> Result<(KeyRecord, Vec<u8>), Error> {
         let id = self.resolve_id(key)?;
         let (record, bytes) = self.load(id)?;
-        let grant = match &principal.role {
-            authz::Role::App { namespace } if *namespace != record.namespace => {
-                self.grant(id, namespace)?
-            }
-            authz::Role::App { .. } | authz::Role::Admin | authz::Role::Auditor => None,
-        };
-        if authz::may_use_key(principal, &record, op, grant.as_ref()) {
+        let grant = self.grant_for(principal, &record)?;
+        if allowed(&record, grant.as_ref()) {
             Ok((record, bytes))
         } else {
             Err(Error::NotFound {
                 what: "key",
                 name: key.to_string(),
             })
+        }
+    }
+
+    /// The grant of an app's namespace on a key of another namespace, if any.
+    fn grant_for(&self, principal: &Principal, record: &KeyRecord) -> Result<Option<Grant>, Error> {
+        match &principal.role {
+            authz::Role::App { namespace } if *namespace != record.namespace => {
+                self.grant(record.id, namespace)
+            }
+            authz::Role::App { .. } | authz::Role::Admin | authz::Role::Auditor => Ok(None),
         }
     }
 

@@ -25,14 +25,9 @@ impl Kms {
         role: Role,
     ) -> Result<Principal, Error> {
         let vault = self.begin(auth)?;
-        if let Role::App { namespace } = &role
-            && namespace.as_str() == super::audit_key::SYSTEM_NAMESPACE
-        {
-            return Err(crate::InvalidInput::new(
-                "namespace",
-                "kms-system is reserved for the KMS's own keys",
-            )
-            .into());
+        // An app principal introduces its namespace: the strict rule, reserved names refused.
+        if let Role::App { namespace } = &role {
+            namespace.check_new()?;
         }
         let mut new = Principal::new(subject, role)?;
         new.created_at = self.now();

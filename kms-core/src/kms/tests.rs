@@ -1278,7 +1278,11 @@ fn the_audit_key_cannot_be_stopped_by_an_administrator() {
     ));
     let alias = Alias::new("audit-signing").unwrap();
     assert!(matches!(
-        f.kms.delete_alias(&f.admin, &ns("kms-system"), &alias),
+        f.kms.delete_alias(
+            &f.admin,
+            &Namespace::existing("kms-system").unwrap(),
+            &alias
+        ),
         Err(Error::FailedPrecondition(_))
     ));
     assert!(f.kms.audit_public_key().is_ok());
@@ -1303,10 +1307,377 @@ fn the_audit_key_cannot_be_stopped_by_an_administrator() {
             &f.admin,
             "sneaky",
             Role::App {
-                namespace: ns("kms-system")
+                namespace: Namespace::existing("kms-system").unwrap()
             }
         ),
-        Err(Error::InvalidArgument(ref e)) if e.field == "namespace"
+        Err(Error::InvalidArgument(ref e)) if e.field == "namespace" && e.problem.contains("reserved")
+    ));
+}
+
+/// The refusal of `field` whose message contains `part`.
+fn refused<T: core::fmt::Debug>(r: Result<T, Error>, field: &str, part: &str) {
+    match r {
+        Err(Error::InvalidArgument(e)) if e.field == field && e.problem.contains(part) => {}
+        other => panic!("expected invalid {field} ({part}), got {other:?}"),
+    }
+}
+
+/// An app of namespace `namespace`, registered by the fixture's admin.
+fn app_in(f: &Fixture, subject: &str, namespace: &str) -> Principal {
+    f.kms
+        .add_principal(
+            &f.admin,
+            subject,
+            Role::App {
+                namespace: ns(namespace),
+            },
+        )
+        .unwrap()
+}
+
+/// Issue 18, item 5: a `reencrypt` grant was a `decrypt` grant — the grantee re-encrypted the
+/// owner's ciphertext into a key of its own and decrypted that. Now the destination must be in
+/// the source key's namespace unless a `reencrypt-to` grant names it.
+#[test]
+fn r18_a_reencrypt_grant_does_not_reencrypt_into_the_grantees_own_key() {
+    let f = fixture();
+    let c = EncryptionContext::default();
+    let source = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let sibling = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let own = KeyRef::Id(create(&f, "b", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let blob = f
+        .kms
+        .encrypt(&f.app, &source, &c, b"owner's secret")
+        .unwrap()
+        .ciphertext;
+    f.kms
+        .create_grant(&f.admin, &source, ns("b"), vec![GrantOp::ReEncrypt])
+        .unwrap();
+    // The escalation: into the grantee's own key (which it may decrypt) is refused.
+    match f.kms.reencrypt(&f.other_app, &blob, &c, Some(&own), &c) {
+        Err(Error::PermissionDenied { op, .. }) => {
+            assert!(op.contains("outside the source key's namespace"), "{op}");
+            assert!(op.contains("reencrypt-to"), "{op}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Within the source key's namespace it works: onto the same key's newest version…
+    let same = f.kms.reencrypt(&f.other_app, &blob, &c, None, &c).unwrap();
+    assert_eq!(KeyRef::Id(same.key_id), source);
+    // …and onto a sibling key once the grantee reaches it for re-encryption.
+    assert!(matches!(
+        f.kms.reencrypt(&f.other_app, &blob, &c, Some(&sibling), &c),
+        Err(Error::NotFound { what: "key", .. })
+    ));
+    f.kms
+        .create_grant(&f.admin, &sibling, ns("b"), vec![GrantOp::ReEncrypt])
+        .unwrap();
+    let moved = f
+        .kms
+        .reencrypt(&f.other_app, &blob, &c, Some(&sibling), &c)
+        .unwrap();
+    // The grantee still cannot read it; the owner can.
+    assert!(matches!(
+        f.kms.decrypt(&f.other_app, &c, &moved.ciphertext),
+        Err(Error::NotFound { what: "key", .. })
+    ));
+    let back = f.kms.decrypt(&f.app, &c, &moved.ciphertext).unwrap();
+    assert_eq!(back.plaintext.expose_secret(), b"owner's secret");
+    // `decrypt` does not imply re-encryption from the key, nor `reencrypt-to` into it.
+    f.kms
+        .create_grant(
+            &f.admin,
+            &source,
+            ns("b"),
+            vec![GrantOp::Decrypt, GrantOp::ReEncryptTo],
+        )
+        .unwrap();
+    assert!(matches!(
+        f.kms.reencrypt(&f.other_app, &blob, &c, None, &c),
+        Err(Error::NotFound { what: "key", .. })
+    ));
+}
+
+/// A `reencrypt-to` grant on a key of a third namespace lets a grantee move data there; the
+/// owner of the source may re-encrypt between its own keys freely, but not into another
+/// namespace's key without that grant.
+#[test]
+fn reencrypt_to_grants_open_destinations_in_other_namespaces() {
+    let f = fixture();
+    let c = EncryptionContext::default();
+    let app_c = app_in(&f, "app-c", "c");
+    let source = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let owners_other = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let third = KeyRef::Id(create(&f, "c", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let blob = f
+        .kms
+        .encrypt(&f.app, &source, &c, b"moving")
+        .unwrap()
+        .ciphertext;
+    // The owner, between its own keys: allowed.
+    f.kms
+        .reencrypt(&f.app, &blob, &c, Some(&owners_other), &c)
+        .unwrap();
+    // The owner, into namespace c's key: out of reach until c's key is granted.
+    assert!(matches!(
+        f.kms.reencrypt(&f.app, &blob, &c, Some(&third), &c),
+        Err(Error::NotFound { what: "key", .. })
+    ));
+    // A `reencrypt` (from) grant on the destination is reach, but not a licence to move data
+    // out of the source key's namespace.
+    f.kms
+        .create_grant(&f.admin, &third, ns("a"), vec![GrantOp::ReEncrypt])
+        .unwrap();
+    assert!(matches!(
+        f.kms.reencrypt(&f.app, &blob, &c, Some(&third), &c),
+        Err(Error::PermissionDenied { .. })
+    ));
+    f.kms
+        .create_grant(&f.admin, &third, ns("a"), vec![GrantOp::ReEncryptTo])
+        .unwrap();
+    let out = f
+        .kms
+        .reencrypt(&f.app, &blob, &c, Some(&third), &c)
+        .unwrap();
+    assert_eq!(KeyRef::Id(out.key_id), third);
+    let read = f.kms.decrypt(&app_c, &c, &out.ciphertext).unwrap();
+    assert_eq!(read.plaintext.expose_secret(), b"moving");
+    // A grantee with `reencrypt` on the source and `reencrypt-to` on c's key may move it too.
+    f.kms
+        .create_grant(&f.admin, &source, ns("b"), vec![GrantOp::ReEncrypt])
+        .unwrap();
+    f.kms
+        .create_grant(&f.admin, &third, ns("b"), vec![GrantOp::ReEncryptTo])
+        .unwrap();
+    let out = f
+        .kms
+        .reencrypt(&f.other_app, &blob, &c, Some(&third), &c)
+        .unwrap();
+    assert_eq!(KeyRef::Id(out.key_id), third);
+    // A `reencrypt-to` grant alone does not open the key as a source.
+    let from_third = f
+        .kms
+        .encrypt(&app_c, &third, &c, b"c's")
+        .unwrap()
+        .ciphertext;
+    assert!(matches!(
+        f.kms
+            .reencrypt(&f.other_app, &from_third, &c, Some(&third), &c),
+        Err(Error::NotFound { what: "key", .. })
+    ));
+}
+
+#[test]
+fn grants_fit_the_key_purpose_and_cross_a_namespace_boundary() {
+    let f = fixture();
+    let enc = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let sign = KeyRef::Id(create(&f, "a", Purpose::Sign, KeySpec::Sm2, None).id);
+    let asym = KeyRef::Id(create(&f, "a", Purpose::AsymmetricDecrypt, KeySpec::Sm2, None).id);
+    let mac = KeyRef::Id(create(&f, "a", Purpose::Mac, KeySpec::HmacSm3, None).id);
+    let grant =
+        |key: &KeyRef, to: Namespace, ops: Vec<GrantOp>| f.kms.create_grant(&f.admin, key, to, ops);
+    for (key, op) in [
+        (&enc, GrantOp::Sign),
+        (&enc, GrantOp::GetPublicKey),
+        (&sign, GrantOp::Decrypt),
+        (&sign, GrantOp::ReEncryptTo),
+        (&asym, GrantOp::Encrypt),
+        (&mac, GrantOp::Decrypt),
+        (&mac, GrantOp::Verify),
+    ] {
+        refused(
+            grant(key, ns("b"), vec![GrantOp::Describe, op]),
+            "grant operation",
+            &format!("{} does not fit", op.name()),
+        );
+    }
+    // The message lists what does fit.
+    refused(
+        grant(&mac, ns("b"), vec![GrantOp::Sign]),
+        "grant operation",
+        "it can be granted: generate-mac, verify-mac, describe",
+    );
+    // Every fitting operation is accepted, for every purpose.
+    for (key, purpose) in [
+        (&enc, Purpose::Encrypt),
+        (&sign, Purpose::Sign),
+        (&asym, Purpose::AsymmetricDecrypt),
+        (&mac, Purpose::Mac),
+    ] {
+        let g = grant(key, ns("b"), GrantOp::fitting(purpose)).unwrap();
+        assert_eq!(g.ops.len(), GrantOp::fitting(purpose).len());
+    }
+    // Not to the key's own namespace.
+    refused(
+        grant(&enc, ns("a"), vec![GrantOp::Decrypt]),
+        "grantee",
+        "belongs to namespace a",
+    );
+    // Not to kms-system, however it is spelled.
+    for system in ["kms-system", "KMS-System", "kms-system.", "kms-system.."] {
+        refused(
+            grant(
+                &enc,
+                Namespace::existing(system).unwrap(),
+                vec![GrantOp::Decrypt],
+            ),
+            "grantee",
+            "reserved",
+        );
+    }
+    // A grantee is a new name: the strict rule.
+    refused(
+        grant(
+            &enc,
+            Namespace::existing("Ledger").unwrap(),
+            vec![GrantOp::Decrypt],
+        ),
+        "namespace",
+        "lower-case",
+    );
+    assert_eq!(f.kms.list_grants(&f.auditor, None).unwrap().len(), 4);
+}
+
+#[test]
+fn new_namespaces_subjects_and_periods_are_validated() {
+    let f = fixture();
+    let req = |namespace: Namespace, rotation_period| CreateKeyRequest {
+        namespace,
+        purpose: Purpose::Encrypt,
+        spec: KeySpec::Sm4Gcm,
+        alias: None,
+        rotation_period,
+        description: String::new(),
+    };
+    // Keys: upper case, reserved names in any casing or with a trailing dot.
+    refused(
+        f.kms.create_key(
+            &f.admin,
+            req(Namespace::existing("Payments").unwrap(), None),
+        ),
+        "namespace",
+        "lower-case",
+    );
+    for system in ["kms-system", "Kms-System", "kms-system."] {
+        refused(
+            f.kms
+                .create_key(&f.admin, req(Namespace::existing(system).unwrap(), None)),
+            "namespace",
+            "reserved",
+        );
+    }
+    // Apps: the same rule for the namespace, and a safe subject.
+    refused(
+        f.kms.add_principal(
+            &f.admin,
+            "kms://upper",
+            Role::App {
+                namespace: Namespace::existing("Upper").unwrap(),
+            },
+        ),
+        "namespace",
+        "lower-case",
+    );
+    refused(
+        f.kms.add_principal(
+            &f.admin,
+            "kms://sneaky",
+            Role::App {
+                namespace: Namespace::existing("KMS-SYSTEM.").unwrap(),
+            },
+        ),
+        "namespace",
+        "reserved",
+    );
+    for bad in [
+        "kms://\u{0430}pp",
+        "kms://app\n",
+        " kms://app",
+        "a  b",
+        "tab\there",
+    ] {
+        refused(
+            f.kms.add_principal(&f.admin, bad, Role::Auditor),
+            "subject",
+            "printable ASCII",
+        );
+    }
+    for good in ["spiffe://kms.test/app-payments", "Payment Gateway 01"] {
+        f.kms.add_principal(&f.admin, good, Role::Auditor).unwrap();
+    }
+    // Rotation periods: 1 day to 3650 days; destruction waits: 7 to 90 days.
+    refused(
+        f.kms.create_key(&f.admin, req(ns("a"), Some(u64::MAX))),
+        "rotation period",
+        "3650 days",
+    );
+    let key = KeyRef::Id(f.kms.create_key(&f.admin, req(ns("a"), None)).unwrap().id);
+    for bad in [DAY - 1, 3650 * DAY + 1, u64::MAX] {
+        refused(
+            f.kms.set_rotation_period(&f.admin, &key, Some(bad)),
+            "rotation period",
+            "1 day to 3650 days",
+        );
+    }
+    f.kms
+        .set_rotation_period(&f.admin, &key, Some(3650 * DAY))
+        .unwrap();
+    for bad in [0, 6, 91, u32::MAX] {
+        refused(
+            f.kms.schedule_destruction(&f.admin, &key, Some(bad)),
+            "waiting period",
+            "7 to 90 days",
+        );
+    }
+}
+
+/// Validation applies to new input only: principals and grants stored before the strict rule
+/// (an upper-case namespace, a non-ASCII subject) load, keep working and can be revoked.
+#[test]
+fn records_stored_before_the_strict_rule_still_load_and_work() {
+    let f = fixture();
+    let c = EncryptionContext::default();
+    let key = KeyRef::Id(create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None).id);
+    let KeyRef::Id(id) = key else { unreachable!() };
+    let blob = f.kms.encrypt(&f.app, &key, &c, b"old").unwrap().ciphertext;
+    let legacy = Namespace::existing("Legacy.NS").unwrap();
+    let subject = "kms://zo\u{eb}";
+    let mut batch = Batch::new();
+    batch.put(
+        Tree::Principals,
+        subject.as_bytes(),
+        format!(r#"{{"subject":"{subject}","role":"app","namespace":"Legacy.NS","created_at":1}}"#)
+            .into_bytes(),
+    );
+    batch.put(
+        Tree::Grants,
+        layout::grant(&id, &legacy),
+        format!(r#"{{"key_id":"{id}","grantee":"Legacy.NS","ops":["decrypt"],"created_at":1}}"#)
+            .into_bytes(),
+    );
+    f.kms.store().apply(&batch).unwrap();
+    let old = f.kms.principal(subject).unwrap().unwrap();
+    assert_eq!(
+        old.role,
+        Role::App {
+            namespace: legacy.clone()
+        }
+    );
+    assert_eq!(
+        f.kms
+            .decrypt(&old, &c, &blob)
+            .unwrap()
+            .plaintext
+            .expose_secret(),
+        b"old"
+    );
+    let grants = f.kms.list_grants(&f.auditor, Some(&key)).unwrap();
+    assert_eq!(grants[0].grantee, legacy);
+    assert!(f.kms.list_principals(&f.auditor).unwrap().contains(&old));
+    f.kms.revoke_grant(&f.admin, &key, &legacy).unwrap();
+    assert!(matches!(
+        f.kms.decrypt(&old, &c, &blob),
+        Err(Error::NotFound { what: "key", .. })
     ));
 }
 

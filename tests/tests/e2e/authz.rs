@@ -1096,7 +1096,8 @@ async fn the_audit_key_is_out_of_reach_of_admins_and_apps() {
             ..Default::default()
         })
         .await;
-    expect_code(r, Code::PermissionDenied);
+    // A reserved name: the request is what is wrong (issue 18, item 5).
+    expect_err(r, Code::InvalidArgument, "reserved");
     let r = keys
         .add_principal(v1::AddPrincipalRequest {
             subject: "spiffe://kms.test/impostor".to_owned(),
@@ -1163,5 +1164,229 @@ async fn health_answers_registered_principals_only() {
         refused.message().contains("is not a registered principal"),
         "{refused:?}"
     );
+    w.stop().await;
+}
+
+fn reencrypt_req(ct: &[u8], destination: &str) -> v1::ReEncryptRequest {
+    v1::ReEncryptRequest {
+        ciphertext: ct.to_vec(),
+        source_context: HashMap::new(),
+        destination_key: destination.to_owned(),
+        destination_context: HashMap::new(),
+    }
+}
+
+async fn grant_to(
+    w: &World,
+    key_id: &str,
+    grantee: &str,
+    ops: &[&str],
+) -> Result<tonic::Response<v1::GrantInfo>, Status> {
+    w.admin
+        .keys
+        .clone()
+        .create_grant(v1::CreateGrantRequest {
+            key: key_id.to_owned(),
+            grantee_namespace: grantee.to_owned(),
+            operations: ops.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+}
+
+/// Issue 18, item 5, over gRPC: a `reencrypt` grant was a `decrypt` grant — the grantee
+/// re-encrypted the owner's ciphertext into its own key and decrypted that. Now that is
+/// PERMISSION_DENIED; re-encryption stays within the source key's namespace, and a
+/// `reencrypt-to` grant is what opens a destination elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r18_a_reencrypt_grant_is_not_a_decrypt_grant() {
+    let w = World::start().await;
+    let source = w
+        .create_key(APP_NS, Purpose::Encrypt, "sm4-gcm")
+        .await
+        .key_id;
+    let grantees_own = w
+        .create_key(OTHER_APP_NS, Purpose::Encrypt, "sm4-gcm")
+        .await
+        .key_id;
+    let mut owner = w.app.crypto.clone();
+    let mut grantee = w.other_app.crypto.clone();
+    let ct = owner
+        .encrypt(encrypt_req(&source))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    grant(&w, &source, &["reencrypt"]).await;
+
+    // The escalation path: into the grantee's own key, then decrypt. Refused at the first step.
+    let r = grantee.re_encrypt(reencrypt_req(&ct, &grantees_own)).await;
+    expect_err(
+        r,
+        Code::PermissionDenied,
+        "outside the source key's namespace",
+    );
+    let r = grantee.re_encrypt(reencrypt_req(&ct, &grantees_own)).await;
+    expect_err(r, Code::PermissionDenied, "reencrypt-to");
+    // Re-encrypting onto the source key's newest version is what the grant is for.
+    let same = grantee
+        .re_encrypt(reencrypt_req(&ct, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.key_id, source);
+    expect_code(
+        grantee.decrypt(decrypt_req(&same.ciphertext)).await,
+        Code::NotFound,
+    );
+    let back = owner
+        .decrypt(decrypt_req(&same.ciphertext))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.plaintext, b"between namespaces");
+
+    // A `reencrypt-to` grant on the grantee's key names a destination outside the source's
+    // namespace: the owner may now move its data there, and the grantee reads it — because an
+    // administrator said so in those words.
+    let r = owner.re_encrypt(reencrypt_req(&ct, &grantees_own)).await;
+    expect_code(r, Code::NotFound);
+    grant_to(&w, &grantees_own, APP_NS, &["reencrypt-to"])
+        .await
+        .unwrap();
+    let moved = owner
+        .re_encrypt(reencrypt_req(&ct, &grantees_own))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.key_id, grantees_own);
+    let read = grantee
+        .decrypt(decrypt_req(&moved.ciphertext))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.plaintext, b"between namespaces");
+    // The grants list names the new operation.
+    let grants = w
+        .auditor
+        .keys
+        .clone()
+        .list_grants(v1::ListGrantsRequest {
+            key: grantees_own.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(grants[0].operations, ["reencrypt-to"]);
+    w.stop().await;
+}
+
+/// Grants fit the key's purpose and cross a namespace boundary; new namespaces are lower-case
+/// and not reserved; subjects are printable ASCII; a namespace goes with role app only; and
+/// rotation periods are bounded. Each is INVALID_ARGUMENT naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_names_subjects_and_periods_are_validated() {
+    let w = World::start().await;
+    let enc = w
+        .create_key(APP_NS, Purpose::Encrypt, "sm4-gcm")
+        .await
+        .key_id;
+    let mac = w.create_key(APP_NS, Purpose::Mac, "hmac-sm3").await.key_id;
+    let mut keys = w.admin.keys.clone();
+
+    let r = grant_to(&w, &enc, OTHER_APP_NS, &["encrypt", "sign"]).await;
+    expect_err(r, Code::InvalidArgument, "sign does not fit");
+    let r = grant_to(&w, &mac, OTHER_APP_NS, &["decrypt"]).await;
+    expect_err(
+        r,
+        Code::InvalidArgument,
+        "it can be granted: generate-mac, verify-mac, describe",
+    );
+    let r = grant_to(&w, &enc, APP_NS, &["decrypt"]).await;
+    expect_err(
+        r,
+        Code::InvalidArgument,
+        "whose apps use it without a grant",
+    );
+    for system in ["kms-system", "KMS-System", "kms-system."] {
+        let r = grant_to(&w, &enc, system, &["decrypt"]).await;
+        expect_err(r, Code::InvalidArgument, "reserved");
+    }
+    let r = grant_to(&w, &enc, "Ledger", &["decrypt"]).await;
+    expect_err(r, Code::InvalidArgument, "lower-case");
+    grant_to(
+        &w,
+        &enc,
+        OTHER_APP_NS,
+        &["reencrypt", "reencrypt-to", "describe"],
+    )
+    .await
+    .unwrap();
+
+    // New namespaces: keys and app principals.
+    for (namespace, part) in [
+        ("Payments", "lower-case"),
+        ("payments.", "lower-case"),
+        ("KMS-SYSTEM", "reserved"),
+        ("kms-system..", "reserved"),
+    ] {
+        let r = keys
+            .create_key(v1::CreateKeyRequest {
+                namespace: namespace.to_owned(),
+                purpose: Purpose::Encrypt.into(),
+                algorithm: "sm4-gcm".to_owned(),
+                ..Default::default()
+            })
+            .await;
+        expect_err(r, Code::InvalidArgument, part);
+        let r = keys
+            .add_principal(v1::AddPrincipalRequest {
+                subject: "spiffe://kms.test/new-app".to_owned(),
+                role: "app".to_owned(),
+                namespace: namespace.to_owned(),
+            })
+            .await;
+        expect_err(r, Code::InvalidArgument, part);
+    }
+    // Subjects: printable ASCII only (a Cyrillic "а" is not an "a"), no control characters.
+    for subject in [
+        "spiffe://kms.test/\u{0430}pp",
+        "kms://app\r\nforged",
+        " kms://app",
+    ] {
+        let r = keys
+            .add_principal(v1::AddPrincipalRequest {
+                subject: subject.to_owned(),
+                role: "auditor".to_owned(),
+                namespace: String::new(),
+            })
+            .await;
+        expect_err(r, Code::InvalidArgument, "printable ASCII");
+    }
+    // A namespace with role admin or auditor is an error, not silently dropped.
+    for role in ["admin", "auditor"] {
+        let r = keys
+            .add_principal(v1::AddPrincipalRequest {
+                subject: format!("spiffe://kms.test/new-{role}"),
+                role: role.to_owned(),
+                namespace: APP_NS.to_owned(),
+            })
+            .await;
+        expect_err(r, Code::InvalidArgument, "only with role app");
+    }
+    // Rotation periods: at most ten years.
+    let r = keys
+        .set_rotation_policy(v1::SetRotationPolicyRequest {
+            key: enc.clone(),
+            rotation_period_seconds: Some(3651 * 86_400),
+        })
+        .await;
+    expect_err(r, Code::InvalidArgument, "1 day to 3650 days");
+    keys.set_rotation_policy(v1::SetRotationPolicyRequest {
+        key: enc.clone(),
+        rotation_period_seconds: Some(3650 * 86_400),
+    })
+    .await
+    .unwrap();
     w.stop().await;
 }

@@ -595,7 +595,8 @@ fn extract(
     secrets.push(("root key".into(), root.expose_secret().to_vec()));
     let mut keks = HashMap::new();
     for (k, v) in store.scan_prefix(Tree::Namespaces, &[]).unwrap() {
-        let n = Namespace::new(std::str::from_utf8(&k).unwrap()).unwrap();
+        // Stored names, `kms-system` among them: the rule for names that exist.
+        let n = Namespace::existing(std::str::from_utf8(&k).unwrap()).unwrap();
         let kek = wrap::forensic::unwrap(root.expose_secret(), &wrap::kek_aad(&n), &v).unwrap();
         secrets.push((format!("KEK of {n}"), kek.expose_secret().to_vec()));
         keks.insert(n, kek);
