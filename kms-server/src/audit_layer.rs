@@ -583,6 +583,29 @@ mod tests {
         }
     }
 
+    /// A flaky store, its audit log, and the layer around a service that counts its calls.
+    fn audited_counter() -> (
+        Arc<Flaky>,
+        Arc<AuditLog>,
+        Arc<AtomicUsize>,
+        AuditService<Counting>,
+    ) {
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::new(),
+            broken: AtomicBool::new(false),
+        });
+        let log = Arc::new(AuditLog::start(
+            store.clone(),
+            "t",
+            Arc::new(|_| None),
+            Default::default(),
+        ));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
+            .layer(Counting(calls.clone()));
+        (store, log, calls, svc)
+    }
+
     fn request() -> http::Request<Body> {
         http::Request::builder()
             .uri("/kms.v1.Crypto/Encrypt")
@@ -596,19 +619,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_every_call_and_fails_closed_when_the_trail_cannot_be_written() {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
-            broken: AtomicBool::new(false),
-        });
-        let log = Arc::new(AuditLog::start(
-            store.clone(),
-            "t",
-            Arc::new(|_| None),
-            Default::default(),
-        ));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
-            .layer(Counting(calls.clone()));
+        let (store, log, calls, mut svc) = audited_counter();
 
         let ok = svc.call(request()).await.unwrap();
         assert_eq!(status_of(&ok), tonic::Code::Ok);
@@ -643,19 +654,7 @@ mod tests {
     /// record, as before.
     #[tokio::test]
     async fn a_state_changing_call_runs_only_after_its_intent_is_recorded() {
-        let store = Arc::new(Flaky {
-            inner: MemoryStore::new(),
-            broken: AtomicBool::new(false),
-        });
-        let log = Arc::new(AuditLog::start(
-            store.clone(),
-            "t",
-            Arc::new(|_| None),
-            Default::default(),
-        ));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
-            .layer(Counting(calls.clone()));
+        let (store, log, calls, mut svc) = audited_counter();
         let create = || {
             http::Request::builder()
                 .uri("/kms.v1.KeyAdmin/CreateKey")

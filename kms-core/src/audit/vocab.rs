@@ -245,30 +245,19 @@ impl Operation {
     /// are treated as changing state.
     #[must_use]
     pub const fn changes_state(&self) -> bool {
-        !matches!(
-            self,
-            Self::Encrypt
-                | Self::Decrypt
-                | Self::ReEncrypt
-                | Self::GenerateDataKey
-                | Self::GenerateDataKeyWithoutPlaintext
-                | Self::Sign
-                | Self::Verify
-                | Self::AsymmetricDecrypt
-                | Self::GetPublicKey
-                | Self::GenerateMac
-                | Self::VerifyMac
-                | Self::GenerateRandom
-                | Self::DescribeKey
-                | Self::ListKeys
-                | Self::ListGrants
-                | Self::ListPrincipals
-                | Self::GetAuditPublicKey
-                | Self::ExportAudit
-                | Self::ExportInventory
-                | Self::Status
-                | Self::Backup
-        )
+        match self.service() {
+            // The data plane uses keys and changes none; the audit service only reads.
+            Some(Service::Crypto | Service::Audit) => false,
+            Some(Service::KeyAdmin | Service::System | Service::Scheduler) | None => !matches!(
+                self,
+                Self::DescribeKey
+                    | Self::ListKeys
+                    | Self::ListGrants
+                    | Self::ListPrincipals
+                    | Self::Status
+                    | Self::Backup
+            ),
+        }
     }
 
     /// The service of a known operation.
@@ -450,6 +439,42 @@ mod tests {
             let prefix = format!("{service:?}/");
             assert!(op.as_str().starts_with(&prefix), "{op} in {service:?}");
         }
+    }
+
+    #[test]
+    fn only_calls_that_change_what_the_kms_holds_get_intents() {
+        let changing: Vec<&str> = Operation::KNOWN
+            .iter()
+            .filter(|op| op.changes_state())
+            .map(Operation::as_str)
+            .collect();
+        assert_eq!(
+            changing,
+            [
+                "KeyAdmin/CreateKey",
+                "KeyAdmin/RotateKey",
+                "KeyAdmin/SetRotationPolicy",
+                "KeyAdmin/EnableKey",
+                "KeyAdmin/DisableKey",
+                "KeyAdmin/MarkCompromised",
+                "KeyAdmin/ScheduleKeyDestruction",
+                "KeyAdmin/CancelKeyDestruction",
+                "KeyAdmin/CreateAlias",
+                "KeyAdmin/DeleteAlias",
+                "KeyAdmin/CreateGrant",
+                "KeyAdmin/RevokeGrant",
+                "KeyAdmin/AddPrincipal",
+                "KeyAdmin/RemovePrincipal",
+                "System/Init",
+                "System/Unseal",
+                "System/Seal",
+                "System/Restore",
+                "Scheduler/RotateKey",
+                "Scheduler/DestroyKey",
+            ]
+        );
+        // What this version does not know is treated as changing state.
+        assert!(Operation::from_path("/kms.v1.KeyAdmin/Future").changes_state());
     }
 
     #[test]
