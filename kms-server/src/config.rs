@@ -119,6 +119,9 @@ pub struct Config {
     /// its own: 1 to 2^32 (NIST SP 800-38D §8.3, random 96-bit nonces), default 2^32.
     pub gcm_invocation_limit: u64,
     pub scheduler_interval_seconds: u64,
+    /// A plain loopback address (e.g. "127.0.0.1:7445") serving only gRPC health, for a local
+    /// probe; unset for none.
+    pub health_probe_listen: Option<String>,
     /// A signed audit checkpoint after this many records ...
     pub audit_checkpoint_records: u64,
     /// ... and at least this often (seconds), and at shutdown.
@@ -155,6 +158,7 @@ impl Default for Config {
             cache_ttl_seconds: 300,
             cache_capacity: 10_000,
             gcm_invocation_limit: kms_core::GCM_INVOCATION_LIMIT,
+            health_probe_listen: None,
             scheduler_interval_seconds: 60,
             audit_checkpoint_records: 1000,
             audit_checkpoint_seconds: 60,
@@ -305,6 +309,7 @@ impl Config {
         if self.limits.max_connections == 0 || self.limits.rate_per_second <= 0.0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
+        self.health_probe()?;
         if !(1..=kms_core::GCM_INVOCATION_LIMIT).contains(&self.gcm_invocation_limit) {
             return Err(ConfigError::Invalid(format!(
                 "gcm_invocation_limit must be 1 to 2^32 ({}): NIST SP 800-38D allows no more \
@@ -315,6 +320,24 @@ impl Config {
         }
         self.audit_archive()?;
         Ok(())
+    }
+
+    /// The loopback address of the plain health probe port, if any.
+    pub fn health_probe(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(text) = &self.health_probe_listen else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "health_probe_listen must be an IP address and port, like 127.0.0.1:7445; got {text:?}"
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "health_probe_listen must be a loopback address (the probe port has no TLS); got {addr}"
+            )));
+        }
+        Ok(Some(addr))
     }
 
     /// Where and when the audit trail is archived; `None` when `audit_hot_records` is 0.
@@ -450,6 +473,7 @@ impl Config {
             audit_archive: self.audit_archive().ok().flatten(),
             limits: self.limits,
             scheduler_interval: Duration::from_secs(self.scheduler_interval_seconds.max(1)),
+            health_probe: self.health_probe().ok().flatten(),
             checkpoints: kms_core::audit::writer::CheckpointPolicy {
                 every_records: self.audit_checkpoint_records.max(1),
                 every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
@@ -486,6 +510,34 @@ mod tests {
     }
 
     const TLS: &str = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+
+    #[test]
+    fn the_health_probe_port_is_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = write(
+            dir.path(),
+            &format!("health_probe_listen = \"127.0.0.1:7445\"\n{TLS}"),
+        );
+        let c = Config::load(&ok).unwrap();
+        assert_eq!(
+            c.settings().health_probe,
+            Some("127.0.0.1:7445".parse().unwrap())
+        );
+        for (bad, why) in [
+            ("0.0.0.0:7445", "loopback"),
+            ("localhost", "IP address and port"),
+        ] {
+            let p = write(
+                dir.path(),
+                &format!("health_probe_listen = \"{bad}\"\n{TLS}"),
+            );
+            let e = Config::load(&p).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid(m) if m.starts_with("health_probe_listen") && m.contains(why)),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn the_gcm_budget_is_one_to_two_to_the_32() {

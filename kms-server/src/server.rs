@@ -53,6 +53,10 @@ pub struct Settings {
     pub audit_archive: Option<ArchivePolicy>,
     /// How often the store's reachability is probed for the gRPC health service.
     pub health_interval: Duration,
+    /// A plain (no TLS) loopback port that serves the gRPC health service alone, for a local
+    /// orchestrator's probe; `None` for none. The API port answers health to registered
+    /// principals only.
+    pub health_probe: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             checkpoints: kms_core::audit::writer::CheckpointPolicy::default(),
             audit_archive: None,
             health_interval: Duration::from_secs(5),
+            health_probe: None,
         }
     }
 }
@@ -74,6 +79,10 @@ impl Default for Settings {
 pub enum ServeError {
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot listen for health probes on {0}: {1}")]
+    Probe(std::net::SocketAddr, io::Error),
+    #[error("the health probe port must be on a loopback address (it has no TLS), not {0}")]
+    ProbeNotLoopback(std::net::SocketAddr),
 }
 
 /// What a connection's bytes run over once authenticated: rustls (TLS 1.3/1.2, RFC 8998) or
@@ -524,6 +533,18 @@ pub async fn run_with_tlcp(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Bound first, so that a bad probe address stops the start before anything runs.
+    let probe_listener = match settings.health_probe {
+        Some(addr) if addr.ip().is_loopback() => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Probe(addr, e))?;
+            tracing::info!(address = %addr, "gRPC health on a plain loopback port");
+            Some(listener)
+        }
+        Some(addr) => return Err(ServeError::ProbeNotLoopback(addr)),
+        None => None,
+    };
     let kms = Arc::clone(owner.kms());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(128);
@@ -578,6 +599,21 @@ pub async fn run_with_tlcp(
         settings.health_interval,
         stop_rx.clone(),
     ));
+    let probe = probe_listener.map(|listener| {
+        let mut stop = stop_rx.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                )
+                .await;
+        })
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -617,6 +653,9 @@ pub async fn run_with_tlcp(
     }
     sched.abort();
     health_watch.abort();
+    if let Some(p) = probe {
+        p.abort();
+    }
     // The archiver first (it finishes the segment it may be writing), then a last signed
     // checkpoint over the trail, then wipe every key.
     let log = Arc::clone(&audit);

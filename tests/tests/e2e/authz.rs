@@ -1390,3 +1390,42 @@ async fn grants_names_subjects_and_periods_are_validated() {
     .unwrap();
     w.stop().await;
 }
+
+/// Issue 18 item 6: with `health_probe` set, a plain loopback port answers gRPC health to
+/// anyone local (an orchestrator's probe) and serves nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_loopback_probe_port_serves_health_and_nothing_else() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe = free.local_addr().unwrap();
+    drop(free);
+    let settings = kms_server::Settings {
+        health_probe: Some(probe),
+        ..kms_server::Settings::default()
+    };
+    let w = World::start_with(settings).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{probe}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // The API is not on it.
+    let r = kms_proto::v1::system_client::SystemClient::new(channel)
+        .status(v1::StatusRequest {})
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
+    w.stop().await;
+}
