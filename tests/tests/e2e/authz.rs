@@ -1423,7 +1423,7 @@ async fn a_loopback_probe_port_serves_health_and_nothing_else() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
     // The API is not on it.
-    let r = kms_proto::v1::system_client::SystemClient::new(channel)
+    let r = v1::system_client::SystemClient::new(channel)
         .status(v1::StatusRequest {})
         .await;
     assert_eq!(r.unwrap_err().code(), Code::Unimplemented);
