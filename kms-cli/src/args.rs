@@ -80,20 +80,7 @@ pub enum Remote {
     /// Show whether the server is initialised and sealed, and who it thinks you are.
     Status,
     /// Initialise a new KMS: make the root key and split its unseal key into shares.
-    Init {
-        /// How many unseal shares to make.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
-        shares: u32,
-        /// How many shares it takes to unseal.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
-        threshold: u32,
-        /// The first administrator's subject (default: your certificate's), e.g. kms://admin.
-        #[arg(long, value_name = "SUBJECT")]
-        admin: Option<String>,
-        /// Write each share to DIR/share-N.txt (mode 0600) instead of printing it.
-        #[arg(long, value_name = "DIR")]
-        share_dir: Option<PathBuf>,
-    },
+    Init(InitArgs),
     /// Give an unseal share (asked for without echo, or read from --share-file).
     Unseal {
         /// File(s) holding shares, one per line (`-` for stdin); each is given in turn.
@@ -147,7 +134,45 @@ pub enum Remote {
         /// File(s) holding the backup's unseal shares, one per line (asked for when left out).
         #[arg(long = "share-file", value_name = "FILE")]
         share_files: Vec<PathBuf>,
+        /// The server's one-time init token (its DATA_DIR/init-token), unless you are one of its
+        /// bootstrap_admins.
+        #[arg(long, value_name = "FILE")]
+        init_token_file: Option<PathBuf>,
     },
+}
+
+/// `kms init`: who holds the shares, how many unseal, who administers.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Share holders, one share each, comma-separated certificate subjects, e.g.
+    /// kms://alice,kms://bob,kms://carol. Holders other than the admin become custodians.
+    #[arg(
+        long,
+        value_name = "SUBJECTS",
+        value_delimiter = ',',
+        conflicts_with = "shares"
+    )]
+    pub holders: Vec<String>,
+    /// Encrypt a holder's share to its public key (SM2 or RSA, PEM): SUBJECT=FILE; repeat.
+    #[arg(long = "holder-key", value_name = "SUBJECT=FILE", requires = "holders")]
+    pub holder_keys: Vec<String>,
+    /// Without holders: how many unbound shares to make (all shown to you).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub shares: Option<u32>,
+    /// How many shares, from distinct holders, it takes to unseal.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub threshold: u32,
+    /// The first administrator's subject (default: your certificate's), e.g. kms://admin.
+    #[arg(long, value_name = "SUBJECT")]
+    pub admin: Option<String>,
+    /// Write each share to DIR (mode 0600) instead of printing it: share-N.txt in plaintext,
+    /// share-N.sm2 / share-N.rsa when encrypted to the holder's key.
+    #[arg(long, value_name = "DIR")]
+    pub share_dir: Option<PathBuf>,
+    /// The server's one-time init token (its DATA_DIR/init-token), unless you are one of its
+    /// bootstrap_admins.
+    #[arg(long, value_name = "FILE")]
+    pub init_token_file: Option<PathBuf>,
 }
 
 /// `kms key …`

@@ -44,13 +44,34 @@ fn init_and_unseal_a_blank_server() {
     assert!(text.contains("initialized  no"), "{text}");
     assert!(text.contains("kms init"), "{text}");
 
+    // Without holders the CLI asks for them.
+    fails(
+        &server.kms("admin", &["init", "--threshold", "2"]),
+        2,
+        "name the share holders with --holders",
+    );
+    // The custodian's share is encrypted to its SM2 key (made by OpenSSL, which opens it too).
+    let key = server.path("custodian.key");
+    let key = key.to_str().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", key]);
+    server.write("custodian.pub", openssl(&["pkey", "-in", key, "-pubout"]));
     let v = json(&server.kms(
         "admin",
         &[
             "--json",
             "init",
-            "--shares",
-            "3",
+            "--holders",
+            "kms://admin,kms://custodian,kms://custodian-2",
+            "--holder-key",
+            &format!("kms://custodian={}", server.path("custodian.pub").display()),
             "--threshold",
             "2",
             "--share-dir",
@@ -61,8 +82,12 @@ fn init_and_unseal_a_blank_server() {
     assert_eq!(v["threshold"], 2);
     assert_eq!(v["share_files"].as_array().unwrap().len(), 3);
     assert!(v.get("shares").is_none(), "{v}");
-    for i in 1..=3 {
-        assert!(!server.read(&format!("shares/share-{i}.txt")).is_empty());
+    for name in [
+        "share-1-admin.txt",
+        "share-2-custodian.sm2",
+        "share-3-custodian-2.txt",
+    ] {
+        assert!(!server.read(&format!("shares/{name}")).is_empty(), "{name}");
     }
 
     let v = json(&server.kms("admin", &["--json", "status"]));
@@ -74,15 +99,39 @@ fn init_and_unseal_a_blank_server() {
 
     let v = json(&server.kms(
         "admin",
-        &["--json", "unseal", "--share-file", "shares/share-3.txt"],
+        &[
+            "--json",
+            "unseal",
+            "--share-file",
+            "shares/share-1-admin.txt",
+        ],
     ));
     assert_eq!(v["sealed"], true);
     assert_eq!(v["progress"], 1);
     let text = ok(&server.kms("admin", &["status"]));
     assert!(text.contains("1 of 2 shares given"), "{text}");
-    // A share from stdin.
-    let share = server.read("shares/share-1.txt");
-    let text = ok(&server.kms_in("admin", &["unseal"], &share));
+    // The admin cannot give a second share: shares count people.
+    fails(
+        &server.kms(
+            "admin",
+            &["unseal", "--share-file", "shares/share-3-custodian-2.txt"],
+        ),
+        6,
+        "already given a share",
+    );
+    // The custodian opens its share with its own key and gives it from stdin.
+    let share = openssl(&[
+        "pkeyutl",
+        "-decrypt",
+        "-inkey",
+        key,
+        "-in",
+        server
+            .path("shares/share-2-custodian.sm2")
+            .to_str()
+            .unwrap(),
+    ]);
+    let text = ok(&server.kms_in("custodian", &["unseal"], &share));
     assert_eq!(text.trim(), "unsealed");
     let v = json(&server.kms("admin", &["--json", "status"]));
     assert_eq!(v["sealed"], false);

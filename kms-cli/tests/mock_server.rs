@@ -147,6 +147,7 @@ impl System for Mock {
             } else {
                 r.admin_subject
             },
+            issued: Vec::new(),
         }))
     }
 

@@ -67,6 +67,9 @@ pub enum Role {
     Admin,
     /// An auditor.
     Auditor,
+    /// A key custodian: holds one unseal share and may give it, nothing else (issue 18: the
+    /// share holders named at init who are not administrators).
+    Custodian,
 }
 
 impl Role {
@@ -76,6 +79,7 @@ impl Role {
             Self::App { .. } => "app",
             Self::Admin => "admin",
             Self::Auditor => "auditor",
+            Self::Custodian => "custodian",
         }
     }
 }
@@ -131,7 +135,9 @@ impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.role {
             Role::App { namespace } => write!(f, "{} (app in {namespace})", self.subject),
-            Role::Admin | Role::Auditor => write!(f, "{} ({})", self.subject, self.role.name()),
+            Role::Admin | Role::Auditor | Role::Custodian => {
+                write!(f, "{} ({})", self.subject, self.role.name())
+            }
         }
     }
 }
@@ -295,6 +301,10 @@ impl Op {
 /// The authorisation matrix, role × operation. The only place roles are checked.
 #[must_use]
 pub fn allowed(role: &Role, op: Op) -> bool {
+    // Custodians hold an unseal share: they may read status and give it, nothing else.
+    if let Role::Custodian = role {
+        return matches!(op, Op::Status | Op::Unseal);
+    }
     let (app, admin, auditor) = match op {
         // Everyone known may read status, describe/list keys (apps: within reach) and public keys.
         Op::Status | Op::DescribeKey | Op::ListKeys | Op::GetPublicKey => (true, true, true),
@@ -335,6 +345,7 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         Role::App { .. } => app,
         Role::Admin => admin,
         Role::Auditor => auditor,
+        Role::Custodian => false,
     }
 }
 
@@ -543,6 +554,7 @@ pub fn may_use_key(
 ) -> bool {
     match &principal.role {
         Role::Admin | Role::Auditor => true,
+        Role::Custodian => false,
         Role::App { namespace } => {
             *namespace == record.namespace
                 || grant.is_some_and(|g| {
@@ -615,7 +627,7 @@ mod tests {
         let app = Role::App {
             namespace: Namespace::new("a").unwrap(),
         };
-        for role in [&app, &Role::Admin, &Role::Auditor] {
+        for role in [&app, &Role::Admin, &Role::Auditor, &Role::Custodian] {
             assert!(
                 Op::ALL.iter().any(|&op| !allowed(role, op)),
                 "{role:?} can do everything"
@@ -645,6 +657,11 @@ mod tests {
         assert!(
             allowed(&Role::Auditor, Op::ExportAudit) && !allowed(&Role::Admin, Op::ExportAudit)
         );
+        let custodian: Vec<Op> = Op::ALL
+            .into_iter()
+            .filter(|&op| allowed(&Role::Custodian, op))
+            .collect();
+        assert_eq!(custodian, [Op::Status, Op::Unseal]);
     }
 
     #[test]

@@ -104,4 +104,12 @@ pub enum UnsealError {
     Mismatch,
     #[error("the KMS is not initialized")]
     NotInitialized,
+    #[error(
+        "you have already given a share towards this unseal; the next must come from another holder"
+    )]
+    AlreadyGave,
+    #[error("this share was issued to another holder; only its holder may give it")]
+    NotHolder,
+    #[error("the KMS is already unsealed")]
+    AlreadyUnsealed,
 }

@@ -53,7 +53,8 @@ pub use kms::testing::TestKms;
 pub use kms::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput,
     GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput,
-    SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, VerifyOutput,
-    VersionInfo,
+    SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, Unsealing,
+    VerifyOutput, VersionInfo,
 };
+pub use kms::{Issued, custody};
 pub use secret::{KeyMaterial, SecretBytes};

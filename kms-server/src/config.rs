@@ -108,6 +108,13 @@ pub struct Config {
     pub policy: String,
     /// AEAD for the key hierarchy: "sm4-gcm" (default) or "aes-256-gcm".
     pub wrap: String,
+    /// Certificate subjects that may initialise (or restore into) an empty KMS. When empty, the
+    /// server writes a one-time init token to `DATA_DIR/init-token` (0600) at start instead,
+    /// and init needs it (`bootstrap.rs`).
+    pub bootstrap_admins: Vec<String>,
+    /// Whether an unseal share may be given by someone other than the holder it was issued to
+    /// (a break-glass setting; such unseals are flagged `break-glass` in the audit trail).
+    pub unseal_break_glass: bool,
     pub tls: Option<TlsFiles>,
     /// A TLCP listener beside the TLS port (optional; allowed under both policies).
     pub tlcp: Option<TlcpFiles>,
@@ -152,6 +159,8 @@ impl Default for Config {
             postgres_timeout_seconds: PostgresOptions::DEFAULT_TIMEOUT.as_secs(),
             policy: "standard".into(),
             wrap: "sm4-gcm".into(),
+            bootstrap_admins: Vec::new(),
+            unseal_break_glass: false,
             tls: None,
             tlcp: None,
             limits: Limits::default(),
@@ -462,6 +471,7 @@ impl Config {
             cache_ttl: Duration::from_secs(self.cache_ttl_seconds),
             cache_capacity: self.cache_capacity,
             gcm_invocation_limit: self.gcm_invocation_limit,
+            unseal_break_glass: self.unseal_break_glass,
         })
     }
 
@@ -478,6 +488,7 @@ impl Config {
                 every_records: self.audit_checkpoint_records.max(1),
                 every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             },
+            bootstrap: crate::bootstrap::Bootstrap::admins(self.bootstrap_admins.clone()),
             ..Settings::default()
         }
     }

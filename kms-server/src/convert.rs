@@ -27,7 +27,7 @@ pub fn key_ref(input: &str, principal: &Principal) -> Result<KeyRef, Refusal> {
     }
     let home = match &principal.role {
         Role::App { namespace } => namespace.clone(),
-        Role::Admin | Role::Auditor => Namespace::new(DEFAULT_NAMESPACE)?,
+        Role::Admin | Role::Auditor | Role::Custodian => Namespace::new(DEFAULT_NAMESPACE)?,
     };
     Ok(KeyRef::parse(input, &home)?)
 }
@@ -129,7 +129,7 @@ pub fn principal_info(p: &Principal) -> v1::PrincipalInfo {
         role: p.role.name().to_owned(),
         namespace: match &p.role {
             Role::App { namespace } => namespace.to_string(),
-            Role::Admin | Role::Auditor => String::new(),
+            Role::Admin | Role::Auditor | Role::Custodian => String::new(),
         },
         created_at: p.created_at,
     }

@@ -272,8 +272,10 @@ pub(crate) fn dev_command(
     let _ = out.flush();
     let system = Arc::clone(&setup.system);
     // The audit trail is archived as in production (defaults), next to the store.
+    // The dev admin may restore into a blank dev store (init happened above, locally).
     let settings = crate::server::Settings {
         audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
+        bootstrap: crate::bootstrap::Bootstrap::admins(vec![devpki::client_identity("admin")]),
         ..crate::server::Settings::default()
     };
     let result = runtime.block_on(crate::server::run_with_tlcp(

@@ -25,6 +25,7 @@
 //! allowed `unsafe`.
 
 pub mod audit_layer;
+pub mod bootstrap;
 mod cli;
 pub mod config;
 pub mod convert;

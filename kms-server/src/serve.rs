@@ -215,6 +215,47 @@ fn open_store(config: &Config, err: &mut dyn Write) -> Option<Arc<dyn Store>> {
     }
 }
 
+/// On an uninitialised store with no bootstrap identities configured, writes the one-time init
+/// token (`bootstrap.rs`) and says where; the token itself is never logged.
+fn init_token(
+    kms: &System,
+    config: &Config,
+    settings: &mut crate::server::Settings,
+    err: &mut dyn Write,
+) -> Result<(), u8> {
+    let initialised = match kms.status() {
+        Ok(s) => s.initialized,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot read the store: {e}");
+            return Err(EXIT_FAILED);
+        }
+    };
+    if initialised || !config.bootstrap_admins.is_empty() {
+        return Ok(());
+    }
+    match std::mem::take(&mut settings.bootstrap).with_new_token(&config.data_dir) {
+        Ok(b) => {
+            if let Some(file) = b.token_file() {
+                tracing::warn!(
+                    file = %file.display(),
+                    "the KMS is not initialised and no bootstrap_admins are configured: \
+                     `kms init` needs the one-time init token written to this file"
+                );
+            }
+            settings.bootstrap = b;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "error: cannot write the init token to {}: {e}",
+                config.data_dir.display()
+            );
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
 pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
     let _log = init_logging();
     let config = match Config::load(path) {
@@ -260,7 +301,10 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             None => return EXIT_FAILED,
         },
     };
-    let settings = config.settings();
+    let mut settings = config.settings();
+    if let Err(code) = init_token(&kms, &config, &mut settings, err) {
+        return code;
+    }
     let listen = config.listen.clone();
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;

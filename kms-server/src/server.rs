@@ -57,6 +57,8 @@ pub struct Settings {
     /// orchestrator's probe; `None` for none. The API port answers health to registered
     /// principals only.
     pub health_probe: Option<std::net::SocketAddr>,
+    /// Who may initialise or restore an empty KMS (`bootstrap.rs`); by default nobody.
+    pub bootstrap: crate::bootstrap::Bootstrap,
 }
 
 impl Default for Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             audit_archive: None,
             health_interval: Duration::from_secs(5),
             health_probe: None,
+            bootstrap: crate::bootstrap::Bootstrap::default(),
         }
     }
 }
@@ -638,8 +641,12 @@ pub async fn run_with_tlcp(
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(
-            SystemServer::new(SystemService::new(shared, Arc::clone(&owner)))
-                .max_decoding_message_size(max),
+            SystemServer::new(SystemService::new(
+                shared,
+                Arc::clone(&owner),
+                settings.bootstrap.clone(),
+            ))
+            .max_decoding_message_size(max),
         );
     if let Some(r) = reflection {
         router = router.add_service(r);

@@ -8,7 +8,10 @@ use tonic::{Code, Status};
 /// The gRPC code a core error maps to (also for the scheduler's outcome records).
 pub(crate) fn code_of(e: &Error) -> Code {
     match e {
-        Error::Unseal(UnsealError::NotInitialized) => Code::FailedPrecondition,
+        Error::Unseal(
+            UnsealError::NotInitialized | UnsealError::AlreadyUnsealed | UnsealError::AlreadyGave,
+        ) => Code::FailedPrecondition,
+        Error::Unseal(UnsealError::NotHolder) => Code::PermissionDenied,
         Error::Policy(_) | Error::InvalidArgument(_) | Error::Unseal(_) => Code::InvalidArgument,
         Error::Crypto(c) => match c {
             CryptoError::DecryptionFailed | CryptoError::OperationFailed => Code::InvalidArgument,
@@ -59,6 +62,12 @@ pub enum Refusal {
     },
     #[error("the KMS is already initialised")]
     AlreadyInitialised,
+    /// Init or restore from a certificate that is not a bootstrap identity, without the token.
+    #[error(
+        "{subject} may not {what}: only a bootstrap identity (bootstrap_admins in the server's \
+         config) may, or a caller with the one-time init token the server wrote at first start"
+    )]
+    NotBootstrap { subject: String, what: &'static str },
     #[error("restore needs an uninitialised KMS; this one is initialised")]
     RestoreNeedsEmptyStore,
     #[error("this server keeps no audit trail")]
@@ -91,6 +100,7 @@ fn refusal_code(r: &Refusal) -> Code {
         Refusal::RateLimited { .. } => Code::ResourceExhausted,
         Refusal::BadRequest(_) | Refusal::TooLarge { .. } => Code::InvalidArgument,
         Refusal::AlreadyInitialised => Code::AlreadyExists,
+        Refusal::NotBootstrap { .. } => Code::PermissionDenied,
         Refusal::RestoreNeedsEmptyStore => Code::FailedPrecondition,
         Refusal::NoAuditTrail | Refusal::AuditUnavailable(_) => Code::Unavailable,
         Refusal::Encoding(_) => Code::Internal,
@@ -300,6 +310,18 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (
+                Error::Unseal(UnsealError::AlreadyUnsealed),
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::Unseal(UnsealError::AlreadyGave),
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::Unseal(UnsealError::NotHolder),
+                Code::PermissionDenied,
+            ),
+            (
                 Error::Store(StoreError::Conflict {
                     tree: kms_core::store::Tree::Meta,
                 }),
@@ -378,6 +400,14 @@ mod tests {
                 Refusal::RestoreNeedsEmptyStore,
                 Code::FailedPrecondition,
                 "uninitialised",
+            ),
+            (
+                Refusal::NotBootstrap {
+                    subject: "kms://x".into(),
+                    what: "initialise the KMS",
+                },
+                Code::PermissionDenied,
+                "kms://x may not initialise the KMS: only a bootstrap identity",
             ),
             (Refusal::NoAuditTrail, Code::Unavailable, "no audit trail"),
             (

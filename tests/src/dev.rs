@@ -64,7 +64,8 @@ impl DevServer {
             let server = ca
                 .issue_server(&["localhost", "127.0.0.1"])
                 .expect("server certificate");
-            for subject in ["admin", "auditor", "app"] {
+            // The custodian holds a share once `kms init --holders` names it.
+            for subject in ["admin", "auditor", "app", "custodian"] {
                 devpki::write_client_bundle(&ca, dir, subject, endpoint).expect("client bundle");
             }
             let tls =
@@ -95,8 +96,15 @@ impl DevServer {
             &format!("https://{addr}"),
             &format!("https://{tlcp_addr}"),
         );
-        let server = runtime
-            .block_on(async { TestServer::serve_on(ports, kms, tls, tlcp, Settings::default()) });
+        // The dev admin (the CLI's admin profile) is the bootstrap identity, as in `kms-server dev`.
+        let settings = Settings {
+            bootstrap: kms_server::bootstrap::Bootstrap::admins(vec![kms_devpki::client_identity(
+                "admin",
+            )]),
+            ..Settings::default()
+        };
+        let server =
+            runtime.block_on(async { TestServer::serve_on(ports, kms, tls, tlcp, settings) });
         Self {
             dir,
             addr,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use kms_gmtls::x509::{LeafSpec, Sm2Ca, Usage};
 
 use crate::pki::Identity;
-use crate::pki::subjects::{ADMIN, APP, AUDITOR, OTHER_APP, STRANGER};
+use crate::pki::subjects::{ADMIN, APP, AUDITOR, CUSTODIAN, OTHER_APP, STRANGER};
 
 /// Leaves live 30 days, inside their CA's ten years (a leaf may not outlive its CA).
 const DAYS: u32 = 30;
@@ -27,6 +27,7 @@ pub struct GmPki {
     /// CN only, like the P-256 auditor: the server falls back to the CN.
     pub auditor: Identity,
     pub stranger: Identity,
+    pub custodian: Identity,
     /// TLCP encryption certificates of the five callers, by name (see [`GmPki::identity`]).
     pub enc: std::collections::HashMap<&'static str, Identity>,
     /// Another SM2 CA's certificate with the admin's very subject.
@@ -74,12 +75,14 @@ impl GmPki {
                 Some(AUDITOR),
             ),
             stranger: client_uri(&ca, STRANGER, "stranger", Usage::TlsClient),
+            custodian: client_uri(&ca, CUSTODIAN, "custodian", Usage::TlsClient),
             enc: [
                 ("admin", Some(ADMIN), "admin"),
                 ("app", Some(APP), "app-payments"),
                 ("other_app", Some(OTHER_APP), "app-ledger"),
                 ("auditor", None, AUDITOR),
                 ("stranger", Some(STRANGER), "stranger"),
+                ("custodian", Some(CUSTODIAN), "custodian"),
             ]
             .into_iter()
             .map(|(who, uri, cn)| {
@@ -109,6 +112,7 @@ impl GmPki {
             "other_app" => &self.other_app,
             "auditor" => &self.auditor,
             "stranger" => &self.stranger,
+            "custodian" => &self.custodian,
             other => panic!("no caller {other}"),
         }
     }

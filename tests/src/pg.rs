@@ -31,7 +31,7 @@ use tokio::task::AbortHandle;
 
 use crate::pki::{Pki, subjects};
 use crate::server::TestServer;
-use crate::world::{Clients, SHARES, THRESHOLD};
+use crate::world::{Clients, SHARES, THRESHOLD, unseal_by_holders};
 
 /// The test database's URL: the throwaway server of this test process, or the one
 /// `KMS_TEST_POSTGRES_URL` names.
@@ -244,6 +244,8 @@ pub struct Node {
     pub admin: Clients,
     pub app: Clients,
     pub auditor: Clients,
+    /// The second share holder.
+    pub custodian: Clients,
 }
 
 /// How to build one node.
@@ -307,12 +309,13 @@ impl Cluster {
                     .init(v1::InitRequest {
                         shares: SHARES,
                         threshold: THRESHOLD,
-                        admin_subject: String::new(),
+                        holders: crate::world::holders(),
+                        ..v1::InitRequest::default()
                     })
                     .await
                     .unwrap()
                     .into_inner();
-                cluster.shares = init.shares;
+                cluster.shares = crate::world::plain_shares(&init);
             }
             cluster.unseal(&node).await;
             if i == 0 {
@@ -382,6 +385,7 @@ impl Cluster {
             admin: Clients::connect(&server, &self.pki, &self.pki.admin).await,
             app: Clients::connect(&server, &self.pki, &self.pki.app).await,
             auditor: Clients::connect(&server, &self.pki, &self.pki.auditor).await,
+            custodian: Clients::connect(&server, &self.pki, &self.pki.custodian).await,
             app_name,
             kms,
             store,
@@ -389,17 +393,10 @@ impl Cluster {
         }
     }
 
-    /// Gives `node` threshold shares, one per call, as the admin.
+    /// Gives `node` threshold shares, one per call, each by its holder (the admin, then the
+    /// custodian).
     pub async fn unseal(&self, node: &Node) {
-        let mut system = node.admin.system.clone();
-        for share in self.shares.iter().take(THRESHOLD as usize) {
-            system
-                .unseal(v1::UnsealRequest {
-                    share: share.clone(),
-                })
-                .await
-                .unwrap();
-        }
+        unseal_by_holders(&self.shares, &node.admin, &node.custodian).await;
         assert!(!node.kms.is_sealed(), "node did not unseal");
     }
 
@@ -411,9 +408,10 @@ impl Cluster {
                 admin,
                 app,
                 auditor,
+                custodian,
                 ..
             } = node;
-            drop((admin, app, auditor));
+            drop((admin, app, auditor, custodian));
             server.stop().await.unwrap();
         }
     }

@@ -158,6 +158,9 @@ pub mod subjects {
     pub const AUDITOR: &str = "auditor.kms.test";
     /// Issued by the CA, never registered.
     pub const STRANGER: &str = "spiffe://kms.test/stranger";
+    /// Unseal share holders named at init besides the admin (registered as custodians).
+    pub const CUSTODIAN: &str = "spiffe://kms.test/custodian";
+    pub const CUSTODIAN_2: &str = "spiffe://kms.test/custodian-2";
     /// The namespaces of the two apps.
     pub const APP_NS: &str = "payments";
     pub const OTHER_APP_NS: &str = "ledger";
@@ -175,6 +178,8 @@ pub struct Pki {
     pub auditor: Identity,
     /// Issued by the CA, never registered.
     pub stranger: Identity,
+    /// A share holder (custodian) named at init.
+    pub custodian: Identity,
     /// Issued by the CA, naming nobody.
     pub anonymous: Identity,
     /// Issued by another CA, with the admin's very subject.
@@ -188,7 +193,7 @@ pub struct Pki {
 impl Pki {
     #[must_use]
     pub fn new() -> Self {
-        use subjects::{ADMIN, APP, AUDITOR, OTHER_APP, STRANGER};
+        use subjects::{ADMIN, APP, AUDITOR, CUSTODIAN, OTHER_APP, STRANGER};
         let ca = Ca::new("KMS Test CA");
         let other_ca = Ca::new("Some Other CA");
         Self {
@@ -198,6 +203,7 @@ impl Pki {
             other_app: ca.client_uri(OTHER_APP, "app-ledger"),
             auditor: ca.client_cn(AUDITOR),
             stranger: ca.client_uri(STRANGER, "stranger"),
+            custodian: ca.client_uri(CUSTODIAN, "custodian"),
             anonymous: ca.client_without_subject(),
             foreign: other_ca.client_uri(ADMIN, "admin"),
             ca,
@@ -208,7 +214,7 @@ impl Pki {
 }
 
 impl Pki {
-    /// One of the five callers by name: admin, app, other_app, auditor, stranger.
+    /// One of the callers by name: admin, app, other_app, auditor, stranger, custodian.
     #[must_use]
     pub fn identity(&self, who: &str) -> &Identity {
         match who {
@@ -217,6 +223,7 @@ impl Pki {
             "other_app" => &self.other_app,
             "auditor" => &self.auditor,
             "stranger" => &self.stranger,
+            "custodian" => &self.custodian,
             other => panic!("no caller {other}"),
         }
     }

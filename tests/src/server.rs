@@ -205,6 +205,13 @@ impl TestServer {
             (Some(l), Some(config)) => (Some((l, config)), tlcp_addr),
             (Some(_) | None, _) => (None, None),
         };
+        // The tests' admin bootstraps every test server unless a test names other identities
+        // (or an init token) itself.
+        let mut settings = settings;
+        if settings.bootstrap.admins.is_empty() && settings.bootstrap.token_file().is_none() {
+            settings.bootstrap =
+                kms_server::bootstrap::Bootstrap::admins(vec![crate::pki::subjects::ADMIN.into()]);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(kms_server::run_with_tlcp(
             listener,

@@ -84,6 +84,9 @@ pub struct World {
     pub auditor: Clients,
     /// A certificate from the right CA whose subject was never registered.
     pub stranger: Clients,
+    /// The second share holder (a custodian): [`World::unseal`] gives the admin's share and
+    /// this one's.
+    pub custodian: Clients,
     /// What the server speaks and the clients use: standard TLS with P-256 certificates, or
     /// RFC 8998 only with SM2 certificates (the KMS then runs the gm-only policy).
     pub transport: Transport,
@@ -98,7 +101,7 @@ async fn callers(
     pki: &Pki,
     transport: Transport,
     over_tlcp: bool,
-) -> (Clients, Clients, Clients, Clients, Clients) {
+) -> (Clients, Clients, Clients, Clients, Clients, Clients) {
     let connect = |id: &'static str| async move {
         match (over_tlcp, transport) {
             (true, _) => Clients::connect_tlcp(server, pki, id).await,
@@ -114,7 +117,42 @@ async fn callers(
         connect("other_app").await,
         connect("auditor").await,
         connect("stranger").await,
+        connect("custodian").await,
     )
+}
+
+/// The share holders the worlds name at init, in share order: the admin, then two custodians.
+#[must_use]
+pub fn holders() -> Vec<v1::ShareHolder> {
+    [subjects::ADMIN, subjects::CUSTODIAN, subjects::CUSTODIAN_2]
+        .into_iter()
+        .map(|s| v1::ShareHolder {
+            subject: s.to_owned(),
+            public_key_pem: String::new(),
+        })
+        .collect()
+}
+
+/// Gives the first two of `shares` (a 2-of-3 set named by [`holders`]), each by its holder.
+pub async fn unseal_by_holders(shares: &[String], admin: &Clients, custodian: &Clients) {
+    for (i, (share, holder)) in shares.iter().zip([admin, custodian]).enumerate() {
+        let r = holder
+            .system
+            .clone()
+            .unseal(v1::UnsealRequest {
+                share: share.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.sealed, i == 0, "after share {}: {r:?}", i + 1);
+    }
+}
+
+/// The plaintext shares of an init that named holders without keys, in holder order.
+#[must_use]
+pub fn plain_shares(init: &v1::InitResponse) -> Vec<String> {
+    init.issued.iter().map(|s| s.share.clone()).collect()
 }
 
 impl World {
@@ -139,7 +177,7 @@ impl World {
         let pki = Arc::new(Pki::new());
         let dir = tempfile::tempdir().unwrap();
         let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
-        let (admin, app, other_app, auditor, stranger) =
+        let (admin, app, other_app, auditor, stranger, custodian) =
             callers(&server, &pki, transport, over_tlcp).await;
 
         let init = admin
@@ -148,25 +186,27 @@ impl World {
             .init(v1::InitRequest {
                 shares: SHARES,
                 threshold: THRESHOLD,
-                admin_subject: String::new(),
+                holders: holders(),
+                ..v1::InitRequest::default()
             })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(init.admin_subject, subjects::ADMIN);
-        assert_eq!(init.shares.len(), SHARES as usize);
+        assert_eq!(init.issued.len(), SHARES as usize);
 
         let world = Self {
             app,
             other_app,
             auditor,
             stranger,
+            custodian,
             admin,
             pki,
             dir,
             server,
             settings,
-            shares: init.shares,
+            shares: plain_shares(&init),
             transport,
             over_tlcp,
         };
@@ -191,20 +231,9 @@ impl World {
         world
     }
 
-    /// Gives threshold shares, one per call, as the admin.
+    /// Gives threshold shares, one per call, each by its holder: the admin, then the custodian.
     pub async fn unseal(&self) {
-        let mut system = self.admin.system.clone();
-        for (i, share) in self.shares.iter().take(THRESHOLD as usize).enumerate() {
-            let r = system
-                .unseal(v1::UnsealRequest {
-                    share: share.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let last = i + 1 == THRESHOLD as usize;
-            assert_eq!(r.sealed, !last, "after share {}: {r:?}", i + 1);
-        }
+        unseal_by_holders(&self.shares, &self.admin, &self.custodian).await;
     }
 
     /// Stops the server and starts a new one on the same store (sealed, as after any restart),
@@ -221,13 +250,14 @@ impl World {
             other_app,
             auditor,
             stranger,
+            custodian,
             transport,
             over_tlcp,
         } = self;
-        drop((admin, app, other_app, auditor, stranger));
+        drop((admin, app, other_app, auditor, stranger, custodian));
         server.stop().await.unwrap();
         let server = TestServer::start_over(&pki, dir.path(), settings.clone(), transport).await;
-        let (admin, app, other_app, auditor, stranger) =
+        let (admin, app, other_app, auditor, stranger, custodian) =
             callers(&server, &pki, transport, over_tlcp).await;
         Self {
             admin,
@@ -235,6 +265,7 @@ impl World {
             other_app,
             auditor,
             stranger,
+            custodian,
             pki,
             dir,
             server,

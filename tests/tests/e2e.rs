@@ -4,6 +4,7 @@
 //!
 //! - [`tls`]: who may connect at all (API-1).
 //! - [`authz`]: every RPC × every role, and namespaces and grants (KEY-9).
+//! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
 //! - [`data_plane`]: every data-plane RPC end to end.
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
@@ -20,6 +21,8 @@ mod archive;
 mod authz;
 #[path = "e2e/common.rs"]
 mod common;
+#[path = "e2e/custody.rs"]
+mod custody;
 #[path = "e2e/data_plane.rs"]
 mod data_plane;
 #[path = "e2e/errors.rs"]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use kms_core::audit::{Broken, ChainError, FileChain, Line, Start, VerifiedFiles};
 use kms_core::crypto::PublicKey;
-use kms_core::policy::Policy;
+use kms_core::policy::{Policy, PolicyMode};
 use kms_core::{Inventory, InventoryError, verify_inventory};
 use kms_proto::v1::{ExportAuditRequest, ExportInventoryRequest, GetAuditPublicKeyRequest};
 use serde_json::{Value, json};
@@ -228,7 +228,7 @@ fn load_public_key(path: &Path) -> Result<PublicKey, CliError> {
         CliError::usage(format!("{} is not a PEM file", path.display()))
             .with_hint("give the PEM that `kms audit public-key --out PEM` wrote")
     })?;
-    PublicKey::from_spki_pem(Policy::default(), text).map_err(|e| {
+    PublicKey::from_spki_pem(Policy::from_config(PolicyMode::Standard), text).map_err(|e| {
         CliError::usage(format!(
             "{} is not a usable public key: {e}",
             path.display()

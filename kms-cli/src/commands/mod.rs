@@ -120,16 +120,15 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
 async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
     match command {
         Remote::Status => system::status(ctx).await,
-        Remote::Init {
-            shares,
-            threshold,
-            admin,
-            share_dir,
-        } => system::init(ctx, shares, threshold, admin, share_dir).await,
+        Remote::Init(args) => system::init(ctx, args).await,
         Remote::Unseal { share_files } => system::unseal(ctx, &share_files).await,
         Remote::Seal => system::seal(ctx).await,
         Remote::Backup { out } => system::backup(ctx, &out).await,
-        Remote::Restore { input, share_files } => system::restore(ctx, &input, &share_files).await,
+        Remote::Restore {
+            input,
+            share_files,
+            init_token_file,
+        } => system::restore(ctx, &input, &share_files, init_token_file.as_deref()).await,
         Remote::Key(cmd) => keys::run(ctx, cmd).await,
         Remote::Principal(cmd) => access::principal(ctx, cmd).await,
         Remote::Grant(cmd) => access::grant(ctx, cmd).await,

@@ -5,7 +5,8 @@ use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use kms_proto::v1::{
-    BackupRequest, InitRequest, RestoreChunk, SealRequest, StatusRequest, UnsealRequest,
+    BackupRequest, InitRequest, IssuedShare, RestoreChunk, SealRequest, ShareHolder, StatusRequest,
+    UnsealRequest,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -13,6 +14,7 @@ use tokio_stream::StreamExt as _;
 use zeroize::Zeroizing;
 
 use super::{Ctx, progress};
+use crate::args::InitArgs;
 use crate::error::CliError;
 use crate::files;
 use crate::output::{fields, print_json};
@@ -78,44 +80,149 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CliError> {
         ("you", caller),
     ]);
     if !s.initialized {
-        text.push_str("\nnext: `kms init --shares N --threshold M`\n");
+        text.push_str("\nnext: `kms init --holders SUBJECT,SUBJECT,... --threshold M`\n");
     } else if s.sealed {
-        text.push_str("\nnext: `kms unseal` (each administrator gives a share)\n");
+        text.push_str("\nnext: `kms unseal` (each share holder gives their own share)\n");
     }
     files::println(text.trim_end())
 }
 
-pub(super) async fn init(
-    ctx: &Ctx,
-    shares: u32,
-    threshold: u32,
-    admin: Option<String>,
-    share_dir: Option<PathBuf>,
-) -> Result<(), CliError> {
-    if threshold > shares {
-        return Err(CliError::usage(format!(
-            "--threshold {threshold} is more than --shares {shares}"
-        ))
-        .with_hint("the threshold is how many of the shares it takes to unseal"));
+/// Reads the init token file (its first line), if one was given.
+fn init_token(path: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
+    let Some(path) = path else {
+        return Ok(Zeroizing::new(String::new()));
+    };
+    let text = Zeroizing::new(
+        fs::read_to_string(path).map_err(|e| CliError::io(&path.display().to_string(), &e))?,
+    );
+    Ok(Zeroizing::new(
+        text.lines().next().unwrap_or_default().trim().to_owned(),
+    ))
+}
+
+/// The holders as the request names them, with the public keys `--holder-key` gave.
+fn share_holders(args: &InitArgs) -> Result<Vec<ShareHolder>, CliError> {
+    let mut holders: Vec<ShareHolder> = args
+        .holders
+        .iter()
+        .map(|h| ShareHolder {
+            subject: h.trim().to_owned(),
+            public_key_pem: String::new(),
+        })
+        .collect();
+    for given in &args.holder_keys {
+        let (subject, file) = given.split_once('=').ok_or_else(|| {
+            CliError::usage(format!("--holder-key {given}: expected SUBJECT=FILE"))
+        })?;
+        let holder = holders
+            .iter_mut()
+            .find(|h| h.subject == subject)
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "--holder-key names {subject}, who is not in --holders"
+                ))
+            })?;
+        holder.public_key_pem = fs::read_to_string(file).map_err(|e| CliError::io(file, &e))?;
     }
+    Ok(holders)
+}
+
+/// A file name part from a holder's subject: letters, digits, `-` and `.` kept.
+fn file_part(subject: &str) -> String {
+    let s: String = subject
+        .rsplit("//")
+        .next()
+        .unwrap_or(subject)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.trim_matches('_').to_owned()
+}
+
+pub(super) async fn init(ctx: &Ctx, args: InitArgs) -> Result<(), CliError> {
+    let shares = match (args.shares, args.holders.len()) {
+        (Some(n), 0) => n,
+        (None, 0) => {
+            return Err(CliError::usage("name the share holders with --holders")
+                .with_hint("e.g. --holders kms://alice,kms://bob,kms://carol --threshold 2"));
+        }
+        (_, n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    if args.threshold > shares {
+        let made = if args.holders.is_empty() {
+            format!("--shares {shares}")
+        } else {
+            format!("the {shares} holders")
+        };
+        return Err(CliError::usage(format!(
+            "--threshold {} is more than {made}",
+            args.threshold
+        ))
+        .with_hint("the threshold is how many of the shares, from distinct holders, unseal"));
+    }
+    let holders = share_holders(&args)?;
+    let token = init_token(args.init_token_file.as_deref())?;
     let resp = ctx
         .system()
         .init(InitRequest {
-            shares,
-            threshold,
-            admin_subject: admin.unwrap_or_default(),
+            shares: if holders.is_empty() { shares } else { 0 },
+            threshold: args.threshold,
+            admin_subject: args.admin.clone().unwrap_or_default(),
+            holders,
+            init_token: token.to_string(),
         })
         .await?
         .into_inner();
-    let made: Vec<Zeroizing<String>> = resp.shares.into_iter().map(Zeroizing::new).collect();
+    // Unbound shares (no holders) read as issued shares without a holder.
+    let issued: Vec<IssuedShare> = if resp.issued.is_empty() {
+        resp.shares
+            .into_iter()
+            .map(|share| IssuedShare {
+                share,
+                ..IssuedShare::default()
+            })
+            .collect()
+    } else {
+        resp.issued
+    };
+    let issued: Vec<(IssuedShare, Zeroizing<String>)> = issued
+        .into_iter()
+        .map(|mut s| {
+            let plain = Zeroizing::new(std::mem::take(&mut s.share));
+            (s, plain)
+        })
+        .collect();
 
     let mut share_files = Vec::new();
-    if let Some(dir) = &share_dir {
+    if let Some(dir) = &args.share_dir {
         fs::create_dir_all(dir).map_err(|e| CliError::io(&dir.display().to_string(), &e))?;
-        for (i, share) in made.iter().enumerate() {
-            let path = dir.join(format!("share-{}.txt", i + 1));
-            let line = Zeroizing::new(format!("{}\n", share.as_str()));
-            files::write_file(&path, line.as_bytes(), true)?;
+        for (i, (s, plain)) in issued.iter().enumerate() {
+            let who = file_part(&s.holder);
+            let stem = if who.is_empty() {
+                format!("share-{}", i + 1)
+            } else {
+                format!("share-{}-{who}", i + 1)
+            };
+            let path = match s.encryption.as_str() {
+                "" => {
+                    let line = Zeroizing::new(format!("{}\n", plain.as_str()));
+                    let path = dir.join(format!("{stem}.txt"));
+                    files::write_file(&path, line.as_bytes(), true)?;
+                    path
+                }
+                alg => {
+                    let ext = if alg == "sm2" { "sm2" } else { "rsa" };
+                    let path = dir.join(format!("{stem}.{ext}"));
+                    files::write_file(&path, &s.encrypted_share, true)?;
+                    path
+                }
+            };
             share_files.push(path);
         }
     }
@@ -125,35 +232,68 @@ pub(super) async fn init(
             "admin_subject": resp.admin_subject,
             "threshold": resp.threshold,
         });
-        if share_dir.is_some() {
+        if args.share_dir.is_some() {
             value["share_files"] = json!(share_files);
-        } else {
-            let plain: Vec<&str> = made.iter().map(|s| s.as_str()).collect();
+        } else if args.holders.is_empty() {
+            let plain: Vec<&str> = issued.iter().map(|(_, p)| p.as_str()).collect();
             value["shares"] = json!(plain);
+        } else {
+            let list: Vec<serde_json::Value> = issued
+                .iter()
+                .map(|(s, plain)| {
+                    json!({
+                        "holder": s.holder,
+                        "share": plain.as_str(),
+                        "encryption": s.encryption,
+                        "encrypted_share": files::base64(&s.encrypted_share),
+                        "recipient_sm3": s.recipient_sm3,
+                    })
+                })
+                .collect();
+            value["shares"] = json!(list);
         }
         return print_json(&value);
     }
     let mut text = format!(
-        "initialised: {} shares, {} needed to unseal; first administrator: {}\n",
-        made.len(),
+        "initialised: {} shares, {} from distinct holders unseal; first administrator: {}\n",
+        issued.len(),
         resp.threshold,
         resp.admin_subject
     );
-    if share_dir.is_some() {
-        text.push_str("shares written (mode 0600), one per administrator:\n");
+    if args.share_dir.is_some() {
+        text.push_str("shares written (mode 0600), one per holder:\n");
         for path in &share_files {
             text.push_str(&format!("  {}\n", path.display()));
         }
     } else {
-        text.push_str(
-            "unseal shares, shown once: give each to a different administrator and keep them apart:\n",
-        );
-        for (i, share) in made.iter().enumerate() {
-            text.push_str(&format!("  share {}: {}\n", i + 1, share.as_str()));
+        text.push_str("unseal shares, shown once: give each to its holder only:\n");
+        for (i, (s, plain)) in issued.iter().enumerate() {
+            let holder = if s.holder.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.holder)
+            };
+            if s.encryption.is_empty() {
+                text.push_str(&format!("  share {}{holder}: {}\n", i + 1, plain.as_str()));
+            } else {
+                text.push_str(&format!(
+                    "  share {}{holder}: encrypted ({}) to key sm3:{}: {}\n",
+                    i + 1,
+                    s.encryption,
+                    s.recipient_sm3,
+                    files::base64(&s.encrypted_share)
+                ));
+            }
         }
     }
+    if issued.iter().any(|(s, _)| !s.encryption.is_empty()) {
+        text.push_str(
+            "an encrypted share opens with its holder's private key, e.g. \
+             `openssl pkeyutl -decrypt -inkey holder.key -in share-1-alice.sm2 | kms unseal --share-file -`\n",
+        );
+    }
     text.push_str(&format!(
-        "next: `kms unseal` by {} administrator(s)",
+        "next: `kms unseal` by {} of the holders, each with their own share",
         resp.threshold
     ));
     let text = Zeroizing::new(text);
@@ -251,7 +391,9 @@ pub(super) async fn restore(
     ctx: &Ctx,
     input: &Path,
     share_files: &[PathBuf],
+    init_token_file: Option<&Path>,
 ) -> Result<(), CliError> {
+    let token = init_token(init_token_file)?;
     let data = fs::read(input).map_err(|e| CliError::io(&input.display().to_string(), &e))?;
     if data.is_empty() {
         return Err(CliError::usage(format!("{} is empty", input.display())));
@@ -262,6 +404,7 @@ pub(super) async fn restore(
         files::read_shares(share_files)?
     };
     // The first message carries the shares; the chunks are cut as the upload pulls them.
+    let mut first_token = Some(token.to_string());
     let mut first_shares: Option<Vec<String>> = Some(
         shares
             .into_iter()
@@ -279,6 +422,7 @@ pub(super) async fn restore(
         RestoreChunk {
             shares: first_shares.take().unwrap_or_default(),
             data: piece.to_vec(),
+            init_token: first_token.take().unwrap_or_default(),
         }
     });
     let result = ctx.system().restore(stream).await;

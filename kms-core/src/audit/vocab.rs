@@ -140,6 +140,8 @@ names! {
         App = "app",
         Admin = "admin",
         Auditor = "auditor",
+        /// A holder of one unseal share ([`crate::authz::Role::Custodian`]).
+        Custodian = "custodian",
         /// A caller the server could not identify as a registered principal: no usable
         /// certificate, an unregistered subject, or a refusal before identification.
         Unregistered = "unregistered",
@@ -158,6 +160,7 @@ impl From<&crate::authz::Role> for Role {
             crate::authz::Role::App { .. } => Self::App,
             crate::authz::Role::Admin => Self::Admin,
             crate::authz::Role::Auditor => Self::Auditor,
+            crate::authz::Role::Custodian => Self::Custodian,
         }
     }
 }
@@ -344,6 +347,9 @@ names! {
         /// Written before a state-changing call runs, with outcome `UNKNOWN`: the call's own
         /// record, with the same request id, follows (issue 18: audit before effect).
         Intent = "intent",
+        /// An unseal share given by someone other than the holder it was issued to, allowed
+        /// only because the server's `unseal_break_glass` is on (issue 18).
+        BreakGlass = "break-glass",
     }
 }
 

@@ -79,6 +79,11 @@ impl ParsedShare {
     pub fn x(&self) -> u8 {
         self.x
     }
+
+    /// The secret part (x ‖ y), for the custody commitment only.
+    pub(crate) fn payload(&self) -> &[u8] {
+        self.raw.expose_secret()
+    }
 }
 
 impl fmt::Debug for ParsedShare {

@@ -225,7 +225,7 @@ impl Kms {
         self.begin(auth)?;
         let filter = match &auth.principal().role {
             Role::App { namespace: own } => Some(own),
-            Role::Admin | Role::Auditor => namespace,
+            Role::Admin | Role::Auditor | Role::Custodian => namespace,
         };
         let mut out: Vec<KeyInfo> = self
             .all_records()?

@@ -11,6 +11,7 @@
 pub(crate) mod audit_key;
 mod backup;
 mod cas;
+pub mod custody;
 mod data;
 mod gcm_budget;
 mod grants;
@@ -34,7 +35,7 @@ pub use data::{
 pub use gcm_budget::GCM_INVOCATION_LIMIT;
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
-pub use system::{InitOutput, Status, UnsealProgress};
+pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
 pub use system_handle::System;
 
 use crate::alg::Purpose;
@@ -42,7 +43,6 @@ use crate::authz::{self, Authorized, Grant, GrantOp, Operation, Principal};
 use crate::cache::KeyCache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::hierarchy::share::ParsedShare;
 use crate::hierarchy::wrap::{self, Derived, VersionAad, WrapAlg};
 use crate::hierarchy::{Kek, RootKey};
 use crate::keys::record::KeyRecord;
@@ -63,6 +63,9 @@ pub struct KmsConfig {
     /// Encryptions one SM4-GCM or AES-256-GCM key version may make before the key rotates
     /// (`kms/gcm_budget.rs`); at most 2^32 (NIST SP 800-38D §8.3).
     pub gcm_invocation_limit: u64,
+    /// Whether an unseal share may be given by someone other than its holder (recorded with
+    /// the `break-glass` flag). Off by default.
+    pub unseal_break_glass: bool,
 }
 
 impl KmsConfig {
@@ -76,6 +79,7 @@ impl KmsConfig {
             cache_ttl: Duration::from_secs(300),
             cache_capacity: 10_000,
             gcm_invocation_limit: GCM_INVOCATION_LIMIT,
+            unseal_break_glass: false,
         }
     }
 }
@@ -101,7 +105,7 @@ pub struct Kms {
     config: KmsConfig,
     clock: Arc<dyn Clock>,
     vault: RwLock<Option<Arc<Unsealed>>>,
-    pending_shares: Mutex<Vec<ParsedShare>>,
+    pending_shares: Mutex<Vec<custody::Given>>,
     cache: KeyCache,
     /// GCM invocations this node reserved and has not used yet.
     leases: gcm_budget::Leases,
@@ -312,7 +316,10 @@ impl Kms {
             authz::Role::App { namespace } if *namespace != record.namespace => {
                 self.grant(record.id, namespace)
             }
-            authz::Role::App { .. } | authz::Role::Admin | authz::Role::Auditor => Ok(None),
+            authz::Role::App { .. }
+            | authz::Role::Admin
+            | authz::Role::Auditor
+            | authz::Role::Custodian => Ok(None),
         }
     }
 

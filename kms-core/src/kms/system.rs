@@ -5,11 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::custody::{self, Given, InitPlan, IssuedShare, ShareForm, ShareRecord};
 use super::{Kms, Unsealed, read_lock, store_corrupt, write_lock};
 use crate::alg::KeySpec;
 use crate::authz::{Authorized, Principal, Role, ops};
 use crate::crypto::rng;
-use crate::error::{Error, InvalidInput, UnsealError};
+use crate::error::{Error, UnsealError};
 use crate::hierarchy::share::{self, SET_ID_LEN, Share};
 use crate::hierarchy::wrap::{self, WrapAlg};
 use crate::hierarchy::{RootKey, UnsealKey};
@@ -27,6 +28,10 @@ pub(super) struct SealConfig {
     pub(super) threshold: u8,
     set_id: String,
     initialized_at: u64,
+    /// Each share's holder and commitment (format 2); empty for a KMS initialised before
+    /// holders existed, whose shares are unbound (see `custody.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) issued: Vec<ShareRecord>,
 }
 
 /// The KMS as `status` reports it.
@@ -42,11 +47,26 @@ pub struct Status {
     pub store: &'static str,
 }
 
-/// The shares made at `init`; give each to a different administrator.
+/// The shares made at `init` without holders; give each to a different administrator.
 #[derive(Debug)]
 pub struct InitOutput {
     pub shares: Vec<Share>,
     pub threshold: u8,
+}
+
+/// The shares made at `init` with holders: one per holder, encrypted where it has a key.
+#[derive(Debug)]
+pub struct Issued {
+    pub shares: Vec<IssuedShare>,
+    pub threshold: u8,
+}
+
+/// Where an unseal stands after one more share, and whether the share was accepted only by
+/// break-glass (given by someone other than its holder; the caller's record says so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unsealing {
+    pub progress: UnsealProgress,
+    pub break_glass: bool,
 }
 
 /// Where an unseal stands after one more share.
@@ -100,24 +120,43 @@ impl Kms {
         Ok(started.elapsed())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<share::ParsedShare>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Given>> {
         self.pending_shares
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Initialises an empty store: a random root key sealed under a random unseal key split into
-    /// `shares` shares with threshold `threshold`, and `admin` registered as the first
-    /// administrator. The KMS stays sealed; unseal it with the shares. Exactly once per store:
-    /// a second `init`, from this node or another, fails.
+    /// Initialises an empty store with `shares` unbound shares (no holders): for the dev mode
+    /// and tests. See [`Kms::init_plan`].
     pub(super) fn init(&self, shares: u8, threshold: u8, admin: &str) -> Result<InitOutput, Error> {
-        if threshold == 0 || threshold > shares {
-            return Err(InvalidInput::new(
-                "threshold",
-                "must be between 1 and the number of shares",
-            )
-            .into());
-        }
+        let issued = self.init_plan(&InitPlan {
+            admin: admin.to_owned(),
+            threshold,
+            holders: Vec::new(),
+            shares,
+        })?;
+        let shares = issued
+            .shares
+            .into_iter()
+            .filter_map(|s| match s.form {
+                ShareForm::Plain(share) => Some(share),
+                ShareForm::Encrypted { .. } => None,
+            })
+            .collect();
+        Ok(InitOutput {
+            shares,
+            threshold: issued.threshold,
+        })
+    }
+
+    /// Initialises an empty store: a random root key sealed under a random unseal key split
+    /// M-of-N, one share per holder (encrypted to the holder's key when given; see
+    /// `custody.rs`), `plan.admin` registered as the first administrator and every other holder
+    /// as a custodian. The KMS stays sealed. Exactly once per store: a second `init`, from this
+    /// node or another, fails.
+    pub(super) fn init_plan(&self, plan: &InitPlan) -> Result<Issued, Error> {
+        let shares = plan.check()?;
+        let threshold = plan.threshold;
         let wrap_alg = self.config.wrap;
         if !self.config.policy.allows(wrap_alg.spec()) {
             return Err(crate::policy::PolicyError::NotGm {
@@ -125,7 +164,7 @@ impl Kms {
             }
             .into());
         }
-        let mut admin = Principal::new(admin, Role::Admin)?;
+        let mut admin = Principal::new(&plan.admin, Role::Admin)?;
         admin.created_at = self.now();
         let mut set_id = [0u8; SET_ID_LEN];
         rng::fill(&mut set_id)?;
@@ -133,14 +172,27 @@ impl Kms {
         let root = RootKey::generate(wrap_alg)?;
         let policy = &self.config.policy;
         let sealed_root = wrap::seal_root(policy, &unseal, &set_id, &root)?;
-        let out = share::split_unseal_key(&unseal, shares, threshold, set_id)?;
+        let made = share::split_unseal_key(&unseal, shares, threshold, set_id)?;
+        let mut records = Vec::with_capacity(made.len());
+        let mut issued = Vec::with_capacity(made.len());
+        for (i, s) in made.into_iter().enumerate() {
+            let parsed = share::parse(&s)?;
+            let holder = plan.holders.get(i);
+            records.push(ShareRecord {
+                x: parsed.x(),
+                holder: holder.map(|h| h.subject.clone()),
+                commitment: custody::commitment(&parsed),
+            });
+            issued.push(custody::issue(policy, holder, s)?);
+        }
         let config = SealConfig {
-            format: 1,
+            format: 2,
             wrap: wrap_alg.spec(),
             shares,
             threshold,
             set_id: hex::encode(set_id),
             initialized_at: self.now(),
+            issued: records,
         };
         let mut batch = Batch::new();
         batch.require(Tree::Seal, CONFIG, None);
@@ -151,14 +203,26 @@ impl Kms {
         );
         batch.put(Tree::Seal, ROOT, sealed_root);
         self.prepare_audit_key(root, &mut batch)?;
-        batch.put(
-            Tree::Principals,
-            admin.subject.as_bytes(),
-            serde_json::to_vec(&admin).map_err(|_| store_corrupt("principal"))?,
-        );
+        let custodians = plan
+            .holders
+            .iter()
+            .filter(|h| h.subject != admin.subject)
+            .map(|h| {
+                let mut p = Principal::new(&h.subject, Role::Custodian)?;
+                p.created_at = self.now();
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        for p in std::iter::once(&admin).chain(&custodians) {
+            batch.put(
+                Tree::Principals,
+                p.subject.as_bytes(),
+                serde_json::to_vec(p).map_err(|_| store_corrupt("principal"))?,
+            );
+        }
         match self.store.apply(&batch) {
-            Ok(()) => Ok(InitOutput {
-                shares: out,
+            Ok(()) => Ok(Issued {
+                shares: issued,
                 threshold,
             }),
             Err(StoreError::Conflict { .. }) => Err(Error::AlreadyExists {
@@ -169,21 +233,30 @@ impl Kms {
         }
     }
 
-    /// Gives one share. When `threshold` distinct valid shares are in, the root key is unsealed.
-    /// A wrong combination clears the shares given so far and is an error, never a wrong key.
+    /// Gives one share, as the proof's principal. When `threshold` shares from distinct givers
+    /// are in, the root key is unsealed. The custody rules (`custody.rs`) decide which shares
+    /// count; a refused share leaves the others' progress as it was.
     pub fn unseal(
         &self,
-        _proof: &Authorized<'_, ops::Unseal>,
+        proof: &Authorized<'_, ops::Unseal>,
         share_text: &Share,
-    ) -> Result<UnsealProgress, Error> {
-        self.unseal_with(share_text)
+    ) -> Result<Unsealing, Error> {
+        if !self.is_sealed() {
+            return Err(UnsealError::AlreadyUnsealed.into());
+        }
+        self.give(share_text, Some(&proof.principal().subject))
     }
 
-    /// Unseal without a principal: for the dev mode's local share file and for restore.
+    /// Unseal without a principal: for the dev mode's local share file and for restore. Already
+    /// unsealed is not an error here (a local restart path).
     pub(super) fn unseal_with(&self, share_text: &Share) -> Result<UnsealProgress, Error> {
-        if read_lock(&self.vault).is_some() {
+        if !self.is_sealed() {
             return Ok(UnsealProgress::Unsealed);
         }
+        Ok(self.give(share_text, None)?.progress)
+    }
+
+    fn give(&self, share_text: &Share, giver: Option<&str>) -> Result<Unsealing, Error> {
         let cfg = self.seal_config()?.ok_or(UnsealError::NotInitialized)?;
         let set_id = cfg.set_id_bytes()?;
         let parsed = share::parse(share_text)?;
@@ -191,18 +264,33 @@ impl Kms {
             return Err(UnsealError::WrongSet.into());
         }
         let mut pending = self.pending();
-        if pending.iter().any(|s| s.x == parsed.x) {
-            return Err(UnsealError::Duplicate.into());
-        }
-        pending.push(parsed);
+        let break_glass = custody::admit(
+            &cfg.issued,
+            &pending,
+            &parsed,
+            giver,
+            self.config.unseal_break_glass,
+        )?;
+        pending.push(Given {
+            share: parsed,
+            giver: giver.map(str::to_owned),
+        });
         let have = u8::try_from(pending.len()).unwrap_or(u8::MAX);
         if have < cfg.threshold {
-            return Ok(UnsealProgress::NeedMore {
-                have,
-                threshold: cfg.threshold,
+            return Ok(Unsealing {
+                progress: UnsealProgress::NeedMore {
+                    have,
+                    threshold: cfg.threshold,
+                },
+                break_glass,
             });
         }
-        let taken = std::mem::take(&mut *pending);
+        // With commitments every share in is good, so this combination opens the root key; a
+        // KMS without them (unbound shares) starts over on a mismatch.
+        let taken: Vec<_> = std::mem::take(&mut *pending)
+            .into_iter()
+            .map(|g| g.share)
+            .collect();
         drop(pending);
         let wrap_alg = WrapAlg::new(cfg.wrap)?;
         let unseal = share::combine_unseal_key(&taken, wrap_alg)?;
@@ -217,7 +305,10 @@ impl Kms {
             wrap: wrap_alg,
             keks: RwLock::new(HashMap::new()),
         }));
-        Ok(UnsealProgress::Unsealed)
+        Ok(Unsealing {
+            progress: UnsealProgress::Unsealed,
+            break_glass,
+        })
     }
 
     /// Seals: forgets the root key, every KEK and every cached key (each wipes itself).

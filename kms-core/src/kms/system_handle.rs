@@ -19,8 +19,9 @@
 
 use std::sync::Arc;
 
+use super::custody::InitPlan;
 use super::sweeps::SweepLog;
-use super::{InitOutput, Kms, KmsConfig, UnsealProgress};
+use super::{InitOutput, Issued, Kms, KmsConfig, UnsealProgress};
 use crate::audit::writer::Signer;
 use crate::clock::Clock;
 use crate::error::Error;
@@ -68,6 +69,13 @@ impl System {
     /// a second `init`, from this node or another, fails.
     pub fn init(&self, shares: u8, threshold: u8, admin: &str) -> Result<InitOutput, Error> {
         self.kms.init(shares, threshold, admin)
+    }
+
+    /// Initialises an empty store with each share issued to a named holder (encrypted to the
+    /// holder's key when given) and every holder but the admin registered as a custodian
+    /// (`custody.rs`).
+    pub fn init_plan(&self, plan: &InitPlan) -> Result<Issued, Error> {
+        self.kms.init_plan(plan)
     }
 
     /// Gives one share without a principal: the dev mode's local share file, and tests. (Over

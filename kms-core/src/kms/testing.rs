@@ -353,6 +353,7 @@ impl TestKms {
     pub fn unseal(&self, who: &Principal, share_text: &Share) -> Result<UnsealProgress, Error> {
         self.kms()
             .unseal(&authorize::<ops::Unseal>(who)?, share_text)
+            .map(|u| u.progress)
     }
 
     pub fn seal(&self, who: &Principal) -> Result<(), Error> {

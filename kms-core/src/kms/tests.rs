@@ -618,7 +618,8 @@ fn sealed_refuses_everything_and_unseal_needs_threshold_shares() {
     ));
     assert!(matches!(f.kms.rotate_key(&f.admin, &r), Err(Error::Sealed)));
     assert!(f.kms.status().unwrap().sealed);
-    // One share of a 2-of-3 is not enough; the same share twice is refused.
+    // One share of a 2-of-3 is not enough; the same share twice is refused, and so is a
+    // second share from the same person (shares count people).
     assert_eq!(
         f.kms.unseal(&f.admin, &f.shares[2]).unwrap(),
         UnsealProgress::NeedMore {
@@ -630,11 +631,23 @@ fn sealed_refuses_everything_and_unseal_needs_threshold_shares() {
         f.kms.unseal(&f.admin, &f.shares[2]),
         Err(Error::Unseal(UnsealError::Duplicate))
     ));
+    assert!(matches!(
+        f.kms.unseal(&f.admin, &f.shares[0]),
+        Err(Error::Unseal(UnsealError::AlreadyGave))
+    ));
     assert!(f.kms.is_sealed());
+    let admin2 = f.kms.principal("admin").unwrap().map(|mut p| {
+        p.subject = "second-admin".into();
+        p
+    });
     assert_eq!(
-        f.kms.unseal(&f.admin, &f.shares[0]).unwrap(),
+        f.kms.unseal(&admin2.unwrap(), &f.shares[0]).unwrap(),
         UnsealProgress::Unsealed
     );
+    assert!(matches!(
+        f.kms.unseal(&f.admin, &f.shares[1]),
+        Err(Error::Unseal(UnsealError::AlreadyUnsealed))
+    ));
     assert_eq!(
         f.kms
             .decrypt(&f.app, &c, &blob)
@@ -1717,4 +1730,125 @@ fn descriptions_refuse_terminal_controls() {
         )
         .unwrap();
     assert!(ok.description.starts_with("支付"));
+}
+
+mod custody {
+    use super::*;
+    use crate::authz::authorize;
+    use crate::custody::{Holder, InitPlan, ShareForm};
+
+    fn plain(form: &ShareForm) -> &Share {
+        match form {
+            ShareForm::Plain(s) => s,
+            ShareForm::Encrypted { .. } => panic!("no key was given"),
+        }
+    }
+
+    fn with_holders(break_glass: bool) -> (TestKms, Vec<Share>, [Principal; 3]) {
+        let config = KmsConfig {
+            unseal_break_glass: break_glass,
+            ..KmsConfig::default()
+        };
+        let kms = TestKms::open(Arc::new(MemoryStore::new()), config);
+        let issued = kms
+            .init_plan(&InitPlan {
+                admin: "alice".into(),
+                threshold: 2,
+                holders: ["alice", "bob", "carol"]
+                    .into_iter()
+                    .map(|s| Holder {
+                        subject: s.into(),
+                        public_key: None,
+                    })
+                    .collect(),
+                shares: 0,
+            })
+            .unwrap();
+        let shares = issued
+            .shares
+            .iter()
+            .map(|s| Share::from_text(plain(&s.form).expose_text()))
+            .collect();
+        let who = |s: &str| kms.principal(s).unwrap().unwrap();
+        let people = [who("alice"), who("bob"), who("carol")];
+        assert_eq!(people[0].role, Role::Admin);
+        assert_eq!(people[1].role, Role::Custodian);
+        (kms, shares, people)
+    }
+
+    #[test]
+    fn shares_are_given_by_their_holders_only() {
+        let (kms, shares, [alice, bob, carol]) = with_holders(false);
+        assert!(matches!(
+            kms.kms().unseal(&authorize(&bob).unwrap(), &shares[0]),
+            Err(Error::Unseal(UnsealError::NotHolder))
+        ));
+        assert_eq!(kms.status().unwrap().progress, 0);
+        let u = kms
+            .kms()
+            .unseal(&authorize(&alice).unwrap(), &shares[0])
+            .unwrap();
+        assert!(!u.break_glass);
+        let u = kms
+            .kms()
+            .unseal(&authorize(&carol).unwrap(), &shares[2])
+            .unwrap();
+        assert_eq!(
+            (u.progress, u.break_glass),
+            (UnsealProgress::Unsealed, false)
+        );
+    }
+
+    #[test]
+    fn break_glass_accepts_anothers_share_and_says_so() {
+        let (kms, shares, [alice, bob, _]) = with_holders(true);
+        let u = kms
+            .kms()
+            .unseal(&authorize(&bob).unwrap(), &shares[0])
+            .unwrap();
+        assert!(u.break_glass);
+        // Still one share per person, break-glass or not.
+        assert!(matches!(
+            kms.kms().unseal(&authorize(&bob).unwrap(), &shares[1]),
+            Err(Error::Unseal(UnsealError::AlreadyGave))
+        ));
+        let u = kms
+            .kms()
+            .unseal(&authorize(&alice).unwrap(), &shares[2])
+            .unwrap();
+        assert_eq!(
+            (u.progress, u.break_glass),
+            (UnsealProgress::Unsealed, true)
+        );
+    }
+
+    #[test]
+    fn holders_named_twice_or_too_few_are_refused_and_nothing_is_written() {
+        let kms = TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
+        let plan = |holders: &[&str], threshold| InitPlan {
+            admin: "alice".into(),
+            threshold,
+            holders: holders
+                .iter()
+                .map(|s| Holder {
+                    subject: (*s).into(),
+                    public_key: None,
+                })
+                .collect(),
+            shares: 0,
+        };
+        assert!(matches!(
+            kms.init_plan(&plan(&["alice", "bob", "alice"], 2)),
+            Err(Error::InvalidArgument(e)) if e.field == "holders"
+        ));
+        assert!(matches!(
+            kms.init_plan(&plan(&["alice", "bob"], 3)),
+            Err(Error::InvalidArgument(e)) if e.field == "threshold"
+        ));
+        assert!(matches!(
+            kms.init_plan(&plan(&["alice", "bad\u{7}name"], 2)),
+            Err(Error::InvalidArgument(e)) if e.field == "subject"
+        ));
+        assert!(!kms.status().unwrap().initialized);
+    }
 }

@@ -3,14 +3,21 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use kms_core::alg::KeySpec;
+use kms_core::audit::Flag;
 use kms_core::authz::authorize;
+use kms_core::crypto::PublicKey;
+use kms_core::custody::{Holder, InitPlan, IssuedShare, ShareForm};
 use kms_core::hierarchy::share::Share;
+use kms_core::policy::Policy;
 use kms_core::{Error, UnsealProgress};
 use kms_proto::v1::{self, system_server::System};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use zeroize::Zeroizing;
 
 use super::Shared;
+use crate::bootstrap::Bootstrap;
 use crate::status::{Refusal, to_status, worker_failed};
 
 /// Backups go out in chunks of this size.
@@ -35,12 +42,63 @@ fn take_share(field: &mut String) -> Share {
 pub struct SystemService {
     shared: Shared,
     owner: Arc<kms_core::System>,
+    bootstrap: Bootstrap,
 }
 
 impl SystemService {
     #[must_use]
-    pub fn new(shared: Shared, owner: Arc<kms_core::System>) -> Self {
-        Self { shared, owner }
+    pub fn new(shared: Shared, owner: Arc<kms_core::System>, bootstrap: Bootstrap) -> Self {
+        Self {
+            shared,
+            owner,
+            bootstrap,
+        }
+    }
+}
+
+/// The holders an init request names, their public keys parsed under the configured policy
+/// (an RSA key under 2048 bits, or a non-GM key under gm-only, is refused).
+fn holders(policy: Policy, given: Vec<v1::ShareHolder>) -> Result<Vec<Holder>, Refusal> {
+    given
+        .into_iter()
+        .map(|h| {
+            let public_key = if h.public_key_pem.trim().is_empty() {
+                None
+            } else {
+                Some(PublicKey::from_spki_pem(policy, &h.public_key_pem)?)
+            };
+            Ok(Holder {
+                subject: h.subject,
+                public_key,
+            })
+        })
+        .collect()
+}
+
+fn issued_share(s: IssuedShare) -> v1::IssuedShare {
+    let holder = s.holder.unwrap_or_default();
+    match s.form {
+        ShareForm::Plain(share) => v1::IssuedShare {
+            holder,
+            share: share.expose_text().to_owned(),
+            ..v1::IssuedShare::default()
+        },
+        ShareForm::Encrypted {
+            spec,
+            ciphertext,
+            recipient_sm3,
+        } => v1::IssuedShare {
+            holder,
+            share: String::new(),
+            encrypted_share: ciphertext,
+            encryption: if spec == KeySpec::Sm2 {
+                "sm2"
+            } else {
+                "rsa-oaep-sha256"
+            }
+            .to_owned(),
+            recipient_sm3: hex::encode(recipient_sm3),
+        },
     }
 }
 
@@ -105,44 +163,73 @@ impl System for SystemService {
 
     async fn init(
         &self,
-        req: Request<v1::InitRequest>,
+        mut req: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
-        let (_, request_id) = self.slot(&req);
+        let (slot, request_id) = self.slot(&req);
         let refuse = |r: Refusal| to_status(r, &request_id);
         if !self.uninitialised(&request_id).await? {
             return Err(refuse(Refusal::AlreadyInitialised));
         }
         let subject = Shared::subject(&req).map_err(refuse)?;
+        let token = Zeroizing::new(std::mem::take(&mut req.get_mut().init_token));
+        self.bootstrap
+            .admit(&subject, &token, "initialise the KMS")
+            .map_err(refuse)?;
         let m = req.into_inner();
         let shares = u8::try_from(m.shares)
-            .map_err(|_| refuse(Refusal::BadRequest("shares must be 1 to 255".into())))?;
+            .map_err(|_| refuse(Refusal::BadRequest("shares must be 0 to 255".into())))?;
         let threshold = u8::try_from(m.threshold)
             .map_err(|_| refuse(Refusal::BadRequest("threshold must be 1 to 255".into())))?;
         let admin = if m.admin_subject.is_empty() {
-            subject
+            subject.clone()
         } else {
             m.admin_subject
         };
+        let plan = InitPlan {
+            admin: admin.clone(),
+            threshold,
+            holders: holders(self.kms.policy(), m.holders).map_err(refuse)?,
+            shares,
+        };
+        let holder_names: Vec<String> = plan.holders.iter().map(|h| h.subject.clone()).collect();
+        if let Some(slot) = slot {
+            slot.update(|n| n.principal = Some(subject.clone()));
+        }
         let owner = Arc::clone(&self.owner);
-        let who = admin.clone();
-        let out = tokio::task::spawn_blocking(move || owner.init(shares, threshold, &who))
+        let out = tokio::task::spawn_blocking(move || owner.init_plan(&plan))
             .await
             .map_err(|_| worker_failed(&request_id))?
             .map_err(|e| to_status(e, &request_id))?;
+        self.bootstrap.spend();
         tracing::warn!(
             admin,
-            shares,
+            by = subject,
+            holders = ?holder_names,
+            shares = out.shares.len(),
             threshold,
-            "KMS initialised; unseal shares were returned to the caller"
+            "KMS initialised; the unseal shares were returned to the caller"
         );
-        Ok(Response::new(v1::InitResponse {
-            shares: out
+        let (shares, issued) = if holder_names.is_empty() {
+            let plain = out
                 .shares
-                .iter()
-                .map(|s| s.expose_text().to_owned())
-                .collect(),
+                .into_iter()
+                .filter_map(|s| match s.form {
+                    ShareForm::Plain(share) => Some(share.expose_text().to_owned()),
+                    ShareForm::Encrypted { .. } => None,
+                })
+                .collect();
+            (plain, Vec::new())
+        } else {
+            (
+                Vec::new(),
+                out.shares.into_iter().map(issued_share).collect(),
+            )
+        };
+        Ok(Response::new(v1::InitResponse {
+            shares,
             threshold: out.threshold.into(),
             admin_subject: admin,
+            issued,
         }))
     }
 
@@ -152,10 +239,18 @@ impl System for SystemService {
     ) -> Result<Response<v1::UnsealResponse>, Status> {
         let call = self.identify(&req).await?;
         let share = take_share(&mut req.into_inner().share);
-        let progress = self
+        let unsealing = self
             .run(&call, move |kms, p| kms.unseal(&authorize(p)?, &share))
             .await?;
-        let (sealed, progress, threshold) = match progress {
+        if unsealing.break_glass {
+            call.note_flag(Flag::BreakGlass);
+            tracing::warn!(
+                by = call.principal.subject,
+                request_id = call.request_id,
+                "break-glass unseal: a share was given by someone other than its holder"
+            );
+        }
+        let (sealed, progress, threshold) = match unsealing.progress {
             UnsealProgress::NeedMore { have, threshold } => (true, have, threshold),
             UnsealProgress::Unsealed => (false, 0, 0),
         };
@@ -203,11 +298,19 @@ impl System for SystemService {
         if !self.uninitialised(&request_id).await? {
             return Err(refuse(Refusal::RestoreNeedsEmptyStore));
         }
+        let subject = Shared::subject(&req).map_err(refuse)?;
         let mut stream = req.into_inner();
         let mut shares = Vec::new();
         let mut data = Vec::new();
+        let mut first = true;
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk?;
+            if std::mem::take(&mut first) {
+                let token = Zeroizing::new(std::mem::take(&mut chunk.init_token));
+                self.bootstrap
+                    .admit(&subject, &token, "restore into the KMS")
+                    .map_err(refuse)?;
+            }
             shares.extend(chunk.shares.iter_mut().map(take_share));
             // The chunk's data is a backup (ciphertext) and needs no wiping.
             if data.len() + chunk.data.len() > MAX_RESTORE_BYTES {
@@ -222,7 +325,12 @@ impl System for SystemService {
             .await
             .map_err(|_| worker_failed(&request_id))?
             .map_err(|e: Error| to_status(e, &request_id))?;
-        tracing::warn!(entries, "store restored from a backup; the KMS is sealed");
+        self.bootstrap.spend();
+        tracing::warn!(
+            entries,
+            by = subject,
+            "store restored from a backup; the KMS is sealed"
+        );
         Ok(Response::new(v1::RestoreResponse { entries }))
     }
 }

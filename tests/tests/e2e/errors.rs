@@ -657,7 +657,7 @@ async fn every_refusal_carries_a_request_id() {
             .init(v1::InitRequest {
                 shares: 1,
                 threshold: 1,
-                admin_subject: String::new(),
+                ..v1::InitRequest::default()
             })
             .await),
     ));

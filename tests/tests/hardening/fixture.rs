@@ -140,9 +140,31 @@ fn offline(dir: &Path) -> Offline {
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
     let clock = Arc::new(ManualClock::new(now() - 60 * DAY));
     let kms = TestKms::with_clock(store, KmsConfig::default(), Arc::clone(&clock) as _);
-    let init = kms.init(3, 2, subjects::ADMIN).unwrap();
-    for share in &init.shares[..2] {
-        kms.unseal_with(share).unwrap();
+    let init = kms
+        .init_plan(&kms_core::custody::InitPlan {
+            admin: subjects::ADMIN.into(),
+            threshold: 2,
+            holders: [subjects::ADMIN, subjects::CUSTODIAN, subjects::CUSTODIAN_2]
+                .into_iter()
+                .map(|subject| kms_core::custody::Holder {
+                    subject: subject.into(),
+                    public_key: None,
+                })
+                .collect(),
+            shares: 0,
+        })
+        .unwrap();
+    let shares: Vec<String> = init
+        .shares
+        .iter()
+        .map(|s| match &s.form {
+            kms_core::custody::ShareForm::Plain(share) => share.expose_text().to_owned(),
+            kms_core::custody::ShareForm::Encrypted { .. } => unreachable!("no keys given"),
+        })
+        .collect();
+    for share in &shares[..2] {
+        kms.unseal_with(&kms_core::hierarchy::share::Share::from_text(share))
+            .unwrap();
     }
     let admin = kms.principal(subjects::ADMIN).unwrap().unwrap();
     let app = kms
@@ -252,11 +274,7 @@ fn offline(dir: &Path) -> Offline {
     let destroyed = kms.destroy_due().unwrap();
     assert_eq!(destroyed.len(), 4, "every scheduled key is destroyed");
     Offline {
-        shares: init
-            .shares
-            .iter()
-            .map(|s| s.expose_text().to_owned())
-            .collect(),
+        shares,
         destroyed: keys.try_into().unwrap(),
         made,
     }
@@ -373,6 +391,7 @@ impl Fixture {
             other_app: Clients::connect(&server, &pki, &pki.other_app).await,
             auditor: Clients::connect(&server, &pki, &pki.auditor).await,
             stranger: Clients::connect(&server, &pki, &pki.stranger).await,
+            custodian: Clients::connect(&server, &pki, &pki.custodian).await,
             pki,
             dir,
             server,

@@ -167,21 +167,23 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
         .init(v1::InitRequest {
             shares: 3,
             threshold: 2,
-            admin_subject: String::new(),
+            holders: kms_tests::world::holders(),
+            ..v1::InitRequest::default()
         })
         .await
         .unwrap()
         .into_inner();
-    for (i, share) in init.shares.iter().enumerate() {
+    let shares = kms_tests::world::plain_shares(&init);
+    for (i, share) in shares.iter().enumerate() {
         s.keep(&format!("unseal share {i}"), share.as_bytes());
     }
     let mut system = admin.system.clone();
     let unseal = |share: &str| v1::UnsealRequest {
         share: share.to_owned(),
     };
-    system.unseal(unseal(&init.shares[0])).await.unwrap();
+    system.unseal(unseal(&shares[0])).await.unwrap();
     // A share with one digit changed, and a share given twice: refused, without echoing it.
-    let mut typo = init.shares[1].clone().into_bytes();
+    let mut typo = shares[1].clone().into_bytes();
     let last = typo.len() - 1;
     typo[last] = if typo[last] == b'0' { b'1' } else { b'0' };
     let typo = String::from_utf8(typo).unwrap();
@@ -189,10 +191,13 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
     refusals.expect_err("a mistyped share", system.unseal(unseal(&typo)).await);
     refusals.expect_err(
         "a share given twice",
-        system.unseal(unseal(&init.shares[0])).await,
+        system.unseal(unseal(&shares[0])).await,
     );
-    let done = system
-        .unseal(unseal(&init.shares[1]))
+    let custodian = connect(addr, pki, &pki.custodian).await;
+    let done = custodian
+        .system
+        .clone()
+        .unseal(unseal(&shares[1]))
         .await
         .unwrap()
         .into_inner();
@@ -539,7 +544,7 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
         backup.extend_from_slice(&chunk.data);
     }
     Session {
-        shares: init.shares,
+        shares,
         blob: (blob, context, plain_text),
         refusals,
         audit,

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kms_proto::v1;
 use kms_server::Settings;
 use kms_tests::net;
 use kms_tests::pg::{self, Cluster};
-use kms_tests::world::{Clients, THRESHOLD};
+use kms_tests::world::Clients;
 
 use crate::common::{audit_public_key, create_key, describe, encrypt, export_audit};
 
@@ -130,16 +129,8 @@ async fn a_node_killed_mid_stream_loses_no_acknowledged_write() {
     };
     let k_admin = connect(&c.pki.admin).await;
     let k_app = connect(&c.pki.app).await;
-    for share in c.shares.iter().take(THRESHOLD as usize) {
-        k_admin
-            .system
-            .clone()
-            .unseal(v1::UnsealRequest {
-                share: share.clone(),
-            })
-            .await
-            .unwrap();
-    }
+    let k_custodian = connect(&c.pki.custodian).await;
+    kms_tests::world::unseal_by_holders(&c.shares, &k_admin, &k_custodian).await;
     let shared = create_key(&k_admin, None).await.unwrap();
     encrypt(&a.app, &shared)
         .await
