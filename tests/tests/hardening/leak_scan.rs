@@ -158,9 +158,19 @@ struct Session {
 /// known secrets, refused requests carrying secrets, then the audit and inventory exports and a
 /// backup.
 #[allow(clippy::too_many_lines)]
-async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Session {
+async fn session(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    s: &mut Secrets,
+    data_dir: &Path,
+) -> Session {
     let admin = connect(addr, pki, &pki.admin).await;
     let mut refusals = Refusals::default();
+    // No bootstrap_admins in the config: init takes the one-time token the server wrote, which
+    // is a secret like the others (never in a log, the audit trail or the store).
+    let token = fs::read_to_string(data_dir.join(kms_server::bootstrap::TOKEN_FILE)).unwrap();
+    let token = token.trim().to_owned();
+    s.keep("init token", token.as_bytes());
     let init = admin
         .system
         .clone()
@@ -168,6 +178,7 @@ async fn session(addr: std::net::SocketAddr, pki: &Pki, s: &mut Secrets) -> Sess
             shares: 3,
             threshold: 2,
             holders: kms_tests::world::holders(),
+            init_token: token,
             ..v1::InitRequest::default()
         })
         .await
@@ -764,7 +775,7 @@ async fn no_secret_in_logs_errors_audit_store_or_backup() {
     );
     let server = ChildServer::start(&config, &[("KMS_LOG", "trace")]);
     let mut secrets = Secrets::new();
-    let session = session(server.addr, &pki, &mut secrets).await;
+    let session = session(server.addr, &pki, &mut secrets, &dir.join("data")).await;
 
     // 3b, while the process runs.
     let running_log: Vec<String> = server
