@@ -131,7 +131,8 @@ pub enum Remote {
         /// The backup file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
-        /// File(s) holding the backup's unseal shares, one per line (asked for when left out).
+        /// A 1-of-1 backup's share file. Without it the server stages the backup, and its share
+        /// holders each give their own share with `kms unseal`.
         #[arg(long = "share-file", value_name = "FILE")]
         share_files: Vec<PathBuf>,
         /// The server's one-time init token (its DATA_DIR/init-token), unless you are one of its

@@ -157,11 +157,13 @@ impl System for Mock {
                 sealed: false,
                 progress: 0,
                 threshold: 2,
+                restored_entries: 0,
             })),
             "partial" => Ok(Response::new(UnsealResponse {
                 sealed: true,
                 progress: 1,
                 threshold: 2,
+                restored_entries: 0,
             })),
             _ => Err(Status::invalid_argument("not a valid share")),
         }
@@ -197,7 +199,10 @@ impl System for Mock {
             first = false;
             entries += u64::try_from(chunk.data.len()).unwrap();
         }
-        Ok(Response::new(RestoreResponse { entries }))
+        Ok(Response::new(RestoreResponse {
+            entries,
+            ..RestoreResponse::default()
+        }))
     }
 }
 

@@ -56,5 +56,5 @@ pub use kms::{
     SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, Unsealing,
     VerifyOutput, VersionInfo,
 };
-pub use kms::{Issued, custody};
+pub use kms::{Issued, RestoreProgress, StagedRestore, custody};
 pub use secret::{KeyMaterial, SecretBytes};

@@ -2,8 +2,8 @@
 //! certificate's subject *before* the request's body is read, so an unregistered certificate
 //! costs a lookup and one small denial record, never a decoded message; health and reflection
 //! answer registered principals only. Before the first principal exists (an uninitialised KMS)
-//! only the calls that bring one into being — status, init, restore — pass, and their handlers
-//! check the rest.
+//! only the calls that bring one into being — status, init, restore, and the unseal shares of a
+//! staged restore — pass, and their handlers check the rest.
 
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ const BOOTSTRAP: &[&str] = &[
     "/kms.v1.System/Status",
     "/kms.v1.System/Init",
     "/kms.v1.System/Restore",
+    // A staged restore's holders are not registered until it is written (`staged_restore.rs`).
+    "/kms.v1.System/Unseal",
 ];
 
 /// The principal the gate found, for the handler (which then need not look it up again).

@@ -329,12 +329,18 @@ pub(super) async fn unseal(ctx: &Ctx, share_files: &[PathBuf]) -> Result<(), Cli
             "sealed": resp.sealed,
             "progress": resp.progress,
             "threshold": resp.threshold,
+            "restored_entries": resp.restored_entries,
         }));
     }
     if resp.sealed {
         files::println(&format!(
             "share accepted: {} of {}; still sealed",
             resp.progress, resp.threshold
+        ))
+    } else if resp.restored_entries > 0 {
+        files::println(&format!(
+            "restored {} entries; unsealed",
+            resp.restored_entries
         ))
     } else {
         files::println("unsealed")
@@ -398,8 +404,9 @@ pub(super) async fn restore(
     if data.is_empty() {
         return Err(CliError::usage(format!("{} is empty", input.display())));
     }
+    // Without shares the server stages the backup for its holders (one `kms unseal` each).
     let shares = if share_files.is_empty() {
-        prompt_shares()?
+        Vec::new()
     } else {
         files::read_shares(share_files)?
     };
@@ -429,7 +436,24 @@ pub(super) async fn restore(
     bar.finish_and_clear();
     let resp = result?.into_inner();
     if ctx.json {
-        print_json(&json!({ "entries": resp.entries }))
+        return print_json(&json!({
+            "entries": resp.entries,
+            "staged": resp.staged,
+            "threshold": resp.threshold,
+            "holders": resp.holders,
+        }));
+    }
+    if resp.staged {
+        let who = if resp.holders.is_empty() {
+            "holders of its shares".to_owned()
+        } else {
+            resp.holders.join(", ")
+        };
+        files::println(&format!(
+            "staged on this server: written once {} of its share holders ({who}) each run \
+             `kms unseal` with their own share",
+            resp.threshold
+        ))
     } else {
         files::println(&format!(
             "restored {} entries; the KMS is sealed until unsealed with the backup's shares",
@@ -467,25 +491,3 @@ fn prompt_secret(prompt: &str) -> Result<Zeroizing<String>, CliError> {
     Ok(share)
 }
 
-/// Asks for shares until an empty answer (terminal), or reads them one per line (stdin).
-fn prompt_shares() -> Result<Vec<Zeroizing<String>>, CliError> {
-    if !io::stdin().is_terminal() {
-        return files::read_shares(&[PathBuf::from("-")]);
-    }
-    let mut shares = Vec::new();
-    loop {
-        let prompt = format!("Unseal share {} (empty to finish): ", shares.len() + 1);
-        let raw = Zeroizing::new(
-            rpassword::prompt_password(prompt).map_err(|e| CliError::io("the terminal", &e))?,
-        );
-        let share = raw.trim();
-        if share.is_empty() {
-            break;
-        }
-        shares.push(Zeroizing::new(share.to_owned()));
-    }
-    if shares.is_empty() {
-        return Err(CliError::usage("no share given"));
-    }
-    Ok(shares)
-}

@@ -17,13 +17,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::system::{CONFIG, ROOT};
+use super::system::{CONFIG, ROOT, SealConfig};
 use super::{Kms, store_corrupt};
 use crate::alg::Purpose;
 use crate::authz::{Authorized, ops};
 use crate::crypto::{self, AEAD_NONCE_LEN, AEAD_TAG_LEN, rng};
 use crate::error::{CryptoError, Error, InvalidInput, UnsealError};
-use crate::hierarchy::share::{self, Share};
+use crate::hierarchy::share::{self, ParsedShare, Share};
 use crate::hierarchy::wrap::{self, Derived, WrapAlg};
 use crate::store::{Batch, Tree};
 
@@ -114,49 +114,37 @@ impl Kms {
     /// The backup's integrity is checked with the shares' key before anything is written;
     /// afterwards the KMS is sealed and unseals with the same shares as the backed-up one.
     pub(super) fn restore(&self, backup: &[u8], shares: &[Share]) -> Result<u64, Error> {
+        let parsed = shares
+            .iter()
+            .map(share::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.restore_parsed(backup, &parsed, false)
+    }
+
+    /// [`Kms::restore`] from parsed shares; with `unseal`, the KMS is left unsealed with the
+    /// root key the shares opened (the staged restore, whose shares came from their holders).
+    pub(super) fn restore_parsed(
+        &self,
+        backup: &[u8],
+        parsed: &[ParsedShare],
+        unseal: bool,
+    ) -> Result<u64, Error> {
         if self.store.get(Tree::Seal, CONFIG)?.is_some() {
             return Err(Error::FailedPrecondition(
                 "restore needs an empty store; this one is initialised".into(),
             ));
         }
-        let rest = backup
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| bad_backup("not a KMS backup"))?;
-        let (&format, rest) = rest.split_first().ok_or_else(|| bad_backup("truncated"))?;
-        if format != FORMAT && format != FORMAT_V1 {
-            return Err(bad_backup("unsupported backup format"));
-        }
-        let len_bytes: [u8; 4] = rest
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| bad_backup("truncated"))?;
-        let header_len =
-            usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| bad_backup("truncated"))?;
-        let header_end = 4usize
-            .checked_add(header_len)
-            .ok_or_else(|| bad_backup("truncated"))?;
-        let header_bytes = rest
-            .get(4..header_end)
-            .ok_or_else(|| bad_backup("truncated"))?;
-        let aad_len = MAGIC.len() + 1 + header_end;
-        let aad = &backup[..aad_len];
-        let header: Header = serde_json::from_slice(header_bytes)
-            .map_err(|_| bad_backup("header does not decode"))?;
-        let body = &rest[header_end..];
-        if body.len() < AEAD_NONCE_LEN + AEAD_TAG_LEN {
-            return Err(bad_backup("truncated"));
-        }
-        let (nonce, sealed) = body.split_at(AEAD_NONCE_LEN);
-        let nonce: [u8; AEAD_NONCE_LEN] = nonce.try_into().map_err(|_| bad_backup("truncated"))?;
+        let Parsed {
+            format,
+            header,
+            config,
+            aad,
+            nonce,
+            sealed,
+        } = parse_backup(backup)?;
 
         // Shares → unseal key → root key → backup key, checking each step.
-        let config: super::system::SealConfig = serde_json::from_str(&header.seal_config)
-            .map_err(|_| bad_backup("header does not decode"))?;
         let set_id = config.set_id_bytes()?;
-        let parsed = shares
-            .iter()
-            .map(share::parse)
-            .collect::<Result<Vec<_>, _>>()?;
         if parsed.iter().any(|s| s.set_id != set_id) {
             return Err(UnsealError::WrongSet.into());
         }
@@ -164,11 +152,11 @@ impl Kms {
             return Err(UnsealError::Mismatch.into());
         }
         let wrap_alg = WrapAlg::new(config.wrap)?;
-        let unseal = share::combine_unseal_key(&parsed, wrap_alg)?;
+        let unseal_key = share::combine_unseal_key(parsed, wrap_alg)?;
         let sealed_root =
             hex::decode(&header.sealed_root).map_err(|_| bad_backup("header does not decode"))?;
         let policy = &self.config.policy;
-        let root = wrap::open_root(policy, &unseal, &set_id, &sealed_root)
+        let root = wrap::open_root(policy, &unseal_key, &set_id, &sealed_root)
             .map_err(|_| Error::Unseal(UnsealError::Mismatch))?;
         let key = if format == FORMAT_V1 {
             wrap::derive_v1_backup_key(&root, wrap_alg)?
@@ -203,8 +191,72 @@ impl Kms {
             return Err(bad_backup("entry count does not match the header"));
         }
         self.store.apply(&batch)?;
+        if unseal {
+            *super::write_lock(&self.vault) = Some(std::sync::Arc::new(super::Unsealed {
+                root,
+                wrap: wrap_alg,
+                keks: std::sync::RwLock::new(std::collections::HashMap::new()),
+            }));
+        }
         Ok(count)
     }
+
+    /// The seal configuration a backup carries in its clear header (threshold, holders).
+    pub(super) fn backup_seal_config(backup: &[u8]) -> Result<SealConfig, Error> {
+        Ok(parse_backup(backup)?.config)
+    }
+}
+
+/// A backup's parts, its header decoded (nothing opened yet).
+struct Parsed<'a> {
+    format: u8,
+    header: Header,
+    config: SealConfig,
+    aad: &'a [u8],
+    nonce: [u8; AEAD_NONCE_LEN],
+    sealed: &'a [u8],
+}
+
+fn parse_backup(backup: &[u8]) -> Result<Parsed<'_>, Error> {
+    let rest = backup
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| bad_backup("not a KMS backup"))?;
+    let (&format, rest) = rest.split_first().ok_or_else(|| bad_backup("truncated"))?;
+    if format != FORMAT && format != FORMAT_V1 {
+        return Err(bad_backup("unsupported backup format"));
+    }
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad_backup("truncated"))?;
+    let header_len =
+        usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| bad_backup("truncated"))?;
+    let header_end = 4usize
+        .checked_add(header_len)
+        .ok_or_else(|| bad_backup("truncated"))?;
+    let header_bytes = rest
+        .get(4..header_end)
+        .ok_or_else(|| bad_backup("truncated"))?;
+    let aad_len = MAGIC.len() + 1 + header_end;
+    let aad = &backup[..aad_len];
+    let header: Header =
+        serde_json::from_slice(header_bytes).map_err(|_| bad_backup("header does not decode"))?;
+    let body = &rest[header_end..];
+    if body.len() < AEAD_NONCE_LEN + AEAD_TAG_LEN {
+        return Err(bad_backup("truncated"));
+    }
+    let (nonce, sealed) = body.split_at(AEAD_NONCE_LEN);
+    let nonce: [u8; AEAD_NONCE_LEN] = nonce.try_into().map_err(|_| bad_backup("truncated"))?;
+    let config: SealConfig = serde_json::from_str(&header.seal_config)
+        .map_err(|_| bad_backup("header does not decode"))?;
+    Ok(Parsed {
+        format,
+        header,
+        config,
+        aad,
+        nonce,
+        sealed,
+    })
 }
 
 fn take(b: &[u8]) -> Result<(&[u8], &[u8]), Error> {

@@ -18,6 +18,7 @@ mod grants;
 pub(crate) mod inventory;
 mod lifecycle;
 mod principals;
+mod staged_restore;
 pub(crate) mod sweeps;
 mod system;
 mod system_handle;
@@ -34,6 +35,7 @@ pub use data::{
 };
 pub use gcm_budget::GCM_INVOCATION_LIMIT;
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
+pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
 pub use system_handle::System;
@@ -106,6 +108,8 @@ pub struct Kms {
     clock: Arc<dyn Clock>,
     vault: RwLock<Option<Arc<Unsealed>>>,
     pending_shares: Mutex<Vec<custody::Given>>,
+    /// A backup waiting for its holders' shares (`staged_restore.rs`).
+    staged_restore: Mutex<Option<staged_restore::Staged>>,
     cache: KeyCache,
     /// GCM invocations this node reserved and has not used yet.
     leases: gcm_budget::Leases,
@@ -157,6 +161,7 @@ impl Kms {
             clock,
             vault: RwLock::new(None),
             pending_shares: Mutex::new(Vec::new()),
+            staged_restore: Mutex::new(None),
             purposes: RwLock::new(HashMap::new()),
         }
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::custody::InitPlan;
 use super::sweeps::SweepLog;
-use super::{InitOutput, Issued, Kms, KmsConfig, UnsealProgress};
+use super::{InitOutput, Issued, Kms, KmsConfig, RestoreProgress, StagedRestore, UnsealProgress};
 use crate::audit::writer::Signer;
 use crate::clock::Clock;
 use crate::error::Error;
@@ -94,6 +94,27 @@ impl System {
     /// afterwards the KMS is sealed and unseals with the same shares as the backed-up one.
     pub fn restore(&self, backup: &[u8], shares: &[Share]) -> Result<u64, Error> {
         self.kms.restore(backup, shares)
+    }
+
+    /// The threshold and holders a backup names, read from its clear header.
+    pub fn inspect_backup(backup: &[u8]) -> Result<StagedRestore, Error> {
+        Kms::inspect_backup(backup)
+    }
+
+    /// Stages a backup for its share holders (`staged_restore.rs`): nothing is written until
+    /// shares from `threshold` distinct holders are in.
+    pub fn stage_restore(&self, backup: Vec<u8>) -> Result<StagedRestore, Error> {
+        self.kms.stage_restore(backup)
+    }
+
+    /// One share towards the staged restore, given by the certificate subject `giver`; the
+    /// last one writes the backup and unseals. The flag says whether break-glass let it in.
+    pub fn give_restore_share(
+        &self,
+        share: &Share,
+        giver: &str,
+    ) -> Result<(RestoreProgress, bool), Error> {
+        self.kms.give_restore_share(share, giver)
     }
 
     /// Keys whose rotation is due now.

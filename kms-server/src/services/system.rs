@@ -10,7 +10,7 @@ use kms_core::crypto::PublicKey;
 use kms_core::custody::{Holder, InitPlan, IssuedShare, ShareForm};
 use kms_core::hierarchy::share::Share;
 use kms_core::policy::Policy;
-use kms_core::{Error, UnsealProgress};
+use kms_core::{Error, RestoreProgress, UnsealProgress};
 use kms_proto::v1::{self, system_server::System};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -235,8 +235,13 @@ impl System for SystemService {
 
     async fn unseal(
         &self,
-        req: Request<v1::UnsealRequest>,
+        mut req: Request<v1::UnsealRequest>,
     ) -> Result<Response<v1::UnsealResponse>, Status> {
+        let (_, request_id) = self.slot(&req);
+        if self.uninitialised(&request_id).await? && self.kms.restore_staged() {
+            let share = take_share(&mut req.get_mut().share);
+            return self.give_restore_share(&req, share, &request_id).await;
+        }
         let call = self.identify(&req).await?;
         let share = take_share(&mut req.into_inner().share);
         let unsealing = self
@@ -258,6 +263,7 @@ impl System for SystemService {
             sealed,
             progress: progress.into(),
             threshold: threshold.into(),
+            restored_entries: 0,
         }))
     }
 
@@ -320,7 +326,36 @@ impl System for SystemService {
             }
             data.extend_from_slice(&chunk.data);
         }
+        let staged =
+            kms_core::System::inspect_backup(&data).map_err(|e| to_status(e, &request_id))?;
         let owner = Arc::clone(&self.owner);
+        if shares.is_empty() {
+            let info = tokio::task::spawn_blocking(move || owner.stage_restore(data))
+                .await
+                .map_err(|_| worker_failed(&request_id))?
+                .map_err(|e| to_status(e, &request_id))?;
+            tracing::warn!(
+                by = subject,
+                threshold = info.threshold,
+                "a backup is staged on this node; it is written once its holders give their shares"
+            );
+            return Ok(Response::new(v1::RestoreResponse {
+                entries: 0,
+                staged: true,
+                threshold: info.threshold.into(),
+                holders: info.holders.into_iter().flatten().collect(),
+            }));
+        }
+        if staged.threshold > 1 {
+            return Err(refuse(Refusal::BadRequest(
+                format!(
+                    "this backup needs {} shares from distinct holders: restore it without \
+                     shares, then each holder gives theirs with `kms unseal`",
+                    staged.threshold
+                )
+                .into(),
+            )));
+        }
         let entries = tokio::task::spawn_blocking(move || owner.restore(&data, &shares))
             .await
             .map_err(|_| worker_failed(&request_id))?
@@ -331,7 +366,62 @@ impl System for SystemService {
             by = subject,
             "store restored from a backup; the KMS is sealed"
         );
-        Ok(Response::new(v1::RestoreResponse { entries }))
+        Ok(Response::new(v1::RestoreResponse {
+            entries,
+            ..v1::RestoreResponse::default()
+        }))
+    }
+}
+
+impl SystemService {
+    /// A share towards the backup staged on this node, from the caller's certificate subject
+    /// (its holders are not registered until it is written; the custody rules check the giver
+    /// against the holder the backup names).
+    async fn give_restore_share<T>(
+        &self,
+        req: &Request<T>,
+        share: Share,
+        request_id: &str,
+    ) -> Result<Response<v1::UnsealResponse>, Status> {
+        let subject = Shared::subject(req).map_err(|e| to_status(e, request_id))?;
+        let (slot, _) = self.slot(req);
+        let owner = Arc::clone(&self.owner);
+        let giver = subject.clone();
+        let (progress, break_glass) =
+            tokio::task::spawn_blocking(move || owner.give_restore_share(&share, &giver))
+                .await
+                .map_err(|_| worker_failed(request_id))?
+                .map_err(|e| to_status(e, request_id))?;
+        if let Some(slot) = slot {
+            slot.update(|n| {
+                n.principal = Some(subject.clone());
+                if break_glass {
+                    n.flags.push(Flag::BreakGlass);
+                }
+            });
+        }
+        Ok(Response::new(match progress {
+            RestoreProgress::NeedMore { have, threshold } => v1::UnsealResponse {
+                sealed: true,
+                progress: have.into(),
+                threshold: threshold.into(),
+                restored_entries: 0,
+            },
+            RestoreProgress::Restored { entries } => {
+                self.bootstrap.spend();
+                tracing::warn!(
+                    entries,
+                    by = subject,
+                    "staged backup restored by its holders; the KMS is unsealed"
+                );
+                v1::UnsealResponse {
+                    sealed: false,
+                    progress: 0,
+                    threshold: 0,
+                    restored_entries: entries,
+                }
+            }
+        }))
     }
 }
 

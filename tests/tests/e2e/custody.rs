@@ -390,3 +390,120 @@ async fn init_refuses_holders_named_twice_and_weak_holder_keys() {
     drop(admin);
     server.stop().await.unwrap();
 }
+
+/// A backup of a 2-of-3 KMS restores only as its holders say: one caller giving the shares in
+/// the restore is refused; restored without shares it is staged, and then each holder gives
+/// their own share (the admin's second share and the custodian giving the admin's are refused);
+/// the last share writes it and unseals, and the keys work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_restores_only_by_its_holders_shares() {
+    let w = World::start().await;
+    let key = w
+        .create_key("payments", v1::Purpose::Encrypt, "sm4-gcm")
+        .await;
+    let ct = w
+        .app
+        .crypto
+        .clone()
+        .encrypt(v1::EncryptRequest {
+            key: key.key_id.clone(),
+            plaintext: b"kept across a restore".to_vec(),
+            ..v1::EncryptRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let mut stream = w
+        .admin
+        .system
+        .clone()
+        .backup(v1::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut backup = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        backup.extend_from_slice(&chunk.data);
+    }
+
+    // A blank server, with the same PKI (the holders are the same people).
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&w.pki, dir.path(), Settings::default()).await;
+    let admin = Clients::connect(&server, &w.pki, &w.pki.admin).await;
+    let custodian = Clients::connect(&server, &w.pki, &w.pki.custodian).await;
+    let restore = |shares: Vec<String>| {
+        let chunk = v1::RestoreChunk {
+            shares,
+            data: backup.clone(),
+            ..v1::RestoreChunk::default()
+        };
+        let mut system = admin.system.clone();
+        async move { system.restore(tokio_stream::iter(vec![chunk])).await }
+    };
+    let r = restore(w.shares[..2].to_vec()).await;
+    expect_err(
+        r,
+        Code::InvalidArgument,
+        "needs 2 shares from distinct holders",
+    );
+    let staged = restore(Vec::new()).await.unwrap().into_inner();
+    assert!(staged.staged);
+    assert_eq!(staged.entries, 0);
+    assert_eq!(staged.threshold, 2);
+    assert_eq!(
+        staged.holders,
+        [subjects::ADMIN, subjects::CUSTODIAN, subjects::CUSTODIAN_2]
+    );
+
+    let r = admin
+        .system
+        .clone()
+        .unseal(unseal_req(&w.shares[0]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.sealed, r.progress), (true, 1));
+    let r = admin.system.clone().unseal(unseal_req(&w.shares[1])).await;
+    expect_err(r, Code::FailedPrecondition, "already given a share");
+    let r = custodian
+        .system
+        .clone()
+        .unseal(unseal_req(&w.shares[2]))
+        .await;
+    expect_err(r, Code::PermissionDenied, "issued to another holder");
+    // Nothing written yet: the store is still uninitialised.
+    let s = admin
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.initialized);
+
+    let r = custodian
+        .system
+        .clone()
+        .unseal(unseal_req(&w.shares[1]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.sealed);
+    assert!(r.restored_entries > 0, "{r:?}");
+    let app = Clients::connect(&server, &w.pki, &w.pki.app).await;
+    let pt = app
+        .crypto
+        .clone()
+        .decrypt(v1::DecryptRequest {
+            ciphertext: ct,
+            ..v1::DecryptRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plaintext;
+    assert_eq!(pt, b"kept across a restore");
+    drop((admin, custodian, app));
+    server.stop().await.unwrap();
+}
