@@ -4,6 +4,8 @@
 //!
 //! - [`tls`]: who may connect at all (API-1).
 //! - [`authz`]: every RPC × every role, and namespaces and grants (KEY-9).
+//! - [`audit_before_effect`]: a failing audit store at each step never leaves a change
+//!   unrecorded (issue 18).
 //! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
 //! - [`data_plane`]: every data-plane RPC end to end.
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
@@ -17,6 +19,8 @@
 
 #[path = "e2e/archive.rs"]
 mod archive;
+#[path = "e2e/audit_before_effect.rs"]
+mod audit_before_effect;
 #[path = "e2e/authz.rs"]
 mod authz;
 #[path = "e2e/common.rs"]

@@ -490,4 +490,3 @@ fn prompt_secret(prompt: &str) -> Result<Zeroizing<String>, CliError> {
     }
     Ok(share)
 }
-
