@@ -534,6 +534,13 @@ pub struct DatakeyArgs {
     /// Write the plaintext data key (binary, mode 0600) here.
     #[arg(long, value_name = "FILE")]
     pub plaintext_out: Option<PathBuf>,
+    /// Return the data key encrypted to this SM2 or RSA public key (PEM or DER) instead of in
+    /// the clear: SM2 (GM/T 0009 DER) or RSA-OAEP-SHA-256, for a partner system to open.
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["no_plaintext", "plaintext_out"])]
+    pub wrap_to: Option<PathBuf>,
+    /// With --wrap-to: write the encrypted data key (binary) here.
+    #[arg(long, value_name = "FILE", requires = "wrap_to")]
+    pub wrapped_out: Option<PathBuf>,
 }
 
 /// `kms reencrypt`

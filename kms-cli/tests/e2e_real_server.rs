@@ -921,6 +921,82 @@ fn encrypt_decrypt_datakey_and_reencrypt() {
         3,
         "",
     );
+    // A data key sealed to a partner's public key (SM2 and RSA, keys made by OpenSSL, which
+    // opens the sealed copy): the same key the wrapped blob decrypts to, never shown in clear.
+    for (alg, opts) in [
+        ("SM2", &[][..]),
+        (
+            "RSA",
+            &[
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+            ][..],
+        ),
+    ] {
+        let key = server.path(&format!("partner-{alg}.key"));
+        let key = key.to_str().unwrap();
+        let mut keygen = vec!["genpkey", "-algorithm", alg, "-out", key];
+        if alg == "RSA" {
+            keygen.extend(["-pkeyopt", "rsa_keygen_bits:2048"]);
+        }
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+            out.stdout
+        };
+        run(&keygen);
+        server.write("partner.pub", run(&["pkey", "-in", key, "-pubout"]));
+        let v = json(&server.kms(
+            "app",
+            &[
+                "--json",
+                "datakey",
+                "--key",
+                "sm4",
+                "--spec",
+                "aes-256",
+                "--wrap-to",
+                "partner.pub",
+                "--out",
+                "partner.kms",
+                "--wrapped-out",
+                "partner.sealed",
+            ],
+        ));
+        assert!(v.get("plaintext").is_none(), "{v}");
+        let mut open = vec!["pkeyutl", "-decrypt", "-inkey", key, "-in"];
+        let sealed = server.path("partner.sealed");
+        open.push(sealed.to_str().unwrap());
+        open.extend_from_slice(opts);
+        let dk = run(&open);
+        assert_eq!(dk.len(), 32, "{alg}");
+        let out = server.kms("app", &["decrypt", "--in", "partner.kms"]);
+        assert_eq!(out.stdout, dk, "{alg}: {}", describe(&out));
+    }
+    fails(
+        &server.kms(
+            "app",
+            &[
+                "datakey",
+                "--key",
+                "sm4",
+                "--spec",
+                "sm4",
+                "--wrap-to",
+                "partner.pub",
+                "--no-plaintext",
+            ],
+        ),
+        2,
+        "cannot be used with",
+    );
 
     // Re-encrypt: under the newest version after a rotation, or under another key.
     ok(&server.kms("admin", &["key", "rotate", "sm4"]));

@@ -158,7 +158,12 @@ pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
         }
         .to_owned(),
         context: context(a.context),
-        wrap_to_public_key: Vec::new(),
+        wrap_to_public_key: match &a.wrap_to {
+            Some(path) => {
+                fs::read(path).map_err(|e| CliError::io(&path.display().to_string(), &e))?
+            }
+            None => Vec::new(),
+        },
     };
     let mut crypto = ctx.crypto();
     let resp = if a.no_plaintext {
@@ -175,8 +180,18 @@ pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
     if let Some(path) = &a.plaintext_out {
         files::write_file(path, &pt, true)?;
     }
+    let wrapped = (a.wrap_to.is_some()).then_some(&resp.plaintext_encrypted);
+    if let (Some(path), Some(bytes)) = (&a.wrapped_out, wrapped) {
+        files::write_file(path, bytes, false)?;
+    }
     if ctx.json {
         let mut m = meta(&resp.key_id, resp.key_version);
+        if let Some(bytes) = wrapped {
+            match &a.wrapped_out {
+                Some(path) => m.insert("wrapped_out".to_owned(), json!(path)),
+                None => m.insert("wrapped".to_owned(), json!(files::base64(bytes))),
+            };
+        }
         match &a.out {
             Some(path) => m.insert("ciphertext_out".to_owned(), json!(path)),
             None => m.insert(
@@ -188,11 +203,11 @@ pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
             (Some(path), _) => {
                 m.insert("plaintext_out".to_owned(), json!(path));
             }
-            (None, false) => {
+            (None, false) if wrapped.is_none() => {
                 let b64 = Zeroizing::new(files::base64(&pt));
                 m.insert("plaintext".to_owned(), json!(b64.as_str()));
             }
-            (None, true) => {}
+            (None, _) => {}
         }
         return print_json(&Value::Object(m));
     }
@@ -209,8 +224,15 @@ pub(super) async fn datakey(ctx: &Ctx, a: DatakeyArgs) -> Result<(), CliError> {
             "plaintext    written to {} (mode 0600)",
             path.display()
         )),
-        (None, false) => lines.push(format!("plaintext    {}", files::base64(&pt))),
-        (None, true) => {}
+        (None, false) if wrapped.is_none() => {
+            lines.push(format!("plaintext    {}", files::base64(&pt)));
+        }
+        (None, _) => {}
+    }
+    match (wrapped, &a.wrapped_out) {
+        (Some(_), Some(path)) => lines.push(format!("wrapped      written to {}", path.display())),
+        (Some(bytes), None) => lines.push(format!("wrapped      {}", files::base64(bytes))),
+        (None, _) => {}
     }
     let text = Zeroizing::new(lines.join("\n"));
     files::println(&text)
