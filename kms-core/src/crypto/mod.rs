@@ -19,6 +19,7 @@ mod public_key;
 pub mod rng;
 mod rsa;
 mod sm2;
+pub mod transport;
 
 pub use aead::{AEAD_NONCE_LEN, AEAD_TAG_LEN, open_in_place, seal_in_place};
 pub use digest::digest;
