@@ -1,0 +1,29 @@
+//! For applications that call the KMS.
+//!
+//! - [`envelope`]: encrypt data of any size under one data key from `GenerateDataKey`, streamed
+//!   in authenticated frames with constant memory (the format is in `docs/ENVELOPE.md`).
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use kms_client::envelope::{self, Algorithm, Header};
+//!
+//! // In an application both come from `GenerateDataKey` (plaintext and ciphertext).
+//! let data_key = [7u8; 16];
+//! let wrapped_key = b"the KMS's ciphertext of the data key".to_vec();
+//! let context = BTreeMap::from([("file".to_owned(), "report.pdf".to_owned())]);
+//!
+//! let mut sealed = Vec::new();
+//! envelope::seal(Algorithm::Sm4Gcm, &data_key, &wrapped_key, &context, 4096,
+//!                &b"any amount of data"[..], &mut sealed)?;
+//!
+//! let mut input = &sealed[..];
+//! let header = Header::read_from(&mut input)?;
+//! // Here an application calls `Decrypt(header.wrapped_key, header.context)` for the key.
+//! assert_eq!(header.context, context);
+//! let mut plain = Vec::new();
+//! envelope::open(&header, &data_key, input, &mut plain)?;
+//! assert_eq!(plain, b"any amount of data");
+//! # Ok::<(), kms_client::envelope::EnvelopeError>(())
+//! ```
+
+pub mod envelope;
