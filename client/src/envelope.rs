@@ -291,7 +291,11 @@ impl Header {
         if fixed[..] != MAGIC {
             return Err(EnvelopeError::NotAnEnvelope);
         }
-        fixed.extend(read_exact(input, 1 + 1 + 4 + SALT_LEN + 2, "it is cut short")?);
+        fixed.extend(read_exact(
+            input,
+            1 + 1 + 4 + SALT_LEN + 2,
+            "it is cut short",
+        )?);
         if fixed[4] != VERSION {
             return Err(EnvelopeError::Version(fixed[4]));
         }

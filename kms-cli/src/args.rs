@@ -498,6 +498,10 @@ pub struct EncryptArgs {
     /// Write the ciphertext as base64 text.
     #[arg(long)]
     pub base64: bool,
+    /// Any size, streamed: one data key for the message, then the data in authenticated
+    /// 64 KiB frames (docs/ENVELOPE.md); `kms decrypt` recognises the result.
+    #[arg(long, conflicts_with = "base64")]
+    pub envelope: bool,
 }
 
 /// `kms decrypt`

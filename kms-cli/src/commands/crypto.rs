@@ -15,6 +15,8 @@ use kms_proto::v1::{
     SignRequest, VerifyMacRequest, VerifyRequest,
 };
 use serde_json::{Map, Value, json};
+use std::io::Read as _;
+
 use zeroize::Zeroizing;
 
 use super::{Ctx, progress_items, warn};
@@ -90,13 +92,28 @@ fn plaintext(base64: bool) -> WriteOpts {
 }
 
 /// Decrypting under a compromised key still works; say what to do about it.
-fn compromised_warning(key_id: &str) {
+fn envelope_magic_len() -> u64 {
+    u64::try_from(kms_client::envelope::MAGIC.len()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn compromised_warning(key_id: &str) {
     warn(&format!(
         "key {key_id} is marked compromised: re-protect this data under another key"
     ));
 }
 
 pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
+    if a.envelope {
+        let pairs = a.context.into_iter().collect();
+        return super::envelope::encrypt(
+            ctx,
+            a.key,
+            pairs,
+            a.io.input.as_deref(),
+            a.io.out.as_deref(),
+        )
+        .await;
+    }
     let data = files::read_input(a.io.input.as_deref())?;
     let resp = ctx
         .crypto()
@@ -121,7 +138,26 @@ pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
 }
 
 pub(super) async fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<(), CliError> {
-    let data = files::read_maybe_base64(a.io.input.as_deref(), a.base64, "the ciphertext")?;
+    let data = if a.base64 {
+        files::read_maybe_base64(a.io.input.as_deref(), true, "the ciphertext")?
+    } else {
+        // A streaming envelope is recognised by its first bytes and never read whole.
+        let (mut reader, len) = super::envelope::input(a.io.input.as_deref())?;
+        let mut head = Zeroizing::new(Vec::new());
+        (&mut reader)
+            .take(envelope_magic_len())
+            .read_to_end(&mut head)
+            .map_err(|e| CliError::io("the input", &e))?;
+        if super::envelope::is_envelope(&head) {
+            let reader = Box::new(std::io::Cursor::new(head.to_vec()).chain(reader));
+            let pairs = a.context.into_iter().collect();
+            return super::envelope::decrypt(ctx, pairs, reader, len, a.io.out.as_deref()).await;
+        }
+        reader
+            .read_to_end(&mut head)
+            .map_err(|e| CliError::io("the input", &e))?;
+        head
+    };
     let resp = ctx
         .crypto()
         .decrypt(DecryptRequest {

@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod bench;
 mod crypto;
+mod envelope;
 mod keys;
 mod pki;
 mod system;
