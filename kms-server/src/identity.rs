@@ -12,6 +12,8 @@ pub struct PeerInfo {
     pub subject: Option<String>,
     /// The negotiated protocol and suite ("TLSv1.3 TLS_SM4_GCM_SM3"), for the audit record.
     pub transport: Option<String>,
+    /// The connection's gate refusals: the first is recorded, the rest counted (`gate`).
+    pub denials: std::sync::Arc<crate::gate::Denials>,
 }
 
 /// The subject of a DER certificate: the first SAN URI, else the first CN.

@@ -293,6 +293,7 @@ async fn accept_loop(
                         remote: Some(remote),
                         subject: secured.subject,
                         transport: Some(secured.transport),
+                        denials: Arc::default(),
                     };
                     let _ = conns
                         .send(Ok(TlsConn {
@@ -629,10 +630,9 @@ pub async fn run_with_tlcp(
         // of stalled streams (and their buffers) open.
         .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
-        .layer(
-            AuditLayer::new(Arc::clone(&audit), ids)
-                .with_gate(Gate::new(Arc::clone(&kms), shared.rate_limiter())),
-        )
+        .layer(AuditLayer::new(Arc::clone(&audit), ids).with_gate(
+            Gate::new(Arc::clone(&kms), shared.rate_limiter()).bootstrapped_by(Arc::clone(&owner)),
+        ))
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))

@@ -103,16 +103,28 @@ fn refusal_code(r: &Refusal) -> Code {
 pub fn to_status(e: impl Into<Refusal>, request_id: &str) -> Status {
     let e = e.into();
     let code = refusal_code(&e);
-    let shown = if code == Code::Internal {
-        "internal error; the server log has the detail".to_owned()
-    } else {
-        e.to_string()
-    };
     if matches!(code, Code::Internal | Code::Unavailable | Code::Aborted) {
         tracing::error!(request_id, code = ?code, error = %e, "request failed");
     } else {
         tracing::info!(request_id, code = ?code, error = %e, "request refused");
     }
+    unlogged(&e, code, request_id)
+}
+
+/// As [`to_status`] without the log line, for refusals that come in floods (an unregistered
+/// certificate's requests, refused at the gate), which the caller logs rate-limited instead.
+pub fn to_status_unlogged(e: impl Into<Refusal>, request_id: &str) -> Status {
+    let e = e.into();
+    let code = refusal_code(&e);
+    unlogged(&e, code, request_id)
+}
+
+fn unlogged(e: &Refusal, code: Code, request_id: &str) -> Status {
+    let shown = if code == Code::Internal {
+        "internal error; the server log has the detail".to_owned()
+    } else {
+        e.to_string()
+    };
     named(
         Status::new(code, format!("{shown} (request {request_id})")),
         request_id,
