@@ -35,6 +35,7 @@ pub mod hardening;
 pub mod identity;
 pub mod limits;
 mod migrate;
+pub mod revocation;
 mod serve;
 pub mod server;
 pub mod services;

@@ -57,6 +57,10 @@ pub struct Settings {
     /// orchestrator's probe; `None` for none. The API port answers health to registered
     /// principals only.
     pub health_probe: Option<std::net::SocketAddr>,
+    /// The client CRLs in force (`[tls] client_crl`), also checked by the TLCP listener, and
+    /// re-read from their file every `crl_poll_interval`; `None` for no revocation checks.
+    pub revocation: Option<Arc<crate::revocation::Revocation>>,
+    pub crl_poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -71,6 +75,8 @@ impl Default for Settings {
             audit_archive: None,
             health_interval: Duration::from_secs(5),
             health_probe: None,
+            revocation: None,
+            crl_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -134,7 +140,11 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Clone)]
 enum Protocol {
     Tls(TlsAcceptor),
-    Tlcp(Arc<kms_tlcp::TlcpServerConfig>),
+    /// TLCP and the CRLs its clients are checked against (its own verifier has none).
+    Tlcp(
+        Arc<kms_tlcp::TlcpServerConfig>,
+        Option<Arc<crate::revocation::Revocation>>,
+    ),
 }
 
 /// A connection past its handshake and the HTTP/2 preface: who it is and what it negotiated.
@@ -149,7 +159,7 @@ impl Protocol {
     fn name(&self) -> &'static str {
         match self {
             Self::Tls(_) => "TLS",
-            Self::Tlcp(_) => "TLCP",
+            Self::Tlcp(..) => "TLCP",
         }
     }
 
@@ -177,10 +187,24 @@ impl Protocol {
                     transport,
                 })
             }
-            Self::Tlcp(config) => {
+            Self::Tlcp(config, revocation) => {
                 let mut tlcp = kms_tlcp::accept(Arc::clone(config), tcp)
                     .await
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                // After the handshake (the TLCP verifier knows no CRLs): a revoked signing or
+                // encryption certificate gets the connection closed before any request.
+                if let Some(r) = revocation
+                    && tlcp
+                        .peer_certificates()
+                        .iter()
+                        .take(2)
+                        .any(|c| r.is_revoked(c))
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate is revoked",
+                    ));
+                }
                 let preface = read_preface(&mut tlcp).await?;
                 let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
                 let transport = format!("TLCP {}", tlcp.suite_name());
@@ -553,7 +577,7 @@ pub async fn run_with_tlcp(
     let tlcp_accept = tlcp.map(|(listener, config)| {
         tokio::spawn(accept_loop(
             listener,
-            Protocol::Tlcp(config),
+            Protocol::Tlcp(config, settings.revocation.clone()),
             settings.clone(),
             Arc::clone(&slots),
             conn_tx.clone(),
@@ -615,6 +639,10 @@ pub async fn run_with_tlcp(
                 .await;
         })
     });
+    let crl_watch = settings
+        .revocation
+        .clone()
+        .map(|r| tokio::spawn(r.watch(settings.crl_poll_interval, stop_rx.clone())));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -653,6 +681,9 @@ pub async fn run_with_tlcp(
     }
     sched.abort();
     health_watch.abort();
+    if let Some(t) = crl_watch {
+        t.abort();
+    }
     if let Some(p) = probe {
         p.abort();
     }
