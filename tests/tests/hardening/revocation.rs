@@ -187,6 +187,128 @@ async fn a_crl_refuses_revoked_clients_and_is_reloaded_when_it_changes() {
     server.stop().await.unwrap();
 }
 
+/// `openssl ca -gencrl` for the SM2 test CA, revoking `revoked` (OpenSSL 3 signs with
+/// SM2-with-SM3): a CRL made by another implementation than ours.
+fn openssl_sm2_crl(dir: &Scratch, pki: &Pki, revoked: &[&Identity]) -> String {
+    let ca = dir.write("sm2-ca.pem", pki.gm.ca_pem());
+    let key = dir.write("sm2-ca-key.pem", pki.gm.ca.key_pem().as_bytes());
+    let index = dir.write("index.txt", "");
+    let number = dir.write("crlnumber", "01\n");
+    let cnf = dir.write(
+        "ca.cnf",
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {index}\ncrlnumber = {number}\n\
+             default_md = sm3\ndefault_crl_days = 30\n"
+        ),
+    );
+    for (i, id) in revoked.iter().enumerate() {
+        let cert = dir.write(&format!("revoked-{i}.pem"), &id.cert_pem);
+        let out = openssl(
+            &[
+                "ca", "-config", &cnf, "-keyfile", &key, "-cert", &ca, "-revoke", &cert,
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", all_output(&out));
+    }
+    let crl = dir.path("sm2.crl").to_str().unwrap().to_owned();
+    let out = openssl(
+        &[
+            "ca", "-config", &cnf, "-gencrl", "-keyfile", &key, "-cert", &ca, "-out", &crl,
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", all_output(&out));
+    std::fs::read_to_string(&crl).unwrap()
+}
+
+/// SM2 clients (RFC 8998 on the TLS port, and TLCP with double certificates) are checked
+/// against an SM2 CA's CRL made by OpenSSL: the revoked app is refused on both, another SM2
+/// client is served on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sm2_clients_are_checked_over_rfc8998_and_tlcp() {
+    let pki = Pki::new();
+    let dir = Scratch::new();
+    let crl = openssl_sm2_crl(&dir, &pki, &[&pki.gm.app]);
+    let crl_path = dir.write("clients.crl", &crl);
+    let p256 = CertPair {
+        cert_pem: &pki.server.cert_pem,
+        key_pem: &pki.server.key_pem,
+    };
+    let sm2 = CertPair {
+        cert_pem: &pki.gm.server.cert_pem,
+        key_pem: &pki.gm.server.key_pem,
+    };
+    let (tls, revocation) = kms_server::tls::server_config_with_crl(
+        Transport::Standard,
+        &[p256, sm2],
+        &pki.clients_ca_pem(),
+        Some(Path::new(&crl_path)),
+    )
+    .unwrap();
+    assert_eq!(revocation.as_ref().unwrap().revoked_count(), 1);
+    let tlcp = kms_server::tls::tlcp_config(
+        &pki.gm.tlcp_sign.cert_pem,
+        &pki.gm.tlcp_sign.key_pem,
+        &pki.gm.tlcp_enc.cert_pem,
+        &pki.gm.tlcp_enc.key_pem,
+        pki.gm.ca_pem(),
+    )
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path("store")).unwrap());
+    let kms = Arc::new(System::open(store, KmsConfig::default()));
+    let settings = Settings {
+        revocation,
+        ..Settings::default()
+    };
+    let ports = kms_tests::server::Ports::bind(true).await;
+    let server = TestServer::serve_on(ports, kms, tls, Some(tlcp), settings);
+    let tlcp_addr = server.tlcp_addr.unwrap();
+
+    let over_tlcp = |who: &'static str| {
+        let config = net::tlcp_client_config(
+            pki.gm.ca_pem(),
+            pki.gm.identity(who),
+            &pki.gm.enc[who],
+            None,
+        );
+        async move {
+            let channel = net::tlcp_channel(tlcp_addr, config)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            Clients::new(channel)
+                .system
+                .clone()
+                .status(v1::StatusRequest {})
+                .await
+                .map(drop)
+                .map_err(|s| format!("{s:?}"))
+        }
+    };
+    let over_gm = |who: &Identity| {
+        let config = net::gm_client_config(pki.gm.ca_pem(), Some(who));
+        let addr = server.addr;
+        async move {
+            let channel = net::channel(addr, config)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            Clients::new(channel)
+                .system
+                .clone()
+                .status(v1::StatusRequest {})
+                .await
+                .map(drop)
+                .map_err(|s| format!("{s:?}"))
+        }
+    };
+    over_tlcp("other_app").await.unwrap();
+    over_gm(&pki.gm.other_app).await.unwrap();
+    let (tlcp_refused, gm_refused) = (over_tlcp("app").await, over_gm(&pki.gm.app).await);
+    assert!(tlcp_refused.is_err(), "a revoked TLCP client was served");
+    assert!(gm_refused.is_err(), "a revoked RFC 8998 client was served");
+    server.stop().await.unwrap();
+}
+
 /// A CRL file that cannot be used stops the start (never serve without the revocations asked
 /// for), and says why.
 #[test]
