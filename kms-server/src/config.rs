@@ -539,6 +539,29 @@ mod tests {
     const TLS: &str = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
 
     #[test]
+    fn the_client_crl_is_a_path_resolved_beside_the_config_and_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &format!("{TLS}client_crl = \"clients.crl\"\nclient_crl_poll_seconds = 2\n"),
+        );
+        let c = Config::load(&p).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.client_crl, Some(dir.path().join("clients.crl")));
+        assert_eq!(c.settings().crl_poll_interval, Duration::from_secs(2));
+        // Without one: no CRL, polled every 5 s if one is added.
+        let plain = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert_eq!(plain.tls.as_ref().unwrap().client_crl, None);
+        assert_eq!(plain.settings().crl_poll_interval, Duration::from_secs(5));
+        let inline = write(
+            dir.path(),
+            &format!("{TLS}client_crl = \"-----BEGIN X509 CRL-----\"\n"),
+        );
+        let err = Config::load(&inline).unwrap_err().to_string();
+        assert!(err.contains("tls.client_crl must be a file path"), "{err}");
+    }
+
+    #[test]
     fn the_health_probe_port_is_loopback_only() {
         let dir = tempfile::tempdir().unwrap();
         let ok = write(

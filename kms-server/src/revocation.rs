@@ -62,6 +62,9 @@ pub struct Revocation {
     ca_names: HashSet<Vec<u8>>,
     make: MakeVerifier,
     current: RwLock<Arc<Loaded>>,
+    /// The last version of the file that was refused: not tried (nor logged) again until it
+    /// changes.
+    refused: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Revocation {
@@ -111,6 +114,7 @@ impl Revocation {
                 revoked: HashSet::new(),
                 verifier: Arc::new(NeverLoaded),
             })),
+            refused: std::sync::Mutex::new(None),
         };
         let loaded = partial.parse(bytes)?;
         *partial
@@ -174,13 +178,25 @@ impl Revocation {
     }
 
     /// Re-reads the file; if it changed and is valid, its CRLs replace the ones in force.
-    /// `Ok(true)` when they were replaced; on an error the ones in force stay.
+    /// `Ok(true)` when they were replaced; on an error the ones in force stay, and the same
+    /// refused content is not reported again.
     pub fn reload_if_changed(&self) -> Result<bool, CrlError> {
         let bytes = read(&self.path)?;
-        if bytes == self.loaded().bytes {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bytes == self.loaded().bytes || refused.as_ref() == Some(&bytes) {
             return Ok(false);
         }
-        let loaded = self.parse(bytes)?;
+        let loaded = match self.parse(bytes.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                *refused = Some(bytes);
+                return Err(e);
+            }
+        };
+        *refused = None;
         *self
             .current
             .write()
