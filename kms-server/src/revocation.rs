@@ -4,12 +4,13 @@
 //! - Chains of non-SM2 CAs are checked by webpki (`WebPkiClientVerifier::with_crls`), which also
 //!   verifies each CRL's signature against its CA.
 //! - Every end entity, SM2 ones included (RFC 8998 and TLCP, whose verifiers have no CRL
-//!   support), is also looked up here by issuer name and serial number. SM2 CRLs' signatures
-//!   are not verified: the file is trusted as the `client_ca` file beside it is, and its
-//!   issuers must be configured client CAs.
+//!   support), is also looked up here by issuer name and serial number. The CRLs of SM2 CAs are
+//!   verified here, when the file is read: SM2-with-SM3 under the distinguishing ID
+//!   1234567812345678 (GM/T 0009, as the SM2 certificates are; OpenSSL signs so with
+//!   `-sigopt distid:1234567812345678`).
 //!
-//! A file that cannot be read or parsed, or that holds a CRL of an issuer that is not a client
-//! CA, is refused: at start the server does not start; on a reload the previous CRLs stay in
+//! A file that cannot be read or parsed, that holds a CRL of an issuer that is not a client CA,
+//! or an SM2 CA's CRL whose signature does not verify, is refused: at start the server does not start; on a reload the previous CRLs stay in
 //! force and the error is logged (never fail open).
 
 use std::collections::HashSet;
@@ -58,8 +59,9 @@ struct Loaded {
 /// The CRLs in force, and how to reload them.
 pub struct Revocation {
     path: PathBuf,
-    /// Subject names (DER) of the configured client CAs: the only acceptable CRL issuers.
-    ca_names: HashSet<Vec<u8>>,
+    /// Subject names (DER) of the configured client CAs, the only acceptable CRL issuers, with
+    /// the SM2 CAs' public keys (their CRLs are verified here).
+    ca_names: std::collections::HashMap<Vec<u8>, Option<sm2::PublicKey>>,
     make: MakeVerifier,
     current: RwLock<Arc<Loaded>>,
     /// The last version of the file that was refused: not tried (nor logged) again until it
@@ -101,8 +103,13 @@ impl Revocation {
     ) -> Result<Arc<Self>, CrlError> {
         let ca_names = client_cas
             .iter()
-            .filter_map(|c| X509Certificate::from_der(c).ok())
-            .map(|(_, c)| c.subject().as_raw().to_vec())
+            .filter_map(|der| {
+                let (_, c) = X509Certificate::from_der(der).ok()?;
+                let sm2 = kms_gmtls::verifier::is_sm2_certificate(der)
+                    .then(|| kms_gmtls::x509::sm2_public_key_of(der).ok())
+                    .flatten();
+                Some((c.subject().as_raw().to_vec(), sm2))
+            })
             .collect();
         let bytes = read(path)?;
         let partial = Self {
@@ -155,9 +162,19 @@ impl Revocation {
                 return Err(self.invalid(format!("CRL {} has trailing bytes", i + 1)));
             }
             let issuer = crl.issuer().as_raw().to_vec();
-            if !self.ca_names.contains(&issuer) {
+            let Some(sm2_key) = self.ca_names.get(&issuer) else {
                 return Err(self.invalid(format!(
                     "CRL {} is issued by {}, which is not a client CA",
+                    i + 1,
+                    crl.issuer()
+                )));
+            };
+            if let Some(key) = sm2_key
+                && !sm2_signed(&crl, key)
+            {
+                return Err(self.invalid(format!(
+                    "CRL {} of the SM2 CA {} is not signed by it (SM2-with-SM3, ID \
+                     1234567812345678)",
                     i + 1,
                     crl.issuer()
                 )));
@@ -251,6 +268,24 @@ impl Revocation {
             }
         }
     }
+}
+
+/// Whether `crl` is signed SM2-with-SM3 by `key` under the GM/T 0009 default ID.
+fn sm2_signed(crl: &CertificateRevocationList<'_>, key: &sm2::PublicKey) -> bool {
+    use sm2::dsa::signature::Verifier as _;
+    const SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
+    if crl.signature_algorithm.algorithm.to_id_string() != SM2_WITH_SM3 {
+        return false;
+    }
+    let Ok(verifying) = sm2::dsa::VerifyingKey::new(kms_gmtls::x509::DEFAULT_DIST_ID, *key) else {
+        return false;
+    };
+    let Ok(signature) = sm2::dsa::Signature::from_der(&crl.signature_value.data) else {
+        return false;
+    };
+    verifying
+        .verify(crl.tbs_cert_list.as_ref(), &signature)
+        .is_ok()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CrlError> {

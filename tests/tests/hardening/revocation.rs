@@ -188,8 +188,9 @@ async fn a_crl_refuses_revoked_clients_and_is_reloaded_when_it_changes() {
 }
 
 /// `openssl ca -gencrl` for the SM2 test CA, revoking `revoked` (OpenSSL 3 signs with
-/// SM2-with-SM3): a CRL made by another implementation than ours.
-fn openssl_sm2_crl(dir: &Scratch, pki: &Pki, revoked: &[&Identity]) -> String {
+/// SM2-with-SM3, under the distinguishing ID `sigopt` sets): a CRL made by another
+/// implementation than ours.
+fn openssl_sm2_crl(dir: &Scratch, pki: &Pki, revoked: &[&Identity], sigopt: &[&str]) -> String {
     let ca = dir.write("sm2-ca.pem", pki.gm.ca_pem());
     let key = dir.write("sm2-ca-key.pem", pki.gm.ca.key_pem().as_bytes());
     let index = dir.write("index.txt", "");
@@ -212,24 +213,46 @@ fn openssl_sm2_crl(dir: &Scratch, pki: &Pki, revoked: &[&Identity]) -> String {
         assert!(out.status.success(), "{}", all_output(&out));
     }
     let crl = dir.path("sm2.crl").to_str().unwrap().to_owned();
-    let out = openssl(
-        &[
-            "ca", "-config", &cnf, "-gencrl", "-keyfile", &key, "-cert", &ca, "-out", &crl,
-        ],
-        b"",
-    );
+    let mut args = vec![
+        "ca", "-config", &cnf, "-gencrl", "-keyfile", &key, "-cert", &ca, "-out", &crl,
+    ];
+    args.extend_from_slice(sigopt);
+    let out = openssl(&args, b"");
     assert!(out.status.success(), "{}", all_output(&out));
     std::fs::read_to_string(&crl).unwrap()
 }
 
 /// SM2 clients (RFC 8998 on the TLS port, and TLCP with double certificates) are checked
 /// against an SM2 CA's CRL made by OpenSSL: the revoked app is refused on both, another SM2
-/// client is served on both.
+/// client is served on both. The CRL's SM2 signature is verified: one signed under another
+/// distinguishing ID is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sm2_clients_are_checked_over_rfc8998_and_tlcp() {
     let pki = Pki::new();
     let dir = Scratch::new();
-    let crl = openssl_sm2_crl(&dir, &pki, &[&pki.gm.app]);
+    // OpenSSL's own default ID is not GM/T 0009's: such a CRL does not verify, and stops the
+    // start.
+    let wrong_id = openssl_sm2_crl(&dir, &pki, &[&pki.gm.app], &[]);
+    let wrong_path = dir.write("wrong-id.crl", &wrong_id);
+    let err = kms_server::tls::server_config_with_crl(
+        Transport::Standard,
+        &[CertPair {
+            cert_pem: &pki.server.cert_pem,
+            key_pem: &pki.server.key_pem,
+        }],
+        &pki.clients_ca_pem(),
+        Some(Path::new(&wrong_path)),
+    )
+    .map(drop)
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is not signed by it"), "{err}");
+    let crl = openssl_sm2_crl(
+        &dir,
+        &pki,
+        &[&pki.gm.app],
+        &["-sigopt", "distid:1234567812345678"],
+    );
     let crl_path = dir.write("clients.crl", &crl);
     let p256 = CertPair {
         cert_pem: &pki.server.cert_pem,
