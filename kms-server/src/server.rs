@@ -139,7 +139,9 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What a listener speaks: TLS (rustls: TLS 1.3/1.2, RFC 8998) or TLCP (GB/T 38636).
 #[derive(Clone)]
 enum Protocol {
-    Tls(TlsAcceptor),
+    /// TLS and the CRLs its clients are checked against once more after the handshake (a
+    /// resumed session presents no certificate to the verifier).
+    Tls(TlsAcceptor, Option<Arc<crate::revocation::Revocation>>),
     /// TLCP and the CRLs its clients are checked against (its own verifier has none).
     Tlcp(
         Arc<kms_tlcp::TlcpServerConfig>,
@@ -158,7 +160,7 @@ struct Secured {
 impl Protocol {
     fn name(&self) -> &'static str {
         match self {
-            Self::Tls(_) => "TLS",
+            Self::Tls(..) => "TLS",
             Self::Tlcp(..) => "TLCP",
         }
     }
@@ -168,8 +170,21 @@ impl Protocol {
     /// the client's (signing) certificate.
     async fn secure(&self, tcp: TcpStream) -> io::Result<Secured> {
         match self {
-            Self::Tls(acceptor) => {
+            Self::Tls(acceptor, revocation) => {
                 let mut tls = acceptor.accept(tcp).await?;
+                if let Some(r) = revocation
+                    && tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .is_some_and(|c| r.is_revoked(c))
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate is revoked (a resumed session)",
+                    ));
+                }
                 let preface = read_preface(&mut tls).await?;
                 let session = tls.get_ref().1;
                 let subject = session
@@ -586,7 +601,7 @@ pub async fn run_with_tlcp(
     });
     let accept = tokio::spawn(accept_loop(
         listener,
-        Protocol::Tls(TlsAcceptor::from(tls)),
+        Protocol::Tls(TlsAcceptor::from(tls), settings.revocation.clone()),
         settings.clone(),
         slots,
         conn_tx,

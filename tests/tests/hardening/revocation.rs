@@ -332,6 +332,72 @@ async fn sm2_clients_are_checked_over_rfc8998_and_tlcp() {
     server.stop().await.unwrap();
 }
 
+/// A client whose certificate is revoked after it connected cannot come back by resuming its
+/// TLS session (a resumed handshake presents no certificate to verify): the server checks the
+/// session's certificate against the CRLs in force after every handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_client_cannot_resume_an_earlier_session() {
+    let pki = Pki::new();
+    let dir = Scratch::new();
+    let crl_path = dir.write("clients.crl", pki.ca.crl(1, &[]));
+    let p256 = CertPair {
+        cert_pem: &pki.server.cert_pem,
+        key_pem: &pki.server.key_pem,
+    };
+    let (tls, revocation) = kms_server::tls::server_config_with_crl(
+        Transport::Standard,
+        &[p256],
+        &pki.clients_ca_pem(),
+        Some(Path::new(&crl_path)),
+    )
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path("store")).unwrap());
+    let kms = Arc::new(System::open(store, KmsConfig::default()));
+    let settings = Settings {
+        revocation,
+        crl_poll_interval: Duration::from_millis(100),
+        ..Settings::default()
+    };
+    let server = TestServer::start_with_tls(kms, tls, settings).await;
+    // One client configuration throughout: it keeps the session tickets it is given.
+    let config = net::client_config(pki.ca.cert_pem(), Some(&pki.app), MODERN);
+    let call = |config| async move {
+        let channel = net::channel(server.addr, config)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Clients::new(channel)
+            .system
+            .clone()
+            .status(v1::StatusRequest {})
+            .await
+            .map(drop)
+            .map_err(|s| format!("{s:?}"))
+    };
+    call(Arc::clone(&config)).await.unwrap();
+    // The session is resumable: a bare handshake with the same configuration resumes it.
+    let resumed = net::handshake(server.addr, Arc::clone(&config))
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    drop(resumed);
+    replace(Path::new(&crl_path), &pki.ca.crl(2, &[&pki.app]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A fresh handshake is refused; so is a resumed one.
+    assert_eq!(
+        tls12_alert(&server, &pki, &pki.app).await.as_deref(),
+        Some("AlertReceived(CertificateRevoked)")
+    );
+    let again = call(Arc::clone(&config)).await;
+    assert!(
+        again.is_err(),
+        "a revoked client resumed its session and was served"
+    );
+    server.stop().await.unwrap();
+}
+
 /// A CRL file that cannot be used stops the start (never serve without the revocations asked
 /// for), and says why.
 #[test]
