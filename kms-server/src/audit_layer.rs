@@ -242,6 +242,10 @@ where
                 .get::<PeerInfo>()
                 .and_then(|p| p.subject.clone())
         };
+        let cert_key = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_key.clone());
         if !audited(&path) {
             // Health and reflection: registered principals only, and not recorded.
             let Some(gate) = self.gate.clone() else {
@@ -253,7 +257,10 @@ where
             let request_id = self.ids.next();
             let denial_log = Arc::clone(&self.denial_log);
             return Box::pin(async move {
-                match gate.admit(subject.as_deref(), &path).await {
+                match gate
+                    .admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
+                    .await
+                {
                     // A store that cannot answer cannot say who is registered; health must
                     // still say NOT_SERVING then, and reflection reveals nothing secret.
                     Ok(crate::gate::Admission::Principal(_))
@@ -301,7 +308,10 @@ where
             let refused_before = !log.healthy();
             // The gate decides on the certificate alone: a refused call's body is never read.
             let admitted = match (&gate, refused_before) {
-                (Some(gate), false) => Some(gate.admit(subject.as_deref(), &path).await),
+                (Some(gate), false) => Some(
+                    gate.admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
+                        .await,
+                ),
                 (None, _) | (_, true) => None,
             };
             let resp = if refused_before {

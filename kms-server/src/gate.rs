@@ -81,6 +81,7 @@ pub fn is_denial(refusal: &Refusal) -> bool {
     matches!(
         refusal,
         Refusal::NoSubject
+            | Refusal::CertificateRevoked
             | Refusal::UnknownPrincipal { .. }
             | Refusal::RateLimited { .. }
             | Refusal::AlreadyInitialised
@@ -97,6 +98,9 @@ pub struct Gate {
     owner: Option<Arc<System>>,
     /// Set once the KMS is seen initialised: it never goes back.
     initialised: Arc<AtomicBool>,
+    /// The client CRLs in force: a connection whose certificate they revoke is refused from
+    /// its next request on, without waiting for it to reconnect.
+    revocation: Option<Arc<crate::revocation::Revocation>>,
 }
 
 impl Gate {
@@ -107,7 +111,31 @@ impl Gate {
             rate,
             owner: None,
             initialised: Arc::default(),
+            revocation: None,
         }
+    }
+
+    /// Refuses calls on connections whose certificate `revocation` revokes.
+    #[must_use]
+    pub fn revoked_by(mut self, revocation: Option<Arc<crate::revocation::Revocation>>) -> Self {
+        self.revocation = revocation;
+        self
+    }
+
+    /// As [`Gate::admit`], first refusing a connection whose certificate (`cert_key`) has been
+    /// revoked since it connected.
+    pub async fn admit_peer(
+        &self,
+        subject: Option<&str>,
+        cert_key: Option<&crate::revocation::CertKey>,
+        path: &str,
+    ) -> Result<Admission, Refusal> {
+        if let (Some(r), Some(key)) = (&self.revocation, cert_key)
+            && r.revokes(key)
+        {
+            return Err(Refusal::CertificateRevoked);
+        }
+        self.admit(subject, path).await
     }
 
     /// Refuses bootstrap calls from unregistered certificates once `owner` is initialised.

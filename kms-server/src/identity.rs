@@ -14,6 +14,9 @@ pub struct PeerInfo {
     pub transport: Option<String>,
     /// The connection's gate refusals: the first is recorded, the rest counted (`gate`).
     pub denials: std::sync::Arc<crate::gate::Denials>,
+    /// The client certificate as CRLs name it, so that a certificate revoked while its
+    /// connection is open is refused from the next request on (`gate`).
+    pub cert_key: Option<crate::revocation::CertKey>,
 }
 
 /// The subject of a DER certificate: the first SAN URI, else the first CN.

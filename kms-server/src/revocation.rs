@@ -48,11 +48,31 @@ pub(crate) type MakeVerifier = Box<
         + Sync,
 >;
 
+/// A certificate as CRLs name it: issuer name (DER) and serial number (content octets). Taken
+/// once per connection, so that every request can be checked against the CRLs in force.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CertKey {
+    issuer: Vec<u8>,
+    serial: Vec<u8>,
+}
+
+impl CertKey {
+    /// The key of a DER certificate; `None` if it does not parse.
+    #[must_use]
+    pub fn of(cert_der: &[u8]) -> Option<Self> {
+        let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+        Some(Self {
+            issuer: cert.issuer().as_raw().to_vec(),
+            serial: cert.raw_serial().to_vec(),
+        })
+    }
+}
+
 /// What one version of the file gave.
 struct Loaded {
     bytes: Vec<u8>,
-    /// (issuer name DER, serial number content octets) of every revoked certificate.
-    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Every revoked certificate.
+    revoked: HashSet<CertKey>,
     verifier: Arc<dyn ClientCertVerifier>,
 }
 
@@ -180,7 +200,10 @@ impl Revocation {
                 )));
             }
             for entry in crl.iter_revoked_certificates() {
-                revoked.insert((issuer.clone(), entry.raw_serial().to_vec()));
+                revoked.insert(CertKey {
+                    issuer: issuer.clone(),
+                    serial: entry.raw_serial().to_vec(),
+                });
             }
         }
         let verifier = (self.make)(crls).map_err(|message| CrlError::Verifier {
@@ -230,13 +253,14 @@ impl Revocation {
     /// Whether the CRLs in force revoke this certificate (by issuer name and serial number).
     #[must_use]
     pub fn is_revoked(&self, cert_der: &[u8]) -> bool {
-        let Ok((_, cert)) = X509Certificate::from_der(cert_der) else {
-            // Unparseable here means it did not pass the chain verifier either.
-            return true;
-        };
-        self.loaded()
-            .revoked
-            .contains(&(cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()))
+        // Unparseable here means it did not pass the chain verifier either.
+        CertKey::of(cert_der).is_none_or(|key| self.revokes(&key))
+    }
+
+    /// Whether the CRLs in force revoke the certificate `key` names.
+    #[must_use]
+    pub fn revokes(&self, key: &CertKey) -> bool {
+        self.loaded().revoked.contains(key)
     }
 
     /// Polls the file every `every` until `stop` changes, logging reloads and refusals.

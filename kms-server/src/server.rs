@@ -154,6 +154,8 @@ struct Secured {
     stream: Box<dyn SecureStream>,
     preface: [u8; PREFACE.len()],
     subject: Option<String>,
+    /// The client's (signing) certificate as CRLs name it.
+    cert_key: Option<crate::revocation::CertKey>,
     transport: String,
 }
 
@@ -187,10 +189,9 @@ impl Protocol {
                 }
                 let preface = read_preface(&mut tls).await?;
                 let session = tls.get_ref().1;
-                let subject = session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| subject_of(c));
+                let leaf = session.peer_certificates().and_then(|c| c.first());
+                let subject = leaf.and_then(|c| subject_of(c));
+                let cert_key = leaf.and_then(|c| crate::revocation::CertKey::of(c));
                 let transport = crate::tls::describe(
                     session.protocol_version(),
                     session.negotiated_cipher_suite().map(|s| s.suite()),
@@ -199,6 +200,7 @@ impl Protocol {
                     stream: Box::new(tls),
                     preface,
                     subject,
+                    cert_key,
                     transport,
                 })
             }
@@ -221,12 +223,15 @@ impl Protocol {
                     ));
                 }
                 let preface = read_preface(&mut tlcp).await?;
-                let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
+                let leaf = tlcp.peer_certificates().first();
+                let subject = leaf.and_then(|c| subject_of(c));
+                let cert_key = leaf.and_then(|c| crate::revocation::CertKey::of(c));
                 let transport = format!("TLCP {}", tlcp.suite_name());
                 Ok(Secured {
                     stream: Box::new(tlcp),
                     preface,
                     subject,
+                    cert_key,
                     transport,
                 })
             }
@@ -333,6 +338,7 @@ async fn accept_loop(
                         subject: secured.subject,
                         transport: Some(secured.transport),
                         denials: Arc::default(),
+                        cert_key: secured.cert_key,
                     };
                     let _ = conns
                         .send(Ok(TlsConn {
@@ -673,9 +679,13 @@ pub async fn run_with_tlcp(
         // of stalled streams (and their buffers) open.
         .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
-        .layer(AuditLayer::new(Arc::clone(&audit), ids).with_gate(
-            Gate::new(Arc::clone(&kms), shared.rate_limiter()).bootstrapped_by(Arc::clone(&owner)),
-        ))
+        .layer(
+            AuditLayer::new(Arc::clone(&audit), ids).with_gate(
+                Gate::new(Arc::clone(&kms), shared.rate_limiter())
+                    .bootstrapped_by(Arc::clone(&owner))
+                    .revoked_by(settings.revocation.clone()),
+            ),
+        )
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))

@@ -43,6 +43,9 @@ pub enum Refusal {
     BadRequest(std::borrow::Cow<'static, str>),
     #[error("no usable client certificate subject (SAN URI or CN)")]
     NoSubject,
+    /// The connection's certificate was revoked (`[tls] client_crl`) after it connected.
+    #[error("the client certificate has been revoked")]
+    CertificateRevoked,
     #[error("{subject} is not a registered principal; an administrator must add it")]
     UnknownPrincipal { subject: String },
     #[error("rate limit of {rate} requests/s (burst {burst}) exceeded for {subject}; retry later")]
@@ -86,7 +89,7 @@ impl From<kms_core::policy::PolicyError> for Refusal {
 fn refusal_code(r: &Refusal) -> Code {
     match r {
         Refusal::Core(e) => code_of(e),
-        Refusal::NoSubject => Code::Unauthenticated,
+        Refusal::NoSubject | Refusal::CertificateRevoked => Code::Unauthenticated,
         Refusal::UnknownPrincipal { .. } => Code::PermissionDenied,
         Refusal::RateLimited { .. } => Code::ResourceExhausted,
         Refusal::BadRequest(_) | Refusal::TooLarge { .. } => Code::InvalidArgument,
@@ -355,6 +358,11 @@ mod tests {
                 Refusal::NoSubject,
                 Code::Unauthenticated,
                 "client certificate",
+            ),
+            (
+                Refusal::CertificateRevoked,
+                Code::Unauthenticated,
+                "client certificate has been revoked",
             ),
             (
                 Refusal::UnknownPrincipal {

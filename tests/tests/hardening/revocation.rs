@@ -332,11 +332,12 @@ async fn sm2_clients_are_checked_over_rfc8998_and_tlcp() {
     server.stop().await.unwrap();
 }
 
-/// A client whose certificate is revoked after it connected cannot come back by resuming its
-/// TLS session (a resumed handshake presents no certificate to verify): the server checks the
-/// session's certificate against the CRLs in force after every handshake.
+/// A client whose certificate is revoked after it connected is cut off: it cannot come back by
+/// resuming its TLS session (a resumed handshake presents no certificate to verify; the server
+/// checks the session's certificate after every handshake), and a connection it kept open is
+/// refused (UNAUTHENTICATED) from its next request on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_revoked_client_cannot_resume_an_earlier_session() {
+async fn a_client_revoked_after_it_connected_is_cut_off() {
     let pki = Pki::new();
     let dir = Scratch::new();
     let crl_path = dir.write("clients.crl", pki.ca.crl(1, &[]));
@@ -373,6 +374,17 @@ async fn a_revoked_client_cannot_resume_an_earlier_session() {
             .map(drop)
             .map_err(|s| format!("{s:?}"))
     };
+    // A connection opened before the revocation, kept open across it.
+    let open = Clients::new(
+        net::channel(server.addr, Arc::clone(&config))
+            .await
+            .unwrap(),
+    );
+    open.system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .unwrap();
     call(Arc::clone(&config)).await.unwrap();
     // The session is resumable: a bare handshake with the same configuration resumes it.
     let resumed = net::handshake(server.addr, Arc::clone(&config))
@@ -394,6 +406,20 @@ async fn a_revoked_client_cannot_resume_an_earlier_session() {
     assert!(
         again.is_err(),
         "a revoked client resumed its session and was served"
+    );
+    // The connection that was open all along is refused from its next request on.
+    let status = open
+        .system
+        .clone()
+        .status(v1::StatusRequest {})
+        .await
+        .expect_err("a revoked client was served on its open connection");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("the client certificate has been revoked"),
+        "{status:?}"
     );
     server.stop().await.unwrap();
 }
