@@ -3,6 +3,11 @@
 //! the response is ready, its record is written (group commit) and the response leaves only once
 //! the record is durable. If it cannot be written, the response is replaced by UNAVAILABLE:
 //! the operation's result is withheld (fail closed).
+//!
+//! The one exception: a connection whose certificate the gate refuses (not registered, no
+//! subject) gets one record, for its first refusal; the rest are counted on the connection
+//! (`gate::Denials`) and logged at most once a second, so a stranger's thousands of streams
+//! cost neither thousands of records nor thousands of log lines.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +61,7 @@ pub struct AuditLayer {
     log: Arc<AuditLog>,
     ids: crate::services::RequestIds,
     gate: Option<crate::gate::Gate>,
+    denial_log: Arc<crate::front_door::Throttle>,
 }
 
 impl AuditLayer {
@@ -65,6 +71,9 @@ impl AuditLayer {
             log,
             ids,
             gate: None,
+            denial_log: Arc::new(crate::front_door::Throttle::new(
+                std::time::Duration::from_secs(1),
+            )),
         }
     }
 
@@ -84,6 +93,7 @@ impl<S> Layer<S> for AuditLayer {
             log: Arc::clone(&self.log),
             ids: self.ids.clone(),
             gate: self.gate.clone(),
+            denial_log: Arc::clone(&self.denial_log),
         }
     }
 }
@@ -94,6 +104,20 @@ pub struct AuditService<S> {
     log: Arc<AuditLog>,
     ids: crate::services::RequestIds,
     gate: Option<crate::gate::Gate>,
+    denial_log: Arc<crate::front_door::Throttle>,
+}
+
+/// Logs a gate denial, at most one line a second for all of them together, with how many there
+/// were since the last line.
+fn log_denial(throttle: &crate::front_door::Throttle, refusal: &crate::status::Refusal) {
+    if let Some(refused) = throttle.tick() {
+        tracing::warn!(
+            refused,
+            latest = %refusal,
+            "requests refused at the gate (unregistered or unnamed certificates); \
+             one audit record per connection, the rest counted"
+        );
+    }
 }
 
 /// The gRPC code of a response (OK when its headers carry none: a stream's status comes in its
@@ -218,6 +242,10 @@ where
                 .get::<PeerInfo>()
                 .and_then(|p| p.subject.clone())
         };
+        let cert_key = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.cert_key.clone());
         if !audited(&path) {
             // Health and reflection: registered principals only, and not recorded.
             let Some(gate) = self.gate.clone() else {
@@ -227,20 +255,27 @@ where
             let mut inner = std::mem::replace(&mut self.inner, clone);
             let subject = subject_of(&req);
             let request_id = self.ids.next();
+            let denial_log = Arc::clone(&self.denial_log);
             return Box::pin(async move {
-                match gate.admit(subject.as_deref(), &path).await {
+                match gate
+                    .admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
+                    .await
+                {
                     // A store that cannot answer cannot say who is registered; health must
                     // still say NOT_SERVING then, and reflection reveals nothing secret.
                     Ok(crate::gate::Admission::Principal(_))
                     | Err(crate::status::Refusal::Core(_)) => inner.call(req).await,
-                    Ok(crate::gate::Admission::Bootstrap) => Ok(crate::status::to_status(
-                        crate::status::Refusal::UnknownPrincipal {
+                    Ok(crate::gate::Admission::Bootstrap) => {
+                        let refusal = crate::status::Refusal::UnknownPrincipal {
                             subject: subject.unwrap_or_default(),
-                        },
-                        &request_id,
-                    )
-                    .into_http()),
-                    Err(refusal) => Ok(crate::status::to_status(refusal, &request_id).into_http()),
+                        };
+                        log_denial(&denial_log, &refusal);
+                        Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
+                    }
+                    Err(refusal) => {
+                        log_denial(&denial_log, &refusal);
+                        Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
+                    }
                 }
             });
         }
@@ -253,20 +288,30 @@ where
             request_id: request_id.clone(),
             note: Arc::default(),
         };
-        let (subject, transport) = req
-            .extensions()
-            .get::<PeerInfo>()
-            .map_or((None, None), |p| (p.subject.clone(), p.transport.clone()));
+        let (subject, transport, denials) =
+            req.extensions()
+                .get::<PeerInfo>()
+                .map_or((None, None, None), |p| {
+                    (
+                        p.subject.clone(),
+                        p.transport.clone(),
+                        Some(Arc::clone(&p.denials)),
+                    )
+                });
         req.extensions_mut().insert(slot.clone());
         let operation = Operation::from_path(&path);
         // The call and its audit record run as a task of their own: if the client goes away,
         // hyper drops this future, but an operation that started must still be recorded (OPS-1).
         let gate = self.gate.clone();
+        let denial_log = Arc::clone(&self.denial_log);
         let call = async move {
             let refused_before = !log.healthy();
             // The gate decides on the certificate alone: a refused call's body is never read.
             let admitted = match (&gate, refused_before) {
-                (Some(gate), false) => Some(gate.admit(subject.as_deref(), &path).await),
+                (Some(gate), false) => Some(
+                    gate.admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
+                        .await,
+                ),
                 (None, _) | (_, true) => None,
             };
             let resp = if refused_before {
@@ -291,6 +336,17 @@ where
                     Some(Ok(crate::gate::Admission::Bootstrap)) | None => Ok(()),
                 };
                 match admitted {
+                    Err(refusal) if crate::gate::is_denial(&refusal) => {
+                        log_denial(&denial_log, &refusal);
+                        let status = crate::status::to_status_unlogged(refusal, &request_id);
+                        // One record per connection: later denials are counted, and answered
+                        // without touching the trail.
+                        if let Some(d) = denials.as_ref().filter(|d| !d.claim_record()) {
+                            d.count_unrecorded();
+                            return Ok(status.into_http());
+                        }
+                        status.into_http()
+                    }
                     Err(refusal) => crate::status::to_status(refusal, &request_id).into_http(),
                     Ok(()) => {
                         // Audit before effect: a call that may change state runs only once its

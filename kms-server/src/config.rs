@@ -67,6 +67,18 @@ pub struct TlsFiles {
     pub gm_cert: Option<PathBuf>,
     /// The SM2 certificate's private key (PEM file; never inline).
     pub gm_key: Option<PathBuf>,
+    /// Revoked client certificates: CRLs of the client CAs (PEM "X509 CRL" blocks or one DER
+    /// CRL), re-read when the file changes (a bad new file keeps the previous CRLs in force).
+    /// Checked on the TLS port and the TLCP listener.
+    #[serde(default)]
+    pub client_crl: Option<PathBuf>,
+    /// How often `client_crl` is checked for changes (seconds; default 5).
+    #[serde(default = "default_crl_poll")]
+    pub client_crl_poll_seconds: u64,
+}
+
+const fn default_crl_poll() -> u64 {
+    5
 }
 
 /// The TLCP (GB/T 38636) listener: 国密SSL clients and gateways with double certificates.
@@ -238,6 +250,8 @@ impl Config {
                 client_ca: "".into(),
                 gm_cert: None,
                 gm_key: None,
+                client_crl: None,
+                client_crl_poll_seconds: default_crl_poll(),
             });
             if let Some(v) = cert {
                 tls.cert = v.into();
@@ -269,7 +283,10 @@ impl Config {
             fix(&mut t.cert);
             fix(&mut t.key);
             fix(&mut t.client_ca);
-            for p in [&mut t.gm_cert, &mut t.gm_key].into_iter().flatten() {
+            for p in [&mut t.gm_cert, &mut t.gm_key, &mut t.client_crl]
+                .into_iter()
+                .flatten()
+            {
                 fix(p);
             }
         }
@@ -294,7 +311,11 @@ impl Config {
                 "[tls] cert, key and client_ca are required: there is no plaintext port".into(),
             )
         })?;
-        let gm = [("tls.gm_cert", &tls.gm_cert), ("tls.gm_key", &tls.gm_key)];
+        let gm = [
+            ("tls.gm_cert", &tls.gm_cert),
+            ("tls.gm_key", &tls.gm_key),
+            ("tls.client_crl", &tls.client_crl),
+        ];
         for (what, p) in [
             ("tls.cert", &tls.cert),
             ("tls.key", &tls.key),
@@ -484,6 +505,12 @@ impl Config {
             limits: self.limits,
             scheduler_interval: Duration::from_secs(self.scheduler_interval_seconds.max(1)),
             health_probe: self.health_probe().ok().flatten(),
+            crl_poll_interval: Duration::from_secs(
+                self.tls
+                    .as_ref()
+                    .map_or(5, |t| t.client_crl_poll_seconds)
+                    .max(1),
+            ),
             checkpoints: kms_core::audit::writer::CheckpointPolicy {
                 every_records: self.audit_checkpoint_records.max(1),
                 every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
@@ -521,6 +548,29 @@ mod tests {
     }
 
     const TLS: &str = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+
+    #[test]
+    fn the_client_crl_is_a_path_resolved_beside_the_config_and_polled() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &format!("{TLS}client_crl = \"clients.crl\"\nclient_crl_poll_seconds = 2\n"),
+        );
+        let c = Config::load(&p).unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.client_crl, Some(dir.path().join("clients.crl")));
+        assert_eq!(c.settings().crl_poll_interval, Duration::from_secs(2));
+        // Without one: no CRL, polled every 5 s if one is added.
+        let plain = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert_eq!(plain.tls.as_ref().unwrap().client_crl, None);
+        assert_eq!(plain.settings().crl_poll_interval, Duration::from_secs(5));
+        let inline = write(
+            dir.path(),
+            &format!("{TLS}client_crl = \"-----BEGIN X509 CRL-----\"\n"),
+        );
+        let err = Config::load(&inline).unwrap_err().to_string();
+        assert!(err.contains("tls.client_crl must be a file path"), "{err}");
+    }
 
     #[test]
     fn the_health_probe_port_is_loopback_only() {

@@ -12,6 +12,11 @@ pub struct PeerInfo {
     pub subject: Option<String>,
     /// The negotiated protocol and suite ("TLSv1.3 TLS_SM4_GCM_SM3"), for the audit record.
     pub transport: Option<String>,
+    /// The connection's gate refusals: the first is recorded, the rest counted (`gate`).
+    pub denials: std::sync::Arc<crate::gate::Denials>,
+    /// The client certificate as CRLs name it, so that a certificate revoked while its
+    /// connection is open is refused from the next request on (`gate`).
+    pub cert_key: Option<crate::revocation::CertKey>,
 }
 
 /// The subject of a DER certificate: the first SAN URI, else the first CN.

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! TCP ─┬─ server, TLS port ──── rustls (tls): TLS 1.3/1.2 AEAD suites, RFC 8998 in front
-//!      │                         (RFC 8998 alone under gm-only); client certificate required
+//!      │                         (RFC 8998 alone under gm-only); client certificate required,
+//!      │                         and not revoked (revocation: [tls] client_crl, reloaded)
 //!      └─ server, [tlcp] port ── kms_tlcp (tls::tlcp_config): TLCP, double SM2 certificates
 //!   → HTTP/2 preface (both within the handshake timeout, under one connection cap)
 //!   → identity: the principal's subject (SAN URI, else CN) and the negotiated transport
@@ -36,6 +37,7 @@ pub mod hardening;
 pub mod identity;
 pub mod limits;
 mod migrate;
+pub mod revocation;
 mod serve;
 pub mod server;
 pub mod services;

@@ -105,9 +105,20 @@ fn read(path: &Path, err: &mut dyn Write) -> Option<String> {
     }
 }
 
-/// Reads the certificate files and builds the TLS configuration the policy asks for; says why
-/// when it cannot (e.g. gm-only with a non-SM2 server certificate).
+/// Reads the certificate files (and the client CRL file, if any) and builds the TLS
+/// configuration the policy asks for; says why when it cannot (e.g. gm-only with a non-SM2
+/// server certificate, a CRL file that does not parse).
+#[cfg(test)]
 fn load_tls(config: &Config, err: &mut dyn Write) -> Option<Arc<rustls::ServerConfig>> {
+    load_tls_and_crl(config, err).map(|(tls, _)| tls)
+}
+
+type LoadedTls = (
+    Arc<rustls::ServerConfig>,
+    Option<Arc<crate::revocation::Revocation>>,
+);
+
+fn load_tls_and_crl(config: &Config, err: &mut dyn Write) -> Option<LoadedTls> {
     let tls = config.tls.as_ref()?;
     let transport = config.transport().ok()?;
     let (cert, key, ca) = (
@@ -135,7 +146,7 @@ fn load_tls(config: &Config, err: &mut dyn Write) -> Option<Arc<rustls::ServerCo
             key_pem: k,
         });
     }
-    match crate::tls::server_config_with(transport, &pairs, &ca) {
+    match crate::tls::server_config_with_crl(transport, &pairs, &ca, tls.client_crl.as_deref()) {
         Ok(t) => Some(t),
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -280,9 +291,15 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
         );
         return EXIT_FAILED;
     }
-    let Some(tls_config) = load_tls(&config, err) else {
+    let Some((tls_config, revocation)) = load_tls_and_crl(&config, err) else {
         return EXIT_FAILED;
     };
+    if let Some(r) = &revocation {
+        tracing::info!(
+            revoked = r.revoked_count(),
+            "client certificates are checked against the client CRL file"
+        );
+    }
     let Some(store) = open_store(&config, err) else {
         return EXIT_FAILED;
     };
@@ -301,7 +318,10 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             None => return EXIT_FAILED,
         },
     };
-    let mut settings = config.settings();
+    let mut settings = crate::server::Settings {
+        revocation,
+        ..config.settings()
+    };
     if let Err(code) = init_token(&kms, &config, &mut settings, err) {
         return code;
     }

@@ -59,6 +59,10 @@ pub struct Settings {
     pub health_probe: Option<std::net::SocketAddr>,
     /// Who may initialise or restore an empty KMS (`bootstrap.rs`); by default nobody.
     pub bootstrap: crate::bootstrap::Bootstrap,
+    /// The client CRLs in force (`[tls] client_crl`), also checked by the TLCP listener, and
+    /// re-read from their file every `crl_poll_interval`; `None` for no revocation checks.
+    pub revocation: Option<Arc<crate::revocation::Revocation>>,
+    pub crl_poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -74,6 +78,8 @@ impl Default for Settings {
             health_interval: Duration::from_secs(5),
             health_probe: None,
             bootstrap: crate::bootstrap::Bootstrap::default(),
+            revocation: None,
+            crl_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -136,8 +142,14 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What a listener speaks: TLS (rustls: TLS 1.3/1.2, RFC 8998) or TLCP (GB/T 38636).
 #[derive(Clone)]
 enum Protocol {
-    Tls(TlsAcceptor),
-    Tlcp(Arc<kms_tlcp::TlcpServerConfig>),
+    /// TLS and the CRLs its clients are checked against once more after the handshake (a
+    /// resumed session presents no certificate to the verifier).
+    Tls(TlsAcceptor, Option<Arc<crate::revocation::Revocation>>),
+    /// TLCP and the CRLs its clients are checked against (its own verifier has none).
+    Tlcp(
+        Arc<kms_tlcp::TlcpServerConfig>,
+        Option<Arc<crate::revocation::Revocation>>,
+    ),
 }
 
 /// A connection past its handshake and the HTTP/2 preface: who it is and what it negotiated.
@@ -145,14 +157,16 @@ struct Secured {
     stream: Box<dyn SecureStream>,
     preface: [u8; PREFACE.len()],
     subject: Option<String>,
+    /// The client's (signing) certificate as CRLs name it.
+    cert_key: Option<crate::revocation::CertKey>,
     transport: String,
 }
 
 impl Protocol {
     fn name(&self) -> &'static str {
         match self {
-            Self::Tls(_) => "TLS",
-            Self::Tlcp(_) => "TLCP",
+            Self::Tls(..) => "TLS",
+            Self::Tlcp(..) => "TLCP",
         }
     }
 
@@ -161,14 +175,26 @@ impl Protocol {
     /// the client's (signing) certificate.
     async fn secure(&self, tcp: TcpStream) -> io::Result<Secured> {
         match self {
-            Self::Tls(acceptor) => {
+            Self::Tls(acceptor, revocation) => {
                 let mut tls = acceptor.accept(tcp).await?;
+                if let Some(r) = revocation
+                    && tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .is_some_and(|c| r.is_revoked(c))
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate is revoked (a resumed session)",
+                    ));
+                }
                 let preface = read_preface(&mut tls).await?;
                 let session = tls.get_ref().1;
-                let subject = session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| subject_of(c));
+                let leaf = session.peer_certificates().and_then(|c| c.first());
+                let subject = leaf.and_then(|c| subject_of(c));
+                let cert_key = leaf.and_then(|c| crate::revocation::CertKey::of(c));
                 let transport = crate::tls::describe(
                     session.protocol_version(),
                     session.negotiated_cipher_suite().map(|s| s.suite()),
@@ -177,20 +203,38 @@ impl Protocol {
                     stream: Box::new(tls),
                     preface,
                     subject,
+                    cert_key,
                     transport,
                 })
             }
-            Self::Tlcp(config) => {
+            Self::Tlcp(config, revocation) => {
                 let mut tlcp = kms_tlcp::accept(Arc::clone(config), tcp)
                     .await
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                // After the handshake (the TLCP verifier knows no CRLs): a revoked signing or
+                // encryption certificate gets the connection closed before any request.
+                if let Some(r) = revocation
+                    && tlcp
+                        .peer_certificates()
+                        .iter()
+                        .take(2)
+                        .any(|c| r.is_revoked(c))
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "the client certificate is revoked",
+                    ));
+                }
                 let preface = read_preface(&mut tlcp).await?;
-                let subject = tlcp.peer_certificates().first().and_then(|c| subject_of(c));
+                let leaf = tlcp.peer_certificates().first();
+                let subject = leaf.and_then(|c| subject_of(c));
+                let cert_key = leaf.and_then(|c| crate::revocation::CertKey::of(c));
                 let transport = format!("TLCP {}", tlcp.suite_name());
                 Ok(Secured {
                     stream: Box::new(tlcp),
                     preface,
                     subject,
+                    cert_key,
                     transport,
                 })
             }
@@ -296,6 +340,8 @@ async fn accept_loop(
                         remote: Some(remote),
                         subject: secured.subject,
                         transport: Some(secured.transport),
+                        denials: Arc::default(),
+                        cert_key: secured.cert_key,
                     };
                     let _ = conns
                         .send(Ok(TlsConn {
@@ -555,7 +601,7 @@ pub async fn run_with_tlcp(
     let tlcp_accept = tlcp.map(|(listener, config)| {
         tokio::spawn(accept_loop(
             listener,
-            Protocol::Tlcp(config),
+            Protocol::Tlcp(config, settings.revocation.clone()),
             settings.clone(),
             Arc::clone(&slots),
             conn_tx.clone(),
@@ -564,7 +610,7 @@ pub async fn run_with_tlcp(
     });
     let accept = tokio::spawn(accept_loop(
         listener,
-        Protocol::Tls(TlsAcceptor::from(tls)),
+        Protocol::Tls(TlsAcceptor::from(tls), settings.revocation.clone()),
         settings.clone(),
         slots,
         conn_tx,
@@ -617,6 +663,10 @@ pub async fn run_with_tlcp(
                 .await;
         })
     });
+    let crl_watch = settings
+        .revocation
+        .clone()
+        .map(|r| tokio::spawn(r.watch(settings.crl_poll_interval, stop_rx.clone())));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -633,8 +683,11 @@ pub async fn run_with_tlcp(
         .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
         .layer(
-            AuditLayer::new(Arc::clone(&audit), ids)
-                .with_gate(Gate::new(Arc::clone(&kms), shared.rate_limiter())),
+            AuditLayer::new(Arc::clone(&audit), ids).with_gate(
+                Gate::new(Arc::clone(&kms), shared.rate_limiter())
+                    .bootstrapped_by(Arc::clone(&owner))
+                    .revoked_by(settings.revocation.clone()),
+            ),
         )
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
@@ -660,6 +713,9 @@ pub async fn run_with_tlcp(
     }
     sched.abort();
     health_watch.abort();
+    if let Some(t) = crl_watch {
+        t.abort();
+    }
     if let Some(p) = probe {
         p.abort();
     }

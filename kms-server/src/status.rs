@@ -46,6 +46,9 @@ pub enum Refusal {
     BadRequest(std::borrow::Cow<'static, str>),
     #[error("no usable client certificate subject (SAN URI or CN)")]
     NoSubject,
+    /// The connection's certificate was revoked (`[tls] client_crl`) after it connected.
+    #[error("the client certificate has been revoked")]
+    CertificateRevoked,
     #[error("{subject} is not a registered principal; an administrator must add it")]
     UnknownPrincipal { subject: String },
     #[error("rate limit of {rate} requests/s (burst {burst}) exceeded for {subject}; retry later")]
@@ -95,7 +98,7 @@ impl From<kms_core::policy::PolicyError> for Refusal {
 fn refusal_code(r: &Refusal) -> Code {
     match r {
         Refusal::Core(e) => code_of(e),
-        Refusal::NoSubject => Code::Unauthenticated,
+        Refusal::NoSubject | Refusal::CertificateRevoked => Code::Unauthenticated,
         Refusal::UnknownPrincipal { .. } => Code::PermissionDenied,
         Refusal::RateLimited { .. } => Code::ResourceExhausted,
         Refusal::BadRequest(_) | Refusal::TooLarge { .. } => Code::InvalidArgument,
@@ -113,16 +116,28 @@ fn refusal_code(r: &Refusal) -> Code {
 pub fn to_status(e: impl Into<Refusal>, request_id: &str) -> Status {
     let e = e.into();
     let code = refusal_code(&e);
-    let shown = if code == Code::Internal {
-        "internal error; the server log has the detail".to_owned()
-    } else {
-        e.to_string()
-    };
     if matches!(code, Code::Internal | Code::Unavailable | Code::Aborted) {
         tracing::error!(request_id, code = ?code, error = %e, "request failed");
     } else {
         tracing::info!(request_id, code = ?code, error = %e, "request refused");
     }
+    unlogged(&e, code, request_id)
+}
+
+/// As [`to_status`] without the log line, for refusals that come in floods (an unregistered
+/// certificate's requests, refused at the gate), which the caller logs rate-limited instead.
+pub fn to_status_unlogged(e: impl Into<Refusal>, request_id: &str) -> Status {
+    let e = e.into();
+    let code = refusal_code(&e);
+    unlogged(&e, code, request_id)
+}
+
+fn unlogged(e: &Refusal, code: Code, request_id: &str) -> Status {
+    let shown = if code == Code::Internal {
+        "internal error; the server log has the detail".to_owned()
+    } else {
+        e.to_string()
+    };
     named(
         Status::new(code, format!("{shown} (request {request_id})")),
         request_id,
@@ -365,6 +380,11 @@ mod tests {
                 Refusal::NoSubject,
                 Code::Unauthenticated,
                 "client certificate",
+            ),
+            (
+                Refusal::CertificateRevoked,
+                Code::Unauthenticated,
+                "client certificate has been revoked",
             ),
             (
                 Refusal::UnknownPrincipal {

@@ -24,6 +24,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ProtocolVersion, RootCertStore, ServerConfig};
 
+use crate::revocation::{Revocation, RevokingVerifier};
+
 /// Why TLS could not be configured. Messages name the file role, never key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -37,6 +39,8 @@ pub enum TlsError {
     Verifier(String),
     #[error("{0}")]
     Policy(String),
+    #[error("{0}")]
+    Crl(String),
 }
 
 /// What the API port speaks; follows the KMS policy (`standard` or `gm-only`).
@@ -104,6 +108,18 @@ pub fn server_config_with(
     pairs: &[CertPair<'_>],
     client_ca_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_crl(transport, pairs, client_ca_pem, None).map(|(config, _)| config)
+}
+
+/// As [`server_config_with`], with client certificates checked against the CRLs in the file
+/// `client_crl` (reloaded by [`Revocation::watch`]); the revocation state is returned for the
+/// TLCP listener and the watcher.
+pub fn server_config_with_crl(
+    transport: Transport,
+    pairs: &[CertPair<'_>],
+    client_ca_pem: &str,
+    client_crl: Option<&std::path::Path>,
+) -> Result<(Arc<ServerConfig>, Option<Arc<Revocation>>), TlsError> {
     let provider = provider_for(transport);
     let mut resolver = ByPeer::default();
     for pair in pairs {
@@ -138,7 +154,18 @@ pub fn server_config_with(
     if resolver.sm2.is_none() && resolver.standard.is_none() {
         return Err(TlsError::NoCertificate("server certificate"));
     }
-    let verifier = client_verifier(transport, client_ca_pem, &provider)?;
+    let (verifier, revocation) = match client_crl {
+        None => (
+            client_verifier(transport, client_ca_pem, &provider, Vec::new())?,
+            None,
+        ),
+        Some(path) => {
+            let revocation = revocation_for(transport, client_ca_pem, &provider, path)?;
+            let verifier: Arc<dyn ClientCertVerifier> =
+                Arc::new(RevokingVerifier::new(Arc::clone(&revocation)));
+            (verifier, Some(revocation))
+        }
+    };
     let versions: &[&rustls::SupportedProtocolVersion] = match transport {
         Transport::Standard => &[&rustls::version::TLS13, &rustls::version::TLS12],
         Transport::GmOnly => &[&rustls::version::TLS13],
@@ -150,7 +177,23 @@ pub fn server_config_with(
     // Server preference: the GM suite and curveSM2 whenever the client offers them.
     config.ignore_client_order = true;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), revocation))
+}
+
+/// The CRL file at `path`, loaded now, with the chain verifier rebuilt for each version of it.
+/// Also for a TLCP listener alone: its CAs are the SM2 ones among `client_ca_pem`.
+pub fn revocation_for(
+    transport: Transport,
+    client_ca_pem: &str,
+    provider: &Arc<CryptoProvider>,
+    path: &std::path::Path,
+) -> Result<Arc<Revocation>, TlsError> {
+    let cas = certs(client_ca_pem, "client CA")?;
+    let (ca_pem, provider) = (client_ca_pem.to_owned(), Arc::clone(provider));
+    let make = Box::new(move |crls| {
+        client_verifier(transport, &ca_pem, &provider, crls).map_err(|e| e.to_string())
+    });
+    Revocation::load(path, &cas, make).map_err(|e| TlsError::Crl(e.to_string()))
 }
 
 /// SM2 client chains are verified by kms-gmtls, others by webpki (standard only).
@@ -158,6 +201,7 @@ fn client_verifier(
     transport: Transport,
     client_ca_pem: &str,
     provider: &Arc<CryptoProvider>,
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let (sm2_anchors, other_anchors) = split_sm2(certs(client_ca_pem, "client CA")?);
     let fallback = match transport {
@@ -168,10 +212,19 @@ fn client_verifier(
             for ca in other_anchors {
                 roots.add(ca)?;
             }
-            let webpki =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-                    .build()
-                    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let mut builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+            if !crls.is_empty() {
+                // Our client CAs issue leaves directly; a CA without a CRL in the file is not
+                // revocation-checked (the file's issuers are checked in `revocation`).
+                builder = builder
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            }
+            let webpki = builder
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
             Some(webpki)
         }
     };

@@ -7,6 +7,8 @@
 //!   logging, a scripted session with known secrets, then every log line, error message, audit
 //!   export, store file and backup searched for those secrets in every common encoding; and the
 //!   process's hardening (no core dumps, memory locked) read from /proc (KEY-3, API-4).
+//! - [`front_door`]: an unregistered certificate's stalled HTTP/2 streams (issue 18 item 6).
+//! - [`revocation`]: `[tls] client_crl`, judged by OpenSSL, reloaded on change (issue 18 item 6).
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,8 +26,12 @@ mod child;
 mod common;
 #[path = "hardening/fixture.rs"]
 mod fixture;
+#[path = "hardening/front_door.rs"]
+mod front_door;
 #[path = "hardening/leak_scan.rs"]
 mod leak_scan;
+#[path = "hardening/revocation.rs"]
+mod revocation;
 #[path = "hardening/scan.rs"]
 mod scan;
 #[path = "hardening/wire.rs"]

@@ -72,11 +72,11 @@ pub(super) fn input(path: Option<&Path>) -> Result<(Box<dyn Read>, Option<u64>),
 }
 
 fn envelope_error(e: EnvelopeError) -> CliError {
-    match e {
-        EnvelopeError::Io(e) => CliError::io("the envelope stream", &e),
-        other => CliError::usage(other.to_string())
-            .with_hint("the file is not an intact KMS envelope, or the context or key differs"),
+    if let EnvelopeError::Io(e) = e {
+        return CliError::io("the envelope stream", &e);
     }
+    CliError::usage(e.to_string())
+        .with_hint("the file is not an intact KMS envelope, or the context or key differs")
 }
 
 /// `kms encrypt --envelope`: one `GenerateDataKey` (SM4 under an SM4-GCM key, AES-256 under an
