@@ -885,4 +885,6 @@ pub fn verify_files<S: AsRef<str>, R: BufRead>(
 }
 
 #[cfg(test)]
+mod rotation_tests;
+#[cfg(test)]
 mod tests;
