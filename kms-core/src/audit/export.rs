@@ -126,8 +126,9 @@ impl AuditLog {
         // this export then finds missing, and it says so instead of skipping them.
         let anchor = read_anchor(&*self.store)?.map(|(cp, _)| cp);
         let (tail, _) = read_tail(&*self.store)?;
-        let sealed =
-            || StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into());
+        let sealed = || {
+            StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into())
+        };
         let key = signer_for(&self.signer, &tail, tail.seq).ok_or_else(sealed)?;
         let closing = sign_checkpoint(
             &self.signer,
@@ -151,12 +152,7 @@ impl AuditLog {
     /// Whether the audit key has a version newer than the one the trail signs with.
     fn handover_pending(&self) -> Result<bool, StoreError> {
         let (tail, _) = read_tail(&*self.store)?;
-        Ok(match (tail.current_signer(), self.signer.newest()) {
-            (Some(current), Some(newest)) => {
-                current.key_id == newest.key_id && current.version < newest.version
-            }
-            _ => false,
-        })
+        Ok(tail.handover_to(self.signer.newest()).is_some())
     }
 
     /// The whole hot trail as JSON Lines, streamed to `out` one line at a time: the archive

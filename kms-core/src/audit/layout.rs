@@ -79,6 +79,13 @@ impl Tail {
         self.signers.last()
     }
 
+    /// `newest` when it is a later version of the key the trail signs with: the trail must be
+    /// handed over to it (a transition record) before it signs anything.
+    pub(super) fn handover_to(&self, newest: Option<SigningKey>) -> Option<SigningKey> {
+        let current = self.current_signer()?;
+        newest.filter(|n| n.key_id == current.key_id && n.version > current.version)
+    }
+
     /// Adopts `newest` when the trail names no version yet (a new trail, or one written before
     /// rotations were tracked): nothing came before that a transition could hand over from.
     pub(super) fn adopt(&mut self, newest: Option<&SigningKey>) {

@@ -154,7 +154,11 @@ fn short(fp: &str) -> &str {
 impl Trust {
     fn new(keys: &AuditKeys) -> Self {
         Self {
-            given: keys.keys.iter().map(|k| (fingerprint(k), k.clone())).collect(),
+            given: keys
+                .keys
+                .iter()
+                .map(|k| (fingerprint(k), k.clone()))
+                .collect(),
             trusted: Vec::new(),
             started: false,
         }

@@ -28,9 +28,7 @@ pub use super::signer::{AuditSigner, MemorySigner, Signer, SigningKey};
 /// Key generation failed (no randomness).
 pub fn ephemeral_signer(key_id: &str) -> Result<(Signer, crate::crypto::PublicKey), crate::Error> {
     let key = MemorySigner::new(key_id)?;
-    let public = key
-        .public_key(1)
-        .ok_or(crate::CryptoError::MalformedKey)?;
+    let public = key.public_key(1).ok_or(crate::CryptoError::MalformedKey)?;
     Ok((key, public))
 }
 
@@ -209,12 +207,8 @@ impl Writer {
             let (mut tail, old) = read_tail(&*self.store)?;
             let newest = self.signer.newest();
             tail.adopt(newest.as_ref());
-            let handover = newest.filter(|n| {
-                tail.current_signer()
-                    .is_some_and(|c| c.key_id == n.key_id && c.version < n.version)
-            });
-            if tail.seq == 0
-                || (!force && tail.checkpointed_seq == tail.seq && handover.is_none())
+            let handover = tail.handover_to(newest);
+            if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq && handover.is_none())
             {
                 return Ok(());
             }
@@ -267,6 +261,12 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the audit key has a version the trail has not been handed over to yet.
+    fn handover_pending(&self) -> bool {
+        read_tail(&*self.store)
+            .is_ok_and(|(tail, _)| tail.handover_to(self.signer.newest()).is_some())
     }
 
     /// The record handing the trail over from its current version to `new`, after the tail,
@@ -340,11 +340,21 @@ impl Writer {
                 }
             }
             let n = group.len() as u64;
+            // A key was rotated, perhaps the audit key: hand the trail over now rather than at
+            // the next checkpoint, so the transition follows the rotation's own record.
+            let rotated = group.iter().any(|(e, _)| {
+                matches!(
+                    e.operation,
+                    Operation::RotateKey | Operation::ScheduledRotation
+                ) && e.outcome == Outcome::Ok
+            });
             if !group.is_empty() {
                 self.write_group(group);
                 since_checkpoint += n;
             }
-            if since_checkpoint >= self.policy.every_records
+            let handover = rotated && self.handover_pending();
+            if handover
+                || since_checkpoint >= self.policy.every_records
                 || self.last_checkpoint.elapsed() >= self.policy.every
             {
                 since_checkpoint = 0;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CreateKeyRequest, Kms, PublicKeyOutput, Unsealed};
-use crate::audit::signer::{AuditSigner, Signer, SigningKey};
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
+use crate::audit::signer::{AuditSigner, Signer, SigningKey};
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::EncryptionContext;
 use crate::error::Error;

@@ -27,7 +27,10 @@ fn audit_key() -> (Signer, PublicKey, Arc<AtomicBool>) {
     let (inner, public) = crate::audit::writer::ephemeral_signer("audit-key").unwrap();
     let sealed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&sealed);
-    let signer: Signer = Arc::new(Sealable { inner, sealed: flag });
+    let signer: Signer = Arc::new(Sealable {
+        inner,
+        sealed: flag,
+    });
     (signer, public, sealed)
 }
 

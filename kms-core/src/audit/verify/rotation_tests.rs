@@ -152,9 +152,12 @@ fn a_trail_across_two_rotations_verifies_from_its_oldest_key_and_from_every_key(
     let broken = verify(&text, t.key.public_key(2).unwrap()).unwrap_err();
     assert_eq!(broken.line, transition_line(&lines, 2) + 1);
     assert!(
-        broken.problem.contains(
-            "hands the audit key over from version 1 (sm3 "
-        ) && broken.problem.contains("which is not trusted at this point of the trail"),
+        broken
+            .problem
+            .contains("hands the audit key over from version 1 (sm3 ")
+            && broken
+                .problem
+                .contains("which is not trusted at this point of the trail"),
         "{broken}"
     );
 }
@@ -196,11 +199,7 @@ fn an_edited_transition_record_fails_at_its_line() {
     let edits = [
         owned[i]
             .replacen(&tr.to_public_key, &hex::encode(stranger.spki_der()), 1)
-            .replacen(
-                &tr.to_fingerprint,
-                &fingerprint(&stranger),
-                1,
-            ),
+            .replacen(&tr.to_fingerprint, &fingerprint(&stranger), 1),
         owned[i].replacen(
             &format!("\"time_ms\":{}", r.time_ms),
             &format!("\"time_ms\":{}", r.time_ms + 1),
@@ -254,12 +253,7 @@ fn a_dropped_transition_record_fails() {
 fn a_checkpoint_by_a_version_no_transition_introduced_fails() {
     let key = MemorySigner::new("audit-key").unwrap();
     let signer: Signer = key.clone();
-    let log = AuditLog::start(
-        Arc::new(MemoryStore::new()),
-        "n1",
-        signer.clone(),
-        policy(),
-    );
+    let log = AuditLog::start(Arc::new(MemoryStore::new()), "n1", signer.clone(), policy());
     for i in 0..4 {
         log.append_blocking(event(i)).unwrap();
     }
@@ -269,8 +263,7 @@ fn a_checkpoint_by_a_version_no_transition_introduced_fails() {
     // by it stands in for the one version 1 signed.
     key.rotate().unwrap();
     let mut owned = lines(&text);
-    let Ok(Line::Checkpoint(closing)) = serde_json::from_str::<Line>(owned.last().unwrap())
-    else {
+    let Ok(Line::Checkpoint(closing)) = serde_json::from_str::<Line>(owned.last().unwrap()) else {
         unreachable!()
     };
     let forged = sign_with_newest(
@@ -328,12 +321,7 @@ fn archive_segments_across_rotations_verify_from_the_oldest_key() {
     files.sort();
     let mut texts: Vec<(String, String)> = files
         .iter()
-        .map(|p| {
-            (
-                p.display().to_string(),
-                std::fs::read_to_string(p).unwrap(),
-            )
-        })
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
         .collect();
     texts.push(("export".into(), t.export()));
     let chain = |keys: AuditKeys| {

@@ -706,7 +706,9 @@ fn a_chain_of_segments_verifies_as_one_trail() {
     assert_eq!(c.add("b", f[1].as_bytes()).unwrap().last_seq, 9);
     assert_eq!(c.finish().unwrap().last_seq, 9);
     assert_eq!(
-        FileChain::new(Start::Genesis, &t.public).finish().unwrap_err(),
+        FileChain::new(Start::Genesis, &t.public)
+            .finish()
+            .unwrap_err(),
         ChainError::NoFiles
     );
 }
