@@ -12,6 +12,13 @@
 //! the records after its anchor; that the trail is complete from the genesis is proved only by
 //! the chain of files, from a first file that starts at the genesis.
 //!
+//! The audit key may be rotated. Every checkpoint names the version that signed it and that
+//! version's SM3 fingerprint; before a new version signs anything, the writer appends a
+//! *transition record* ([`KeyTransition`]) signed by the old version that introduces the new
+//! one ([`signer`]). A verifier given only the oldest key ([`AuditKeys`]) follows the
+//! transitions forward; an edited or dropped transition, or a checkpoint by a version no
+//! transition introduced, fails.
+//!
 //! A record's role, operation, outcome and flags are enums ([`Role`], [`Operation`],
 //! [`Outcome`], [`Flag`]) that serialise to the names version 1 wrote, and keep a name they do
 //! not know as written (`Other`), so older and newer trails still parse and verify

@@ -1,6 +1,6 @@
 //! The KMS's own SM2 audit key: created at init in the system namespace, kept in the hierarchy
-//! like any other key, used only to sign audit checkpoints and inventories. Its public half is
-//! for auditors.
+//! like any other key, used only to sign audit checkpoints, the trail's key transitions and
+//! inventories. Its public halves (every version) are for auditors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
