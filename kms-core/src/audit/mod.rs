@@ -44,8 +44,8 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::verify::{
-    AuditKeys, Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, Verified, VerifiedFile,
-    VerifiedFiles, checkpoint_signature_valid, verify, verify_files, verify_reader,
+    AuditKeys, Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, ToAuditKeys, Verified,
+    VerifiedFile, VerifiedFiles, checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
 pub use self::vocab::{
     AUDIT_WRITER_PRINCIPAL, Flag, Operation, Outcome, Role, SCHEDULER_PRINCIPAL, Service,
@@ -200,9 +200,10 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
-    /// absent, and so outside the canonical bytes, on every other record.
+    /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
+    /// larger than the rest of a record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transition: Option<KeyTransition>,
+    pub transition: Option<Box<KeyTransition>>,
     /// SM3 of the previous record's canonical bytes ([`GENESIS`] for the first).
     pub prev: String,
     /// How the record is hashed; absent (V1) in records written before formats existed. Last,

@@ -131,3 +131,20 @@ impl AuditSigner for MemorySigner {
         crypto::sign(&sm2_scheme().ok()?, key, Message::Raw(message)).ok()
     }
 }
+
+/// An audit key that never signs (and names no version): a KMS that stays sealed, for tests
+/// of what happens without signatures.
+#[must_use]
+pub fn never_signs() -> Signer {
+    struct Never;
+    impl AuditSigner for Never {
+        fn newest(&self) -> Option<SigningKey> {
+            None
+        }
+
+        fn sign(&self, _version: u32, _message: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+    }
+    Arc::new(Never)
+}

@@ -106,6 +106,24 @@ impl AuditKeys {
     }
 }
 
+/// What a verifier accepts as its keys: one [`PublicKey`] or [`AuditKeys`]. (A trait object
+/// rather than a generic, so that callers pass `&key` as they always did.)
+pub trait ToAuditKeys {
+    fn to_audit_keys(&self) -> AuditKeys;
+}
+
+impl ToAuditKeys for PublicKey {
+    fn to_audit_keys(&self) -> AuditKeys {
+        AuditKeys::new(vec![self.clone()])
+    }
+}
+
+impl ToAuditKeys for AuditKeys {
+    fn to_audit_keys(&self) -> AuditKeys {
+        self.clone()
+    }
+}
+
 impl From<&PublicKey> for AuditKeys {
     fn from(key: &PublicKey) -> Self {
         Self::new(vec![key.clone()])
@@ -121,12 +139,6 @@ impl From<PublicKey> for AuditKeys {
 impl From<Vec<PublicKey>> for AuditKeys {
     fn from(keys: Vec<PublicKey>) -> Self {
         Self::new(keys)
-    }
-}
-
-impl From<&AuditKeys> for AuditKeys {
-    fn from(keys: &AuditKeys) -> Self {
-        keys.clone()
     }
 }
 
@@ -441,7 +453,7 @@ impl<R: BufRead> Lines<R> {
 
 /// Verifies an exported trail (JSON Lines) with the audit public key, offline: text already in
 /// memory. The same as [`verify_reader`] over its bytes.
-pub fn verify(text: &str, keys: impl Into<AuditKeys>) -> Result<Verified, Broken> {
+pub fn verify(text: &str, keys: &dyn ToAuditKeys) -> Result<Verified, Broken> {
     verify_reader(text.as_bytes(), keys)
 }
 
@@ -462,8 +474,8 @@ pub fn verify(text: &str, keys: impl Into<AuditKeys>) -> Result<Verified, Broken
 /// The first line that does not verify, with what is wrong. A record whose successor still
 /// vouches for the one after it is named as the edited one. Bytes that are not UTF-8, a line
 /// over [`MAX_LINE_BYTES`] and a read error break the line they are on.
-pub fn verify_reader(reader: impl BufRead, keys: impl Into<AuditKeys>) -> Result<Verified, Broken> {
-    verify_trusting(reader, &mut Trust::new(&keys.into()))
+pub fn verify_reader(reader: impl BufRead, keys: &dyn ToAuditKeys) -> Result<Verified, Broken> {
+    verify_trusting(reader, &mut Trust::new(&keys.to_audit_keys()))
 }
 
 /// [`verify_reader`] from a trust state (a chain of files carries it from file to file).
@@ -546,7 +558,7 @@ fn verify_trusting(reader: impl BufRead, trust: &mut Trust) -> Result<Verified, 
                 }
                 if let Some(t) = &r.transition {
                     trust.transition(n, r, t)?;
-                    transitions.push(t.clone());
+                    transitions.push(KeyTransition::clone(t));
                 }
                 next_seq = r
                     .seq
@@ -743,11 +755,11 @@ pub struct FileChain {
 impl FileChain {
     /// A chain verified with `keys` (see [`AuditKeys`]).
     #[must_use]
-    pub fn new(start: Start, keys: impl Into<AuditKeys>) -> Self {
+    pub fn new(start: Start, keys: &dyn ToAuditKeys) -> Self {
         Self {
             start,
             files: Vec::new(),
-            trust: Trust::new(&keys.into()),
+            trust: Trust::new(&keys.to_audit_keys()),
         }
     }
 
@@ -878,7 +890,7 @@ impl FileChain {
 /// The first problem, naming its file (see [`ChainError`]).
 pub fn verify_files<S: AsRef<str>, R: BufRead>(
     files: impl IntoIterator<Item = (S, R)>,
-    keys: impl Into<AuditKeys>,
+    keys: &dyn ToAuditKeys,
     start: Start,
 ) -> Result<VerifiedFiles, ChainError> {
     let mut chain = FileChain::new(start, keys);

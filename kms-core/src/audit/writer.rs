@@ -290,7 +290,7 @@ impl Writer {
             context_hmac: None,
             flags: Vec::new(),
             transport: None,
-            transition: Some(KeyTransition {
+            transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,
                 from_fingerprint: from.fingerprint.clone(),
@@ -298,7 +298,7 @@ impl Writer {
                 to_fingerprint: new.fingerprint(),
                 to_public_key: hex::encode(new.public_key.spki_der()),
                 signature: String::new(),
-            }),
+            })),
             prev: tail.hash.clone(),
         };
         let Some(sig) = self

@@ -1318,8 +1318,8 @@ mod audit {
         );
         let oldest = versions[0].public_key.clone();
         let all = AuditKeys::new(versions.iter().map(|v| v.public_key.clone()).collect());
-        let v = verify(&text, oldest).unwrap();
-        assert_eq!(v, verify(&text, all).unwrap());
+        let v = verify(&text, &oldest).unwrap();
+        assert_eq!(v, verify(&text, &all).unwrap());
         assert_eq!(
             v.transitions
                 .iter()

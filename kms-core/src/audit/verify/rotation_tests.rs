@@ -107,8 +107,8 @@ fn transition_line(lines: &[String], version: u32) -> usize {
 fn a_trail_across_two_rotations_verifies_from_its_oldest_key_and_from_every_key() {
     let t = Rotated::new();
     let text = t.export();
-    let from_oldest = verify(&text, t.oldest()).unwrap();
-    assert_eq!(from_oldest, verify(&text, t.all()).unwrap());
+    let from_oldest = verify(&text, &t.oldest()).unwrap();
+    assert_eq!(from_oldest, verify(&text, &t.all()).unwrap());
     assert_eq!(from_oldest.records, 16, "14 events and 2 transitions");
     let versions: Vec<(u32, u32)> = from_oldest
         .transitions
@@ -149,7 +149,7 @@ fn a_trail_across_two_rotations_verifies_from_its_oldest_key_and_from_every_key(
     assert_eq!(r.principal, crate::audit::AUDIT_WRITER_PRINCIPAL);
     // A later key alone is not the trail's: version 1 signed its first signed line, the
     // transition to version 2.
-    let broken = verify(&text, t.key.public_key(2).unwrap()).unwrap_err();
+    let broken = verify(&text, &t.key.public_key(2).unwrap()).unwrap_err();
     assert_eq!(broken.line, transition_line(&lines, 2) + 1);
     assert!(
         broken
@@ -169,7 +169,7 @@ fn two_writers_hand_over_once() {
     t.logs[0].checkpoint_now().unwrap();
     t.logs[1].checkpoint_now().unwrap();
     let text = t.export();
-    let v = verify(&text, t.oldest()).unwrap();
+    let v = verify(&text, &t.oldest()).unwrap();
     assert_eq!(v.transitions.len(), 3);
     assert_eq!(v.transitions[2].to_version, 4);
 }
@@ -212,7 +212,7 @@ fn an_edited_transition_record_fails_at_its_line() {
         let mut e = owned.clone();
         e[i] = edited;
         for keys in [AuditKeys::from(t.oldest()), t.all()] {
-            assert_eq!(verify(&join(&e), keys).unwrap_err(), expected);
+            assert_eq!(verify(&join(&e), &keys).unwrap_err(), expected);
         }
     }
 }
@@ -227,14 +227,14 @@ fn a_dropped_transition_record_fails() {
     let mut e = owned.clone();
     e.remove(first);
     for keys in [AuditKeys::from(t.oldest()), t.all()] {
-        let broken = verify(&join(&e), keys).unwrap_err();
+        let broken = verify(&join(&e), &keys).unwrap_err();
         assert_eq!(broken.line, first + 1, "{broken}");
     }
     let i = transition_line(&owned, 3);
-    let mut e = owned.clone();
+    let mut e = owned;
     e.remove(i);
     // The checkpoint after it (signed by version 3) is the line that fails.
-    let with_every_key = verify(&join(&e), t.all()).unwrap_err();
+    let with_every_key = verify(&join(&e), &t.all()).unwrap_err();
     assert_eq!(with_every_key.line, i + 1);
     assert!(
         with_every_key
@@ -245,7 +245,7 @@ fn a_dropped_transition_record_fails() {
                 .contains("which no transition record before it introduced"),
         "{with_every_key}"
     );
-    let from_oldest = verify(&join(&e), t.oldest()).unwrap_err();
+    let from_oldest = verify(&join(&e), &t.oldest()).unwrap_err();
     assert_eq!(from_oldest.line, i + 1, "{from_oldest}");
 }
 
@@ -280,7 +280,7 @@ fn a_checkpoint_by_a_version_no_transition_introduced_fails() {
     let n = owned.len();
     owned[n - 1] = serde_json::to_string(&Line::Checkpoint(forged)).unwrap();
     let text = join(&owned);
-    let with_every_key = verify(&text, AuditKeys::new(key.public_keys())).unwrap_err();
+    let with_every_key = verify(&text, &AuditKeys::new(key.public_keys())).unwrap_err();
     assert_eq!(with_every_key.line, n);
     assert!(
         with_every_key
@@ -289,7 +289,7 @@ fn a_checkpoint_by_a_version_no_transition_introduced_fails() {
         "{with_every_key}"
     );
     assert_eq!(
-        verify(&text, key.public_key(1).unwrap()).unwrap_err(),
+        verify(&text, &key.public_key(1).unwrap()).unwrap_err(),
         Broken {
             line: n,
             problem: "checkpoint signature does not verify with the audit public key".into()
@@ -327,20 +327,20 @@ fn archive_segments_across_rotations_verify_from_the_oldest_key() {
     let chain = |keys: AuditKeys| {
         verify_files(
             texts.iter().map(|(n, t)| (n.as_str(), t.as_bytes())),
-            keys,
+            &keys,
             Start::Genesis,
         )
     };
-    let v = chain(t.oldest().into()).unwrap();
+    let v = chain(AuditKeys::from(t.oldest())).unwrap();
     assert_eq!(v.records, 16);
     assert_eq!(v.transitions.len(), 2);
     assert_eq!(chain(t.all()).unwrap(), v);
     // A segment after the first rotation, alone, verifies with every key given (its anchor may
     // be signed by a later version), but not from the oldest key: the transition is before it.
     let last_segment = &texts[texts.len() - 2].1;
-    verify(last_segment, t.all()).unwrap();
+    verify(last_segment, &t.all()).unwrap();
     assert_eq!(
-        verify(last_segment, t.oldest()).unwrap_err(),
+        verify(last_segment, &t.oldest()).unwrap_err(),
         Broken {
             line: 1,
             problem: "the anchor (the checkpoint on the first line) does not verify with the \

@@ -178,7 +178,11 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                         ));
                     }
                     if let (Some(prev_line), Some(next)) = (last_record_line, lines.get(i + 1))
-                        && vouches_for(next, &r.hash().unwrap(), &Trust::new(&public.into()))
+                        && vouches_for(
+                            next,
+                            &r.hash().unwrap(),
+                            &Trust::new(&public.to_audit_keys()),
+                        )
                     {
                         return Err(broken(
                             prev_line,
