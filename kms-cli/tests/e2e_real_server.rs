@@ -2071,7 +2071,23 @@ fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
     server.write("oldest.pem", &oldest);
     server.write("newest.pem", &newest);
     ok(&server.kms("auditor", &["audit", "export", "--out", "audit.jsonl"]));
+    ok(&server.kms(
+        "auditor",
+        &["inventory", "export", "--out", "inventory.json"],
+    ));
     server.stop();
+
+    // The inventory is signed by the newest version; the bundle holds it.
+    let v = json(&server.kms_offline(&[
+        "--json",
+        "inventory",
+        "verify",
+        "inventory.json",
+        "--public-key",
+        "keys.pem",
+    ]));
+    assert_eq!(v["signed_by_key_version"], 3, "{v}");
+    assert_eq!(v["public_key_sm3"], versions[2]["fingerprint_sm3"]);
 
     let verify =
         |file: &str, key: &str| server.kms_offline(&["audit", "verify", file, "--public-key", key]);
