@@ -537,7 +537,9 @@ fn chain_failure(
     let error = match e {
         ChainError::Broken { broken, .. } => {
             let mut hint = format!(
-                "the trail was changed after it was exported, or {} is not the key that signed it",
+                "the trail was changed after it was exported, or {} does not hold the key that \
+                 signed it (after a rotation of the audit key, give the bundle `kms audit \
+                 public-key --out PEM` writes: every version, or its first, the oldest)",
                 public_key.display()
             );
             if let Some(t) = line_text {
