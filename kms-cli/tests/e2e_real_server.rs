@@ -2124,6 +2124,16 @@ fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(transitions.len(), 2, "{trail}");
+    // Each follows the administrator's audited rotation at once, before any other record.
+    for &t in &transitions {
+        let rotation: Value = serde_json::from_str(lines[t - 1]).unwrap();
+        assert_eq!(rotation["operation"], "KeyAdmin/RotateKey", "{}", lines[t - 1]);
+        assert_eq!(rotation["principal"], "kms://admin");
+        assert_eq!(rotation["outcome"], "OK");
+        let transition: Value = serde_json::from_str(lines[t]).unwrap();
+        assert_eq!(transition["key_id"], rotation["key_id"]);
+        assert_eq!(transition["principal"], "kms-audit-writer");
+    }
     // Edited: the new key's fingerprint swapped for another's.
     let second = lines[transitions[1]];
     let fp3 = versions[2]["fingerprint_sm3"].as_str().unwrap();
