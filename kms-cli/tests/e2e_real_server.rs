@@ -2127,7 +2127,12 @@ fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
     // Each follows the administrator's audited rotation at once, before any other record.
     for &t in &transitions {
         let rotation: Value = serde_json::from_str(lines[t - 1]).unwrap();
-        assert_eq!(rotation["operation"], "KeyAdmin/RotateKey", "{}", lines[t - 1]);
+        assert_eq!(
+            rotation["operation"],
+            "KeyAdmin/RotateKey",
+            "{}",
+            lines[t - 1]
+        );
         assert_eq!(rotation["principal"], "kms://admin");
         assert_eq!(rotation["outcome"], "OK");
         let transition: Value = serde_json::from_str(lines[t]).unwrap();
