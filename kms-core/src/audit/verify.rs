@@ -22,6 +22,17 @@
 //! whether the records before it still exist or were ever intact; a signed checkpoint only
 //! fixes their hash.
 //!
+//! # Audit key rotation
+//!
+//! The verifier is given one audit public key or several ([`AuditKeys`]): every version, as
+//! `kms audit public-key` exports them, or only the oldest. The first signed line of a trail
+//! may be signed by any key given; a later version is trusted only from the transition record
+//! that introduces it ([`super::KeyTransition`], signed by a version already trusted). So a
+//! trail that spans rotations verifies from its oldest key, and an edited transition (its
+//! signature fails), a dropped one (the chain breaks, and the next checkpoint is signed by a
+//! version nothing introduced) or a checkpoint by a version never handed over fails. Trust
+//! carries over from file to file in a [`FileChain`].
+//!
 //! # Streaming
 //!
 //! [`verify_reader`] reads one line at a time (at most [`MAX_LINE_BYTES`] each), so memory does
