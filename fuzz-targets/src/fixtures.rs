@@ -142,11 +142,24 @@ pub fn sm2_sign_bytes(bytes: &[u8]) -> Vec<u8> {
 /// KMS audit key.
 #[must_use]
 pub fn audit_signer() -> kms_core::audit::writer::Signer {
-    std::sync::Arc::new(|make: &dyn Fn(&str, u32) -> Vec<u8>| {
-        let key_id = "00000000-0000-4000-8000-00000000f022";
-        let bytes = make(key_id, 1);
-        Some((key_id.to_owned(), 1, sm2_sign_bytes(&bytes)))
-    })
+    std::sync::Arc::new(FixtureAuditKey)
+}
+
+/// The SM2 fixture key as version 1 of an audit key that is never rotated.
+struct FixtureAuditKey;
+
+impl kms_core::audit::writer::AuditSigner for FixtureAuditKey {
+    fn newest(&self) -> Option<kms_core::audit::writer::SigningKey> {
+        Some(kms_core::audit::writer::SigningKey {
+            key_id: "00000000-0000-4000-8000-00000000f022".to_owned(),
+            version: 1,
+            public_key: crypto::public_key_of(sm2_sign()).ok()?,
+        })
+    }
+
+    fn sign(&self, version: u32, message: &[u8]) -> Option<Vec<u8>> {
+        (version == 1).then(|| sm2_sign_bytes(message))
+    }
 }
 
 /// Re-signs an inventory with the SM2 fixture key, by the rule `verify_inventory` checks: the

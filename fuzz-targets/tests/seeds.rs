@@ -399,6 +399,7 @@ fn anchored_segment(export: &str, after: u64) -> String {
         closes_export: true,
         key_id: "00000000-0000-4000-8000-00000000f022".into(),
         key_version: 1,
+        key_fingerprint: None,
         signature: String::new(),
     };
     anchor.signature = hex::encode(fixtures::sm2_sign_bytes(&anchor.signed_bytes().unwrap()));

@@ -335,7 +335,9 @@ pub enum GrantCommand {
 /// `kms audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Export the audit key's public half (PEM), which verifies audit and inventory exports.
+    /// Export the audit key's public half (PEM), which verifies audit and inventory exports:
+    /// every version of the key, oldest first, as one PEM bundle (the key may have been
+    /// rotated; `--json` lists each version with its SM3 fingerprint).
     PublicKey {
         /// Output file (default: stdout).
         #[arg(long, value_name = "PEM")]
@@ -359,11 +361,16 @@ pub enum AuditCommand {
     /// `kms audit verify archive/audit-*.jsonl live.jsonl --public-key audit.pem` checks the
     /// whole trail. The first file must start at the genesis (record 1) unless --from-anchor
     /// is given.
+    ///
+    /// When the audit key was rotated, the trail holds a transition record, signed by the old
+    /// version, for each new one: the bundle of every version verifies it, and so does the
+    /// oldest version alone. An edited or dropped transition fails.
     Verify {
         /// The exported trail, or several files of one trail in chain order (`-` for stdin).
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
-        /// The audit public key (PEM, from `kms audit public-key`).
+        /// The audit public key (PEM, from `kms audit public-key`): the bundle of every
+        /// version, or only the oldest.
         #[arg(long, value_name = "PEM")]
         public_key: PathBuf,
         /// Accept a first file that starts at an anchor (the closing checkpoint of an archive
@@ -389,7 +396,8 @@ pub enum InventoryCommand {
         /// The exported inventory (`-` for stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
-        /// The audit public key (PEM, from `kms audit public-key`).
+        /// The audit public key (PEM, from `kms audit public-key`; a bundle of every version
+        /// is tried newest first).
         #[arg(long, value_name = "PEM")]
         public_key: PathBuf,
     },

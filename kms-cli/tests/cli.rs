@@ -241,6 +241,7 @@ mod audit_verify {
                     _ => None,
                 })
                 .unwrap();
+            let key = self.signer.newest().unwrap();
             let mut cp = Checkpoint {
                 format: Format::CURRENT,
                 seq,
@@ -248,22 +249,16 @@ mod audit_verify {
                 node: "node-1".into(),
                 last_hash: hash,
                 closes_export: true,
-                key_id: String::new(),
-                key_version: 0,
+                key_fingerprint: Some(key.fingerprint()),
+                key_id: key.key_id,
+                key_version: key.version,
                 signature: String::new(),
             };
-            let template = cp.clone();
-            let (key_id, version, sig) = (self.signer)(&|id: &str, v: u32| {
-                Checkpoint {
-                    key_id: id.to_owned(),
-                    key_version: v,
-                    ..template.clone()
-                }
-                .signed_bytes()
-                .unwrap()
-            })
-            .unwrap();
-            (cp.key_id, cp.key_version, cp.signature) = (key_id, version, hex::encode(sig));
+            let sig = self
+                .signer
+                .sign(key.version, &cp.signed_bytes().unwrap())
+                .unwrap();
+            cp.signature = hex::encode(sig);
             serde_json::to_string(&Line::Checkpoint(cp)).unwrap()
         }
 

@@ -2157,3 +2157,144 @@ fn audit_trail_and_inventory_verify_offline() {
         "signature",
     );
 }
+
+/// Issue 18, item 4: the audit key is rotated twice (as an administrator rotates any key); each
+/// rotation hands the trail over with a transition record signed by the old version.
+/// `kms audit public-key` then writes every version, and the export verifies offline with that
+/// bundle or with the oldest version alone; an edited or dropped transition record fails.
+#[test]
+fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
+    let mut server = DevServer::start();
+    create_key(&server, &["--purpose", "encrypt", "--alias", "orders"]);
+    let audit_key = format!(
+        "{}:{}",
+        kms_core::SYSTEM_NAMESPACE,
+        kms_core::AUDIT_KEY_ALIAS
+    );
+    for round in 0..2 {
+        for _ in 0..2 {
+            ok(&server.kms_in("app", &["encrypt", "--key", "orders"], b"x"));
+        }
+        let v = json(&server.kms("admin", &["--json", "key", "rotate", &audit_key]));
+        assert_eq!(v["current_version"], round + 2, "{v}");
+    }
+    ok(&server.kms_in("app", &["encrypt", "--key", "orders"], b"x"));
+
+    let text = ok(&server.kms("auditor", &["audit", "public-key", "--out", "keys.pem"]));
+    assert!(text.contains("3 versions, newest 3"), "{text}");
+    let bundle = String::from_utf8(server.read("keys.pem")).unwrap();
+    assert_eq!(bundle.matches("-----BEGIN PUBLIC KEY-----").count(), 3);
+    let v = json(&server.kms("auditor", &["--json", "audit", "public-key"]));
+    let versions = v["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3);
+    for (i, version) in versions.iter().enumerate() {
+        assert_eq!(version["version"], i + 1);
+        assert_eq!(version["fingerprint_sm3"].as_str().unwrap().len(), 64);
+    }
+    let oldest = versions[0]["public_key_pem"].as_str().unwrap().to_owned();
+    let newest = versions[2]["public_key_pem"].as_str().unwrap().to_owned();
+    server.write("oldest.pem", &oldest);
+    server.write("newest.pem", &newest);
+    ok(&server.kms("auditor", &["audit", "export", "--out", "audit.jsonl"]));
+    ok(&server.kms(
+        "auditor",
+        &["inventory", "export", "--out", "inventory.json"],
+    ));
+    server.stop();
+
+    // The inventory is signed by the newest version; the bundle holds it.
+    let v = json(&server.kms_offline(&[
+        "--json",
+        "inventory",
+        "verify",
+        "inventory.json",
+        "--public-key",
+        "keys.pem",
+    ]));
+    assert_eq!(v["signed_by_key_version"], 3, "{v}");
+    assert_eq!(v["public_key_sm3"], versions[2]["fingerprint_sm3"]);
+
+    let verify =
+        |file: &str, key: &str| server.kms_offline(&["audit", "verify", file, "--public-key", key]);
+    for key in ["keys.pem", "oldest.pem"] {
+        let text = ok(&verify("audit.jsonl", key));
+        assert!(
+            text.contains("audit key transitions")
+                && text.contains("2: version 1 → 2, version 2 → 3"),
+            "{text}"
+        );
+    }
+    let v = json(&server.kms_offline(&[
+        "--json",
+        "audit",
+        "verify",
+        "audit.jsonl",
+        "--public-key",
+        "oldest.pem",
+    ]));
+    assert_eq!(v["key_transitions"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        v["key_transitions"][1]["to_fingerprint_sm3"],
+        versions[2]["fingerprint_sm3"]
+    );
+    // The newest version alone is not where the trail's trust starts.
+    fails(&verify("audit.jsonl", "newest.pem"), 1, "not trusted");
+
+    let trail = String::from_utf8(server.read("audit.jsonl")).unwrap();
+    let lines: Vec<&str> = trail.lines().collect();
+    let transitions: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("\"transition\":{"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(transitions.len(), 2, "{trail}");
+    // Each follows the administrator's audited rotation at once, before any other record.
+    for &t in &transitions {
+        let rotation: Value = serde_json::from_str(lines[t - 1]).unwrap();
+        assert_eq!(
+            rotation["operation"],
+            "KeyAdmin/RotateKey",
+            "{}",
+            lines[t - 1]
+        );
+        assert_eq!(rotation["principal"], "kms://admin");
+        assert_eq!(rotation["outcome"], "OK");
+        let transition: Value = serde_json::from_str(lines[t]).unwrap();
+        assert_eq!(transition["key_id"], rotation["key_id"]);
+        assert_eq!(transition["principal"], "kms-audit-writer");
+    }
+    // Edited: the new key's fingerprint swapped for another's.
+    let second = lines[transitions[1]];
+    let fp3 = versions[2]["fingerprint_sm3"].as_str().unwrap();
+    let fp1 = versions[0]["fingerprint_sm3"].as_str().unwrap();
+    let mut edited: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    edited[transitions[1]] = second.replacen(fp3, fp1, 1);
+    server.write("edited.jsonl", &(edited.join("\n") + "\n"));
+    for key in ["keys.pem", "oldest.pem"] {
+        fails(
+            &verify("edited.jsonl", key),
+            1,
+            &format!("edited.jsonl line {}: record ", transitions[1] + 1),
+        );
+        fails(
+            &verify("edited.jsonl", key),
+            1,
+            "the transition record was edited",
+        );
+    }
+    // Dropped: the checkpoint after it is signed by a version nothing introduced.
+    let mut dropped: Vec<&str> = lines.clone();
+    dropped.remove(transitions[1]);
+    server.write("dropped.jsonl", &(dropped.join("\n") + "\n"));
+    fails(
+        &verify("dropped.jsonl", "keys.pem"),
+        1,
+        "which no transition record before it introduced",
+    );
+    fails(
+        &verify("dropped.jsonl", "oldest.pem"),
+        1,
+        &format!("dropped.jsonl line {}: ", transitions[1] + 1),
+    );
+}

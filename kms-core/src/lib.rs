@@ -42,7 +42,7 @@ pub mod selftest;
 pub mod store;
 
 pub use error::{CryptoError, Error, InvalidInput, UnsealError};
-pub use kms::audit_key::{AUDIT_KEY_ALIAS, SYSTEM_NAMESPACE};
+pub use kms::audit_key::{AUDIT_KEY_ALIAS, AuditKeyVersion, SYSTEM_NAMESPACE};
 pub use kms::inventory::{
     CompromisedKey, CountedBy, Inconsistency, Inventory, InventoryError, InventoryKey,
     InventoryVersion, Marking, Summary, verify_inventory,

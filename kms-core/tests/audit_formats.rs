@@ -1,5 +1,6 @@
 //! The audit files of every format verify with the current code: the fixture in
-//! `tests/fixtures/audit-v1/` was written by format v1 (see its README). That a v1 trail
+//! `tests/fixtures/audit-v1/` was written by format v1, the one in
+//! `tests/fixtures/audit-rotated/` across two rotations of the audit key (see their READMEs). That a v1 trail
 //! continued by the current writer verifies as one is tested beside the verifier
 //! (`audit::verify::tests`).
 
@@ -8,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use kms_core::audit::{
-    Broken, ChainError, Flag, Format, Line, Operation, Outcome, Role, Start, verify, verify_files,
+    AuditKeys, Broken, ChainError, Flag, Format, Line, Operation, Outcome, Role, Start, verify,
+    verify_files,
 };
 use kms_core::crypto::PublicKey;
 use kms_core::policy::Policy;
@@ -225,5 +227,109 @@ fn a_v1_record_relabelled_v2_is_named_at_its_line() {
             line: 3,
             problem: "record 3 was edited: the record after it no longer chains to it".into()
         }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A trail across two rotations of the audit key (`tests/fixtures/audit-rotated/`).
+
+fn rotated(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/audit-rotated")
+        .join(name)
+}
+
+/// The bundle `kms audit public-key` writes: every version, one PEM block each.
+fn rotated_keys() -> AuditKeys {
+    let text = read(&rotated("audit-public-keys.pem"));
+    let end = "-----END PUBLIC KEY-----";
+    AuditKeys::new(
+        text.split_inclusive(end)
+            .filter(|block| block.contains(end))
+            .map(|block| PublicKey::from_spki_pem(Policy::default(), block.trim()).unwrap())
+            .collect(),
+    )
+}
+
+fn rotated_oldest() -> PublicKey {
+    PublicKey::from_spki_pem(Policy::default(), &read(&rotated("oldest.pem"))).unwrap()
+}
+
+#[test]
+fn a_trail_across_two_rotations_verifies_with_every_key_or_the_oldest() {
+    let keys = rotated_keys();
+    assert_eq!(keys.keys().len(), 3);
+    assert_eq!(keys.keys()[0], rotated_oldest());
+    let text = read(&rotated("export.jsonl"));
+    let v = verify(&text, &rotated_oldest()).unwrap();
+    assert_eq!(v, verify(&text, &keys).unwrap());
+    assert_eq!((v.records, v.last_seq), (13, 13));
+    let handed: Vec<(u32, u32)> = v
+        .transitions
+        .iter()
+        .map(|t| (t.from_version, t.to_version))
+        .collect();
+    assert_eq!(handed, [(1, 2), (2, 3)]);
+    // Only the last version given: the first transition's signer is unknown.
+    let newest = keys.keys()[2].clone();
+    let e = verify(&text, &newest).unwrap_err();
+    assert_eq!(e.line, 5);
+    assert!(e.problem.contains("not trusted at this point"), "{e}");
+}
+
+#[test]
+fn rotated_segments_and_the_anchored_export_verify_as_one_trail() {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(rotated("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let mut files: Vec<(String, String)> = segments
+        .iter()
+        .map(|p| (p.display().to_string(), read(p)))
+        .collect();
+    files.push((
+        "anchored-export.jsonl".into(),
+        read(&rotated("anchored-export.jsonl")),
+    ));
+    for keys in [AuditKeys::from(rotated_oldest()), rotated_keys()] {
+        let v = verify_files(
+            files.iter().map(|(n, t)| (n.as_str(), t.as_bytes())),
+            &keys,
+            Start::Genesis,
+        )
+        .unwrap();
+        assert_eq!((v.first_seq, v.last_seq, v.records), (1, 13, 13));
+        assert_eq!(v.transitions.len(), 2);
+    }
+}
+
+#[test]
+fn an_edited_or_dropped_transition_in_the_rotated_fixture_fails() {
+    let text = read(&rotated("export.jsonl"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[10].contains("\"transition\":{"), "{}", lines[10]);
+    // Edited: handed over to version 4 instead of 3.
+    let mut edited: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    edited[10] = lines[10].replacen("\"to_version\":3", "\"to_version\":4", 1);
+    assert_ne!(edited[10], lines[10]);
+    assert_eq!(
+        verify(&(edited.join("\n") + "\n"), &rotated_oldest()).unwrap_err(),
+        Broken {
+            line: 11,
+            problem: "record 10 is an audit key transition (version 2 to 4) whose signature by \
+                      version 2 does not verify: the transition record was edited"
+                .into()
+        }
+    );
+    // Dropped: the checkpoint after it is signed by a version nothing introduced.
+    let mut dropped = lines.clone();
+    dropped.remove(10);
+    let e = verify(&(dropped.join("\n") + "\n"), &rotated_keys()).unwrap_err();
+    assert_eq!(e.line, 11);
+    assert!(
+        e.problem
+            .contains("which no transition record before it introduced"),
+        "{e}"
     );
 }

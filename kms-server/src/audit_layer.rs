@@ -653,7 +653,7 @@ mod tests {
         let log = Arc::new(AuditLog::start(
             store.clone(),
             "t",
-            Arc::new(|_| None),
+            kms_core::audit::signer::never_signs(),
             Default::default(),
         ));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -755,7 +755,7 @@ mod tests {
         let log = Arc::new(AuditLog::start(
             store.clone(),
             "t",
-            Arc::new(|_| None),
+            kms_core::audit::signer::never_signs(),
             Default::default(),
         ));
         let calls = Arc::new(AtomicUsize::new(0));

@@ -225,6 +225,73 @@ fn three_audit_writers_on_one_database_make_one_verifiable_chain() {
 
 /// Every segment file in `dirs`, as `(first, last, path)`, in chain order.
 /// A successful app encryption's audit event.
+/// Issue 18, item 4: the audit key rotated on one node and then another while three nodes write
+/// one chain on one database. No rotation record reaches the writers here, so each hand-over
+/// happens at some writer's next checkpoint, on whichever node gets there first: exactly once
+/// per rotation, and the export verifies from the oldest version alone.
+#[test]
+fn audit_key_rotations_are_handed_over_once_across_three_writers() {
+    const PER_ROUND: usize = 10;
+    let schema = Schema::new();
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    let nodes = nodes(&schema, 3, &clock);
+    let admin = nodes[0].principal("admin").unwrap().unwrap();
+    let audit = KeyRef::parse("kms-system:audit-signing", &Namespace::new("app").unwrap()).unwrap();
+    let oldest = nodes[2].audit_public_key().unwrap().public_key;
+    let logs: Vec<(String, AuditLog)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, kms)| {
+            let name = format!("node{i}");
+            let log = AuditLog::start(
+                Arc::clone(kms.store()),
+                &name,
+                kms.audit_signer(),
+                CheckpointPolicy {
+                    every_records: 4,
+                    every: Duration::from_secs(60),
+                },
+            );
+            (name, log)
+        })
+        .collect();
+    // Rounds of writing, after the first two of which node 0, then node 1, rotates the key.
+    for (round, rotator) in [Some(&nodes[0]), Some(&nodes[1]), None]
+        .into_iter()
+        .enumerate()
+    {
+        std::thread::scope(|s| {
+            for (name, log) in &logs {
+                s.spawn(move || {
+                    for n in 0..PER_ROUND {
+                        log.append_blocking(encrypt_event(format!("{name}-{round}-{n}")))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        if let Some(kms) = rotator {
+            kms.rotate_key(&admin, &audit).unwrap();
+        }
+    }
+    let text = logs[2].1.export().unwrap();
+    for (_, log) in &logs {
+        log.stop();
+    }
+    let verified = kms_core::audit::verify(&text, &oldest).unwrap();
+    let handed: Vec<(u32, u32)> = verified
+        .transitions
+        .iter()
+        .map(|t| (t.from_version, t.to_version))
+        .collect();
+    assert_eq!(handed, [(1, 2), (2, 3)]);
+    assert_eq!(verified.records, 3 * 3 * PER_ROUND as u64 + 2);
+    assert_eq!(
+        text.lines().last().map(|l| l.contains("\"key_version\":3")),
+        Some(true)
+    );
+}
+
 fn encrypt_event(request_id: String) -> Event {
     Event {
         request_id,

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use kms_core::audit::{Broken, ChainError, FileChain, Line, Start, VerifiedFiles};
+use kms_core::audit::{AuditKeys, Broken, ChainError, FileChain, Line, Start, VerifiedFiles};
 use kms_core::crypto::PublicKey;
 use kms_core::policy::{Policy, PolicyMode};
 use kms_core::{Inventory, InventoryError, verify_inventory};
@@ -49,14 +49,38 @@ pub(super) async fn public_key(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), Cl
         .get_audit_public_key(GetAuditPublicKeyRequest {})
         .await?
         .into_inner();
+    // Every version, oldest first, as one PEM bundle: `kms audit verify` takes it whole, and a
+    // trail that spans rotations needs every version (or the first, with the trail's
+    // transition records). A server that lists no versions gives its one key.
+    let bundle: String = if resp.versions.is_empty() {
+        resp.public_key_pem.clone()
+    } else {
+        resp.versions
+            .iter()
+            .map(|v| v.public_key_pem.as_str())
+            .collect()
+    };
     let out = out.as_deref();
     if to_file(out) {
-        files::write_output(out, resp.public_key_pem.as_bytes(), TEXT)?;
+        files::write_output(out, bundle.as_bytes(), TEXT)?;
     }
+    let versions: Vec<Value> = resp
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "fingerprint_sm3": v.fingerprint_sm3,
+                "created_at": v.created_at,
+                "public_key_pem": v.public_key_pem,
+            })
+        })
+        .collect();
     if ctx.json {
         let mut value = json!({
             "key_id": resp.key_id,
             "key_version": resp.key_version,
+            "versions": versions,
         });
         if to_file(out) {
             value["out"] = json!(out);
@@ -68,12 +92,16 @@ pub(super) async fn public_key(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), Cl
     }
     match out {
         Some(path) if to_file(out) => files::println(&format!(
-            "audit public key (key {}, version {}) written to {}",
+            "audit public key (key {}, {}, newest {}) written to {}",
             resp.key_id,
+            plural(
+                u64::try_from(resp.versions.len().max(1)).unwrap_or(u64::MAX),
+                "version"
+            ),
             resp.key_version,
             path.display()
         )),
-        Some(_) | None => files::write_stdout(resp.public_key_pem.as_bytes()),
+        Some(_) | None => files::write_stdout(bundle.as_bytes()),
     }
 }
 
@@ -221,24 +249,54 @@ pub(super) async fn inventory_export(ctx: &Ctx, out: Option<PathBuf>) -> Result<
 // ---------------------------------------------------------------------------------------------
 // Offline.
 
-/// Reads the audit public key from a PEM file.
-fn load_public_key(path: &Path) -> Result<PublicKey, CliError> {
+const PEM_END: &str = "-----END PUBLIC KEY-----";
+
+/// Reads the audit public keys from a PEM file: one key, or the bundle of every version that
+/// `kms audit public-key` writes (PEM blocks one after another, oldest first).
+fn load_public_keys(path: &Path) -> Result<AuditKeys, CliError> {
     let raw = files::read_input(Some(path))?;
+    let hint = "give the PEM that `kms audit public-key --out PEM` wrote (every version), or \
+                its first block (the oldest version)";
     let text = std::str::from_utf8(&raw).map_err(|_| {
-        CliError::usage(format!("{} is not a PEM file", path.display()))
-            .with_hint("give the PEM that `kms audit public-key --out PEM` wrote")
+        CliError::usage(format!("{} is not a PEM file", path.display())).with_hint(hint)
     })?;
-    PublicKey::from_spki_pem(Policy::from_config(PolicyMode::Standard), text).map_err(|e| {
+    let unusable = |e: kms_core::Error| {
         CliError::usage(format!(
             "{} is not a usable public key: {e}",
             path.display()
         ))
-        .with_hint("give the PEM that `kms audit public-key --out PEM` wrote")
-    })
+        .with_hint(hint)
+    };
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(end) = rest.find(PEM_END) {
+        let (block, after) = rest.split_at(end + PEM_END.len());
+        keys.push(
+            PublicKey::from_spki_pem(Policy::from_config(PolicyMode::GmOnly), block.trim())
+                .map_err(unusable)?,
+        );
+        rest = after;
+    }
+    if keys.is_empty() {
+        // Not one block: the parser says what is wrong with the text.
+        keys.push(
+            PublicKey::from_spki_pem(Policy::from_config(PolicyMode::GmOnly), text)
+                .map_err(unusable)?,
+        );
+    }
+    Ok(AuditKeys::new(keys))
 }
 
 fn fingerprint(public: &PublicKey) -> String {
     hex::encode(public.fingerprint_sm3())
+}
+
+fn fingerprints(keys: &AuditKeys) -> String {
+    keys.keys()
+        .iter()
+        .map(fingerprint)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The file as text; bytes that are not UTF-8 break the line they are on.
@@ -322,7 +380,7 @@ pub(super) fn verify_trail(
     from_anchor: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let public = load_public_key(public_key)?;
+    let keys = load_public_keys(public_key)?;
     if paths.iter().filter(|p| *p == Path::new("-")).count() > 1 {
         return Err(CliError::usage("stdin (`-`) can be given only once"));
     }
@@ -331,21 +389,32 @@ pub(super) fn verify_trail(
     } else {
         Start::Genesis
     };
-    let mut chain = FileChain::new(start);
+    let mut chain = FileChain::new(start, &keys);
     for path in paths {
         let reader = open_trail(path)?;
-        if let Err(e) = chain.add(&shown(path), reader, &public) {
+        if let Err(e) = chain.add(&shown(path), reader) {
             return chain_failure(path, &e, public_key, json);
         }
     }
     match chain.finish() {
-        Ok(v) => print_verified(&v, &public, json),
+        Ok(v) => print_verified(&v, &keys, json),
         Err(e) => Err(CliError::usage(e.to_string())),
     }
 }
 
-fn print_verified(v: &VerifiedFiles, public: &PublicKey, json: bool) -> Result<(), CliError> {
+fn print_verified(v: &VerifiedFiles, keys: &AuditKeys, json: bool) -> Result<(), CliError> {
     let anchor_seq = v.anchor.as_ref().map(|a| a.seq);
+    let transitions: Vec<Value> = v
+        .transitions
+        .iter()
+        .map(|t| {
+            json!({
+                "from_version": t.from_version,
+                "to_version": t.to_version,
+                "to_fingerprint_sm3": t.to_fingerprint,
+            })
+        })
+        .collect();
     if json {
         let files: Vec<Value> = v
             .files
@@ -372,7 +441,9 @@ fn print_verified(v: &VerifiedFiles, public: &PublicKey, json: bool) -> Result<(
             "anchor_seq": anchor_seq,
             "last_hash": v.last_hash,
             "records_by_node": v.records_by_node,
-            "public_key_sm3": fingerprint(public),
+            "public_key_sm3": keys.keys().first().map(fingerprint),
+            "public_keys_sm3": keys.keys().iter().map(fingerprint).collect::<Vec<_>>(),
+            "key_transitions": transitions,
         });
         if let [one] = v.files.as_slice() {
             value["file"] = json!(one.name);
@@ -425,7 +496,8 @@ fn print_verified(v: &VerifiedFiles, public: &PublicKey, json: bool) -> Result<(
             ("complete from genesis", complete),
             ("records by node", nodes_line(&v.records_by_node)),
             ("last record hash (SM3)", v.last_hash.clone()),
-            ("audit key fingerprint (SM3)", fingerprint(public)),
+            ("audit key fingerprint (SM3)", fingerprints(keys)),
+            ("audit key transitions", transitions_line(v)),
         ])
         .trim_end()
     ))
@@ -465,7 +537,9 @@ fn chain_failure(
     let error = match e {
         ChainError::Broken { broken, .. } => {
             let mut hint = format!(
-                "the trail was changed after it was exported, or {} is not the key that signed it",
+                "the trail was changed after it was exported, or {} does not hold the key that \
+                 signed it (after a rotation of the audit key, give the bundle `kms audit \
+                 public-key --out PEM` writes: every version, or its first, the oldest)",
                 public_key.display()
             );
             if let Some(t) = line_text {
@@ -502,6 +576,19 @@ fn chain_failure(
         ChainError::NoFiles => CliError::usage(e.to_string()),
     };
     Err(error)
+}
+
+/// "none", or "2: version 1 → 2 (record 40), 2 → 3 (record 97)".
+fn transitions_line(v: &VerifiedFiles) -> String {
+    if v.transitions.is_empty() {
+        return "none".to_owned();
+    }
+    let each: Vec<String> = v
+        .transitions
+        .iter()
+        .map(|t| format!("version {} → {}", t.from_version, t.to_version))
+        .collect();
+    format!("{}: {}", each.len(), each.join(", "))
 }
 
 /// "3 nodes: 1a2b3c4d 120, 5e6f7a8b 98, …": several servers on one database write one chain,
@@ -554,13 +641,27 @@ pub(super) fn verify_inventory_file(
     public_key: &Path,
     json: bool,
 ) -> Result<(), CliError> {
-    let public = load_public_key(public_key)?;
+    let keys = load_public_keys(public_key)?;
     let (problem, signed_but_inconsistent) = match read_text(file)? {
         Err(broken) => (format!("line {}: {}", broken.line, broken.problem), false),
-        Ok(text) => match verify_inventory(&text, &public) {
-            Ok(inv) => return print_inventory(file, &public, &inv, json),
-            Err(e) => (e.to_string(), matches!(e, InventoryError::Inconsistent(_))),
-        },
+        Ok(text) => {
+            // The inventory is signed by the newest version: tried first; the error reported
+            // is the newest key's unless another key finds the signature good.
+            let mut first_error = None;
+            for public in keys.keys().iter().rev() {
+                match verify_inventory(&text, public) {
+                    Ok(inv) => return print_inventory(file, public, &inv, json),
+                    Err(e @ InventoryError::Inconsistent(_)) => {
+                        first_error = Some((e.to_string(), true));
+                        break;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert((e.to_string(), false));
+                    }
+                }
+            }
+            first_error.unwrap_or_else(|| ("no audit public key given".to_owned(), false))
+        }
     };
     if json {
         print_json(&json!({ "valid": false, "file": file, "problem": problem }))?;

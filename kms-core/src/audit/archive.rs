@@ -60,7 +60,7 @@ use std::time::Duration;
 use super::export::line_text;
 use super::layout::{
     ANCHOR, RangeReader, ReadError, Stored, checkpoint_key_after, read_anchor, read_tail,
-    record_key, record_key_after, sign_checkpoint,
+    record_key, record_key_after, sign_checkpoint, signer_for,
 };
 use super::writer::{AuditLog, Signer};
 use super::{Checkpoint, EncodeError, Format, GENESIS, Line, Record};
@@ -308,7 +308,14 @@ pub fn archive_once(
     let last_hash = serde_json::from_slice::<Record>(&last_bytes)
         .map_err(|_| ArchiveError::Chain(format!("record {last} does not decode")))?
         .hash()?;
-    let Some(closing) = sign_checkpoint(signer, Format::CURRENT, node, last, &last_hash, true)?
+    // Signed by the version the trail signed with at record `last`, not necessarily the
+    // newest: a transition after `last` is in a later file, and the segment must verify from
+    // the oldest key without it.
+    let Some(key) = signer_for(signer, &tail, last) else {
+        return Ok(ArchiveOutcome::Sealed);
+    };
+    let Some(closing) =
+        sign_checkpoint(signer, &key, Format::CURRENT, node, last, &last_hash, true)?
     else {
         return Ok(ArchiveOutcome::Sealed);
     };

@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use super::layout::{RangeReader, ReadError, Stored, read_anchor, read_tail, sign_checkpoint};
+use super::layout::{
+    RangeReader, ReadError, Stored, read_anchor, read_tail, sign_checkpoint, signer_for,
+};
 use super::writer::{AuditLog, unencodable};
 use super::{Checkpoint, Format, Line, Record};
 use crate::store::{Store, StoreError};
@@ -113,12 +115,24 @@ impl AuditLog {
     /// # Errors
     /// [`StoreError::Unavailable`] while the KMS is sealed; store errors.
     pub fn begin_export(&self) -> Result<AuditExport, StoreError> {
+        // A rotation of the audit key not yet handed over in the trail: the writer hands it
+        // over first (a transition record, then a checkpoint by the new version), so the export
+        // shows it. Best effort: without it the export is still valid, closed by the old
+        // version, and the next checkpoint hands over.
+        if self.handover_pending()? {
+            let _ = self.checkpoint_now();
+        }
         // The anchor before the tail: an archive run in between moves the anchor past records
         // this export then finds missing, and it says so instead of skipping them.
         let anchor = read_anchor(&*self.store)?.map(|(cp, _)| cp);
         let (tail, _) = read_tail(&*self.store)?;
+        let sealed = || {
+            StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into())
+        };
+        let key = signer_for(&self.signer, &tail, tail.seq).ok_or_else(sealed)?;
         let closing = sign_checkpoint(
             &self.signer,
+            &key,
             Format::CURRENT,
             &self.node,
             tail.seq,
@@ -126,15 +140,19 @@ impl AuditLog {
             true,
         )
         .map_err(unencodable)?
-        .ok_or_else(|| {
-            StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into())
-        })?;
+        .ok_or_else(sealed)?;
         Ok(AuditExport {
             store: Arc::clone(&self.store),
             anchor,
             through: tail.seq,
             closing,
         })
+    }
+
+    /// Whether the audit key has a version newer than the one the trail signs with.
+    fn handover_pending(&self) -> Result<bool, StoreError> {
+        let (tail, _) = read_tail(&*self.store)?;
+        Ok(tail.handover_to(self.signer.newest()).is_some())
     }
 
     /// The whole hot trail as JSON Lines, streamed to `out` one line at a time: the archive

@@ -7,19 +7,20 @@
 //! - `r ‖ seq` (u64 BE) → the record's JSON ([`super::Record::to_json`]; the chain hashes
 //!   it as [`super::Record::canonical`] frames it for the record's format);
 //! - `c ‖ seq ‖ time_ms` (u64 BE each) → a signed checkpoint over the chain up to `seq`;
-//! - `tail` → [`Tail`], owned by the writer (its batches are conditional on it);
+//! - `tail` → [`Tail`], owned by the writer (its batches are conditional on it); it also names
+//!   the audit key versions the trail has been handed over to ([`Trusted`]), so that every
+//!   writer, export and archive run signs with a version the trail has introduced;
 //! - `anchor` → the signed closing checkpoint of the last archive segment, owned by the archiver;
 //!   absent while nothing is archived. Records and checkpoints with `seq <= anchor.seq` are in
 //!   segment files: readers start after the anchor, and the archiver deletes what is left of
 //!   them.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::writer::Signer;
+use super::signer::{Signer, SigningKey};
 use super::{Checkpoint, EncodeError, Format, GENESIS};
 use crate::store::{Entry, Store, StoreError, Tree};
 
@@ -35,6 +36,65 @@ pub(super) struct Tail {
     pub(super) seq: u64,
     pub(super) hash: String,
     pub(super) checkpointed_seq: u64,
+    /// The audit key versions the trail signs with, oldest first: the one adopted when the
+    /// trail (or this version of the software) began, then one per transition record. Absent
+    /// in tails written before rotations were tracked; the newest version is adopted then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) signers: Vec<Trusted>,
+}
+
+/// An audit key version the trail signs with from record `since` on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Trusted {
+    pub(super) since: u64,
+    pub(super) key_id: String,
+    pub(super) version: u32,
+    pub(super) fingerprint: String,
+}
+
+impl Trusted {
+    pub(super) fn of(key: &SigningKey, since: u64) -> Self {
+        Self {
+            since,
+            key_id: key.key_id.clone(),
+            version: key.version,
+            fingerprint: key.fingerprint(),
+        }
+    }
+}
+
+impl Tail {
+    /// The version checkpoints over record `seq` are signed with: the last one introduced at or
+    /// before it (the first one for records older than every entry).
+    pub(super) fn signer_at(&self, seq: u64) -> Option<&Trusted> {
+        self.signers
+            .iter()
+            .rev()
+            .find(|t| t.since <= seq)
+            .or_else(|| self.signers.first())
+    }
+
+    /// The version new checkpoints are signed with.
+    pub(super) fn current_signer(&self) -> Option<&Trusted> {
+        self.signers.last()
+    }
+
+    /// `newest` when it is a later version of the key the trail signs with: the trail must be
+    /// handed over to it (a transition record) before it signs anything.
+    pub(super) fn handover_to(&self, newest: Option<SigningKey>) -> Option<SigningKey> {
+        let current = self.current_signer()?;
+        newest.filter(|n| n.key_id == current.key_id && n.version > current.version)
+    }
+
+    /// Adopts `newest` when the trail names no version yet (a new trail, or one written before
+    /// rotations were tracked): nothing came before that a transition could hand over from.
+    pub(super) fn adopt(&mut self, newest: Option<&SigningKey>) {
+        if self.signers.is_empty()
+            && let Some(key) = newest
+        {
+            self.signers.push(Trusted::of(key, self.seq));
+        }
+    }
 }
 
 pub(super) fn record_key(seq: u64) -> Vec<u8> {
@@ -101,20 +161,27 @@ pub(super) fn read_tail(store: &dyn Store) -> Result<(Tail, Option<Vec<u8>>), St
                 seq: 0,
                 hash: GENESIS.to_owned(),
                 checkpointed_seq: 0,
+                signers: Vec::new(),
             },
             None,
         )),
     }
 }
 
-/// A checkpoint over record `seq` (chain hash `hash`) in `format`, signed now; `None` while the
-/// signer cannot sign (the KMS is sealed). Writers pass [`Format::CURRENT`].
-///
-/// The [`Signer`] asks for the bytes to sign by a function that cannot fail, so an encoding
-/// error inside it is kept aside and returned after the signer is done: the signature over the
-/// empty stand-in is then thrown away, never used.
+/// The version to sign a checkpoint over record `seq` with: the trail's own record of it, or
+/// the newest version when the trail names none yet. `None` when neither can be read.
+pub(super) fn signer_for(signer: &Signer, tail: &Tail, seq: u64) -> Option<Trusted> {
+    tail.signer_at(seq)
+        .cloned()
+        .or_else(|| signer.newest().map(|k| Trusted::of(&k, seq)))
+}
+
+/// A checkpoint over record `seq` (chain hash `hash`) in `format`, signed now with version
+/// `key` of the audit key; `None` while the signer cannot sign (the KMS is sealed). Writers pass
+/// [`Format::CURRENT`].
 pub(super) fn sign_checkpoint(
     signer: &Signer,
+    key: &Trusted,
     format: Format,
     node: &str,
     seq: u64,
@@ -128,34 +195,34 @@ pub(super) fn sign_checkpoint(
         node: node.to_owned(),
         last_hash: hash.to_owned(),
         closes_export,
-        key_id: String::new(),
-        key_version: 0,
+        key_id: key.key_id.clone(),
+        key_version: key.version,
+        // Format V1 (what tests of old trails write) predates key versions in checkpoints.
+        key_fingerprint: (format != Format::V1).then(|| key.fingerprint.clone()),
         signature: String::new(),
     };
-    let template = cp.clone();
-    let failed = Cell::new(None);
-    let signed = signer(&|key_id: &str, version: u32| {
-        let bytes = Checkpoint {
-            key_id: key_id.to_owned(),
-            key_version: version,
-            ..template.clone()
-        }
-        .signed_bytes();
-        bytes.unwrap_or_else(|e| {
-            failed.set(Some(e));
-            Vec::new()
-        })
-    });
-    if let Some(e) = failed.take() {
-        return Err(e);
-    }
-    let Some((key_id, version, sig)) = signed else {
+    let Some(sig) = signer.sign(key.version, &cp.signed_bytes()?) else {
         return Ok(None);
     };
-    cp.key_id = key_id;
-    cp.key_version = version;
     cp.signature = hex::encode(sig);
     Ok(Some(cp))
+}
+
+/// [`sign_checkpoint`] with the signer's newest version, for tests that make lines by hand.
+#[cfg(test)]
+pub(super) fn sign_with_newest(
+    signer: &Signer,
+    format: Format,
+    node: &str,
+    seq: u64,
+    hash: &str,
+    closes_export: bool,
+) -> Result<Option<Checkpoint>, EncodeError> {
+    let Some(newest) = signer.newest() else {
+        return Ok(None);
+    };
+    let key = Trusted::of(&newest, seq);
+    sign_checkpoint(signer, &key, format, node, seq, hash, closes_export)
 }
 
 /// One stored line of the trail, as [`RangeReader`] yields it.

@@ -12,6 +12,13 @@
 //! the records after its anchor; that the trail is complete from the genesis is proved only by
 //! the chain of files, from a first file that starts at the genesis.
 //!
+//! The audit key may be rotated. Every checkpoint names the version that signed it and that
+//! version's SM3 fingerprint; before a new version signs anything, the writer appends a
+//! *transition record* ([`KeyTransition`]) signed by the old version that introduces the new
+//! one ([`signer`]). A verifier given only the oldest key ([`AuditKeys`]) follows the
+//! transitions forward; an edited or dropped transition, or a checkpoint by a version no
+//! transition introduced, fails.
+//!
 //! A record's role, operation, outcome and flags are enums ([`Role`], [`Operation`],
 //! [`Outcome`], [`Flag`]) that serialise to the names version 1 wrote, and keep a name they do
 //! not know as written (`Other`), so older and newer trails still parse and verify
@@ -28,6 +35,7 @@
 pub mod archive;
 pub mod export;
 mod layout;
+pub mod signer;
 mod verify;
 mod vocab;
 pub mod writer;
@@ -36,10 +44,13 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::verify::{
-    Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, Verified, VerifiedFile, VerifiedFiles,
-    checkpoint_signature_valid, verify, verify_files, verify_reader,
+    AuditKeys, Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, ToAuditKeys, Verified,
+    VerifiedFile, VerifiedFiles, checkpoint_signature_valid, verify, verify_files, verify_reader,
 };
-pub use self::vocab::{Flag, Operation, Outcome, Role, SCHEDULER_PRINCIPAL, Service, Unrecognised};
+pub use self::vocab::{
+    AUDIT_WRITER_PRINCIPAL, Flag, Operation, Outcome, Role, SCHEDULER_PRINCIPAL, Service,
+    Unrecognised,
+};
 use crate::crypto;
 
 /// The hash before the first record.
@@ -188,6 +199,11 @@ pub struct Record {
     /// so records written before it existed keep their hashes and still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
+    /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
+    /// larger than the rest of a record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Box<KeyTransition>>,
     /// SM3 of the previous record's canonical bytes ([`GENESIS`] for the first).
     pub prev: String,
     /// How the record is hashed; absent (V1) in records written before formats existed. Last,
@@ -222,6 +238,53 @@ impl Record {
     pub fn hash(&self) -> Result<String, EncodeError> {
         Ok(chain_hash(&self.canonical()?))
     }
+
+    /// What the old key version signs in a transition record: [`TRANSITION_DOMAIN`], then the
+    /// whole record's JSON with the transition's `signature` empty. The record's `seq` and
+    /// `prev` are inside, so a transition cannot be moved to another place or another trail.
+    ///
+    /// # Errors
+    /// The record does not serialise.
+    pub fn transition_signed_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut unsigned = self.clone();
+        if let Some(t) = &mut unsigned.transition {
+            t.signature = String::new();
+        }
+        Ok([TRANSITION_DOMAIN, &to_json("transition", &unsigned)?].concat())
+    }
+}
+
+/// What precedes a transition record's JSON in the bytes the old key version signs.
+pub const TRANSITION_DOMAIN: &[u8] = b"kms-audit-key-transition\0v1\0";
+
+/// The hand-over of the audit key from one version to the next, carried by one record of the
+/// trail and signed by the OLD version: whoever trusts the old key can trust the new one from
+/// this record on, so the trail verifies from its oldest key forward through every rotation.
+/// The record is chained like any other, so dropping it breaks the chain, and its signature
+/// covers the whole record, so editing any of it breaks the signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTransition {
+    /// The audit key (the same key before and after: only its version changes).
+    pub key_id: String,
+    pub from_version: u32,
+    /// [`fingerprint`] of the old version's public key.
+    pub from_fingerprint: String,
+    pub to_version: u32,
+    /// [`fingerprint`] of the new version's public key.
+    pub to_fingerprint: String,
+    /// The new version's public key, SPKI DER, hex: a verifier given only the oldest key
+    /// learns every later one from the trail itself.
+    pub to_public_key: String,
+    /// SM2 (SM3, default ID) DER signature by `from_version` over
+    /// [`Record::transition_signed_bytes`], hex.
+    pub signature: String,
+}
+
+/// The SM3 fingerprint of a public key as the trail writes it: SM3 of its SPKI DER, hex.
+#[must_use]
+pub fn fingerprint(public: &crypto::PublicKey) -> String {
+    hex::encode(public.fingerprint_sm3())
 }
 
 /// The chain hash of a record given its canonical bytes ([`Record::canonical`]).
@@ -246,6 +309,13 @@ pub struct Checkpoint {
     pub closes_export: bool,
     pub key_id: String,
     pub key_version: u32,
+    /// [`fingerprint`] of the signing version's public key. Absent in checkpoints written
+    /// before audit key rotation was tracked: those verify with any key given. A checkpoint
+    /// that names it must be signed by a key the verifier trusts at that point of the trail
+    /// (given, or introduced by a [`KeyTransition`] before it). It is inside the signed bytes,
+    /// so it cannot be removed to escape that rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
     /// SM2 (SM3, default ID) DER signature over [`Checkpoint::signed_bytes`], hex.
     pub signature: String,
     /// What the signature covers; absent (V1) in checkpoints written before formats existed.

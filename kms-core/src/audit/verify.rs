@@ -22,6 +22,17 @@
 //! whether the records before it still exist or were ever intact; a signed checkpoint only
 //! fixes their hash.
 //!
+//! # Audit key rotation
+//!
+//! The verifier is given one audit public key or several ([`AuditKeys`]): every version, as
+//! `kms audit public-key` exports them, or only the oldest. The first signed line of a trail
+//! may be signed by any key given; a later version is trusted only from the transition record
+//! that introduces it ([`super::KeyTransition`], signed by a version already trusted). So a
+//! trail that spans rotations verifies from its oldest key, and an edited transition (its
+//! signature fails), a dropped one (the chain breaks, and the next checkpoint is signed by a
+//! version nothing introduced) or a checkpoint by a version never handed over fails. Trust
+//! carries over from file to file in a [`FileChain`].
+//!
 //! # Streaming
 //!
 //! [`verify_reader`] reads one line at a time (at most [`MAX_LINE_BYTES`] each), so memory does
@@ -31,7 +42,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read as _};
 
-use super::{Checkpoint, EncodeError, GENESIS, Line};
+use super::{Checkpoint, EncodeError, GENESIS, KeyTransition, Line, Record, fingerprint};
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
 use crate::crypto::{self, Message, PublicKey};
 use crate::policy::Policy;
@@ -58,6 +69,9 @@ pub struct Verified {
     /// The checkpoint the file starts from; `None` when the file starts at the genesis. A file
     /// with an anchor proves only the records after it (see the module documentation).
     pub anchor: Option<Checkpoint>,
+    /// The audit key transitions the file holds, in order: each verified with the version it
+    /// hands over from.
+    pub transitions: Vec<KeyTransition>,
 }
 
 impl Verified {
@@ -83,6 +97,222 @@ fn broken(line: usize, problem: impl Into<String>) -> Broken {
     }
 }
 
+/// The audit public keys a verifier is given: the one key of a trail never rotated, the oldest
+/// key of one that was (the later ones are introduced by the trail's transition records), or
+/// every version as `kms audit public-key` exports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditKeys {
+    keys: Vec<PublicKey>,
+}
+
+impl AuditKeys {
+    #[must_use]
+    pub fn new(keys: Vec<PublicKey>) -> Self {
+        Self { keys }
+    }
+
+    #[must_use]
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+}
+
+/// What a verifier accepts as its keys: one [`PublicKey`] or [`AuditKeys`]. (A trait object
+/// rather than a generic, so that callers pass `&key` as they always did.)
+pub trait ToAuditKeys {
+    fn to_audit_keys(&self) -> AuditKeys;
+}
+
+impl ToAuditKeys for PublicKey {
+    fn to_audit_keys(&self) -> AuditKeys {
+        AuditKeys::new(vec![self.clone()])
+    }
+}
+
+impl ToAuditKeys for AuditKeys {
+    fn to_audit_keys(&self) -> AuditKeys {
+        self.clone()
+    }
+}
+
+impl From<&PublicKey> for AuditKeys {
+    fn from(key: &PublicKey) -> Self {
+        Self::new(vec![key.clone()])
+    }
+}
+
+impl From<PublicKey> for AuditKeys {
+    fn from(key: PublicKey) -> Self {
+        Self::new(vec![key])
+    }
+}
+
+impl From<Vec<PublicKey>> for AuditKeys {
+    fn from(keys: Vec<PublicKey>) -> Self {
+        Self::new(keys)
+    }
+}
+
+/// Which audit key versions a checkpoint may be signed by at a point of the trail.
+///
+/// The first signed line of a trail (its first checkpoint, its anchor, or a transition before
+/// either) may be signed by any key given; its key is trusted from then on. After that, a key
+/// is trusted only once a verified transition record has introduced it, even when it was given
+/// too: a checkpoint signed by a version the trail has not handed over to fails. Checkpoints
+/// written before rotations were tracked name no fingerprint and may be signed by any key
+/// given (there were no transitions then to introduce one).
+#[derive(Clone, Debug)]
+struct Trust {
+    given: Vec<(String, PublicKey)>,
+    trusted: Vec<(String, PublicKey)>,
+    /// A signed line has been checked: the given keys no longer stand in for transitions.
+    started: bool,
+}
+
+/// The first 16 hex digits of a fingerprint, as errors show it.
+fn short(fp: &str) -> &str {
+    fp.get(..16).unwrap_or(fp)
+}
+
+impl Trust {
+    fn new(keys: &AuditKeys) -> Self {
+        Self {
+            given: keys
+                .keys
+                .iter()
+                .map(|k| (fingerprint(k), k.clone()))
+                .collect(),
+            trusted: Vec::new(),
+            started: false,
+        }
+    }
+
+    fn find<'a>(list: &'a [(String, PublicKey)], fp: &str) -> Option<&'a PublicKey> {
+        list.iter().find(|(f, _)| f == fp).map(|(_, k)| k)
+    }
+
+    fn trust(&mut self, fp: &str, key: &PublicKey) {
+        if Self::find(&self.trusted, fp).is_none() {
+            self.trusted.push((fp.to_owned(), key.clone()));
+        }
+    }
+
+    /// Every key that may sign here, for naming an edited record (trusted keys first).
+    fn any_valid(&self, cp: &Checkpoint) -> bool {
+        self.trusted
+            .iter()
+            .chain(&self.given)
+            .any(|(_, k)| checkpoint_signature_valid(cp, k))
+    }
+
+    /// The key checkpoint `cp` on line `n` must verify with; made trusted if it is the first.
+    fn checkpoint_key(&mut self, n: usize, cp: &Checkpoint) -> Result<Option<PublicKey>, Broken> {
+        let Some(fp) = &cp.key_fingerprint else {
+            // Written before rotations were tracked: any key given or trusted.
+            let key = self
+                .trusted
+                .iter()
+                .chain(&self.given)
+                .find(|(_, k)| checkpoint_signature_valid(cp, k))
+                .map(|(f, k)| (f.clone(), k.clone()));
+            self.started = true;
+            return Ok(key.map(|(f, k)| {
+                self.trust(&f, &k);
+                k
+            }));
+        };
+        if let Some(key) = Self::find(&self.trusted, fp) {
+            self.started = true;
+            return Ok(Some(key.clone()));
+        }
+        let given = Self::find(&self.given, fp).cloned();
+        match given {
+            Some(key) if !self.started => {
+                self.started = true;
+                self.trust(fp, &key);
+                Ok(Some(key))
+            }
+            Some(_) => Err(broken(
+                n,
+                format!(
+                    "checkpoint for record {} is signed by audit key version {} (sm3 {}), which no \
+                     transition record before it introduced: a transition record was dropped, or \
+                     the key is not this trail's",
+                    cp.seq,
+                    cp.key_version,
+                    short(fp)
+                ),
+            )),
+            // Not a key of this trail at all: the signature check fails it, as it did before
+            // keys had versions (and as an edited fingerprint must).
+            None => Ok(None),
+        }
+    }
+
+    /// Checks the transition carried by record `r` on line `n`, and trusts the version it
+    /// introduces.
+    fn transition(&mut self, n: usize, r: &Record, t: &KeyTransition) -> Result<(), Broken> {
+        let from = match Self::find(&self.trusted, &t.from_fingerprint) {
+            Some(k) => Some(k.clone()),
+            None if !self.started => Self::find(&self.given, &t.from_fingerprint).cloned(),
+            None => None,
+        };
+        let Some(from) = from else {
+            return Err(broken(
+                n,
+                format!(
+                    "record {} hands the audit key over from version {} (sm3 {}), which is not \
+                     trusted at this point of the trail (neither given nor introduced before)",
+                    r.seq,
+                    t.from_version,
+                    short(&t.from_fingerprint)
+                ),
+            ));
+        };
+        let edited = || {
+            broken(
+                n,
+                format!(
+                    "record {} is an audit key transition (version {} to {}) whose signature by \
+                     version {} does not verify: the transition record was edited",
+                    r.seq, t.from_version, t.to_version, t.from_version
+                ),
+            )
+        };
+        let signed = r.transition_signed_bytes().map_err(unencodable(n))?;
+        let der = hex::decode(&t.signature).map_err(|_| edited())?;
+        if !signature_over(&signed, &der, &from) {
+            return Err(edited());
+        }
+        let to = hex::decode(&t.to_public_key)
+            .ok()
+            .and_then(|der| PublicKey::from_spki_der(Policy::GM_FORMATS, &der).ok())
+            .filter(|k| fingerprint(k) == t.to_fingerprint && k.spec() == KeySpec::Sm2)
+            .ok_or_else(|| {
+                broken(
+                    n,
+                    format!(
+                        "record {}: the new audit key version {} is not an SM2 public key with the \
+                         fingerprint the transition names",
+                        r.seq, t.to_version
+                    ),
+                )
+            })?;
+        if t.to_version <= t.from_version || r.key_version != Some(t.to_version) {
+            return Err(broken(
+                n,
+                format!(
+                    "record {}: an audit key transition must name a newer version (from {} to {})",
+                    r.seq, t.from_version, t.to_version
+                ),
+            ));
+        }
+        self.started = true;
+        self.trust(&t.to_fingerprint, &to);
+        Ok(())
+    }
+}
+
 /// Checks a checkpoint's signature with the audit public key, over the bytes its format
 /// signs. False too when the checkpoint cannot be encoded (nothing it could be checked against).
 #[must_use]
@@ -93,9 +323,17 @@ pub fn checkpoint_signature_valid(cp: &Checkpoint, public: &PublicKey) -> bool {
 /// [`checkpoint_signature_valid`], telling an encoding failure apart from a bad signature.
 fn signature_valid(cp: &Checkpoint, public: &PublicKey) -> Result<bool, EncodeError> {
     let signed = cp.signed_bytes()?;
+    let Ok(der) = hex::decode(&cp.signature) else {
+        return Ok(false);
+    };
+    Ok(signature_over(&signed, &der, public))
+}
+
+/// Whether `der` is an SM2 (SM3, default ID) signature of `signed` by `public`.
+fn signature_over(signed: &[u8], der: &[u8], public: &PublicKey) -> bool {
     let policy = Policy::GM_FORMATS;
     let Ok(open) = policy.approve_open(Purpose::Sign, KeySpec::Sm2) else {
-        return Ok(false);
+        return false;
     };
     let Ok(sig) = policy.approve_verify(
         open,
@@ -103,20 +341,17 @@ fn signature_valid(cp: &Checkpoint, public: &PublicKey) -> Result<bool, EncodeEr
             id: SM2_DEFAULT_ID.to_owned(),
         },
     ) else {
-        return Ok(false);
+        return false;
     };
-    let Ok(der) = hex::decode(&cp.signature) else {
-        return Ok(false);
-    };
-    Ok(crypto::verify(&sig, public, Message::Raw(&signed), &der) == Ok(true))
+    crypto::verify(&sig, public, Message::Raw(signed), der) == Ok(true)
 }
 
 /// Whether `line` (the one after a record) confirms that record's hash: a record chaining to it,
 /// or a validly signed checkpoint over it.
-fn vouches_for(line: &str, hash: &str, public: &PublicKey) -> bool {
+fn vouches_for(line: &str, hash: &str, trust: &Trust) -> bool {
     match serde_json::from_str::<Line>(line) {
         Ok(Line::Record(next)) => next.prev == hash,
-        Ok(Line::Checkpoint(cp)) => cp.last_hash == hash && checkpoint_signature_valid(&cp, public),
+        Ok(Line::Checkpoint(cp)) => cp.last_hash == hash && trust.any_valid(&cp),
         Err(_) => false,
     }
 }
@@ -229,8 +464,8 @@ impl<R: BufRead> Lines<R> {
 
 /// Verifies an exported trail (JSON Lines) with the audit public key, offline: text already in
 /// memory. The same as [`verify_reader`] over its bytes.
-pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
-    verify_reader(text.as_bytes(), public)
+pub fn verify(text: &str, keys: &dyn ToAuditKeys) -> Result<Verified, Broken> {
+    verify_reader(text.as_bytes(), keys)
 }
 
 /// Verifies one exported audit file (JSON Lines) with the audit public key, offline, reading it
@@ -250,8 +485,14 @@ pub fn verify(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
 /// The first line that does not verify, with what is wrong. A record whose successor still
 /// vouches for the one after it is named as the edited one. Bytes that are not UTF-8, a line
 /// over [`MAX_LINE_BYTES`] and a read error break the line they are on.
-pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verified, Broken> {
+pub fn verify_reader(reader: impl BufRead, keys: &dyn ToAuditKeys) -> Result<Verified, Broken> {
+    verify_trusting(reader, &mut Trust::new(&keys.to_audit_keys()))
+}
+
+/// [`verify_reader`] from a trust state (a chain of files carries it from file to file).
+fn verify_trusting(reader: impl BufRead, trust: &mut Trust) -> Result<Verified, Broken> {
     let mut lines = Lines::new(reader);
+    let mut transitions = Vec::new();
     let mut running = GENESIS.to_owned();
     let mut next_seq: u64 = 1;
     let mut anchor: Option<Checkpoint> = None;
@@ -301,7 +542,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                     if let Some(prev_line) = last_record_line
                         && lines
                             .peek()
-                            .is_some_and(|next| vouches_for(next, &hash, public))
+                            .is_some_and(|next| vouches_for(next, &hash, trust))
                     {
                         return Err(broken(
                             prev_line,
@@ -326,6 +567,10 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                         format!("record {} is not in canonical form (edited)", r.seq),
                     ));
                 }
+                if let Some(t) = &r.transition {
+                    trust.transition(n, r, t)?;
+                    transitions.push(KeyTransition::clone(t));
+                }
                 next_seq = r
                     .seq
                     .checked_add(1)
@@ -346,7 +591,8 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
             // continues from it. (One over record 0 is the checkpoint of an empty trail, which
             // starts at the genesis and is checked like any other.)
             Line::Checkpoint(cp) if n == 1 && cp.seq > 0 => {
-                if !signature_valid(cp, public).map_err(unencodable(n))? {
+                let key = trust.checkpoint_key(n, cp)?;
+                if !key.is_some_and(|k| signature_valid(cp, &k).unwrap_or(false)) {
                     return Err(broken(
                         n,
                         "the anchor (the checkpoint on the first line) does not verify with the \
@@ -373,6 +619,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                 false
             }
             Line::Checkpoint(cp) => {
+                let key = trust.checkpoint_key(n, cp)?;
                 let covered = next_seq - 1;
                 if cp.seq != covered || cp.last_hash != running {
                     return Err(broken(
@@ -383,7 +630,11 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
                         ),
                     ));
                 }
-                if !signature_valid(cp, public).map_err(unencodable(n))? {
+                let valid = match &key {
+                    Some(k) => signature_valid(cp, k).map_err(unencodable(n))?,
+                    None => false,
+                };
+                if !valid {
                     return Err(broken(
                         n,
                         "checkpoint signature does not verify with the audit public key",
@@ -403,6 +654,7 @@ pub fn verify_reader(reader: impl BufRead, public: &PublicKey) -> Result<Verifie
             records_by_node,
             last_seq: next_seq - 1,
             anchor,
+            transitions,
         }),
         Some((n, false)) => Err(broken(
             n,
@@ -453,6 +705,8 @@ pub struct VerifiedFiles {
     pub records_by_node: BTreeMap<String, u64>,
     /// The first file's anchor; `None` when the chain starts at the genesis.
     pub anchor: Option<Checkpoint>,
+    /// The audit key transitions in all files, in order.
+    pub transitions: Vec<KeyTransition>,
     /// Whether the chain starts at the genesis, i.e. the files prove the whole trail up to
     /// `last_seq`. False only with [`Start::GenesisOrAnchor`] and a first file with an anchor.
     pub complete_from_genesis: bool,
@@ -499,18 +753,24 @@ impl ChainError {
 /// Verifies audit files one after another as one trail: each file alone ([`verify_reader`]),
 /// and each continuing the one before. For callers that open the files one at a time;
 /// [`verify_files`] does it for a list.
+///
+/// The audit key trust carries from file to file: a version introduced by a transition record
+/// in one segment signs the later ones.
 #[derive(Debug)]
 pub struct FileChain {
     start: Start,
     files: Vec<VerifiedFile>,
+    trust: Trust,
 }
 
 impl FileChain {
+    /// A chain verified with `keys` (see [`AuditKeys`]).
     #[must_use]
-    pub const fn new(start: Start) -> Self {
+    pub fn new(start: Start, keys: &dyn ToAuditKeys) -> Self {
         Self {
             start,
             files: Vec::new(),
+            trust: Trust::new(&keys.to_audit_keys()),
         }
     }
 
@@ -521,17 +781,15 @@ impl FileChain {
     /// The file does not verify, the first file starts at an anchor but the chain must start
     /// at the genesis, or the file does not continue the one before (its anchor must be the
     /// previous file's closing checkpoint: the same `seq` and `last_hash`).
-    pub fn add(
-        &mut self,
-        name: &str,
-        reader: impl BufRead,
-        public: &PublicKey,
-    ) -> Result<&Verified, ChainError> {
-        let verified = verify_reader(reader, public).map_err(|broken| ChainError::Broken {
-            file: name.to_owned(),
-            broken,
-        })?;
+    pub fn add(&mut self, name: &str, reader: impl BufRead) -> Result<&Verified, ChainError> {
+        let mut trust = self.trust.clone();
+        let verified =
+            verify_trusting(reader, &mut trust).map_err(|broken| ChainError::Broken {
+                file: name.to_owned(),
+                broken,
+            })?;
         self.check_join(name, &verified)?;
+        self.trust = trust;
         self.files.push(VerifiedFile {
             name: name.to_owned(),
             verified,
@@ -598,8 +856,10 @@ impl FileChain {
         let mut records = 0u64;
         let mut checkpoints = 0u64;
         let mut records_by_node: BTreeMap<String, u64> = BTreeMap::new();
+        let mut transitions = Vec::new();
         for (i, f) in self.files.iter().enumerate() {
             let v = &f.verified;
+            transitions.extend(v.transitions.iter().cloned());
             records = records.saturating_add(v.records);
             // Each later file's anchor is the previous file's closing checkpoint.
             let repeated = u64::from(i > 0 && v.anchor.is_some());
@@ -619,6 +879,7 @@ impl FileChain {
             records_by_node,
             complete_from_genesis: anchor.is_none(),
             anchor,
+            transitions,
         })
     }
 }
@@ -640,15 +901,17 @@ impl FileChain {
 /// The first problem, naming its file (see [`ChainError`]).
 pub fn verify_files<S: AsRef<str>, R: BufRead>(
     files: impl IntoIterator<Item = (S, R)>,
-    public: &PublicKey,
+    keys: &dyn ToAuditKeys,
     start: Start,
 ) -> Result<VerifiedFiles, ChainError> {
-    let mut chain = FileChain::new(start);
+    let mut chain = FileChain::new(start, keys);
     for (name, reader) in files {
-        chain.add(name.as_ref(), reader, public)?;
+        chain.add(name.as_ref(), reader)?;
     }
     chain.finish()
 }
 
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

@@ -148,11 +148,17 @@ names! {
         /// The server's own scheduler (due rotations and destructions), principal
         /// [`SCHEDULER_PRINCIPAL`].
         Scheduler = "scheduler",
+        /// The KMS itself: the audit writer's key transitions, principal
+        /// [`AUDIT_WRITER_PRINCIPAL`].
+        System = "system",
     }
 }
 
 /// The principal the scheduler's records name.
 pub const SCHEDULER_PRINCIPAL: &str = "kms-scheduler";
+
+/// The principal of the audit writer's own records (audit key transitions).
+pub const AUDIT_WRITER_PRINCIPAL: &str = "kms-audit-writer";
 
 impl From<&crate::authz::Role> for Role {
     fn from(role: &crate::authz::Role) -> Self {
@@ -212,6 +218,8 @@ names! {
         ScheduledRotation = "Scheduler/RotateKey",
         /// A due destruction the scheduler carried out (not an RPC).
         ScheduledDestruction = "Scheduler/DestroyKey",
+        /// The audit writer handed the audit key over to a new version (not an RPC).
+        AuditKeyTransition = "Scheduler/AuditKeyTransition",
     }
 }
 
@@ -222,7 +230,8 @@ pub enum Service {
     KeyAdmin,
     Audit,
     System,
-    /// The server's scheduler: no RPC has it.
+    /// The server's own background work — the scheduler, and the audit writer's key
+    /// transitions: no RPC has it.
     Scheduler,
 }
 
@@ -259,6 +268,8 @@ impl Operation {
                     | Self::ListPrincipals
                     | Self::Status
                     | Self::Backup
+                    // Written by the audit writer itself, atomically with the hand-over.
+                    | Self::AuditKeyTransition
             ),
         }
     }
@@ -306,7 +317,9 @@ impl Operation {
             | Self::Seal
             | Self::Backup
             | Self::Restore => Some(Service::System),
-            Self::ScheduledRotation | Self::ScheduledDestruction => Some(Service::Scheduler),
+            Self::ScheduledRotation | Self::ScheduledDestruction | Self::AuditKeyTransition => {
+                Some(Service::Scheduler)
+            }
             Self::Other(_) => None,
         }
     }

@@ -12,41 +12,24 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::layout::{TAIL, checkpoint_key, now_ms, read_tail, record_key, sign_checkpoint};
-use super::{EncodeError, Event, Format, Record};
+use super::layout::{
+    TAIL, Tail, Trusted, checkpoint_key, now_ms, read_tail, record_key, sign_checkpoint,
+};
+use super::{EncodeError, Event, Format, KeyTransition, Operation, Outcome, Record, Role};
 use crate::store::{Batch, Store, StoreError, Tree};
 
-/// Signs with the audit key. It is given a function that builds the bytes to sign for the key
-/// id and version it will use (both are part of what is signed), and returns
-/// `(key id, version, DER signature)`; `None` while the KMS is sealed (the checkpoint waits).
-pub type Signer =
-    Arc<dyn Fn(&dyn Fn(&str, u32) -> Vec<u8>) -> Option<(String, u32, Vec<u8>)> + Send + Sync>;
+pub use super::signer::{AuditSigner, MemorySigner, Signer, SigningKey};
 
 /// A signer over a fresh SM2 key that lives only in memory, with its public half: for tests and
 /// tools that need signed checkpoints without a KMS (a server signs with the KMS audit key,
-/// through `Kms::audit_signer`). Every signature names `key_id`, version 1.
+/// through `System::audit_signer`). It has one version, 1; [`MemorySigner`] can rotate.
 ///
 /// # Errors
 /// Key generation failed (no randomness).
 pub fn ephemeral_signer(key_id: &str) -> Result<(Signer, crate::crypto::PublicKey), crate::Error> {
-    use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
-    let policy = crate::policy::Policy::GM_FORMATS;
-    let approved = policy.approve(Purpose::Sign, KeySpec::Sm2)?;
-    let key = crate::crypto::generate(&approved)?;
-    let public = crate::crypto::public_key_of(&key)?;
-    let scheme = policy.approve_signature(
-        approved,
-        SignatureRequest::Sm2 {
-            id: SM2_DEFAULT_ID.to_owned(),
-        },
-    )?;
-    let key_id = key_id.to_owned();
-    let signer: Signer = Arc::new(move |make: &dyn Fn(&str, u32) -> Vec<u8>| {
-        let bytes = make(&key_id, 1);
-        let sig = crate::crypto::sign(&scheme, &key, crate::crypto::Message::Raw(&bytes)).ok()?;
-        Some((key_id.clone(), 1, sig))
-    });
-    Ok((signer, public))
+    let key = MemorySigner::new(key_id)?;
+    let public = key.public_key(1).ok_or(crate::CryptoError::MalformedKey)?;
+    Ok((key, public))
 }
 
 /// An audit line that cannot be encoded is not written: the write fails like a store write
@@ -136,6 +119,11 @@ impl Writer {
                     std::thread::sleep(backoff(attempt));
                 }
                 let (mut tail, old) = read_tail(&*self.store)?;
+                if tail.signers.is_empty() {
+                    // The version the trail starts from, fixed with its first records so that
+                    // a rotation before the first checkpoint still gets its transition.
+                    tail.adopt(self.signer.newest().as_ref());
+                }
                 let mut batch = Batch::new();
                 let mut records = Vec::with_capacity(events.len());
                 for (e, _) in &events {
@@ -154,6 +142,7 @@ impl Writer {
                         context_hmac: e.context_hmac.clone(),
                         flags: e.flags.clone(),
                         transport: e.transport.clone(),
+                        transition: None,
                         prev: tail.hash.clone(),
                     };
                     let stored = r.to_json().map_err(unencodable)?;
@@ -201,6 +190,11 @@ impl Writer {
     /// Signs and stores a checkpoint over the chain's tail, if there is anything new and the
     /// KMS can sign (it cannot while sealed).
     ///
+    /// When the audit key has a version newer than the one the trail signs with (it was
+    /// rotated, here or on another node), the same batch first appends a transition record
+    /// signed by the old version ([`KeyTransition`]), and the checkpoint is then signed by the
+    /// new one: no checkpoint is ever signed by a version the trail has not introduced.
+    ///
     /// A checkpoint that loses the race on the tail to another node's writer is signed again
     /// over the new tail a few times; if other writers keep winning, their own checkpoints
     /// cover the chain, so giving up then loses nothing.
@@ -211,11 +205,33 @@ impl Writer {
                 std::thread::sleep(backoff(attempt));
             }
             let (mut tail, old) = read_tail(&*self.store)?;
-            if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq) {
+            let newest = self.signer.newest();
+            tail.adopt(newest.as_ref());
+            let handover = tail.handover_to(newest);
+            if tail.seq == 0 || (!force && tail.checkpointed_seq == tail.seq && handover.is_none())
+            {
                 return Ok(());
             }
+            let mut batch = Batch::new();
+            if let Some(new) = handover {
+                let Some(record) = self.transition(&tail, &new).map_err(unencodable)? else {
+                    return Ok(());
+                };
+                tail.seq = record.seq;
+                tail.hash = record.hash().map_err(unencodable)?;
+                tail.signers.push(Trusted::of(&new, record.seq));
+                batch.put(
+                    Tree::Audit,
+                    record_key(record.seq),
+                    record.to_json().map_err(unencodable)?,
+                );
+            }
+            let Some(key) = tail.current_signer().cloned() else {
+                return Ok(());
+            };
             let Some(cp) = sign_checkpoint(
                 &self.signer,
+                &key,
                 Format::CURRENT,
                 &self.node,
                 tail.seq,
@@ -227,7 +243,6 @@ impl Writer {
                 return Ok(());
             };
             tail.checkpointed_seq = tail.seq;
-            let mut batch = Batch::new();
             batch.require(Tree::Audit, TAIL, old);
             batch.put(
                 Tree::Audit,
@@ -246,6 +261,56 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the audit key has a version the trail has not been handed over to yet.
+    fn handover_pending(&self) -> bool {
+        read_tail(&*self.store)
+            .is_ok_and(|(tail, _)| tail.handover_to(self.signer.newest()).is_some())
+    }
+
+    /// The record handing the trail over from its current version to `new`, after the tail,
+    /// signed by the current (old) version; `None` while that cannot sign (sealed).
+    fn transition(&self, tail: &Tail, new: &SigningKey) -> Result<Option<Record>, EncodeError> {
+        let Some(from) = tail.current_signer() else {
+            return Ok(None);
+        };
+        let mut record = Record {
+            format: Format::CURRENT,
+            seq: tail.seq + 1,
+            time_ms: now_ms(),
+            node: self.node.clone(),
+            request_id: String::new(),
+            principal: super::AUDIT_WRITER_PRINCIPAL.to_owned(),
+            role: Role::System,
+            operation: Operation::AuditKeyTransition,
+            key_id: Some(new.key_id.clone()),
+            key_version: Some(new.version),
+            outcome: Outcome::Ok,
+            context_hmac: None,
+            flags: Vec::new(),
+            transport: None,
+            transition: Some(Box::new(KeyTransition {
+                key_id: new.key_id.clone(),
+                from_version: from.version,
+                from_fingerprint: from.fingerprint.clone(),
+                to_version: new.version,
+                to_fingerprint: new.fingerprint(),
+                to_public_key: hex::encode(new.public_key.spki_der()),
+                signature: String::new(),
+            })),
+            prev: tail.hash.clone(),
+        };
+        let Some(sig) = self
+            .signer
+            .sign(from.version, &record.transition_signed_bytes()?)
+        else {
+            return Ok(None);
+        };
+        if let Some(t) = &mut record.transition {
+            t.signature = hex::encode(sig);
+        }
+        Ok(Some(record))
     }
 
     fn run(mut self, rx: &Receiver<Msg>) {
@@ -275,11 +340,21 @@ impl Writer {
                 }
             }
             let n = group.len() as u64;
+            // A key was rotated, perhaps the audit key: hand the trail over now rather than at
+            // the next checkpoint, so the transition follows the rotation's own record.
+            let rotated = group.iter().any(|(e, _)| {
+                matches!(
+                    e.operation,
+                    Operation::RotateKey | Operation::ScheduledRotation
+                ) && e.outcome == Outcome::Ok
+            });
             if !group.is_empty() {
                 self.write_group(group);
                 since_checkpoint += n;
             }
-            if since_checkpoint >= self.policy.every_records
+            let handover = rotated && self.handover_pending();
+            if handover
+                || since_checkpoint >= self.policy.every_records
                 || self.last_checkpoint.elapsed() >= self.policy.every
             {
                 since_checkpoint = 0;

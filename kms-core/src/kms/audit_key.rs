@@ -1,12 +1,13 @@
 //! The KMS's own SM2 audit key: created at init in the system namespace, kept in the hierarchy
-//! like any other key, used only to sign audit checkpoints and inventories. Its public half is
-//! for auditors.
+//! like any other key, used only to sign audit checkpoints, the trail's key transitions and
+//! inventories. Its public halves (every version) are for auditors.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CreateKeyRequest, Kms, PublicKeyOutput, Unsealed};
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
+use crate::audit::signer::{AuditSigner, Signer, SigningKey};
 use crate::crypto::{self, Message, PublicKey};
 use crate::envelope::EncryptionContext;
 use crate::error::Error;
@@ -14,6 +15,28 @@ use crate::hierarchy::wrap::{self, Derived};
 use crate::hierarchy::{Kek, RootKey};
 use crate::keys::{Alias, KeyRef, Namespace};
 use crate::store::{Batch, Tree};
+
+/// One version of the audit key, public half.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditKeyVersion {
+    pub key_id: crate::keys::KeyId,
+    pub version: u32,
+    pub created_at: u64,
+    pub public_key: PublicKey,
+}
+
+/// The KMS audit key as the audit trail signs with it.
+struct KmsAuditSigner(Arc<Kms>);
+
+impl AuditSigner for KmsAuditSigner {
+    fn newest(&self) -> Option<SigningKey> {
+        self.0.audit_signing_key().ok()
+    }
+
+    fn sign(&self, version: u32, message: &[u8]) -> Option<Vec<u8>> {
+        self.0.sign_with_audit_version(version, message).ok()
+    }
+}
 
 /// The namespace of the KMS's own keys; no application or administrator creates keys here.
 pub const SYSTEM_NAMESPACE: &str = "kms-system";
@@ -68,6 +91,57 @@ impl Kms {
         })
     }
 
+    /// Every version of the audit key, oldest first: what a verifier needs for a trail that
+    /// spans rotations (or only the first, with the trail's transition records). No principal
+    /// needed: they are public.
+    pub fn audit_public_keys(&self) -> Result<Vec<AuditKeyVersion>, Error> {
+        let (record, _) = self.load(self.resolve_id(&audit_ref()?)?)?;
+        record
+            .versions
+            .iter()
+            .map(|v| {
+                let der = v
+                    .public_key
+                    .clone()
+                    .ok_or(crate::CryptoError::MalformedKey)?;
+                Ok(AuditKeyVersion {
+                    key_id: record.id,
+                    version: v.version,
+                    created_at: v.created_at,
+                    public_key: PublicKey::from_trusted(KeySpec::Sm2, der)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The audit key's newest version, as the audit writer signs with it once the trail has
+    /// been handed over to it.
+    fn audit_signing_key(&self) -> Result<SigningKey, Error> {
+        let out = self.audit_public_key()?;
+        Ok(SigningKey {
+            key_id: out.key_id.to_string(),
+            version: out.key_version,
+            public_key: out.public_key,
+        })
+    }
+
+    /// Signs `message` with `version` of the audit key: the audit trail names the version it
+    /// signs with, which is the newest only once a transition record has handed over to it.
+    fn sign_with_audit_version(&self, version: u32, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let vault = self.unsealed()?;
+        let (record, _) = self.load(self.resolve_id(&audit_ref()?)?)?;
+        let material = self.material(&vault, &record, version)?;
+        let policy = self.config.policy;
+        let approved = policy.approve(Purpose::Sign, KeySpec::Sm2)?;
+        let scheme = policy.approve_signature(
+            approved,
+            SignatureRequest::Sm2 {
+                id: SM2_DEFAULT_ID.to_owned(),
+            },
+        )?;
+        Ok(crypto::sign(&scheme, &material, Message::Raw(message))?)
+    }
+
     /// Signs with the audit key's newest version: `(key id, version, DER signature)`.
     /// `make` builds the bytes for that key id and version.
     pub(super) fn sign_as_audit_key(
@@ -92,6 +166,11 @@ impl Kms {
         let id = record.id.to_string();
         let sig = crypto::sign(&scheme, &material, Message::Raw(&make(&id, version)))?;
         Ok((id, version, sig))
+    }
+
+    /// The audit trail's signer, bound to this KMS.
+    pub(super) fn audit_signer(self: &Arc<Self>) -> Signer {
+        Arc::new(KmsAuditSigner(Arc::clone(self)))
     }
 
     /// HMAC-SM3 of an encryption context under a root-derived key, hex; `None` when empty or

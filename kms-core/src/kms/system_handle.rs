@@ -156,7 +156,6 @@ impl System {
     /// The audit writer's signer, bound to this KMS.
     #[must_use]
     pub fn audit_signer(&self) -> Signer {
-        let kms = Arc::clone(&self.kms);
-        Arc::new(move |make| kms.sign_as_audit_key(make).ok())
+        self.kms.audit_signer()
     }
 }

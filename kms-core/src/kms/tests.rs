@@ -1268,6 +1268,80 @@ mod audit {
         let listed = f.kms.list_keys(&f.auditor, None).unwrap();
         assert_eq!(listed.len(), inv.keys.len());
     }
+
+    /// Rotating the KMS audit key (as an administrator does) hands the trail over at once: the
+    /// transition record, signed by the old version, follows the rotation's own record, and
+    /// the export verifies from the oldest version alone or from every version exported.
+    #[test]
+    fn rotating_the_audit_key_hands_the_trail_over_and_it_verifies_across_two_rotations() {
+        use crate::audit::{AuditKeys, Line, Operation, Outcome};
+        let f = fixture();
+        let audit = KeyRef::parse("kms-system:audit-signing", &ns("a")).unwrap();
+        let admin = f.admin.clone();
+        let kms = Arc::new(f.kms);
+        let log = AuditLog::start(
+            kms.store().clone(),
+            "n1",
+            kms.audit_signer(),
+            CheckpointPolicy {
+                every_records: 1000,
+                every: Duration::from_secs(3600),
+            },
+        );
+        for round in 0..2u32 {
+            for i in 0..3 {
+                log.append_blocking(event(i, Some("k".into()))).unwrap();
+            }
+            let rotated = kms.rotate_key(&admin, &audit).unwrap();
+            assert_eq!(rotated.current_version(), round + 2);
+            log.append_blocking(Event {
+                operation: Operation::RotateKey,
+                outcome: Outcome::Ok,
+                key_id: Some(rotated.id.to_string()),
+                key_version: Some(round + 2),
+                ..Event::default()
+            })
+            .unwrap();
+            log.append_blocking(event(9, None)).unwrap();
+            // The transition is in the store before the export asks for it.
+            let text = log.export().unwrap();
+            let lines: Vec<Line> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let at = lines
+                .iter()
+                .position(|l| {
+                    matches!(l, Line::Record(r)
+                        if r.transition.as_ref().is_some_and(|t| t.to_version == round + 2))
+                })
+                .unwrap();
+            assert!(
+                matches!(&lines[at - 1], Line::Record(r) if r.operation == Operation::RotateKey),
+                "{:?}",
+                lines[at - 1]
+            );
+        }
+        let text = log.export().unwrap();
+        log.stop();
+        let versions = kms.audit_public_keys().unwrap();
+        assert_eq!(
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let oldest = versions[0].public_key.clone();
+        let all = AuditKeys::new(versions.iter().map(|v| v.public_key.clone()).collect());
+        let v = verify(&text, &oldest).unwrap();
+        assert_eq!(v, verify(&text, &all).unwrap());
+        assert_eq!(
+            v.transitions
+                .iter()
+                .map(|t| (t.from_version, t.to_version))
+                .collect::<Vec<_>>(),
+            [(1, 2), (2, 3)]
+        );
+        assert_eq!(kms.audit_public_key().unwrap().key_version, 3);
+    }
 }
 
 #[test]

@@ -130,13 +130,27 @@ impl Audit for Shared {
         req: Request<v1::GetAuditPublicKeyRequest>,
     ) -> Result<Response<v1::AuditPublicKeyResponse>, Status> {
         let call = self.identify(&req).await?;
-        let out = self.run(&call, |kms, _| kms.audit_public_key()).await?;
+        let (out, versions) = self
+            .run(&call, |kms, _| {
+                Ok((kms.audit_public_key()?, kms.audit_public_keys()?))
+            })
+            .await?;
         call.note_key(&out.key_id, Some(out.key_version));
         Ok(Response::new(v1::AuditPublicKeyResponse {
             key_id: out.key_id.to_string(),
             key_version: out.key_version,
             public_key_pem: out.public_key.to_pem(),
             public_key_der: out.public_key.spki_der().to_vec(),
+            versions: versions
+                .iter()
+                .map(|v| v1::AuditKeyVersion {
+                    version: v.version,
+                    fingerprint_sm3: kms_core::audit::fingerprint(&v.public_key),
+                    public_key_pem: v.public_key.to_pem(),
+                    public_key_der: v.public_key.spki_der().to_vec(),
+                    created_at: v.created_at,
+                })
+                .collect(),
         }))
     }
 

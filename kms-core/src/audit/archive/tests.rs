@@ -9,6 +9,7 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::*;
+use crate::audit::layout::sign_with_newest;
 use crate::audit::writer::CheckpointPolicy;
 use crate::audit::{Event, Operation, Outcome, Role, Start, VerifiedFiles, verify, verify_files};
 use crate::crypto::PublicKey;
@@ -26,13 +27,30 @@ fn audit_key() -> (Signer, PublicKey, Arc<AtomicBool>) {
     let (inner, public) = crate::audit::writer::ephemeral_signer("audit-key").unwrap();
     let sealed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&sealed);
-    let signer: Signer = Arc::new(move |make: &dyn Fn(&str, u32) -> Vec<u8>| {
-        if flag.load(Ordering::SeqCst) {
-            return None;
-        }
-        inner(make)
+    let signer: Signer = Arc::new(Sealable {
+        inner,
+        sealed: flag,
     });
     (signer, public, sealed)
+}
+
+/// A signer that cannot sign while `sealed` is set, as the KMS audit key cannot.
+struct Sealable {
+    inner: Signer,
+    sealed: Arc<AtomicBool>,
+}
+
+impl crate::audit::writer::AuditSigner for Sealable {
+    fn newest(&self) -> Option<crate::audit::writer::SigningKey> {
+        self.inner.newest()
+    }
+
+    fn sign(&self, version: u32, message: &[u8]) -> Option<Vec<u8>> {
+        if self.sealed.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.inner.sign(version, message)
+    }
 }
 
 fn event(i: u64) -> Event {
@@ -526,7 +544,7 @@ fn written_not_committed(node: &Node, first: u64, last: u64) -> (PathBuf, Checkp
         .unwrap()
         .hash()
         .unwrap();
-    let closing = sign_checkpoint(&node.signer, Format::CURRENT, "n1", last, &hash, true)
+    let closing = sign_with_newest(&node.signer, Format::CURRENT, "n1", last, &hash, true)
         .unwrap()
         .unwrap();
     ensure_dir(&node.dir).unwrap();

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::audit::layout::sign_checkpoint;
+use crate::audit::layout::sign_with_newest as sign_checkpoint;
 use crate::audit::writer::{AuditLog, CheckpointPolicy, Signer};
 use crate::audit::{Event, Flag, Format, Operation, Outcome, Record, Role};
 use crate::store::MemoryStore;
@@ -178,7 +178,11 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
                         ));
                     }
                     if let (Some(prev_line), Some(next)) = (last_record_line, lines.get(i + 1))
-                        && vouches_for(next, &r.hash().unwrap(), public)
+                        && vouches_for(
+                            next,
+                            &r.hash().unwrap(),
+                            &Trust::new(&public.to_audit_keys()),
+                        )
                     {
                         return Err(broken(
                             prev_line,
@@ -265,6 +269,7 @@ fn reference(text: &str, public: &PublicKey) -> Result<Verified, Broken> {
             records_by_node,
             last_seq: next_seq.map_or(0, |s| s - 1),
             anchor,
+            transitions: Vec::new(),
         }),
         Some((n, _)) => Err(broken(
             n,
@@ -291,6 +296,7 @@ impl Record {
             context_hmac: None,
             flags: vec![],
             transport: None,
+            transition: None,
             prev: String::new(),
         }
     }
@@ -699,12 +705,14 @@ fn a_chain_of_segments_verifies_as_one_trail() {
         (whole.records, whole.checkpoints)
     );
     // The incremental form gives each file's result as it goes.
-    let mut c = FileChain::new(Start::Genesis);
-    assert_eq!(c.add("a", f[0].as_bytes(), &t.public).unwrap().last_seq, 4);
-    assert_eq!(c.add("b", f[1].as_bytes(), &t.public).unwrap().last_seq, 9);
+    let mut c = FileChain::new(Start::Genesis, &t.public);
+    assert_eq!(c.add("a", f[0].as_bytes()).unwrap().last_seq, 4);
+    assert_eq!(c.add("b", f[1].as_bytes()).unwrap().last_seq, 9);
     assert_eq!(c.finish().unwrap().last_seq, 9);
     assert_eq!(
-        FileChain::new(Start::Genesis).finish().unwrap_err(),
+        FileChain::new(Start::Genesis, &t.public)
+            .finish()
+            .unwrap_err(),
         ChainError::NoFiles
     );
 }
@@ -815,6 +823,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             context_hmac: e.context_hmac,
             flags: vec![Flag::KeyCompromised],
             transport: None,
+            transition: None,
             prev: prev.clone(),
         };
         let json = r.to_json().unwrap();
@@ -835,6 +844,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
         seq: n,
         hash: prev,
         checkpointed_seq: n,
+        signers: Vec::new(),
     };
     batch.put(Tree::Audit, TAIL, serde_json::to_vec(&tail).unwrap());
     store.apply(&batch).unwrap();
@@ -1052,6 +1062,7 @@ fn the_v1_fixture_continued_by_the_current_writer_verifies() {
         seq: 0,
         hash: GENESIS.to_owned(),
         checkpointed_seq: 0,
+        signers: Vec::new(),
     };
     for line in &v1_records {
         let Line::Record(r) = serde_json::from_str(line).unwrap() else {
