@@ -196,6 +196,9 @@ names! {
         AddPrincipal = "KeyAdmin/AddPrincipal",
         RemovePrincipal = "KeyAdmin/RemovePrincipal",
         ListPrincipals = "KeyAdmin/ListPrincipals",
+        Approve = "KeyAdmin/Approve",
+        Reject = "KeyAdmin/Reject",
+        ListApprovals = "KeyAdmin/ListApprovals",
         GetAuditPublicKey = "Audit/GetAuditPublicKey",
         ExportAudit = "Audit/ExportAudit",
         ExportInventory = "Audit/ExportInventory",
@@ -254,6 +257,7 @@ impl Operation {
                     | Self::ListKeys
                     | Self::ListGrants
                     | Self::ListPrincipals
+                    | Self::ListApprovals
                     | Self::Status
                     | Self::Backup
             ),
@@ -293,7 +297,10 @@ impl Operation {
             | Self::ListGrants
             | Self::AddPrincipal
             | Self::RemovePrincipal
-            | Self::ListPrincipals => Some(Service::KeyAdmin),
+            | Self::ListPrincipals
+            | Self::Approve
+            | Self::Reject
+            | Self::ListApprovals => Some(Service::KeyAdmin),
             Self::GetAuditPublicKey | Self::ExportAudit | Self::ExportInventory => {
                 Some(Service::Audit)
             }
@@ -344,6 +351,12 @@ names! {
         /// Written before a state-changing call runs, with outcome `UNKNOWN`: the call's own
         /// record, with the same request id, follows (issue 18: audit before effect).
         Intent = "intent",
+        /// Dual control: the call filed an approval request instead of running.
+        ApprovalRequested = "approval-requested",
+        /// Dual control: the request expired unapproved.
+        ApprovalExpired = "approval-expired",
+        /// Dual control: run (or released) on a quorum of approvals; request id = approval id.
+        QuorumApproved = "quorum-approved",
     }
 }
 
@@ -465,6 +478,8 @@ mod tests {
                 "KeyAdmin/RevokeGrant",
                 "KeyAdmin/AddPrincipal",
                 "KeyAdmin/RemovePrincipal",
+                "KeyAdmin/Approve",
+                "KeyAdmin/Reject",
                 "System/Init",
                 "System/Unseal",
                 "System/Seal",

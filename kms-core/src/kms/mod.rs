@@ -6,8 +6,10 @@
 //! unsealed, the key's reach (namespace or grant), its purpose and state, and the policy — before
 //! any key material is unwrapped. Operations no API caller may invoke (init, local unseal,
 //! restore, sweeps, audit signing) are reachable only through the [`System`] handle that opened
-//! the KMS; root-derived secrets never leave the crate.
+//! the KMS; root-derived secrets never leave the crate. Operations under dual control also need
+//! a quorum of administrators (`approvals.rs`).
 
+pub(crate) mod approvals;
 pub(crate) mod audit_key;
 mod backup;
 mod cas;
@@ -27,6 +29,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use approvals::{
+    ApprovalLog, ApprovalRequest, ApprovalState, Params as ApprovalParams, Quorum, Sensitive,
+};
 pub use data::{
     DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, PublicKeyOutput,
     SignOutput, VerifyOutput,
@@ -63,6 +68,8 @@ pub struct KmsConfig {
     /// Encryptions one SM4-GCM or AES-256-GCM key version may make before the key rotates
     /// (`kms/gcm_budget.rs`); at most 2^32 (NIST SP 800-38D §8.3).
     pub gcm_invocation_limit: u64,
+    /// Dual control: which operations need several administrators (`kms/approvals.rs`).
+    pub quorum: Quorum,
 }
 
 impl KmsConfig {
@@ -76,6 +83,7 @@ impl KmsConfig {
             cache_ttl: Duration::from_secs(300),
             cache_capacity: 10_000,
             gcm_invocation_limit: GCM_INVOCATION_LIMIT,
+            quorum: Quorum::off(),
         }
     }
 }
@@ -107,6 +115,8 @@ pub struct Kms {
     leases: gcm_budget::Leases,
     /// Key id → purpose (immutable, so safe to remember forever): which tree holds the record.
     purposes: RwLock<HashMap<KeyId, Purpose>>,
+    /// Where the approval steps are recorded (the server's audit trail).
+    approval_log: approvals::SharedLog,
 }
 
 /// Store keys of the bookkeeping entries.
@@ -154,6 +164,7 @@ impl Kms {
             vault: RwLock::new(None),
             pending_shares: Mutex::new(Vec::new()),
             purposes: RwLock::new(HashMap::new()),
+            approval_log: RwLock::new(None),
         }
     }
 
