@@ -647,11 +647,12 @@ impl Kms {
         let mut intent = event(&req, &req.requester, AuditRole::Admin, op.audit_operation());
         intent.flags = vec![Flag::Intent, Flag::QuorumApproved];
         let outcome = if self.log(intent) {
-            match self.principal(&req.requester)? {
-                Some(p) if p.role == Role::Admin => self.run_approved(&p, &req.id, &req.params),
-                Some(_) | None => Err(Error::FailedPrecondition(
+            match self.principal(&req.requester) {
+                Ok(Some(p)) if p.role == Role::Admin => self.run_approved(&p, &req.id, &req.params),
+                Ok(Some(_) | None) => Err(Error::FailedPrecondition(
                     format!("{} is no longer an administrator", req.requester).into(),
                 )),
+                Err(e) => Err(e),
             }
         } else {
             Err(Error::Store(crate::store::StoreError::Unavailable(

@@ -418,3 +418,28 @@ fn every_step_is_recorded_under_the_approval_id() {
             .all(|e| e.key_id == Some(fx.key.to_string()))
     );
 }
+
+#[test]
+fn a_requester_who_is_no_longer_an_administrator_gets_nothing_run() {
+    let fx = fixture(2);
+    let id = pending_id(fx.destroy(&fx.a));
+    // B asks to remove A; C agrees.
+    let removal = pending_id(fx.kms.remove_principal(&authorize(&fx.b).unwrap(), "a"));
+    assert_eq!(
+        fx.approve(&fx.c, &removal).unwrap().state,
+        ApprovalState::Executed
+    );
+    let failed = fx.approve(&fx.b, &id).unwrap();
+    assert_eq!(failed.state, ApprovalState::Failed);
+    assert_eq!(
+        failed.result.as_deref(),
+        Some("a is no longer an administrator")
+    );
+    assert_eq!(fx.state(), KeyState::Enabled);
+    let trail = fx.trail.0.lock().unwrap();
+    let last = trail.iter().rev().find(|e| e.request_id == id).unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.flags.clone()),
+        ("FAILED_PRECONDITION", vec![Flag::QuorumApproved])
+    );
+}
