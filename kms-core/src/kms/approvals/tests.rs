@@ -187,9 +187,10 @@ fn reject_ends_a_request_and_expiry_ends_it_too() {
     assert_ne!(id2, id);
     fx.clock.advance(3601);
     let listed = fx.kms.list_approvals(&authorize(&fx.b).unwrap()).unwrap();
+    let state_of = |i: &str| listed.iter().find(|r| r.id == i).unwrap().state;
     assert_eq!(
-        listed.iter().map(|r| r.state).collect::<Vec<_>>(),
-        [ApprovalState::Rejected, ApprovalState::Expired]
+        (listed.len(), state_of(&id), state_of(&id2)),
+        (2, ApprovalState::Rejected, ApprovalState::Expired)
     );
     assert_eq!(fx.kms.expire_approvals().unwrap(), 1);
     assert_eq!(fx.kms.expire_approvals().unwrap(), 0, "marked once");
