@@ -1,11 +1,14 @@
 //! Dual control in the core: one store, a manual clock, three administrators.
+
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::*;
 use crate::alg::{KeySpec, Purpose};
-use crate::authz::authorize;
+use crate::authz::{GrantOp, authorize};
 use crate::clock::{Clock, ManualClock};
 use crate::keys::state::KeyState;
+use crate::keys::{KeyId, Namespace};
 use crate::kms::{CreateKeyRequest, KmsConfig, System};
 use crate::store::{MemoryStore, Store};
 
