@@ -125,7 +125,31 @@ pub enum Remote {
         /// Where to write it (mode 0600).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Under dual control: the approved request (`apr-…`) that the first call filed.
+        #[arg(long, value_name = "ID")]
+        approval: Option<String>,
     },
+    /// Approve another administrator's pending request (dual control); the approval that
+    /// reaches the quorum runs it.
+    Approve {
+        /// The request id, `apr-…`.
+        id: String,
+        /// Approve only if the request's parameters digest is this one (as `kms approvals list
+        /// --json` shows).
+        #[arg(long, value_name = "HEX")]
+        digest: Option<String>,
+    },
+    /// Reject a pending request (dual control): it ends and never runs.
+    Reject {
+        /// The request id, `apr-…`.
+        id: String,
+        /// Why (kept with the request).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Requests for approval (dual control).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Restore a backup into an uninitialised server; needs the backup's unseal shares.
     Restore {
         /// The backup file.
@@ -267,6 +291,17 @@ pub enum KeyCommand {
         /// Its namespace (default: "default").
         #[arg(long)]
         namespace: Option<String>,
+    },
+}
+
+/// `kms approvals …`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, and what became of the others.
+    List {
+        /// Only this request.
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
     },
 }
 
@@ -797,6 +832,12 @@ mod tests {
         "algorithms --gm-only",
         "status",
         "--profile admin --json status",
+        "approve apr-00ff",
+        "approve apr-00ff --digest abcd",
+        "reject apr-00ff --reason no",
+        "approvals list",
+        "approvals list --id apr-00ff",
+        "backup --out b.kmsbak --approval apr-00ff",
         "init --shares 3 --threshold 2",
         "init --shares 1 --threshold 1 --admin kms://admin --share-dir shares",
         "unseal",
@@ -925,6 +966,9 @@ mod tests {
             "random",
             "backup",
             "restore",
+            "approve",
+            "reject",
+            "approvals",
             "audit",
             "inventory",
             "pki",

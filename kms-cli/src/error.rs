@@ -142,7 +142,18 @@ impl CliError {
                  is it issued by the CA the server trusts?",
             );
         }
-        let hint = hint_for(code, &message);
+        let hint = match status
+            .metadata()
+            .get("kms-approval-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            // Dual control filed a request: say what happens next.
+            Some(id) => Some(format!(
+                "it runs once approved: another administrator runs `kms approve {}` (`kms approvals list` shows it)",
+                crate::output::printable(id)
+            )),
+            None => hint_for(code, &message),
+        };
         Self {
             kind: ExitKind::from_code(code),
             message,

@@ -2298,3 +2298,116 @@ fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
         &format!("dropped.jsonl line {}: ", transitions[1] + 1),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dual control: `kms approve`, `kms reject`, `kms approvals list`, `kms backup --approval`.
+
+/// The request id a refused first call names in its `error:` line.
+fn filed_id(stderr: &str) -> String {
+    let at = stderr
+        .find("pending request apr-")
+        .expect("a pending request")
+        + 16;
+    stderr[at..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn dual_control_with_the_cli_against_a_real_server() {
+    let server = DevServer::start_dual_control(2);
+    let key = create_key(&server, &["--purpose", "encrypt", "--alias", "old"]);
+    let key_id = key["key_id"].as_str().unwrap().to_owned();
+    let stderr = fails(
+        &server.kms(
+            "admin",
+            &["key", "schedule-destruction", "old", "--days", "7"],
+        ),
+        6,
+        "schedule-key-destruction needs the approval of 2 administrators: pending request apr-",
+    );
+    let id = filed_id(&stderr);
+    assert!(
+        stderr.contains(&format!(
+            "hint: it runs once approved: another administrator runs `kms approve {id}`"
+        )),
+        "{stderr}"
+    );
+    // Listed for admins and auditors, with what will run.
+    let list = ok(&server.kms("auditor", &["approvals", "list"]));
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("the request is listed")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..5],
+        [
+            id.as_str(),
+            "schedule-key-destruction",
+            "pending",
+            "kms://admin",
+            "1/2"
+        ],
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!("key {key_id}, after 7 days")),
+        "{list}"
+    );
+    fails(
+        &server.kms("admin", &["approve", &id]),
+        3,
+        "may not approve their own request",
+    );
+    let done = json(&server.kms("admin2", &["--json", "approve", &id]));
+    assert_eq!(done["state"], "executed", "{done}");
+    assert_eq!(done["approvers"], serde_json::json!(["kms://admin2"]));
+    let described = json(&server.kms("admin", &["--json", "key", "describe", "old"]));
+    assert_eq!(described["state"], "pending-destruction", "{described}");
+
+    // Rejected: it never runs.
+    let id = filed_id(&fails(
+        &server.kms("admin", &["key", "compromise", "old"]),
+        6,
+        "pending request",
+    ));
+    let text = ok(&server.kms("admin3", &["reject", &id, "--reason", "not this one"]));
+    assert!(
+        text.contains("state           rejected") && text.contains("result          not this one"),
+        "{text}"
+    );
+    fails(&server.kms("admin2", &["approve", &id]), 6, "is rejected");
+
+    // A backup: approved, then taken once by its requester.
+    let id = filed_id(&fails(
+        &server.kms("admin", &["backup", "--out", "b.kmsbak"]),
+        6,
+        "pending request",
+    ));
+    let text = ok(&server.kms("admin3", &["approve", &id]));
+    assert!(
+        text.contains(&format!(
+            "kms://admin may now run the operation with --approval {id}"
+        )),
+        "{text}"
+    );
+    fails(
+        &server.kms(
+            "admin2",
+            &["backup", "--out", "c.kmsbak", "--approval", &id],
+        ),
+        3,
+        "another administrator's approval",
+    );
+    ok(&server.kms("admin", &["backup", "--out", "b.kmsbak", "--approval", &id]));
+    assert!(server.read("b.kmsbak").starts_with(b"KMSB"));
+    fails(
+        &server.kms("admin", &["backup", "--out", "d.kmsbak", "--approval", &id]),
+        6,
+        "is released, not approved",
+    );
+}

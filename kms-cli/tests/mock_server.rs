@@ -426,6 +426,16 @@ impl KeyAdmin for Mock {
         req: Request<ScheduleKeyDestructionRequest>,
     ) -> Reply<KeyResponse> {
         let r = req.into_inner();
+        if r.key == "guarded" {
+            // What a server under dual control answers the first call.
+            let mut s = Status::failed_precondition(
+                "schedule-key-destruction needs the approval of 2 administrators: pending \
+                 request apr-00ff (request r-1)",
+            );
+            s.metadata_mut()
+                .insert("kms-approval-id", "apr-00ff".parse().unwrap());
+            return Err(s);
+        }
         let days = if r.pending_days == 0 {
             30
         } else {
@@ -493,6 +503,39 @@ impl KeyAdmin for Mock {
             return Err(Status::not_found("no principal kms://nobody"));
         }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn approve(&self, req: Request<ApproveRequest>) -> Reply<ApprovalInfo> {
+        let r = req.into_inner();
+        if r.id != "apr-00ff" {
+            return Err(Status::not_found(format!(
+                "approval request {} not found",
+                r.id
+            )));
+        }
+        let mut a = approval();
+        a.approvers = vec!["kms://admin".to_owned()];
+        a.state = "executed".to_owned();
+        a.result = "key k-1 is pending destruction".to_owned();
+        Ok(Response::new(a))
+    }
+
+    async fn reject(&self, req: Request<RejectRequest>) -> Reply<ApprovalInfo> {
+        let r = req.into_inner();
+        let mut a = approval();
+        a.state = "rejected".to_owned();
+        a.rejected_by = "kms://admin".to_owned();
+        a.result = r.reason;
+        Ok(Response::new(a))
+    }
+
+    async fn list_approvals(
+        &self,
+        _req: Request<ListApprovalsRequest>,
+    ) -> Reply<ListApprovalsResponse> {
+        Ok(Response::new(ListApprovalsResponse {
+            approvals: vec![approval()],
+        }))
     }
 
     async fn list_principals(&self, _req: Request<Empty>) -> Reply<ListPrincipalsResponse> {
@@ -656,6 +699,70 @@ fn kms_as(profile_name: &str, args: &[&str], stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// The stand-in's one approval request, pending.
+fn approval() -> ApprovalInfo {
+    ApprovalInfo {
+        id: "apr-00ff".to_owned(),
+        operation: "schedule-key-destruction".to_owned(),
+        parameters: "key k-1, after 7 days".to_owned(),
+        digest: "ab".repeat(32),
+        requester: "kms://other-admin".to_owned(),
+        created_at: 1_700_000_000,
+        expires_at: 1_700_086_400,
+        needed: 2,
+        approvers: Vec::new(),
+        state: "pending".to_owned(),
+        rejected_by: String::new(),
+        result: String::new(),
+        key_id: "k-1".to_owned(),
+    }
+}
+
+#[test]
+fn dual_control_requests_are_listed_approved_and_rejected() {
+    let text = ok(&kms(&["approvals", "list"]));
+    assert!(
+        text.starts_with("ID ")
+            && text.contains("apr-00ff  schedule-key-destruction  pending  kms://other-admin  1/2")
+            && text.contains("key k-1, after 7 days"),
+        "{text}"
+    );
+    let text = ok(&kms(&["approve", "apr-00ff"]));
+    assert!(
+        text.contains("state           executed")
+            && text.contains("result          key k-1 is pending destruction"),
+        "{text}"
+    );
+    let v = json(&kms(&[
+        "--json",
+        "reject",
+        "apr-00ff",
+        "--reason",
+        "wrong key",
+    ]));
+    assert_eq!(
+        (v["state"].as_str(), v["result"].as_str()),
+        (Some("rejected"), Some("wrong key"))
+    );
+    fails(
+        &kms(&["approve", "apr-0bad"]),
+        4,
+        "approval request apr-0bad not found",
+    );
+    // The first call of a covered operation: the id, and what to do next.
+    let stderr = fails(
+        &kms(&["key", "schedule-destruction", "guarded"]),
+        6,
+        "pending request apr-00ff",
+    );
+    assert!(
+        stderr.contains(
+            "hint: it runs once approved: another administrator runs `kms approve apr-00ff`"
+        ),
+        "{stderr}"
+    );
 }
 
 fn kms(args: &[&str]) -> Output {

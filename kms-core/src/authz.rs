@@ -208,6 +208,9 @@ operations!(
     GenerateRandom,
     ExportInventory,
     ExportAudit,
+    Approve,
+    Reject,
+    ListApprovals,
 );
 
 impl Op {
@@ -250,6 +253,9 @@ impl Op {
             Self::GenerateRandom => "generate random bytes",
             Self::ExportInventory => "export the key inventory",
             Self::ExportAudit => "export the audit trail",
+            Self::Approve => "approve requests",
+            Self::Reject => "reject requests",
+            Self::ListApprovals => "list approval requests",
         }
     }
 
@@ -293,7 +299,10 @@ impl Op {
             | Self::Backup
             | Self::GenerateRandom
             | Self::ExportInventory
-            | Self::ExportAudit => None,
+            | Self::ExportAudit
+            | Self::Approve
+            | Self::Reject
+            | Self::ListApprovals => None,
         }
     }
 }
@@ -325,8 +334,12 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::RevokeGrant
         | Op::AddPrincipal
         | Op::RemovePrincipal
-        | Op::Backup => (false, true, false),
-        Op::ListGrants | Op::ListPrincipals | Op::ExportInventory => (false, true, true),
+        | Op::Backup
+        | Op::Approve
+        | Op::Reject => (false, true, false),
+        Op::ListGrants | Op::ListPrincipals | Op::ExportInventory | Op::ListApprovals => {
+            (false, true, true)
+        }
         // The data plane: applications only (admins never get plaintext of data).
         Op::Encrypt
         | Op::Decrypt
@@ -396,8 +409,14 @@ impl DataKeyOperation for ops::GenerateDataKeyWithoutPlaintext {
 /// let _ = kms.encrypt(&verify_only, key, ctx, b"data");
 /// # }
 /// ```
+///
+/// A proof made by [`authorize`] carries no approval: an operation that needs dual control
+/// (`kms/approvals.rs`) refuses it and files a pending request instead. Only the approvals path
+/// of the core makes a proof that carries one ([`Authorized::approval`]).
 pub struct Authorized<'a, O: Operation> {
     principal: &'a Principal,
+    /// The approval request whose quorum this proof stands on, if any.
+    approval: Option<&'a str>,
     _op: PhantomData<O>,
 }
 
@@ -412,6 +431,13 @@ impl<'a, O: Operation> Authorized<'a, O> {
     pub fn op(&self) -> Op {
         O::OP
     }
+
+    /// The approval request (`apr-…`) whose quorum this proof carries: `None` for every proof
+    /// [`authorize`] makes.
+    #[must_use]
+    pub fn approval(&self) -> Option<&'a str> {
+        self.approval
+    }
 }
 
 impl<O: Operation> fmt::Debug for Authorized<'_, O> {
@@ -425,6 +451,7 @@ pub fn authorize<O: Operation>(principal: &Principal) -> Result<Authorized<'_, O
     if allowed(&principal.role, O::OP) {
         Ok(Authorized {
             principal,
+            approval: None,
             _op: PhantomData,
         })
     } else {
@@ -433,6 +460,17 @@ pub fn authorize<O: Operation>(principal: &Principal) -> Result<Authorized<'_, O
             op: O::OP.name(),
         })
     }
+}
+
+/// [`authorize`], for a request whose quorum of approvals was reached (`kms/approvals.rs`, the
+/// only caller): the matrix still applies to the principal.
+pub(crate) fn authorize_approved<'a, O: Operation>(
+    principal: &'a Principal,
+    approval: &'a str,
+) -> Result<Authorized<'a, O>, Error> {
+    let mut proof = authorize::<O>(principal)?;
+    proof.approval = Some(approval);
+    Ok(proof)
 }
 
 /// Operations a grant can give another namespace on a key. Names (and the stored serde names)
@@ -780,7 +818,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 36);
+        assert_eq!(Op::ALL.len(), 39);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

@@ -48,6 +48,17 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation needs the approval of other administrators (dual control): it did not
+    /// run, and pending request `id` waits for them (`kms/approvals.rs`).
+    #[error(
+        "{operation} needs the approval of {needed} administrators: pending request {id}; \
+         another administrator runs `kms approve {id}` (or `kms reject {id}`)"
+    )]
+    ApprovalPending {
+        id: String,
+        operation: &'static str,
+        needed: u8,
+    },
 }
 
 /// Malformed input: which field, and what is wrong with it. Never carries the input's bytes.

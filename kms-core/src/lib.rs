@@ -51,10 +51,10 @@ pub use kms::inventory::{
 #[cfg(any(test, feature = "test-util"))]
 pub use kms::testing::TestKms;
 pub use kms::{
-    CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput,
-    GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms, KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput,
-    SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, Unsealing,
-    VerifyOutput, VersionInfo,
+    ApprovalLog, ApprovalParams, ApprovalRequest, ApprovalState, CreateKeyRequest, DataKeyMode,
+    DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms,
+    KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, Quorum, Sensitive, SignOutput, Status, Sweep,
+    SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput, VersionInfo,
 };
 pub use kms::{Issued, RestoreProgress, StagedRestore, custody};
 pub use secret::{KeyMaterial, SecretBytes};

@@ -96,6 +96,57 @@ pub struct TlcpFiles {
     pub enc_key: PathBuf,
 }
 
+/// `[dual_control]`: which operations need several administrators (issue 18, item 2;
+/// `kms-core/src/kms/approvals.rs`). Omitted: 2 administrators for every covered operation,
+/// requests valid 24 hours. `kms-server dev` runs with dual control off.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DualControl {
+    /// Distinct administrators an operation needs, the requester included; 1 turns dual
+    /// control off. Never more than the administrators registered.
+    pub approvals: u8,
+    /// Covered operations: schedule-key-destruction, mark-compromised, add-admin, remove-admin,
+    /// create-grant, set-rotation-policy, backup. (Restore follows the bootstrap rules.)
+    pub operations: Vec<String>,
+    /// How long a request waits for its approvals.
+    pub request_ttl_seconds: u64,
+}
+
+impl Default for DualControl {
+    fn default() -> Self {
+        Self {
+            approvals: 2,
+            operations: kms_core::Sensitive::ALL
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect(),
+            request_ttl_seconds: kms_core::Quorum::DEFAULT_TTL.as_secs(),
+        }
+    }
+}
+
+impl DualControl {
+    /// The core's settings.
+    ///
+    /// # Errors
+    /// An unknown operation name, or a count or lifetime out of range.
+    pub fn quorum(&self) -> Result<kms_core::Quorum, ConfigError> {
+        let bad = |e: kms_core::Error| ConfigError::Invalid(format!("[dual_control] {e}"));
+        let operations = self
+            .operations
+            .iter()
+            .map(|name| kms_core::Sensitive::parse(name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        kms_core::Quorum::new(
+            self.approvals,
+            &operations,
+            Duration::from_secs(self.request_ttl_seconds),
+        )
+        .map_err(bad)
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -156,6 +207,7 @@ pub struct Config {
     /// segment: a minute's backlog archived at once is a burst of disk and CPU work that shows
     /// in request latencies.
     pub audit_archive_seconds: u64,
+    pub dual_control: DualControl,
 }
 
 impl Default for Config {
@@ -187,6 +239,7 @@ impl Default for Config {
             audit_hot_records: ArchivePolicy::DEFAULT_HOT_RECORDS,
             audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
             audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
+            dual_control: DualControl::default(),
         }
     }
 }
@@ -304,6 +357,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.policy()?;
+        self.dual_control.quorum()?;
         self.wrap_alg()?;
         self.storage()?;
         let tls = self.tls.as_ref().ok_or_else(|| {
@@ -493,6 +547,7 @@ impl Config {
             cache_capacity: self.cache_capacity,
             gcm_invocation_limit: self.gcm_invocation_limit,
             unseal_break_glass: self.unseal_break_glass,
+            quorum: self.dual_control.quorum()?,
         })
     }
 
@@ -570,6 +625,50 @@ mod tests {
         );
         let err = Config::load(&inline).unwrap_err().to_string();
         assert!(err.contains("tls.client_crl must be a file path"), "{err}");
+    }
+
+    #[test]
+    fn dual_control_is_on_by_default_and_configurable() {
+        use kms_core::Sensitive;
+        let dir = tempfile::tempdir().unwrap();
+        let q = Config::load(&write(dir.path(), TLS))
+            .unwrap()
+            .kms_config()
+            .unwrap()
+            .quorum;
+        assert_eq!(q.approvals(), 2);
+        assert!(Sensitive::ALL.iter().all(|s| q.covers(*s)));
+        let q = Config::load(&write(
+            dir.path(),
+            &format!(
+                "{TLS}[dual_control]\napprovals = 3\noperations = [\"backup\"]\nrequest_ttl_seconds = 600\n"
+            ),
+        ))
+        .unwrap()
+        .kms_config()
+        .unwrap()
+        .quorum;
+        assert_eq!((q.approvals(), q.ttl().as_secs()), (3, 600));
+        assert!(q.covers(Sensitive::Backup) && !q.covers(Sensitive::CreateGrant));
+        let off = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[dual_control]\napprovals = 1\n"),
+        ))
+        .unwrap()
+        .kms_config()
+        .unwrap()
+        .quorum;
+        assert!(!off.covers(Sensitive::Backup));
+        let bad = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[dual_control]\noperations = [\"export\"]\n"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("[dual_control]") && bad.contains("use one of: schedule-key-destruction"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -416,6 +416,25 @@ impl SweepLog for SchedulerLog {
     }
 }
 
+/// The approval steps of dual control, into the audit trail (`kms-core/src/kms/approvals.rs`).
+/// Weak: the trail's signer holds the KMS, which holds this.
+struct ApprovalTrail(std::sync::Weak<AuditLog>);
+
+impl kms_core::ApprovalLog for ApprovalTrail {
+    fn append(&self, event: Event) -> bool {
+        let Some(log) = self.0.upgrade() else {
+            return false;
+        };
+        match log.append_blocking(event) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "an approval step was not recorded");
+                false
+            }
+        }
+    }
+}
+
 /// Rotates what is due and destroys what has waited long enough, until told to stop.
 async fn scheduler(
     owner: Arc<System>,
@@ -435,6 +454,9 @@ async fn scheduler(
         let k = Arc::clone(&owner);
         let log = SchedulerLog(Arc::clone(&audit));
         let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = k.expire_approvals() {
+                tracing::warn!(error = %e, "expiring approval requests failed");
+            }
             (k.rotate_due_logged(&log), k.destroy_due_logged(&log))
         })
         .await;
@@ -623,6 +645,7 @@ pub async fn run_with_tlcp(
         owner.audit_signer(),
         settings.checkpoints,
     ));
+    owner.set_approval_log(Arc::new(ApprovalTrail(Arc::downgrade(&audit))));
     let archiver = start_archiver(&audit, settings.audit_archive.as_ref());
     let sched = tokio::spawn(scheduler(
         Arc::clone(&owner),

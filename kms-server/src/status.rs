@@ -20,7 +20,9 @@ pub(crate) fn code_of(e: &Error) -> Code {
         },
         Error::NotFound { .. } => Code::NotFound,
         Error::AlreadyExists { .. } => Code::AlreadyExists,
-        Error::InvalidState { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::InvalidState { .. }
+        | Error::FailedPrecondition(_)
+        | Error::ApprovalPending { .. } => Code::FailedPrecondition,
         Error::PermissionDenied { .. } => Code::PermissionDenied,
         Error::Sealed => Code::Unavailable,
         Error::Store(s) => match s {
@@ -138,11 +140,19 @@ fn unlogged(e: &Refusal, code: Code, request_id: &str) -> Status {
     } else {
         e.to_string()
     };
-    named(
-        Status::new(code, format!("{shown} (request {request_id})")),
-        request_id,
-    )
+    let mut status = Status::new(code, format!("{shown} (request {request_id})"));
+    if let Refusal::Core(Error::ApprovalPending { id, .. }) = e
+        && let Ok(value) = id.parse()
+    {
+        // For clients that want the id without reading the message (the CLI prints it).
+        status.metadata_mut().insert(APPROVAL_ID, value);
+    }
+    named(status, request_id)
 }
+
+/// The metadata key naming a dual-control request: on the refusal that filed it, and on the
+/// Backup call that takes a released approval.
+pub const APPROVAL_ID: &str = "kms-approval-id";
 
 /// The source of a [`Status`] whose message already names its request id: how the audit layer
 /// knows not to name it again, without reading the message.
@@ -246,6 +256,36 @@ mod tests {
         );
     }
 
+    /// A refusal that filed an approval request names its id in the metadata too.
+    #[test]
+    fn a_pending_approval_names_its_id_in_the_metadata() {
+        let s = to_status(
+            Error::ApprovalPending {
+                id: "apr-0123456789abcdef".into(),
+                operation: "backup",
+                needed: 2,
+            },
+            "r-1",
+        );
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.metadata().get(APPROVAL_ID).and_then(|v| v.to_str().ok()),
+            Some("apr-0123456789abcdef")
+        );
+        assert!(
+            s.message()
+                .contains("another administrator runs `kms approve apr-0123456789abcdef`"),
+            "{}",
+            s.message()
+        );
+        assert!(
+            to_status(Error::Sealed, "r-2")
+                .metadata()
+                .get(APPROVAL_ID)
+                .is_none()
+        );
+    }
+
     /// Every core error variant, and every variant of the errors it wraps, through the one map:
     /// the code, the request id in the message, and no secret detail for internal errors.
     /// The core enums are `#[non_exhaustive]`, so a new variant cannot break a match here;
@@ -306,6 +346,14 @@ mod tests {
             ),
             (
                 Error::FailedPrecondition("not now".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                Error::ApprovalPending {
+                    id: "apr-0123456789abcdef".into(),
+                    operation: "backup",
+                    needed: 2,
+                },
                 Code::FailedPrecondition,
             ),
             (

@@ -77,6 +77,78 @@ impl DevServer {
         })
     }
 
+    /// A dev-shaped server under dual control: `approvals` of every covered operation, profiles
+    /// `admin`, `admin2`, `admin3`, `auditor` and `app` (`kms://NAME`), all registered (the
+    /// admins while dual control could not yet apply), initialised with one share, unsealed.
+    /// It serves no TLCP.
+    #[must_use]
+    pub fn start_dual_control(approvals: u8) -> Self {
+        Self::start_with(|dir, endpoint, _| {
+            use kms_core::authz::{Role, authorize};
+            use kms_core::keys::Namespace;
+            use kms_devpki::{self as devpki, DevCa};
+            let ca = DevCa::generate().expect("dev CA");
+            ca.write_dir(dir).expect("write the dev CA");
+            let server = ca
+                .issue_server(&["localhost", "127.0.0.1"])
+                .expect("server certificate");
+            for subject in ["admin", "admin2", "admin3", "auditor", "app"] {
+                devpki::write_client_bundle(&ca, dir, subject, endpoint).expect("client bundle");
+            }
+            let tls =
+                kms_server::tls::server_config(&server.cert_pem, &server.key_pem, &ca.cert_pem())
+                    .expect("TLS configuration");
+            let store = kms_core::store::SledStore::open(&dir.join("store")).expect("sled store");
+            let config = kms_core::KmsConfig {
+                quorum: kms_core::Quorum::new(
+                    approvals,
+                    &kms_core::Sensitive::ALL,
+                    kms_core::Quorum::DEFAULT_TTL,
+                )
+                .expect("quorum"),
+                ..kms_core::KmsConfig::default()
+            };
+            let kms = kms_core::System::open(Arc::new(store), config);
+            let init = kms
+                .init(1, 1, &devpki::client_identity("admin"))
+                .expect("init");
+            kms.unseal_with(&init.shares[0]).expect("unseal");
+            let admin = kms
+                .principal(&devpki::client_identity("admin"))
+                .expect("read")
+                .expect("the first admin");
+            let app = Role::App {
+                namespace: Namespace::new("default").expect("namespace"),
+            };
+            for (name, role) in [
+                ("auditor", Role::Auditor),
+                ("app", app),
+                // Alone, the first admin adds the second; the third needs the second's approval,
+                // given here through the core.
+                ("admin2", Role::Admin),
+            ] {
+                kms.add_principal(
+                    &authorize(&admin).expect("admin"),
+                    &devpki::client_identity(name),
+                    role,
+                )
+                .expect("register");
+            }
+            let third = devpki::client_identity("admin3");
+            let pending =
+                kms.add_principal(&authorize(&admin).expect("admin"), &third, Role::Admin);
+            if let Err(kms_core::Error::ApprovalPending { id, .. }) = pending {
+                let second = kms
+                    .principal(&devpki::client_identity("admin2"))
+                    .expect("read")
+                    .expect("the second admin");
+                kms.approve(&authorize(&second).expect("admin"), &id, None)
+                    .expect("approve the third admin");
+            }
+            (Arc::new(kms), tls, None)
+        })
+    }
+
     /// Binds 127.0.0.1:0 twice (TLS, TLCP), lets `setup` make the KMS and the TLS (and TLCP)
     /// configuration in `kms-dev/` for those endpoints, and serves them.
     fn start_with(setup: impl FnOnce(&Path, &str, &str) -> Setup) -> Self {

@@ -17,6 +17,8 @@
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "e2e/approvals.rs"]
+mod approvals;
 #[path = "e2e/archive.rs"]
 mod archive;
 #[path = "e2e/audit_before_effect.rs"]

@@ -17,10 +17,13 @@
 //! - [`migrate`]: `kms-server migrate --from sled:… --to postgres:…` moves a running deployment's
 //!   keys; a node on PostgreSQL then opens what the sled node made.
 //! - [`audit`]: three nodes write one audit chain that verifies offline.
+//! - [`approvals`]: dual-control approvals racing on two nodes run each request exactly once.
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "multinode/approvals.rs"]
+mod approvals;
 #[path = "multinode/audit.rs"]
 mod audit;
 #[path = "multinode/common.rs"]

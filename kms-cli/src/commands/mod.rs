@@ -1,6 +1,7 @@
 //! One file per command group; this file connects and dispatches.
 
 mod access;
+mod approvals;
 mod audit;
 mod bench;
 mod crypto;
@@ -124,7 +125,10 @@ async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
         Remote::Init(args) => system::init(ctx, args).await,
         Remote::Unseal { share_files } => system::unseal(ctx, &share_files).await,
         Remote::Seal => system::seal(ctx).await,
-        Remote::Backup { out } => system::backup(ctx, &out).await,
+        Remote::Backup { out, approval } => system::backup(ctx, &out, approval).await,
+        Remote::Approve { id, digest } => approvals::approve(ctx, id, digest).await,
+        Remote::Reject { id, reason } => approvals::reject(ctx, id, reason).await,
+        Remote::Approvals(cmd) => approvals::run(ctx, cmd).await,
         Remote::Restore {
             input,
             share_files,

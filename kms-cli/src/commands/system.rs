@@ -356,8 +356,29 @@ pub(super) async fn seal(ctx: &Ctx) -> Result<(), CliError> {
     }
 }
 
-pub(super) async fn backup(ctx: &Ctx, out: &Path) -> Result<(), CliError> {
-    let mut stream = ctx.system().backup(BackupRequest {}).await?.into_inner();
+pub(super) async fn backup(
+    ctx: &Ctx,
+    out: &Path,
+    approval: Option<String>,
+) -> Result<(), CliError> {
+    let mut request = tonic::Request::new(BackupRequest {});
+    if let Some(id) = approval {
+        let value = id.parse().map_err(|_| {
+            CliError::usage(format!("--approval {id:?} is not an approval request id"))
+        })?;
+        request
+            .metadata_mut()
+            .insert(super::approvals::APPROVAL_ID, value);
+    }
+    let mut stream = ctx.system().backup(request).await.map_err(|s| {
+        let e = CliError::from_status(&s);
+        match super::approvals::pending_id(&s) {
+            Some(id) => e.with_hint(format!(
+                "another administrator runs `kms approve {id}`; then run this again with --approval {id}"
+            )),
+            None => e,
+        }
+    })?.into_inner();
     // Written beside the target and renamed at the end, so a failed backup leaves no file that
     // looks complete.
     let partial = partial_path(out);

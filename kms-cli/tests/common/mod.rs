@@ -54,6 +54,11 @@ impl DevServer {
         Self(kms_tests::dev::DevServer::start_blank())
     }
 
+    /// See [`kms_tests::dev::DevServer::start_dual_control`].
+    pub(crate) fn start_dual_control(approvals: u8) -> Self {
+        Self(kms_tests::dev::DevServer::start_dual_control(approvals))
+    }
+
     /// `kms` in the working directory, with no connection settings but `args`.
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kms"));

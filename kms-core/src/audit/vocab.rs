@@ -205,6 +205,9 @@ names! {
         AddPrincipal = "KeyAdmin/AddPrincipal",
         RemovePrincipal = "KeyAdmin/RemovePrincipal",
         ListPrincipals = "KeyAdmin/ListPrincipals",
+        Approve = "KeyAdmin/Approve",
+        Reject = "KeyAdmin/Reject",
+        ListApprovals = "KeyAdmin/ListApprovals",
         GetAuditPublicKey = "Audit/GetAuditPublicKey",
         ExportAudit = "Audit/ExportAudit",
         ExportInventory = "Audit/ExportInventory",
@@ -266,6 +269,7 @@ impl Operation {
                     | Self::ListKeys
                     | Self::ListGrants
                     | Self::ListPrincipals
+                    | Self::ListApprovals
                     | Self::Status
                     | Self::Backup
                     // Written by the audit writer itself, atomically with the hand-over.
@@ -307,7 +311,10 @@ impl Operation {
             | Self::ListGrants
             | Self::AddPrincipal
             | Self::RemovePrincipal
-            | Self::ListPrincipals => Some(Service::KeyAdmin),
+            | Self::ListPrincipals
+            | Self::Approve
+            | Self::Reject
+            | Self::ListApprovals => Some(Service::KeyAdmin),
             Self::GetAuditPublicKey | Self::ExportAudit | Self::ExportInventory => {
                 Some(Service::Audit)
             }
@@ -363,6 +370,12 @@ names! {
         /// An unseal share given by someone other than the holder it was issued to, allowed
         /// only because the server's `unseal_break_glass` is on (issue 18).
         BreakGlass = "break-glass",
+        /// Dual control: the call filed an approval request instead of running.
+        ApprovalRequested = "approval-requested",
+        /// Dual control: the request expired unapproved.
+        ApprovalExpired = "approval-expired",
+        /// Dual control: run (or released) on a quorum of approvals; request id = approval id.
+        QuorumApproved = "quorum-approved",
     }
 }
 
@@ -484,6 +497,8 @@ mod tests {
                 "KeyAdmin/RevokeGrant",
                 "KeyAdmin/AddPrincipal",
                 "KeyAdmin/RemovePrincipal",
+                "KeyAdmin/Approve",
+                "KeyAdmin/Reject",
                 "System/Init",
                 "System/Unseal",
                 "System/Seal",

@@ -17,6 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::approvals::{Params, Sensitive};
 use super::system::{CONFIG, ROOT, SealConfig};
 use super::{Kms, store_corrupt};
 use crate::alg::Purpose;
@@ -64,9 +65,11 @@ fn bad_backup(problem: &'static str) -> Error {
 }
 
 impl Kms {
-    /// Writes a backup of every tree. Only administrators, only while unsealed.
+    /// Writes a backup of every tree. Only administrators, only while unsealed, and under dual
+    /// control only with a released approval (`approvals.rs`, [`Kms::release`]).
     pub fn backup(&self, auth: &Authorized<'_, ops::Backup>) -> Result<Vec<u8>, Error> {
         let vault = self.begin(auth)?;
+        self.quorum(auth, Sensitive::Backup, || Ok(Params::Backup))?;
         let config = self
             .store
             .get(Tree::Seal, CONFIG)?

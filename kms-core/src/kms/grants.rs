@@ -1,6 +1,7 @@
 //! Aliases (names for a key, unique per namespace) and grants (another namespace's use of a
 //! key, KEY-9).
 
+use super::approvals::{Params, Sensitive};
 use super::lifecycle::{KeyInfo, refuse_system_key};
 use super::{Kms, layout, store_corrupt};
 use crate::authz::{Authorized, Grant, GrantOp, ops};
@@ -125,6 +126,13 @@ impl Kms {
         let mut ops = ops;
         ops.sort();
         ops.dedup();
+        self.quorum(auth, Sensitive::CreateGrant, || {
+            Ok(Params::CreateGrant {
+                key: record.id,
+                grantee: grantee.clone(),
+                ops: ops.clone(),
+            })
+        })?;
         let grant = Grant {
             key_id: record.id,
             grantee,

@@ -1,6 +1,7 @@
 //! Key lifecycle: create, describe, list, rotate on request, rotation period and state
 //! changes (KEY-5, KEY-7, KEY-8). What runs on a schedule is in `sweeps`.
 
+use super::approvals::{Params, Sensitive};
 use super::{Kms, layout};
 use crate::alg::{KeySpec, Purpose};
 use crate::authz::{Authorized, GrantOp, Operation, Role, ops};
@@ -307,6 +308,12 @@ impl Kms {
     ) -> Result<KeyInfo, Error> {
         self.begin(auth)?;
         let period = period.map(check_rotation_period).transpose()?;
+        self.quorum(auth, Sensitive::SetRotationPolicy, || {
+            Ok(Params::SetRotationPolicy {
+                key: self.reach(auth.principal(), key, GrantOp::Describe)?.0.id,
+                period,
+            })
+        })?;
         let now = self.now();
         let (record, ()) = self.update(auth.principal(), key, GrantOp::Describe, |r, _| {
             r.rotation_period = period;
@@ -378,6 +385,12 @@ impl Kms {
         auth: &Authorized<'_, ops::MarkCompromised>,
         key: &KeyRef,
     ) -> Result<KeyInfo, Error> {
+        self.begin(auth)?;
+        self.quorum(auth, Sensitive::MarkCompromised, || {
+            Ok(Params::MarkCompromised {
+                key: self.reach(auth.principal(), key, GrantOp::Describe)?.0.id,
+            })
+        })?;
         self.transition(auth, key, Transition::Compromise, None)
     }
 
@@ -389,6 +402,14 @@ impl Kms {
         days: Option<u32>,
     ) -> Result<KeyInfo, Error> {
         let days = Some(days.unwrap_or(crate::keys::record::DEFAULT_DESTRUCTION_DAYS));
+        self.begin(auth)?;
+        days.map(check_destruction_days).transpose()?;
+        self.quorum(auth, Sensitive::ScheduleKeyDestruction, || {
+            Ok(Params::ScheduleKeyDestruction {
+                key: self.reach(auth.principal(), key, GrantOp::Describe)?.0.id,
+                days,
+            })
+        })?;
         self.transition(auth, key, Transition::ScheduleDestruction, days)
     }
 

@@ -6,8 +6,10 @@
 //! unsealed, the key's reach (namespace or grant), its purpose and state, and the policy — before
 //! any key material is unwrapped. Operations no API caller may invoke (init, local unseal,
 //! restore, sweeps, audit signing) are reachable only through the [`System`] handle that opened
-//! the KMS; root-derived secrets never leave the crate.
+//! the KMS; root-derived secrets never leave the crate. Operations under dual control also need
+//! a quorum of administrators (`approvals.rs`).
 
+pub(crate) mod approvals;
 pub(crate) mod audit_key;
 mod backup;
 mod cas;
@@ -29,6 +31,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use approvals::{
+    ApprovalLog, ApprovalRequest, ApprovalState, Params as ApprovalParams, Quorum, Sensitive,
+};
 pub use data::{
     DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, MAX_RANDOM_BYTES, PublicKeyOutput,
     SignOutput, VerifyOutput,
@@ -68,6 +73,8 @@ pub struct KmsConfig {
     /// Whether an unseal share may be given by someone other than its holder (recorded with
     /// the `break-glass` flag). Off by default.
     pub unseal_break_glass: bool,
+    /// Dual control: which operations need several administrators (`kms/approvals.rs`).
+    pub quorum: Quorum,
 }
 
 impl KmsConfig {
@@ -82,6 +89,7 @@ impl KmsConfig {
             cache_capacity: 10_000,
             gcm_invocation_limit: GCM_INVOCATION_LIMIT,
             unseal_break_glass: false,
+            quorum: Quorum::off(),
         }
     }
 }
@@ -115,6 +123,8 @@ pub struct Kms {
     leases: gcm_budget::Leases,
     /// Key id → purpose (immutable, so safe to remember forever): which tree holds the record.
     purposes: RwLock<HashMap<KeyId, Purpose>>,
+    /// Where the approval steps are recorded (the server's audit trail).
+    approval_log: approvals::SharedLog,
 }
 
 /// Store keys of the bookkeeping entries.
@@ -163,6 +173,7 @@ impl Kms {
             pending_shares: Mutex::new(Vec::new()),
             staged_restore: Mutex::new(None),
             purposes: RwLock::new(HashMap::new()),
+            approval_log: RwLock::new(None),
         }
     }
 

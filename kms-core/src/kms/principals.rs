@@ -1,5 +1,6 @@
 //! Principals: the certificate subjects the KMS knows, each with one role.
 
+use super::approvals::{Params, Sensitive};
 use super::cas::Cas;
 use super::{Kms, store_corrupt};
 use crate::authz::{Authorized, Principal, Role, ops};
@@ -30,6 +31,13 @@ impl Kms {
             namespace.check_new()?;
         }
         let mut new = Principal::new(subject, role)?;
+        if new.role == Role::Admin {
+            self.quorum(auth, Sensitive::AddAdmin, || {
+                Ok(Params::AddAdmin {
+                    subject: subject.to_owned(),
+                })
+            })?;
+        }
         new.created_at = self.now();
         if let Role::App { namespace } = &new.role {
             self.kek(&vault, namespace)?;
@@ -58,6 +66,16 @@ impl Kms {
         subject: &str,
     ) -> Result<(), Error> {
         self.begin(auth)?;
+        if self
+            .principal(subject)?
+            .is_some_and(|target| target.role == Role::Admin)
+        {
+            self.quorum(auth, Sensitive::RemoveAdmin, || {
+                Ok(Params::RemoveAdmin {
+                    subject: subject.to_owned(),
+                })
+            })?;
+        }
         self.cas_update(|| {
             let Some(old) = self.store.get(Tree::Principals, subject.as_bytes())? else {
                 return Err(Error::NotFound {

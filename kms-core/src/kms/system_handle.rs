@@ -144,6 +144,17 @@ impl System {
         self.kms.destroy_due(log)
     }
 
+    /// Where the approval steps of dual control are recorded (the server's audit trail).
+    pub fn set_approval_log(&self, log: Arc<dyn super::ApprovalLog>) {
+        self.kms.attach_approval_log(log);
+    }
+
+    /// Marks approval requests past their expiry as expired (the scheduler; each is marked
+    /// and recorded once across all nodes). How many this call marked.
+    pub fn expire_approvals(&self) -> Result<usize, Error> {
+        self.kms.expire_approvals()
+    }
+
     /// Signs with the audit key's newest version: `(key id, version, DER signature)`.
     /// `make` builds the bytes for that key id and version.
     pub fn sign_as_audit_key(

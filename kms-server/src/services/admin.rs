@@ -307,4 +307,25 @@ impl KeyAdmin for Shared {
             principals: all.iter().map(convert::principal_info).collect(),
         }))
     }
+
+    async fn approve(
+        &self,
+        req: Request<v1::ApproveRequest>,
+    ) -> Result<Response<v1::ApprovalInfo>, Status> {
+        self.approve_call(req).await
+    }
+
+    async fn reject(
+        &self,
+        req: Request<v1::RejectRequest>,
+    ) -> Result<Response<v1::ApprovalInfo>, Status> {
+        self.reject_call(req).await
+    }
+
+    async fn list_approvals(
+        &self,
+        req: Request<v1::ListApprovalsRequest>,
+    ) -> Result<Response<v1::ListApprovalsResponse>, Status> {
+        self.list_approvals_call(req).await
+    }
 }

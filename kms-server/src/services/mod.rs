@@ -3,6 +3,7 @@
 //! cannot be skipped from here.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod crypto;
 pub mod system;

@@ -285,8 +285,13 @@ impl System for SystemService {
         req: Request<v1::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let call = self.identify(&req).await?;
+        // Under dual control the backup is taken with its released approval (`approvals.rs`).
+        let approval = call.check(super::approvals::approval_of(&req))?;
         let bytes = self
-            .run(&call, move |kms, p| kms.backup(&authorize(p)?))
+            .run(&call, move |kms, p| match approval {
+                Some(id) => kms.backup(&kms.release(&authorize(p)?, &id)?),
+                None => kms.backup(&authorize(p)?),
+            })
             .await?;
         let chunks: Vec<Result<v1::BackupChunk, Status>> = bytes
             .chunks(CHUNK)

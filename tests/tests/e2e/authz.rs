@@ -82,6 +82,9 @@ enum Rpc {
     AddPrincipal,
     RemovePrincipal,
     ListPrincipals,
+    Approve,
+    Reject,
+    ListApprovals,
     // kms.v1.System
     Status,
     Init,
@@ -204,6 +207,13 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
         "/kms.v1.KeyAdmin/ListPrincipals",
         ADMIN_AUDITOR,
     ),
+    (Rpc::Approve, "/kms.v1.KeyAdmin/Approve", ADMIN),
+    (Rpc::Reject, "/kms.v1.KeyAdmin/Reject", ADMIN),
+    (
+        Rpc::ListApprovals,
+        "/kms.v1.KeyAdmin/ListApprovals",
+        ADMIN_AUDITOR,
+    ),
     (Rpc::Status, "/kms.v1.System/Status", EVERYONE),
     (
         Rpc::Init,
@@ -230,6 +240,15 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
         ADMIN_AUDITOR,
     ),
 ];
+
+/// A call on a request that does not exist: NOT_FOUND means the role check let it through.
+fn missing_request<T>(result: Result<T, Status>) -> Result<(), Status> {
+    match result {
+        Err(s) if s.code() == Code::NotFound && s.message().contains("apr-00 not found") => Ok(()),
+        Err(s) => Err(s),
+        Ok(_) => panic!("apr-00 does not exist"),
+    }
+}
 
 /// Keys and artefacts the data-plane calls need, all in the app's namespace.
 struct Fixture {
@@ -577,6 +596,26 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 .map(drop)
         }
         Rpc::ListPrincipals => keys.list_principals(v1::Empty {}).await.map(drop),
+        // Dual control is off here, so there is no request to decide: past the role check, a
+        // missing request is the answer (`tests/tests/e2e/approvals.rs` has the real thing).
+        Rpc::Approve => missing_request(
+            keys.approve(v1::ApproveRequest {
+                id: "apr-00".to_owned(),
+                digest: String::new(),
+            })
+            .await,
+        ),
+        Rpc::Reject => missing_request(
+            keys.reject(v1::RejectRequest {
+                id: "apr-00".to_owned(),
+                reason: String::new(),
+            })
+            .await,
+        ),
+        Rpc::ListApprovals => keys
+            .list_approvals(v1::ListApprovalsRequest::default())
+            .await
+            .map(drop),
         Rpc::Status => system.status(v1::StatusRequest {}).await.map(drop),
         Rpc::Init => system
             .init(v1::InitRequest {
