@@ -225,6 +225,25 @@ pub enum KeyCommand {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Register a partner's SM2 or RSA (>= 2048) public key: `--purpose sign` verifies its
+    /// signatures, `--purpose asymmetric-decrypt` is for encrypting to it. Prints the key id.
+    ImportPublic {
+        /// `sign` (verify only) or `asymmetric-decrypt` (encrypt to it).
+        #[arg(long, value_enum)]
+        purpose: PurposeArg,
+        /// The public key: PEM (`PUBLIC KEY`) or DER SubjectPublicKeyInfo.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// An alias to reach the key by.
+        #[arg(long)]
+        alias: Option<String>,
+        /// The namespace the key belongs to (default: "default").
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Free text shown with the key.
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// List keys.
     List {
         /// Only this namespace (default: every namespace you may see).

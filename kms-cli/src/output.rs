@@ -165,6 +165,8 @@ pub struct KeyJson {
     pub created_at: u64,
     /// The version new work uses.
     pub current_version: u32,
+    /// `generated` (inside the KMS) or `public-only` (an outside public key).
+    pub origin: String,
     /// Every version.
     pub versions: Vec<VersionJson>,
     /// Seconds between automatic rotations, `null` when manual.
@@ -193,6 +195,7 @@ impl From<&KeyMetadata> for KeyJson {
             aliases: k.aliases.clone(),
             created_at: k.created_at,
             current_version: k.current_version,
+            origin: k.origin.clone(),
             versions: k.versions.iter().map(VersionJson::from).collect(),
             rotation_period_seconds: k.rotation_period_seconds,
             last_rotated_at: k.last_rotated_at,
@@ -262,6 +265,7 @@ pub fn key_details(k: &KeyMetadata) -> String {
         ("namespace", k.namespace.clone()),
         ("purpose", purpose_name(k.purpose()).to_owned()),
         ("algorithm", k.algorithm.clone()),
+        ("origin", k.origin.clone()),
         ("state", state_name(k.state()).to_owned()),
         ("description", k.description.clone()),
         ("aliases", k.aliases.join(", ")),

@@ -371,6 +371,21 @@ impl KeyAdmin for Mock {
         })
     }
 
+    async fn import_public_key(&self, req: Request<ImportPublicKeyRequest>) -> Reply<KeyResponse> {
+        is_admin(&req)?;
+        let r = req.into_inner();
+        if !String::from_utf8_lossy(&r.public_key).contains("BEGIN PUBLIC KEY") {
+            return Err(Status::invalid_argument(
+                "invalid public key: not a PEM document",
+            ));
+        }
+        key_reply("imported", |k| {
+            k.purpose = r.purpose;
+            k.algorithm = "sm2".to_owned();
+            k.origin = "public-only".to_owned();
+        })
+    }
+
     async fn describe_key(&self, req: Request<KeyRequest>) -> Reply<KeyResponse> {
         key_reply(&req.into_inner().key, |_| {})
     }

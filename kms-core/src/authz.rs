@@ -176,6 +176,7 @@ operations!(
     Unseal,
     Seal,
     CreateKey,
+    ImportPublicKey,
     DescribeKey,
     ListKeys,
     RotateKey,
@@ -221,6 +222,7 @@ impl Op {
             Self::Unseal => "unseal",
             Self::Seal => "seal",
             Self::CreateKey => "create keys",
+            Self::ImportPublicKey => "import outside public keys",
             Self::DescribeKey => "describe keys",
             Self::ListKeys => "list keys",
             Self::RotateKey => "rotate keys",
@@ -280,6 +282,7 @@ impl Op {
             | Self::Unseal
             | Self::Seal
             | Self::CreateKey
+            | Self::ImportPublicKey
             | Self::ListKeys
             | Self::RotateKey
             | Self::SetRotationPolicy
@@ -321,6 +324,7 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         Op::Unseal
         | Op::Seal
         | Op::CreateKey
+        | Op::ImportPublicKey
         | Op::RotateKey
         | Op::SetRotationPolicy
         | Op::EnableKey

@@ -56,5 +56,5 @@ pub use kms::{
     KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, Quorum, Sensitive, SignOutput, Status, Sweep,
     SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput, VersionInfo,
 };
-pub use kms::{Issued, RestoreProgress, StagedRestore, custody};
+pub use kms::{ImportPublicKeyRequest, Issued, RestoreProgress, StagedRestore, custody};
 pub use secret::{KeyMaterial, SecretBytes};

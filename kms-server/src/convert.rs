@@ -84,6 +84,18 @@ pub fn key_spec(input: &str) -> Result<KeySpec, Refusal> {
     Ok(names::parse_key_spec(input)?)
 }
 
+/// A caller-supplied public key, SubjectPublicKeyInfo as PEM or DER, under the policy in force.
+pub fn public_key(
+    policy: kms_core::policy::Policy,
+    bytes: &[u8],
+) -> Result<kms_core::crypto::PublicKey, Refusal> {
+    use kms_core::crypto::PublicKey;
+    Ok(match std::str::from_utf8(bytes) {
+        Ok(text) if text.contains("-----BEGIN") => PublicKey::from_spki_pem(policy, text)?,
+        Ok(_) | Err(_) => PublicKey::from_spki_der(policy, bytes)?,
+    })
+}
+
 pub fn key_metadata(k: &KeyInfo) -> v1::KeyMetadata {
     v1::KeyMetadata {
         key_id: k.id.to_string(),
@@ -111,6 +123,7 @@ pub fn key_metadata(k: &KeyInfo) -> v1::KeyMetadata {
         destroy_at: k.destroy_at,
         destroyed_at: k.destroyed_at,
         current_version: k.current_version(),
+        origin: k.origin.name().to_owned(),
     }
 }
 

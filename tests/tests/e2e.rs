@@ -10,6 +10,7 @@
 //! - [`data_plane`]: every data-plane RPC end to end.
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
+//! - [`outside_keys`]: partners' public keys, imported, verify their signatures (issue 19).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
 //! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
 //!   no secret (API-4, API-5), and the server keeps serving.
@@ -37,6 +38,8 @@ mod errors;
 mod gm;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/outside_keys.rs"]
+mod outside_keys;
 #[path = "e2e/restart.rs"]
 mod restart;
 #[path = "e2e/tls.rs"]

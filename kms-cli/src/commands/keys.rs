@@ -1,8 +1,8 @@
 //! `kms key …`
 
 use kms_proto::v1::{
-    CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, KeyMetadata, KeyRequest,
-    ListKeysRequest, Purpose, ScheduleKeyDestructionRequest, SetRotationPolicyRequest,
+    CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, ImportPublicKeyRequest, KeyMetadata,
+    KeyRequest, ListKeysRequest, Purpose, ScheduleKeyDestructionRequest, SetRotationPolicyRequest,
 };
 use serde_json::json;
 
@@ -55,6 +55,31 @@ pub(super) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<(), CliError> {
                 .await?;
             let key = metadata(resp.into_inner().key)?;
             // People and scripts alike want the id: `K=$(kms key create …)`.
+            return if ctx.json {
+                print_json(&KeyJson::from(&key))
+            } else {
+                files::println(&key.key_id)
+            };
+        }
+        KeyCommand::ImportPublic {
+            purpose: p,
+            input,
+            alias,
+            namespace,
+            description,
+        } => {
+            let public_key = std::fs::read(&input)
+                .map_err(|e| CliError::io(&input.display().to_string(), &e))?;
+            let resp = admin
+                .import_public_key(ImportPublicKeyRequest {
+                    namespace: namespace.unwrap_or_default(),
+                    purpose: purpose(p).into(),
+                    public_key,
+                    alias: alias.unwrap_or_default(),
+                    description: description.unwrap_or_default(),
+                })
+                .await?;
+            let key = metadata(resp.into_inner().key)?;
             return if ctx.json {
                 print_json(&KeyJson::from(&key))
             } else {

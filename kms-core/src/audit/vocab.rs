@@ -188,6 +188,7 @@ names! {
         VerifyMac = "Crypto/VerifyMac",
         GenerateRandom = "Crypto/GenerateRandom",
         CreateKey = "KeyAdmin/CreateKey",
+        ImportPublicKey = "KeyAdmin/ImportPublicKey",
         DescribeKey = "KeyAdmin/DescribeKey",
         ListKeys = "KeyAdmin/ListKeys",
         RotateKey = "KeyAdmin/RotateKey",
@@ -295,6 +296,7 @@ impl Operation {
             | Self::VerifyMac
             | Self::GenerateRandom => Some(Service::Crypto),
             Self::CreateKey
+            | Self::ImportPublicKey
             | Self::DescribeKey
             | Self::ListKeys
             | Self::RotateKey
@@ -484,6 +486,7 @@ mod tests {
             changing,
             [
                 "KeyAdmin/CreateKey",
+                "KeyAdmin/ImportPublicKey",
                 "KeyAdmin/RotateKey",
                 "KeyAdmin/SetRotationPolicy",
                 "KeyAdmin/EnableKey",

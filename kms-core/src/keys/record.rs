@@ -50,6 +50,36 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Where a key's material came from (issue 19).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Generated inside the KMS from its CSPRNG (every key made before origins existed).
+    #[default]
+    Generated,
+    /// An outside party's public key only: it verifies (purpose sign) or is encrypted to
+    /// (purpose asymmetric-decrypt); there is no private half here to sign or decrypt with.
+    PublicOnly,
+}
+
+impl Origin {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Generated => "generated",
+            Self::PublicOnly => "public-only",
+        }
+    }
+
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
+    fn is_generated(&self) -> bool {
+        *self == Self::Generated
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub id: KeyId,
@@ -71,6 +101,9 @@ pub struct KeyRecord {
     /// Bumped on every change; with the stored bytes as a precondition it makes updates safe
     /// when several servers share one store.
     pub revision: u64,
+    /// Absent in records of generated keys (and of every key stored before origins existed).
+    #[serde(default, skip_serializing_if = "Origin::is_generated")]
+    pub origin: Origin,
 }
 
 impl KeyRecord {

@@ -8,7 +8,9 @@ use crate::authz::{Authorized, GrantOp, Operation, Role, ops};
 use crate::clock::DAY;
 use crate::crypto;
 use crate::error::Error;
-use crate::keys::record::{KeyRecord, KeyVersion, check_destruction_days, check_rotation_period};
+use crate::keys::record::{
+    KeyRecord, KeyVersion, Origin, check_destruction_days, check_rotation_period,
+};
 use crate::keys::state::{KeyState, Transition, next_state};
 use crate::keys::{Alias, KeyId, KeyRef, Namespace};
 use crate::store::{Batch, StoreError, Tree};
@@ -40,6 +42,32 @@ pub struct CreateKeyRequest {
     pub description: String,
 }
 
+/// The refusal for what an outside public key cannot do (it has no private half here).
+pub(super) fn public_only(record: &KeyRecord, what: &str) -> Error {
+    Error::FailedPrecondition(
+        format!(
+            "key {} is an outside public key (origin public-only) and cannot be {what}",
+            record.id
+        )
+        .into(),
+    )
+}
+
+/// Descriptions are printed by the CLI and shown in inventories: bounded, no terminal controls.
+pub(super) fn check_description(description: &str) -> Result<(), Error> {
+    if description.len() > 1024 {
+        return Err(crate::InvalidInput::new("description", "at most 1024 bytes").into());
+    }
+    if description.chars().any(char::is_control) {
+        return Err(crate::InvalidInput::new(
+            "description",
+            "must not contain control characters (newlines, escapes, NUL)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// A version as callers see it (no material).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionInfo {
@@ -67,6 +95,7 @@ pub struct KeyInfo {
     pub compromised_at: Option<u64>,
     pub destroy_at: Option<u64>,
     pub destroyed_at: Option<u64>,
+    pub origin: Origin,
 }
 
 impl KeyInfo {
@@ -87,7 +116,9 @@ impl KeyInfo {
                 .map(|v| VersionInfo {
                     version: v.version,
                     created_at: v.created_at,
-                    destroyed: v.wrapped.is_none(),
+                    // A public-only key never had wrapped material to lose.
+                    destroyed: v.wrapped.is_none()
+                        && (r.origin != Origin::PublicOnly || r.state == KeyState::Destroyed),
                     public_key_der: v.public_key.clone(),
                 })
                 .collect(),
@@ -97,6 +128,7 @@ impl KeyInfo {
             compromised_at: r.compromised_at,
             destroy_at: r.destroy_at,
             destroyed_at: r.destroyed_at,
+            origin: r.origin,
         }
     }
 
@@ -146,17 +178,7 @@ impl Kms {
     ) -> Result<KeyRecord, Error> {
         let approved = self.config.policy.approve(req.purpose, req.spec)?;
         let rotation_period = req.rotation_period.map(check_rotation_period).transpose()?;
-        if req.description.len() > 1024 {
-            return Err(crate::InvalidInput::new("description", "at most 1024 bytes").into());
-        }
-        // Descriptions are printed by the CLI and shown in inventories: no terminal controls.
-        if req.description.chars().any(char::is_control) {
-            return Err(crate::InvalidInput::new(
-                "description",
-                "must not contain control characters (newlines, escapes, NUL)",
-            )
-            .into());
-        }
+        check_description(&req.description)?;
         let now = self.now();
         let id = KeyId::random()?;
         let material = crypto::generate(&approved)?;
@@ -183,6 +205,7 @@ impl Kms {
             destroy_at: None,
             destroyed_at: None,
             revision: 1,
+            origin: Origin::Generated,
         };
         let wrapped = self.wrap_version(vault, &record, 1, &material)?;
         record.versions.push(KeyVersion {
@@ -192,6 +215,18 @@ impl Kms {
             public_key,
             gcm_invocations: 0,
         });
+        self.stage_new_record(&record, req.alias.as_ref(), batch)?;
+        Ok(record)
+    }
+
+    /// Adds a new key's record, its index entry and its alias (which must be free) to `batch`.
+    pub(super) fn stage_new_record(
+        &self,
+        record: &KeyRecord,
+        alias: Option<&Alias>,
+        batch: &mut Batch,
+    ) -> Result<(), Error> {
+        let id = record.id;
         batch.require(record.tree(), id.as_bytes().as_slice(), None);
         batch.put(record.tree(), id.as_bytes().as_slice(), record.encode()?);
         batch.put(
@@ -199,12 +234,12 @@ impl Kms {
             layout::key_index(&id),
             vec![Self::purpose_code(record.purpose)],
         );
-        if let Some(alias) = &req.alias {
-            let k = layout::alias(&req.namespace, alias.as_str());
+        if let Some(alias) = alias {
+            let k = layout::alias(&record.namespace, alias.as_str());
             batch.require(Tree::Aliases, k.clone(), None);
             batch.put(Tree::Aliases, k, id.as_bytes().to_vec());
         }
-        Ok(record)
+        Ok(())
     }
 
     pub fn describe_key(
@@ -262,6 +297,12 @@ impl Kms {
                 state: record.state,
                 op: "rotation",
             });
+        }
+        if record.origin == Origin::PublicOnly {
+            return Err(public_only(
+                record,
+                "rotated: import the partner's new public key",
+            ));
         }
         let approved = self.config.policy.approve(record.purpose, record.spec)?;
         let material = crypto::generate(&approved)?;

@@ -19,6 +19,7 @@ mod gcm_budget;
 mod grants;
 pub(crate) mod inventory;
 mod lifecycle;
+mod outside_keys;
 mod principals;
 mod staged_restore;
 pub(crate) mod sweeps;
@@ -40,6 +41,7 @@ pub use data::{
 };
 pub use gcm_budget::GCM_INVOCATION_LIMIT;
 pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
+pub use outside_keys::ImportPublicKeyRequest;
 pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
@@ -362,6 +364,12 @@ impl Kms {
             what: "key version",
             name: format!("{}/{version}", record.id),
         })?;
+        if record.origin == crate::keys::record::Origin::PublicOnly {
+            return Err(lifecycle::public_only(
+                record,
+                "used to sign or decrypt: only its owner holds the private key",
+            ));
+        }
         let wrapped = kv.wrapped.as_ref().ok_or_else(|| Error::InvalidState {
             key: record.id.to_string(),
             state: record.state,

@@ -1,9 +1,9 @@
 //! Key administration (`kms.v1.KeyAdmin`).
 
-use kms_core::CreateKeyRequest;
 use kms_core::authz::GrantOp;
 use kms_core::authz::authorize;
 use kms_core::keys::{Alias, KeyRef};
+use kms_core::{CreateKeyRequest, ImportPublicKeyRequest};
 use kms_proto::v1::{self, key_admin_server::KeyAdmin};
 use tonic::{Request, Response, Status};
 
@@ -116,6 +116,33 @@ impl KeyAdmin for Shared {
         };
         let k = self
             .run(&call, move |kms, p| kms.create_key(&authorize(p)?, request))
+            .await?;
+        call.note_key(&k.id, Some(k.current_version()));
+        Ok(key_response(&k))
+    }
+
+    async fn import_public_key(
+        &self,
+        req: Request<v1::ImportPublicKeyRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let public_key = call.check(convert::public_key(self.kms.policy(), &m.public_key))?;
+        let request = ImportPublicKeyRequest {
+            namespace: call.check(convert::namespace(&m.namespace))?,
+            purpose: call.check(convert::purpose(m.purpose))?,
+            public_key,
+            alias: if m.alias.is_empty() {
+                None
+            } else {
+                Some(call.check(alias(&m.alias))?)
+            },
+            description: m.description,
+        };
+        let k = self
+            .run(&call, move |kms, p| {
+                kms.import_public_key(&authorize(p)?, request)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))

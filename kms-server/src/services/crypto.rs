@@ -1,7 +1,6 @@
 //! The data plane (`kms.v1.Crypto`).
 
 use kms_core::authz::{authorize, ops};
-use kms_core::crypto::PublicKey;
 use kms_core::policy::names;
 use kms_core::{DataKeyMode, SecretBytes};
 use kms_proto::v1::{self, crypto_server::Crypto};
@@ -311,7 +310,7 @@ impl Shared {
             (true, true) => DataKeyMode::WithPlaintext,
             (false, true) => DataKeyMode::WithoutPlaintext,
             (true, false) => DataKeyMode::EncryptedTo(
-                call.check(parse_public_key(policy, &m.wrap_to_public_key))?,
+                call.check(convert::public_key(policy, &m.wrap_to_public_key))?,
             ),
             (false, false) => {
                 return Err(to_status(
@@ -353,16 +352,5 @@ impl Shared {
             key_id: out.key_id.to_string(),
             key_version: out.key_version,
         }))
-    }
-}
-
-/// A caller-supplied public key, DER or PEM.
-fn parse_public_key(
-    policy: kms_core::policy::Policy,
-    bytes: &[u8],
-) -> Result<PublicKey, kms_core::Error> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if text.contains("-----BEGIN") => PublicKey::from_spki_pem(policy, text),
-        Ok(_) | Err(_) => PublicKey::from_spki_der(policy, bytes),
     }
 }

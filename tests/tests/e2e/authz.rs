@@ -65,6 +65,7 @@ enum Rpc {
     GenerateRandom,
     // kms.v1.KeyAdmin
     CreateKey,
+    ImportPublicKey,
     DescribeKey,
     ListKeys,
     RotateKey,
@@ -162,6 +163,11 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
     (Rpc::VerifyMac, "/kms.v1.Crypto/VerifyMac", APP),
     (Rpc::GenerateRandom, "/kms.v1.Crypto/GenerateRandom", APP),
     (Rpc::CreateKey, "/kms.v1.KeyAdmin/CreateKey", ADMIN),
+    (
+        Rpc::ImportPublicKey,
+        "/kms.v1.KeyAdmin/ImportPublicKey",
+        ADMIN,
+    ),
     (Rpc::DescribeKey, "/kms.v1.KeyAdmin/DescribeKey", EVERYONE),
     (Rpc::ListKeys, "/kms.v1.KeyAdmin/ListKeys", EVERYONE),
     (Rpc::RotateKey, "/kms.v1.KeyAdmin/RotateKey", ADMIN),
@@ -473,6 +479,28 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
             })
             .await
             .map(drop),
+        Rpc::ImportPublicKey => {
+            let spki = w
+                .app
+                .crypto
+                .clone()
+                .get_public_key(v1::GetPublicKeyRequest {
+                    key: fx.sign.clone(),
+                    key_version: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .public_key_der;
+            keys.import_public_key(v1::ImportPublicKeyRequest {
+                namespace: APP_NS.to_owned(),
+                purpose: Purpose::Sign.into(),
+                public_key: spki,
+                ..v1::ImportPublicKeyRequest::default()
+            })
+            .await
+            .map(drop)
+        }
         Rpc::DescribeKey => keys.describe_key(key(&fx.enc)).await.map(drop),
         Rpc::ListKeys => keys
             .list_keys(v1::ListKeysRequest {
