@@ -539,8 +539,9 @@ impl GrantOp {
     pub fn fits(self, purpose: Purpose) -> bool {
         match self {
             Self::Describe => true,
-            Self::Encrypt
-            | Self::Decrypt
+            // Encrypt with an asymmetric-decrypt key encrypts to its public key (a partner's).
+            Self::Encrypt => matches!(purpose, Purpose::Encrypt | Purpose::AsymmetricDecrypt),
+            Self::Decrypt
             | Self::ReEncrypt
             | Self::ReEncryptTo
             | Self::GenerateDataKey => purpose == Purpose::Encrypt,
@@ -783,7 +784,7 @@ mod tests {
         );
         assert_eq!(
             fit(Purpose::AsymmetricDecrypt),
-            ["asymmetric-decrypt", "get-public-key", "describe"]
+            ["encrypt", "asymmetric-decrypt", "get-public-key", "describe"]
         );
         assert_eq!(
             fit(Purpose::Mac),
@@ -822,7 +823,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 39);
+        assert_eq!(Op::ALL.len(), 40);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

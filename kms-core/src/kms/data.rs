@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Kms, Unsealed};
+use super::{Kms, Unsealed, store_corrupt};
 use crate::alg::{DataKeySpec, Purpose, SignatureParams};
 use crate::authz::{self, Authorized, DataKeyOperation, GrantOp, Op, Operation, ReEncryptTo, ops};
 use crate::crypto::{self, Message, PublicKey};
@@ -180,7 +180,12 @@ impl Kms {
         context: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<EncryptOutput, Error> {
-        let (vault, mut record, approved) = self.for_protect(auth, key, Purpose::Encrypt)?;
+        let vault = self.begin(auth)?;
+        let (mut record, _) = self.reach(auth.principal(), key, GrantOp::Encrypt)?;
+        if record.purpose == Purpose::AsymmetricDecrypt {
+            return self.encrypt_to_public_key(&record, context, plaintext);
+        }
+        let approved = self.check_protect(&record, Op::Encrypt, Purpose::Encrypt)?;
         let (version, material) = self.newest_material(&vault, &mut record)?;
         let ciphertext = envelope::seal(
             &approved,
@@ -194,6 +199,41 @@ impl Kms {
             ciphertext,
             key_id: record.id,
             key_version: version,
+        })
+    }
+
+    /// Encrypt with an asymmetric-decrypt key (generated here, or a partner's public-only key):
+    /// SM2 (GM/T 0009 DER) or RSA-OAEP-SHA-256 to its newest public key, so applications
+    /// encrypt to a partner through the same RPC (issue 19). The holder of the private key
+    /// opens it (`AsymmetricDecrypt` here, for a generated key). Public-key encryption binds no
+    /// context, so one given is refused rather than silently dropped.
+    fn encrypt_to_public_key(
+        &self,
+        record: &KeyRecord,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<EncryptOutput, Error> {
+        let approved = self.check_protect(record, Op::Encrypt, Purpose::AsymmetricDecrypt)?;
+        if !context.is_empty() {
+            return Err(InvalidInput::new(
+                "context",
+                "encryption to a public key binds no context: leave it empty",
+            )
+            .into());
+        }
+        let newest = record
+            .newest()
+            .ok_or_else(|| store_corrupt("key record without versions"))?;
+        let der = newest
+            .public_key
+            .clone()
+            .ok_or_else(|| store_corrupt("asymmetric key version without its public key"))?;
+        let public = PublicKey::from_trusted(record.spec, der)?;
+        let ciphertext = crypto::encrypt_to_public_key(&approved, &public, plaintext)?;
+        Ok(EncryptOutput {
+            ciphertext,
+            key_id: record.id,
+            key_version: newest.version,
         })
     }
 

@@ -1568,7 +1568,7 @@ fn grants_fit_the_key_purpose_and_cross_a_namespace_boundary() {
         (&enc, GrantOp::GetPublicKey),
         (&sign, GrantOp::Decrypt),
         (&sign, GrantOp::ReEncryptTo),
-        (&asym, GrantOp::Encrypt),
+        (&asym, GrantOp::Decrypt),
         (&mac, GrantOp::Decrypt),
         (&mac, GrantOp::Verify),
     ] {

@@ -1,6 +1,7 @@
 //! Outside public keys (issue 19 item 3): a partner's key, made and used by OpenSSL, registered
-//! with `ImportPublicKey` verifies the partner's signatures through the same `Verify` RPC;
-//! nothing signs, decrypts or rotates with it; weak or unfit keys are refused.
+//! with `ImportPublicKey` verifies the partner's signatures through the same `Verify` RPC, and
+//! `Encrypt` with it encrypts to the partner; nothing signs, decrypts or rotates with it; weak
+//! or unfit keys are refused.
 
 use kms_proto::v1::{self, Purpose};
 use kms_tests::pki::subjects::APP_NS;
@@ -167,6 +168,49 @@ async fn an_encryption_partner_key_cannot_decrypt_and_unfit_keys_are_refused() {
         (k.origin.as_str(), k.algorithm.as_str()),
         ("public-only", "rsa-3072")
     );
+    // Encrypting to the partner through the same Encrypt RPC: RSA-OAEP-SHA-256 that the
+    // partner's private key (OpenSSL here) opens. A context cannot be bound, so it is refused.
+    let secret = b"PIN block for the partner";
+    let sealed = w
+        .app
+        .crypto
+        .clone()
+        .encrypt(v1::EncryptRequest {
+            key: "partner-enc".to_owned(),
+            plaintext: secret.to_vec(),
+            ..v1::EncryptRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sealed.ciphertext.len(), 384);
+    std::fs::write(path("sealed"), &sealed.ciphertext).unwrap();
+    let opened = openssl_ok(&[
+        "pkeyutl",
+        "-decrypt",
+        "-inkey",
+        &path("rsa.key"),
+        "-in",
+        &path("sealed"),
+        "-pkeyopt",
+        "rsa_padding_mode:oaep",
+        "-pkeyopt",
+        "rsa_oaep_md:sha256",
+        "-pkeyopt",
+        "rsa_mgf1_md:sha256",
+    ]);
+    assert_eq!(opened, secret);
+    let r = w
+        .app
+        .crypto
+        .clone()
+        .encrypt(v1::EncryptRequest {
+            key: "partner-enc".to_owned(),
+            plaintext: secret.to_vec(),
+            context: [("k".to_owned(), "v".to_owned())].into(),
+        })
+        .await;
+    expect_err(r, Code::InvalidArgument, "binds no context");
     let r = w
         .app
         .crypto
