@@ -541,10 +541,9 @@ impl GrantOp {
             Self::Describe => true,
             // Encrypt with an asymmetric-decrypt key encrypts to its public key (a partner's).
             Self::Encrypt => matches!(purpose, Purpose::Encrypt | Purpose::AsymmetricDecrypt),
-            Self::Decrypt
-            | Self::ReEncrypt
-            | Self::ReEncryptTo
-            | Self::GenerateDataKey => purpose == Purpose::Encrypt,
+            Self::Decrypt | Self::ReEncrypt | Self::ReEncryptTo | Self::GenerateDataKey => {
+                purpose == Purpose::Encrypt
+            }
             Self::Sign | Self::Verify => purpose == Purpose::Sign,
             Self::AsymmetricDecrypt => purpose == Purpose::AsymmetricDecrypt,
             Self::GetPublicKey => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
@@ -784,7 +783,12 @@ mod tests {
         );
         assert_eq!(
             fit(Purpose::AsymmetricDecrypt),
-            ["encrypt", "asymmetric-decrypt", "get-public-key", "describe"]
+            [
+                "encrypt",
+                "asymmetric-decrypt",
+                "get-public-key",
+                "describe"
+            ]
         );
         assert_eq!(
             fit(Purpose::Mac),

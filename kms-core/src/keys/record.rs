@@ -75,7 +75,7 @@ impl Origin {
         clippy::trivially_copy_pass_by_ref,
         reason = "serde's skip_serializing_if passes a reference"
     )]
-    fn is_generated(&self) -> bool {
+    pub(crate) fn is_generated(&self) -> bool {
         *self == Self::Generated
     }
 }

@@ -13,6 +13,7 @@ use crate::audit::{Outcome, Record, Service};
 use crate::authz::{Authorized, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::error::Error;
+use crate::keys::record::Origin;
 use crate::keys::state::KeyState;
 use crate::policy::{ApprovedDigest, Policy};
 use crate::store::Tree;
@@ -47,6 +48,10 @@ pub struct InventoryKey {
     pub public_key_sm3: Option<String>,
     /// Whether the policy in force allows this key's algorithm for new protection.
     pub allowed_by_policy: bool,
+    /// Where the key's material came from; absent for keys generated here (and in inventories
+    /// written before origins existed), `public-only` for an outside public key (issue 19).
+    #[serde(default, skip_serializing_if = "Origin::is_generated")]
+    pub origin: Origin,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,7 +410,8 @@ impl Kms {
                     .map(|v| InventoryVersion {
                         version: v.version,
                         created_at: v.created_at,
-                        destroyed: v.wrapped.is_none(),
+                        destroyed: v.wrapped.is_none()
+                            && (r.origin != Origin::PublicOnly || r.state == KeyState::Destroyed),
                     })
                     .collect(),
                 rotation_period_seconds: r.rotation_period,
@@ -420,6 +426,7 @@ impl Kms {
                     .and_then(|v| v.public_key.as_ref())
                     .map(|der| hex::encode(crypto::digest(ApprovedDigest::SM3, der))),
                 allowed_by_policy: allowed,
+                origin: r.origin,
             });
         }
         let mut inv = Inventory {
@@ -479,6 +486,7 @@ mod tests {
             destroyed_at: None,
             public_key_sm3: None,
             allowed_by_policy: true,
+            origin: Origin::Generated,
         }
     }
 

@@ -356,6 +356,15 @@ impl TestKms {
             .map(|u| u.progress)
     }
 
+    pub fn import_public_key(
+        &self,
+        who: &Principal,
+        req: crate::ImportPublicKeyRequest,
+    ) -> Result<KeyInfo, Error> {
+        self.kms()
+            .import_public_key(&authorize::<ops::ImportPublicKey>(who)?, req)
+    }
+
     pub fn seal(&self, who: &Principal) -> Result<(), Error> {
         self.kms().seal(&authorize::<ops::Seal>(who)?)
     }

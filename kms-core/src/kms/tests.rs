@@ -1235,6 +1235,21 @@ mod audit {
         let k = create(&f, "a", Purpose::Sign, KeySpec::Sm2, Some("signer"));
         f.kms.mark_compromised(&f.admin, &KeyRef::Id(k.id)).unwrap();
         create(&f, "a", Purpose::Encrypt, KeySpec::Aes256Gcm, None);
+        // A partner's public key (here: the signer's own), imported: origin public-only.
+        let spki = k.versions[0].public_key_der.clone().unwrap();
+        f.kms
+            .import_public_key(
+                &f.admin,
+                ImportPublicKeyRequest {
+                    namespace: ns("a"),
+                    purpose: Purpose::Sign,
+                    public_key: crate::crypto::PublicKey::from_spki_der(Policy::default(), &spki)
+                        .unwrap(),
+                    alias: None,
+                    description: String::new(),
+                },
+            )
+            .unwrap();
         assert!(matches!(
             f.kms.inventory(&f.app),
             Err(Error::PermissionDenied {
@@ -1243,7 +1258,14 @@ mod audit {
             })
         ));
         let inv = f.kms.inventory(&f.auditor).unwrap();
-        assert_eq!(inv.summary.total_keys, 3, "two keys and the audit key");
+        assert_eq!(inv.summary.total_keys, 4, "three keys and the audit key");
+        let outside: Vec<_> = inv
+            .keys
+            .iter()
+            .filter(|k| k.origin == crate::keys::record::Origin::PublicOnly)
+            .collect();
+        assert_eq!(outside.len(), 1);
+        assert!(!outside[0].versions[0].destroyed);
         assert_eq!(inv.summary.compromised.len(), 1);
         assert!(inv.summary.all_keys_allowed_by_policy);
         let text = serde_json::to_string_pretty(&inv).unwrap();
@@ -1253,6 +1275,7 @@ mod audit {
             ("\"COMPROMISED\"", "\"ENABLED\""),
             ("\"aes-256-gcm\"", "\"sm4-gcm\""),
             ("\"signer\"", "\"other\""),
+            ("\"public-only\"", "\"generated\""),
         ] {
             let edited = text.replacen(from, to, 1);
             assert_ne!(edited, text);
