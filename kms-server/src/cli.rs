@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use kms_core::policy::{Policy, PolicyMode};
 use kms_core::selftest;
 
+use crate::logging::LogFormat;
+
 /// Exit status when every self-test passed.
 pub const EXIT_OK: u8 = 0;
 /// Exit status when a self-test failed (or the output could not be written).
@@ -41,12 +43,19 @@ enum Command {
         /// curveSM2, SM2 certificates) only on the wire; the profiles speak RFC 8998.
         #[arg(long)]
         gm_only: bool,
+        /// Log lines as text or JSON (default: text on a terminal, JSON otherwise).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Serve the KMS over mutual TLS with the given configuration file (TOML).
     Serve {
         /// Path to the configuration file.
         #[arg(long, short)]
         config: std::path::PathBuf,
+        /// Log lines as text or JSON (default: `[log] format`, else text on a terminal and JSON
+        /// otherwise).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Copy a stopped server's sled store into an empty PostgreSQL schema (bytes as stored: key
     /// material stays wrapped), verified by per-tree counts and SM3 checksums on both sides.
@@ -96,19 +105,22 @@ where
         }
     };
     match cli.command {
-        Command::Serve { config } => crate::serve::serve_command(&config, err),
+        Command::Serve { config, log_format } => {
+            crate::serve::serve_command(&config, log_format, err)
+        }
         Command::Dev {
             dir,
             listen,
             tlcp_listen,
             gm_only,
+            log_format,
         } => {
             let transport = if gm_only {
                 crate::tls::Transport::GmOnly
             } else {
                 crate::tls::Transport::Standard
             };
-            crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, out, err)
+            crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, log_format, out, err)
         }
         Command::Migrate {
             from,

@@ -36,6 +36,7 @@ pub mod gate;
 pub mod hardening;
 pub mod identity;
 pub mod limits;
+pub mod logging;
 mod migrate;
 pub mod revocation;
 mod serve;
