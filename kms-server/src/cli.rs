@@ -1,4 +1,4 @@
-//! The `kms-server` command line: `serve`, `migrate`, `selftest` (and `dev`).
+//! The `kms-server` command line: `serve`, `check-config`, `migrate`, `selftest` (and `dev`).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -56,6 +56,13 @@ enum Command {
         /// otherwise).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+    },
+    /// Check a production configuration file without serving: files readable, private keys
+    /// private, certificates valid for their use and not expired, policy and certificates in
+    /// agreement, data directory private. Exit 1 listing every problem, 0 with a summary.
+    CheckConfig {
+        /// Path to the configuration file.
+        config: std::path::PathBuf,
     },
     /// Copy a stopped server's sled store into an empty PostgreSQL schema (bytes as stored: key
     /// material stays wrapped), verified by per-tree counts and SM3 checksums on both sides.
@@ -121,6 +128,9 @@ where
                 crate::tls::Transport::Standard
             };
             crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, log_format, out, err)
+        }
+        Command::CheckConfig { config } => {
+            crate::check_config::check_config_command(&config, out, err)
         }
         Command::Migrate {
             from,

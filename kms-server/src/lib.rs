@@ -27,6 +27,7 @@
 
 pub mod audit_layer;
 pub mod bootstrap;
+mod check_config;
 mod cli;
 pub mod config;
 pub mod convert;
