@@ -208,6 +208,8 @@ pub struct Config {
     /// in request latencies.
     pub audit_archive_seconds: u64,
     pub dual_control: DualControl,
+    /// `[log]`: the log's format and whether each call gets an INFO line (`logging.rs`).
+    pub log: crate::logging::LogConfig,
 }
 
 impl Default for Config {
@@ -240,6 +242,7 @@ impl Default for Config {
             audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
             audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
             dual_control: DualControl::default(),
+            log: crate::logging::LogConfig::default(),
         }
     }
 }

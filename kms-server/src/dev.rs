@@ -193,10 +193,11 @@ pub(crate) fn dev_command(
     listen: &str,
     tlcp_listen: &str,
     transport: Transport,
+    log_format: Option<crate::logging::LogFormat>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let _log = crate::serve::init_logging();
+    let _log = crate::logging::init(log_format, crate::logging::LogConfig::default());
     let policy = Policy::from_config(match transport {
         Transport::GmOnly => PolicyMode::GmOnly,
         Transport::Standard => PolicyMode::Standard,

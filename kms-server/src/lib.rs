@@ -27,6 +27,7 @@
 
 pub mod audit_layer;
 pub mod bootstrap;
+mod check_config;
 mod cli;
 pub mod config;
 pub mod convert;
@@ -36,6 +37,7 @@ pub mod gate;
 pub mod hardening;
 pub mod identity;
 pub mod limits;
+pub mod logging;
 mod migrate;
 pub mod revocation;
 mod serve;

@@ -36,10 +36,6 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// JSON log lines to stderr, written by a worker thread through a buffer: a request (each one
-/// logs its audit record) only formats its line and queues it; the worker writes whatever has
-/// queued in one system call. Not lossy: when the queue is full, logging waits rather than drops
-/// lines. Keep the returned guard alive until exit: dropping it flushes what is queued.
 /// The server's runtime. With a local store the blocking pool runs CPU-bound work only
 /// (asymmetric operations, large payloads), so it is capped at two threads per core: tokio's
 /// default of 512 let 64 concurrent RSA callers start 64 threads that fought over two cores, and
@@ -54,21 +50,6 @@ pub(crate) fn runtime(local_store: bool) -> std::io::Result<tokio::runtime::Runt
         builder.max_blocking_threads((2 * cores).max(8));
     }
     builder.build()
-}
-
-pub(crate) fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("KMS_LOG").unwrap_or_else(|_| "info".into());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("kms-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
-    guard
 }
 
 /// Self-tests for the policy in force; a failure means the server must not serve.
@@ -267,8 +248,12 @@ fn init_token(
     }
 }
 
-pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
-    let _log = init_logging();
+pub(crate) fn serve_command(
+    path: &Path,
+    log_format: Option<crate::logging::LogFormat>,
+    err: &mut dyn Write,
+) -> u8 {
+    // The configuration says how to log, so an error reading it goes to `err` only.
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -276,6 +261,7 @@ pub(crate) fn serve_command(path: &Path, err: &mut dyn Write) -> u8 {
             return EXIT_FAILED;
         }
     };
+    let _log = crate::logging::init(log_format, config.log);
     let Ok(kms_config) = config.kms_config() else {
         return EXIT_FAILED;
     };

@@ -121,7 +121,8 @@ pub fn to_status(e: impl Into<Refusal>, request_id: &str) -> Status {
     if matches!(code, Code::Internal | Code::Unavailable | Code::Aborted) {
         tracing::error!(request_id, code = ?code, error = %e, "request failed");
     } else {
-        tracing::info!(request_id, code = ?code, error = %e, "request refused");
+        // A refusal is worth a line even when the per-call lines are off (`logging.rs`).
+        tracing::warn!(request_id, code = ?code, error = %e, "request refused");
     }
     unlogged(&e, code, request_id)
 }

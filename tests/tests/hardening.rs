@@ -8,6 +8,8 @@
 //!   export, store file and backup searched for those secrets in every common encoding; and the
 //!   process's hardening (no core dumps, memory locked) read from /proc (KEY-3, API-4).
 //! - [`front_door`]: an unregistered certificate's stalled HTTP/2 streams (issue 18 item 6).
+//! - [`request_logs`]: no log line per successful call by default, one WARN line per refusal
+//!   (issue 20 item 3).
 //! - [`revocation`]: `[tls] client_crl`, judged by OpenSSL, reloaded on change (issue 18 item 6).
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
@@ -30,6 +32,8 @@ mod fixture;
 mod front_door;
 #[path = "hardening/leak_scan.rs"]
 mod leak_scan;
+#[path = "hardening/request_logs.rs"]
+mod request_logs;
 #[path = "hardening/revocation.rs"]
 mod revocation;
 #[path = "hardening/scan.rs"]
