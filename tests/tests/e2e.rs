@@ -11,6 +11,8 @@
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
+//! - [`tools`]: standard tools — gRPC reflection (v1 and v1alpha, with grpcurl and Python's
+//!   client) and W3C `traceparent` in the audit record (issue 21 item 5).
 //! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
 //!   no secret (API-4, API-5), and the server keeps serving.
 
@@ -41,3 +43,5 @@ mod lifecycle;
 mod restart;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tools.rs"]
+mod tools;
