@@ -449,6 +449,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                     Vec::new()
                 },
                 transport: None,
+                traceparent: None,
             })
             .unwrap();
         }

@@ -642,8 +642,9 @@ pub struct SignOptions {
     /// The input is a digest computed by the caller (SM2: SM3(Z_A ‖ M); RSA: the plain hash).
     #[arg(long)]
     pub prehashed: bool,
-    /// SM2 distinguishing ID (default 1234567812345678).
-    #[arg(long, value_name = "ID")]
+    /// SM2 distinguishing ID (default 1234567812345678). Not with --prehashed: the ID goes
+    /// into Z_A, which the caller's digest already holds, so the server could not use it.
+    #[arg(long, value_name = "ID", conflicts_with = "prehashed")]
     pub sm2_id: Option<String>,
     /// RSA signature scheme.
     #[arg(long, value_enum)]
@@ -900,7 +901,8 @@ mod tests {
         "reencrypt --key D --context a=1 --dest-context b=2 --base64",
         "reencrypt --key D f1 f2 f3",
         "sign --key K --in m --out sig",
-        "sign --key K --prehashed --sm2-id alice@example --in d --out sig",
+        "sign --key K --prehashed --in d --out sig",
+        "sign --key K --sm2-id alice@example --in m --out sig",
         "sign --key K --scheme pkcs1v15 --hash sha384 --in m --out sig --base64",
         "verify --key K --in m --signature sig",
         "verify --key K --scheme pss --hash sha512 --in m --signature sig --key-version 2 --base64",

@@ -298,6 +298,12 @@ where
                         Some(Arc::clone(&p.denials)),
                     )
                 });
+        // The caller's trace context, when well formed, so its request can be found in the
+        // trail; a malformed or oversized header is left out, never trimmed to fit.
+        let traceparent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| kms_core::audit::traceparent(v.as_bytes()));
         req.extensions_mut().insert(slot.clone());
         let operation = Operation::from_path(&path);
         // The call and its audit record run as a task of their own: if the client goes away,
@@ -371,6 +377,7 @@ where
                                 context_hmac: None,
                                 flags: vec![Flag::Intent],
                                 transport: transport.clone(),
+                                traceparent: traceparent.clone(),
                             };
                             write(Arc::clone(&log), intent).await.map(drop)
                         } else {
@@ -412,6 +419,7 @@ where
                 context_hmac: note.context_hmac,
                 flags: note.flags,
                 transport,
+                traceparent,
             };
             match write(log, event).await {
                 Ok(record) => {
@@ -433,6 +441,7 @@ where
                             .collect::<Vec<_>>()
                             .join(","),
                         transport = record.transport.as_deref().unwrap_or(""),
+                        traceparent = record.traceparent.as_deref().unwrap_or(""),
                         "audit"
                     );
                     Ok(resp)

@@ -690,10 +690,14 @@ pub async fn run_with_tlcp(
         .revocation
         .clone()
         .map(|r| tokio::spawn(r.watch(settings.crl_poll_interval, stop_rx.clone())));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .ok();
+    // Both reflection versions: grpcurl before 1.8.8, Python's grpcio-reflection and several
+    // GUI clients speak only v1alpha. The gate admits either to registered principals only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kms_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().ok();
+    let reflection_v1alpha = reflection().build_v1alpha().ok();
 
     let stop_all = async move {
         shutdown.await;
@@ -724,7 +728,10 @@ pub async fn run_with_tlcp(
             ))
             .max_decoding_message_size(max),
         );
-    if let Some(r) = reflection {
+    if let Some(r) = reflection_v1 {
+        router = router.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
     let served = router

@@ -12,6 +12,8 @@
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
 //! - [`outside_keys`]: partners' public keys, imported, verify their signatures (issue 19).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
+//! - [`tools`]: standard tools — gRPC reflection (v1 and v1alpha, with grpcurl and Python's
+//!   client) and W3C `traceparent` in the audit record (issue 21 item 5).
 //! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
 //!   no secret (API-4, API-5), and the server keeps serving.
 
@@ -44,3 +46,5 @@ mod outside_keys;
 mod restart;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tools.rs"]
+mod tools;

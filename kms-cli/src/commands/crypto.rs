@@ -385,9 +385,38 @@ fn sign_params(o: SignOptions) -> SignParams {
     }
 }
 
+/// The length of the SM2 prehash `e = SM3(Z_A ‖ M)`.
+const SM2_DIGEST_LEN: usize = 32;
+
+/// For `--prehashed` input of `len` bytes that an SM2 key cannot take: what it must be. The
+/// server knows the key's algorithm but says only "32, 48 or 64 bytes" (any digest it accepts)
+/// or that the operation failed; the caller who sent 20 or 48 bytes to an SM2 key needs "32".
+fn digest_hint(prehashed_len: Option<usize>) -> Option<String> {
+    prehashed_len
+        .filter(|&len| len != SM2_DIGEST_LEN)
+        .map(|len| {
+            format!(
+                "with --prehashed the input is the digest itself, in binary: an SM2 digest is \
+                 {SM2_DIGEST_LEN} bytes (SM3 of Z_A ‖ M); an RSA digest is as long as --hash's \
+                 output (32, 48 or 64 bytes). This input is {len} bytes"
+            )
+        })
+}
+
+/// A refused sign or verify, with [`digest_hint`] when the input was a digest of the wrong
+/// length for SM2.
+fn signing_refused(status: &tonic::Status, prehashed_len: Option<usize>) -> CliError {
+    let err = CliError::from_status(status);
+    match digest_hint(prehashed_len) {
+        Some(hint) if status.code() == tonic::Code::InvalidArgument => err.with_hint(hint),
+        Some(_) | None => err,
+    }
+}
+
 pub(super) async fn sign(ctx: &Ctx, a: SignArgs) -> Result<(), CliError> {
     let p = sign_params(a.options);
     let message = files::read_input(a.io.input.as_deref())?;
+    let prehashed_len = (p.message_type == MessageType::Digest).then(|| message.len());
     let resp = ctx
         .crypto()
         .sign(SignRequest {
@@ -398,7 +427,8 @@ pub(super) async fn sign(ctx: &Ctx, a: SignArgs) -> Result<(), CliError> {
             rsa_scheme: p.rsa_scheme,
             hash: p.hash,
         })
-        .await?
+        .await
+        .map_err(|s| signing_refused(&s, prehashed_len))?
         .into_inner();
     let target = Emit {
         out: a.io.out.as_deref(),
@@ -417,6 +447,7 @@ pub(super) async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<(), CliError> {
     let p = sign_params(a.options);
     let signature = files::read_maybe_base64(Some(&a.signature), a.base64, "the signature")?;
     let message = files::read_input(a.input.as_deref())?;
+    let prehashed_len = (p.message_type == MessageType::Digest).then(|| message.len());
     let resp = ctx
         .crypto()
         .verify(VerifyRequest {
@@ -429,12 +460,20 @@ pub(super) async fn verify(ctx: &Ctx, a: VerifyArgs) -> Result<(), CliError> {
             signature: signature.to_vec(),
             key_version: a.key_version,
         })
-        .await?
+        .await
+        .map_err(|s| signing_refused(&s, prehashed_len))?
         .into_inner();
     let checked = Checked::Signature {
         key_compromised: resp.key_compromised,
     };
-    report_validity(ctx, checked, resp.valid, &resp.key_id, resp.key_version)
+    // An SM2 key given a 48- or 64-byte digest answers "not valid": say why it cannot be.
+    let valid = resp.valid;
+    report_validity(ctx, checked, valid, &resp.key_id, resp.key_version).map_err(|e| {
+        match digest_hint(prehashed_len).filter(|_| !valid) {
+            Some(hint) => e.with_hint(hint),
+            None => e,
+        }
+    })
 }
 
 /// What `verify` / `verify-mac` checked.
@@ -532,8 +571,61 @@ pub(super) async fn public_key(ctx: &Ctx, a: PublicKeyArgs) -> Result<(), CliErr
     emit(ctx, &target, &data, m)
 }
 
+/// Whether `data` is one whole DER SEQUENCE (tag, definite length, nothing after): the outer
+/// shape of a GM/T 0009 SM2 ciphertext. Only to word an error; the server decides.
+fn is_der_sequence(data: &[u8]) -> bool {
+    let Some((&0x30, rest)) = data.split_first() else {
+        return false;
+    };
+    let Some((&first, rest)) = rest.split_first() else {
+        return false;
+    };
+    let (len, body) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81..=0x84 => {
+            let n = usize::from(first & 0x7f);
+            let Some((len_bytes, body)) = rest.split_at_checked(n) else {
+                return false;
+            };
+            (
+                len_bytes
+                    .iter()
+                    .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)),
+                body,
+            )
+        }
+        _ => return false,
+    };
+    body.len() == len
+}
+
+/// A refused `asym-decrypt`: the server's "decryption failed" says nothing of the format
+/// (deliberately: no oracle), and the generic hint's `--context` is no option of this command.
+/// Say what an SM2 ciphertext must be, and whether this input even has its shape.
+fn asym_decrypt_refused(status: &tonic::Status, der_shaped: bool) -> CliError {
+    let err = CliError::from_status(status);
+    if status.code() != tonic::Code::InvalidArgument
+        || !status.message().contains("decryption failed")
+    {
+        return err;
+    }
+    let shape = if der_shaped {
+        ""
+    } else {
+        " This input is not DER (raw C1C3C2 or C1C2C3 bytes, as some libraries write, must be \
+         converted to it first)."
+    };
+    err.with_hint(format!(
+        "the ciphertext is damaged or not for this key. SM2 ciphertext must be GM/T 0009 DER: \
+         SEQUENCE {{ x INTEGER, y INTEGER, hash OCTET STRING (32 bytes), ciphertext OCTET STRING \
+         }}, as OpenSSL and GmSSL write it.{shape} RSA ciphertext must be RSA-OAEP to \
+         this key's public key"
+    ))
+}
+
 pub(super) async fn asym_decrypt(ctx: &Ctx, a: AsymDecryptArgs) -> Result<(), CliError> {
     let data = files::read_maybe_base64(a.io.input.as_deref(), a.base64, "the ciphertext")?;
+    let der_shaped = is_der_sequence(&data);
     let resp = ctx
         .crypto()
         .asymmetric_decrypt(AsymmetricDecryptRequest {
@@ -541,7 +633,8 @@ pub(super) async fn asym_decrypt(ctx: &Ctx, a: AsymDecryptArgs) -> Result<(), Cl
             ciphertext: take(data),
             key_version: a.key_version,
         })
-        .await?
+        .await
+        .map_err(|s| asym_decrypt_refused(&s, der_shaped))?
         .into_inner();
     if resp.key_compromised {
         compromised_warning(&resp.key_id);

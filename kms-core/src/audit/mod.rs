@@ -53,6 +53,35 @@ pub use self::vocab::{
 };
 use crate::crypto;
 
+/// A W3C Trace Context `traceparent` header value as the trail records it, or `None` when
+/// `value` is not exactly `00-<32 hex>-<16 hex>-<2 hex>` (lower-case hex, the trace and parent
+/// ids not all zeros, as the W3C rules say). The length is checked first, so a caller cannot
+/// make the record longer than those 55 bytes; anything else (another version, extra fields,
+/// upper case) is dropped rather than recorded: it is the caller's word, only for matching.
+#[must_use]
+pub fn traceparent(value: &[u8]) -> Option<String> {
+    const LEN: usize = 2 + 1 + 32 + 1 + 16 + 1 + 2;
+    if value.len() != LEN {
+        return None;
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    (parts.next().is_none()
+        && version == "00"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && !zero(trace)
+        && !zero(parent))
+    .then(|| text.to_owned())
+}
+
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -75,6 +104,9 @@ pub struct Event {
     /// The protocol and suite the caller's connection negotiated ("TLSv1.3 TLS_SM4_GCM_SM3");
     /// `None` for what did not come over the API.
     pub transport: Option<String>,
+    /// The caller's W3C `traceparent`, when it sent a well-formed one ([`traceparent`]), so
+    /// that an application's request can be matched to its record.
+    pub traceparent: Option<String>,
 }
 
 /// For tests and tools that set only the fields they care about: an unregistered caller, an
@@ -93,6 +125,7 @@ impl Default for Event {
             context_hmac: None,
             flags: Vec::new(),
             transport: None,
+            traceparent: None,
         }
     }
 }
@@ -199,6 +232,11 @@ pub struct Record {
     /// so records written before it existed keep their hashes and still verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// The caller's W3C `traceparent` ([`traceparent`]). Like `transport`: outside the
+    /// canonical bytes when absent (older records keep their hashes), inside them, and so
+    /// covered by the chain, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -346,4 +384,85 @@ impl Checkpoint {
 pub enum Line {
     Record(Record),
     Checkpoint(Checkpoint),
+}
+
+#[cfg(test)]
+mod traceparent_tests {
+    use super::*;
+
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn only_a_well_formed_version_00_traceparent_is_kept() {
+        assert_eq!(traceparent(TRACE.as_bytes()).as_deref(), Some(TRACE));
+        let long = format!("{TRACE}{}", "0".repeat(10_000));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            long.as_str(),
+        ] {
+            assert_eq!(traceparent(bad.as_bytes()), None, "{bad:?}");
+        }
+        // Not UTF-8 at the right length.
+        let mut bytes = TRACE.as_bytes().to_vec();
+        bytes[5] = 0xff;
+        assert_eq!(traceparent(&bytes), None);
+    }
+
+    fn record(traceparent: Option<&str>) -> Record {
+        Record {
+            seq: 7,
+            time_ms: 1,
+            node: "n1".into(),
+            request_id: "r7".into(),
+            principal: "app".into(),
+            role: Role::Unregistered,
+            operation: Operation::parse("Crypto/GenerateRandom"),
+            key_id: None,
+            key_version: None,
+            outcome: Outcome::Ok,
+            context_hmac: None,
+            flags: Vec::new(),
+            transport: None,
+            traceparent: traceparent.map(str::to_owned),
+            transition: None,
+            prev: GENESIS.into(),
+            format: Format::CURRENT,
+        }
+    }
+
+    /// Absent, the field is not in the hashed bytes (records written before it keep their
+    /// hashes); present, it is, so editing or removing it changes the chain hash.
+    #[test]
+    fn the_traceparent_is_hashed_when_present_and_absent_from_the_bytes_otherwise() {
+        let without = record(None);
+        let canonical = String::from_utf8(without.canonical().unwrap()).unwrap();
+        assert!(!canonical.contains("traceparent"), "{canonical}");
+        let with = record(Some(TRACE));
+        let canonical = String::from_utf8(with.canonical().unwrap()).unwrap();
+        assert!(
+            canonical.contains(&format!("\"traceparent\":\"{TRACE}\"")),
+            "{canonical}"
+        );
+        let edited = record(Some(&TRACE.replace("4736", "4737")));
+        let hashes = [
+            without.hash().unwrap(),
+            with.hash().unwrap(),
+            edited.hash().unwrap(),
+        ];
+        assert_ne!(hashes[0], hashes[1]);
+        assert_ne!(hashes[1], hashes[2]);
+        // And a line with it parses back to the same record.
+        let parsed: Record = serde_json::from_slice(&with.to_json().unwrap()).unwrap();
+        assert_eq!(parsed, with);
+    }
 }

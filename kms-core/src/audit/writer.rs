@@ -142,6 +142,7 @@ impl Writer {
                         context_hmac: e.context_hmac.clone(),
                         flags: e.flags.clone(),
                         transport: e.transport.clone(),
+                        traceparent: e.traceparent.clone(),
                         transition: None,
                         prev: tail.hash.clone(),
                     };
@@ -290,6 +291,7 @@ impl Writer {
             context_hmac: None,
             flags: Vec::new(),
             transport: None,
+            traceparent: None,
             transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,

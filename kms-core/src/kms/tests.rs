@@ -983,6 +983,7 @@ mod audit {
             context_hmac: None,
             flags: vec![],
             transport: None,
+            traceparent: None,
         }
     }
 

@@ -65,6 +65,7 @@ fn event(i: u64) -> Event {
         context_hmac: None,
         flags: vec![],
         transport: None,
+        traceparent: None,
     }
 }
 

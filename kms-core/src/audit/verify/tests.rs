@@ -29,6 +29,7 @@ fn event(i: u64) -> Event {
         context_hmac: None,
         flags: vec![],
         transport: None,
+        traceparent: None,
     }
 }
 
@@ -296,6 +297,7 @@ impl Record {
             context_hmac: None,
             flags: vec![],
             transport: None,
+            traceparent: None,
             transition: None,
             prev: String::new(),
         }
@@ -823,6 +825,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             context_hmac: e.context_hmac,
             flags: vec![Flag::KeyCompromised],
             transport: None,
+            traceparent: None,
             transition: None,
             prev: prev.clone(),
         };
