@@ -450,6 +450,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 },
                 transport: None,
                 traceparent: None,
+                transfer: None,
             })
             .unwrap();
         }
@@ -573,6 +574,8 @@ fn proto_seeds(out: &mut Vec<Seed>) {
                     alias: "orders".into(),
                     rotation_period_seconds: Some(86_400),
                     description: "d".into(),
+                    origin: String::new(),
+                    exportable: false,
                 },
             ),
         ),

@@ -200,6 +200,35 @@ pub struct InitArgs {
     pub init_token_file: Option<PathBuf>,
 }
 
+/// Where a new key's material comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OriginArg {
+    Generated,
+    External,
+}
+
+/// How key material is wrapped on its way in or out (issue 19).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WrappingSpecArg {
+    /// GM/T 0009 SM2 encryption of the material.
+    Sm2,
+    /// RSA-OAEP with SHA-256 (material up to 318 bytes under RSA-3072).
+    RsaOaepSha256,
+    /// RSA-OAEP-SHA-256 of an AES-256 key, then AES key wrap with padding (RFC 5649).
+    RsaAesKwp,
+}
+
+impl WrappingSpecArg {
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sm2 => "sm2",
+            Self::RsaOaepSha256 => "rsa-oaep-sha256",
+            Self::RsaAesKwp => "rsa-aes-kwp",
+        }
+    }
+}
+
 /// `kms key …`
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -224,6 +253,73 @@ pub enum KeyCommand {
         /// Free text shown with the key.
         #[arg(long)]
         description: Option<String>,
+        /// `external`: no material until `kms key import` brings it (the key is
+        /// pending-import meanwhile); default `generated` here from the CSPRNG.
+        #[arg(long, value_enum, default_value = "generated")]
+        origin: OriginArg,
+        /// The material may leave, wrapped to a recipient (`kms key export`); fixed for life.
+        #[arg(long)]
+        exportable: bool,
+    },
+    /// For a key of origin external: a one-time wrapping public key (written to --out, PEM)
+    /// and an import token (printed), valid 24 hours, for wrapping the material outside.
+    ImportParams {
+        /// Key id or alias.
+        key: String,
+        /// How the material will be wrapped.
+        #[arg(long, value_enum)]
+        wrapping_spec: WrappingSpecArg,
+        /// The RSA specs' wrapping key: rsa-3072 (default) or rsa-4096.
+        #[arg(long, value_name = "SPEC")]
+        wrapping_key_spec: Option<String>,
+        /// Where to write the wrapping public key (PEM).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Import key material into a key of origin external: a file wrapped outside with the
+    /// token of `kms key import-params` (--in, --token), or a local key file wrapped here for
+    /// you (--material, --wrap-locally: raw key bytes, or a PKCS#8 private key, PEM or DER).
+    Import {
+        /// Key id or alias.
+        key: String,
+        /// The wrapped material (binary).
+        #[arg(long = "in", value_name = "FILE", conflicts_with_all = ["material", "wrap_locally"], requires = "token")]
+        input: Option<PathBuf>,
+        /// The import token from `kms key import-params`.
+        #[arg(long)]
+        token: Option<String>,
+        /// The plain key file, wrapped by this command before it leaves (with --wrap-locally).
+        #[arg(long, value_name = "FILE", requires = "wrap_locally")]
+        material: Option<PathBuf>,
+        /// Get import parameters and wrap --material here: no OpenSSL recipe needed.
+        #[arg(long, requires = "material")]
+        wrap_locally: bool,
+        /// With --wrap-locally: the wrapping spec (default sm2).
+        #[arg(long, value_enum, default_value = "sm2")]
+        wrapping_spec: WrappingSpecArg,
+        /// Delete the material after this long (e.g. 365d); the key then waits for import again.
+        #[arg(long, value_name = "PERIOD", value_parser = parse_period)]
+        expires_in: Option<u64>,
+    },
+    /// Export a key created --exportable, wrapped to a recipient's public key; never plaintext.
+    Export {
+        /// Key id or alias.
+        key: String,
+        /// The recipient's public key (PEM or DER SubjectPublicKeyInfo): SM2 for sm2, RSA-3072
+        /// or RSA-4096 for the RSA specs.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[arg(long, value_enum)]
+        wrapping_spec: WrappingSpecArg,
+        /// The version (default: the newest).
+        #[arg(long)]
+        version: Option<u32>,
+        /// Where to write the wrapped material (binary).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Under dual control: the approved request's id (`kms approvals list`).
+        #[arg(long, value_name = "ID")]
+        approval: Option<String>,
     },
     /// Register a partner's SM2 or RSA (>= 2048) public key: `--purpose sign` verifies its
     /// signatures, `--purpose asymmetric-decrypt` is for encrypting to it. Prints the key id.

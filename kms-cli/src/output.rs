@@ -127,6 +127,7 @@ pub const fn state_name(s: KeyState) -> &'static str {
         KeyState::Compromised => "compromised",
         KeyState::PendingDestruction => "pending-destruction",
         KeyState::Destroyed => "destroyed",
+        KeyState::PendingImport => "pending-import",
     }
 }
 
@@ -155,7 +156,8 @@ pub struct KeyJson {
     pub purpose: &'static str,
     /// Canonical key spec (`sm4-gcm`, `sm2`, …).
     pub algorithm: String,
-    /// `enabled`, `disabled`, `compromised`, `pending-destruction` or `destroyed`.
+    /// `enabled`, `disabled`, `compromised`, `pending-destruction`, `destroyed` or
+    /// `pending-import`.
     pub state: &'static str,
     /// Free text.
     pub description: String,
@@ -165,8 +167,22 @@ pub struct KeyJson {
     pub created_at: u64,
     /// The version new work uses.
     pub current_version: u32,
-    /// `generated` (inside the KMS) or `public-only` (an outside public key).
+    /// `generated` (inside the KMS), `imported` (material brought in wrapped) or
+    /// `public-only` (an outside public key).
     pub origin: String,
+    /// The material may leave, wrapped (`kms key export`).
+    pub exportable: bool,
+    /// Origin imported: SM3 (hex) of the material (of its public key for a key pair).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub material_fingerprint: String,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imported_at: Option<u64>,
+    /// Unix seconds: when the imported material is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub material_expires_at: Option<u64>,
+    /// How many times the material was exported.
+    pub exports: u32,
     /// Every version.
     pub versions: Vec<VersionJson>,
     /// Seconds between automatic rotations, `null` when manual.
@@ -196,6 +212,11 @@ impl From<&KeyMetadata> for KeyJson {
             created_at: k.created_at,
             current_version: k.current_version,
             origin: k.origin.clone(),
+            exportable: k.exportable,
+            material_fingerprint: k.material_fingerprint.clone(),
+            imported_at: k.imported_at,
+            material_expires_at: k.material_expires_at,
+            exports: k.exports,
             versions: k.versions.iter().map(VersionJson::from).collect(),
             rotation_period_seconds: k.rotation_period_seconds,
             last_rotated_at: k.last_rotated_at,
@@ -266,6 +287,14 @@ pub fn key_details(k: &KeyMetadata) -> String {
         ("purpose", purpose_name(k.purpose()).to_owned()),
         ("algorithm", k.algorithm.clone()),
         ("origin", k.origin.clone()),
+        (
+            "exportable",
+            if k.exportable {
+                format!("yes ({} exports)", k.exports)
+            } else {
+                "no".to_owned()
+            },
+        ),
         ("state", state_name(k.state()).to_owned()),
         ("description", k.description.clone()),
         ("aliases", k.aliases.join(", ")),
@@ -284,6 +313,13 @@ pub fn key_details(k: &KeyMetadata) -> String {
         ("destroy_at", opt_time(k.destroy_at)),
         ("destroyed", opt_time(k.destroyed_at)),
     ]);
+    if !k.material_fingerprint.is_empty() {
+        out.push_str(&fields(&[
+            ("material_sm3", k.material_fingerprint.clone()),
+            ("imported", opt_time(k.imported_at)),
+            ("material_expires", opt_time(k.material_expires_at)),
+        ]));
+    }
     out.push('\n');
     let rows: Vec<Vec<String>> = k
         .versions

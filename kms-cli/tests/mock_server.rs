@@ -386,6 +386,26 @@ impl KeyAdmin for Mock {
         })
     }
 
+    // Import and export are tried against the real server (`outside_keys_cli.rs`,
+    // `import_export_cli.rs`): the mock only says so.
+    async fn get_import_parameters(
+        &self,
+        _: Request<GetImportParametersRequest>,
+    ) -> Reply<ImportParametersResponse> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
+    async fn import_key_material(
+        &self,
+        _: Request<ImportKeyMaterialRequest>,
+    ) -> Reply<KeyResponse> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
+    async fn export_key(&self, _: Request<ExportKeyRequest>) -> Reply<ExportKeyResponse> {
+        Err(Status::unimplemented("not in the mock"))
+    }
+
     async fn describe_key(&self, req: Request<KeyRequest>) -> Reply<KeyResponse> {
         key_reply(&req.into_inner().key, |_| {})
     }

@@ -177,6 +177,9 @@ operations!(
     Seal,
     CreateKey,
     ImportPublicKey,
+    GetImportParameters,
+    ImportKeyMaterial,
+    ExportKey,
     DescribeKey,
     ListKeys,
     RotateKey,
@@ -223,6 +226,9 @@ impl Op {
             Self::Seal => "seal",
             Self::CreateKey => "create keys",
             Self::ImportPublicKey => "import outside public keys",
+            Self::GetImportParameters => "get import parameters",
+            Self::ImportKeyMaterial => "import key material",
+            Self::ExportKey => "export keys",
             Self::DescribeKey => "describe keys",
             Self::ListKeys => "list keys",
             Self::RotateKey => "rotate keys",
@@ -283,6 +289,9 @@ impl Op {
             | Self::Seal
             | Self::CreateKey
             | Self::ImportPublicKey
+            | Self::GetImportParameters
+            | Self::ImportKeyMaterial
+            | Self::ExportKey
             | Self::ListKeys
             | Self::RotateKey
             | Self::SetRotationPolicy
@@ -325,6 +334,9 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::Seal
         | Op::CreateKey
         | Op::ImportPublicKey
+        | Op::GetImportParameters
+        | Op::ImportKeyMaterial
+        | Op::ExportKey
         | Op::RotateKey
         | Op::SetRotationPolicy
         | Op::EnableKey
@@ -827,7 +839,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 40);
+        assert_eq!(Op::ALL.len(), 43);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

@@ -56,5 +56,9 @@ pub use kms::{
     KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, Quorum, Sensitive, SignOutput, Status, Sweep,
     SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput, VersionInfo,
 };
-pub use kms::{ImportPublicKeyRequest, Issued, RestoreProgress, StagedRestore, custody};
+pub use kms::{
+    ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,
+    ImportPublicKeyRequest, ImportedKey, Issued, KeyOptions, RestoreProgress, StagedRestore,
+    custody,
+};
 pub use secret::{KeyMaterial, SecretBytes};

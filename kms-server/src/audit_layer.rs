@@ -32,6 +32,8 @@ pub struct AuditNote {
     pub key_version: Option<u32>,
     pub context_hmac: Option<String>,
     pub flags: Vec<Flag>,
+    /// Import and export: how the material was wrapped, to which public key.
+    pub transfer: Option<kms_core::audit::KeyTransfer>,
 }
 
 /// A request's id and its note, in the request's extensions.
@@ -378,6 +380,7 @@ where
                                 flags: vec![Flag::Intent],
                                 transport: transport.clone(),
                                 traceparent: traceparent.clone(),
+                                transfer: None,
                             };
                             write(Arc::clone(&log), intent).await.map(drop)
                         } else {
@@ -420,6 +423,7 @@ where
                 flags: note.flags,
                 transport,
                 traceparent,
+                transfer: note.transfer,
             };
             match write(log, event).await {
                 Ok(record) => {

@@ -77,6 +77,7 @@ fn state_out(s: KeyState) -> v1::KeyState {
         KeyState::Compromised => v1::KeyState::Compromised,
         KeyState::PendingDestruction => v1::KeyState::PendingDestruction,
         KeyState::Destroyed => v1::KeyState::Destroyed,
+        KeyState::PendingImport => v1::KeyState::PendingImport,
     }
 }
 
@@ -124,7 +125,28 @@ pub fn key_metadata(k: &KeyInfo) -> v1::KeyMetadata {
         destroyed_at: k.destroyed_at,
         current_version: k.current_version(),
         origin: k.origin.name().to_owned(),
+        exportable: k.exportable,
+        material_fingerprint: k
+            .import
+            .as_ref()
+            .map(|i| i.fingerprint.clone())
+            .unwrap_or_default(),
+        imported_at: k.import.as_ref().map(|i| i.imported_at),
+        material_expires_at: k.import.as_ref().and_then(|i| i.expires_at),
+        exports: u32::try_from(k.exports).unwrap_or(u32::MAX),
     }
+}
+
+/// A wrapping spec name (`sm2`, `rsa-oaep-sha256`, `rsa-aes-kwp`).
+pub fn wrapping_spec(name: &str) -> Result<kms_core::crypto::transport::WrappingSpec, Refusal> {
+    use kms_core::crypto::transport::WrappingSpec;
+    WrappingSpec::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = WrappingSpec::ALL.iter().map(|s| s.name()).collect();
+        Refusal::from(kms_core::InvalidInput::new(
+            "wrapping_spec",
+            format!("unknown; use one of: {}", names.join(", ")),
+        ))
+    })
 }
 
 pub fn grant_info(g: &Grant) -> v1::GrantInfo {

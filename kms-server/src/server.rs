@@ -377,6 +377,7 @@ impl SchedulerLog {
             operation: match sweep {
                 Sweep::Rotation => Operation::ScheduledRotation,
                 Sweep::Destruction => Operation::ScheduledDestruction,
+                Sweep::ImportExpiry => Operation::ScheduledImportExpiry,
             },
             key_id: Some(key.to_string()),
             ..Event::default()
@@ -435,7 +436,8 @@ impl kms_core::ApprovalLog for ApprovalTrail {
     }
 }
 
-/// Rotates what is due and destroys what has waited long enough, until told to stop.
+/// Rotates what is due, destroys what has waited long enough and deletes imported material
+/// whose expiry has come, until told to stop.
 async fn scheduler(
     owner: Arc<System>,
     audit: Arc<AuditLog>,
@@ -457,11 +459,22 @@ async fn scheduler(
             if let Err(e) = k.expire_approvals() {
                 tracing::warn!(error = %e, "expiring approval requests failed");
             }
-            (k.rotate_due_logged(&log), k.destroy_due_logged(&log))
+            (
+                k.rotate_due_logged(&log),
+                k.destroy_due_logged(&log),
+                k.expire_imports_due_logged(&log),
+            )
         })
         .await;
         match done {
-            Ok((rotated, destroyed)) => {
+            Ok((rotated, destroyed, expired)) => {
+                match expired {
+                    Ok(d) if !d.is_empty() => {
+                        tracing::warn!(keys = d.len(), "imported key material expired and deleted")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "import expiry sweep failed"),
+                }
                 match rotated {
                     Ok(r) if !r.is_empty() => {
                         tracing::info!(keys = r.len(), "scheduled rotations done")

@@ -56,6 +56,7 @@ mod tests {
                 "KEY_STATE_PENDING_DESTRUCTION",
             ),
             (v1::KeyState::Destroyed, "KEY_STATE_DESTROYED"),
+            (v1::KeyState::PendingImport, "KEY_STATE_PENDING_IMPORT"),
         ];
         for (state, name) in names {
             assert_eq!(state.as_str_name(), name);

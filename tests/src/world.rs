@@ -312,6 +312,8 @@ impl World {
                 alias: alias.to_owned(),
                 rotation_period_seconds: None,
                 description: String::new(),
+                origin: String::new(),
+                exportable: false,
             })
             .await
             .unwrap()

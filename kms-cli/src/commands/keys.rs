@@ -7,7 +7,8 @@ use kms_proto::v1::{
 use serde_json::json;
 
 use super::Ctx;
-use crate::args::{KeyCommand, PurposeArg};
+use super::transfer;
+use crate::args::{KeyCommand, OriginArg, PurposeArg};
 use crate::error::CliError;
 use crate::files;
 use crate::output::{KeyJson, key_details, key_table, print_json, state_name, time};
@@ -42,6 +43,8 @@ pub(super) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<(), CliError> {
             namespace,
             rotation_period,
             description,
+            origin,
+            exportable,
         } => {
             let resp = admin
                 .create_key(CreateKeyRequest {
@@ -51,6 +54,12 @@ pub(super) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<(), CliError> {
                     alias: alias.unwrap_or_default(),
                     rotation_period_seconds: rotation_period,
                     description: description.unwrap_or_default(),
+                    origin: match origin {
+                        OriginArg::Generated => "generated",
+                        OriginArg::External => "external",
+                    }
+                    .to_owned(),
+                    exportable,
                 })
                 .await?;
             let key = metadata(resp.into_inner().key)?;
@@ -60,6 +69,59 @@ pub(super) async fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<(), CliError> {
             } else {
                 files::println(&key.key_id)
             };
+        }
+        KeyCommand::ImportParams {
+            key,
+            wrapping_spec,
+            wrapping_key_spec,
+            out,
+        } => {
+            return transfer::import_params(ctx, key, wrapping_spec, wrapping_key_spec, &out).await;
+        }
+        KeyCommand::Import {
+            key,
+            input,
+            token,
+            material,
+            wrap_locally: _,
+            wrapping_spec,
+            expires_in,
+        } => {
+            let source = match (input, token, material) {
+                (Some(input), Some(token), None) => transfer::Source::Wrapped { input, token },
+                (None, None, Some(material)) => transfer::Source::Local {
+                    material,
+                    wrapping_spec,
+                },
+                _ => {
+                    return Err(CliError::usage(
+                        "give --in FILE --token TOKEN (wrapped outside), or --material FILE \
+                         --wrap-locally",
+                    ));
+                }
+            };
+            return transfer::import(ctx, key, source, expires_in).await;
+        }
+        KeyCommand::Export {
+            key,
+            to,
+            wrapping_spec,
+            version,
+            out,
+            approval,
+        } => {
+            return transfer::export(
+                ctx,
+                transfer::ExportArgs {
+                    key,
+                    to,
+                    wrapping_spec,
+                    version,
+                    out,
+                    approval,
+                },
+            )
+            .await;
         }
         KeyCommand::ImportPublic {
             purpose: p,

@@ -9,6 +9,7 @@ mod envelope;
 mod keys;
 mod pki;
 mod system;
+mod transfer;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;

@@ -107,6 +107,19 @@ pub struct Event {
     /// The caller's W3C `traceparent`, when it sent a well-formed one ([`traceparent`]), so
     /// that an application's request can be matched to its record.
     pub traceparent: Option<String>,
+    /// Key material moved in or out (issue 19): how it was wrapped and to which public key.
+    pub transfer: Option<KeyTransfer>,
+}
+
+/// How key material crossed the boundary, as the trail records it: never the material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTransfer {
+    /// `sm2`, `rsa-oaep-sha256` or `rsa-aes-kwp`.
+    pub wrapping_spec: String,
+    /// SM3 (hex) of the SubjectPublicKeyInfo the material was wrapped to: the recipient's for
+    /// an export, the KMS's one-time wrapping key's for an import.
+    pub public_key_sm3: String,
 }
 
 /// For tests and tools that set only the fields they care about: an unregistered caller, an
@@ -126,6 +139,7 @@ impl Default for Event {
             flags: Vec::new(),
             transport: None,
             traceparent: None,
+            transfer: None,
         }
     }
 }
@@ -237,6 +251,10 @@ pub struct Record {
     /// covered by the chain, when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Key material moved in or out ([`KeyTransfer`]); like `transport`, outside the canonical
+    /// bytes when absent. Boxed: rare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Box<KeyTransfer>>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -434,6 +452,7 @@ mod traceparent_tests {
             flags: Vec::new(),
             transport: None,
             traceparent: traceparent.map(str::to_owned),
+            transfer: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

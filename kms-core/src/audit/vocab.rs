@@ -189,6 +189,9 @@ names! {
         GenerateRandom = "Crypto/GenerateRandom",
         CreateKey = "KeyAdmin/CreateKey",
         ImportPublicKey = "KeyAdmin/ImportPublicKey",
+        GetImportParameters = "KeyAdmin/GetImportParameters",
+        ImportKeyMaterial = "KeyAdmin/ImportKeyMaterial",
+        ExportKey = "KeyAdmin/ExportKey",
         DescribeKey = "KeyAdmin/DescribeKey",
         ListKeys = "KeyAdmin/ListKeys",
         RotateKey = "KeyAdmin/RotateKey",
@@ -222,6 +225,8 @@ names! {
         ScheduledRotation = "Scheduler/RotateKey",
         /// A due destruction the scheduler carried out (not an RPC).
         ScheduledDestruction = "Scheduler/DestroyKey",
+        /// Imported material deleted at its expiry by the scheduler (not an RPC).
+        ScheduledImportExpiry = "Scheduler/ExpireKeyMaterial",
         /// The audit writer handed the audit key over to a new version (not an RPC).
         AuditKeyTransition = "Scheduler/AuditKeyTransition",
     }
@@ -297,6 +302,9 @@ impl Operation {
             | Self::GenerateRandom => Some(Service::Crypto),
             Self::CreateKey
             | Self::ImportPublicKey
+            | Self::GetImportParameters
+            | Self::ImportKeyMaterial
+            | Self::ExportKey
             | Self::DescribeKey
             | Self::ListKeys
             | Self::RotateKey
@@ -326,9 +334,10 @@ impl Operation {
             | Self::Seal
             | Self::Backup
             | Self::Restore => Some(Service::System),
-            Self::ScheduledRotation | Self::ScheduledDestruction | Self::AuditKeyTransition => {
-                Some(Service::Scheduler)
-            }
+            Self::ScheduledRotation
+            | Self::ScheduledDestruction
+            | Self::ScheduledImportExpiry
+            | Self::AuditKeyTransition => Some(Service::Scheduler),
             Self::Other(_) => None,
         }
     }
@@ -487,6 +496,9 @@ mod tests {
             [
                 "KeyAdmin/CreateKey",
                 "KeyAdmin/ImportPublicKey",
+                "KeyAdmin/GetImportParameters",
+                "KeyAdmin/ImportKeyMaterial",
+                "KeyAdmin/ExportKey",
                 "KeyAdmin/RotateKey",
                 "KeyAdmin/SetRotationPolicy",
                 "KeyAdmin/EnableKey",
@@ -508,6 +520,7 @@ mod tests {
                 "System/Restore",
                 "Scheduler/RotateKey",
                 "Scheduler/DestroyKey",
+                "Scheduler/ExpireKeyMaterial",
             ]
         );
         // What this version does not know is treated as changing state.

@@ -143,6 +143,7 @@ impl Writer {
                         flags: e.flags.clone(),
                         transport: e.transport.clone(),
                         traceparent: e.traceparent.clone(),
+                        transfer: e.transfer.clone().map(Box::new),
                         transition: None,
                         prev: tail.hash.clone(),
                     };
@@ -292,6 +293,7 @@ impl Writer {
             flags: Vec::new(),
             transport: None,
             traceparent: None,
+            transfer: None,
             transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,

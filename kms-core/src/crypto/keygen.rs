@@ -79,8 +79,18 @@ pub fn import_private_key(
     purpose: Purpose,
     pkcs8_der: &[u8],
 ) -> Result<KeyMaterial, Error> {
+    if let Some(problem) = super::pkcs8_shape::problem(pkcs8_der) {
+        return Err(InvalidInput::new("private key", problem).into());
+    }
     if let Some(bits) = rsa::declared_bits_pkcs8(pkcs8_der) {
         policy.check_rsa_bits(bits)?;
+    }
+    if rsa::weak_exponent_pkcs8(pkcs8_der) {
+        return Err(InvalidInput::new(
+            "private key",
+            "the RSA public exponent must be odd and at least 65537",
+        )
+        .into());
     }
     let (spec, bytes) = if let Ok(scalar) = sm2::import_pkcs8(pkcs8_der) {
         (KeySpec::Sm2, scalar)
@@ -93,6 +103,24 @@ pub fn import_private_key(
     let key = KeyMaterial::new(spec, bytes);
     pairwise_consistency(&key, &approved)?;
     Ok(key)
+}
+
+/// The material as it leaves the KMS, wrapped (issue 19 item 2): the raw key of a symmetric or
+/// HMAC key, a PKCS#8 `PrivateKeyInfo` (DER) of an SM2 or RSA key — the forms import takes.
+pub fn export_material(key: &KeyMaterial) -> Result<SecretBytes, CryptoError> {
+    match key.spec() {
+        KeySpec::Sm2 => sm2::to_pkcs8(key.expose_secret()),
+        // Stored as PKCS#8 already.
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            Ok(SecretBytes::copy_from_slice(key.expose_secret()))
+        }
+        KeySpec::Sm4Gcm
+        | KeySpec::Aes256Gcm
+        | KeySpec::HmacSm3
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => Ok(SecretBytes::copy_from_slice(key.expose_secret())),
+    }
 }
 
 impl KeyMaterial {

@@ -15,6 +15,7 @@ pub(crate) mod kdf;
 mod keygen;
 pub(crate) mod mac;
 pub(crate) mod parsed;
+pub mod pkcs8_shape;
 mod public_key;
 pub mod rng;
 mod rsa;
@@ -23,7 +24,7 @@ pub mod transport;
 
 pub use aead::{AEAD_NONCE_LEN, AEAD_TAG_LEN, open_in_place, seal_in_place};
 pub use digest::digest;
-pub use keygen::{generate, generate_data_key, import_private_key};
+pub use keygen::{export_material, generate, generate_data_key, import_private_key};
 pub use mac::{mac, verify_mac};
 pub use public_key::PublicKey;
 

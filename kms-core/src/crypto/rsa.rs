@@ -240,6 +240,27 @@ pub(super) fn declared_bits_spki(der: &[u8]) -> Option<usize> {
     Some(bit_len(key.modulus.as_bytes()))
 }
 
+/// Whether a PKCS#8 RSA private key's public exponent is one the KMS refuses: even, or below
+/// 65537 (e = 1 makes "encryption" the identity; e = 3 invites the small-exponent attacks;
+/// FIPS 186-5 §A.1.1 asks for at least 65537).
+pub(super) fn weak_exponent_pkcs8(der: &[u8]) -> bool {
+    use rsa::pkcs1::der::Decode;
+    let Ok(info) = rsa::pkcs8::PrivateKeyInfoRef::from_der(der) else {
+        return false;
+    };
+    if info.algorithm.oid != RSA_ENCRYPTION {
+        return false;
+    }
+    let Ok(key) =
+        rsa::pkcs1::RsaPrivateKey::<rsa::pkcs1::UintRef<'_>>::from_der(info.private_key.as_bytes())
+    else {
+        return false;
+    };
+    let e = key.public_exponent.as_bytes();
+    let odd = e.last().is_some_and(|b| b & 1 == 1);
+    !odd || bit_len(e) < 17
+}
+
 /// The modulus size a PKCS#8 RSA private key declares (see [`declared_bits_spki`]).
 pub(super) fn declared_bits_pkcs8(der: &[u8]) -> Option<usize> {
     use rsa::pkcs1::der::Decode;

@@ -230,6 +230,18 @@ pub(super) fn generate() -> Result<SecretBytes, CryptoError> {
     Ok(out)
 }
 
+/// The PKCS#8 `PrivateKeyInfo` (DER, with the public key) of a scalar, as OpenSSL writes SM2
+/// keys: for export, wrapped (issue 19).
+pub(super) fn to_pkcs8(scalar: &[u8]) -> Result<SecretBytes, CryptoError> {
+    use sm2::pkcs8::EncodePrivateKey;
+    let secret = SecretKey::from_slice(scalar).map_err(|_| CryptoError::MalformedKey)?;
+    let doc = secret
+        .to_pkcs8_der()
+        .map_err(|_| CryptoError::MalformedKey)?;
+    // SecretDocument wipes itself on drop; this copy is the one handed on.
+    Ok(SecretBytes::copy_from_slice(doc.as_bytes()))
+}
+
 /// Accepts a PKCS#8 SM2 private key and returns its scalar.
 pub(super) fn import_pkcs8(der: &[u8]) -> Result<SecretBytes, CryptoError> {
     use sm2::pkcs8::DecodePrivateKey;

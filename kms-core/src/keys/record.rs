@@ -60,6 +60,9 @@ pub enum Origin {
     /// An outside party's public key only: it verifies (purpose sign) or is encrypted to
     /// (purpose asymmetric-decrypt); there is no private half here to sign or decrypt with.
     PublicOnly,
+    /// Material brought in wrapped (`ImportKeyMaterial`, KEY-4); until it is, the key is
+    /// `PENDING_IMPORT` and has no version.
+    Imported,
 }
 
 impl Origin {
@@ -68,6 +71,7 @@ impl Origin {
         match self {
             Self::Generated => "generated",
             Self::PublicOnly => "public-only",
+            Self::Imported => "imported",
         }
     }
 
@@ -78,6 +82,36 @@ impl Origin {
     pub(crate) fn is_generated(&self) -> bool {
         *self == Self::Generated
     }
+}
+
+/// What was imported into a key of origin `imported` (issue 19 item 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportInfo {
+    /// SM3 fingerprint of the material (see `kms/import_export.rs`), hex: the same material may
+    /// be imported again, other material never.
+    pub fingerprint: String,
+    /// When the material was first imported.
+    pub imported_at: UnixSeconds,
+    /// When the material was last imported (the same material, again).
+    pub last_imported_at: UnixSeconds,
+    /// When the material is deleted and the key returns to `PENDING_IMPORT`, if ever.
+    pub expires_at: Option<UnixSeconds>,
+    /// When the material was deleted at its expiry (it may be imported again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<UnixSeconds>,
+}
+
+/// One export of a key's material (issue 19 item 2): never the material, only where it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportEvent {
+    pub at: UnixSeconds,
+    pub version: u32,
+    /// The wrapping spec's name (`sm2`, `rsa-oaep-sha256`, `rsa-aes-kwp`).
+    pub wrapping_spec: String,
+    /// SM3 of the recipient's SubjectPublicKeyInfo DER, hex.
+    pub recipient_sm3: String,
+    /// The administrator who exported it.
+    pub by: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +138,15 @@ pub struct KeyRecord {
     /// Absent in records of generated keys (and of every key stored before origins existed).
     #[serde(default, skip_serializing_if = "Origin::is_generated")]
     pub origin: Origin,
+    /// Whether the material may leave wrapped to a recipient (`ExportKey`); fixed at creation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exportable: bool,
+    /// Origin `imported`: what was imported and when it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportInfo>,
+    /// Every export of this key's material, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportEvent>,
 }
 
 impl KeyRecord {
@@ -131,6 +174,19 @@ impl KeyRecord {
     #[must_use]
     pub fn version(&self, v: u32) -> Option<&KeyVersion> {
         self.versions.iter().find(|kv| kv.version == v)
+    }
+
+    /// Whether a version without material lost it to destruction: a public-only key never had
+    /// any, and imported material that expired may come back.
+    #[must_use]
+    pub fn material_was_destroyed(&self) -> bool {
+        self.state == KeyState::Destroyed || self.origin == Origin::Generated
+    }
+
+    /// Origin `imported` with no material to use: never imported, or expired.
+    #[must_use]
+    pub fn awaits_import(&self) -> bool {
+        self.origin == Origin::Imported && self.versions.iter().all(|v| v.wrapped.is_none())
     }
 
     #[must_use]

@@ -23,15 +23,19 @@ pub enum KeyState {
     PendingDestruction,
     /// Material wiped; metadata kept for auditors.
     Destroyed,
+    /// Origin `imported`: no material yet, or its imported material expired; waits for
+    /// `ImportKeyMaterial` (issue 19). No use at all.
+    PendingImport,
 }
 
 impl KeyState {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Enabled,
         Self::Disabled,
         Self::Compromised,
         Self::PendingDestruction,
         Self::Destroyed,
+        Self::PendingImport,
     ];
 
     #[must_use]
@@ -42,6 +46,7 @@ impl KeyState {
             Self::Compromised => "COMPROMISED",
             Self::PendingDestruction => "PENDING_DESTRUCTION",
             Self::Destroyed => "DESTROYED",
+            Self::PendingImport => "PENDING_IMPORT",
         }
     }
 
@@ -50,9 +55,11 @@ impl KeyState {
     pub fn allows_protect(self) -> bool {
         match self {
             Self::Enabled => true,
-            Self::Disabled | Self::Compromised | Self::PendingDestruction | Self::Destroyed => {
-                false
-            }
+            Self::Disabled
+            | Self::Compromised
+            | Self::PendingDestruction
+            | Self::Destroyed
+            | Self::PendingImport => false,
         }
     }
 
@@ -61,7 +68,9 @@ impl KeyState {
     pub fn allows_open(self) -> bool {
         match self {
             Self::Enabled | Self::Compromised => true,
-            Self::Disabled | Self::PendingDestruction | Self::Destroyed => false,
+            Self::Disabled | Self::PendingDestruction | Self::Destroyed | Self::PendingImport => {
+                false
+            }
         }
     }
 }
@@ -110,12 +119,14 @@ impl Transition {
 /// `was_compromised` says where a cancelled destruction returns to.
 #[must_use]
 pub fn next_state(from: KeyState, t: Transition, was_compromised: bool) -> Option<KeyState> {
-    use KeyState::{Compromised, Destroyed, Disabled, Enabled, PendingDestruction};
+    use KeyState::{Compromised, Destroyed, Disabled, Enabled, PendingDestruction, PendingImport};
     match (from, t) {
         (Disabled, Transition::Enable) => Some(Enabled),
         (Enabled, Transition::Disable) => Some(Disabled),
         (Enabled | Disabled, Transition::Compromise) => Some(Compromised),
-        (Enabled | Disabled | Compromised, Transition::ScheduleDestruction) => {
+        // A key waiting for import may be given up (a cancelled destruction returns it to
+        // waiting: `lifecycle.rs` knows it has no material).
+        (Enabled | Disabled | Compromised | PendingImport, Transition::ScheduleDestruction) => {
             Some(PendingDestruction)
         }
         (PendingDestruction, Transition::CancelDestruction) => Some(if was_compromised {
@@ -124,19 +135,27 @@ pub fn next_state(from: KeyState, t: Transition, was_compromised: bool) -> Optio
             Disabled
         }),
         (PendingDestruction, Transition::Destroy) => Some(Destroyed),
-        (Enabled | Compromised | PendingDestruction | Destroyed, Transition::Enable)
-        | (Disabled | Compromised | PendingDestruction | Destroyed, Transition::Disable)
-        | (Compromised | PendingDestruction | Destroyed, Transition::Compromise)
+        (
+            Enabled | Compromised | PendingDestruction | Destroyed | PendingImport,
+            Transition::Enable,
+        )
+        | (
+            Disabled | Compromised | PendingDestruction | Destroyed | PendingImport,
+            Transition::Disable,
+        )
+        | (Compromised | PendingDestruction | Destroyed | PendingImport, Transition::Compromise)
         | (PendingDestruction | Destroyed, Transition::ScheduleDestruction)
-        | (Enabled | Disabled | Compromised | Destroyed, Transition::CancelDestruction)
-        | (Enabled | Disabled | Compromised | Destroyed, Transition::Destroy) => None,
+        | (
+            Enabled | Disabled | Compromised | Destroyed | PendingImport,
+            Transition::CancelDestruction | Transition::Destroy,
+        ) => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use KeyState::{Compromised, Destroyed, Disabled, Enabled, PendingDestruction};
+    use KeyState::{Compromised, Destroyed, Disabled, Enabled, PendingDestruction, PendingImport};
 
     /// The whole table: every (state, transition) pair, allowed or not.
     #[test]
@@ -154,6 +173,11 @@ mod tests {
             ),
             (
                 Compromised,
+                Transition::ScheduleDestruction,
+                PendingDestruction,
+            ),
+            (
+                PendingImport,
                 Transition::ScheduleDestruction,
                 PendingDestruction,
             ),
@@ -184,7 +208,7 @@ mod tests {
     fn use_rules_follow_the_state() {
         assert!(Enabled.allows_protect() && Enabled.allows_open());
         assert!(!Compromised.allows_protect() && Compromised.allows_open());
-        for s in [Disabled, PendingDestruction, Destroyed] {
+        for s in [Disabled, PendingDestruction, Destroyed, PendingImport] {
             assert!(!s.allows_protect() && !s.allows_open(), "{s}");
         }
     }

@@ -394,8 +394,8 @@ impl Kms {
                 )?;
                 Ok(format!("key {} rotation period set", k.id))
             }
-            Params::Backup => Err(Error::FailedPrecondition(
-                "a backup is released to its requester, not run by an approval".into(),
+            Params::Backup | Params::ExportKey { .. } => Err(Error::FailedPrecondition(
+                "a backup or an export is released to its requester, not run by an approval".into(),
             )),
         }
     }
@@ -500,6 +500,12 @@ impl Kms {
         }
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(all)
+    }
+
+    /// The parameters approval request `id` was made for: a released operation checks that
+    /// it is used for exactly what was approved.
+    pub(super) fn approved_params(&self, id: &str) -> Result<Params, Error> {
+        Ok(self.approval(id)?.0.params)
     }
 
     /// The proof for a released operation (a backup) whose quorum was reached: only for its

@@ -72,7 +72,7 @@ impl Kms {
             rotation_period: None,
             description: "KMS audit key: signs audit checkpoints and key inventories".into(),
         };
-        self.prepare_key(&vault, &req, batch)?;
+        self.prepare_key(&vault, &req, super::lifecycle::KeyOptions::default(), batch)?;
         Ok(())
     }
 

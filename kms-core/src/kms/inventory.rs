@@ -13,7 +13,7 @@ use crate::audit::{Outcome, Record, Service};
 use crate::authz::{Authorized, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::error::Error;
-use crate::keys::record::Origin;
+use crate::keys::record::{ExportEvent, ImportInfo, Origin};
 use crate::keys::state::KeyState;
 use crate::policy::{ApprovedDigest, Policy};
 use crate::store::Tree;
@@ -52,6 +52,16 @@ pub struct InventoryKey {
     /// written before origins existed), `public-only` for an outside public key (issue 19).
     #[serde(default, skip_serializing_if = "Origin::is_generated")]
     pub origin: Origin,
+    /// Whether the material may leave wrapped (issue 19); absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exportable: bool,
+    /// Origin `imported`: the material's SM3 fingerprint, when it was imported, its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportInfo>,
+    /// Every export of the material: when, which version, which spec, to which public key
+    /// (SM3 of its SPKI), by whom.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,8 +420,7 @@ impl Kms {
                     .map(|v| InventoryVersion {
                         version: v.version,
                         created_at: v.created_at,
-                        destroyed: v.wrapped.is_none()
-                            && (r.origin != Origin::PublicOnly || r.state == KeyState::Destroyed),
+                        destroyed: v.wrapped.is_none() && r.material_was_destroyed(),
                     })
                     .collect(),
                 rotation_period_seconds: r.rotation_period,
@@ -427,6 +436,9 @@ impl Kms {
                     .map(|der| hex::encode(crypto::digest(ApprovedDigest::SM3, der))),
                 allowed_by_policy: allowed,
                 origin: r.origin,
+                exportable: r.exportable,
+                import: r.import.clone(),
+                exports: r.exports.clone(),
             });
         }
         let mut inv = Inventory {
@@ -487,6 +499,9 @@ mod tests {
             public_key_sm3: None,
             allowed_by_policy: true,
             origin: Origin::Generated,
+            exportable: false,
+            import: None,
+            exports: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::clock::DAY;
 use crate::crypto;
 use crate::error::Error;
 use crate::keys::record::{
-    KeyRecord, KeyVersion, Origin, check_destruction_days, check_rotation_period,
+    ImportInfo, KeyRecord, KeyVersion, Origin, check_destruction_days, check_rotation_period,
 };
 use crate::keys::state::{KeyState, Transition, next_state};
 use crate::keys::{Alias, KeyId, KeyRef, Namespace};
@@ -40,6 +40,17 @@ pub struct CreateKeyRequest {
     /// Seconds between automatic rotations (1 to 3650 days), if any.
     pub rotation_period: Option<u64>,
     pub description: String,
+}
+
+/// How a new key's material is had and may leave (issue 19); the default is generated here,
+/// never exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyOptions {
+    /// Origin `imported`: the key is made without material, `PENDING_IMPORT` until
+    /// `ImportKeyMaterial` brings it.
+    pub external: bool,
+    /// The material may be exported, wrapped to a recipient (`ExportKey`); fixed for life.
+    pub exportable: bool,
 }
 
 /// The refusal for what an outside public key cannot do (it has no private half here).
@@ -96,6 +107,11 @@ pub struct KeyInfo {
     pub destroy_at: Option<u64>,
     pub destroyed_at: Option<u64>,
     pub origin: Origin,
+    pub exportable: bool,
+    /// Origin `imported`: the material's fingerprint, import time and expiry.
+    pub import: Option<ImportInfo>,
+    /// How many times the material was exported (the events are in the inventory).
+    pub exports: usize,
 }
 
 impl KeyInfo {
@@ -116,9 +132,7 @@ impl KeyInfo {
                 .map(|v| VersionInfo {
                     version: v.version,
                     created_at: v.created_at,
-                    // A public-only key never had wrapped material to lose.
-                    destroyed: v.wrapped.is_none()
-                        && (r.origin != Origin::PublicOnly || r.state == KeyState::Destroyed),
+                    destroyed: v.wrapped.is_none() && r.material_was_destroyed(),
                     public_key_der: v.public_key.clone(),
                 })
                 .collect(),
@@ -129,6 +143,9 @@ impl KeyInfo {
             destroy_at: r.destroy_at,
             destroyed_at: r.destroyed_at,
             origin: r.origin,
+            exportable: r.exportable,
+            import: r.import.clone(),
+            exports: r.exports.len(),
         }
     }
 
@@ -146,12 +163,22 @@ impl Kms {
         auth: &Authorized<'_, ops::CreateKey>,
         req: CreateKeyRequest,
     ) -> Result<KeyInfo, Error> {
+        self.create_key_with(auth, req, KeyOptions::default())
+    }
+
+    /// [`Kms::create_key`] with its origin and exportability chosen.
+    pub fn create_key_with(
+        &self,
+        auth: &Authorized<'_, ops::CreateKey>,
+        req: CreateKeyRequest,
+        options: KeyOptions,
+    ) -> Result<KeyInfo, Error> {
         let vault = self.begin(auth)?;
         // A new key introduces its namespace: the strict rule, reserved names refused
         // (`kms-system` included, whose keys only init makes).
         req.namespace.check_new()?;
         let mut batch = Batch::new();
-        let record = self.prepare_key(&vault, &req, &mut batch)?;
+        let record = self.prepare_key(&vault, &req, options, &mut batch)?;
         match self.store.apply(&batch) {
             Ok(()) => Ok(KeyInfo::from_record(&record)),
             Err(StoreError::Conflict {
@@ -174,20 +201,22 @@ impl Kms {
         &self,
         vault: &super::Unsealed,
         req: &CreateKeyRequest,
+        options: KeyOptions,
         batch: &mut Batch,
     ) -> Result<KeyRecord, Error> {
         let approved = self.config.policy.approve(req.purpose, req.spec)?;
         let rotation_period = req.rotation_period.map(check_rotation_period).transpose()?;
         check_description(&req.description)?;
+        if options.external && rotation_period.is_some() {
+            return Err(crate::InvalidInput::new(
+                "rotation period",
+                "a key of origin external cannot rotate on a schedule: its next material \
+                 comes from outside (import it into a new key)",
+            )
+            .into());
+        }
         let now = self.now();
         let id = KeyId::random()?;
-        let material = crypto::generate(&approved)?;
-        let public_key = match req.purpose {
-            Purpose::Sign | Purpose::AsymmetricDecrypt => {
-                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
-            }
-            Purpose::Encrypt | Purpose::Mac => None,
-        };
         let mut record = KeyRecord {
             id,
             namespace: req.namespace.clone(),
@@ -206,6 +235,22 @@ impl Kms {
             destroyed_at: None,
             revision: 1,
             origin: Origin::Generated,
+            exportable: options.exportable,
+            import: None,
+            exports: Vec::new(),
+        };
+        if options.external {
+            record.origin = Origin::Imported;
+            record.state = KeyState::PendingImport;
+            self.stage_new_record(&record, req.alias.as_ref(), batch)?;
+            return Ok(record);
+        }
+        let material = crypto::generate(&approved)?;
+        let public_key = match req.purpose {
+            Purpose::Sign | Purpose::AsymmetricDecrypt => {
+                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+            }
+            Purpose::Encrypt | Purpose::Mac => None,
         };
         let wrapped = self.wrap_version(vault, &record, 1, &material)?;
         record.versions.push(KeyVersion {
@@ -291,18 +336,30 @@ impl Kms {
         record: &mut KeyRecord,
         vault: &super::Unsealed,
     ) -> Result<u32, Error> {
+        if record.origin == Origin::PublicOnly {
+            return Err(public_only(
+                record,
+                "rotated: import the partner's new public key",
+            ));
+        }
+        if record.origin == Origin::Imported {
+            // Generated material would make a key of two origins, and the owner of the
+            // imported material would no longer hold all of it.
+            return Err(Error::FailedPrecondition(
+                format!(
+                    "key {} has imported material (origin imported) and is not rotated here: \
+                     import the new material into a new key",
+                    record.id
+                )
+                .into(),
+            ));
+        }
         if record.state != KeyState::Enabled {
             return Err(Error::InvalidState {
                 key: record.id.to_string(),
                 state: record.state,
                 op: "rotation",
             });
-        }
-        if record.origin == Origin::PublicOnly {
-            return Err(public_only(
-                record,
-                "rotated: import the partner's new public key",
-            ));
         }
         let approved = self.config.policy.approve(record.purpose, record.spec)?;
         let material = crypto::generate(&approved)?;
@@ -397,7 +454,13 @@ impl Kms {
                 Transition::CancelDestruction => r.destroy_at = None,
                 Transition::Enable | Transition::Disable | Transition::Destroy => {}
             }
-            r.state = to;
+            // An imported key whose destruction is cancelled before it had (or after it lost)
+            // its material goes back to waiting for it, not to a usable-looking DISABLED.
+            r.state = if t == Transition::CancelDestruction && r.awaits_import() {
+                KeyState::PendingImport
+            } else {
+                to
+            };
             Ok(())
         })?;
         Ok(KeyInfo::from_record(&record))

@@ -17,6 +17,7 @@ pub mod custody;
 mod data;
 mod gcm_budget;
 mod grants;
+mod import_export;
 pub(crate) mod inventory;
 mod lifecycle;
 mod outside_keys;
@@ -40,7 +41,11 @@ pub use data::{
     SignOutput, VerifyOutput,
 };
 pub use gcm_budget::GCM_INVOCATION_LIMIT;
-pub use lifecycle::{CreateKeyRequest, KeyInfo, VersionInfo};
+pub use import_export::{
+    ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,
+    ImportedKey,
+};
+pub use lifecycle::{CreateKeyRequest, KeyInfo, KeyOptions, VersionInfo};
 pub use outside_keys::ImportPublicKeyRequest;
 pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};

@@ -79,6 +79,9 @@ impl Kms {
             destroyed_at: None,
             revision: 1,
             origin: Origin::PublicOnly,
+            exportable: false,
+            import: None,
+            exports: Vec::new(),
         };
         let mut batch = Batch::new();
         self.stage_new_record(&record, req.alias.as_ref(), &mut batch)?;

@@ -15,6 +15,8 @@ use crate::store::{Batch, StoreError};
 pub enum Sweep {
     Rotation,
     Destruction,
+    /// Imported material deleted at its expiry (`import_export.rs`).
+    ImportExpiry,
 }
 
 /// How a sweep's change to one key ended.

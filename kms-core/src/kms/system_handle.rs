@@ -144,6 +144,17 @@ impl System {
         self.kms.destroy_due(log)
     }
 
+    /// The scheduler's import-expiry sweep (`import_export.rs`): imported material whose
+    /// expiry has come is deleted, and its key waits for import again.
+    pub fn expire_imports_due(&self) -> Result<Vec<KeyId>, Error> {
+        self.kms.expire_imports_due(&super::sweeps::Unlogged)
+    }
+
+    /// [`System::expire_imports_due`] with each key's intent and outcome given to `log`.
+    pub fn expire_imports_due_logged(&self, log: &dyn SweepLog) -> Result<Vec<KeyId>, Error> {
+        self.kms.expire_imports_due(log)
+    }
+
     /// Where the approval steps of dual control are recorded (the server's audit trail).
     pub fn set_approval_log(&self, log: Arc<dyn super::ApprovalLog>) {
         self.kms.attach_approval_log(log);

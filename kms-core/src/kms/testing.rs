@@ -368,4 +368,47 @@ impl TestKms {
     pub fn seal(&self, who: &Principal) -> Result<(), Error> {
         self.kms().seal(&authorize::<ops::Seal>(who)?)
     }
+
+    pub fn create_key_with(
+        &self,
+        who: &Principal,
+        req: CreateKeyRequest,
+        options: crate::KeyOptions,
+    ) -> Result<KeyInfo, Error> {
+        self.kms()
+            .create_key_with(&authorize::<ops::CreateKey>(who)?, req, options)
+    }
+
+    pub fn get_import_parameters(
+        &self,
+        who: &Principal,
+        key: &KeyRef,
+        spec: crate::crypto::transport::WrappingSpec,
+        wrapping_key_spec: Option<crate::alg::KeySpec>,
+    ) -> Result<crate::ImportParameters, Error> {
+        self.kms().get_import_parameters(
+            &authorize::<ops::GetImportParameters>(who)?,
+            key,
+            spec,
+            wrapping_key_spec,
+        )
+    }
+
+    pub fn import_key_material(
+        &self,
+        who: &Principal,
+        req: crate::ImportMaterialRequest,
+    ) -> Result<crate::ImportedKey, Error> {
+        self.kms()
+            .import_key_material(&authorize::<ops::ImportKeyMaterial>(who)?, req)
+    }
+
+    pub fn export_key(
+        &self,
+        who: &Principal,
+        req: crate::ExportKeyRequest,
+    ) -> Result<crate::ExportOutput, Error> {
+        self.kms()
+            .export_key(&authorize::<ops::ExportKey>(who)?, req)
+    }
 }

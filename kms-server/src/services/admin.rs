@@ -3,7 +3,9 @@
 use kms_core::authz::GrantOp;
 use kms_core::authz::authorize;
 use kms_core::keys::{Alias, KeyRef};
-use kms_core::{CreateKeyRequest, ImportPublicKeyRequest};
+use kms_core::{
+    CreateKeyRequest, ExportKeyRequest, ImportMaterialRequest, ImportPublicKeyRequest, KeyOptions,
+};
 use kms_proto::v1::{self, key_admin_server::KeyAdmin};
 use tonic::{Request, Response, Status};
 
@@ -12,6 +14,19 @@ use crate::convert;
 
 fn alias(s: &str) -> Result<Alias, kms_core::Error> {
     Alias::new(s)
+}
+
+/// `CreateKeyRequest.origin`: whether the key is made without material, for import.
+fn origin(name: &str) -> Result<bool, kms_core::Error> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "" | "generated" => Ok(false),
+        "external" => Ok(true),
+        _ => Err(kms_core::InvalidInput::new(
+            "origin",
+            "must be \"generated\" (made here) or \"external\" (imported later)",
+        )
+        .into()),
+    }
 }
 
 fn key_response(k: &kms_core::KeyInfo) -> Response<v1::KeyResponse> {
@@ -114,8 +129,14 @@ impl KeyAdmin for Shared {
             rotation_period: m.rotation_period_seconds,
             description: m.description,
         };
+        let options = KeyOptions {
+            external: call.check(origin(&m.origin))?,
+            exportable: m.exportable,
+        };
         let k = self
-            .run(&call, move |kms, p| kms.create_key(&authorize(p)?, request))
+            .run(&call, move |kms, p| {
+                kms.create_key_with(&authorize(p)?, request, options)
+            })
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
@@ -146,6 +167,91 @@ impl KeyAdmin for Shared {
             .await?;
         call.note_key(&k.id, Some(k.current_version()));
         Ok(key_response(&k))
+    }
+
+    async fn get_import_parameters(
+        &self,
+        req: Request<v1::GetImportParametersRequest>,
+    ) -> Result<Response<v1::ImportParametersResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let key = call.check(convert::key_ref(&m.key, &call.principal))?;
+        let spec = call.check(convert::wrapping_spec(&m.wrapping_spec))?;
+        let wrapping_key_spec = if m.wrapping_key_spec.is_empty() {
+            None
+        } else {
+            Some(call.check(convert::key_spec(&m.wrapping_key_spec))?)
+        };
+        let params = self
+            .run(&call, move |kms, p| {
+                kms.get_import_parameters(&authorize(p)?, &key, spec, wrapping_key_spec)
+            })
+            .await?;
+        call.note_key(&params.key_id, None);
+        Ok(Response::new(v1::ImportParametersResponse {
+            key_id: params.key_id.to_string(),
+            import_token: params.token,
+            wrapping_spec: params.wrapping_spec.name().to_owned(),
+            wrapping_public_key_pem: params.wrapping_public_key.to_pem(),
+            expires_at: params.expires_at,
+        }))
+    }
+
+    async fn import_key_material(
+        &self,
+        req: Request<v1::ImportKeyMaterialRequest>,
+    ) -> Result<Response<v1::KeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        let m = req.into_inner();
+        let request = ImportMaterialRequest {
+            key: call.check(convert::key_ref(&m.key, &call.principal))?,
+            token: m.import_token,
+            wrapped: m.wrapped_material,
+            expires_at: m.expires_at,
+        };
+        let done = self
+            .run(&call, move |kms, p| {
+                kms.import_key_material(&authorize(p)?, request)
+            })
+            .await?;
+        call.note_key(&done.info.id, Some(done.info.current_version()));
+        call.note_transfer(done.wrapping_spec.name(), &done.wrapping_key_sm3);
+        Ok(key_response(&done.info))
+    }
+
+    async fn export_key(
+        &self,
+        req: Request<v1::ExportKeyRequest>,
+    ) -> Result<Response<v1::ExportKeyResponse>, Status> {
+        let call = self.identify(&req).await?;
+        // Under dual control the export is made with its released approval, like a backup.
+        let approval = call.check(super::approvals::approval_of(&req))?;
+        let m = req.into_inner();
+        let request = ExportKeyRequest {
+            key: call.check(convert::key_ref(&m.key, &call.principal))?,
+            version: (m.version != 0).then_some(m.version),
+            recipient: call.check(convert::public_key(
+                self.kms.policy(),
+                &m.recipient_public_key,
+            ))?,
+            wrapping_spec: call.check(convert::wrapping_spec(&m.wrapping_spec))?,
+        };
+        let out = self
+            .run(&call, move |kms, p| match approval {
+                Some(id) => kms.export_key(&kms.release(&authorize(p)?, &id)?, request),
+                None => kms.export_key(&authorize(p)?, request),
+            })
+            .await?;
+        call.note_key(&out.key_id, Some(out.version));
+        call.note_transfer(out.wrapping_spec.name(), &out.recipient_sm3);
+        Ok(Response::new(v1::ExportKeyResponse {
+            key_id: out.key_id.to_string(),
+            version: out.version,
+            algorithm: out.spec.name().to_owned(),
+            wrapping_spec: out.wrapping_spec.name().to_owned(),
+            wrapped_material: out.wrapped,
+            recipient_sm3: out.recipient_sm3,
+        }))
     }
 
     async fn list_keys(

@@ -122,6 +122,18 @@ impl Call {
             s.update(|n| n.flags.push(flag));
         }
     }
+
+    /// Records how key material was wrapped on its way in or out (never the material).
+    pub fn note_transfer(&self, wrapping_spec: &str, public_key_sm3: &str) {
+        if let Some(s) = &self.slot {
+            s.update(|n| {
+                n.transfer = Some(kms_core::audit::KeyTransfer {
+                    wrapping_spec: wrapping_spec.to_owned(),
+                    public_key_sm3: public_key_sm3.to_owned(),
+                });
+            });
+        }
+    }
 }
 
 impl Shared {

@@ -66,6 +66,9 @@ enum Rpc {
     // kms.v1.KeyAdmin
     CreateKey,
     ImportPublicKey,
+    GetImportParameters,
+    ImportKeyMaterial,
+    ExportKey,
     DescribeKey,
     ListKeys,
     RotateKey,
@@ -168,6 +171,17 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
         "/kms.v1.KeyAdmin/ImportPublicKey",
         ADMIN,
     ),
+    (
+        Rpc::GetImportParameters,
+        "/kms.v1.KeyAdmin/GetImportParameters",
+        ADMIN,
+    ),
+    (
+        Rpc::ImportKeyMaterial,
+        "/kms.v1.KeyAdmin/ImportKeyMaterial",
+        ADMIN,
+    ),
+    (Rpc::ExportKey, "/kms.v1.KeyAdmin/ExportKey", ADMIN),
     (Rpc::DescribeKey, "/kms.v1.KeyAdmin/DescribeKey", EVERYONE),
     (Rpc::ListKeys, "/kms.v1.KeyAdmin/ListKeys", EVERYONE),
     (Rpc::RotateKey, "/kms.v1.KeyAdmin/RotateKey", ADMIN),
@@ -257,6 +271,40 @@ fn missing_request<T>(result: Result<T, Status>) -> Result<(), Status> {
 }
 
 /// Keys and artefacts the data-plane calls need, all in the app's namespace.
+/// A new SM4 key of the app namespace, made by the admin.
+async fn fresh_key(w: &World, origin: &str, exportable: bool) -> String {
+    w.admin
+        .keys
+        .clone()
+        .create_key(v1::CreateKeyRequest {
+            namespace: APP_NS.to_owned(),
+            purpose: Purpose::Encrypt.into(),
+            algorithm: "sm4-gcm".to_owned(),
+            origin: origin.to_owned(),
+            exportable,
+            ..v1::CreateKeyRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+        .key_id
+}
+
+/// `material` wrapped by spec sm2 to a PEM public key (the outside tools' part is judged in
+/// `import_export.rs`).
+fn sm2_wrapped(pem: &str, material: &[u8]) -> Vec<u8> {
+    use kms_core::crypto::PublicKey;
+    use kms_core::crypto::transport::{WrappingSpec, wrap};
+    let policy = Policy::default();
+    let public = PublicKey::from_spki_pem(policy, pem).unwrap();
+    let approved = policy
+        .approve(kms_core::alg::Purpose::AsymmetricDecrypt, public.spec())
+        .unwrap();
+    wrap(&approved, WrappingSpec::Sm2, &public, material).unwrap()
+}
+
 struct Fixture {
     enc: String,
     sign: String,
@@ -476,6 +524,8 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 alias: String::new(),
                 rotation_period_seconds: None,
                 description: "made by the matrix".to_owned(),
+                origin: String::new(),
+                exportable: false,
             })
             .await
             .map(drop),
@@ -497,6 +547,63 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 purpose: Purpose::Sign.into(),
                 public_key: spki,
                 ..v1::ImportPublicKeyRequest::default()
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::GetImportParameters => {
+            let k = fresh_key(w, "external", false).await;
+            keys.get_import_parameters(v1::GetImportParametersRequest {
+                key: k,
+                wrapping_spec: "sm2".to_owned(),
+                wrapping_key_spec: String::new(),
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::ImportKeyMaterial => {
+            // Key and parameters made by the admin; only the import is the role's.
+            let k = fresh_key(w, "external", false).await;
+            let p = w
+                .admin
+                .keys
+                .clone()
+                .get_import_parameters(v1::GetImportParametersRequest {
+                    key: k.clone(),
+                    wrapping_spec: "sm2".to_owned(),
+                    wrapping_key_spec: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            keys.import_key_material(v1::ImportKeyMaterialRequest {
+                key: k,
+                import_token: p.import_token,
+                wrapped_material: sm2_wrapped(&p.wrapping_public_key_pem, &[0x11; 16]),
+                expires_at: None,
+            })
+            .await
+            .map(drop)
+        }
+        Rpc::ExportKey => {
+            let k = fresh_key(w, "generated", true).await;
+            let recipient = w
+                .app
+                .crypto
+                .clone()
+                .get_public_key(v1::GetPublicKeyRequest {
+                    key: fx.asym.clone(),
+                    key_version: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .public_key_der;
+            keys.export_key(v1::ExportKeyRequest {
+                key: k,
+                version: 0,
+                recipient_public_key: recipient,
+                wrapping_spec: "sm2".to_owned(),
             })
             .await
             .map(drop)

@@ -236,6 +236,8 @@ async fn session(
                 alias: alias.to_owned(),
                 rotation_period_seconds: None,
                 description: format!("leak scan {algorithm}"),
+                origin: String::new(),
+                exportable: false,
             })
             .await
             .unwrap()

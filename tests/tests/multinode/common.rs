@@ -47,6 +47,8 @@ pub(crate) async fn create_key(
             alias: String::new(),
             rotation_period_seconds: rotation_period,
             description: String::new(),
+            origin: String::new(),
+            exportable: false,
         })
         .await?
         .into_inner()

@@ -30,6 +30,7 @@ fn event(i: u64) -> Event {
         flags: vec![],
         transport: None,
         traceparent: None,
+        transfer: None,
     }
 }
 
@@ -298,6 +299,7 @@ impl Record {
             flags: vec![],
             transport: None,
             traceparent: None,
+            transfer: None,
             transition: None,
             prev: String::new(),
         }
@@ -826,6 +828,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             flags: vec![Flag::KeyCompromised],
             transport: None,
             traceparent: None,
+            transfer: None,
             transition: None,
             prev: prev.clone(),
         };

@@ -28,10 +28,13 @@ pub enum Sensitive {
     SetRotationPolicy,
     /// Released to the requester rather than run by the approval.
     Backup,
+    /// Exporting a key's material wrapped to a recipient (issue 19 item 2); released, like a
+    /// backup, for exactly the parameters approved.
+    ExportKey,
 }
 
 impl Sensitive {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::ScheduleKeyDestruction,
         Self::MarkCompromised,
         Self::AddAdmin,
@@ -39,6 +42,7 @@ impl Sensitive {
         Self::CreateGrant,
         Self::SetRotationPolicy,
         Self::Backup,
+        Self::ExportKey,
     ];
 
     #[must_use]
@@ -51,6 +55,7 @@ impl Sensitive {
             Self::CreateGrant => "create-grant",
             Self::SetRotationPolicy => "set-rotation-policy",
             Self::Backup => "backup",
+            Self::ExportKey => "export-key",
         }
     }
 
@@ -81,6 +86,7 @@ impl Sensitive {
             Self::CreateGrant => Op::CreateGrant,
             Self::SetRotationPolicy => Op::SetRotationPolicy,
             Self::Backup => Op::Backup,
+            Self::ExportKey => Op::ExportKey,
         }
     }
 
@@ -88,7 +94,7 @@ impl Sensitive {
     /// than running it.
     #[must_use]
     pub fn is_released(self) -> bool {
-        matches!(self, Self::Backup)
+        matches!(self, Self::Backup | Self::ExportKey)
     }
 
     /// The RPC the audit trail names for it.
@@ -101,6 +107,7 @@ impl Sensitive {
             Self::CreateGrant => AuditOp::CreateGrant,
             Self::SetRotationPolicy => AuditOp::SetRotationPolicy,
             Self::Backup => AuditOp::Backup,
+            Self::ExportKey => AuditOp::ExportKey,
         }
     }
 
@@ -213,6 +220,13 @@ pub enum Params {
         period: Option<u64>,
     },
     Backup,
+    ExportKey {
+        key: KeyId,
+        version: u32,
+        wrapping_spec: String,
+        /// SM3 of the recipient's SubjectPublicKeyInfo DER, hex.
+        recipient_sm3: String,
+    },
 }
 
 impl Params {
@@ -226,6 +240,7 @@ impl Params {
             Self::CreateGrant { .. } => Sensitive::CreateGrant,
             Self::SetRotationPolicy { .. } => Sensitive::SetRotationPolicy,
             Self::Backup => Sensitive::Backup,
+            Self::ExportKey { .. } => Sensitive::ExportKey,
         }
     }
 
@@ -236,7 +251,8 @@ impl Params {
             Self::ScheduleKeyDestruction { key, .. }
             | Self::MarkCompromised { key }
             | Self::CreateGrant { key, .. }
-            | Self::SetRotationPolicy { key, .. } => Some(*key),
+            | Self::SetRotationPolicy { key, .. }
+            | Self::ExportKey { key, .. } => Some(*key),
             Self::AddAdmin { .. } | Self::RemoveAdmin { .. } | Self::Backup => None,
         }
     }
@@ -262,6 +278,15 @@ impl Params {
                 None => format!("key {key}, rotation off"),
             },
             Self::Backup => "the whole store".to_owned(),
+            Self::ExportKey {
+                key,
+                version,
+                wrapping_spec,
+                recipient_sm3,
+            } => format!(
+                "key {key} version {version}, wrapped ({wrapping_spec}) to the public key with \
+                 SM3 {recipient_sm3}"
+            ),
         }
     }
 }
