@@ -16,6 +16,8 @@ const BEGIN: &str = "<!-- quickstart:begin -->";
 const END: &str = "<!-- quickstart:end -->";
 const GM_BEGIN: &str = "<!-- gm:begin -->";
 const GM_END: &str = "<!-- gm:end -->";
+const TRANSFER_BEGIN: &str = "<!-- transfer:begin -->";
+const TRANSFER_END: &str = "<!-- transfer:end -->";
 
 /// The commands of the quick start block: the text inside its one fenced `sh` block.
 fn quickstart(readme: &str) -> String {
@@ -115,6 +117,45 @@ fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
         verdict["grpc_health"]["health_status"], "SERVING",
         "{verdict}"
     );
+    server.stop();
+}
+
+/// The README's import and export block (issue 19): OpenSSL wraps for `sm2` and `rsa-aes-kwp`,
+/// the CLI wraps locally, and the exported key, opened by OpenSSL, is the imported one.
+#[test]
+fn readme_import_export_block_runs_against_a_real_dev_server() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let script = block(&readme, TRANSFER_BEGIN, TRANSFER_END);
+    assert!(script.contains("key import-params"), "{script}");
+    let mut server = DevServer::start();
+    server.write("transfer.sh", &script);
+    let out = run_script(&server, "transfer.sh");
+    assert!(
+        out.status.success(),
+        "the README import/export block failed:\n{script}\n{}",
+        describe(&out)
+    );
+    assert_eq!(server.read("legacy.key"), server.read("legacy.back"));
+    for (alias, algorithm) in [
+        ("legacy-sm4", "sm4-gcm"),
+        ("legacy-signer", "sm2"),
+        ("legacy-mac", "hmac-sm3"),
+    ] {
+        let out = server.kms("admin", &["--json", "key", "describe", alias]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(key["origin"], "imported", "{key}");
+        assert_eq!(key["state"], "enabled", "{key}");
+        assert_eq!(key["algorithm"], algorithm, "{key}");
+        assert_eq!(key["material_fingerprint"].as_str().unwrap().len(), 64);
+    }
+    let out = server.kms("admin", &["--json", "key", "describe", "legacy-mac"]);
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(key["material_expires_at"].as_u64().is_some(), "{key}");
+    let out = server.kms("admin", &["--json", "key", "describe", "legacy-sm4"]);
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(key["exports"], 1, "{key}");
     server.stop();
 }
 

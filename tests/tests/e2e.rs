@@ -9,6 +9,8 @@
 //! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
 //! - [`data_plane`]: every data-plane RPC end to end.
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
+//! - [`import_export`]: keys imported wrapped and exported wrapped, judged by OpenSSL, GmSSL
+//!   and Python (issue 19).
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
 //! - [`outside_keys`]: partners' public keys, imported, verify their signatures (issue 19).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
@@ -38,6 +40,8 @@ mod data_plane;
 mod errors;
 #[path = "e2e/gm.rs"]
 mod gm;
+#[path = "e2e/import_export.rs"]
+mod import_export;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/outside_keys.rs"]

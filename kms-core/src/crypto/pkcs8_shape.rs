@@ -9,28 +9,50 @@ use rsa::pkcs8::der::{Decode, Reader, SliceReader, Tag, Tagged};
 /// A private key file as people have it: PEM (`PRIVATE KEY`, PKCS#8) or DER. Other PEM labels
 /// are named (`EC PRIVATE KEY` and `RSA PRIVATE KEY` are the SEC1 and PKCS#1 forms, which
 /// `openssl pkcs8 -topk8 -nocrypt` converts). Bytes that are not PEM are returned as they are.
+/// The PEM label is parsed only to find the block; the key is never echoed.
 ///
 /// # Errors
 /// INVALID_ARGUMENT for damaged PEM or another label.
 pub fn der_from_pem_or_der(bytes: &[u8]) -> Result<crate::SecretBytes, crate::Error> {
     use rsa::pkcs8::der::pem;
-    if !bytes.starts_with(b"-----BEGIN") {
+    const BEGIN: &str = "-----BEGIN ";
+    let Some(text) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.trim_start().starts_with(BEGIN))
+    else {
         return Ok(crate::SecretBytes::copy_from_slice(bytes));
+    };
+    // A file may hold several blocks (`openssl ecparam -genkey` writes EC PARAMETERS first):
+    // take the PKCS#8 one, or name what is there.
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(BEGIN) {
+        let block = &rest[at..];
+        let label = block[BEGIN.len()..]
+            .split("-----")
+            .next()
+            .unwrap_or_default();
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = block.find(&end_marker) else {
+            break;
+        };
+        let whole = &block[..end + end_marker.len()];
+        if label == "PRIVATE KEY" {
+            let (_, der) = pem::decode_vec(whole.as_bytes())
+                .map_err(|_| crate::InvalidInput::new("private key", "damaged PEM"))?;
+            return Ok(crate::SecretBytes::from_vec(der));
+        }
+        labels.push(label.to_owned());
+        rest = &block[end + end_marker.len()..];
     }
-    let (label, der) = pem::decode_vec(bytes)
-        .map_err(|_| crate::InvalidInput::new("private key", "damaged PEM"))?;
-    let der = crate::SecretBytes::from_vec(der);
-    if label != "PRIVATE KEY" {
-        return Err(crate::InvalidInput::new(
-            "private key",
-            format!(
-                "PEM label {label:?}: the key must be PKCS#8 (\"PRIVATE KEY\"); convert it with \
-                 openssl pkcs8 -topk8 -nocrypt"
-            ),
-        )
-        .into());
-    }
-    Ok(der)
+    Err(crate::InvalidInput::new(
+        "private key",
+        format!(
+            "no PKCS#8 (\"PRIVATE KEY\") PEM block, only {labels:?}: convert the key with \
+             openssl pkcs8 -topk8 -nocrypt"
+        ),
+    )
+    .into())
 }
 
 /// Why `der` is not a plain, attribute-free PKCS#8 `PrivateKeyInfo`, if it is not.
@@ -118,6 +140,40 @@ mod tests {
 
     fn der(hex_text: &str) -> Vec<u8> {
         hex::decode(hex_text).expect("test vector is hex")
+    }
+
+    #[test]
+    fn pem_files_give_their_pkcs8_block_or_name_what_they_hold() {
+        let der = der(SM2_PKCS8);
+        let pem = rsa::pkcs8::der::pem::encode_string(
+            "PRIVATE KEY",
+            rsa::pkcs8::der::pem::LineEnding::LF,
+            &der,
+        )
+        .unwrap();
+        let with_params = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqgRzPVQGCLQ==\n-----END EC PARAMETERS-----\n{pem}"
+        );
+        for text in [pem.as_str(), with_params.as_str()] {
+            let got = super::der_from_pem_or_der(text.as_bytes()).unwrap();
+            assert_eq!(got.expose_secret(), der.as_slice());
+        }
+        let sec1 = "-----BEGIN EC PARAMETERS-----\nBggqgRzPVQGCLQ==\n-----END EC PARAMETERS-----\n\
+                    -----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
+        let e = super::der_from_pem_or_der(sec1.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("EC PRIVATE KEY") && e.contains("pkcs8 -topk8"),
+            "{e}"
+        );
+        // Not PEM: as it is.
+        assert_eq!(
+            super::der_from_pem_or_der(&[1, 2, 3])
+                .unwrap()
+                .expose_secret(),
+            [1, 2, 3]
+        );
     }
 
     #[test]
