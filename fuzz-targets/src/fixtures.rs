@@ -12,6 +12,13 @@ use kms_core::{KeyMaterial, SecretBytes};
 
 const SM2_PKCS8: &[u8] = include_bytes!("../data/sm2_key.pk8.der");
 const RSA_PKCS8: &[u8] = include_bytes!("../data/rsa2048_key.pk8.der");
+/// The PKCS#8 documents themselves, as seeds of the `private_key` target.
+pub const PRIVATE_KEYS: [(&str, &[u8]); 3] = [
+    ("sm2", SM2_PKCS8),
+    ("rsa2048", RSA_PKCS8),
+    ("rsa3072", RSA3072_PKCS8),
+];
+const RSA3072_PKCS8: &[u8] = include_bytes!("../data/rsa3072_key.pk8.der");
 
 /// The message the signature seeds sign and the signature targets verify.
 pub const SIGNED_MESSAGE: &[u8] = b"kms fuzz corpus: signed message";
@@ -50,6 +57,8 @@ static RSA_DECRYPT: LazyLock<KeyMaterial> =
     LazyLock::new(|| import(Purpose::AsymmetricDecrypt, RSA_PKCS8));
 static RSA_SIGN: LazyLock<KeyMaterial> = LazyLock::new(|| import(Purpose::Sign, RSA_PKCS8));
 static RSA_PUBLIC: LazyLock<PublicKey> = LazyLock::new(|| public(&RSA_SIGN));
+static RSA3072_WRAP: LazyLock<KeyMaterial> =
+    LazyLock::new(|| import(Purpose::AsymmetricDecrypt, RSA3072_PKCS8));
 static SM4: LazyLock<KeyMaterial> = LazyLock::new(|| symmetric(KeySpec::Sm4Gcm, 0x34, 16));
 static AES: LazyLock<KeyMaterial> = LazyLock::new(|| symmetric(KeySpec::Aes256Gcm, 0xa5, 32));
 
@@ -87,6 +96,13 @@ pub fn rsa_sign() -> &'static KeyMaterial {
 #[must_use]
 pub fn rsa_public() -> &'static PublicKey {
     &RSA_PUBLIC
+}
+
+/// The RSA-3072 key as an ASYMMETRIC_DECRYPT key: the KMS's import wrapping key for the RSA
+/// wrapping specs.
+#[must_use]
+pub fn rsa3072_wrap() -> &'static KeyMaterial {
+    &RSA3072_WRAP
 }
 
 /// The ENCRYPT key for a ciphertext blob's algorithm (SM4-GCM or AES-256-GCM).

@@ -25,6 +25,8 @@
 //! | `algorithm_names` | `policy::names`, key refs, namespaces, aliases, roles, grant ops | every name field |
 //! | `proto_request` | prost decoding + `kms_server::convert` | every gRPC request |
 //! | `sm2_cert_chain` | `kms_gmtls::x509::{verify_chain, cert_identity, sm2_public_key_of}` | SM2 peer certificates (GM transport) |
+//! | `wrapped_material` | `crypto::transport::unwrap` (sm2, rsa-oaep-sha256, rsa-aes-kwp) | `ImportKeyMaterial` |
+//! | `private_key` | `pkcs8_shape`, `crypto::import_private_key` (PKCS#8, PEM) | `ImportKeyMaterial`, `kms key import --wrap-locally` |
 //! | `tls13_sm2_verify` | `kms_gmtls` `Sm2ClientVerifier`, `Sm2ServerVerifier`, `sign::verify_tls13` | SM2 chains and sm2sig_sm3 CertificateVerify |
 
 pub mod fixtures;
@@ -66,6 +68,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("proto_request", proto_request),
     ("sm2_cert_chain", sm2_cert_chain),
     ("tls13_sm2_verify", tls13_sm2_verify),
+    ("wrapped_material", wrapped_material),
+    ("private_key", private_key),
 ];
 
 fn policies() -> [Policy; 2] {
@@ -581,6 +585,77 @@ fn check_name<T: Copy, E: std::fmt::Display>(parsed: Result<T, E>, round_trip: i
             assert!(
                 !msg.chars().any(char::is_control),
                 "control character in {msg:?}"
+            );
+        }
+    }
+}
+
+/// Wrapped key material as `ImportKeyMaterial` opens it: the first byte picks the spec (and the
+/// fixture wrapping key: SM2, or RSA-3072 for the RSA specs), the rest is the wrapped bytes.
+/// Every failure is the one opaque error; what opens wraps again and opens to itself.
+pub fn wrapped_material(data: &[u8]) {
+    use kms_core::crypto::transport::{self, WrappingSpec};
+    let Some((&selector, wrapped)) = data.split_first() else {
+        return;
+    };
+    let spec = WrappingSpec::ALL[usize::from(selector) % WrappingSpec::ALL.len()];
+    let key = if spec == WrappingSpec::Sm2 {
+        fixtures::sm2_decrypt()
+    } else {
+        fixtures::rsa3072_wrap()
+    };
+    let Ok(protect) = Policy::default().approve(Purpose::AsymmetricDecrypt, key.spec()) else {
+        panic!("policy refuses the wrapping key");
+    };
+    let open = protect.clone().for_open();
+    match transport::unwrap(&open, spec, key, wrapped) {
+        Ok(material) => {
+            let Ok(public) = crypto::public_key_of(key) else {
+                panic!("no public key");
+            };
+            let Ok(again) = transport::wrap(&protect, spec, &public, material.expose_secret())
+            else {
+                panic!("opened material does not wrap again by {}", spec.name());
+            };
+            let Ok(round) = transport::unwrap(&open, spec, key, &again) else {
+                panic!("our own wrap does not open");
+            };
+            assert!(round.ct_eq(&material), "round trip changed the material");
+        }
+        Err(e) => assert_eq!(e, CryptoError::DecryptionFailed, "non-uniform unwrap error"),
+    }
+}
+
+/// A private key file as import and `--wrap-locally` read it: PEM or DER, then the PKCS#8 shape
+/// check and the import for each asymmetric purpose under both policies. An accepted key
+/// exports to a PKCS#8 that imports again to the same public key.
+pub fn private_key(data: &[u8]) {
+    use kms_core::crypto::pkcs8_shape;
+    let Ok(der) = pkcs8_shape::der_from_pem_or_der(data) else {
+        return;
+    };
+    let der = der.expose_secret();
+    let shape = pkcs8_shape::problem(der);
+    for policy in policies() {
+        for purpose in [Purpose::Sign, Purpose::AsymmetricDecrypt] {
+            let Ok(key) = crypto::import_private_key(policy, purpose, der) else {
+                continue;
+            };
+            assert!(
+                shape.is_none(),
+                "accepted a document the shape check refuses"
+            );
+            let Ok(exported) = crypto::export_material(&key) else {
+                panic!("an imported key does not export");
+            };
+            let Ok(again) = crypto::import_private_key(policy, purpose, exported.expose_secret())
+            else {
+                panic!("an exported key does not import again");
+            };
+            assert_eq!(
+                crypto::public_key_of(&again).ok(),
+                crypto::public_key_of(&key).ok(),
+                "export changed the key"
             );
         }
     }

@@ -616,8 +616,65 @@ fn proto_seeds(out: &mut Vec<Seed>) {
     }
 }
 
+/// Material wrapped by each spec to the fixture wrapping keys: a 16- and a 32-byte secret, and
+/// the SM2 PKCS#8 (the RSA one too for rsa-aes-kwp, too large for OAEP).
+fn wrapped_material_seeds(out: &mut Vec<Seed>) {
+    use kms_core::crypto::transport::{WrappingSpec, wrap};
+    let sm2_p8 = fixtures::PRIVATE_KEYS[0].1;
+    let rsa_p8 = fixtures::PRIVATE_KEYS[1].1;
+    for (selector, spec) in WrappingSpec::ALL.into_iter().enumerate() {
+        let key = if spec == WrappingSpec::Sm2 {
+            fixtures::sm2_decrypt()
+        } else {
+            fixtures::rsa3072_wrap()
+        };
+        let public = crypto::public_key_of(key).unwrap();
+        let approved = Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, public.spec())
+            .unwrap();
+        let mut materials: Vec<(&str, &[u8])> = vec![
+            ("sm4", &[0x34; 16]),
+            ("aes", &[0xa5; 32]),
+            ("sm2-pkcs8", sm2_p8),
+        ];
+        if spec == WrappingSpec::RsaAesKwp {
+            materials.push(("rsa-pkcs8", rsa_p8));
+        }
+        for (name, material) in materials {
+            let mut data = vec![u8::try_from(selector).unwrap()];
+            data.extend(wrap(&approved, spec, &public, material).unwrap());
+            out.push(seed(
+                "wrapped_material",
+                format!("{}-{name}", spec.name()),
+                data,
+            ));
+        }
+    }
+}
+
+/// The fixture keys as DER and PEM, one with attributes, and an encrypted PKCS#8 shape.
+fn private_key_seeds(out: &mut Vec<Seed>) {
+    use sm2::pkcs8::der::pem::{LineEnding, encode_string};
+    for (name, der) in fixtures::PRIVATE_KEYS {
+        out.push(seed("private_key", format!("{name}.der"), der));
+        let pem = encode_string("PRIVATE KEY", LineEnding::LF, der).unwrap();
+        out.push(seed("private_key", format!("{name}.pem"), pem));
+    }
+    let mut with_attributes = fixtures::PRIVATE_KEYS[0].1.to_vec();
+    with_attributes.extend_from_slice(&[0xa0, 0x00]);
+    with_attributes[2] += 2;
+    out.push(seed("private_key", "attributes", with_attributes));
+    out.push(seed(
+        "private_key",
+        "encrypted",
+        hex::decode("3012300906052b0e03021a0500040500010203ff").unwrap(),
+    ));
+}
+
 fn all_seeds() -> Vec<Seed> {
     let mut out = Vec::new();
+    wrapped_material_seeds(&mut out);
+    private_key_seeds(&mut out);
     envelope_seeds(&mut out);
     asymmetric_seeds(&mut out);
     signature_seeds(&mut out);
@@ -680,6 +737,25 @@ fn seeds_take_the_success_paths() {
                 fixtures::sm2_public(),
             )
             .is_ok_and(|v| v.anchor.is_some() == (s.name == "anchored")),
+            "wrapped_material" => {
+                use kms_core::crypto::transport::{WrappingSpec, unwrap};
+                let spec = WrappingSpec::ALL[usize::from(s.data[0])];
+                let key = if spec == WrappingSpec::Sm2 {
+                    fixtures::sm2_decrypt()
+                } else {
+                    fixtures::rsa3072_wrap()
+                };
+                let open = policy
+                    .approve_open(Purpose::AsymmetricDecrypt, key.spec())
+                    .unwrap();
+                unwrap(&open, spec, key, &s.data[1..]).is_ok()
+            }
+            "private_key" => {
+                let der = crypto::pkcs8_shape::der_from_pem_or_der(&s.data).unwrap();
+                let imported =
+                    crypto::import_private_key(policy, Purpose::Sign, der.expose_secret()).is_ok();
+                imported == !(s.name == "attributes" || s.name == "encrypted")
+            }
             "inventory_file" => kms_core::verify_inventory(
                 std::str::from_utf8(&s.data).unwrap(),
                 fixtures::sm2_public(),

@@ -536,3 +536,142 @@ fn under_dual_control_an_export_is_released_for_exactly_what_was_approved() {
     let out = kms.kms().export_key(&released, req(&public)).unwrap();
     assert_eq!(out.recipient_sm3, hex::encode(public.fingerprint_sm3()));
 }
+
+/// An RSA PKCS#8 re-encoded with another public exponent (the rest unchanged): what a broken or
+/// hostile exporter could send. `rsa` refuses to make such keys, so the DER is edited.
+fn rsa_pkcs8_with_exponent(pkcs8: &[u8], e: &[u8]) -> Vec<u8> {
+    use rsa::pkcs1::der::{Decode, Encode};
+    use rsa::pkcs1::{RsaPrivateKey, UintRef};
+    let info = rsa::pkcs8::PrivateKeyInfoRef::from_der(pkcs8).unwrap();
+    let mut key = RsaPrivateKey::<UintRef<'_>>::from_der(info.private_key.as_bytes()).unwrap();
+    key.public_exponent = UintRef::new(e).unwrap();
+    let inner = key.to_der().unwrap();
+    let edited = rsa::pkcs8::PrivateKeyInfoRef::new(
+        info.algorithm,
+        rsa::pkcs8::der::asn1::OctetStringRef::new(&inner).unwrap(),
+    );
+    edited.to_der().unwrap()
+}
+
+#[test]
+fn hostile_private_keys_are_refused_by_name() {
+    let f = fixture();
+    let sm2 = external(&f, Purpose::Sign, KeySpec::Sm2);
+    let rsa = external(&f, Purpose::Sign, KeySpec::Rsa2048);
+    let approved = Policy::default()
+        .approve(Purpose::Sign, KeySpec::Sm2)
+        .unwrap();
+    let good = crypto::export_material(&crypto::generate(&approved).unwrap()).unwrap();
+    let good = good.expose_secret().to_vec();
+
+    // SM2 scalars 0 and n (the curve order): the same document with its 32 scalar bytes
+    // replaced. The scalar follows `04 20` inside the inner ECPrivateKey.
+    let at = good
+        .windows(4)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04])
+        .map(|i| i + 5)
+        .unwrap();
+    let n =
+        hex::decode("fffffffeffffffffffffffffffffffff7203df6b21c6052b53bbf40939d54123").unwrap();
+    for scalar in [vec![0u8; 32], n] {
+        let mut bad = good.clone();
+        bad[at..at + 32].copy_from_slice(&scalar);
+        let (t, w) = prepared(&f, &sm2, WrappingSpec::Sm2, &bad);
+        refused(import(&f, &sm2, &t, &w, None), false, "private key");
+        assert_eq!(state(&f, &sm2), KeyState::PendingImport);
+    }
+
+    // Attributes, and an encrypted PKCS#8.
+    let mut with_attributes = good.clone();
+    with_attributes.extend_from_slice(&[0xa0, 0x00]);
+    with_attributes[2] += 2;
+    let (t, w) = prepared(&f, &sm2, WrappingSpec::Sm2, &with_attributes);
+    refused(
+        import(&f, &sm2, &t, &w, None),
+        false,
+        "attributes are not accepted",
+    );
+    let encrypted = hex::decode("3012300906052b0e03021a0500040500010203ff").unwrap();
+    let (t, w) = prepared(&f, &sm2, WrappingSpec::Sm2, &encrypted);
+    refused(import(&f, &sm2, &t, &w, None), false, "encrypted PKCS#8");
+
+    // RSA: e = 1 and e = 3 refused by name; a 1024-bit key by the policy (ALG-3).
+    let rsa_approved = Policy::default()
+        .approve(Purpose::Sign, KeySpec::Rsa2048)
+        .unwrap();
+    let rsa_good = crypto::export_material(&crypto::generate(&rsa_approved).unwrap()).unwrap();
+    for e in [[0x01u8].as_slice(), [0x03].as_slice()] {
+        let bad = rsa_pkcs8_with_exponent(rsa_good.expose_secret(), e);
+        let (t, w) = prepared(&f, &rsa, WrappingSpec::RsaAesKwp, &bad);
+        refused(import(&f, &rsa, &t, &w, None), false, "public exponent");
+    }
+    let small = {
+        use rsa::pkcs8::EncodePrivateKey;
+        let key = rsa::RsaPrivateKey::new(&mut crate::crypto::rng::SysRng, 1024).unwrap();
+        key.to_pkcs8_der().unwrap().as_bytes().to_vec()
+    };
+    let (t, w) = prepared(&f, &rsa, WrappingSpec::RsaAesKwp, &small);
+    let e = import(&f, &rsa, &t, &w, None).unwrap_err();
+    assert!(
+        matches!(e, Error::Policy(_)) && e.to_string().contains("1024 bits"),
+        "{e:?}"
+    );
+    assert_eq!(state(&f, &rsa), KeyState::PendingImport);
+    // And the good one still goes in with a token that every refusal left unused.
+    let (t, w) = prepared(&f, &rsa, WrappingSpec::RsaAesKwp, rsa_good.expose_secret());
+    assert_eq!(
+        import(&f, &rsa, &t, &w, None).unwrap().state,
+        KeyState::Enabled
+    );
+}
+
+#[test]
+fn the_inventory_shows_origin_material_and_exports_and_edits_to_them_fail() {
+    let f = fixture();
+    let key = exportable(&f, true);
+    let (t, w) = prepared(&f, &key, WrappingSpec::Sm2, &[0x24u8; 16]);
+    let at = f.clock.now() + 30 * crate::clock::DAY;
+    import(&f, &key, &t, &w, Some(at)).unwrap();
+    let (_, public) = recipient(KeySpec::Sm2);
+    export(&f, &f.admin, &key, &public, WrappingSpec::Sm2).unwrap();
+    let inv = f.kms.inventory(&f.auditor).unwrap();
+    let entry = inv
+        .keys
+        .iter()
+        .find(|k| k.key_id == key.id.to_string())
+        .unwrap();
+    assert_eq!(entry.origin, Origin::Imported);
+    assert!(entry.exportable);
+    assert_eq!(entry.import.as_ref().unwrap().expires_at, Some(at));
+    assert_eq!(entry.exports.len(), 1);
+    let text = serde_json::to_string_pretty(&inv).unwrap();
+    let audit_public = f.kms.audit_public_key().unwrap().public_key;
+    crate::verify_inventory(&text, &audit_public).unwrap();
+    let fp = &entry.import.as_ref().unwrap().fingerprint;
+    let recipient_sm3 = &entry.exports[0].recipient_sm3;
+    for (from, to) in [
+        ("\"imported\"", "\"generated\""),
+        ("\"exportable\": true", "\"exportable\": false"),
+        (fp.as_str(), &"0".repeat(64)),
+        (recipient_sm3.as_str(), &"1".repeat(64)),
+        (
+            "\"wrapping_spec\": \"sm2\"",
+            "\"wrapping_spec\": \"rsa-aes-kwp\"",
+        ),
+    ] {
+        let edited = text.replacen(from, to, 1);
+        assert_ne!(edited, text, "{from}");
+        assert!(
+            matches!(
+                crate::verify_inventory(&edited, &audit_public),
+                Err(crate::InventoryError::BadSignature)
+            ),
+            "{from}"
+        );
+    }
+    // Removing the export event altogether fails too.
+    let start = text.find("\"exports\"").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let without = format!("{}\"exports\": []{}", &text[..start], &text[end..]);
+    assert!(crate::verify_inventory(&without, &audit_public).is_err());
+}
