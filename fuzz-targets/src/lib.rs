@@ -607,7 +607,7 @@ pub fn wrapped_material(data: &[u8]) {
     let Ok(protect) = Policy::default().approve(Purpose::AsymmetricDecrypt, key.spec()) else {
         panic!("policy refuses the wrapping key");
     };
-    let open = protect.clone().for_open();
+    let open = protect.for_open();
     match transport::unwrap(&open, spec, key, wrapped) {
         Ok(material) => {
             let Ok(public) = crypto::public_key_of(key) else {

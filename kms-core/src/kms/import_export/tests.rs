@@ -582,7 +582,7 @@ fn hostile_private_keys_are_refused_by_name() {
     }
 
     // Attributes, and an encrypted PKCS#8.
-    let mut with_attributes = good.clone();
+    let mut with_attributes = good;
     with_attributes.extend_from_slice(&[0xa0, 0x00]);
     with_attributes[2] += 2;
     let (t, w) = prepared(&f, &sm2, WrappingSpec::Sm2, &with_attributes);
@@ -607,7 +607,7 @@ fn hostile_private_keys_are_refused_by_name() {
     }
     let small = {
         use rsa::pkcs8::EncodePrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut crate::crypto::rng::SysRng, 1024).unwrap();
+        let key = rsa::PrivateKey::new(&mut crypto::rng::SysRng, 1024).unwrap();
         key.to_pkcs8_der().unwrap().as_bytes().to_vec()
     };
     let (t, w) = prepared(&f, &rsa, WrappingSpec::RsaAesKwp, &small);
