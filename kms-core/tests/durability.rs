@@ -8,6 +8,10 @@
 //! one line to `acked.log` (and fsyncs it) after each call that returned `Ok`, so every line in the
 //! log is a promise the KMS made before it was killed.
 //!
+//! Imports (issue 19) run in the same rounds: a key of origin external is created, given import
+//! parameters and its wrapped material; after every kill each such key is either still waiting
+//! with no material or holds exactly its material with its token spent — never half of one.
+//!
 //! Reproduce a failing run with `KMS_DURABILITY_SEED=<seed printed on failure>` (timing still
 //! varies; the seed fixes the kill delays and the child's choices).
 
@@ -27,13 +31,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kms_core::alg::{KeySpec, Purpose, SignatureParams};
 use kms_core::authz::{Principal, Role};
 use kms_core::crypto::Message;
+use kms_core::crypto::transport::{self, WrappingSpec};
 use kms_core::envelope::EncryptionContext;
 use kms_core::hierarchy::share::Share;
 use kms_core::keys::record::KeyRecord;
+use kms_core::keys::record::Origin;
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{Alias, KeyId, KeyRef, Namespace};
+use kms_core::policy::Policy;
 use kms_core::store::{SledStore, Store, Tree};
-use kms_core::{CreateKeyRequest, KmsConfig, TestKms, UnsealProgress};
+use kms_core::{
+    CreateKeyRequest, ImportMaterialRequest, KeyOptions, KmsConfig, TestKms, UnsealProgress,
+};
 
 /// Names the child's work directory; unset, `child_writer` returns at once.
 const CHILD_ENV: &str = "KMS_DURABILITY_CHILD_DIR";
@@ -189,6 +198,7 @@ fn child_writer() {
         .list_keys(&admin, Some(&ns()))
         .unwrap()
         .into_iter()
+        .filter(|k| k.origin == Origin::Generated)
         .map(|k| (k.id, k.purpose))
         .collect();
     let ctx = context();
@@ -271,6 +281,62 @@ fn child_writer() {
                 hex::encode(&out.signature)
             ));
         }
+
+        // Bring a key in (three writes: the key, its token, then material and spent token in
+        // one batch), and use it at once.
+        let info = kms
+            .create_key_with(
+                &admin,
+                CreateKeyRequest {
+                    namespace: ns(),
+                    purpose: Purpose::Encrypt,
+                    spec: KeySpec::Sm4Gcm,
+                    alias: None,
+                    rotation_period: None,
+                    description: "durability import".into(),
+                },
+                KeyOptions {
+                    external: true,
+                    exportable: false,
+                },
+            )
+            .unwrap();
+        acks.ack(&format!("external {}", info.id));
+        let key = KeyRef::Id(info.id);
+        let params = kms
+            .get_import_parameters(&admin, &key, WrappingSpec::Sm2, None)
+            .unwrap();
+        let material = rng.bytes(16);
+        let approved = Policy::default()
+            .approve(Purpose::AsymmetricDecrypt, KeySpec::Sm2)
+            .unwrap();
+        let wrapped = transport::wrap(
+            &approved,
+            WrappingSpec::Sm2,
+            &params.wrapping_public_key,
+            &material,
+        )
+        .unwrap();
+        kms.import_key_material(
+            &admin,
+            ImportMaterialRequest {
+                key: key.clone(),
+                token: params.token,
+                wrapped,
+                expires_at: None,
+            },
+        )
+        .unwrap();
+        acks.ack(&format!("imported {}", info.id));
+        let plaintext = rng.bytes(8);
+        let out = kms.encrypt(&app, &key, &ctx, &plaintext).unwrap();
+        acks.ack(&format!(
+            "encrypted {} {} {} {}",
+            info.id,
+            out.key_version,
+            hex::encode(&out.ciphertext),
+            hex::encode(&plaintext)
+        ));
     }
 }
 
@@ -329,11 +395,12 @@ struct Tally {
     encrypted: usize,
     signed: usize,
     macs: usize,
+    imported: usize,
 }
 
 impl Tally {
     fn total(&self) -> usize {
-        self.created + self.rotated + self.encrypted + self.signed + self.macs
+        self.created + self.rotated + self.encrypted + self.signed + self.macs + self.imported
     }
 }
 
@@ -425,6 +492,25 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
                     .unwrap_or_else(|e| panic!("{at}: verify_mac fails: {e}"));
                 assert!(out.valid, "{at}: acknowledged MAC no longer verifies");
             }
+            "external" => {
+                tally.created += 1;
+                let info = kms
+                    .describe_key(admin, &key)
+                    .unwrap_or_else(|e| panic!("{at}: acknowledged key is gone: {e}"));
+                assert_eq!(info.origin, Origin::Imported, "{at}");
+            }
+            "imported" => {
+                tally.imported += 1;
+                let info = kms
+                    .describe_key(admin, &key)
+                    .unwrap_or_else(|e| panic!("{at}: imported key is gone: {e}"));
+                assert_eq!(
+                    info.state,
+                    KeyState::Enabled,
+                    "{at}: acknowledged import lost"
+                );
+                assert!(info.import.is_some(), "{at}");
+            }
             other => panic!("{at}: unknown record {other:?}"),
         }
     }
@@ -491,6 +577,41 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
         "{why}: key index entries without a record"
     );
 
+    // Imports landed whole: a key of origin imported has material, import facts and a spent
+    // token together, or none of them.
+    let mut spent: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, v) in store.scan_prefix(Tree::Meta, b"import-token/").unwrap() {
+        let token: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        let key = token["key"].as_str().unwrap().to_owned();
+        if !token["used_at"].is_null() {
+            assert_eq!(
+                token["wrapped_private"], "",
+                "{why}: a spent token kept its key"
+            );
+            *spent.entry(key).or_default() += 1;
+        }
+    }
+    for k in listed.iter().filter(|k| k.origin == Origin::Imported) {
+        let at = format!("{why}, imported key {}", k.id);
+        let has_material = !k.versions.is_empty();
+        assert_eq!(
+            has_material,
+            k.import.is_some(),
+            "{at}: material without facts"
+        );
+        assert_eq!(
+            has_material,
+            k.state != KeyState::PendingImport,
+            "{at}: state {} with material {has_material}",
+            k.state
+        );
+        assert_eq!(
+            spent.get(&k.id.to_string()).copied().unwrap_or(0),
+            usize::from(has_material),
+            "{at}: the token and the material disagree"
+        );
+    }
+
     // Every key, acknowledged or not (the kill may land between the store's return and the
     // acknowledgement), is describable, and every key of the app's namespace is usable with its
     // newest version (keys the KMS keeps for itself, elsewhere, are out of the app's reach).
@@ -504,6 +625,10 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
         }
         if let Some((_, _, v)) = acked_keys.get(&k.id) {
             assert!(k.current_version() >= *v, "{at}: version went back");
+        }
+        if k.state == KeyState::PendingImport {
+            // Created but killed before its import landed: nothing to use yet.
+            continue;
         }
         match k.purpose {
             Purpose::Encrypt => {
@@ -629,4 +754,5 @@ fn crash_consistency_under_sigkill() {
         "seed {seed}: only {progressed} of {ROUNDS} rounds acknowledged anything"
     );
     assert!(tally.created >= 10 && tally.rotated >= 10, "{tally:?}");
+    assert!(tally.imported >= 5, "{tally:?}");
 }
