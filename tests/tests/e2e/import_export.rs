@@ -546,3 +546,219 @@ async fn exports_unwrapped_by_openssl_equal_what_went_in() {
     assert_eq!(entry["exports"][1]["wrapping_spec"], "rsa-oaep-sha256");
     assert_eq!(entry["import"]["fingerprint"].as_str().unwrap().len(), 64);
 }
+
+/// Imported material with an expiry: the scheduler deletes it at the date, the key waits for
+/// import again, the trail records the scheduler's intent and outcome, and the same material
+/// brings the key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_deletes_expired_material_and_records_it() {
+    let w = World::start_with(kms_server::Settings {
+        scheduler_interval: std::time::Duration::from_millis(50),
+        ..kms_server::Settings::default()
+    })
+    .await;
+    let d = Dir::new();
+    let key = create(&w, Purpose::Encrypt, "sm4-gcm", "external", false).await;
+    let material = d.path("material");
+    openssl_ok(&["rand", "-out", &material, "16"]);
+    let p = params(&w, &key.key_id, "sm2", "").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let done = w
+        .admin
+        .keys
+        .clone()
+        .import_key_material(v1::ImportKeyMaterialRequest {
+            key: key.key_id.clone(),
+            import_token: p.import_token,
+            wrapped_material: openssl_sm2(&d, &p.wrapping_public_key_pem, &material),
+            expires_at: Some(now + 2),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(done.material_expires_at, Some(now + 2));
+    let context = ctx(&[("k", "v")]);
+    let sealed = w
+        .app
+        .crypto
+        .clone()
+        .encrypt(enc(&key.key_id, b"kept", &context))
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphertext;
+    let mut state = done.state();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let k = w
+            .admin
+            .keys
+            .clone()
+            .describe_key(v1::KeyRequest {
+                key: key.key_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        state = k.state();
+        if state == v1::KeyState::PendingImport {
+            assert!(!k.versions[0].destroyed, "expired is not destroyed");
+            assert_eq!(k.material_expires_at, None);
+            break;
+        }
+    }
+    assert_eq!(state, v1::KeyState::PendingImport, "not expired in 10 s");
+    expect_err(
+        w.app.crypto.clone().decrypt(dec(&sealed, &context)).await,
+        Code::FailedPrecondition,
+        "PENDING_IMPORT",
+    );
+    let trail = crate::archive::export(&w).await;
+    let sweeps: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["operation"] == "Scheduler/ExpireKeyMaterial")
+        .collect();
+    assert_eq!(sweeps.len(), 2, "intent and outcome: {trail}");
+    assert_eq!(sweeps[0]["flags"][0], "intent", "{}", sweeps[0]);
+    assert_eq!(sweeps[1]["outcome"], "OK", "{}", sweeps[1]);
+    assert_eq!(sweeps[1]["key_id"], key.key_id.as_str());
+
+    // The same material again: usable, and the old ciphertext opens.
+    let p = params(&w, &key.key_id, "sm2", "").await;
+    import(
+        &w,
+        &key.key_id,
+        &p.import_token,
+        openssl_sm2(&d, &p.wrapping_public_key_pem, &material),
+    )
+    .await
+    .unwrap();
+    let opened = w
+        .app
+        .crypto
+        .clone()
+        .decrypt(dec(&sealed, &context))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.plaintext, b"kept");
+}
+
+/// Garbage in each new field: INVALID_ARGUMENT or FAILED_PRECONDITION naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_in_every_field_is_named() {
+    let w = World::start().await;
+    let mut keys = w.admin.keys.clone();
+    expect_err(
+        keys.create_key(v1::CreateKeyRequest {
+            namespace: APP_NS.to_owned(),
+            purpose: Purpose::Encrypt.into(),
+            algorithm: "sm4-gcm".to_owned(),
+            origin: "somewhere".to_owned(),
+            ..v1::CreateKeyRequest::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "invalid origin",
+    );
+    expect_err(
+        keys.create_key(v1::CreateKeyRequest {
+            namespace: APP_NS.to_owned(),
+            purpose: Purpose::Encrypt.into(),
+            algorithm: "sm4-gcm".to_owned(),
+            origin: "external".to_owned(),
+            rotation_period_seconds: Some(90 * 86_400),
+            ..v1::CreateKeyRequest::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "cannot rotate on a schedule",
+    );
+    let key = create(&w, Purpose::Encrypt, "sm4-gcm", "external", true).await;
+    let bad_params = |spec: &str, wks: &str| v1::GetImportParametersRequest {
+        key: key.key_id.clone(),
+        wrapping_spec: spec.to_owned(),
+        wrapping_key_spec: wks.to_owned(),
+    };
+    expect_err(
+        keys.get_import_parameters(bad_params("aes-kw", "")).await,
+        Code::InvalidArgument,
+        "invalid wrapping_spec",
+    );
+    expect_err(
+        keys.get_import_parameters(bad_params("rsa-aes-kwp", "rsa-2048"))
+            .await,
+        Code::InvalidArgument,
+        "cannot serve rsa-aes-kwp",
+    );
+    expect_err(
+        keys.get_import_parameters(bad_params("rsa-oaep-sha256", "rsa-1024"))
+            .await,
+        Code::InvalidArgument,
+        "rsa-1024",
+    );
+    let import =
+        |token: &str, wrapped: &[u8], expires_at: Option<u64>| v1::ImportKeyMaterialRequest {
+            key: key.key_id.clone(),
+            import_token: token.to_owned(),
+            wrapped_material: wrapped.to_vec(),
+            expires_at,
+        };
+    expect_err(
+        keys.import_key_material(import("imp-xyz", b"x", None))
+            .await,
+        Code::InvalidArgument,
+        "invalid import token",
+    );
+    let p = params(&w, &key.key_id, "sm2", "").await;
+    expect_err(
+        keys.import_key_material(import(&p.import_token, &[0x30; 200], None))
+            .await,
+        Code::InvalidArgument,
+        "invalid wrapped key material",
+    );
+    expect_err(
+        keys.import_key_material(import(&p.import_token, b"x", Some(1)))
+            .await,
+        Code::InvalidArgument,
+        "invalid expires_at",
+    );
+    expect_err(
+        keys.import_key_material(import(&p.import_token, b"x", Some(u64::MAX)))
+            .await,
+        Code::InvalidArgument,
+        "invalid expires_at",
+    );
+    let export = |to: &[u8], spec: &str, version: u32| v1::ExportKeyRequest {
+        key: key.key_id.clone(),
+        version,
+        recipient_public_key: to.to_vec(),
+        wrapping_spec: spec.to_owned(),
+    };
+    expect_err(
+        keys.export_key(export(b"not a key", "sm2", 0)).await,
+        Code::InvalidArgument,
+        "invalid public key",
+    );
+    expect_err(
+        keys.export_key(export(p.wrapping_public_key_pem.as_bytes(), "sm3", 0))
+            .await,
+        Code::InvalidArgument,
+        "invalid wrapping_spec",
+    );
+    // Waiting for import: nothing to export yet.
+    expect_err(
+        keys.export_key(export(p.wrapping_public_key_pem.as_bytes(), "sm2", 0))
+            .await,
+        Code::FailedPrecondition,
+        "PENDING_IMPORT",
+    );
+}
