@@ -127,6 +127,33 @@ fn bad_material_tokens_and_keys_are_named_and_change_nothing() {
     );
     let key = json(&server.kms("admin", &["--json", "key", "describe", "in"]));
     assert_eq!(key["state"], "pending-import", "{key}");
+    // --json: the token, the spec, the file and the expiry.
+    let p = json(&server.kms(
+        "admin",
+        &[
+            "--json",
+            "key",
+            "import-params",
+            "in",
+            "--wrapping-spec",
+            "rsa-aes-kwp",
+            "--wrapping-key-spec",
+            "rsa-4096",
+            "--out",
+            "wrap4096.pem",
+        ],
+    ));
+    assert!(
+        p["import_token"].as_str().unwrap().starts_with("imp-"),
+        "{p}"
+    );
+    assert_eq!(p["wrapping_spec"], "rsa-aes-kwp", "{p}");
+    assert_eq!(p["wrapping_public_key_file"], "wrap4096.pem", "{p}");
+    assert!(
+        server
+            .read("wrap4096.pem")
+            .starts_with(b"-----BEGIN PUBLIC KEY-----")
+    );
 
     // The same token, now with good material wrapped by OpenSSL: imported; then spent.
     openssl(&server, &["rand", "-out", "good.key", "16"]);
