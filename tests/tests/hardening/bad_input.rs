@@ -588,7 +588,8 @@ async fn oversized_fields(fx: &Fixture, cat: &mut Catalogue) {
 
 /// Every data-plane operation with every purpose and algorithm family of key: the matching
 /// purpose works, every other one is refused naming KEY-5 (or, for public keys of symmetric
-/// keys, FAILED_PRECONDITION saying there is none); options of the other algorithm family and
+/// keys, FAILED_PRECONDITION saying there is none; Encrypt with an asymmetric-decrypt key is
+/// encryption to its public key, which binds no context); options of the other algorithm family and
 /// data-key specs that are not symmetric ciphers are refused.
 async fn wrong_key_types(fx: &Fixture, cat: &mut Catalogue) {
     const CLASS: &str = "wrong key type";
@@ -607,6 +608,16 @@ async fn wrong_key_types(fx: &Fixture, cat: &mut Catalogue) {
             };
             if fits {
                 cat.accepted(CLASS, &case, r);
+            } else if op == Op::Encrypt && key.purpose == Purpose::AsymmetricDecrypt {
+                // Encrypt with an asymmetric-decrypt key encrypts to its public key (issue 19):
+                // the context these cases send cannot be bound to it, and that is what is said.
+                cat.refused(
+                    CLASS,
+                    &case,
+                    r,
+                    Code::InvalidArgument,
+                    &["binds no context"],
+                );
             } else if op == Op::GetPublicKey {
                 cat.refused(
                     CLASS,
