@@ -450,6 +450,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 },
                 transport: None,
                 traceparent: None,
+                batch_id: None,
             })
             .unwrap();
         }

@@ -107,6 +107,9 @@ pub struct Event {
     /// The caller's W3C `traceparent`, when it sent a well-formed one ([`traceparent`]), so
     /// that an application's request can be matched to its record.
     pub traceparent: Option<String>,
+    /// The request id of the batch call this event is an item of (or, for a batch refused as
+    /// a whole, its own); `None` for single calls.
+    pub batch_id: Option<String>,
 }
 
 /// For tests and tools that set only the fields they care about: an unregistered caller, an
@@ -126,6 +129,7 @@ impl Default for Event {
             flags: Vec::new(),
             transport: None,
             traceparent: None,
+            batch_id: None,
         }
     }
 }
@@ -237,6 +241,12 @@ pub struct Record {
     /// covered by the chain, when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The request id of the batch call (`kms.v1.CryptoBatch`) whose item this record is; the
+    /// item's own `request_id` is the batch id, a dot and the item's index. On the one record
+    /// of a batch refused as a whole it equals the record's `request_id`. Like `traceparent`:
+    /// absent, and outside the canonical bytes, on every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -379,6 +389,9 @@ impl Checkpoint {
 }
 
 /// One line of an export.
+// Lines are read and written one at a time, never held in bulk, so the records' size does not
+// multiply; boxing would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Line {
@@ -434,6 +447,7 @@ mod traceparent_tests {
             flags: Vec::new(),
             transport: None,
             traceparent: traceparent.map(str::to_owned),
+            batch_id: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

@@ -984,6 +984,7 @@ mod audit {
             flags: vec![],
             transport: None,
             traceparent: None,
+            batch_id: None,
         }
     }
 

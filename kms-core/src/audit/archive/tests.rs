@@ -66,6 +66,7 @@ fn event(i: u64) -> Event {
         flags: vec![],
         transport: None,
         traceparent: None,
+        batch_id: None,
     }
 }
 
