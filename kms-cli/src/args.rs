@@ -549,9 +549,9 @@ pub struct InOut {
 /// `kms encrypt`
 #[derive(Debug, ClapArgs)]
 pub struct EncryptArgs {
-    /// Key id or alias.
-    #[arg(long)]
-    pub key: String,
+    /// Key id or alias (with --batch: the key of lines that name none).
+    #[arg(long, required_unless_present = "batch")]
+    pub key: Option<String>,
     /// Encryption context entry, bound to the ciphertext; repeat for more.
     #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
     pub context: Vec<(String, String)>,
@@ -564,6 +564,12 @@ pub struct EncryptArgs {
     /// 64 KiB frames (docs/ENVELOPE.md); `kms decrypt` recognises the result.
     #[arg(long, conflicts_with = "base64")]
     pub envelope: bool,
+    /// Many items through the batch RPC: a JSON Lines file, one
+    /// {"key": …, "plaintext": BASE64, "context": {…}} per line; writes one JSON line per item,
+    /// in order, to --out or stdout: {"ciphertext": BASE64, "key_id", "key_version", "context"}
+    /// or {"error": {"code", "message"}} (`kms decrypt --batch` reads it back).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["context", "input", "base64", "envelope"])]
+    pub batch: Option<PathBuf>,
 }
 
 /// `kms decrypt`
@@ -577,6 +583,12 @@ pub struct DecryptArgs {
     /// The ciphertext input is base64 text.
     #[arg(long)]
     pub base64: bool,
+    /// Many items through the batch RPC: a JSON Lines file of {"ciphertext": BASE64,
+    /// "context": {…}} (what `kms encrypt --batch` writes); writes one JSON line per item, in
+    /// order: {"plaintext": BASE64, "key_id", "key_version", "key_compromised"} or
+    /// {"error": {"code", "message"}} (an error line in the input is passed on).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["context", "input", "base64"])]
+    pub batch: Option<PathBuf>,
 }
 
 /// `kms datakey`
@@ -892,8 +904,11 @@ mod tests {
         "grant remove K --namespace other",
         "encrypt --key K --context app=x --context user=y --in f --out g",
         "encrypt --key K --base64",
+        "encrypt --batch items.jsonl",
+        "encrypt --batch items.jsonl --key K --out sealed.jsonl",
         "decrypt --context app=x --in g --out f",
         "decrypt --base64",
+        "decrypt --batch sealed.jsonl --out opened.jsonl",
         "datakey --key K --spec sm4",
         "datakey --key K --spec aes-256 --no-plaintext --out wrapped",
         "datakey --key K --spec sm4 --plaintext-out pt --context a=b",
