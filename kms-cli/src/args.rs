@@ -830,6 +830,10 @@ pub struct BenchArgs {
     /// Print progress to stderr each second even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Send N copies of the item per call through the batch RPC (1 to 1000; not asym-decrypt):
+    /// requests are then calls, and items/s and server CPU per item are reported too.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: Option<u32>,
 }
 
 /// Parses `key=value` (the value may contain `=`; the key may not be empty).
@@ -945,6 +949,7 @@ mod tests {
         "inventory export --out inventory.json",
         "inventory verify inventory.json --public-key audit.pem",
         "bench --op encrypt --key K",
+        "bench --op encrypt --key K --batch 100",
         "--json bench --op asym-decrypt --key K --size 64 --duration 5 --concurrency 64 --connections 4 --warmup 0 --server-pid 1 --progress",
         "completions bash",
         "completions zsh",
