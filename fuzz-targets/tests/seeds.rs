@@ -451,6 +451,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 transport: None,
                 traceparent: None,
                 transfer: None,
+                batch_id: None,
             })
             .unwrap();
         }

@@ -191,3 +191,63 @@ fn bench_prints_a_table_and_refuses_bad_usage() {
         "--op mac with key \"nope\"",
     );
 }
+
+/// `--batch N`: every call carries N items through the batch RPC; the report counts calls as
+/// requests and adds items/s and the server's CPU per item. An item refused on the probe stops
+/// the run with the server's words; an operation without a batch form is a usage error.
+#[test]
+fn bench_batches_report_items_and_cpu_per_item() {
+    let server = DevServer::start();
+    create_key(&server, &["--purpose", "encrypt", "--alias", "b-sm4"]);
+    create_key(&server, &["--purpose", "sign", "--alias", "b-sm2"]);
+    let pid = std::process::id().to_string();
+    for (op, key, items) in [("encrypt", "b-sm4", 50u32), ("verify", "b-sm2", 5)] {
+        let v = bench(
+            &server,
+            op,
+            key,
+            &["--batch", &items.to_string(), "--server-pid", &pid],
+        );
+        let n = f64::from(items);
+        assert_eq!(num(&v, "items_per_call"), n, "{v}");
+        assert_eq!(num(&v, "items"), num(&v, "requests") * n, "{v}");
+        let items_per_s = num(&v, "items_per_s");
+        assert!(
+            (items_per_s - num(&v, "requests_per_s") * n).abs() < 1e-6 * items_per_s,
+            "{v}"
+        );
+        let per_item = num(&v, "server_cpu_us_per_item");
+        assert!(per_item > 0.0, "{v}");
+        assert!(
+            (per_item * n - num(&v, "server_cpu_us_per_request")).abs() < 1e-6 * per_item * n,
+            "{v}"
+        );
+    }
+    // An item the server refuses (a sign key cannot encrypt): stopped at the probe.
+    let out = server.kms(
+        "app",
+        &["bench", "--op", "encrypt", "--key", "b-sm2", "--batch", "3"],
+    );
+    let stderr = fails(&out, 6, "an item of the batch failed");
+    assert!(stderr.contains("cannot be used for encrypt"), "{stderr}");
+    let out = server.kms(
+        "app",
+        &[
+            "bench",
+            "--op",
+            "asym-decrypt",
+            "--key",
+            "b-sm2",
+            "--batch",
+            "3",
+        ],
+    );
+    fails(&out, 2, "asymmetric decryption has no batch form");
+    let out = server.kms(
+        "app",
+        &[
+            "bench", "--op", "encrypt", "--key", "b-sm4", "--batch", "1001",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", common::describe(&out));
+}

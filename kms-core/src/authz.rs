@@ -210,6 +210,14 @@ operations!(
     GenerateMac,
     VerifyMac,
     GenerateRandom,
+    BatchEncrypt,
+    BatchDecrypt,
+    BatchReEncrypt,
+    BatchGenerateDataKey,
+    BatchSign,
+    BatchVerify,
+    BatchGenerateMac,
+    BatchVerifyMac,
     ExportInventory,
     ExportAudit,
     Approve,
@@ -259,6 +267,14 @@ impl Op {
             Self::GenerateMac => "generate MACs",
             Self::VerifyMac => "verify MACs",
             Self::GenerateRandom => "generate random bytes",
+            Self::BatchEncrypt => "encrypt in batches",
+            Self::BatchDecrypt => "decrypt in batches",
+            Self::BatchReEncrypt => "re-encrypt in batches",
+            Self::BatchGenerateDataKey => "generate data keys in batches",
+            Self::BatchSign => "sign in batches",
+            Self::BatchVerify => "verify in batches",
+            Self::BatchGenerateMac => "generate MACs in batches",
+            Self::BatchVerifyMac => "verify MACs in batches",
             Self::ExportInventory => "export the key inventory",
             Self::ExportAudit => "export the audit trail",
             Self::Approve => "approve requests",
@@ -309,6 +325,75 @@ impl Op {
             | Self::RemovePrincipal
             | Self::ListPrincipals
             | Self::Backup
+            | Self::GenerateRandom
+            // A batch uses no key itself: each item is authorised as its own operation.
+            | Self::BatchEncrypt
+            | Self::BatchDecrypt
+            | Self::BatchReEncrypt
+            | Self::BatchGenerateDataKey
+            | Self::BatchSign
+            | Self::BatchVerify
+            | Self::BatchGenerateMac
+            | Self::BatchVerifyMac
+            | Self::ExportInventory
+            | Self::ExportAudit
+            | Self::Approve
+            | Self::Reject
+            | Self::ListApprovals => None,
+        }
+    }
+
+    /// The operation of each item of a batch operation. A batch call is first authorised as a
+    /// whole (its own row of the matrix, which is its items' row), then every item again as
+    /// the single call, with the [`Authorized`] proof the core's method requires.
+    #[must_use]
+    pub fn batch_item(self) -> Option<Self> {
+        match self {
+            Self::BatchEncrypt => Some(Self::Encrypt),
+            Self::BatchDecrypt => Some(Self::Decrypt),
+            Self::BatchReEncrypt => Some(Self::ReEncrypt),
+            Self::BatchGenerateDataKey => Some(Self::GenerateDataKey),
+            Self::BatchSign => Some(Self::Sign),
+            Self::BatchVerify => Some(Self::Verify),
+            Self::BatchGenerateMac => Some(Self::GenerateMac),
+            Self::BatchVerifyMac => Some(Self::VerifyMac),
+            Self::Status
+            | Self::Unseal
+            | Self::Seal
+            | Self::CreateKey
+            | Self::ImportPublicKey
+            | Self::GetImportParameters
+            | Self::ImportKeyMaterial
+            | Self::ExportKey
+            | Self::DescribeKey
+            | Self::ListKeys
+            | Self::RotateKey
+            | Self::SetRotationPolicy
+            | Self::EnableKey
+            | Self::DisableKey
+            | Self::MarkCompromised
+            | Self::ScheduleKeyDestruction
+            | Self::CancelKeyDestruction
+            | Self::CreateAlias
+            | Self::DeleteAlias
+            | Self::CreateGrant
+            | Self::RevokeGrant
+            | Self::ListGrants
+            | Self::AddPrincipal
+            | Self::RemovePrincipal
+            | Self::ListPrincipals
+            | Self::Backup
+            | Self::Encrypt
+            | Self::Decrypt
+            | Self::ReEncrypt
+            | Self::GenerateDataKey
+            | Self::GenerateDataKeyWithoutPlaintext
+            | Self::Sign
+            | Self::Verify
+            | Self::AsymmetricDecrypt
+            | Self::GetPublicKey
+            | Self::GenerateMac
+            | Self::VerifyMac
             | Self::GenerateRandom
             | Self::ExportInventory
             | Self::ExportAudit
@@ -368,6 +453,15 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::GenerateMac
         | Op::VerifyMac
         | Op::GenerateRandom => (true, false, false),
+        // Batches of the data plane: as their items (`Op::batch_item`), applications only.
+        Op::BatchEncrypt
+        | Op::BatchDecrypt
+        | Op::BatchReEncrypt
+        | Op::BatchGenerateDataKey
+        | Op::BatchSign
+        | Op::BatchVerify
+        | Op::BatchGenerateMac
+        | Op::BatchVerifyMac => (true, false, false),
         Op::ExportAudit => (false, false, true),
     };
     match role {
@@ -839,11 +933,50 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 43);
+        assert_eq!(Op::ALL.len(), 51);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();
         assert_eq!(names.len(), Op::ALL.len(), "two operations share a name");
+    }
+
+    /// A batch's row is its items' row, for every role: a batch never lets a role do what the
+    /// single call would not, nor refuses what it would allow.
+    #[test]
+    fn batch_rows_are_their_items_rows() {
+        let app = Role::App {
+            namespace: Namespace::new("a").unwrap(),
+        };
+        let batches: Vec<(Op, Op)> = Op::ALL
+            .into_iter()
+            .filter_map(|op| op.batch_item().map(|item| (op, item)))
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                (Op::BatchEncrypt, Op::Encrypt),
+                (Op::BatchDecrypt, Op::Decrypt),
+                (Op::BatchReEncrypt, Op::ReEncrypt),
+                (Op::BatchGenerateDataKey, Op::GenerateDataKey),
+                (Op::BatchSign, Op::Sign),
+                (Op::BatchVerify, Op::Verify),
+                (Op::BatchGenerateMac, Op::GenerateMac),
+                (Op::BatchVerifyMac, Op::VerifyMac),
+            ]
+        );
+        for (batch, item) in batches {
+            for role in [&app, &Role::Admin, &Role::Auditor, &Role::Custodian] {
+                assert_eq!(
+                    allowed(role, batch),
+                    allowed(role, item),
+                    "{batch:?} {role:?}"
+                );
+            }
+            assert!(allowed(&app, batch) && !allowed(&Role::Admin, batch));
+            // A batch proof reaches no key: only the item's own proof does.
+            assert_eq!(batch.grant_op(), None);
+            assert!(item.grant_op().is_some());
+        }
     }
 
     #[test]

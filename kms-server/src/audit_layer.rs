@@ -8,6 +8,15 @@
 //! subject) gets one record, for its first refusal; the rest are counted on the connection
 //! (`gate::Denials`) and logged at most once a second, so a stranger's thousands of streams
 //! cost neither thousands of records nor thousands of log lines.
+//!
+//! A batch call (`kms.v1.CryptoBatch`, [`Operation::batch_item`]) that succeeds is recorded as
+//! its items, one record each, as if they had come one by one (the single call's operation
+//! name), each with the batch id, all in one group commit. Its handler declares the batch
+//! ([`AuditSlot::begin_batch`]) and fills one note per item ([`AuditSlot::item`]), settling
+//! each item's outcome. The layer holds the items to account: a successful batch response
+//! whose items are not all declared and settled is withheld (INTERNAL) rather than let out
+//! with items the trail does not hold. A batch refused as a whole gets one record under its
+//! own operation name, with its own request id as batch id.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +43,20 @@ pub struct AuditNote {
     pub flags: Vec<Flag>,
     /// Import and export: how the material was wrapped, to which public key.
     pub transfer: Option<kms_core::audit::KeyTransfer>,
+    /// A batch item's outcome, settled by its handler from the item's result; `None` for a
+    /// call (its outcome is its response's gRPC code) and for an item not settled yet.
+    pub outcome: Option<Outcome>,
+    /// A batch call's items ([`AuditSlot::begin_batch`]); `None` for every other call.
+    pub batch: Option<BatchNote>,
+}
+
+/// The items of a batch call, as its handler declared and filled them.
+#[derive(Clone, Debug, Default)]
+pub struct BatchNote {
+    /// How many items the request holds.
+    pub expected: usize,
+    /// Each item's request id and note, in the request's order.
+    pub items: Vec<(String, Arc<Mutex<AuditNote>>)>,
 }
 
 /// A request's id and its note, in the request's extensions.
@@ -50,6 +73,88 @@ impl AuditSlot {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
+
+    /// Declares this call a batch of `items` items: its success leaves the layer only once
+    /// that many items have notes with settled outcomes.
+    pub fn begin_batch(&self, items: usize) {
+        self.update(|n| {
+            n.batch = Some(BatchNote {
+                expected: items,
+                items: Vec::with_capacity(items),
+            });
+        });
+    }
+
+    /// The slot of this batch's next item, named `request_id`: a note of its own that starts
+    /// from the call's principal and role.
+    #[must_use]
+    pub fn item(&self, request_id: String) -> Self {
+        let mut call = self
+            .note
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let note = Arc::new(Mutex::new(AuditNote {
+            principal: call.principal.clone(),
+            role: call.role.clone(),
+            ..AuditNote::default()
+        }));
+        call.batch
+            .get_or_insert_with(BatchNote::default)
+            .items
+            .push((request_id.clone(), Arc::clone(&note)));
+        Self { request_id, note }
+    }
+}
+
+/// The events of a successful batch's items, or why they cannot stand for it: not declared,
+/// not as many as the request held, or one without a settled outcome.
+fn item_events(
+    note: &AuditNote,
+    item_op: &Operation,
+    batch_id: &str,
+    principal: &str,
+    transport: Option<&String>,
+    traceparent: Option<&String>,
+) -> Result<Vec<Event>, String> {
+    let Some(batch) = &note.batch else {
+        return Err("the handler declared no batch".into());
+    };
+    if batch.items.len() != batch.expected || batch.expected == 0 {
+        return Err(format!(
+            "{} of {} items have notes",
+            batch.items.len(),
+            batch.expected
+        ));
+    }
+    batch
+        .items
+        .iter()
+        .map(|(request_id, item)| {
+            let item = item
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let Some(outcome) = item.outcome else {
+                return Err(format!("item {request_id} has no outcome"));
+            };
+            Ok(Event {
+                request_id: request_id.clone(),
+                principal: item.principal.unwrap_or_else(|| principal.to_owned()),
+                role: item.role.unwrap_or(Role::Unregistered),
+                operation: item_op.clone(),
+                key_id: item.key_id,
+                key_version: item.key_version,
+                outcome,
+                context_hmac: item.context_hmac,
+                flags: item.flags,
+                transport: transport.cloned(),
+                traceparent: traceparent.cloned(),
+                // Batch items are data-plane calls: no key material moves.
+                transfer: None,
+                batch_id: Some(batch_id.to_owned()),
+            })
+        })
+        .collect()
 }
 
 /// Paths not audited: health probes and reflection carry no key operation and would flood the
@@ -223,6 +328,50 @@ async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Reco
     }
 }
 
+/// Writes `events` together, in one group commit (a batch call's items).
+async fn write_all(
+    log: Arc<AuditLog>,
+    events: Vec<Event>,
+) -> Result<Vec<kms_core::audit::Record>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    log.append_all(
+        events,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    match rx.await {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the audit writer stopped".into()),
+    }
+}
+
+/// A written record to the structured log too, for a SIEM (no secrets: the record has none).
+fn log_record(record: &kms_core::audit::Record) {
+    tracing::info!(
+        target: "kms::audit",
+        seq = record.seq,
+        request_id = record.request_id,
+        principal = record.principal,
+        role = record.role.as_str(),
+        operation = record.operation.as_str(),
+        key_id = record.key_id.as_deref().unwrap_or(""),
+        key_version = record.key_version.unwrap_or(0),
+        outcome = record.outcome.as_str(),
+        flags = record
+            .flags
+            .iter()
+            .map(Flag::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        transport = record.transport.as_deref().unwrap_or(""),
+        traceparent = record.traceparent.as_deref().unwrap_or(""),
+        batch_id = record.batch_id.as_deref().unwrap_or(""),
+        "audit"
+    );
+}
+
 impl<S> Service<http::Request<Body>> for AuditService<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
@@ -381,6 +530,7 @@ where
                                 transport: transport.clone(),
                                 traceparent: traceparent.clone(),
                                 transfer: None,
+                                batch_id: None,
                             };
                             write(Arc::clone(&log), intent).await.map(drop)
                         } else {
@@ -402,52 +552,70 @@ where
                     }
                 }
             };
-            let resp = with_request_id(resp, &request_id, &path);
+            let mut resp = with_request_id(resp, &request_id, &path);
             let note = slot
                 .note
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
-            let event = Event {
+            let principal = note
+                .principal
+                .clone()
+                .or(subject)
+                .unwrap_or_else(|| "unknown".into());
+            let code = grpc_code(&resp);
+            let mut event = Event {
                 request_id: request_id.clone(),
-                principal: note
-                    .principal
-                    .or(subject)
-                    .unwrap_or_else(|| "unknown".into()),
-                role: note.role.unwrap_or(Role::Unregistered),
-                operation,
-                key_id: note.key_id,
+                principal: principal.clone(),
+                role: note.role.clone().unwrap_or(Role::Unregistered),
+                operation: operation.clone(),
+                key_id: note.key_id.clone(),
                 key_version: note.key_version,
-                outcome: outcome(grpc_code(&resp)),
-                context_hmac: note.context_hmac,
-                flags: note.flags,
-                transport,
-                traceparent,
-                transfer: note.transfer,
+                outcome: outcome(code),
+                context_hmac: note.context_hmac.clone(),
+                flags: note.flags.clone(),
+                transport: transport.clone(),
+                traceparent: traceparent.clone(),
+                batch_id: None,
+                transfer: note.transfer.clone(),
             };
-            match write(log, event).await {
-                Ok(record) => {
-                    // Also to the structured log, for a SIEM (no secrets: the record has none).
-                    tracing::info!(
-                        target: "kms::audit",
-                        seq = record.seq,
-                        request_id = record.request_id,
-                        principal = record.principal,
-                        role = record.role.as_str(),
-                        operation = record.operation.as_str(),
-                        key_id = record.key_id.as_deref().unwrap_or(""),
-                        key_version = record.key_version.unwrap_or(0),
-                        outcome = record.outcome.as_str(),
-                        flags = record
-                            .flags
-                            .iter()
-                            .map(Flag::as_str)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        transport = record.transport.as_deref().unwrap_or(""),
-                        traceparent = record.traceparent.as_deref().unwrap_or(""),
-                        "audit"
-                    );
+            let written = match operation.batch_item() {
+                None => write(log, event).await.map(|r| vec![r]),
+                Some(item_op) => {
+                    event.batch_id = Some(request_id.clone());
+                    let events = if code == tonic::Code::Ok {
+                        item_events(
+                            &note,
+                            &item_op,
+                            &request_id,
+                            &principal,
+                            transport.as_ref(),
+                            traceparent.as_ref(),
+                        )
+                        .unwrap_or_else(|why| {
+                            // A handler bug: its items would leave unrecorded. Withheld.
+                            tracing::error!(request_id, why, "batch items not all noted; response withheld");
+                            resp = naming_request(
+                                &Status::internal(
+                                    "the batch's items were not all recorded, so its results are withheld",
+                                ),
+                                &request_id,
+                            )
+                            .into_http();
+                            event.outcome = Outcome::Internal;
+                            vec![event]
+                        })
+                    } else {
+                        vec![event]
+                    };
+                    write_all(log, events).await
+                }
+            };
+            match written {
+                Ok(records) => {
+                    for record in &records {
+                        log_record(record);
+                    }
                     Ok(resp)
                 }
                 Err(e) => {
@@ -781,5 +949,155 @@ mod tests {
         svc.call(req).await.unwrap();
         assert!(store.scan_prefix(Tree::Audit, b"r").unwrap().is_empty());
         log.stop();
+    }
+
+    /// What a batch handler does with its request's slot.
+    type Fill = Arc<dyn Fn(&AuditSlot) + Send + Sync>;
+
+    /// An inner service that plays a batch handler: it fills the request's slot as `fill`
+    /// says and answers with `code`.
+    #[derive(Clone)]
+    struct Batcher {
+        fill: Fill,
+        code: tonic::Code,
+    }
+
+    impl Service<http::Request<Body>> for Batcher {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let slot = req.extensions().get::<AuditSlot>().unwrap().clone();
+            slot.update(|n| {
+                n.principal = Some("kms://app".into());
+                n.role = Some(Role::App);
+            });
+            (self.fill)(&slot);
+            let resp = if self.code == tonic::Code::Ok {
+                http::Response::new(Body::empty())
+            } else {
+                Status::new(self.code, "refused").into_http()
+            };
+            std::future::ready(Ok(resp))
+        }
+    }
+
+    /// Declares a batch of `expected` and settles `outcomes` items, each with its own key.
+    fn batch_of(
+        expected: usize,
+        outcomes: &[Option<Outcome>],
+    ) -> Arc<dyn Fn(&AuditSlot) + Send + Sync> {
+        let outcomes = outcomes.to_vec();
+        Arc::new(move |slot: &AuditSlot| {
+            slot.begin_batch(expected);
+            for (i, outcome) in outcomes.iter().enumerate() {
+                let item = slot.item(format!("{}.{i}", slot.request_id));
+                item.update(|n| {
+                    n.key_id = Some(format!("key-{i}"));
+                    n.outcome = outcome.clone();
+                });
+            }
+        })
+    }
+
+    /// The records a batch call left, after running it through the layer with `fill` and
+    /// `code`, and the code the caller got.
+    async fn batch_records(
+        fill: Fill,
+        code: tonic::Code,
+    ) -> (tonic::Code, Vec<kms_core::audit::Record>) {
+        let store = Arc::new(MemoryStore::new());
+        let log = Arc::new(AuditLog::start(
+            store.clone(),
+            "t",
+            kms_core::audit::signer::never_signs(),
+            Default::default(),
+        ));
+        let mut svc = AuditLayer::new(Arc::clone(&log), crate::services::RequestIds::new())
+            .layer(Batcher { fill, code });
+        let req = http::Request::builder()
+            .uri("/kms.v1.CryptoBatch/BatchEncrypt")
+            .body(Body::empty())
+            .unwrap();
+        let resp = svc.call(req).await.unwrap();
+        log.stop();
+        let records = store
+            .scan_prefix(Tree::Audit, b"r")
+            .unwrap()
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect();
+        (status_of(&resp), records)
+    }
+
+    /// A batch that ran is recorded as its items, each under the single call's name, with its
+    /// own request id, key and outcome and the batch id: as if they had come one by one.
+    #[tokio::test]
+    async fn a_batch_is_recorded_as_its_items() {
+        let outcomes = [
+            Some(Outcome::Ok),
+            Some(Outcome::NotFound),
+            Some(Outcome::FailedPrecondition),
+        ];
+        let (code, records) = batch_records(batch_of(3, &outcomes), tonic::Code::Ok).await;
+        assert_eq!(code, tonic::Code::Ok);
+        assert_eq!(records.len(), 3, "{records:#?}");
+        let batch_id = records[0].batch_id.clone().unwrap();
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.operation, Operation::Encrypt);
+            assert_eq!(r.request_id, format!("{batch_id}.{i}"));
+            assert_eq!(r.batch_id.as_deref(), Some(batch_id.as_str()));
+            assert_eq!(r.key_id.as_deref(), Some(format!("key-{i}").as_str()));
+            assert_eq!(Some(r.outcome.clone()), outcomes[i]);
+            assert_eq!((r.principal.as_str(), &r.role), ("kms://app", &Role::App));
+            assert_eq!(r.seq, u64::try_from(i).unwrap() + 1);
+        }
+    }
+
+    /// The items cannot escape the trail: a successful batch response whose items were not all
+    /// declared and settled is withheld, and the batch is recorded as INTERNAL.
+    #[tokio::test]
+    async fn a_batch_whose_items_were_not_all_noted_is_withheld() {
+        let cases: [(&str, Fill); 4] = [
+            ("no batch declared", Arc::new(|_: &AuditSlot| {})),
+            (
+                "fewer items than declared",
+                batch_of(3, &[Some(Outcome::Ok), Some(Outcome::Ok)]),
+            ),
+            (
+                "an item not settled",
+                batch_of(2, &[Some(Outcome::Ok), None]),
+            ),
+            ("an empty batch", batch_of(0, &[])),
+        ];
+        for (what, fill) in cases {
+            let (code, records) = batch_records(fill, tonic::Code::Ok).await;
+            assert_eq!(code, tonic::Code::Internal, "{what}");
+            assert_eq!(records.len(), 1, "{what}: {records:#?}");
+            let r = &records[0];
+            assert_eq!(r.operation, Operation::BatchEncrypt, "{what}");
+            assert_eq!(r.outcome, Outcome::Internal, "{what}");
+            assert_eq!(r.batch_id.as_ref(), Some(&r.request_id), "{what}");
+        }
+    }
+
+    /// A batch refused as a whole leaves one record under its own name, whatever its handler
+    /// noted of items before it failed.
+    #[tokio::test]
+    async fn a_batch_refused_as_a_whole_is_one_record() {
+        let (code, records) = batch_records(
+            batch_of(2, &[Some(Outcome::Ok)]),
+            tonic::Code::InvalidArgument,
+        )
+        .await;
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(records.len(), 1, "{records:#?}");
+        assert_eq!(records[0].operation, Operation::BatchEncrypt);
+        assert_eq!(records[0].outcome, Outcome::InvalidArgument);
+        assert_eq!(records[0].batch_id.as_ref(), Some(&records[0].request_id));
+        assert_eq!(records[0].key_id, None);
     }
 }

@@ -393,7 +393,11 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{what} is required")));
             }
         }
-        if self.limits.max_connections == 0 || self.limits.rate_per_second <= 0.0 {
+        if self.limits.max_connections == 0
+            || self.limits.rate_per_second <= 0.0
+            || self.limits.max_batch_items == 0
+            || self.limits.max_batch_bytes == 0
+        {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         self.health_probe()?;
@@ -594,11 +598,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(
             dir.path(),
-            "listen = \"127.0.0.1:9\"\npolicy = \"gm-only\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nclient_ca = \"ca.pem\"\n[limits]\nmax_plaintext_bytes = 1024\n",
+            "listen = \"127.0.0.1:9\"\npolicy = \"gm-only\"\n[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\nclient_ca = \"ca.pem\"\n[limits]\nmax_plaintext_bytes = 1024\nmax_batch_items = 100\nmax_batch_bytes = 65536\n",
         );
         let c = Config::load(&p).unwrap();
         assert_eq!(c.tls.as_ref().unwrap().cert, dir.path().join("s.pem"));
         assert_eq!(c.limits.max_plaintext_bytes, 1024);
+        assert_eq!(
+            (c.limits.max_batch_items, c.limits.max_batch_bytes),
+            (100, 65536)
+        );
         assert_eq!(c.policy().unwrap().mode(), PolicyMode::GmOnly);
         let mut c2 = c;
         c2.apply_env(|k| (k == "KMS_LISTEN").then(|| "0.0.0.0:1".to_string()));

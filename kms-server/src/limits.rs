@@ -7,7 +7,8 @@ use std::time::Instant;
 use crate::status::Refusal;
 use serde::Deserialize;
 
-/// Configurable bounds. Defaults: 64 KiB of plaintext, 8 KiB of context.
+/// Configurable bounds. Defaults: 64 KiB of plaintext, 8 KiB of context, batches of 1000 items
+/// and 4 MiB.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -30,6 +31,11 @@ pub struct Limits {
     pub unregistered_rate_per_second: f64,
     /// ... and their burst.
     pub unregistered_burst: f64,
+    /// Items one batch call (`kms.v1.CryptoBatch`) may hold. Each counts against the rate
+    /// limit, so a batch larger than `burst` is always refused.
+    pub max_batch_items: usize,
+    /// Bytes one batch call's request may take, encoded.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +50,8 @@ impl Default for Limits {
             max_streams_per_connection: 128,
             unregistered_rate_per_second: 50.0,
             unregistered_burst: 100.0,
+            max_batch_items: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -53,6 +61,40 @@ impl Limits {
     #[must_use]
     pub fn max_message_bytes(&self) -> usize {
         self.max_plaintext_bytes + self.max_context_bytes + 16 * 1024
+    }
+
+    /// The largest batch message to decode: `max_batch_bytes` and one single call's worth more,
+    /// so that a batch somewhat over its limit is refused by [`Limits::check_batch`] with a
+    /// message naming the limit; one far over it is refused before it is decoded.
+    #[must_use]
+    pub fn max_batch_message_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .saturating_add(self.max_message_bytes())
+    }
+
+    /// A batch of `items` items, `encoded_len` bytes as a message: at least one item, and
+    /// within both batch limits.
+    pub fn check_batch(&self, items: usize, encoded_len: usize) -> Result<(), Refusal> {
+        if items == 0 {
+            return Err(Refusal::BadRequest(
+                "a batch needs at least one item".into(),
+            ));
+        }
+        if items > self.max_batch_items {
+            return Err(Refusal::BatchTooLarge {
+                len: items,
+                limit: self.max_batch_items,
+                unit: "items",
+            });
+        }
+        if encoded_len > self.max_batch_bytes {
+            return Err(Refusal::BatchTooLarge {
+                len: encoded_len,
+                limit: self.max_batch_bytes,
+                unit: "bytes",
+            });
+        }
+        Ok(())
     }
 
     pub fn check_payload(&self, field: &'static str, len: usize) -> Result<(), Refusal> {
@@ -94,13 +136,14 @@ pub struct RateLimiter {
     unregistered_burst: f64,
 }
 
-/// Refills `bucket` for the time since it was last used and takes a token if one is there.
-fn take(bucket: &mut (f64, Instant), rate: f64, burst: f64, now: Instant) -> bool {
+/// Refills `bucket` for the time since it was last used and takes `n` tokens if they are all
+/// there (else none).
+fn take(bucket: &mut (f64, Instant), rate: f64, burst: f64, now: Instant, n: f64) -> bool {
     let (tokens, last) = bucket;
     *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
     *last = now;
-    if *tokens >= 1.0 {
-        *tokens -= 1.0;
+    if *tokens >= n {
+        *tokens -= n;
         true
     } else {
         false
@@ -120,8 +163,9 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for the registered principal `subject`, or says when to come back.
-    pub fn check(&self, subject: &str) -> Result<(), Refusal> {
+    /// Takes `requests` tokens for the registered principal `subject` (one per call, one per
+    /// item of a batch), all or none, or says when to come back.
+    pub fn check(&self, subject: &str, requests: usize) -> Result<(), Refusal> {
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -130,8 +174,18 @@ impl RateLimiter {
         let bucket = buckets
             .entry(subject.to_owned())
             .or_insert((self.burst, now));
-        if take(bucket, self.rate, self.burst, now) {
+        // Counts far below 2^52 are exact in an f64.
+        #[allow(clippy::cast_precision_loss)]
+        let n = requests as f64;
+        if take(bucket, self.rate, self.burst, now, n) {
             Ok(())
+        } else if requests > 1 {
+            Err(Refusal::RateLimitedBatch {
+                items: requests,
+                rate: self.rate,
+                burst: self.burst,
+                subject: subject.to_owned(),
+            })
         } else {
             Err(Refusal::RateLimited {
                 rate: self.rate,
@@ -152,6 +206,7 @@ impl RateLimiter {
             self.unregistered_rate,
             self.unregistered_burst,
             Instant::now(),
+            1.0,
         ) {
             Ok(())
         } else {
@@ -186,13 +241,67 @@ mod tests {
         };
         let rl = RateLimiter::new(&limits);
         for _ in 0..3 {
-            rl.check("a").unwrap();
+            rl.check("a", 1).unwrap();
         }
         assert!(matches!(
-            rl.check("a"),
+            rl.check("a", 1),
             Err(Refusal::RateLimited { subject, .. }) if subject == "a"
         ));
-        rl.check("b").unwrap();
+        rl.check("b", 1).unwrap();
+    }
+
+    /// A batch takes one token per item, all at once or none: the items count as requests.
+    #[test]
+    fn a_batch_takes_a_token_per_item_or_none() {
+        let rl = RateLimiter::new(&Limits {
+            rate_per_second: 0.001,
+            burst: 10.0,
+            ..Limits::default()
+        });
+        rl.check("a", 7).unwrap();
+        // 3 left: a batch of 4 is refused whole and takes nothing ...
+        assert!(matches!(
+            rl.check("a", 4),
+            Err(Refusal::RateLimitedBatch { items: 4, subject, .. }) if subject == "a"
+        ));
+        // ... so 3 single calls still pass, and the next is refused.
+        for _ in 0..3 {
+            rl.check("a", 1).unwrap();
+        }
+        assert!(matches!(rl.check("a", 1), Err(Refusal::RateLimited { .. })));
+        // A batch larger than the burst never passes.
+        assert!(rl.check("b", 11).is_err());
+        rl.check("b", 10).unwrap();
+    }
+
+    #[test]
+    fn batches_are_bounded_by_items_and_bytes() {
+        let l = Limits::default();
+        assert!(l.check_batch(1000, 4 * 1024 * 1024).is_ok());
+        assert!(matches!(
+            l.check_batch(1001, 10),
+            Err(Refusal::BatchTooLarge {
+                len: 1001,
+                limit: 1000,
+                unit: "items"
+            })
+        ));
+        assert!(matches!(
+            l.check_batch(1, 4 * 1024 * 1024 + 1),
+            Err(Refusal::BatchTooLarge {
+                len: 4_194_305,
+                limit: 4_194_304,
+                unit: "bytes"
+            })
+        ));
+        assert!(matches!(
+            l.check_batch(0, 0),
+            Err(Refusal::BadRequest(m)) if m.contains("at least one item")
+        ));
+        assert_eq!(
+            l.max_batch_message_bytes(),
+            4 * 1024 * 1024 + l.max_message_bytes()
+        );
     }
 
     #[test]
@@ -211,7 +320,7 @@ mod tests {
         ));
         assert_eq!(rl.tracked(), 0, "strangers add no entries");
         // Registered principals keep their own buckets, untouched by the strangers.
-        rl.check("app").unwrap();
+        rl.check("app", 1).unwrap();
         assert_eq!(rl.tracked(), 1);
     }
 

@@ -14,8 +14,8 @@ use kms_core::audit::{Event, Flag, Operation, Outcome, Role as AuditRole, SCHEDU
 use kms_core::keys::KeyId;
 use kms_core::{Kms, Sweep, SweepLog, SweepOutcome, System};
 use kms_proto::v1::{
-    audit_server::AuditServer, crypto_server::CryptoServer, key_admin_server::KeyAdminServer,
-    system_server::SystemServer,
+    audit_server::AuditServer, crypto_batch_server::CryptoBatchServer, crypto_server::CryptoServer,
+    key_admin_server::KeyAdminServer, system_server::SystemServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -732,6 +732,11 @@ pub async fn run_with_tlcp(
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(CryptoServer::new(shared.clone()).max_decoding_message_size(max))
+        // Batches have a larger message limit of their own; the single calls keep theirs.
+        .add_service(
+            CryptoBatchServer::new(shared.clone())
+                .max_decoding_message_size(settings.limits.max_batch_message_bytes()),
+        )
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(
             SystemServer::new(SystemService::new(

@@ -59,6 +59,27 @@ pub enum Refusal {
         burst: f64,
         subject: String,
     },
+    /// A batch took more tokens (one per item) than the caller's bucket held: none was taken.
+    #[error(
+        "rate limit of {rate} requests/s (burst {burst}) exceeded for {subject}: a batch counts \
+         each of its {items} items as a request; retry later, or send smaller batches"
+    )]
+    RateLimitedBatch {
+        items: usize,
+        rate: f64,
+        burst: f64,
+        subject: String,
+    },
+    /// A batch over `[limits] max_batch_items` or `max_batch_bytes`: none of its items is done.
+    #[error(
+        "the batch holds {len} {unit}; the limit is {limit} {unit} per call, and none of its \
+         items was done"
+    )]
+    BatchTooLarge {
+        len: usize,
+        limit: usize,
+        unit: &'static str,
+    },
     #[error("{field} is {len} bytes; the limit is {limit} bytes")]
     TooLarge {
         field: &'static str,
@@ -102,8 +123,10 @@ fn refusal_code(r: &Refusal) -> Code {
         Refusal::Core(e) => code_of(e),
         Refusal::NoSubject | Refusal::CertificateRevoked => Code::Unauthenticated,
         Refusal::UnknownPrincipal { .. } => Code::PermissionDenied,
-        Refusal::RateLimited { .. } => Code::ResourceExhausted,
-        Refusal::BadRequest(_) | Refusal::TooLarge { .. } => Code::InvalidArgument,
+        Refusal::RateLimited { .. } | Refusal::RateLimitedBatch { .. } => Code::ResourceExhausted,
+        Refusal::BadRequest(_) | Refusal::TooLarge { .. } | Refusal::BatchTooLarge { .. } => {
+            Code::InvalidArgument
+        }
         Refusal::AlreadyInitialised => Code::AlreadyExists,
         Refusal::NotBootstrap { .. } => Code::PermissionDenied,
         Refusal::RestoreNeedsEmptyStore => Code::FailedPrecondition,
@@ -450,6 +473,25 @@ mod tests {
                 },
                 Code::ResourceExhausted,
                 "rate limit of 1 requests/s",
+            ),
+            (
+                Refusal::RateLimitedBatch {
+                    items: 5,
+                    rate: 1.0,
+                    burst: 2.0,
+                    subject: "s".into(),
+                },
+                Code::ResourceExhausted,
+                "a batch counts each of its 5 items as a request",
+            ),
+            (
+                Refusal::BatchTooLarge {
+                    len: 1001,
+                    limit: 1000,
+                    unit: "items",
+                },
+                Code::InvalidArgument,
+                "the batch holds 1001 items; the limit is 1000 items per call, and none of its items was done",
             ),
             (
                 Refusal::TooLarge {

@@ -22,6 +22,13 @@ pub enum PlanError {
     /// `datakey` with a size that is no data key length.
     #[error("--size {0} is not a data key length")]
     DataKeySize(u32),
+    /// `--batch` with an operation that has no batch form, or a size out of range.
+    #[error("--batch {size} with --op {op}: {why}")]
+    Batch {
+        op: &'static str,
+        size: u32,
+        why: &'static str,
+    },
     /// The CPU time of the process given cannot be read.
     #[error("--server-pid {pid}: cannot read its CPU time: {source}")]
     ServerPid {
@@ -42,6 +49,17 @@ pub enum Failure {
     /// The server found the prepared signature invalid.
     #[error("the server found the prepared signature invalid")]
     SignatureInvalid,
+    /// An item of a batch failed (its code and message).
+    #[error("an item of the batch failed: {0:?}: {1}")]
+    Item(tonic::Code, String),
+    /// The server returned another number of results than the batch had items.
+    #[error("the server returned {got} results for a batch of {want}")]
+    BatchLength {
+        /// Results returned.
+        got: usize,
+        /// Items sent.
+        want: usize,
+    },
     /// The server returned a plaintext of another length than was encrypted.
     #[error("the server returned {got} bytes of plaintext, not {want}")]
     PlaintextLength {
@@ -104,6 +122,9 @@ pub enum LoadError {
     /// A request loop panicked or was cancelled.
     #[error("a request loop failed: {0}")]
     Loop(String),
+    /// The operation has no batch RPC (`Plan::new` refuses such a plan first).
+    #[error("--op {0} has no batch form")]
+    NoBatchForm(&'static str),
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@
 //! The [`Report`]: requests/s, p50/p99/p999 latency (an HDR histogram at microsecond
 //! resolution), errors and the first error's message, and CPU time per request of the server and
 //! of this client.
+//!
+//! With [`Options::batch`], every request is a batch call (`kms.v1.CryptoBatch`) of that many
+//! copies of the item: latency is per call, and the report adds items/s and the server's CPU
+//! time per item. A batch counts as failed when any of its items failed.
 
 mod error;
 mod procfs;
@@ -31,13 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use kms_proto::v1::crypto_client::CryptoClient;
 use tonic::transport::Channel;
 
 pub use crate::error::{Failure, LoadError, PlanError};
 pub use crate::report::Report;
 use crate::report::{report, rss_during, sample, server_cpu};
-use crate::request::{Window, histogram, prepare, request_loop, show_progress};
+use crate::request::{Clients, Window, histogram, prepare, request_loop, show_progress};
 
 /// The payload size when `size` is left out: 1 KiB, but 32 bytes (a data key) for
 /// `asym-decrypt`, which RSA-OAEP limits, and 16 (an SM4 key) for `datakey`.
@@ -45,6 +48,8 @@ const DEFAULT_SIZE: u32 = 1024;
 const DEFAULT_ASYM_SIZE: u32 = 32;
 /// The longest latency the histogram holds (longer ones are recorded as this): 10 minutes.
 const MAX_LATENCY_US: u64 = 600_000_000;
+/// The most items a batch may hold (the server's default `max_batch_items`).
+const MAX_BATCH: u32 = 1000;
 
 /// The operations a run can load the server with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +149,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Print a progress line to stderr each second.
     pub progress: bool,
+    /// Items per call through the batch RPC (1 to 1000); `None`: the single RPC.
+    pub batch: Option<u32>,
 }
 
 /// A checked run.
@@ -160,6 +167,8 @@ pub struct Plan {
     progress: bool,
     /// Time between two sends of one loop, when the load is paced (`rate`).
     period: Option<Duration>,
+    /// Items per batch call, when the load goes through the batch RPC.
+    batch: Option<u32>,
 }
 
 impl Plan {
@@ -187,6 +196,21 @@ impl Plan {
                 size.unwrap_or(DEFAULT_SIZE)
             }
         };
+        if let Some(n) = o.batch {
+            let why = match o.op {
+                Op::AsymDecrypt => Some("asymmetric decryption has no batch form"),
+                Op::Encrypt | Op::Decrypt | Op::Datakey | Op::Sign | Op::Verify | Op::Mac => {
+                    (!(1..=MAX_BATCH).contains(&n)).then_some("a batch holds 1 to 1000 items")
+                }
+            };
+            if let Some(why) = why {
+                return Err(PlanError::Batch {
+                    op: o.op.name(),
+                    size: n,
+                    why,
+                });
+            }
+        }
         if let Some(pid) = o.server_pid {
             procfs::cpu_ticks(pid).map_err(|source| PlanError::ServerPid { pid, source })?;
         }
@@ -206,6 +230,7 @@ impl Plan {
             server_pid: o.server_pid,
             progress: o.progress,
             period,
+            batch: o.batch,
         })
     }
 
@@ -219,6 +244,12 @@ impl Plan {
     #[must_use]
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Items per call (1 without `--batch`).
+    #[must_use]
+    pub fn items_per_call(&self) -> u32 {
+        self.batch.unwrap_or(1)
     }
 
     /// How many channels [`run`] wants.
@@ -253,7 +284,7 @@ pub async fn run(
     endpoint: (&str, u16),
 ) -> Result<Report, LoadError> {
     let cpu_source = server_cpu(plan, endpoint);
-    let mut first = CryptoClient::new(channels.first().cloned().ok_or(LoadError::NoConnection)?);
+    let mut first = Clients::new(channels.first().cloned().ok_or(LoadError::NoConnection)?);
     let request = prepare(plan, &mut first).await?;
     request
         .clone()
@@ -280,7 +311,7 @@ pub async fn run(
                 .period
                 .map(|p| (p.mul_f64(i as f64 / f64::from(plan.concurrency)), p));
             tokio::spawn(request_loop(
-                CryptoClient::new(channel.clone()),
+                Clients::new(channel.clone()),
                 Arc::clone(&request),
                 window,
                 Arc::clone(&done),
@@ -339,6 +370,34 @@ mod tests {
             rate: None,
             server_pid: None,
             progress: false,
+            batch: None,
+        }
+    }
+
+    #[test]
+    fn batches_fit_the_batch_rpcs() {
+        let plan = |op, batch| {
+            Plan::new(Options {
+                batch,
+                ..options(op)
+            })
+        };
+        assert_eq!(plan(Op::Encrypt, Some(100)).unwrap().items_per_call(), 100);
+        assert_eq!(plan(Op::Encrypt, None).unwrap().items_per_call(), 1);
+        assert!(plan(Op::Mac, Some(1000)).is_ok());
+        for (op, n, why) in [
+            (Op::Encrypt, 0, "a batch holds 1 to 1000 items"),
+            (Op::Sign, 1001, "a batch holds 1 to 1000 items"),
+            (
+                Op::AsymDecrypt,
+                10,
+                "asymmetric decryption has no batch form",
+            ),
+        ] {
+            match plan(op, Some(n)) {
+                Err(PlanError::Batch { size, why: w, .. }) => assert_eq!((size, w), (n, why)),
+                other => panic!("{op:?} {n}: {other:?}"),
+            }
         }
     }
 

@@ -54,9 +54,14 @@ pub struct Report {
     pub warmup_s: f64,
     pub concurrency: u32,
     pub connections: u32,
-    /// Successful requests completed inside the window.
+    /// Successful requests (calls) completed inside the window.
     pub requests: u64,
     pub requests_per_s: f64,
+    /// Items per call (`--batch`; 1 for single calls).
+    pub items_per_call: u32,
+    /// Items of the successful requests, and their rate.
+    pub items: u64,
+    pub items_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
@@ -73,6 +78,8 @@ pub struct Report {
     pub server_cpu_cores: Option<f64>,
     /// Server CPU time (user + system) per request completed in the window (failed ones included).
     pub server_cpu_us_per_request: Option<f64>,
+    /// ... and per item of those requests (as per request without `--batch`).
+    pub server_cpu_us_per_item: Option<f64>,
     /// Why the server's CPU time is unknown, when it is.
     pub server_cpu_note: Option<String>,
     /// This client's own CPU time per request.
@@ -197,6 +204,9 @@ pub(crate) fn report(
         connections: plan.connections,
         requests,
         requests_per_s: requests as f64 / secs,
+        items_per_call: plan.items_per_call(),
+        items: requests * u64::from(plan.items_per_call()),
+        items_per_s: (requests * u64::from(plan.items_per_call())) as f64 / secs,
         p50_ms: quantile(0.5),
         p99_ms: quantile(0.99),
         p999_ms: quantile(0.999),
@@ -209,6 +219,8 @@ pub(crate) fn report(
         server_cpu_s: server_us.map(|us| us / 1e6),
         server_cpu_cores: server_us.map(|us| us / 1e6 / secs),
         server_cpu_us_per_request: per_request(server_us),
+        server_cpu_us_per_item: per_request(server_us)
+            .map(|us| us / f64::from(plan.items_per_call())),
         server_cpu_note: note,
         client_cpu_us_per_request: per_request(cpu_us(before.client, after.client)),
         clock_ticks_per_s: clk_tck,
@@ -255,6 +267,8 @@ impl Report {
             ),
             ("requests", self.requests.to_string()),
             ("requests/s", format!("{:.1}", self.requests_per_s)),
+            ("items/request", self.items_per_call.to_string()),
+            ("items/s", format!("{:.1}", self.items_per_s)),
             ("latency p50", format!("{:.3} ms", self.p50_ms)),
             ("latency p99", format!("{:.3} ms", self.p99_ms)),
             ("latency p99.9", format!("{:.3} ms", self.p999_ms)),
@@ -266,6 +280,7 @@ impl Report {
                 self.first_error.clone().unwrap_or_else(|| "-".to_owned()),
             ),
             ("server CPU/request", server_cpu),
+            ("server CPU/item", opt(self.server_cpu_us_per_item, "µs")),
             (
                 "server RSS",
                 match (
@@ -305,6 +320,7 @@ mod tests {
             rate: None,
             server_pid: None,
             progress: false,
+            batch: None,
         }
     }
 
@@ -368,6 +384,19 @@ mod tests {
                 .map(|(_, v)| v.clone())
         };
         assert_eq!(row("requests").as_deref(), Some("3"));
+        assert_eq!((r.items, r.items_per_call), (3, 1));
+        assert_eq!(r.server_cpu_us_per_item, Some(5_000.0));
+        // In batches of 10: the same calls carry ten times the items, each a tenth of the CPU.
+        let batched = Plan::new(Options {
+            batch: Some(10),
+            ..options(Op::Encrypt)
+        })
+        .unwrap();
+        let r = report(&batched, &latency, 1, None, &cpu, (before, after), None);
+        assert_eq!((r.requests, r.items, r.items_per_call), (3, 30, 10));
+        assert!((r.items_per_s - 15.0).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.server_cpu_us_per_request, Some(5_000.0));
+        assert_eq!(r.server_cpu_us_per_item, Some(500.0));
         assert_eq!(row("first error").as_deref(), Some("sealed"));
 
         // A server whose CPU time stopped being readable says so instead of a number.

@@ -6,14 +6,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use kms_proto::v1::crypto_batch_client::CryptoBatchClient;
 use kms_proto::v1::crypto_client::CryptoClient;
 use kms_proto::v1::{
-    AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
+    self, AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
     GenerateMacRequest, GetPublicKeyRequest, MessageType, SignRequest, VerifyRequest,
 };
 use tonic::transport::Channel;
 
 use crate::{Failure, LoadError, MAX_LATENCY_US, Op, Plan};
+
+/// The clients of one request loop, over its connection.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    crypto: CryptoClient<Channel>,
+    batch: CryptoBatchClient<Channel>,
+}
+
+impl Clients {
+    pub(crate) fn new(channel: Channel) -> Self {
+        Self {
+            crypto: CryptoClient::new(channel.clone()),
+            // A batch's answer may pass gRPC's usual 4 MiB receive limit (each item's ciphertext
+            // is longer than its plaintext).
+            batch: CryptoBatchClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+        }
+    }
+}
 
 /// The one request every loop sends (cloned per send).
 #[derive(Clone)]
@@ -25,12 +44,117 @@ pub(crate) enum Request {
     Verify(VerifyRequest),
     AsymDecrypt(AsymmetricDecryptRequest, usize),
     Mac(GenerateMacRequest),
+    /// The same item, many times, through the batch RPC.
+    Batch(Batch),
+}
+
+/// A batch call of copies of one item (`--batch`).
+#[derive(Clone)]
+pub(crate) enum Batch {
+    Encrypt(v1::BatchEncryptRequest),
+    Decrypt(v1::BatchDecryptRequest, usize),
+    DataKey(v1::BatchGenerateDataKeyRequest),
+    Sign(v1::BatchSignRequest),
+    Verify(v1::BatchVerifyRequest),
+    Mac(v1::BatchGenerateMacRequest),
+}
+
+/// The items' results: each must be a response (checked by `ok`), and there must be one per
+/// item.
+macro_rules! check_items {
+    ($results:expr, $want:expr, $oneof:ident, |$ok:ident| $check:expr) => {{
+        let results = $results;
+        if results.len() != $want {
+            return Err(Failure::BatchLength {
+                got: results.len(),
+                want: $want,
+            });
+        }
+        for r in results {
+            match r.result {
+                Some(v1::$oneof::Result::Ok($ok)) => $check?,
+                Some(v1::$oneof::Result::Error(e)) => {
+                    return Err(Failure::Item(tonic::Code::from_i32(e.code), e.message));
+                }
+                None => return Err(Failure::BatchLength { got: 0, want: 1 }),
+            }
+        }
+        Ok(())
+    }};
+}
+
+impl Batch {
+    /// A batch of `n` copies of `single` (not [`Request::AsymDecrypt`], which has no batch
+    /// form, nor a batch).
+    fn of(single: Request, n: usize) -> Option<Self> {
+        Some(match single {
+            Request::Encrypt(r) => Self::Encrypt(v1::BatchEncryptRequest { items: vec![r; n] }),
+            Request::Decrypt(r, len) => {
+                Self::Decrypt(v1::BatchDecryptRequest { items: vec![r; n] }, len)
+            }
+            Request::DataKey(r) => {
+                Self::DataKey(v1::BatchGenerateDataKeyRequest { items: vec![r; n] })
+            }
+            Request::Sign(r) => Self::Sign(v1::BatchSignRequest { items: vec![r; n] }),
+            Request::Verify(r) => Self::Verify(v1::BatchVerifyRequest { items: vec![r; n] }),
+            Request::Mac(r) => Self::Mac(v1::BatchGenerateMacRequest { items: vec![r; n] }),
+            Request::AsymDecrypt(..) | Request::Batch(_) => return None,
+        })
+    }
+
+    async fn send(self, client: &mut CryptoBatchClient<Channel>) -> Result<(), Failure> {
+        let ok = |()| Ok::<(), Failure>(());
+        match self {
+            Self::Encrypt(r) => {
+                let n = r.items.len();
+                let results = client.batch_encrypt(r).await?.into_inner().results;
+                check_items!(results, n, batch_encrypt_result, |_r| ok(()))
+            }
+            Self::Decrypt(r, len) => {
+                let n = r.items.len();
+                let results = client.batch_decrypt(r).await?.into_inner().results;
+                check_items!(results, n, batch_decrypt_result, |r| check_len(
+                    r.plaintext.len(),
+                    len
+                ))
+            }
+            Self::DataKey(r) => {
+                let n = r.items.len();
+                let results = client
+                    .batch_generate_data_key(r)
+                    .await?
+                    .into_inner()
+                    .results;
+                check_items!(results, n, batch_generate_data_key_result, |_r| ok(()))
+            }
+            Self::Sign(r) => {
+                let n = r.items.len();
+                let results = client.batch_sign(r).await?.into_inner().results;
+                check_items!(results, n, batch_sign_result, |_r| ok(()))
+            }
+            Self::Verify(r) => {
+                let n = r.items.len();
+                let results = client.batch_verify(r).await?.into_inner().results;
+                check_items!(results, n, batch_verify_result, |r| if r.valid {
+                    Ok(())
+                } else {
+                    Err(Failure::SignatureInvalid)
+                })
+            }
+            Self::Mac(r) => {
+                let n = r.items.len();
+                let results = client.batch_generate_mac(r).await?.into_inner().results;
+                check_items!(results, n, batch_generate_mac_result, |_r| ok(()))
+            }
+        }
+    }
 }
 
 impl Request {
     /// Sends it and checks the answer: a signature found invalid, or a plaintext of the wrong
-    /// length, is a failure too.
-    pub(crate) async fn send(self, client: &mut CryptoClient<Channel>) -> Result<(), Failure> {
+    /// length, is a failure too; so is any failed item of a batch.
+    pub(crate) async fn send(self, clients: &mut Clients) -> Result<(), Failure> {
+        let client = &mut clients.crypto;
         match self {
             Self::Encrypt(r) => {
                 client.encrypt(r).await?;
@@ -62,6 +186,7 @@ impl Request {
             Self::Mac(r) => {
                 client.generate_mac(r).await?;
             }
+            Self::Batch(b) => return b.send(&mut clients.batch).await,
         }
         Ok(())
     }
@@ -89,8 +214,21 @@ fn probe(step: &'static str) -> impl FnOnce(tonic::Status) -> LoadError {
     }
 }
 
-/// Makes the request for `plan.op`, with the inputs that need the server made first.
-pub(crate) async fn prepare(
+/// Makes the request for `plan.op`, with the inputs that need the server made first: with
+/// `plan.batch`, a batch of that many copies of the single request.
+pub(crate) async fn prepare(plan: &Plan, clients: &mut Clients) -> Result<Request, LoadError> {
+    let single = prepare_single(plan, &mut clients.crypto).await?;
+    match plan.batch {
+        None => Ok(single),
+        // `Plan::new` refuses a batch of an operation that has no batch form already.
+        Some(n) => Batch::of(single, n as usize)
+            .map(Request::Batch)
+            .ok_or(LoadError::NoBatchForm(plan.op.name())),
+    }
+}
+
+/// The single request for `plan.op`.
+async fn prepare_single(
     plan: &Plan,
     client: &mut CryptoClient<Channel>,
 ) -> Result<Request, LoadError> {
@@ -213,7 +351,7 @@ pub(crate) struct Window {
 /// fixed schedule (`offset`, then every `period`) and measures each latency from the scheduled
 /// time: a server that stalls is charged for the requests it delayed (no coordinated omission).
 pub(crate) async fn request_loop(
-    mut client: CryptoClient<Channel>,
+    mut client: Clients,
     request: Arc<Request>,
     window: Window,
     done: Arc<AtomicU64>,

@@ -169,6 +169,28 @@ mod tests {
                     random: secret.as_bytes().to_vec()
                 }
             ),
+            // Batches print their items through the items' own redacted Debug.
+            format!(
+                "{:?}",
+                v1::BatchEncryptRequest {
+                    items: vec![v1::EncryptRequest {
+                        key: "k".into(),
+                        plaintext: secret.as_bytes().to_vec(),
+                        context: [("user".to_string(), secret.to_string())].into(),
+                    }],
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::BatchDecryptResponse {
+                    results: vec![v1::BatchDecryptResult {
+                        result: Some(v1::batch_decrypt_result::Result::Ok(v1::DecryptResponse {
+                            plaintext: secret.as_bytes().to_vec(),
+                            ..Default::default()
+                        })),
+                    }],
+                }
+            ),
         ];
         for s in &shown {
             assert!(!s.contains(secret) && !s.contains("84, 79, 80"), "{s}");

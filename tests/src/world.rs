@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use kms_proto::v1::{
-    self, audit_client::AuditClient, crypto_client::CryptoClient, key_admin_client::KeyAdminClient,
-    system_client::SystemClient,
+    self, audit_client::AuditClient, crypto_batch_client::CryptoBatchClient,
+    crypto_client::CryptoClient, key_admin_client::KeyAdminClient, system_client::SystemClient,
 };
 use kms_server::Settings;
 use kms_server::tls::Transport;
@@ -26,6 +26,7 @@ pub const THRESHOLD: u32 = 2;
 #[derive(Clone)]
 pub struct Clients {
     pub crypto: CryptoClient<Channel>,
+    pub batch: CryptoBatchClient<Channel>,
     pub keys: KeyAdminClient<Channel>,
     pub system: SystemClient<Channel>,
     pub audit: AuditClient<Channel>,
@@ -36,6 +37,7 @@ impl Clients {
     pub fn new(channel: Channel) -> Self {
         Self {
             crypto: CryptoClient::new(channel.clone()),
+            batch: CryptoBatchClient::new(channel.clone()),
             keys: KeyAdminClient::new(channel.clone()),
             system: SystemClient::new(channel.clone()),
             audit: AuditClient::new(channel),

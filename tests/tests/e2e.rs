@@ -4,6 +4,8 @@
 //!
 //! - [`tls`]: who may connect at all (API-1).
 //! - [`authz`]: every RPC × every role, and namespaces and grants (KEY-9).
+//! - [`batch`]: batches of the data plane — per-item results, authorisation and audit records,
+//!   limits, the rate limiter counting items (issue 20 item 1).
 //! - [`audit_before_effect`]: a failing audit store at each step never leaves a change
 //!   unrecorded (issue 18).
 //! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
@@ -30,6 +32,8 @@ mod archive;
 mod audit_before_effect;
 #[path = "e2e/authz.rs"]
 mod authz;
+#[path = "e2e/batch.rs"]
+mod batch;
 #[path = "e2e/common.rs"]
 mod common;
 #[path = "e2e/custody.rs"]

@@ -53,6 +53,7 @@ fn options(a: BenchArgs) -> Options {
         rate: a.rate,
         server_pid: a.server_pid,
         progress: a.progress || std::io::stderr().is_terminal(),
+        batch: a.batch,
     }
 }
 
@@ -69,6 +70,9 @@ fn plan_error(e: &PlanError) -> CliError {
             "give the PID of the kms-server process on this machine, or leave --server-pid out",
         ),
         PlanError::NoLoops => usage,
+        PlanError::Batch { .. } => usage.with_hint(
+            "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify or mac",
+        ),
     }
 }
 
@@ -101,7 +105,13 @@ fn load_error(plan: &Plan, err: LoadError) -> CliError {
                 Failure::SignatureInvalid => {
                     CliError::new(ExitKind::VerificationFailed, failure.to_string())
                 }
-                Failure::PlaintextLength { .. } => CliError::other(failure.to_string()),
+                Failure::Item(code, message) => CliError::new(
+                    ExitKind::from_code(*code),
+                    format!("an item of the batch failed: {message}"),
+                ),
+                Failure::PlaintextLength { .. } | Failure::BatchLength { .. } => {
+                    CliError::other(failure.to_string())
+                }
             };
             let mut out = CliError::new(
                 cause.kind,
@@ -125,6 +135,7 @@ fn load_error(plan: &Plan, err: LoadError) -> CliError {
         LoadError::PayloadTooLong { .. } => CliError::usage(err.to_string()).with_hint(
             "RSA-OAEP-SHA-256 takes at most 190 bytes (RSA-2048) or 318 (RSA-3072): give a smaller --size",
         ),
+        LoadError::NoBatchForm(_) => CliError::usage(err.to_string()),
         LoadError::NoConnection | LoadError::PublicKey(_) | LoadError::Loop(_) => {
             CliError::other(err.to_string())
         }

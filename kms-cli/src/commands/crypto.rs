@@ -103,11 +103,18 @@ pub(super) fn compromised_warning(key_id: &str) {
 }
 
 pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
+    if let Some(lines) = &a.batch {
+        return super::batch::encrypt(ctx, lines, a.key.as_deref(), a.io.out.as_deref()).await;
+    }
+    // Clap requires --key without --batch; this only keeps the types honest.
+    let key = a
+        .key
+        .ok_or_else(|| CliError::usage("--key is required (or --batch FILE)"))?;
     if a.envelope {
         let pairs = a.context.into_iter().collect();
         return super::envelope::encrypt(
             ctx,
-            a.key,
+            key,
             pairs,
             a.io.input.as_deref(),
             a.io.out.as_deref(),
@@ -118,7 +125,7 @@ pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
     let resp = ctx
         .crypto()
         .encrypt(EncryptRequest {
-            key: a.key,
+            key,
             plaintext: take(data),
             context: context(a.context),
         })
@@ -138,6 +145,9 @@ pub(super) async fn encrypt(ctx: &Ctx, a: EncryptArgs) -> Result<(), CliError> {
 }
 
 pub(super) async fn decrypt(ctx: &Ctx, a: DecryptArgs) -> Result<(), CliError> {
+    if let Some(lines) = &a.batch {
+        return super::batch::decrypt(ctx, lines, a.io.out.as_deref()).await;
+    }
     let data = if a.base64 {
         files::read_maybe_base64(a.io.input.as_deref(), true, "the ciphertext")?
     } else {

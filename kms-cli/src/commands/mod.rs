@@ -3,6 +3,7 @@
 mod access;
 mod approvals;
 mod audit;
+mod batch;
 mod bench;
 mod crypto;
 mod envelope;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use clap::CommandFactory as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use kms_proto::v1::audit_client::AuditClient;
+use kms_proto::v1::crypto_batch_client::CryptoBatchClient;
 use kms_proto::v1::crypto_client::CryptoClient;
 use kms_proto::v1::key_admin_client::KeyAdminClient;
 use kms_proto::v1::system_client::SystemClient;
@@ -47,6 +49,12 @@ impl Ctx {
 
     pub(crate) fn crypto(&self) -> CryptoClient<Channel> {
         CryptoClient::new(self.channel.clone())
+    }
+
+    /// The batch client. A batch's answer can be larger than the request (each ciphertext adds
+    /// its header and tag) and than gRPC's usual 4 MiB receive limit.
+    pub(crate) fn batch(&self) -> CryptoBatchClient<Channel> {
+        CryptoBatchClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 
     pub(crate) fn audit(&self) -> AuditClient<Channel> {

@@ -109,6 +109,9 @@ pub struct Event {
     pub traceparent: Option<String>,
     /// Key material moved in or out (issue 19): how it was wrapped and to which public key.
     pub transfer: Option<KeyTransfer>,
+    /// The request id of the batch call this event is an item of (or, for a batch refused as
+    /// a whole, its own); `None` for single calls.
+    pub batch_id: Option<String>,
 }
 
 /// How key material crossed the boundary, as the trail records it: never the material.
@@ -140,6 +143,7 @@ impl Default for Event {
             transport: None,
             traceparent: None,
             transfer: None,
+            batch_id: None,
         }
     }
 }
@@ -255,6 +259,12 @@ pub struct Record {
     /// bytes when absent. Boxed: rare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<Box<KeyTransfer>>,
+    /// The request id of the batch call (`kms.v1.CryptoBatch`) whose item this record is; the
+    /// item's own `request_id` is the batch id, a dot and the item's index. On the one record
+    /// of a batch refused as a whole it equals the record's `request_id`. Like `traceparent`:
+    /// absent, and outside the canonical bytes, on every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -397,6 +407,9 @@ impl Checkpoint {
 }
 
 /// One line of an export.
+// Lines are read and written one at a time, never held in bulk, so the records' size does not
+// multiply; boxing would only add an allocation per line.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Line {
@@ -453,6 +466,7 @@ mod traceparent_tests {
             transport: None,
             traceparent: traceparent.map(str::to_owned),
             transfer: None,
+            batch_id: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

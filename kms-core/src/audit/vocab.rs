@@ -187,6 +187,17 @@ names! {
         GenerateMac = "Crypto/GenerateMac",
         VerifyMac = "Crypto/VerifyMac",
         GenerateRandom = "Crypto/GenerateRandom",
+        /// A batch call, recorded under this name only when it is refused as a whole (limits,
+        /// role, rate, the trail): a batch that runs is recorded as one record per item, under
+        /// the item's own operation ([`Operation::batch_item`]).
+        BatchEncrypt = "CryptoBatch/BatchEncrypt",
+        BatchDecrypt = "CryptoBatch/BatchDecrypt",
+        BatchReEncrypt = "CryptoBatch/BatchReEncrypt",
+        BatchGenerateDataKey = "CryptoBatch/BatchGenerateDataKey",
+        BatchSign = "CryptoBatch/BatchSign",
+        BatchVerify = "CryptoBatch/BatchVerify",
+        BatchGenerateMac = "CryptoBatch/BatchGenerateMac",
+        BatchVerifyMac = "CryptoBatch/BatchVerifyMac",
         CreateKey = "KeyAdmin/CreateKey",
         ImportPublicKey = "KeyAdmin/ImportPublicKey",
         GetImportParameters = "KeyAdmin/GetImportParameters",
@@ -236,6 +247,8 @@ names! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Service {
     Crypto,
+    /// The batch forms of the data plane (`kms.v1.CryptoBatch`).
+    CryptoBatch,
     KeyAdmin,
     Audit,
     System,
@@ -268,7 +281,7 @@ impl Operation {
     pub const fn changes_state(&self) -> bool {
         match self.service() {
             // The data plane uses keys and changes none; the audit service only reads.
-            Some(Service::Crypto | Service::Audit) => false,
+            Some(Service::Crypto | Service::CryptoBatch | Service::Audit) => false,
             Some(Service::KeyAdmin | Service::System | Service::Scheduler) | None => !matches!(
                 self,
                 Self::DescribeKey
@@ -281,6 +294,73 @@ impl Operation {
                     // Written by the audit writer itself, atomically with the hand-over.
                     | Self::AuditKeyTransition
             ),
+        }
+    }
+
+    /// The operation of each item of a batch operation, under which the item is recorded (the
+    /// trail reads as if the items had come one by one); `None` for every other operation.
+    #[must_use]
+    pub const fn batch_item(&self) -> Option<Self> {
+        match self {
+            Self::BatchEncrypt => Some(Self::Encrypt),
+            Self::BatchDecrypt => Some(Self::Decrypt),
+            Self::BatchReEncrypt => Some(Self::ReEncrypt),
+            Self::BatchGenerateDataKey => Some(Self::GenerateDataKey),
+            Self::BatchSign => Some(Self::Sign),
+            Self::BatchVerify => Some(Self::Verify),
+            Self::BatchGenerateMac => Some(Self::GenerateMac),
+            Self::BatchVerifyMac => Some(Self::VerifyMac),
+            Self::Encrypt
+            | Self::Decrypt
+            | Self::ReEncrypt
+            | Self::GenerateDataKey
+            | Self::GenerateDataKeyWithoutPlaintext
+            | Self::Sign
+            | Self::Verify
+            | Self::AsymmetricDecrypt
+            | Self::GetPublicKey
+            | Self::GenerateMac
+            | Self::VerifyMac
+            | Self::GenerateRandom
+            | Self::CreateKey
+            | Self::ImportPublicKey
+            | Self::GetImportParameters
+            | Self::ImportKeyMaterial
+            | Self::ExportKey
+            | Self::DescribeKey
+            | Self::ListKeys
+            | Self::RotateKey
+            | Self::SetRotationPolicy
+            | Self::EnableKey
+            | Self::DisableKey
+            | Self::MarkCompromised
+            | Self::ScheduleKeyDestruction
+            | Self::CancelKeyDestruction
+            | Self::CreateAlias
+            | Self::DeleteAlias
+            | Self::CreateGrant
+            | Self::RevokeGrant
+            | Self::ListGrants
+            | Self::AddPrincipal
+            | Self::RemovePrincipal
+            | Self::ListPrincipals
+            | Self::Approve
+            | Self::Reject
+            | Self::ListApprovals
+            | Self::GetAuditPublicKey
+            | Self::ExportAudit
+            | Self::ExportInventory
+            | Self::Status
+            | Self::Init
+            | Self::Unseal
+            | Self::Seal
+            | Self::Backup
+            | Self::Restore
+            | Self::ScheduledRotation
+            | Self::ScheduledImportExpiry
+            | Self::ScheduledDestruction
+            | Self::AuditKeyTransition
+            | Self::Other(_) => None,
         }
     }
 
@@ -300,6 +380,14 @@ impl Operation {
             | Self::GenerateMac
             | Self::VerifyMac
             | Self::GenerateRandom => Some(Service::Crypto),
+            Self::BatchEncrypt
+            | Self::BatchDecrypt
+            | Self::BatchReEncrypt
+            | Self::BatchGenerateDataKey
+            | Self::BatchSign
+            | Self::BatchVerify
+            | Self::BatchGenerateMac
+            | Self::BatchVerifyMac => Some(Service::CryptoBatch),
             Self::CreateKey
             | Self::ImportPublicKey
             | Self::GetImportParameters
@@ -525,6 +613,41 @@ mod tests {
         );
         // What this version does not know is treated as changing state.
         assert!(Operation::from_path("/kms.v1.KeyAdmin/Future").changes_state());
+    }
+
+    /// Each batch operation's items are recorded as the single call of the same name, and
+    /// only batch operations have items.
+    #[test]
+    fn batch_items_are_recorded_as_their_single_calls() {
+        let batches: Vec<(&str, String)> = Operation::KNOWN
+            .iter()
+            .filter_map(|op| op.batch_item().map(|item| (op.as_str(), item.to_string())))
+            .collect();
+        assert_eq!(
+            batches,
+            [
+                ("CryptoBatch/BatchEncrypt", "Crypto/Encrypt"),
+                ("CryptoBatch/BatchDecrypt", "Crypto/Decrypt"),
+                ("CryptoBatch/BatchReEncrypt", "Crypto/ReEncrypt"),
+                ("CryptoBatch/BatchGenerateDataKey", "Crypto/GenerateDataKey"),
+                ("CryptoBatch/BatchSign", "Crypto/Sign"),
+                ("CryptoBatch/BatchVerify", "Crypto/Verify"),
+                ("CryptoBatch/BatchGenerateMac", "Crypto/GenerateMac"),
+                ("CryptoBatch/BatchVerifyMac", "Crypto/VerifyMac"),
+            ]
+            .map(|(batch, item)| (batch, item.to_owned()))
+        );
+        for op in Operation::KNOWN {
+            assert_eq!(
+                op.batch_item().is_some(),
+                op.service() == Some(Service::CryptoBatch),
+                "{op}"
+            );
+            assert!(
+                op.batch_item()
+                    .is_none_or(|item| item.batch_item().is_none())
+            );
+        }
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub(super) fn unencodable(e: EncodeError) -> StoreError {
 /// Called once per event when its record is durable (or failed).
 pub type Completion = Box<dyn FnOnce(Result<Record, StoreError>) + Send>;
 
+/// Called once for a group of events ([`AuditLog::append_all`]) when all their records are
+/// durable, in order, or with the error when none is.
+pub type GroupCompletion = Box<dyn FnOnce(Result<Vec<Record>, StoreError>) + Send>;
+
 const MAX_GROUP: usize = 4096;
 /// How long a group keeps retrying when other writers (other nodes) keep winning the tail.
 const CONTENTION_BUDGET: Duration = Duration::from_secs(5);
@@ -76,6 +80,8 @@ impl Default for CheckpointPolicy {
 enum Msg {
     // Boxed: an event is far larger than the other messages.
     Event(Box<Event>, Completion),
+    /// Events that go into one group, and so one atomic batch (a batch call's items).
+    Events(Vec<Event>, GroupCompletion),
     Checkpoint(Box<dyn FnOnce(Result<(), StoreError>) + Send>),
     Stop,
 }
@@ -144,6 +150,7 @@ impl Writer {
                         transport: e.transport.clone(),
                         traceparent: e.traceparent.clone(),
                         transfer: e.transfer.clone().map(Box::new),
+                        batch_id: e.batch_id.clone(),
                         transition: None,
                         prev: tail.hash.clone(),
                     };
@@ -294,6 +301,7 @@ impl Writer {
             transport: None,
             traceparent: None,
             transfer: None,
+            batch_id: None,
             transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,
@@ -333,6 +341,7 @@ impl Writer {
             let mut stop = false;
             let mut push = |m: Msg, group: &mut Vec<(Event, Completion)>| match m {
                 Msg::Event(e, done) => group.push((*e, done)),
+                Msg::Events(events, done) => group.extend(gathered(events, done)),
                 Msg::Checkpoint(done) => later.push(done),
                 Msg::Stop => stop = true,
             };
@@ -373,6 +382,67 @@ impl Writer {
             }
         }
     }
+}
+
+/// `events`, each with a completion that gathers its record; the last one to complete calls
+/// `done`. They are pushed into one group together, and a group is written as one atomic
+/// batch, so they all succeed or all fail: the first error stands for all.
+fn gathered(
+    events: Vec<Event>,
+    done: GroupCompletion,
+) -> impl Iterator<Item = (Event, Completion)> {
+    struct Gather {
+        records: Vec<Record>,
+        error: Option<StoreError>,
+        left: usize,
+        done: Option<GroupCompletion>,
+    }
+    let left = events.len();
+    let gather = Arc::new(Mutex::new(Gather {
+        records: Vec::with_capacity(left),
+        error: None,
+        left,
+        done: Some(done),
+    }));
+    if left == 0 {
+        let taken = gather
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .done
+            .take();
+        if let Some(done) = taken {
+            done(Ok(Vec::new()));
+        }
+    }
+    events.into_iter().map(move |e| {
+        let gather = Arc::clone(&gather);
+        let one: Completion = Box::new(move |r| {
+            let finished = {
+                let mut g = gather
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match r {
+                    Ok(record) => g.records.push(record),
+                    Err(e) => {
+                        g.error.get_or_insert(e);
+                    }
+                }
+                g.left -= 1;
+                if g.left == 0 {
+                    let records = std::mem::take(&mut g.records);
+                    g.done
+                        .take()
+                        .map(|done| (done, g.error.take().map_or(Ok(records), Err)))
+                } else {
+                    None
+                }
+            };
+            if let Some((done, result)) = finished {
+                done(result);
+            }
+        });
+        (e, one)
+    })
 }
 
 impl AuditLog {
@@ -421,6 +491,22 @@ impl AuditLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(Msg::Event(Box::new(event), done));
         if let Err(mpsc::SendError(Msg::Event(_, done))) = sent {
+            done(Err(StoreError::Unavailable(
+                "the audit writer has stopped".into(),
+            )));
+        }
+    }
+
+    /// Queues `events` to be written together, in order, in one group and so in one atomic,
+    /// flushed store batch (one group commit); `done` runs once all their records are durable,
+    /// or with the error when none was written.
+    pub fn append_all(&self, events: Vec<Event>, done: GroupCompletion) {
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(Msg::Events(events, done));
+        if let Err(mpsc::SendError(Msg::Events(_, done))) = sent {
             done(Err(StoreError::Unavailable(
                 "the audit writer has stopped".into(),
             )));

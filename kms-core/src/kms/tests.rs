@@ -985,6 +985,7 @@ mod audit {
             transport: None,
             traceparent: None,
             transfer: None,
+            batch_id: None,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod approvals;
 pub mod audit;
+pub mod batch;
 pub mod crypto;
 pub mod system;
 
@@ -72,12 +73,12 @@ pub struct Shared {
     pub(crate) audit: Option<Arc<kms_core::audit::writer::AuditLog>>,
     /// The store answers reads from this process in microseconds (sled), so light calls may run
     /// on the async worker instead of paying two thread hand-offs to the blocking pool.
-    local_reads: bool,
+    pub(crate) local_reads: bool,
 }
 
 /// Largest payload a light call handles on the async worker: SM4-GCM over 16 KiB takes about
 /// 0.25 ms here, past which a worker held that long would delay every other connection's I/O.
-const INLINE_MAX_BYTES: usize = 16 * 1024;
+pub(crate) const INLINE_MAX_BYTES: usize = 16 * 1024;
 
 /// One request's identity and its audit note.
 pub struct Call {
@@ -134,6 +135,42 @@ impl Call {
             });
         }
     }
+    /// Declares this call a batch of `items` items (the audit layer then holds the response to
+    /// as many settled items, [`Call::item`], [`Call::settle`]).
+    pub fn begin_batch(&self, items: usize) {
+        if let Some(s) = &self.slot {
+            s.begin_batch(items);
+        }
+    }
+
+    /// The call of item `index` of this batch: the same principal, request id
+    /// `<batch id>.<index>`, and an audit note of its own in the batch's slot, which the
+    /// single call's code fills as it would its own.
+    #[must_use]
+    pub fn item(&self, index: usize) -> Self {
+        let request_id = format!("{}.{index}", self.request_id);
+        Self {
+            slot: self.slot.as_ref().map(|s| s.item(request_id.clone())),
+            request_id,
+            principal: self.principal.clone(),
+        }
+    }
+
+    /// Settles a batch item: its outcome goes into its audit note, and an error becomes the
+    /// item's own status (code and message, which names the item's request id).
+    pub fn settle<T>(&self, result: Result<T, Status>) -> Result<T, kms_proto::v1::ItemError> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        if let Some(s) = &self.slot {
+            s.update(|n| n.outcome = Some(crate::audit_layer::outcome(code)));
+        }
+        result.map_err(|s| kms_proto::v1::ItemError {
+            code: s.code().into(),
+            message: s.message().to_owned(),
+        })
+    }
 }
 
 impl Shared {
@@ -175,6 +212,15 @@ impl Shared {
     /// Identifies a registered principal and applies its rate limit. An unknown certificate
     /// gets PERMISSION_DENIED.
     pub async fn identify<T>(&self, req: &Request<T>) -> Result<Call, Status> {
+        let call = self.identify_unmetered(req).await?;
+        call.check(self.rate.check(&call.principal.subject, 1))?;
+        Ok(call)
+    }
+
+    /// [`Shared::identify`] without taking from the principal's rate bucket: for a batch,
+    /// which takes one token per item once its size is known to be within the limits
+    /// ([`Shared::meter`]).
+    pub(crate) async fn identify_unmetered<T>(&self, req: &Request<T>) -> Result<Call, Status> {
         let (slot, request_id) = self.slot(req);
         let subject = Self::subject(req).map_err(|e| to_status(e, &request_id))?;
         let admitted = req
@@ -204,9 +250,6 @@ impl Shared {
                 &request_id,
             ));
         };
-        self.rate
-            .check(&principal.subject)
-            .map_err(|e| to_status(e, &request_id))?;
         if let Some(s) = &slot {
             s.update(|n| {
                 n.principal = Some(principal.subject.clone());
@@ -218,6 +261,12 @@ impl Shared {
             principal,
             slot,
         })
+    }
+
+    /// Takes `items` tokens from the caller's rate bucket at once, or none (a batch counts each
+    /// item as a request, API-5).
+    pub(crate) fn meter(&self, call: &Call, items: usize) -> Result<(), Status> {
+        call.check(self.rate.check(&call.principal.subject, items))
     }
 
     /// Runs a light core call: symmetric crypto over at most `payload_len` bytes and store

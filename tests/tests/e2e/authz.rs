@@ -63,6 +63,15 @@ enum Rpc {
     GenerateMac,
     VerifyMac,
     GenerateRandom,
+    // kms.v1.CryptoBatch
+    BatchEncrypt,
+    BatchDecrypt,
+    BatchReEncrypt,
+    BatchGenerateDataKey,
+    BatchSign,
+    BatchVerify,
+    BatchGenerateMac,
+    BatchVerifyMac,
     // kms.v1.KeyAdmin
     CreateKey,
     ImportPublicKey,
@@ -165,6 +174,31 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
     (Rpc::GenerateMac, "/kms.v1.Crypto/GenerateMac", APP),
     (Rpc::VerifyMac, "/kms.v1.Crypto/VerifyMac", APP),
     (Rpc::GenerateRandom, "/kms.v1.Crypto/GenerateRandom", APP),
+    // A batch is refused as a whole to a role its items are refused to.
+    (Rpc::BatchEncrypt, "/kms.v1.CryptoBatch/BatchEncrypt", APP),
+    (Rpc::BatchDecrypt, "/kms.v1.CryptoBatch/BatchDecrypt", APP),
+    (
+        Rpc::BatchReEncrypt,
+        "/kms.v1.CryptoBatch/BatchReEncrypt",
+        APP,
+    ),
+    (
+        Rpc::BatchGenerateDataKey,
+        "/kms.v1.CryptoBatch/BatchGenerateDataKey",
+        APP,
+    ),
+    (Rpc::BatchSign, "/kms.v1.CryptoBatch/BatchSign", APP),
+    (Rpc::BatchVerify, "/kms.v1.CryptoBatch/BatchVerify", APP),
+    (
+        Rpc::BatchGenerateMac,
+        "/kms.v1.CryptoBatch/BatchGenerateMac",
+        APP,
+    ),
+    (
+        Rpc::BatchVerifyMac,
+        "/kms.v1.CryptoBatch/BatchVerifyMac",
+        APP,
+    ),
     (Rpc::CreateKey, "/kms.v1.KeyAdmin/CreateKey", ADMIN),
     (
         Rpc::ImportPublicKey,
@@ -406,6 +440,18 @@ fn sign_request(key: &str) -> v1::SignRequest {
     }
 }
 
+/// The one item of a batch response succeeded (the call itself was allowed).
+macro_rules! one_ok {
+    ($resp:expr, $oneof:ident) => {{
+        let r = $resp.into_inner();
+        assert_eq!(r.results.len(), 1, "one result per item");
+        match &r.results[0].result {
+            Some(v1::$oneof::Result::Ok(_)) => Ok(()),
+            other => panic!("the batch's item failed: {other:?}"),
+        }
+    }};
+}
+
 fn key(k: &str) -> v1::KeyRequest {
     v1::KeyRequest { key: k.to_owned() }
 }
@@ -414,6 +460,7 @@ fn key(k: &str) -> v1::KeyRequest {
 /// an allowed caller succeeds.
 async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Status> {
     let mut crypto = c.crypto.clone();
+    let mut batch = c.batch.clone();
     let mut keys = c.keys.clone();
     let mut system = c.system.clone();
     let mut audit = c.audit.clone();
@@ -516,6 +563,97 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
             .generate_random(v1::GenerateRandomRequest { length: 16 })
             .await
             .map(drop),
+        Rpc::BatchEncrypt => one_ok!(
+            batch
+                .batch_encrypt(v1::BatchEncryptRequest {
+                    items: vec![v1::EncryptRequest {
+                        key: fx.enc.clone(),
+                        plaintext: b"m".to_vec(),
+                        context: HashMap::new(),
+                    }],
+                })
+                .await?,
+            batch_encrypt_result
+        ),
+        Rpc::BatchDecrypt => one_ok!(
+            batch
+                .batch_decrypt(v1::BatchDecryptRequest {
+                    items: vec![v1::DecryptRequest {
+                        ciphertext: fx.ciphertext.clone(),
+                        context: HashMap::new(),
+                    }],
+                })
+                .await?,
+            batch_decrypt_result
+        ),
+        Rpc::BatchReEncrypt => one_ok!(
+            batch
+                .batch_re_encrypt(v1::BatchReEncryptRequest {
+                    items: vec![v1::ReEncryptRequest {
+                        ciphertext: fx.ciphertext.clone(),
+                        ..v1::ReEncryptRequest::default()
+                    }],
+                })
+                .await?,
+            batch_re_encrypt_result
+        ),
+        Rpc::BatchGenerateDataKey => one_ok!(
+            batch
+                .batch_generate_data_key(v1::BatchGenerateDataKeyRequest {
+                    items: vec![v1::GenerateDataKeyRequest {
+                        key: fx.enc.clone(),
+                        key_spec: "sm4".to_owned(),
+                        ..v1::GenerateDataKeyRequest::default()
+                    }],
+                })
+                .await?,
+            batch_generate_data_key_result
+        ),
+        Rpc::BatchSign => one_ok!(
+            batch
+                .batch_sign(v1::BatchSignRequest {
+                    items: vec![sign_request(&fx.sign)],
+                })
+                .await?,
+            batch_sign_result
+        ),
+        Rpc::BatchVerify => one_ok!(
+            batch
+                .batch_verify(v1::BatchVerifyRequest {
+                    items: vec![v1::VerifyRequest {
+                        key: fx.sign.clone(),
+                        message: b"matrix".to_vec(),
+                        signature: fx.signature.clone(),
+                        ..v1::VerifyRequest::default()
+                    }],
+                })
+                .await?,
+            batch_verify_result
+        ),
+        Rpc::BatchGenerateMac => one_ok!(
+            batch
+                .batch_generate_mac(v1::BatchGenerateMacRequest {
+                    items: vec![v1::GenerateMacRequest {
+                        key: fx.mac.clone(),
+                        data: b"m".to_vec(),
+                    }],
+                })
+                .await?,
+            batch_generate_mac_result
+        ),
+        Rpc::BatchVerifyMac => one_ok!(
+            batch
+                .batch_verify_mac(v1::BatchVerifyMacRequest {
+                    items: vec![v1::VerifyMacRequest {
+                        key: fx.mac.clone(),
+                        data: b"matrix".to_vec(),
+                        mac: fx.tag.clone(),
+                        key_version: None,
+                    }],
+                })
+                .await?,
+            batch_verify_mac_result
+        ),
         Rpc::CreateKey => keys
             .create_key(v1::CreateKeyRequest {
                 namespace: APP_NS.to_owned(),

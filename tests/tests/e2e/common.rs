@@ -53,7 +53,8 @@ pub(crate) fn err<T: Debug>(result: Result<Response<T>, Status>) -> Status {
     }
 }
 
-/// The message carries a request id, `(request <node>-<n>)`, as the one status mapping writes.
+/// The message carries a request id, `(request <node>-<n>)`, as the one status mapping writes
+/// (`<node>-<n>.<index>` for an item of a batch).
 #[must_use]
 pub(crate) fn has_request_id(s: &Status) -> bool {
     let m = s.message();
@@ -65,7 +66,7 @@ pub(crate) fn has_request_id(s: &Status) -> bool {
                 end > 0
                     && rest[..end]
                         .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             })
         })
 }

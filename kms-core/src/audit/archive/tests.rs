@@ -67,6 +67,7 @@ fn event(i: u64) -> Event {
         transport: None,
         traceparent: None,
         transfer: None,
+        batch_id: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn event(i: u64) -> Event {
         transport: None,
         traceparent: None,
         transfer: None,
+        batch_id: None,
     }
 }
 
@@ -300,6 +301,7 @@ impl Record {
             transport: None,
             traceparent: None,
             transfer: None,
+            batch_id: None,
             transition: None,
             prev: String::new(),
         }
@@ -829,6 +831,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             transport: None,
             traceparent: None,
             transfer: None,
+            batch_id: None,
             transition: None,
             prev: prev.clone(),
         };
@@ -1109,4 +1112,113 @@ fn the_v1_fixture_continued_by_the_current_writer_verifies() {
     );
     let v = check_agrees(&text, &public).unwrap();
     assert_eq!((v.records, v.last_seq), (12, 12));
+}
+
+/// A store that remembers how many entries each batch it applied held, and can refuse them.
+struct Batches {
+    inner: MemoryStore,
+    sizes: std::sync::Mutex<Vec<usize>>,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl crate::store::Store for Batches {
+    fn name(&self) -> &'static str {
+        "batches"
+    }
+    fn get(
+        &self,
+        tree: crate::store::Tree,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        self.inner.get(tree, key)
+    }
+    fn scan_prefix(
+        &self,
+        tree: crate::store::Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<crate::store::Entry>, crate::store::StoreError> {
+        self.inner.scan_prefix(tree, prefix)
+    }
+    fn apply(&self, batch: &crate::store::Batch) -> Result<(), crate::store::StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::store::StoreError::Unavailable("disk full".into()));
+        }
+        self.sizes.lock().unwrap().push(batch.len());
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
+}
+
+/// The items of a batch call (`AuditLog::append_all`) are written as one store batch (one
+/// group commit), in order and next to each other in the chain, with their batch id inside the
+/// hashed bytes; when that write fails, every item fails and nothing is written.
+#[test]
+fn a_group_of_events_is_one_atomic_write_and_its_batch_id_is_chained() {
+    let (signer, public) = audit_key();
+    let store = Arc::new(Batches {
+        inner: MemoryStore::new(),
+        sizes: std::sync::Mutex::default(),
+        broken: std::sync::atomic::AtomicBool::new(false),
+    });
+    let log = AuditLog::start(store.clone(), "n1", signer, CheckpointPolicy::default());
+    log.append_blocking(event(0)).unwrap();
+    let items: Vec<Event> = (0..50)
+        .map(|i| Event {
+            request_id: format!("b1.{i}"),
+            batch_id: Some("b1".into()),
+            ..event(i)
+        })
+        .collect();
+    let append_all = |events: Vec<Event>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        log.append_all(
+            events,
+            Box::new(move |r| {
+                tx.send(r).unwrap();
+            }),
+        );
+        rx.recv().unwrap()
+    };
+    let written = append_all(items.clone()).unwrap();
+    let seqs: Vec<u64> = written.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (2..52).collect::<Vec<u64>>());
+    assert!(
+        written
+            .iter()
+            .zip(&items)
+            .all(|(r, e)| r.request_id == e.request_id && r.batch_id.as_deref() == Some("b1"))
+    );
+    // One record, then 50 records in one batch (each with the new tail and its precondition).
+    assert_eq!(*store.sizes.lock().unwrap(), [3, 52]);
+    // Nothing to write completes at once.
+    assert_eq!(append_all(Vec::new()).unwrap(), []);
+
+    store
+        .broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = append_all(items).unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    store
+        .broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let text = log.export().unwrap();
+    log.stop();
+    assert_eq!(check_agrees(&text, &public).unwrap().records, 51);
+    let line = text.lines().nth(1).unwrap();
+    assert!(
+        line.contains("\"request_id\":\"b1.0\",") && line.contains(",\"batch_id\":\"b1\","),
+        "{line}"
+    );
+    // The batch id is chained: moving an item to another batch is found at its line.
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut edited = lines.clone();
+    edited[1] = lines[1].replacen("\"batch_id\":\"b1\"", "\"batch_id\":\"b2\"", 1);
+    let e = check_agrees(&join(&edited), &public).unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(e.problem.contains("was edited"), "{e}");
+    // A record without a batch id has none in its bytes.
+    assert!(!lines[0].contains("batch_id"), "{}", lines[0]);
 }
