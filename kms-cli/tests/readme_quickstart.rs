@@ -8,9 +8,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{DevServer, describe};
+use common::{DevServer, describe, sh_block};
 
 const BEGIN: &str = "<!-- quickstart:begin -->";
 const END: &str = "<!-- quickstart:end -->";
@@ -21,25 +20,7 @@ const TRANSFER_END: &str = "<!-- transfer:end -->";
 
 /// The commands of the quick start block: the text inside its one fenced `sh` block.
 fn quickstart(readme: &str) -> String {
-    block(readme, BEGIN, END)
-}
-
-/// The text inside the one fenced `sh` block between `begin` and `end`.
-fn block(readme: &str, begin: &str, end: &str) -> String {
-    let start = readme
-        .find(begin)
-        .unwrap_or_else(|| panic!("README has the {begin} marker"))
-        + begin.len();
-    let len = readme[start..]
-        .find(end)
-        .unwrap_or_else(|| panic!("README has the {end} marker after {begin}"));
-    let block = readme[start..start + len].trim();
-    let body = block
-        .strip_prefix("```sh")
-        .and_then(|b| b.strip_suffix("```"))
-        .unwrap_or_else(|| panic!("the quick start is not one ```sh block:\n{block}"));
-    assert!(!body.contains("```"), "more than one code block:\n{block}");
-    body.trim().to_owned()
+    sh_block(readme, BEGIN, END)
 }
 
 #[test]
@@ -60,7 +41,7 @@ fn readme_quick_start_runs_against_a_real_dev_server() {
 
     let mut server = DevServer::start();
     server.write("quickstart.sh", &script);
-    let out = run_script(&server, "quickstart.sh");
+    let out = server.run_script("quickstart.sh");
     assert!(
         out.status.success(),
         "the README quick start failed:\n{script}\n{}",
@@ -74,7 +55,7 @@ fn readme_quick_start_runs_against_a_real_dev_server() {
 fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
     let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let script = block(&readme, GM_BEGIN, GM_END);
+    let script = sh_block(&readme, GM_BEGIN, GM_END);
     assert!(script.contains("tongsuo_client.py"), "{script}");
     let mut server = DevServer::start();
     // The README names the dev server's default port and the repository's judge; this server
@@ -88,7 +69,7 @@ fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
         )
         .replace("tests/judges/", &format!("{}/", judges.display()));
     server.write("gm.sh", &script);
-    let out = run_script(&server, "gm.sh");
+    let out = server.run_script("gm.sh");
     assert!(
         out.status.success(),
         "the README GM block failed (Tongsuo's judge needs: python3 -m pip install tongsuopy==1.0.1 h2==4.4.1):\n{script}\n{}",
@@ -126,11 +107,11 @@ fn readme_gm_block_runs_against_a_real_dev_server_and_tongsuo_agrees() {
 fn readme_import_export_block_runs_against_a_real_dev_server() {
     let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let script = block(&readme, TRANSFER_BEGIN, TRANSFER_END);
+    let script = sh_block(&readme, TRANSFER_BEGIN, TRANSFER_END);
     assert!(script.contains("key import-params"), "{script}");
     let mut server = DevServer::start();
     server.write("transfer.sh", &script);
-    let out = run_script(&server, "transfer.sh");
+    let out = server.run_script("transfer.sh");
     assert!(
         out.status.success(),
         "the README import/export block failed:\n{script}\n{}",
@@ -157,32 +138,6 @@ fn readme_import_export_block_runs_against_a_real_dev_server() {
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(key["exports"], 1, "{key}");
     server.stop();
-}
-
-/// Runs `script` (in the server's folder) with bash, the built `kms` first on the PATH and no
-/// inherited connection settings.
-fn run_script(server: &DevServer, script: &str) -> std::process::Output {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kms")).parent().unwrap();
-    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
-    ))
-    .unwrap();
-    let mut cmd = Command::new("bash");
-    cmd.args(["-euo", "pipefail", script])
-        .current_dir(server.cwd())
-        .env("PATH", path);
-    for var in [
-        "KMS_PROFILE",
-        "KMS_HOME",
-        "KMS_ENDPOINT",
-        "KMS_CA",
-        "KMS_CERT",
-        "KMS_KEY",
-        "KMS_TLS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.output().unwrap()
 }
 
 /// What the quick start leaves behind, and what OpenSSL said.

@@ -10,6 +10,7 @@
 
 use std::io::Write as _;
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// The connection variables a test must not inherit from whoever runs it.
@@ -83,6 +84,27 @@ impl DevServer {
         run(cmd, stdin)
     }
 
+    /// Runs `script` (a file in [`Self::cwd`], where it also runs) with `bash -euo pipefail`,
+    /// the built `kms` first on the `PATH` and no inherited connection settings: the README's
+    /// shell blocks, executed as a reader would run them.
+    pub(crate) fn run_script(&self, script: &str) -> Output {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_kms"))
+            .parent()
+            .expect("the kms binary is in a folder");
+        let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+        ))
+        .expect("PATH entries hold no separator");
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", script])
+            .current_dir(self.cwd())
+            .env("PATH", path);
+        for var in KMS_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.output().expect("run bash")
+    }
+
     /// `kms ARGS…` with no profile at all (offline commands).
     pub(crate) fn kms_offline(&self, args: &[&str]) -> Output {
         let mut cmd = self.command();
@@ -103,6 +125,26 @@ fn run(mut cmd: Command, stdin: &[u8]) -> Output {
     let _ = pipe.write_all(stdin);
     drop(pipe);
     child.wait_with_output().expect("wait for kms")
+}
+
+/// The text inside the one fenced `sh` block between the markers `begin` and `end` (HTML
+/// comments such as `<!-- quickstart:begin -->`) of a Markdown file.
+#[track_caller]
+pub(crate) fn sh_block(markdown: &str, begin: &str, end: &str) -> String {
+    let start = markdown
+        .find(begin)
+        .unwrap_or_else(|| panic!("the {begin} marker is missing"))
+        + begin.len();
+    let len = markdown[start..]
+        .find(end)
+        .unwrap_or_else(|| panic!("the {end} marker is missing after {begin}"));
+    let block = markdown[start..start + len].trim();
+    let body = block
+        .strip_prefix("```sh")
+        .and_then(|b| b.strip_suffix("```"))
+        .unwrap_or_else(|| panic!("{begin} is not followed by one ```sh block:\n{block}"));
+    assert!(!body.contains("```"), "more than one code block:\n{block}");
+    body.trim().to_owned()
 }
 
 /// Everything about a finished `kms`, for assertion messages.
