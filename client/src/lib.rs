@@ -1,5 +1,9 @@
 //! For applications that call the KMS.
 //!
+//! - [`Client`]: every data-plane call over mutual TLS (standard TLS, RFC 8998 or TLCP), from a
+//!   profile or explicit PEMs; UNAVAILABLE retried with backoff, a deadline per call, errors that
+//!   name the server's request id, secrets in wiped buffers.
+//! - [`connect`] and [`profile`]: the channel and the profile files the CLI uses too.
 //! - [`envelope`]: encrypt data of any size under one data key from `GenerateDataKey`, streamed
 //!   in authenticated frames with constant memory (the format is in `docs/ENVELOPE.md`).
 //!
@@ -26,4 +30,12 @@
 //! # Ok::<(), kms_client::envelope::EnvelopeError>(())
 //! ```
 
+mod client;
+pub mod connect;
 pub mod envelope;
+pub mod profile;
+
+pub use client::{
+    Client, ConnectError, Context, DataKey, Decrypted, Encrypted, KmsError, Mac, PublicKey, Retry,
+    SignOptions, Signature, Verified,
+};

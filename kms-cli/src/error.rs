@@ -219,21 +219,8 @@ fn hint_for(code: Code, message: &str) -> Option<String> {
     Some(hint.to_owned())
 }
 
-/// The message of an error and its sources, joined by `": "`, without repeats (tonic's transport
-/// error says only "transport error"; the useful part is in its sources).
-#[must_use]
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
-}
+/// The message of an error and its sources, joined by `": "`, without repeats.
+pub use kms_client::connect::chain;
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::client::Connection;
@@ -33,51 +32,19 @@ pub const DEV_DIR: &str = "kms-dev";
 const NO_CONNECTION_HINT: &str = "pass --profile NAME|FILE (`kms-server dev` writes admin, auditor and app profiles), \
      or set KMS_ENDPOINT, KMS_CA, KMS_CERT and KMS_KEY";
 
-/// A profile file as written on disk.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProfileFile {
-    endpoint: String,
-    #[serde(default)]
-    tls: Option<String>,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    /// TLCP only: the encryption certificate and key (`cert`/`key` are the signing pair).
-    #[serde(default)]
-    enc_cert: Option<PathBuf>,
-    #[serde(default)]
-    enc_key: Option<PathBuf>,
-}
+use kms_client::profile::ProfileFile;
 
-/// What the CLI speaks to the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TlsMode {
-    /// TLS 1.3/1.2 with AES-GCM/ChaCha20 and ECDSA/RSA certificates.
-    #[default]
-    Standard,
-    /// RFC 8998: TLS 1.3 with TLS_SM4_GCM_SM3, curveSM2 and SM2 certificates only.
-    Gm,
-    /// TLCP (GB/T 38636): double SM2 certificates, ECC/ECDHE with SM4-GCM/CBC and SM3.
-    Tlcp,
-}
+pub use crate::client::TlsMode;
 
-impl TlsMode {
-    /// `standard` or `gm`, as a profile's `tls` or `KMS_TLS` says.
-    ///
-    /// # Errors
-    /// A usage error for anything else.
-    pub fn parse(value: &str, source: &str) -> Result<Self, CliError> {
-        match value {
-            "standard" | "" => Ok(Self::Standard),
-            "gm" => Ok(Self::Gm),
-            "tlcp" => Ok(Self::Tlcp),
-            other => Err(
-                CliError::usage(format!("unknown tls {other:?} in the {source}"))
-                    .with_hint("tls is \"standard\" (default) or \"gm\" (RFC 8998)"),
-            ),
-        }
-    }
+/// `standard` or `gm`, as a profile's `tls` or `KMS_TLS` says.
+///
+/// # Errors
+/// A usage error for anything else.
+pub fn parse_tls(value: &str, source: &str) -> Result<TlsMode, CliError> {
+    TlsMode::parse(value).ok_or_else(|| {
+        CliError::usage(format!("unknown tls {value:?} in the {source}"))
+            .with_hint("tls is \"standard\" (default), \"gm\" (RFC 8998) or \"tlcp\"")
+    })
 }
 
 /// Connection settings with every path resolved; nothing read yet.
@@ -132,7 +99,7 @@ pub fn settings(
             ca: cwd.join(ca),
             cert: cwd.join(cert),
             key: cwd.join(key),
-            tls: TlsMode::parse(&get("KMS_TLS").unwrap_or_default(), "KMS_TLS variable")?,
+            tls: parse_tls(&get("KMS_TLS").unwrap_or_default(), "KMS_TLS variable")?,
             enc_cert: get("KMS_ENC_CERT").map(|p| cwd.join(p)),
             enc_key: get("KMS_ENC_KEY").map(|p| cwd.join(p)),
             source: "KMS_* environment".to_owned(),
@@ -203,12 +170,12 @@ pub fn load_profile(path: &Path) -> Result<Settings, CliError> {
     let shown = path.display();
     let text = fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read profile {shown}: {e}")))?;
-    let file: ProfileFile = toml::from_str(&text).map_err(|e| {
-        CliError::usage(format!("invalid profile {shown}: {}", e.message()))
+    let file = ProfileFile::parse(&text, &shown.to_string()).map_err(|e| {
+        CliError::usage(e.to_string())
             .with_hint("a profile has endpoint, ca, cert and key (paths relative to the profile)")
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    let tls = TlsMode::parse(
+    let tls = parse_tls(
         file.tls.as_deref().unwrap_or_default(),
         &format!("profile {shown}"),
     )?;

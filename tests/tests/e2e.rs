@@ -9,6 +9,7 @@
 //! - [`audit_before_effect`]: a failing audit store at each step never leaves a change
 //!   unrecorded (issue 18).
 //! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
+//! - [`client`]: the typed Rust client `kms-client` (issue 21 item 1).
 //! - [`data_plane`]: every data-plane RPC end to end.
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`import_export`]: keys imported wrapped and exported wrapped, judged by OpenSSL, GmSSL
@@ -34,6 +35,8 @@ mod audit_before_effect;
 mod authz;
 #[path = "e2e/batch.rs"]
 mod batch;
+#[path = "e2e/client.rs"]
+mod client;
 #[path = "e2e/common.rs"]
 mod common;
 #[path = "e2e/custody.rs"]
