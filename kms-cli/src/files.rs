@@ -114,11 +114,36 @@ pub fn write_output(path: Option<&Path>, data: &[u8], opts: WriteOpts) -> Result
     }
 }
 
-/// Writes a file, mode 0600 when `private`.
+/// Whether `path` is an existing file that is neither a regular file nor a folder: a device
+/// (`/dev/null`, `/dev/stdout`), a FIFO or a socket. Such an output is written in place: no
+/// mode change (the CLI runs as root in places, and must never chmod `/dev/null`), no
+/// `NAME.partial` beside it and no rename over it.
+#[must_use]
+pub fn is_special(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Opens a special file ([`is_special`]) for writing, as it is.
+///
+/// # Errors
+/// When it cannot be opened.
+pub fn open_special(path: &Path) -> Result<fs::File, CliError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| CliError::io(&path.display().to_string(), &e))
+}
+
+/// Writes a file, mode 0600 when `private`; a special file is written in place.
 ///
 /// # Errors
 /// When it cannot be written.
 pub fn write_file(path: &Path, data: &[u8], private: bool) -> Result<(), CliError> {
+    if is_special(path) {
+        return open_special(path)?
+            .write_all(data)
+            .map_err(|e| CliError::io(&path.display().to_string(), &e));
+    }
     if private {
         kms_devpki::write_private_file(path, data).map_err(|e| CliError::other(e.to_string()))
     } else {
@@ -131,6 +156,9 @@ pub fn write_file(path: &Path, data: &[u8], private: bool) -> Result<(), CliErro
 /// # Errors
 /// When it cannot be created.
 pub fn create_private(path: &Path) -> Result<fs::File, CliError> {
+    if is_special(path) {
+        return open_special(path);
+    }
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

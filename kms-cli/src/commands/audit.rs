@@ -154,9 +154,18 @@ pub(super) async fn export(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), CliErr
     };
     // Written beside the target and renamed at the end, so a failed export leaves no file that
     // looks complete (a cut trail would not verify anyway, but need not be left to confuse).
-    let partial = partial_path(&out);
+    let special = files::is_special(&out);
+    let partial = if special {
+        out.clone()
+    } else {
+        partial_path(&out)
+    };
     let partial_shown = shown(&partial);
-    let mut file = fs::File::create(&partial).map_err(|e| CliError::io(&partial_shown, &e))?;
+    let mut file = if special {
+        files::open_special(&out)?
+    } else {
+        fs::File::create(&partial).map_err(|e| CliError::io(&partial_shown, &e))?
+    };
     let bar = progress(None, "audit export");
     let result = async {
         while let Some(chunk) = stream.message().await? {
@@ -165,6 +174,9 @@ pub(super) async fn export(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), CliErr
             counts.add(&chunk.lines);
             bar.inc(u64::try_from(chunk.lines.len()).unwrap_or(0));
         }
+        if special {
+            return Ok(());
+        }
         file.sync_all()
             .map_err(|e| CliError::io(&partial_shown, &e))?;
         fs::rename(&partial, &out).map_err(|e| CliError::io(&shown(&out), &e))
@@ -172,8 +184,11 @@ pub(super) async fn export(ctx: &Ctx, out: Option<PathBuf>) -> Result<(), CliErr
     .await;
     bar.finish_and_clear();
     if let Err(e) = result {
-        // Best effort: the partial file is useless either way.
-        let _ = fs::remove_file(&partial);
+        // Best effort: the partial file is useless either way. A special file is the output
+        // itself (`/dev/null`): never removed.
+        if !special {
+            let _ = fs::remove_file(&partial);
+        }
         return Err(e);
     }
     if ctx.json {

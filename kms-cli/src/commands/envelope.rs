@@ -19,15 +19,18 @@ use super::{Ctx, progress, system::partial_path};
 use crate::error::CliError;
 use crate::output::print_json;
 
-/// Where the output goes: a file (through FILE.partial) or stdout.
+/// Where the output goes: a file (through FILE.partial), a special file written in place
+/// (`/dev/null`, a FIFO), or stdout.
 enum Sink {
     File { partial: PathBuf, out: PathBuf },
+    Special(PathBuf),
     Stdout,
 }
 
 impl Sink {
     fn new(out: Option<&Path>) -> Self {
         match out {
+            Some(p) if crate::files::is_special(p) => Self::Special(p.to_owned()),
             Some(p) if p != Path::new("-") => Self::File {
                 partial: partial_path(p),
                 out: p.to_owned(),
@@ -42,6 +45,7 @@ impl Sink {
                 let f = crate::files::create_private(partial)?;
                 Ok(Box::new(BufWriter::new(f)))
             }
+            Self::Special(p) => Ok(Box::new(BufWriter::new(crate::files::open_special(p)?))),
             Self::Stdout => Ok(Box::new(BufWriter::new(io::stdout().lock()))),
         }
     }

@@ -381,7 +381,12 @@ pub(super) async fn backup(
     })?.into_inner();
     // Written beside the target and renamed at the end, so a failed backup leaves no file that
     // looks complete.
-    let partial = partial_path(out);
+    let special = files::is_special(out);
+    let partial = if special {
+        out.to_owned()
+    } else {
+        partial_path(out)
+    };
     let shown = partial.display().to_string();
     let mut file = files::create_private(&partial)?;
     let bar = progress(None, "backup");
@@ -394,14 +399,20 @@ pub(super) async fn backup(
             total = total.saturating_add(n);
             bar.inc(n);
         }
+        if special {
+            return Ok(());
+        }
         file.sync_all().map_err(|e| CliError::io(&shown, &e))?;
         fs::rename(&partial, out).map_err(|e| CliError::io(&out.display().to_string(), &e))
     }
     .await;
     bar.finish_and_clear();
     if let Err(e) = result {
-        // Best effort: the partial file is useless either way.
-        let _ = fs::remove_file(&partial);
+        // Best effort: the partial file is useless either way. A special file is the output
+        // itself (`/dev/null`): never removed.
+        if !special {
+            let _ = fs::remove_file(&partial);
+        }
         return Err(e);
     }
     if ctx.json {
