@@ -38,6 +38,7 @@ pub mod hardening;
 pub mod identity;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 mod migrate;
 pub mod revocation;
 mod serve;
