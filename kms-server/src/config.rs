@@ -950,4 +950,49 @@ mod tests {
                 .contains("ALG-3")
         );
     }
+
+    /// `[metrics]` is off unless present; its address must be an IP and port (plain HTTP on
+    /// loopback, mutual TLS elsewhere, decided by the server), and its key-count interval
+    /// defaults to 30 s.
+    #[test]
+    fn metrics_are_off_by_default_and_their_address_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert!(off.settings().metrics.is_none());
+        let on = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
+        ))
+        .unwrap();
+        let m = on.settings().metrics.unwrap();
+        assert_eq!(m.listen, "0.0.0.0:9464".parse().unwrap());
+        assert_eq!(m.keys_refresh, Duration::from_secs(30));
+        let refresh = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"127.0.0.1:9464\"\nkeys_refresh_seconds = 0\n"),
+        ))
+        .unwrap();
+        assert_eq!(
+            refresh.settings().metrics.unwrap().keys_refresh,
+            Duration::ZERO
+        );
+        let bad = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"localhost:9464\"\n"),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&bad, ConfigError::Invalid(m) if m.starts_with("[metrics] listen must be an IP address and port")),
+            "{bad}"
+        );
+        let unknown = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"127.0.0.1:9464\"\npath = \"/m\"\n"),
+        ))
+        .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `path`"),
+            "{unknown}"
+        );
+    }
 }

@@ -170,6 +170,66 @@ fn judge(text: &str) {
     }
 }
 
+/// The sample dashboard (`docs/grafana-kms.json`) queries only series the server exports, and
+/// `promtool check rules` parses each of its queries (where promtool is installed).
+fn dashboard_reads_what_is_exported(exposition: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana-kms.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!exprs.is_empty());
+    let exported: Vec<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("kms_"));
+        for name in names {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                exported.contains(&family),
+                "the dashboard queries {name}, which is not exported: {expr}"
+            );
+        }
+    }
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("      - record: dashboard:query{i}\n        expr: '{e}'\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .unwrap();
+    if let Ok(out) = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "promtool check rules on the dashboard's queries: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 async fn connect(addr: SocketAddr, pki: &Pki, who: &Identity) -> Clients {
     let config = net::client_config(pki.ca.cert_pem(), Some(who), MODERN);
     Clients::new(net::channel(addr, config).await.unwrap())
@@ -459,6 +519,7 @@ async fn metrics_move_with_real_calls_name_no_key_or_principal_and_pass_promtool
         });
     assert!(!uuid_like, "a UUID in the metrics:\n{after}");
     judge(&after);
+    dashboard_reads_what_is_exported(&after);
 
     // Only GET /metrics.
     let (status, _) = http(TcpStream::connect(at).await.unwrap(), "GET", "/").await;
