@@ -10,8 +10,8 @@
 //! - **Labels are fixed words only**: RPC names (`Crypto/Encrypt`; a path the server has no
 //!   method for is `other`, so a caller cannot mint series), gRPC code names, key states, store
 //!   operations, sweeps and refusal reasons. Never a key id, alias, namespace, principal or
-//!   anything from a certificate (`metrics_expose_no_key_id_or_principal` in
-//!   `tests/tests/hardening/metrics.rs` checks the whole exposition).
+//!   anything from a certificate (`metrics_move_with_real_calls_name_no_key_or_principal_and_
+//!   pass_promtool` in `tests/tests/hardening/metrics.rs` searches the whole exposition).
 //! - **Who may read them.** On a loopback address the listener speaks plain HTTP (whoever can
 //!   reach loopback is on the host already, like the health probe port). On any other address
 //!   it speaks HTTPS with the API port's certificate, client CAs, CRLs and policy, and answers
@@ -20,8 +20,8 @@
 //!   403. Metrics reveal load and key counts, not secrets, but an outsider should learn neither.
 //! - **Bounded cost.** Keys by state need a scan of every key record: done at most once every
 //!   `[metrics] keys_refresh_seconds` (default 30), however often it is scraped. At most
-//!   [`MAX_CONNECTIONS`] scrape connections are open at once, and a request must arrive within
-//!   the handshake timeout.
+//!   [`MAX_CONNECTIONS`] scrape connections are open at once, and a request's head must arrive
+//!   within the handshake timeout (10 s on loopback).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,7 +114,9 @@ pub enum Refused {
     HandshakeFailed,
     /// The handshake and preface did not finish within the handshake timeout.
     HandshakeTimeout,
-    /// The client certificate is revoked (found after the handshake: a resumed session, TLCP).
+    /// The client certificate is revoked, found after the handshake (a resumed TLS session, or
+    /// TLCP, whose verifier knows no CRLs); a full TLS handshake that the CRL verifier refuses
+    /// is a [`Refused::HandshakeFailed`].
     Revoked,
 }
 
