@@ -5,6 +5,7 @@
 //! turns the cache off.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ pub(crate) struct KeyCache {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<Entries>,
+    /// Lookups answered from the cache, and lookups that had to unwrap (the cache off, or the
+    /// version not in it or expired): the server's metrics (`Kms::cache_stats`).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl KeyCache {
@@ -26,6 +31,8 @@ impl KeyCache {
             ttl,
             capacity,
             entries: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +49,17 @@ impl KeyCache {
     }
 
     pub(crate) fn get(&self, id: KeyId, version: u32) -> Option<Arc<KeyMaterial>> {
+        let found = self.lookup(id, version);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, id: KeyId, version: u32) -> Option<Arc<KeyMaterial>> {
         if !self.enabled() {
             return None;
         }
@@ -54,6 +72,15 @@ impl KeyCache {
             }
             None => None,
         }
+    }
+
+    /// Hits and misses since the start, and the versions held now.
+    pub(crate) fn stats(&self) -> (u64, u64, usize) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.lock().len(),
+        )
     }
 
     pub(crate) fn insert(&self, id: KeyId, version: u32, key: Arc<KeyMaterial>) {
@@ -84,5 +111,38 @@ impl KeyCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::alg::KeySpec;
+    use crate::secret::SecretBytes;
+
+    fn material() -> Arc<KeyMaterial> {
+        Arc::new(KeyMaterial::new(
+            KeySpec::Sm4Gcm,
+            SecretBytes::from_vec(vec![7; 16]),
+        ))
+    }
+
+    /// Hits and misses count every lookup, the cache off included (every lookup a miss).
+    #[test]
+    fn lookups_are_counted_as_hits_and_misses() {
+        let cache = KeyCache::new(Duration::from_secs(60), 10);
+        let id = KeyId::random().unwrap();
+        assert!(cache.get(id, 1).is_none());
+        cache.insert(id, 1, material());
+        assert!(cache.get(id, 1).is_some());
+        assert!(cache.get(id, 1).is_some());
+        assert!(cache.get(id, 2).is_none());
+        assert_eq!(cache.stats(), (2, 2, 1));
+
+        let off = KeyCache::new(Duration::ZERO, 10);
+        off.insert(id, 1, material());
+        assert!(off.get(id, 1).is_none());
+        assert_eq!(off.stats(), (0, 1, 0));
     }
 }

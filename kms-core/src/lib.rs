@@ -47,6 +47,7 @@ pub use kms::inventory::{
     CompromisedKey, CountedBy, Inconsistency, Inventory, InventoryError, InventoryKey,
     InventoryVersion, Marking, Summary, verify_inventory,
 };
+pub use kms::metrics::{CacheStats, KeyCounts};
 /// For tests only (`test-util`): a KMS whose methods take the caller's principal.
 #[cfg(any(test, feature = "test-util"))]
 pub use kms::testing::TestKms;

@@ -169,6 +169,7 @@ pub struct AuditLayer {
     ids: crate::services::RequestIds,
     gate: Option<crate::gate::Gate>,
     denial_log: Arc<crate::front_door::Throttle>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AuditLayer {
@@ -181,7 +182,16 @@ impl AuditLayer {
             denial_log: Arc::new(crate::front_door::Throttle::new(
                 std::time::Duration::from_secs(1),
             )),
+            metrics: None,
         }
+    }
+
+    /// Counts every call (method, code, time, in flight), the gate's refusals and the audit
+    /// writes' latency into `metrics` (`metrics.rs`), when given.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Admits calls through `gate` before their bodies are read (`gate.rs`).
@@ -201,6 +211,7 @@ impl<S> Layer<S> for AuditLayer {
             ids: self.ids.clone(),
             gate: self.gate.clone(),
             denial_log: Arc::clone(&self.denial_log),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -212,6 +223,32 @@ pub struct AuditService<S> {
     ids: crate::services::RequestIds,
     gate: Option<crate::gate::Gate>,
     denial_log: Arc<crate::front_door::Throttle>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+/// Counts a gate denial in the metrics, by its reason (never the subject).
+fn count_denial(metrics: Option<&crate::metrics::Metrics>, refusal: &crate::status::Refusal) {
+    if let (Some(m), Some(reason)) = (metrics, crate::gate::denial_reason(refusal)) {
+        m.gate_refused(reason);
+    }
+}
+
+/// The future of a call, counted in the metrics (method, code, time) when it completes, or as
+/// CANCELLED when it is dropped first.
+fn counted<E: Send + 'static>(
+    inflight: Option<crate::metrics::InFlight>,
+    call: Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>,
+) -> Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>> {
+    match inflight {
+        None => call,
+        Some(mut inflight) => Box::pin(async move {
+            let result = call.await;
+            if let Ok(resp) = &result {
+                inflight.answered(grpc_code(resp));
+            }
+            result
+        }),
+    }
 }
 
 /// Logs a gate denial, at most one line a second for all of them together, with how many there
@@ -313,7 +350,12 @@ fn with_request_id(
     }
 }
 
-async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Record, String> {
+async fn write(
+    log: Arc<AuditLog>,
+    event: Event,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Result<kms_core::audit::Record, String> {
+    let started = std::time::Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel();
     log.append(
         event,
@@ -321,7 +363,11 @@ async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Reco
             let _ = tx.send(r);
         }),
     );
-    match rx.await {
+    let written = rx.await;
+    if let Some(m) = metrics {
+        m.audit_written(started.elapsed());
+    }
+    match written {
         Ok(Ok(record)) => Ok(record),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the audit writer stopped".into()),
@@ -332,7 +378,9 @@ async fn write(log: Arc<AuditLog>, event: Event) -> Result<kms_core::audit::Reco
 async fn write_all(
     log: Arc<AuditLog>,
     events: Vec<Event>,
+    metrics: Option<&crate::metrics::Metrics>,
 ) -> Result<Vec<kms_core::audit::Record>, String> {
+    let started = std::time::Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel();
     log.append_all(
         events,
@@ -340,7 +388,11 @@ async fn write_all(
             let _ = tx.send(r);
         }),
     );
-    match rx.await {
+    let written = rx.await;
+    if let Some(m) = metrics {
+        m.audit_written(started.elapsed());
+    }
+    match written {
         Ok(Ok(records)) => Ok(records),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the audit writer stopped".into()),
@@ -397,38 +449,45 @@ where
             .extensions()
             .get::<PeerInfo>()
             .and_then(|p| p.cert_key.clone());
+        let inflight = self.metrics.as_ref().map(|m| m.request(&path));
+        let metrics = self.metrics.clone();
         if !audited(&path) {
             // Health and reflection: registered principals only, and not recorded.
             let Some(gate) = self.gate.clone() else {
-                return Box::pin(self.inner.call(req));
+                return counted(inflight, Box::pin(self.inner.call(req)));
             };
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             let subject = subject_of(&req);
             let request_id = self.ids.next();
             let denial_log = Arc::clone(&self.denial_log);
-            return Box::pin(async move {
-                match gate
-                    .admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
-                    .await
-                {
-                    // A store that cannot answer cannot say who is registered; health must
-                    // still say NOT_SERVING then, and reflection reveals nothing secret.
-                    Ok(crate::gate::Admission::Principal(_))
-                    | Err(crate::status::Refusal::Core(_)) => inner.call(req).await,
-                    Ok(crate::gate::Admission::Bootstrap) => {
-                        let refusal = crate::status::Refusal::UnknownPrincipal {
-                            subject: subject.unwrap_or_default(),
-                        };
-                        log_denial(&denial_log, &refusal);
-                        Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
+            return counted(
+                inflight,
+                Box::pin(async move {
+                    match gate
+                        .admit_peer(subject.as_deref(), cert_key.as_ref(), &path)
+                        .await
+                    {
+                        // A store that cannot answer cannot say who is registered; health must
+                        // still say NOT_SERVING then, and reflection reveals nothing secret.
+                        Ok(crate::gate::Admission::Principal(_))
+                        | Err(crate::status::Refusal::Core(_)) => inner.call(req).await,
+                        Ok(crate::gate::Admission::Bootstrap) => {
+                            let refusal = crate::status::Refusal::UnknownPrincipal {
+                                subject: subject.unwrap_or_default(),
+                            };
+                            log_denial(&denial_log, &refusal);
+                            count_denial(metrics.as_deref(), &refusal);
+                            Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
+                        }
+                        Err(refusal) => {
+                            log_denial(&denial_log, &refusal);
+                            count_denial(metrics.as_deref(), &refusal);
+                            Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
+                        }
                     }
-                    Err(refusal) => {
-                        log_denial(&denial_log, &refusal);
-                        Ok(crate::status::to_status_unlogged(refusal, &request_id).into_http())
-                    }
-                }
-            });
+                }),
+            );
         }
         // The clone that was readied serves this call; the fresh clone waits for the next.
         let clone = self.inner.clone();
@@ -495,6 +554,7 @@ where
                 match admitted {
                     Err(refusal) if crate::gate::is_denial(&refusal) => {
                         log_denial(&denial_log, &refusal);
+                        count_denial(metrics.as_deref(), &refusal);
                         let status = crate::status::to_status_unlogged(refusal, &request_id);
                         // One record per connection: later denials are counted, and answered
                         // without touching the trail.
@@ -532,7 +592,9 @@ where
                                 transfer: None,
                                 batch_id: None,
                             };
-                            write(Arc::clone(&log), intent).await.map(drop)
+                            write(Arc::clone(&log), intent, metrics.as_deref())
+                                .await
+                                .map(drop)
                         } else {
                             Ok(())
                         };
@@ -580,7 +642,7 @@ where
                 transfer: note.transfer.clone(),
             };
             let written = match operation.batch_item() {
-                None => write(log, event).await.map(|r| vec![r]),
+                None => write(log, event, metrics.as_deref()).await.map(|r| vec![r]),
                 Some(item_op) => {
                     event.batch_id = Some(request_id.clone());
                     let events = if code == tonic::Code::Ok {
@@ -608,7 +670,7 @@ where
                     } else {
                         vec![event]
                     };
-                    write_all(log, events).await
+                    write_all(log, events, metrics.as_deref()).await
                 }
             };
             match written {
@@ -630,6 +692,8 @@ where
                 }
             }
         };
+        // Counted inside the task: a client that goes away does not end the call early.
+        let call = counted(inflight, Box::pin(call));
         Box::pin(async move {
             match tokio::spawn(call).await {
                 Ok(r) => r,

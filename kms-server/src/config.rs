@@ -96,6 +96,23 @@ pub struct TlcpFiles {
     pub enc_key: PathBuf,
 }
 
+/// `[metrics]`: Prometheus metrics on a listener of their own (`metrics.rs`); omitted, none.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where they are served, e.g. `127.0.0.1:9464`: plain HTTP on a loopback address; on any
+    /// other, HTTPS with the `[tls]` certificate, to client certificates of registered auditors.
+    pub listen: String,
+    /// Keys by state are counted (one scan of every key record) at most this often, however
+    /// often Prometheus scrapes; 0 counts at every scrape.
+    #[serde(default = "default_keys_refresh")]
+    pub keys_refresh_seconds: u64,
+}
+
+const fn default_keys_refresh() -> u64 {
+    30
+}
+
 /// `[dual_control]`: which operations need several administrators (issue 18, item 2;
 /// `kms-core/src/kms/approvals.rs`). Omitted: 2 administrators for every covered operation,
 /// requests valid 24 hours. `kms-server dev` runs with dual control off.
@@ -210,6 +227,8 @@ pub struct Config {
     pub dual_control: DualControl,
     /// `[log]`: the log's format and whether each call gets an INFO line (`logging.rs`).
     pub log: crate::logging::LogConfig,
+    /// `[metrics]`: Prometheus metrics; unset for none.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for Config {
@@ -243,6 +262,7 @@ impl Default for Config {
             audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
             dual_control: DualControl::default(),
             log: crate::logging::LogConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -401,6 +421,7 @@ impl Config {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         self.health_probe()?;
+        self.metrics_listen()?;
         if !(1..=kms_core::GCM_INVOCATION_LIMIT).contains(&self.gcm_invocation_limit) {
             return Err(ConfigError::Invalid(format!(
                 "gcm_invocation_limit must be 1 to 2^32 ({}): NIST SP 800-38D allows no more \
@@ -429,6 +450,20 @@ impl Config {
             )));
         }
         Ok(Some(addr))
+    }
+
+    /// The metrics listener's address, if `[metrics]` is there.
+    pub fn metrics_listen(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(m) = &self.metrics else {
+            return Ok(None);
+        };
+        m.listen.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "[metrics] listen must be an IP address and port, like 127.0.0.1:9464 (plain \
+                 HTTP on loopback) or 0.0.0.0:9464 (mutual TLS, auditors only); got {:?}",
+                m.listen
+            ))
+        })
     }
 
     /// Where and when the audit trail is archived; `None` when `audit_hot_records` is 0.
@@ -578,6 +613,15 @@ impl Config {
                 every: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             },
             bootstrap: crate::bootstrap::Bootstrap::admins(self.bootstrap_admins.clone()),
+            metrics: self.metrics_listen().ok().flatten().map(|listen| {
+                crate::metrics::MetricsSettings {
+                    listen,
+                    keys_refresh: Duration::from_secs(
+                        self.metrics.as_ref().map_or(30, |m| m.keys_refresh_seconds),
+                    ),
+                    metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+                }
+            }),
             ..Settings::default()
         }
     }
@@ -904,6 +948,51 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("ALG-3")
+        );
+    }
+
+    /// `[metrics]` is off unless present; its address must be an IP and port (plain HTTP on
+    /// loopback, mutual TLS elsewhere, decided by the server), and its key-count interval
+    /// defaults to 30 s.
+    #[test]
+    fn metrics_are_off_by_default_and_their_address_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config::load(&write(dir.path(), TLS)).unwrap();
+        assert!(off.settings().metrics.is_none());
+        let on = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
+        ))
+        .unwrap();
+        let m = on.settings().metrics.unwrap();
+        assert_eq!(m.listen, "0.0.0.0:9464".parse().unwrap());
+        assert_eq!(m.keys_refresh, Duration::from_secs(30));
+        let refresh = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"127.0.0.1:9464\"\nkeys_refresh_seconds = 0\n"),
+        ))
+        .unwrap();
+        assert_eq!(
+            refresh.settings().metrics.unwrap().keys_refresh,
+            Duration::ZERO
+        );
+        let bad = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"localhost:9464\"\n"),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&bad, ConfigError::Invalid(m) if m.starts_with("[metrics] listen must be an IP address and port")),
+            "{bad}"
+        );
+        let unknown = Config::load(&write(
+            dir.path(),
+            &format!("{TLS}[metrics]\nlisten = \"127.0.0.1:9464\"\npath = \"/m\"\n"),
+        ))
+        .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `path`"),
+            "{unknown}"
         );
     }
 }

@@ -92,6 +92,26 @@ pub fn is_denial(refusal: &Refusal) -> bool {
     )
 }
 
+/// The metrics' name for a denial (`kms_gate_refusals_total{reason}`), `None` for a refusal
+/// that is not one ([`is_denial`]). Fixed words: never the subject.
+#[must_use]
+pub fn denial_reason(refusal: &Refusal) -> Option<&'static str> {
+    if !is_denial(refusal) {
+        None
+    } else if matches!(refusal, Refusal::NoSubject) {
+        Some("no_subject")
+    } else if matches!(refusal, Refusal::CertificateRevoked) {
+        Some("revoked")
+    } else if matches!(refusal, Refusal::UnknownPrincipal { .. }) {
+        Some("unregistered")
+    } else if matches!(refusal, Refusal::RateLimited { .. }) {
+        Some("rate_limited")
+    } else {
+        // AlreadyInitialised, RestoreNeedsEmptyStore: a bootstrap call after init.
+        Some("bootstrap_closed")
+    }
+}
+
 #[derive(Clone)]
 pub struct Gate {
     kms: Arc<Kms>,

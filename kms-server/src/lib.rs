@@ -23,7 +23,8 @@
 //! the only paths it does not record. [`server::run`] serves one listener until a shutdown future
 //! completes (tests call it on 127.0.0.1:0), [`server::run_with_tlcp`] adds the TLCP listener,
 //! and both seal the KMS (wipe every key) when they return. [`hardening`] is the one module
-//! allowed `unsafe`.
+//! allowed `unsafe`. [`metrics`] serves Prometheus metrics on a listener of its own when
+//! `[metrics]` is configured; the audit layer, the accept loop and the scheduler feed it.
 
 pub mod audit_layer;
 pub mod bootstrap;
@@ -38,6 +39,7 @@ pub mod hardening;
 pub mod identity;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 mod migrate;
 pub mod revocation;
 mod serve;

@@ -289,6 +289,15 @@ pub(crate) fn serve_command(
     let Some(store) = open_store(&config, err) else {
         return EXIT_FAILED;
     };
+    let mut settings = crate::server::Settings {
+        revocation,
+        ..config.settings()
+    };
+    // With metrics on, every store call is timed (kms_store_operation_duration_seconds).
+    let store = match &settings.metrics {
+        Some(m) => m.metrics.timed_store(store),
+        None => store,
+    };
     let kms = Arc::new(System::open(store, kms_config));
     let runtime = match runtime(kms.store().reads_are_local()) {
         Ok(r) => r,
@@ -303,10 +312,6 @@ pub(crate) fn serve_command(
             Some(c) => Some((files.listen.clone(), c)),
             None => return EXIT_FAILED,
         },
-    };
-    let mut settings = crate::server::Settings {
-        revocation,
-        ..config.settings()
     };
     if let Err(code) = init_token(&kms, &config, &mut settings, err) {
         return code;

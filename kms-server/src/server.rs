@@ -63,6 +63,9 @@ pub struct Settings {
     /// re-read from their file every `crl_poll_interval`; `None` for no revocation checks.
     pub revocation: Option<Arc<crate::revocation::Revocation>>,
     pub crl_poll_interval: Duration,
+    /// `[metrics]`: the Prometheus listener and the counters the server keeps for it
+    /// (`metrics.rs`); `None` for none (the default).
+    pub metrics: Option<crate::metrics::MetricsSettings>,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             bootstrap: crate::bootstrap::Bootstrap::default(),
             revocation: None,
             crl_poll_interval: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -92,6 +96,8 @@ pub enum ServeError {
     Probe(std::net::SocketAddr, io::Error),
     #[error("the health probe port must be on a loopback address (it has no TLS), not {0}")]
     ProbeNotLoopback(std::net::SocketAddr),
+    #[error("cannot listen for metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, io::Error),
 }
 
 /// What a connection's bytes run over once authenticated: rustls (TLS 1.3/1.2, RFC 8998) or
@@ -294,6 +300,12 @@ async fn accept_loop(
     let per_source_refusals = crate::front_door::Throttle::new(Duration::from_secs(1));
     let cap_refusals = crate::front_door::Throttle::new(Duration::from_secs(1));
     let per_source = settings.limits.max_connections_per_source.max(1);
+    let metrics = settings.metrics.as_ref().map(|m| Arc::clone(&m.metrics));
+    let refused = move |reason: crate::metrics::Refused| {
+        if let Some(m) = &metrics {
+            m.refused(reason);
+        }
+    };
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -307,12 +319,14 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let Some(source_slot) = sources.admit(remote.ip(), per_source) else {
+            refused(crate::metrics::Refused::PerSourceLimit);
             if let Some(refused) = per_source_refusals.tick() {
                 tracing::warn!(protocol = name, source = %remote.ip(), max = per_source, refused, "connections refused: at the per-source cap");
             }
             continue;
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused(crate::metrics::Refused::ConnectionCap);
             if let Some(refused) = cap_refusals.tick() {
                 tracing::warn!(protocol = name, %remote, max = settings.limits.max_connections, refused, "connections refused: at the connection cap");
             }
@@ -323,16 +337,23 @@ async fn accept_loop(
         let conns = conns.clone();
         let timeout = settings.handshake_timeout;
         let first_byte = settings.first_byte_timeout;
+        let refused = refused.clone();
         tokio::spawn(async move {
             // Nothing sent yet is not a handshake begun: the slot goes back quickly. (`peek`,
             // not `readable`, whose readiness may be reported before any byte has come.)
             let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte, tcp.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
-                tracing::debug!(protocol = name, %remote, "no first byte in time");
-                return;
+            match tokio::time::timeout(first_byte, tcp.peek(&mut first)).await {
+                Ok(Ok(1..)) => {}
+                Err(_) => {
+                    refused(crate::metrics::Refused::FirstByteDeadline);
+                    tracing::debug!(protocol = name, %remote, "no first byte in time");
+                    return;
+                }
+                Ok(_) => {
+                    refused(crate::metrics::Refused::ClosedBeforeHandshake);
+                    tracing::debug!(protocol = name, %remote, "closed before its first byte");
+                    return;
+                }
             }
             match tokio::time::timeout(timeout, protocol.secure(tcp)).await {
                 Ok(Ok(secured)) => {
@@ -355,9 +376,17 @@ async fn accept_loop(
                         .await;
                 }
                 Ok(Err(e)) => {
-                    tracing::info!(protocol = name, %remote, error = %e, "handshake refused")
+                    refused(if e.kind() == io::ErrorKind::PermissionDenied {
+                        crate::metrics::Refused::Revoked
+                    } else {
+                        crate::metrics::Refused::HandshakeFailed
+                    });
+                    tracing::info!(protocol = name, %remote, error = %e, "handshake refused");
                 }
-                Err(_) => tracing::info!(protocol = name, %remote, "handshake timed out"),
+                Err(_) => {
+                    refused(crate::metrics::Refused::HandshakeTimeout);
+                    tracing::info!(protocol = name, %remote, "handshake timed out");
+                }
             }
         });
     }
@@ -366,7 +395,8 @@ async fn accept_loop(
 /// The scheduler's audit records (issue 18: audit before effect): one intent record before each
 /// key's rotation or destruction, refused (the key stays due) when the trail cannot take it, and
 /// one outcome record after, failures included. Principal `kms-scheduler`, role `scheduler`.
-struct SchedulerLog(Arc<AuditLog>);
+/// A key's failed change also counts in `kms_scheduler_failures_total`.
+struct SchedulerLog(Arc<AuditLog>, Option<Arc<crate::metrics::Metrics>>);
 
 impl SchedulerLog {
     fn event(sweep: Sweep, key: KeyId) -> Event {
@@ -407,6 +437,9 @@ impl SweepLog for SchedulerLog {
             }
             SweepOutcome::NotDue => Outcome::Aborted,
             SweepOutcome::Failed(e) => {
+                if let Some(m) = &self.1 {
+                    m.scheduler_failed(sweep.into());
+                }
                 tracing::warn!(%key, ?sweep, error = %e, "scheduled change failed");
                 crate::audit_layer::outcome(crate::status::code_of(e))
             }
@@ -442,8 +475,20 @@ async fn scheduler(
     owner: Arc<System>,
     audit: Arc<AuditLog>,
     every: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use crate::metrics::SweepName;
+    let failed = |sweep: SweepName| {
+        if let Some(m) = &metrics {
+            m.scheduler_failed(sweep);
+        }
+    };
+    let changed = |sweep: SweepName, n: usize| {
+        if let Some(m) = &metrics {
+            m.scheduler_changed(sweep, n);
+        }
+    };
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -453,13 +498,14 @@ async fn scheduler(
         if owner.is_sealed() {
             continue;
         }
+        if let Some(m) = &metrics {
+            m.scheduler_ran();
+        }
         let k = Arc::clone(&owner);
-        let log = SchedulerLog(Arc::clone(&audit));
+        let log = SchedulerLog(Arc::clone(&audit), metrics.clone());
         let done = tokio::task::spawn_blocking(move || {
-            if let Err(e) = k.expire_approvals() {
-                tracing::warn!(error = %e, "expiring approval requests failed");
-            }
             (
+                k.expire_approvals(),
                 k.rotate_due_logged(&log),
                 k.destroy_due_logged(&log),
                 k.expire_imports_due_logged(&log),
@@ -467,30 +513,61 @@ async fn scheduler(
         })
         .await;
         match done {
-            Ok((rotated, destroyed, expired)) => {
-                match expired {
-                    Ok(d) if !d.is_empty() => {
-                        tracing::warn!(keys = d.len(), "imported key material expired and deleted")
+            Ok((approvals, rotated, destroyed, expired)) => {
+                match approvals {
+                    Ok(n) => changed(SweepName::ApprovalExpiry, n),
+                    Err(e) => {
+                        failed(SweepName::ApprovalExpiry);
+                        tracing::warn!(error = %e, "expiring approval requests failed");
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "import expiry sweep failed"),
+                }
+                match expired {
+                    Ok(d) => {
+                        changed(SweepName::ImportExpiry, d.len());
+                        if !d.is_empty() {
+                            tracing::warn!(
+                                keys = d.len(),
+                                "imported key material expired and deleted"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed(SweepName::ImportExpiry);
+                        tracing::warn!(error = %e, "import expiry sweep failed");
+                    }
                 }
                 match rotated {
-                    Ok(r) if !r.is_empty() => {
-                        tracing::info!(keys = r.len(), "scheduled rotations done")
+                    Ok(r) => {
+                        changed(SweepName::Rotation, r.len());
+                        if !r.is_empty() {
+                            tracing::info!(keys = r.len(), "scheduled rotations done");
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "rotation scheduler failed"),
+                    Err(e) => {
+                        failed(SweepName::Rotation);
+                        tracing::warn!(error = %e, "rotation scheduler failed");
+                    }
                 }
                 match destroyed {
-                    Ok(d) if !d.is_empty() => {
-                        tracing::warn!(keys = d.len(), "keys destroyed after their waiting period")
+                    Ok(d) => {
+                        changed(SweepName::Destruction, d.len());
+                        if !d.is_empty() {
+                            tracing::warn!(
+                                keys = d.len(),
+                                "keys destroyed after their waiting period"
+                            );
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "destruction reaper failed"),
+                    Err(e) => {
+                        failed(SweepName::Destruction);
+                        tracing::warn!(error = %e, "destruction reaper failed");
+                    }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "scheduler task failed"),
+            Err(e) => {
+                failed(SweepName::Task);
+                tracing::error!(error = %e, "scheduler task failed");
+            }
         }
     }
 }
@@ -629,10 +706,37 @@ pub async fn run_with_tlcp(
         Some(addr) => return Err(ServeError::ProbeNotLoopback(addr)),
         None => None,
     };
+    let metrics_listener = match &settings.metrics {
+        Some(m) => {
+            let listener = TcpListener::bind(m.listen)
+                .await
+                .map_err(|e| ServeError::Metrics(m.listen, e))?;
+            let access = crate::metrics::Access::for_address(
+                m.listen,
+                &tls,
+                settings.revocation.clone(),
+                settings.handshake_timeout,
+            );
+            let address = listener.local_addr().unwrap_or(m.listen);
+            match &access {
+                crate::metrics::Access::Loopback => {
+                    tracing::info!(%address, "serving metrics over plain HTTP on loopback");
+                }
+                crate::metrics::Access::Auditors { .. } => tracing::info!(
+                    %address,
+                    "serving metrics over mutual TLS, to registered auditors"
+                ),
+            }
+            Some((listener, access, Arc::clone(&m.metrics), m.keys_refresh))
+        }
+        None => None,
+    };
+    let metrics = settings.metrics.as_ref().map(|m| Arc::clone(&m.metrics));
     let kms = Arc::clone(owner.kms());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(128);
     let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let api_slots = Arc::clone(&slots);
     let tlcp_accept = tlcp.map(|(listener, config)| {
         tokio::spawn(accept_loop(
             listener,
@@ -664,8 +768,27 @@ pub async fn run_with_tlcp(
         Arc::clone(&owner),
         Arc::clone(&audit),
         settings.scheduler_interval,
+        metrics.clone(),
         stop_rx.clone(),
     ));
+    let metrics_serve = metrics_listener.map(|(listener, access, counters, keys_refresh)| {
+        let scrape = crate::metrics::Scrape {
+            metrics: counters,
+            owner: Arc::clone(&owner),
+            audit: Arc::clone(&audit),
+            slots: api_slots,
+            max_connections: settings.limits.max_connections,
+            keys_refresh,
+            keys: tokio::sync::Mutex::new(None),
+            key_errors: crate::front_door::Throttle::new(Duration::from_secs(60)),
+        };
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            access,
+            Arc::new(scrape),
+            stop_rx.clone(),
+        ))
+    });
     let mut shared = Shared::new(Arc::clone(&kms), settings.limits, ids.clone());
     shared.audit = Some(Arc::clone(&audit));
     let max = settings.limits.max_message_bytes();
@@ -723,11 +846,13 @@ pub async fn run_with_tlcp(
         .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
         .http2_keepalive_timeout(Some(settings.handshake_timeout))
         .layer(
-            AuditLayer::new(Arc::clone(&audit), ids).with_gate(
-                Gate::new(Arc::clone(&kms), shared.rate_limiter())
-                    .bootstrapped_by(Arc::clone(&owner))
-                    .revoked_by(settings.revocation.clone()),
-            ),
+            AuditLayer::new(Arc::clone(&audit), ids)
+                .with_gate(
+                    Gate::new(Arc::clone(&kms), shared.rate_limiter())
+                        .bootstrapped_by(Arc::clone(&owner))
+                        .revoked_by(settings.revocation.clone()),
+                )
+                .with_metrics(metrics),
         )
         .add_service(health)
         .add_service(AuditServer::new(shared.clone()).max_decoding_message_size(max))
@@ -766,6 +891,9 @@ pub async fn run_with_tlcp(
     }
     if let Some(p) = probe {
         p.abort();
+    }
+    if let Some(m) = metrics_serve {
+        m.abort();
     }
     // The archiver first (it finishes the segment it may be writing), then a last signed
     // checkpoint over the trail, then wipe every key.

@@ -11,6 +11,7 @@
 //! - [`request_logs`]: no log line per successful call by default, one WARN line per refusal
 //!   (issue 20 item 3).
 //! - [`revocation`]: `[tls] client_crl`, judged by OpenSSL, reloaded on change (issue 18 item 6).
+//! - [`metrics`]: `[metrics]`, scraped after real calls and judged by `promtool` (issue 21 item 4).
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,6 +33,8 @@ mod fixture;
 mod front_door;
 #[path = "hardening/leak_scan.rs"]
 mod leak_scan;
+#[path = "hardening/metrics.rs"]
+mod metrics;
 #[path = "hardening/request_logs.rs"]
 mod request_logs;
 #[path = "hardening/revocation.rs"]

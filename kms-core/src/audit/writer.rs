@@ -6,7 +6,7 @@
 //! its completion (the server does), so nothing is answered before its record is durable; if the
 //! write fails every waiting caller gets the error and the server refuses (fail closed).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -90,6 +90,9 @@ enum Msg {
 pub struct AuditLog {
     tx: Mutex<Sender<Msg>>,
     healthy: Arc<AtomicBool>,
+    /// Events handed in and not yet written (or failed): the queue depth of the server's
+    /// metrics ([`AuditLog::queue_depth`]).
+    pending: Arc<AtomicU64>,
     pub(super) store: Arc<dyn Store>,
     pub(super) node: String,
     pub(super) signer: Signer,
@@ -102,6 +105,7 @@ struct Writer {
     signer: Signer,
     policy: CheckpointPolicy,
     healthy: Arc<AtomicBool>,
+    pending: Arc<AtomicU64>,
     last_checkpoint: Instant,
 }
 
@@ -363,6 +367,7 @@ impl Writer {
             });
             if !group.is_empty() {
                 self.write_group(group);
+                self.pending.fetch_sub(n, Ordering::Relaxed);
                 since_checkpoint += n;
             }
             let handover = rotated && self.handover_pending();
@@ -455,12 +460,14 @@ impl AuditLog {
     ) -> Self {
         let (tx, rx) = mpsc::channel();
         let healthy = Arc::new(AtomicBool::new(true));
+        let pending = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             store: Arc::clone(&store),
             node: node.to_owned(),
             signer: Arc::clone(&signer),
             policy,
             healthy: Arc::clone(&healthy),
+            pending: Arc::clone(&pending),
             last_checkpoint: Instant::now(),
         };
         let thread = std::thread::Builder::new()
@@ -470,6 +477,7 @@ impl AuditLog {
         Self {
             tx: Mutex::new(tx),
             healthy,
+            pending,
             store,
             node: node.to_owned(),
             signer,
@@ -483,14 +491,22 @@ impl AuditLog {
         self.healthy.load(Ordering::SeqCst)
     }
 
+    /// Events waiting for their records to be durable: queued, or in the group being written.
+    #[must_use]
+    pub fn queue_depth(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Queues an event; `done` runs once its record is durable, or with the error.
     pub fn append(&self, event: Event, done: Completion) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .tx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(Msg::Event(Box::new(event), done));
         if let Err(mpsc::SendError(Msg::Event(_, done))) = sent {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
             done(Err(StoreError::Unavailable(
                 "the audit writer has stopped".into(),
             )));
@@ -501,12 +517,15 @@ impl AuditLog {
     /// flushed store batch (one group commit); `done` runs once all their records are durable,
     /// or with the error when none was written.
     pub fn append_all(&self, events: Vec<Event>, done: GroupCompletion) {
+        let n = events.len() as u64;
+        self.pending.fetch_add(n, Ordering::Relaxed);
         let sent = self
             .tx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(Msg::Events(events, done));
         if let Err(mpsc::SendError(Msg::Events(_, done))) = sent {
+            self.pending.fetch_sub(n, Ordering::Relaxed);
             done(Err(StoreError::Unavailable(
                 "the audit writer has stopped".into(),
             )));

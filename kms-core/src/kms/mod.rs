@@ -20,6 +20,7 @@ mod grants;
 mod import_export;
 pub(crate) mod inventory;
 mod lifecycle;
+pub(crate) mod metrics;
 mod outside_keys;
 mod principals;
 mod staged_restore;
