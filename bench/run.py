@@ -6,6 +6,12 @@ through a real server over mutual TLS, with the audit trail on.
     python3 bench/run.py --quick         # 3 s windows, 1 run, no criterion: a smoke run
     python3 bench/run.py --soak 600      # adds the 10-minute soak at 80 % of peak (RSS flat?)
     python3 bench/run.py --no-postgres   # leaves out the PostgreSQL node rows
+    python3 bench/run.py --no-floor      # leaves out the transport floor (kms-server floor)
+
+Beside each server row, alternating run by run, the transport floor: `kms-server floor`, the
+server's own TLS, HTTP/2 and tonic stack with the same settings and certificates, answering
+Encrypt with the same payload and nothing else (no crypto, no audit), loaded by the same
+`kms bench`. "CPU ratio server/floor" is what the KMS costs on top of the transport.
 
 The PostgreSQL rows run against a throwaway server that `kms-test-postgres` starts (the same one
 the tests use: a fresh cluster in a temporary directory on a free loopback port, removed at the
@@ -179,6 +185,64 @@ class PostgresNode(Server):
         raise SystemExit("the PostgreSQL node did not come up in 120 s")
 
 
+class Floor:
+    """`kms-server floor` with the dev server's certificates: the same TLS, HTTP/2 and tonic stack
+    answering Encrypt with its plaintext (no crypto, no audit). Loaded by the same `kms bench`
+    through a profile that differs from `app.toml` only in its endpoint."""
+
+    def __init__(self, dev: Server, workdir: Path):
+        self.port = free_port()
+        self.dir = dev.dir
+        app = (dev.dir / "profiles" / "app.toml").read_text().splitlines()
+        profile = [f'endpoint = "https://127.0.0.1:{self.port}"' if l.startswith("endpoint") else l for l in app]
+        (dev.dir / "profiles" / "floor.toml").write_text("\n".join(profile) + "\n")
+        self.log = open(workdir / "floor.log", "w")
+        self.proc = subprocess.Popen(
+            [str(RELEASE / "kms-server"), "floor", "--dir", str(dev.dir), "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"kms-server floor exited early; see {self.log.name}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise SystemExit("the floor did not come up in 30 s")
+
+    def bench(self, size: int, duration: int) -> dict:
+        out = subprocess.run(
+            [str(RELEASE / "kms"), "--profile", str(self.dir / "profiles" / "floor.toml"), "bench", "--op", "encrypt",
+             "--key", "floor", "--size", str(size), "--duration", str(duration), "--concurrency", "64",
+             "--connections", "4", "--server-pid", str(self.proc.pid), "--json"],
+            text=True, capture_output=True,
+        )
+        if out.returncode != 0 and not out.stdout.strip():
+            raise SystemExit(f"kms bench against the floor failed: {out.stderr}")
+        return json.loads(out.stdout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+# `--only`: the label filter of the server rows ("" runs them all).
+ONLY = ""
+
+
+# The payload the floor echoes for a KMS row: the same bytes on the wire (encrypt and decrypt
+# rows move about their size each way; the others little).
+def floor_size(op: str, size: int) -> int:
+    return size if op in ("encrypt", "decrypt", "mac") else 64
+
+
 def bench_once(server: Server, op: str, alias: str, size: int, duration: int, extra: list[str], who: str = "app") -> dict:
     out = server.kms(
         who, "bench", "--op", op, "--key", alias, "--size", str(size), "--duration", str(duration),
@@ -194,13 +258,18 @@ def median_of(results: list[dict], field: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def server_runs(server: Server, duration: int, runs: int) -> list[dict]:
+def server_runs(server: Server, duration: int, runs: int, floor: Floor | None = None) -> list[dict]:
     rows = []
     for label, op, alias, size, raw_id, core_id in CASES:
-        results = []
+        if ONLY and ONLY not in label:
+            continue
+        results, floor_results = [], []
         for i in range(runs):
             log(f"{label}: run {i + 1}/{runs}")
             results.append(bench_once(server, op, alias, size, duration, []))
+            if floor is not None:
+                # Alternating with the KMS row: the floor with the same payload, same load.
+                floor_results.append(floor.bench(floor_size(op, size), duration))
         rows.append({
             "label": label, "op": op, "alias": alias, "size": size, "raw_id": raw_id, "core_id": core_id,
             "runs": results,
@@ -208,6 +277,8 @@ def server_runs(server: Server, duration: int, runs: int) -> list[dict]:
             "p50_ms": median_of(results, "p50_ms"),
             "p99_ms": median_of(results, "p99_ms"),
             "server_cpu_us": median_of(results, "server_cpu_us_per_request"),
+            "floor_cpu_us": median_of(floor_results, "server_cpu_us_per_request"),
+            "floor_requests_per_s": median_of(floor_results, "requests_per_s"),
             "errors": sum(r["errors"] for r in results),
         })
     return rows
@@ -335,17 +406,20 @@ def fmt(v: float | None, spec: str) -> str:
 
 def table(rows: list[dict], estimates: dict[str, float]) -> str:
     lines = [
-        "| Operation | raw µs (1 core) | core µs (1 core) | server req/s | p50 ms | p99 ms | server CPU µs/req | CPU ratio server/raw | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Operation | raw µs (1 core) | core µs (1 core) | server req/s | p50 ms | p99 ms | server CPU µs/req | CPU ratio server/raw | floor CPU µs/req | CPU ratio server/floor | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         raw = lookup(estimates, r["raw_id"])
         core = lookup(estimates, r["core_id"])
         cpu = r["server_cpu_us"]
         ratio = cpu / raw if (cpu is not None and raw) else None
+        floor = r.get("floor_cpu_us")
+        over_floor = cpu / floor if (cpu is not None and floor) else None
         lines.append(
             f"| {r['label']} | {fmt(raw, '.1f')} | {fmt(core, '.1f')} | {fmt(r['requests_per_s'], ',.0f')} "
-            f"| {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | {fmt(cpu, '.1f')} | {fmt(ratio, '.2f')} | {r['errors']} |"
+            f"| {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} | {fmt(cpu, '.1f')} | {fmt(ratio, '.2f')} "
+            f"| {fmt(floor, '.1f')} | {fmt(over_floor, '.2f')} | {r['errors']} |"
         )
     return "\n".join(lines)
 
@@ -371,9 +445,13 @@ def main() -> None:
     ap.add_argument("--skip-criterion", action="store_true", help="reuse target/criterion as it is")
     ap.add_argument("--soak", type=int, default=0, help="seconds of soak at 80 %% of peak (0: none)")
     ap.add_argument("--no-postgres", action="store_true", help="leave out the PostgreSQL node rows")
+    ap.add_argument("--no-floor", action="store_true", help="leave out the transport floor columns")
+    ap.add_argument("--only", default="", help="run only the rows whose label contains this text")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.runs, args.skip_criterion = 3, 1, True
+    global ONLY
+    ONLY = args.only
 
     log("building release binaries")
     run(["cargo", "build", "--release", "--locked", "-p", "kms-server", "-p", "kms-cli", "-p", "kms-test-postgres"], cwd=ROOT)
@@ -388,10 +466,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kms-bench-"))
     server = Server(work)
+    floor = None
     try:
         for alias, (purpose, alg) in KEYS.items():
             server.kms("admin", "key", "create", "--purpose", purpose, "--algorithm", alg, "--alias", alias)
-        rows = server_runs(server, args.duration, args.runs)
+        floor = None if args.no_floor else Floor(server, work)
+        rows = server_runs(server, args.duration, args.runs, floor)
         transport = transport_runs(server, args.duration, args.runs)
         sm4 = next(r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB")
         half = max(1, int(sm4["requests_per_s"] / 2))
@@ -405,6 +485,8 @@ def main() -> None:
         if not args.no_postgres:
             rows += postgres_rows(server, work, args.duration, args.runs)
     finally:
+        if floor is not None:
+            floor.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -39,7 +39,7 @@ pub const TLCP_SIGN_STEM: &str = "tlcp-sign";
 /// The TLCP server's encryption certificate (file stem).
 pub const TLCP_ENC_STEM: &str = "tlcp-enc";
 /// Both dev CAs in one file: the server's `client_ca`.
-const CLIENTS_CA_FILE: &str = "clients-ca.pem";
+pub const CLIENTS_CA_FILE: &str = "clients-ca.pem";
 
 const CA_VALIDITY_DAYS: u32 = 3650;
 const LEAF_VALIDITY_DAYS: u32 = 825;

@@ -81,6 +81,18 @@ enum Command {
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
     },
+    /// The benchmarks' transport floor: the server's TLS, HTTP/2 and tonic stack answering
+    /// Encrypt with its plaintext (no crypto, no audit), with a dev folder's certificates
+    /// (`bench/run.py` loads it beside the KMS). NOT a KMS.
+    #[command(hide = true)]
+    Floor {
+        /// A dev folder made by `kms-server dev`.
+        #[arg(long, default_value = "kms-dev")]
+        dir: std::path::PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7445")]
+        listen: String,
+    },
     /// Run the power-on self-tests and print each algorithm's result; exit 1 if any failed.
     Selftest {
         /// Test only what a GM-only policy allows (SM2, SM3, SM4).
@@ -129,6 +141,7 @@ where
             };
             crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, log_format, out, err)
         }
+        Command::Floor { dir, listen } => crate::dev::floor_command(&dir, &listen, err),
         Command::CheckConfig { config } => {
             crate::check_config::check_config_command(&config, out, err)
         }

@@ -58,6 +58,77 @@ fn fail(err: &mut dyn Write, what: &str, e: &dyn std::fmt::Display) -> u8 {
     EXIT_FAILED
 }
 
+/// The dev server's rustls configuration from the files `prepare_with` wrote in `dir`: the
+/// P-256 and SM2 server certificates (SM2 only under gm-only), the clients' CA bundle.
+///
+/// # Errors
+/// When a file is missing or unusable.
+pub fn tls_config(dir: &Path, transport: Transport) -> Result<Arc<rustls::ServerConfig>, String> {
+    let read = |name: String, what: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let sm2_cert = read(
+        format!("{}.pem", gm::SM2_SERVER_STEM),
+        "SM2 server certificate",
+    )?;
+    let sm2_key = read(format!("{}-key.pem", gm::SM2_SERVER_STEM), "SM2 server key")?;
+    let p256_cert = read("server.pem".to_owned(), "server certificate")?;
+    let p256_key = read("server-key.pem".to_owned(), "server key")?;
+    let clients_ca = read(gm::CLIENTS_CA_FILE.to_owned(), "clients' CA bundle")?;
+    let sm2_pair = CertPair {
+        cert_pem: &sm2_cert,
+        key_pem: &sm2_key,
+    };
+    let p256_pair = CertPair {
+        cert_pem: &p256_cert,
+        key_pem: &p256_key,
+    };
+    let pairs: &[CertPair<'_>] = if transport == Transport::GmOnly {
+        &[sm2_pair]
+    } else {
+        &[p256_pair, sm2_pair]
+    };
+    crate::tls::server_config_with(transport, pairs, &clients_ca).map_err(|e| e.to_string())
+}
+
+/// `kms-server floor`: the benchmarks' transport floor ([`crate::server::run_floor`]) with a
+/// dev folder's certificates, on `listen`, until interrupted.
+pub(crate) fn floor_command(dir: &Path, listen: &str, err: &mut dyn Write) -> u8 {
+    let tls = match tls_config(dir, Transport::Standard) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "error: {e} (run `kms-server dev --dir {}` once first)",
+                dir.display()
+            );
+            return EXIT_FAILED;
+        }
+    };
+    let runtime = match crate::serve::runtime(true) {
+        Ok(r) => r,
+        Err(e) => return fail(err, "runtime", &e),
+    };
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(listen)) {
+        Ok(l) => l,
+        Err(e) => return fail(err, &format!("cannot listen on {listen}"), &e),
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match runtime.block_on(crate::server::run_floor(
+        listener,
+        tls,
+        crate::server::Settings::default(),
+        shutdown,
+    )) {
+        Ok(()) => EXIT_OK,
+        Err(e) => fail(err, "floor", &e),
+    }
+}
+
 /// Makes (or reuses) everything in `dir` and returns an unsealed KMS and its TLS config, for
 /// the standard transport (P-256 and SM2 server certificates; RFC 8998 preferred when offered).
 pub fn prepare(dir: &Path, endpoint: &str) -> Result<DevSetup, String> {
@@ -106,27 +177,7 @@ pub fn prepare_with(
             .map_err(|e| format!("SM2 client {subject}: {e}"))?;
     }
     let clients_ca = gm::write_clients_ca(dir).map_err(|e| e.to_string())?;
-    let sm2_server = |suffix: &str| {
-        std::fs::read_to_string(dir.join(format!("{}{suffix}", gm::SM2_SERVER_STEM)))
-            .map(zeroize::Zeroizing::new)
-            .map_err(|e| format!("SM2 server certificate: {e}"))
-    };
-    let (sm2_cert, sm2_key) = (sm2_server(".pem")?, sm2_server("-key.pem")?);
-    let sm2_pair = CertPair {
-        cert_pem: &sm2_cert,
-        key_pem: &sm2_key,
-    };
-    let p256_pair = CertPair {
-        cert_pem: &server.cert_pem,
-        key_pem: &server.key_pem,
-    };
-    let pairs: &[CertPair<'_>] = if gm_only {
-        &[sm2_pair]
-    } else {
-        &[p256_pair, sm2_pair]
-    };
-    let tls =
-        crate::tls::server_config_with(transport, pairs, &clients_ca).map_err(|e| e.to_string())?;
+    let tls = tls_config(dir, transport)?;
     let read = |stem: &str, suffix: &str| {
         std::fs::read_to_string(dir.join(format!("{stem}{suffix}")))
             .map(zeroize::Zeroizing::new)

@@ -909,3 +909,140 @@ pub async fn run_with_tlcp(
     tracing::info!("server stopped; keys wiped");
     served.map_err(ServeError::from)
 }
+
+/// The transport floor of the benchmarks (issue 20 item 4): the same accept loop (front door,
+/// handshake timeout, rustls configuration as given) and the same HTTP/2 settings as [`run`],
+/// serving only `Crypto/Encrypt` as an echo of the plaintext — no key, no crypto, no audit, no
+/// gate. `bench/run.py` loads it with the same tool as the KMS, so a KMS row divided by this
+/// one is what the KMS itself costs on top of TLS, HTTP/2, tonic and the syscalls.
+///
+/// # Errors
+/// When the listener's address cannot be read.
+pub async fn run_floor(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (conn_tx, conn_rx) = mpsc::channel(128);
+    let slots = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        Protocol::Tls(TlsAcceptor::from(tls), None),
+        settings.clone(),
+        slots,
+        conn_tx,
+        stop_rx,
+    ));
+    let stop_all = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let max = settings.limits.max_message_bytes();
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(settings.http2_keepalive))
+        .max_concurrent_streams(Some(settings.limits.max_streams_per_connection.max(1)))
+        .http2_keepalive_timeout(Some(settings.handshake_timeout))
+        .add_service(CryptoServer::new(floor::Echo).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop_all)
+        .await;
+    accept.abort();
+    served.map_err(ServeError::from)
+}
+
+mod floor {
+    //! The floor's one service: Encrypt answers with its plaintext; the rest is UNIMPLEMENTED.
+
+    use kms_proto::v1::{self, crypto_server::Crypto};
+    use tonic::{Request, Response, Status};
+
+    pub(super) struct Echo;
+
+    fn none<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented(
+            "the benchmark floor answers Encrypt only",
+        ))
+    }
+
+    #[tonic::async_trait]
+    impl Crypto for Echo {
+        async fn encrypt(
+            &self,
+            req: Request<v1::EncryptRequest>,
+        ) -> Result<Response<v1::EncryptResponse>, Status> {
+            let m = req.into_inner();
+            Ok(Response::new(v1::EncryptResponse {
+                ciphertext: m.plaintext,
+                key_id: m.key,
+                key_version: 1,
+            }))
+        }
+        async fn decrypt(
+            &self,
+            _: Request<v1::DecryptRequest>,
+        ) -> Result<Response<v1::DecryptResponse>, Status> {
+            none()
+        }
+        async fn re_encrypt(
+            &self,
+            _: Request<v1::ReEncryptRequest>,
+        ) -> Result<Response<v1::ReEncryptResponse>, Status> {
+            none()
+        }
+        async fn generate_data_key(
+            &self,
+            _: Request<v1::GenerateDataKeyRequest>,
+        ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
+            none()
+        }
+        async fn generate_data_key_without_plaintext(
+            &self,
+            _: Request<v1::GenerateDataKeyRequest>,
+        ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
+            none()
+        }
+        async fn sign(
+            &self,
+            _: Request<v1::SignRequest>,
+        ) -> Result<Response<v1::SignResponse>, Status> {
+            none()
+        }
+        async fn verify(
+            &self,
+            _: Request<v1::VerifyRequest>,
+        ) -> Result<Response<v1::VerifyResponse>, Status> {
+            none()
+        }
+        async fn asymmetric_decrypt(
+            &self,
+            _: Request<v1::AsymmetricDecryptRequest>,
+        ) -> Result<Response<v1::AsymmetricDecryptResponse>, Status> {
+            none()
+        }
+        async fn get_public_key(
+            &self,
+            _: Request<v1::GetPublicKeyRequest>,
+        ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
+            none()
+        }
+        async fn generate_mac(
+            &self,
+            _: Request<v1::GenerateMacRequest>,
+        ) -> Result<Response<v1::GenerateMacResponse>, Status> {
+            none()
+        }
+        async fn verify_mac(
+            &self,
+            _: Request<v1::VerifyMacRequest>,
+        ) -> Result<Response<v1::VerifyMacResponse>, Status> {
+            none()
+        }
+        async fn generate_random(
+            &self,
+            _: Request<v1::GenerateRandomRequest>,
+        ) -> Result<Response<v1::GenerateRandomResponse>, Status> {
+            none()
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`custody`]: who may initialise, and unseal counting distinct share holders (issue 18).
 //! - [`client`]: the typed Rust client `kms-client` (issue 21 item 1).
 //! - [`data_plane`]: every data-plane RPC end to end.
+//! - [`floor`]: the benchmarks' transport floor (issue 20 item 4).
 //! - [`gm`]: the GM transport (RFC 8998) judged by Tongsuo; policy reaching the transport.
 //! - [`import_export`]: keys imported wrapped and exported wrapped, judged by OpenSSL, GmSSL
 //!   and Python (issue 19).
@@ -45,6 +46,8 @@ mod custody;
 mod data_plane;
 #[path = "e2e/errors.rs"]
 mod errors;
+#[path = "e2e/floor.rs"]
+mod floor;
 #[path = "e2e/gm.rs"]
 mod gm;
 #[path = "e2e/import_export.rs"]
