@@ -1,10 +1,13 @@
 //! The audit writer: one thread appends records with group commit.
 //!
 //! Callers hand in an [`Event`] and a completion callback; the writer takes every event waiting,
-//! chains and stores them in ONE atomic, flushed batch, then completes each caller. Many requests
-//! share one flush, so durability does not cost one fsync per request. A response must wait for
-//! its completion (the server does), so nothing is answered before its record is durable; if the
-//! write fails every waiting caller gets the error and the server refuses (fail closed).
+//! chains them and appends them to the trail in ONE durable append, then completes each caller.
+//! Where the trail is kept is the store's choice (`trail.rs`): the sled store's live log takes
+//! the group as one write and one `fdatasync` (`live.rs`), a store's audit tree as one atomic,
+//! flushed batch conditional on the tail. Many requests share one sync, so durability does not
+//! cost one fsync per request. A response must wait for its completion (the server does), so
+//! nothing is answered before its record is durable; if the write fails every waiting caller
+//! gets the error and the server refuses (fail closed).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -376,8 +379,9 @@ impl Writer {
 }
 
 /// `events`, each with a completion that gathers its record; the last one to complete calls
-/// `done`. They are pushed into one group together, and a group is written as one atomic
-/// batch, so they all succeed or all fail: the first error stands for all.
+/// `done`. They are pushed into one group together, and a group is one append, acknowledged
+/// whole or failed whole: the first error stands for all. (After a crash before the append was
+/// acknowledged, the live log may keep a prefix of it, never a part of a record.)
 fn gathered(
     events: Vec<Event>,
     done: GroupCompletion,
