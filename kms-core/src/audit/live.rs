@@ -925,13 +925,16 @@ impl Trail for LiveLog {
             save_tail(&self.dir, &adopted)?;
             state.tail.signers.clone_from(&tail.signers);
         }
-        if let Some(first) = first_record
-            && state
-                .segments
-                .last()
-                .is_none_or(|s| s.len >= self.roll_bytes)
-        {
-            self.roll(&mut state, first)?;
+        // A new segment before a group with records once the current one is full, and before
+        // anything when there is none (a log replaced by a trail whose records are all
+        // archived holds no segment: its next checkpoint still needs a file).
+        let full = state
+            .segments
+            .last()
+            .is_none_or(|s| s.len >= self.roll_bytes);
+        if state.segments.is_empty() || (full && first_record.is_some()) {
+            let next = first_record.unwrap_or(state.tail.seq + 1);
+            self.roll(&mut state, next)?;
         }
         let mut bytes = Vec::with_capacity(lines.len() * 512);
         for line in lines {
@@ -942,7 +945,7 @@ impl Trail for LiveLog {
             bytes.extend_from_slice(&line_bytes(tag, json)?);
         }
         let Some(current) = state.segments.last() else {
-            return Err(corrupt("an audit checkpoint before any record"));
+            return Err(corrupt("the audit log has no segment to append to"));
         };
         let at = current.len;
         let written = current
