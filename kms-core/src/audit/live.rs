@@ -8,7 +8,10 @@
 //! ~450-byte record, and sled's transaction was ~45 % of the writer's time. Here a group of
 //! records is one `pwrite` of their lines at the end of the current file and one `fdatasync`,
 //! so a record costs about its own size (a checkpoint every thousand records adds half a line).
-//! Keys and metadata stay in the store.
+//! Keys and metadata stay in the store. `bench/audit_io.py` measures it from `/proc/PID/io`:
+//! with AES-256-GCM 1 KiB encrypts at 64 in flight on the 2-core CI machine, 5.4–5.7 KB were
+//! written per ~409-byte record in sled (13.2–14.0×) and 650–720 bytes here (1.6–1.8×: each
+//! sync also rewrites the partly filled last page and journals the new file size).
 //!
 //! # Files, in the store's directory under `audit/`
 //!
