@@ -12,6 +12,16 @@
 //! parameters and its wrapped material; after every kill each such key is either still waiting
 //! with no material or holds exactly its material with its token spent — never half of one.
 //!
+//! The audit trail (issue 20) runs in the same rounds, in the store's live log: the child's audit
+//! writer records an event for every call, two threads append their own events as fast as the
+//! log takes them (so that groups of several records are in flight when the kill lands), and
+//! batches go in as one group; the child acknowledges each record in `audited.log` once its
+//! writer said it was durable. After every kill the parent reopens the log, checks that every
+//! acknowledged record is in the trail under its `seq`, that the trail verifies with the audit
+//! key, and that it goes on. Every third round the parent first tears the last record itself (a
+//! part of a record line, as a power loss in the middle of a write leaves, or zeros): the open
+//! must cut exactly the unfinished bytes, and the chain must continue from the last whole record.
+//!
 //! Reproduce a failing run with `KMS_DURABILITY_SEED=<seed printed on failure>` (timing still
 //! varies; the seed fixes the kill delays and the child's choices).
 
@@ -24,11 +34,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kms_core::alg::{KeySpec, Purpose, SignatureParams};
+use kms_core::audit::writer::{AuditLog, CheckpointPolicy};
+use kms_core::audit::{self, AuditKeys, Event, Line, Operation, Outcome};
 use kms_core::authz::{Principal, Role};
 use kms_core::crypto::Message;
 use kms_core::crypto::transport::{self, WrappingSpec};
@@ -39,7 +52,7 @@ use kms_core::keys::record::Origin;
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{Alias, KeyId, KeyRef, Namespace};
 use kms_core::policy::Policy;
-use kms_core::store::{SledStore, Store, Tree};
+use kms_core::store::{AUDIT_DIR, SledStore, Store, Tree};
 use kms_core::{
     CreateKeyRequest, ImportMaterialRequest, KeyOptions, KmsConfig, TestKms, UnsealProgress,
 };
@@ -109,6 +122,8 @@ struct Paths {
     store: PathBuf,
     share: PathBuf,
     acked: PathBuf,
+    /// One line per audit record the child's writer said was durable: `<request id> <seq>`.
+    audited: PathBuf,
     ready: PathBuf,
 }
 
@@ -118,9 +133,43 @@ impl Paths {
             store: dir.join("store"),
             share: dir.join("share.txt"),
             acked: dir.join("acked.log"),
+            audited: dir.join("audited.log"),
             ready: dir.join("ready"),
         }
     }
+}
+
+/// An audit event as the server makes one for an app's call.
+fn audit_event(request_id: String, operation: Operation, batch_id: Option<String>) -> Event {
+    Event {
+        request_id,
+        principal: APP.into(),
+        role: audit::Role::App,
+        operation,
+        key_id: None,
+        key_version: None,
+        outcome: Outcome::Ok,
+        context_hmac: None,
+        flags: Vec::new(),
+        transport: None,
+        traceparent: None,
+        transfer: None,
+        batch_id,
+    }
+}
+
+/// The audit writer the child and the parent run over the store's trail, signing with the
+/// KMS's own audit key; a checkpoint every 50 records.
+fn audit_log(kms: &TestKms, node: &str) -> AuditLog {
+    AuditLog::start(
+        Arc::clone(kms.store()),
+        node,
+        kms.system().audit_signer(),
+        CheckpointPolicy {
+            every_records: 50,
+            every: Duration::from_secs(3600),
+        },
+    )
 }
 
 fn ns() -> Namespace {
@@ -147,15 +196,22 @@ fn purpose_by_name(name: &str) -> Purpose {
 
 /// Opens the store in a fresh `Kms` and unseals it with the 1-of-1 share file.
 fn open_unsealed(paths: &Paths) -> (TestKms, Principal, Principal) {
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&paths.store).expect("open sled store after the crash"));
+    let (kms, admin, app, _) = open_unsealed_recovering(paths);
+    (kms, admin, app)
+}
+
+/// [`open_unsealed`], with what the opening of the live audit log cut (bytes), if anything.
+fn open_unsealed_recovering(paths: &Paths) -> (TestKms, Principal, Principal, Option<u64>) {
+    let sled = SledStore::open(&paths.store).expect("open sled store after the crash");
+    let cut = sled.audit_recovery().map(|r| r.cut_bytes);
+    let store: Arc<dyn Store> = Arc::new(sled);
     let kms = TestKms::open(store, KmsConfig::default());
     assert!(kms.is_sealed(), "a reopened KMS must start sealed");
     let share = Share::from_text(&fs::read_to_string(&paths.share).unwrap());
     assert_eq!(kms.unseal_with(&share).unwrap(), UnsealProgress::Unsealed);
     let admin = kms.principal("admin").unwrap().expect("admin principal");
     let app = kms.principal(APP).unwrap().expect("app principal");
-    (kms, admin, app)
+    (kms, admin, app, cut)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,6 +240,42 @@ fn child_writer() {
     let mut rng = Rng(std::env::var(SEED_ENV).unwrap().parse().unwrap());
     let started = Instant::now();
     let (kms, admin, app) = open_unsealed(&paths);
+    let audit = Arc::new(audit_log(&kms, "child"));
+    let audited = Arc::new(Mutex::new(Acks(
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&paths.audited)
+            .unwrap(),
+    )));
+    // Request ids are unique across rounds: the round's seed names them.
+    let run = rng.next();
+    let record = |rid: String, op: Operation| {
+        let r = audit
+            .append_blocking(audit_event(rid.clone(), op, None))
+            .unwrap();
+        audited.lock().unwrap().ack(&format!("{rid} {}", r.seq));
+    };
+    // Two threads that keep the writer busy, so that groups of several records are written
+    // (and torn) together.
+    let busy = Arc::new(AtomicBool::new(true));
+    let pumps: Vec<_> = (0..2)
+        .map(|t| {
+            let (audit, audited, busy) =
+                (Arc::clone(&audit), Arc::clone(&audited), Arc::clone(&busy));
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while busy.load(Ordering::SeqCst) {
+                    let rid = format!("{run:016x}-t{t}-{n}");
+                    let r = audit
+                        .append_blocking(audit_event(rid.clone(), Operation::GenerateRandom, None))
+                        .unwrap();
+                    audited.lock().unwrap().ack(&format!("{rid} {}", r.seq));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
     File::create(&paths.ready).unwrap().sync_all().unwrap();
     let mut acks = Acks(
         OpenOptions::new()
@@ -192,6 +284,11 @@ fn child_writer() {
             .open(&paths.acked)
             .unwrap(),
     );
+    let mut ops = 0u64;
+    let mut op_id = || {
+        ops += 1;
+        format!("{run:016x}-op-{ops}")
+    };
     // Keys of earlier rounds are rotated and used too.
     // (Only the app's namespace: the KMS may hold keys of its own elsewhere.)
     let mut keys: Vec<(KeyId, Purpose)> = kms
@@ -222,6 +319,7 @@ fn child_writer() {
                 },
             )
             .unwrap();
+        record(op_id(), Operation::CreateKey);
         acks.ack(&format!(
             "created {} {} {} {}",
             info.id,
@@ -234,7 +332,29 @@ fn child_writer() {
         // Rotate an earlier key.
         let (id, _) = keys[rng.index(keys.len())];
         let info = kms.rotate_key(&admin, &KeyRef::Id(id)).unwrap();
+        record(op_id(), Operation::RotateKey);
         acks.ack(&format!("rotated {id} {}", info.current_version()));
+
+        // A batch call: its items go to the writer together, as one group.
+        let batch = op_id();
+        let items = 2 + rng.below(20);
+        let events = (0..items)
+            .map(|i| {
+                audit_event(
+                    format!("{batch}.{i}"),
+                    Operation::Encrypt,
+                    Some(batch.clone()),
+                )
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        audit.append_all(events, Box::new(move |r| tx.send(r).unwrap()));
+        for r in rx.recv().unwrap().unwrap() {
+            audited
+                .lock()
+                .unwrap()
+                .ack(&format!("{} {}", r.request_id, r.seq));
+        }
 
         // Use keys: encrypt, sign, MAC (data-plane calls write nothing, but what they return
         // must still verify after the crash, under the version they name).
@@ -338,6 +458,10 @@ fn child_writer() {
             hex::encode(&plaintext)
         ));
     }
+    busy.store(false, Ordering::SeqCst);
+    for p in pumps {
+        p.join().unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,6 +510,95 @@ fn trim_torn_tail(acked: &Path) -> bool {
     f.set_len(u64::try_from(keep).unwrap()).unwrap();
     f.sync_all().unwrap();
     true
+}
+
+/// Tears the live log's last record the way a power loss in the middle of a write would: a
+/// part of a whole record line (the last one again, as the next record would start), or zeros
+/// where a page never reached the disk. Returns how many bytes were added after the last whole
+/// line (what the open must cut, with whatever unfinished line the kill itself left).
+fn tear_last_record(store: &Path, rng: &mut Rng) -> u64 {
+    let dir = store.join(AUDIT_DIR);
+    let mut segments: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("live-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    segments.sort();
+    let last = segments.pop().expect("the live log has a segment");
+    let bytes = fs::read(&last).unwrap();
+    // The last whole record line of this segment or, if it has none, of the one before.
+    let whole = |text: &[u8]| -> Option<Vec<u8>> {
+        let end = text.iter().rposition(|&b| b == b'\n')?;
+        text[..end]
+            .split(|&b| b == b'\n')
+            .rev()
+            .find(|l| l.starts_with(b"{\"type\":\"record\""))
+            .map(<[u8]>::to_vec)
+    };
+    let line = whole(&bytes)
+        .or_else(|| segments.last().and_then(|p| whole(&fs::read(p).unwrap())))
+        .expect("a record line to tear");
+    let torn = if rng.below(3) == 0 {
+        vec![0u8; 1 + rng.index(4096)]
+    } else {
+        line[..1 + rng.index(line.len() - 1)].to_vec()
+    };
+    let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(&torn).unwrap();
+    file.sync_all().unwrap();
+    torn.len() as u64
+}
+
+/// Checks the trail after a kill: it verifies with the audit key, every acknowledged record is
+/// in it under its `seq`, and it goes on (a record appended now follows the last one). Returns
+/// the number of records and of acknowledged ones.
+fn verify_trail(kms: &TestKms, audited: &Path, why: &str) -> (u64, usize) {
+    let keys = AuditKeys::new(
+        kms.audit_public_keys()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.public_key)
+            .collect(),
+    );
+    let log = audit_log(kms, "parent");
+    let export = log
+        .export()
+        .unwrap_or_else(|e| panic!("{why}: export: {e}"));
+    let verified =
+        audit::verify(&export, &keys).unwrap_or_else(|e| panic!("{why}: the trail: {e}"));
+    let mut seqs = BTreeMap::new();
+    for line in export.lines() {
+        if let Ok(Line::Record(r)) = serde_json::from_str::<Line>(line) {
+            seqs.insert(r.request_id, r.seq);
+        }
+    }
+    let text = fs::read_to_string(audited).unwrap_or_default();
+    for line in text.lines() {
+        let (rid, seq) = line.split_once(' ').unwrap();
+        let seq: u64 = seq.parse().unwrap();
+        assert_eq!(
+            seqs.get(rid),
+            Some(&seq),
+            "{why}: acknowledged audit record {rid} (seq {seq}) is not in the trail"
+        );
+    }
+    // The chain goes on from the last whole record.
+    let next = log
+        .append_blocking(audit_event(
+            format!("parent-{}", verified.last_seq),
+            Operation::Status,
+            None,
+        ))
+        .unwrap_or_else(|e| panic!("{why}: append after the crash: {e}"));
+    assert_eq!(next.seq, verified.last_seq + 1, "{why}");
+    let again = audit::verify(&log.export().unwrap(), &keys).unwrap();
+    assert_eq!(again.records, verified.records + 1, "{why}");
+    log.stop();
+    (again.records, text.lines().count())
 }
 
 #[derive(Default, Debug)]
@@ -703,6 +916,7 @@ fn crash_consistency_under_sigkill() {
     let mut progressed = 0;
     let mut torn = 0;
     let mut tally = Tally::default();
+    let (mut records, mut audited, mut cut_rounds, mut torn_by_us) = (0, 0, 0, 0);
     for round in 1..=ROUNDS {
         let why = format!("seed {seed}, round {round}");
         let _ = fs::remove_file(&paths.ready);
@@ -734,9 +948,24 @@ fn crash_consistency_under_sigkill() {
         if trim_torn_tail(&paths.acked) {
             torn += 1;
         }
+        trim_torn_tail(&paths.audited);
+        let added = (round % 3 == 0 && paths.store.join(AUDIT_DIR).exists())
+            .then(|| tear_last_record(&paths.store, &mut rng));
 
-        let (kms, admin, app) = open_unsealed(&paths);
+        let (kms, admin, app, cut) = open_unsealed_recovering(&paths);
+        if let Some(added) = added {
+            torn_by_us += 1;
+            let cut = cut.unwrap_or(0);
+            assert!(
+                cut >= added,
+                "{why}: {added} torn bytes were added, the open cut {cut}"
+            );
+        }
+        if cut.is_some() {
+            cut_rounds += 1;
+        }
         tally = verify(&kms, &admin, &app, &paths.acked, &why);
+        (records, audited) = verify_trail(&kms, &paths.audited, &why);
         if tally.total() > previous {
             progressed += 1;
         }
@@ -746,7 +975,9 @@ fn crash_consistency_under_sigkill() {
     let elapsed = started.elapsed();
     eprintln!(
         "crash consistency: seed {seed}: {ROUNDS} rounds in {elapsed:?}, {progressed} with \
-         progress, {torn} torn ack lines dropped; acknowledged {tally:?}"
+         progress, {torn} torn ack lines dropped; acknowledged {tally:?}; audit trail: \
+         {records} records, {audited} acknowledged, a torn end cut in {cut_rounds} rounds \
+         ({torn_by_us} torn on purpose)"
     );
     // A run where the child never got to write proves nothing.
     assert!(
@@ -755,4 +986,12 @@ fn crash_consistency_under_sigkill() {
     );
     assert!(tally.created >= 10 && tally.rotated >= 10, "{tally:?}");
     assert!(tally.imported >= 5, "{tally:?}");
+    assert!(
+        audited >= 200,
+        "only {audited} audit records were acknowledged"
+    );
+    assert!(
+        torn_by_us >= 4 && cut_rounds >= torn_by_us,
+        "{cut_rounds} {torn_by_us}"
+    );
 }

@@ -171,7 +171,20 @@ fn open_store(config: &Config, err: &mut dyn Write) -> Option<Arc<dyn Store>> {
     };
     match kind {
         StorageKind::Sled => match SledStore::open(&config.data_dir.join("store")) {
-            Ok(s) => Some(Arc::new(s)),
+            Ok(s) => {
+                if let Some(r) = s.audit_recovery() {
+                    // Never acknowledged (no answer waited for them), so nothing is lost; but
+                    // the process or the machine stopped in the middle of a write.
+                    tracing::warn!(
+                        segment = %r.segment.display(),
+                        cut_bytes = r.cut_bytes,
+                        continues_after_record = r.tail_seq,
+                        "the audit log ended in an unfinished write (a crash or power loss); \
+                         its bytes were cut and the trail continues from the last whole record"
+                    );
+                }
+                Some(Arc::new(s))
+            }
             Err(e) => {
                 let _ = writeln!(
                     err,

@@ -10,12 +10,16 @@
 //! - [`front_door`]: an unregistered certificate's stalled HTTP/2 streams (issue 18 item 6).
 //! - [`request_logs`]: no log line per successful call by default, one WARN line per refusal
 //!   (issue 20 item 3).
+//! - [`audit_sigkill`]: the real server killed with SIGKILL under load, then a torn last audit
+//!   record: every answered call is in the trail, which verifies and goes on (issue 20 item 2).
 //! - [`revocation`]: `[tls] client_crl`, judged by OpenSSL, reloaded on change (issue 18 item 6).
 //! - [`metrics`]: `[metrics]`, scraped after real calls and judged by `promtool` (issue 21 item 4).
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "hardening/audit_sigkill.rs"]
+mod audit_sigkill;
 #[path = "hardening/bad_input.rs"]
 mod bad_input;
 #[path = "hardening/catalogue.rs"]

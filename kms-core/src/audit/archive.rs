@@ -58,13 +58,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::export::line_text;
-use super::layout::{
-    ANCHOR, RangeReader, ReadError, Stored, checkpoint_key_after, read_anchor, read_tail,
-    record_key, record_key_after, sign_checkpoint, signer_for,
-};
+use super::layout::{ReadError, Stored, sign_checkpoint, signer_for};
+use super::trail::{Trail, trail_of};
 use super::writer::{AuditLog, Signer};
 use super::{Checkpoint, EncodeError, Format, GENESIS, Line, Record};
-use crate::store::{Batch, Store, StoreError, Tree};
+use crate::store::{Store, StoreError};
 
 /// Most keys one sweep batch deletes. Small enough for PostgreSQL's shared lock table (one
 /// advisory lock per key, about 6,400 slots for every session together by default), large
@@ -279,7 +277,17 @@ fn remove_quietly(path: &Path) -> Result<(), ArchiveError> {
 /// Store and file errors, an invalid policy, or a stored trail that does not chain. Nothing is
 /// lost on an error: the next run tidies up and carries on.
 pub fn archive_once(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
+    node: &str,
+    signer: &Signer,
+    policy: &ArchivePolicy,
+) -> Result<ArchiveOutcome, ArchiveError> {
+    archive_trail(&*trail_of(store), node, signer, policy)
+}
+
+/// [`archive_once`] over a trail.
+fn archive_trail(
+    store: &dyn Trail,
     node: &str,
     signer: &Signer,
     policy: &ArchivePolicy,
@@ -288,11 +296,11 @@ pub fn archive_once(
     if !policy.enabled() {
         return Ok(ArchiveOutcome::Disabled);
     }
-    let anchor = read_anchor(store)?;
+    let anchor = store.anchor()?;
     let archived = anchor.as_ref().map_or(0, |(cp, _)| cp.seq);
     tidy(store, &policy.dir, anchor.as_ref().map(|(cp, _)| cp))?;
 
-    let (tail, _) = read_tail(store)?;
+    let (tail, _) = store.tail()?;
     let hot = tail.seq.saturating_sub(archived);
     if hot <= policy.hot_records {
         return Ok(ArchiveOutcome::UnderLimit { hot });
@@ -302,7 +310,7 @@ pub fn archive_once(
     let anchor_bytes = anchor.as_ref().map(|(_, bytes)| bytes.clone());
     let anchor = anchor.map(|(cp, _)| cp);
 
-    let Some(last_bytes) = store.get(Tree::Audit, &record_key(last))? else {
+    let Some(last_bytes) = store.record(last)? else {
         return missing(store, anchor_bytes.as_deref(), last);
     };
     let last_hash = serde_json::from_slice::<Record>(&last_bytes)
@@ -352,11 +360,11 @@ pub fn archive_once(
 /// A record of the range is gone: archived by another node since this run read the anchor (it
 /// lost the race), or lost from the store.
 fn missing(
-    store: &dyn Store,
+    store: &dyn Trail,
     anchor_read: Option<&[u8]>,
     seq: u64,
 ) -> Result<ArchiveOutcome, ArchiveError> {
-    let now = store.get(Tree::Audit, ANCHOR)?;
+    let now = store.anchor()?.map(|(_, bytes)| bytes);
     if now.as_deref() == anchor_read {
         Err(ArchiveError::Chain(format!(
             "record {seq} is missing from the store, though the anchor has not moved past it"
@@ -368,19 +376,11 @@ fn missing(
 
 /// Moves the anchor to `closing` if it is still what this run read.
 fn commit(
-    store: &dyn Store,
+    store: &dyn Trail,
     anchor_read: Option<Vec<u8>>,
     closing: &Checkpoint,
 ) -> Result<(), StoreError> {
-    let mut batch = Batch::new();
-    batch.require(Tree::Audit, ANCHOR, anchor_read);
-    batch.put(
-        Tree::Audit,
-        ANCHOR,
-        serde_json::to_vec(closing)
-            .map_err(|_| StoreError::Corrupt("audit archive anchor".into()))?,
-    );
-    store.apply(&batch)
+    store.move_anchor(anchor_read, closing)
 }
 
 enum SegmentError {
@@ -405,7 +405,7 @@ impl From<EncodeError> for SegmentError {
 /// partial file, checking that they chain, then the closing line; fsyncs it and returns its
 /// path. On any failure the partial file is deleted.
 fn write_segment(
-    store: &dyn Store,
+    store: &dyn Trail,
     dir: &Path,
     anchor: Option<&Checkpoint>,
     first: u64,
@@ -426,7 +426,7 @@ fn write_segment(
 }
 
 fn write_lines(
-    store: &dyn Store,
+    store: &dyn Trail,
     partial: &Path,
     anchor: Option<&Checkpoint>,
     first: u64,
@@ -456,7 +456,7 @@ fn write_lines(
     if let Some(a) = anchor {
         put(&Line::Checkpoint(a.clone()))?;
     }
-    for stored in RangeReader::new(store, first, last) {
+    for stored in store.read(first, last).map_err(ArchiveError::from)? {
         match stored {
             Ok(Stored::Record(seq, bytes)) => {
                 let record: Record = serde_json::from_slice(&bytes)
@@ -619,7 +619,7 @@ fn complete_segment(
 /// - the archived records and checkpoints still in the store are deleted.
 ///
 /// Partial files of ranges not archived yet are left alone: a run may be writing one.
-fn tidy(store: &dyn Store, dir: &Path, anchor: Option<&Checkpoint>) -> Result<(), ArchiveError> {
+fn tidy(store: &dyn Trail, dir: &Path, anchor: Option<&Checkpoint>) -> Result<(), ArchiveError> {
     let Some(anchor) = anchor else {
         return Ok(());
     };
@@ -680,29 +680,10 @@ fn tidy(store: &dyn Store, dir: &Path, anchor: Option<&Checkpoint>) -> Result<()
     sweep(store, archived)
 }
 
-/// Deletes the records and checkpoints with `seq <= archived` from the store, [`SWEEP_BATCH`]
-/// keys per batch (see the module documentation for why not in one).
-fn sweep(store: &dyn Store, archived: u64) -> Result<(), ArchiveError> {
-    for (from, to) in [
-        (b"r".to_vec(), record_key_after(archived)),
-        (b"c".to_vec(), checkpoint_key_after(archived)),
-    ] {
-        loop {
-            let page = store.scan_range(Tree::Audit, &from, &to, SWEEP_BATCH)?;
-            if page.is_empty() {
-                break;
-            }
-            let mut batch = Batch::new();
-            for (key, _) in &page {
-                batch.delete(Tree::Audit, key.clone());
-            }
-            store.apply(&batch)?;
-            if page.len() < SWEEP_BATCH {
-                break;
-            }
-        }
-    }
-    Ok(())
+/// Deletes the records and checkpoints with `seq <= archived` from the trail's storage (from a
+/// store tree [`SWEEP_BATCH`] keys per batch: see the module documentation for why not in one).
+fn sweep(store: &dyn Trail, archived: u64) -> Result<(), ArchiveError> {
+    Ok(store.sweep(archived)?)
 }
 
 /// Told what every run of an [`Archiver`] did, to log it (the core has no logger).
@@ -722,7 +703,17 @@ impl Archiver {
     /// # Errors
     /// An invalid policy, or the thread cannot be started.
     pub fn start(
-        store: Arc<dyn Store>,
+        store: &Arc<dyn Store>,
+        node: &str,
+        signer: Signer,
+        policy: ArchivePolicy,
+        report: ArchiveReport,
+    ) -> Result<Self, ArchiveError> {
+        Self::over(trail_of(store), node, signer, policy, report)
+    }
+
+    fn over(
+        store: Arc<dyn Trail>,
         node: &str,
         signer: Signer,
         policy: ArchivePolicy,
@@ -743,7 +734,7 @@ impl Archiver {
                 loop {
                     // Segment after segment while over the limit, but stop between two when asked.
                     loop {
-                        let outcome = archive_once(&*store, &node, &signer, &policy);
+                        let outcome = archive_trail(&*store, &node, &signer, &policy);
                         report(&outcome);
                         let again = matches!(
                             outcome,
@@ -811,7 +802,7 @@ impl AuditLog {
     /// # Errors
     /// As [`archive_once`].
     pub fn archive_once(&self, policy: &ArchivePolicy) -> Result<ArchiveOutcome, ArchiveError> {
-        archive_once(&*self.store, &self.node, &self.signer, policy)
+        archive_trail(&*self.trail, &self.node, &self.signer, policy)
     }
 
     /// Starts an [`Archiver`] over this log's store, as this node, with its signer.
@@ -823,8 +814,8 @@ impl AuditLog {
         policy: ArchivePolicy,
         report: ArchiveReport,
     ) -> Result<Archiver, ArchiveError> {
-        Archiver::start(
-            Arc::clone(&self.store),
+        Archiver::over(
+            Arc::clone(&self.trail),
             &self.node,
             Arc::clone(&self.signer),
             policy,

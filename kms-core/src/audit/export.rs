@@ -14,17 +14,16 @@
 
 use std::sync::Arc;
 
-use super::layout::{
-    RangeReader, ReadError, Stored, read_anchor, read_tail, sign_checkpoint, signer_for,
-};
+use super::layout::{ReadError, Stored, sign_checkpoint, signer_for};
+use super::trail::Trail;
 use super::writer::{AuditLog, unencodable};
 use super::{Checkpoint, Format, Line, Record};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// An export that has begun: what it covers is fixed, the closing checkpoint is signed, and
 /// the lines are yet to be read ([`AuditExport::write_to`]).
 pub struct AuditExport {
-    store: Arc<dyn Store>,
+    trail: Arc<dyn Trail>,
     /// The last archive segment's closing checkpoint: the export's first line.
     anchor: Option<Checkpoint>,
     /// The export covers records `anchor.seq + 1 ..= through`.
@@ -54,7 +53,7 @@ impl AuditExport {
     }
 
     /// Streams the export's lines to `out`, one call per line (each ends with `\n`), reading
-    /// the store a page at a time. An error from `out` stops the export and is returned.
+    /// the trail a page at a time. An error from `out` stops the export and is returned.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when records the export covers were archived meanwhile
@@ -68,7 +67,7 @@ impl AuditExport {
         if let Some(anchor) = &self.anchor {
             out(&line_text(&Line::Checkpoint(anchor.clone()))?)?;
         }
-        for stored in RangeReader::new(&*self.store, first, self.through) {
+        for stored in self.trail.read(first, self.through)? {
             let line = match stored {
                 Ok(Stored::Record(seq, bytes)) => {
                     Line::Record(serde_json::from_slice::<Record>(&bytes).map_err(|_| {
@@ -90,7 +89,7 @@ impl AuditExport {
 
     /// Why record `seq` is gone: archived since the export began (the anchor moved), or lost.
     fn missing(&self, seq: u64) -> StoreError {
-        let moved = match read_anchor(&*self.store) {
+        let moved = match self.trail.anchor() {
             Ok(now) => now.map(|(cp, _)| cp) != self.anchor,
             // Cannot tell; the export cannot finish either way.
             Err(e) => return e,
@@ -124,8 +123,8 @@ impl AuditLog {
         }
         // The anchor before the tail: an archive run in between moves the anchor past records
         // this export then finds missing, and it says so instead of skipping them.
-        let anchor = read_anchor(&*self.store)?.map(|(cp, _)| cp);
-        let (tail, _) = read_tail(&*self.store)?;
+        let anchor = self.trail.anchor()?.map(|(cp, _)| cp);
+        let (tail, _) = self.trail.tail()?;
         let sealed = || {
             StoreError::Unavailable("the KMS is sealed: cannot sign the closing checkpoint".into())
         };
@@ -142,7 +141,7 @@ impl AuditLog {
         .map_err(unencodable)?
         .ok_or_else(sealed)?;
         Ok(AuditExport {
-            store: Arc::clone(&self.store),
+            trail: Arc::clone(&self.trail),
             anchor,
             through: tail.seq,
             closing,
@@ -151,7 +150,7 @@ impl AuditLog {
 
     /// Whether the audit key has a version newer than the one the trail signs with.
     fn handover_pending(&self) -> Result<bool, StoreError> {
-        let (tail, _) = read_tail(&*self.store)?;
+        let (tail, _) = self.trail.tail()?;
         Ok(tail.handover_to(self.signer.newest()).is_some())
     }
 

@@ -1,6 +1,8 @@
-//! How the audit trail sits in the store: record and checkpoint keys, the tail, the archive
-//! anchor, and the signed checkpoint. Shared by the writer (appends), the export (reads) and the
-//! archiver (moves the oldest records to segment files).
+//! How the audit trail sits in a store's [`Tree::Audit`] (`trail::TreeTrail`, the PostgreSQL
+//! and memory stores): record and checkpoint keys, the tail, the archive anchor, and the signed
+//! checkpoint; and the tail and checkpoint signing every trail shares. The same keys are the
+//! interchange form of any trail: a backup carries them, a copy to another backend writes them,
+//! and the live log (`live.rs`) reads and writes them there.
 //!
 //! Keys in [`Tree::Audit`]:
 //!

@@ -35,7 +35,9 @@
 pub mod archive;
 pub mod export;
 mod layout;
+pub mod live;
 pub mod signer;
+pub(crate) mod trail;
 mod verify;
 mod vocab;
 pub mod writer;
@@ -43,6 +45,7 @@ pub mod writer;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use self::trail::held_records;
 pub use self::verify::{
     AuditKeys, Broken, ChainError, FileChain, MAX_LINE_BYTES, Start, ToAuditKeys, Verified,
     VerifiedFile, VerifiedFiles, checkpoint_signature_valid, verify, verify_files, verify_reader,

@@ -1,10 +1,13 @@
 //! The audit writer: one thread appends records with group commit.
 //!
 //! Callers hand in an [`Event`] and a completion callback; the writer takes every event waiting,
-//! chains and stores them in ONE atomic, flushed batch, then completes each caller. Many requests
-//! share one flush, so durability does not cost one fsync per request. A response must wait for
-//! its completion (the server does), so nothing is answered before its record is durable; if the
-//! write fails every waiting caller gets the error and the server refuses (fail closed).
+//! chains them and appends them to the trail in ONE durable append, then completes each caller.
+//! Where the trail is kept is the store's choice (`trail.rs`): the sled store's live log takes
+//! the group as one write and one `fdatasync` (`live.rs`), a store's audit tree as one atomic,
+//! flushed batch conditional on the tail. Many requests share one sync, so durability does not
+//! cost one fsync per request. A response must wait for its completion (the server does), so
+//! nothing is answered before its record is durable; if the write fails every waiting caller
+//! gets the error and the server refuses (fail closed).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -12,11 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::layout::{
-    TAIL, Tail, Trusted, checkpoint_key, now_ms, read_tail, record_key, sign_checkpoint,
-};
+use super::layout::{Tail, Trusted, now_ms, sign_checkpoint};
+use super::trail::{Appended, Trail, trail_of};
 use super::{EncodeError, Event, Format, KeyTransition, Operation, Outcome, Record, Role};
-use crate::store::{Batch, Store, StoreError, Tree};
+use crate::store::{Store, StoreError};
 
 pub use super::signer::{AuditSigner, MemorySigner, Signer, SigningKey};
 
@@ -93,14 +95,15 @@ pub struct AuditLog {
     /// Events handed in and not yet written (or failed): the queue depth of the server's
     /// metrics ([`AuditLog::queue_depth`]).
     pending: Arc<AtomicU64>,
-    pub(super) store: Arc<dyn Store>,
+    /// Where the trail is kept: the store's audit tree, or the live log beside it.
+    pub(super) trail: Arc<dyn Trail>,
     pub(super) node: String,
     pub(super) signer: Signer,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Writer {
-    store: Arc<dyn Store>,
+    trail: Arc<dyn Trail>,
     node: String,
     signer: Signer,
     policy: CheckpointPolicy,
@@ -110,8 +113,8 @@ struct Writer {
 }
 
 impl Writer {
-    /// Chains and stores a group of events in one flushed batch. The tail is a precondition,
-    /// so two writers on one store cannot fork the chain.
+    /// Chains and stores a group of events in one durable append. The append is conditional
+    /// on the tail read, so two writers on one store cannot fork the chain.
     ///
     /// With several nodes on one database every node's writer appends to the one chain, so a
     /// lost race on the tail is normal, not a failure: the group is re-chained on the new tail
@@ -128,13 +131,13 @@ impl Writer {
                     }
                     std::thread::sleep(backoff(attempt));
                 }
-                let (mut tail, old) = read_tail(&*self.store)?;
+                let (mut tail, old) = self.trail.tail()?;
                 if tail.signers.is_empty() {
                     // The version the trail starts from, fixed with its first records so that
                     // a rotation before the first checkpoint still gets its transition.
                     tail.adopt(self.signer.newest().as_ref());
                 }
-                let mut batch = Batch::new();
+                let mut lines = Vec::with_capacity(events.len());
                 let mut records = Vec::with_capacity(events.len());
                 for (e, _) in &events {
                     let r = Record {
@@ -161,17 +164,13 @@ impl Writer {
                     let stored = r.to_json().map_err(unencodable)?;
                     tail.seq = r.seq;
                     tail.hash = r.hash().map_err(unencodable)?;
-                    batch.put(Tree::Audit, record_key(r.seq), stored);
+                    lines.push(Appended::Record {
+                        seq: r.seq,
+                        json: stored,
+                    });
                     records.push(r);
                 }
-                batch.require(Tree::Audit, TAIL, old);
-                batch.put(
-                    Tree::Audit,
-                    TAIL,
-                    serde_json::to_vec(&tail)
-                        .map_err(|_| StoreError::Corrupt("audit tail".into()))?,
-                );
-                match self.store.apply(&batch) {
+                match self.trail.append(old, &lines, &tail) {
                     Ok(()) => return Ok(records),
                     Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e),
@@ -217,7 +216,7 @@ impl Writer {
             if attempt > 0 {
                 std::thread::sleep(backoff(attempt));
             }
-            let (mut tail, old) = read_tail(&*self.store)?;
+            let (mut tail, old) = self.trail.tail()?;
             let newest = self.signer.newest();
             tail.adopt(newest.as_ref());
             let handover = tail.handover_to(newest);
@@ -225,7 +224,7 @@ impl Writer {
             {
                 return Ok(());
             }
-            let mut batch = Batch::new();
+            let mut lines = Vec::with_capacity(2);
             if let Some(new) = handover {
                 let Some(record) = self.transition(&tail, &new).map_err(unencodable)? else {
                     return Ok(());
@@ -233,11 +232,10 @@ impl Writer {
                 tail.seq = record.seq;
                 tail.hash = record.hash().map_err(unencodable)?;
                 tail.signers.push(Trusted::of(&new, record.seq));
-                batch.put(
-                    Tree::Audit,
-                    record_key(record.seq),
-                    record.to_json().map_err(unencodable)?,
-                );
+                lines.push(Appended::Record {
+                    seq: record.seq,
+                    json: record.to_json().map_err(unencodable)?,
+                });
             }
             let Some(key) = tail.current_signer().cloned() else {
                 return Ok(());
@@ -256,18 +254,13 @@ impl Writer {
                 return Ok(());
             };
             tail.checkpointed_seq = tail.seq;
-            batch.require(Tree::Audit, TAIL, old);
-            batch.put(
-                Tree::Audit,
-                checkpoint_key(cp.seq, cp.time_ms),
-                serde_json::to_vec(&cp).map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
-            );
-            batch.put(
-                Tree::Audit,
-                TAIL,
-                serde_json::to_vec(&tail).map_err(|_| StoreError::Corrupt("audit tail".into()))?,
-            );
-            match self.store.apply(&batch) {
+            lines.push(Appended::Checkpoint {
+                seq: cp.seq,
+                time_ms: cp.time_ms,
+                json: serde_json::to_vec(&cp)
+                    .map_err(|_| StoreError::Corrupt("checkpoint".into()))?,
+            });
+            match self.trail.append(old, &lines, &tail) {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
@@ -278,7 +271,8 @@ impl Writer {
 
     /// Whether the audit key has a version the trail has not been handed over to yet.
     fn handover_pending(&self) -> bool {
-        read_tail(&*self.store)
+        self.trail
+            .tail()
             .is_ok_and(|(tail, _)| tail.handover_to(self.signer.newest()).is_some())
     }
 
@@ -390,8 +384,9 @@ impl Writer {
 }
 
 /// `events`, each with a completion that gathers its record; the last one to complete calls
-/// `done`. They are pushed into one group together, and a group is written as one atomic
-/// batch, so they all succeed or all fail: the first error stands for all.
+/// `done`. They are pushed into one group together, and a group is one append, acknowledged
+/// whole or failed whole: the first error stands for all. (After a crash before the append was
+/// acknowledged, the live log may keep a prefix of it, never a part of a record.)
 fn gathered(
     events: Vec<Event>,
     done: GroupCompletion,
@@ -451,7 +446,8 @@ fn gathered(
 }
 
 impl AuditLog {
-    /// Starts the writer thread for `node` over `store`.
+    /// Starts the writer thread for `node` over `store`'s trail: its live log when it keeps one
+    /// (the sled store does), else its audit tree.
     pub fn start(
         store: Arc<dyn Store>,
         node: &str,
@@ -461,8 +457,9 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let pending = Arc::new(AtomicU64::new(0));
+        let trail = trail_of(&store);
         let writer = Writer {
-            store: Arc::clone(&store),
+            trail: Arc::clone(&trail),
             node: node.to_owned(),
             signer: Arc::clone(&signer),
             policy,
@@ -478,7 +475,7 @@ impl AuditLog {
             tx: Mutex::new(tx),
             healthy,
             pending,
-            store,
+            trail,
             node: node.to_owned(),
             signer,
             thread: Mutex::new(thread),
@@ -513,8 +510,8 @@ impl AuditLog {
         }
     }
 
-    /// Queues `events` to be written together, in order, in one group and so in one atomic,
-    /// flushed store batch (one group commit); `done` runs once all their records are durable,
+    /// Queues `events` to be written together, in order, in one group and so in one durable
+    /// append (one group commit); `done` runs once all their records are durable,
     /// or with the error when none was written.
     pub fn append_all(&self, events: Vec<Event>, done: GroupCompletion) {
         let n = events.len() as u64;

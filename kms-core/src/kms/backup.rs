@@ -84,7 +84,14 @@ impl Kms {
             if tree == Tree::Seal {
                 continue;
             }
-            for (k, v) in self.store.scan_prefix(tree, &[])? {
+            // The trail wherever the store keeps it (its tree, or its live log), as tree
+            // entries: a backup reads the same whatever the backend.
+            let stored = if tree == Tree::Audit {
+                crate::audit::trail::audit_entries(&self.store)?
+            } else {
+                self.store.scan_prefix(tree, &[])?
+            };
+            for (k, v) in stored {
                 payload.push(tree_code(tree));
                 push(&mut payload, &k)?;
                 push(&mut payload, &v)?;
@@ -180,18 +187,31 @@ impl Kms {
         batch.put(Tree::Seal, ROOT, sealed_root);
         let mut p = payload.expose_secret();
         let mut count = 0u64;
+        let mut trail = Vec::new();
         while let Some((&code, rest)) = p.split_first() {
             let tree = *Tree::ALL
                 .get(usize::from(code))
                 .ok_or_else(|| bad_backup("unknown tree"))?;
             let (k, rest) = take(rest)?;
             let (v, rest) = take(rest)?;
-            batch.put(tree, k.to_vec(), v.to_vec());
+            if tree == Tree::Audit {
+                trail.push((k.to_vec(), v.to_vec()));
+            } else {
+                batch.put(tree, k.to_vec(), v.to_vec());
+            }
             p = rest;
             count += 1;
         }
         if count != header.entries {
             return Err(bad_backup("entry count does not match the header"));
+        }
+        // The trail first: a store keeping it in a live log replaces the log now (a crash
+        // before the batch below leaves the store empty, and the restore is simply run again);
+        // a store keeping it in its tree gets it back to write in the same batch.
+        if let Some(entries) = crate::audit::trail::restore_entries(&self.store, trail)? {
+            for (k, v) in entries {
+                batch.put(Tree::Audit, k, v);
+            }
         }
         self.store.apply(&batch)?;
         if unseal {

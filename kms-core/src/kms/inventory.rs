@@ -9,14 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Kms;
 use crate::alg::{KeySpec, Purpose, SM2_DEFAULT_ID, SignatureRequest};
-use crate::audit::{Outcome, Record, Service};
+use crate::audit::{Outcome, Service};
 use crate::authz::{Authorized, ops};
 use crate::crypto::{self, Message, PublicKey};
 use crate::error::Error;
 use crate::keys::record::{ExportEvent, ImportInfo, Origin};
 use crate::keys::state::KeyState;
 use crate::policy::{ApprovedDigest, Policy};
-use crate::store::Tree;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,39 +318,23 @@ fn inconsistencies(inv: &Inventory) -> Vec<Inconsistency> {
     found
 }
 
-/// Audit records read per page when looking for keys' last use: bounded memory, however long
-/// the trail.
-const USE_SCAN_PAGE: usize = 1000;
-
 impl Kms {
-    /// The newest successful data-plane use of each key, from the audit records still in the
-    /// store (records archived to segment files are not read: a use older than the hot trail
-    /// shows as none). Paged, so a trail of millions of records is never held at once.
+    /// The newest successful data-plane use of each key, from the audit records the trail still
+    /// holds after its archive anchor (records archived to segment files are not read: a use
+    /// older than the hot trail shows as none). One record at a time, so a trail of millions
+    /// of records is never held at once.
     fn last_data_plane_use(&self) -> Result<HashMap<String, u64>, Error> {
         let mut last_use: HashMap<String, u64> = HashMap::new();
-        let mut from = b"r".to_vec();
-        loop {
-            let page = self
-                .store
-                .scan_range(Tree::Audit, &from, b"s", USE_SCAN_PAGE)?;
-            for (_, v) in &page {
-                if let Ok(r) = serde_json::from_slice::<Record>(v)
-                    && let Some(id) = r.key_id
-                    && r.outcome == Outcome::Ok
-                    && r.operation.service() == Some(Service::Crypto)
-                {
-                    let e = last_use.entry(id).or_insert(0);
-                    *e = (*e).max(r.time_ms);
-                }
+        crate::audit::trail::for_each_hot_record(&self.store, &mut |r| {
+            if let Some(id) = r.key_id
+                && r.outcome == Outcome::Ok
+                && r.operation.service() == Some(Service::Crypto)
+            {
+                let e = last_use.entry(id).or_insert(0);
+                *e = (*e).max(r.time_ms);
             }
-            match page.last() {
-                Some((k, _)) if page.len() == USE_SCAN_PAGE => {
-                    // The next key after `k` in byte order.
-                    from = [k.as_slice(), &[0]].concat();
-                }
-                Some(_) | None => return Ok(last_use),
-            }
-        }
+        })?;
+        Ok(last_use)
     }
 
     /// Builds and signs the inventory (admins and auditors).

@@ -1017,7 +1017,18 @@ mod audit {
     /// and only successful data-plane uses do.
     #[test]
     fn inventory_finds_a_compromised_keys_last_use_beyond_the_first_pages() {
-        let f = fixture();
+        last_use_beyond_the_first_pages(fixture());
+    }
+
+    /// The same with the trail in a sled store's live log.
+    #[test]
+    fn inventory_finds_a_last_use_in_the_live_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(&tmp.path().join("store")).unwrap();
+        last_use_beyond_the_first_pages(fixture_with(Arc::new(store), 3, 2));
+    }
+
+    fn last_use_beyond_the_first_pages(f: Fixture) {
         let key = create(&f, "a", Purpose::Encrypt, KeySpec::Sm4Gcm, None);
         f.kms
             .mark_compromised(&f.admin, &KeyRef::Id(key.id))
@@ -1951,4 +1962,77 @@ mod custody {
         ));
         assert!(!kms.status().unwrap().initialized);
     }
+}
+
+/// A backup carries the trail wherever its store keeps it (as audit tree entries), and a restore
+/// puts it where the target keeps it: into a sled store's live log, replacing what the empty
+/// store had recorded, and back into a memory store's tree. The writer then continues the
+/// restored chain, and the trail verifies.
+#[test]
+fn a_backup_carries_the_trail_between_a_tree_and_a_live_log() {
+    use crate::audit::writer::{AuditLog, CheckpointPolicy};
+    use crate::audit::{Event, Operation, Outcome, verify};
+    let event = |i: usize| Event {
+        request_id: format!("r{i}"),
+        principal: "app-a".into(),
+        role: crate::audit::Role::App,
+        operation: Operation::Encrypt,
+        key_id: None,
+        key_version: None,
+        outcome: Outcome::Ok,
+        context_hmac: None,
+        flags: vec![],
+        transport: None,
+        traceparent: None,
+        transfer: None,
+        batch_id: None,
+    };
+    let policy = CheckpointPolicy {
+        every_records: 4,
+        every: Duration::from_secs(3600),
+    };
+    let f = fixture();
+    let source = Arc::new(f.kms);
+    let log = AuditLog::start(source.store().clone(), "n1", source.audit_signer(), policy);
+    for i in 0..10 {
+        log.append_blocking(event(i)).unwrap();
+    }
+    log.stop();
+    let backup = source.backup(&f.admin).unwrap();
+    let public = source.audit_public_key().unwrap().public_key;
+
+    // Into a sled store whose live log already holds records of its own.
+    let tmp = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn Store> =
+        Arc::new(crate::store::SledStore::open(&tmp.path().join("store")).unwrap());
+    let target = Arc::new(TestKms::open(Arc::clone(&sled), KmsConfig::default()));
+    let log = AuditLog::start(Arc::clone(&sled), "n2", target.audit_signer(), policy);
+    log.append_blocking(event(100)).unwrap();
+    log.append_blocking(event(101)).unwrap();
+    assert!(target.restore(&backup, &f.shares[..2]).unwrap() > 0);
+    target.unseal_with(&f.shares[0]).unwrap();
+    target.unseal_with(&f.shares[1]).unwrap();
+    let r = log.append_blocking(event(11)).unwrap();
+    assert_eq!(r.seq, 11, "the restored chain goes on");
+    let export = log.export().unwrap();
+    let verified = verify(&export, &public).unwrap();
+    assert_eq!(verified.records, 11);
+    assert_eq!(verified.records_by_node.get("n1"), Some(&10));
+    assert!(
+        !export.contains("\"r100\""),
+        "the empty store's records are replaced"
+    );
+    let again = target.backup(&f.admin).unwrap();
+    log.stop();
+
+    // And from the live log back into a memory store's tree.
+    let memory = TestKms::open(Arc::new(MemoryStore::new()), KmsConfig::default());
+    assert!(memory.restore(&again, &f.shares[..2]).unwrap() > 0);
+    memory.unseal_with(&f.shares[0]).unwrap();
+    memory.unseal_with(&f.shares[1]).unwrap();
+    let memory = Arc::new(memory);
+    let log = AuditLog::start(memory.store().clone(), "n3", memory.audit_signer(), policy);
+    let verified = verify(&log.export().unwrap(), &public).unwrap();
+    assert_eq!(verified.records, 11);
+    log.stop();
 }

@@ -2,13 +2,15 @@
 //! node), and the per-tree summaries that prove the copy complete.
 //!
 //! Bytes are copied as stored: key material stays wrapped under its KEKs, and the copy needs no
-//! unseal. A summary is, per tree, the entry count and an SM3 digest over the entries in key
+//! unseal. A store that keeps its audit trail in a live log (sled) reads and writes it here as
+//! the [`Tree::Audit`] entries a tree would hold, so the copy and its summary are the same
+//! whichever backend keeps the trail where. A summary is, per tree, the entry count and an SM3 digest over the entries in key
 //! order (`u32 BE key length ‖ key ‖ u32 BE value length ‖ value` each), so two stores agree
 //! exactly when their summaries do.
 
 use sm3::{Digest, Sm3};
 
-use super::{Batch, Store, StoreError, Tree};
+use super::{Batch, Entry, Store, StoreError, Tree};
 
 /// Most entries in one copy batch.
 const BATCH_ENTRIES: usize = 1000;
@@ -46,12 +48,20 @@ pub enum CopyError {
     Mismatch { tree: Tree },
 }
 
+/// Every entry of `tree`, the audit trail's from the live log when the store keeps it there.
+fn entries_of(store: &dyn Store, tree: Tree) -> Result<Vec<Entry>, StoreError> {
+    match (tree, store.audit_files()) {
+        (Tree::Audit, Some(live)) => live.tree_entries(),
+        _ => store.scan_prefix(tree, b""),
+    }
+}
+
 /// The summary of every tree of `store`, in [`Tree::ALL`] order.
 pub fn summarize(store: &dyn Store) -> Result<Vec<TreeSummary>, StoreError> {
     Tree::ALL
         .iter()
         .map(|&tree| {
-            let entries = store.scan_prefix(tree, b"")?;
+            let entries = entries_of(store, tree)?;
             let mut hash = Sm3::new();
             for (key, value) in &entries {
                 hash.update(len_prefix(key.len())?);
@@ -96,7 +106,7 @@ pub fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, CopyErro
         source,
     };
     for tree in Tree::ALL {
-        if !to.scan_prefix(tree, b"").map_err(target_err)?.is_empty() {
+        if !entries_of(to, tree).map_err(target_err)?.is_empty() {
             return Err(CopyError::TargetNotEmpty { tree });
         }
     }
@@ -105,9 +115,14 @@ pub fn copy_all(from: &dyn Store, to: &dyn Store) -> Result<CopyReport, CopyErro
         return Err(CopyError::SourceEmpty);
     }
     for tree in Tree::ALL {
+        let entries = entries_of(from, tree).map_err(source_err)?;
+        if let (Tree::Audit, Some(live)) = (tree, to.audit_files()) {
+            live.replace_with(&entries).map_err(target_err)?;
+            continue;
+        }
         let mut batch = Batch::new();
         let mut bytes = 0usize;
-        for (key, value) in from.scan_prefix(tree, b"").map_err(source_err)? {
+        for (key, value) in entries {
             bytes = bytes.saturating_add(key.len() + value.len());
             // Absent now, as checked above: a concurrent writer makes the copy fail, not merge.
             batch.require(tree, key.clone(), None);

@@ -19,9 +19,10 @@ mod memory;
 mod sled;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use self::memory::MemoryStore;
-pub use self::sled::SledStore;
+pub use self::sled::{AUDIT_DIR, SledStore};
 
 /// A `(key, value)` pair as returned by [`Store::scan_prefix`] and [`Store::scan_range`].
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -332,6 +333,14 @@ pub trait Store: Send + Sync + 'static {
     /// handing the call to a blocking pool. A networked database keeps the default, `false`.
     fn reads_are_local(&self) -> bool {
         false
+    }
+
+    /// The live audit log this store keeps its audit trail in instead of [`Tree::Audit`]
+    /// (`crate::audit::live`): the embedded sled store does, so that a record costs about its
+    /// own size on disk. `None`, the default: the trail is in [`Tree::Audit`], as several nodes
+    /// on one database need it.
+    fn audit_files(&self) -> Option<Arc<crate::audit::live::LiveLog>> {
+        None
     }
 
     /// Whether the backend can serve calls right now (a networked backend probes its server).

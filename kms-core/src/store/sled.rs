@@ -4,6 +4,10 @@
 //! inside the transaction cannot be invalidated before commit; sled's file lock keeps a second
 //! process (or a second open in this one) out of the same directory.
 //!
+//! The audit trail is not in sled: it lives in append-only segment files under `audit/`
+//! ([`LiveLog`], returned by [`Store::audit_files`]), and a store written before that has its
+//! trail moved there when it is first opened. Keys and metadata stay in sled.
+//!
 //! Batches are made durable by the store's own [`Journal`] in the same directory rather than by a
 //! sled flush per batch (see `journal.rs` for why). One mutex orders the sled transaction and
 //! the journal append together, so the journal holds batches in the order sled applied them, and
@@ -12,7 +16,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,9 +25,12 @@ use ::sled::{Config, Db, Transactional};
 
 use super::journal::Journal;
 use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+use crate::audit::live::{LiveLog, Recovered};
 
 /// The journal's file name inside the store's directory (sled ignores files it does not own).
 const JOURNAL_FILE: &str = "kms-journal";
+/// The live audit log's directory inside the store's directory.
+pub const AUDIT_DIR: &str = "audit";
 /// When the journal passes this size, sled is flushed and the journal emptied: about 16,000 audit
 /// records, one sled flush for all of them, and a bounded replay after a crash.
 const JOURNAL_LIMIT: u64 = 8 * 1024 * 1024;
@@ -47,6 +54,9 @@ pub struct SledStore {
     trees: Vec<::sled::Tree>,
     path: PathBuf,
     journal: Mutex<Journal>,
+    /// The audit trail: append-only segment files, not sled's audit tree (see
+    /// `crate::audit::live` for why).
+    live: Arc<LiveLog>,
 }
 
 /// sled's page cache. Its default is 1 GiB, and the audit trail (one record per request) fills
@@ -86,17 +96,21 @@ impl SledStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
         let (journal, recovered) = Journal::open(&path.join(JOURNAL_FILE))?;
+        let live = Arc::new(LiveLog::open(&path.join(AUDIT_DIR))?);
         let store = Self {
             db,
             trees,
             path: path.to_path_buf(),
             journal: Mutex::new(journal),
+            live,
         };
         // Batches acknowledged before a crash, some perhaps already in sled: writing them again
         // in order is harmless (their preconditions held when they were first applied).
         for batch in &recovered {
             store.transact(batch, false)?;
         }
+        // A store from before the live log: its trail moves out of the audit tree, once.
+        store.live.take_over_tree_trail(&store)?;
         store.flush()?;
         Ok(store)
     }
@@ -154,6 +168,13 @@ impl SledStore {
     fn tree(&self, tree: Tree) -> &::sled::Tree {
         &self.trees[tree.index()]
     }
+
+    /// What opening the live audit log cut from an append a crash left unfinished, if anything
+    /// (worth a warning: the records were never acknowledged).
+    #[must_use]
+    pub fn audit_recovery(&self) -> Option<&Recovered> {
+        self.live.recovered()
+    }
 }
 
 /// Shows the location only, never stored bytes.
@@ -172,6 +193,10 @@ impl Store for SledStore {
 
     fn reads_are_local(&self) -> bool {
         true
+    }
+
+    fn audit_files(&self) -> Option<Arc<LiveLog>> {
+        Some(Arc::clone(&self.live))
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

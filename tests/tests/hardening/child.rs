@@ -146,6 +146,19 @@ impl ChildServer {
     }
 }
 
+impl ChildServer {
+    /// SIGKILL (no drain, no last checkpoint: what a crash does), then waits for the exit and
+    /// for the output to be read to its end.
+    pub(crate) fn kill(mut self) -> (ExitStatus, Vec<Vec<u8>>) {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        (status, self.lines())
+    }
+}
+
 impl Drop for ChildServer {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {

@@ -9,11 +9,12 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use super::*;
-use crate::audit::layout::sign_with_newest;
+use crate::audit::layout::{record_key, sign_with_newest};
+use crate::audit::trail::Trail;
 use crate::audit::writer::CheckpointPolicy;
 use crate::audit::{Event, Operation, Outcome, Role, Start, VerifiedFiles, verify, verify_files};
 use crate::crypto::PublicKey;
-use crate::store::{Entry, MemoryStore, SledStore};
+use crate::store::{Batch, Entry, MemoryStore, SledStore, Tree};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -75,6 +76,8 @@ fn event(i: u64) -> Event {
 /// segments that does not exist yet.
 struct Node {
     store: Arc<dyn Store>,
+    /// Where the store keeps its trail (its tree, or its live log).
+    trail: Arc<dyn Trail>,
     log: AuditLog,
     signer: Signer,
     public: PublicKey,
@@ -105,6 +108,7 @@ impl Node {
             },
         );
         Self {
+            trail: trail_of(&store),
             store,
             log,
             signer,
@@ -135,14 +139,17 @@ impl Node {
     }
 
     fn anchor(&self) -> Option<Checkpoint> {
-        read_anchor(&*self.store).unwrap().map(|(cp, _)| cp)
+        self.trail.anchor().unwrap().map(|(cp, _)| cp)
     }
 
+    /// The seqs of the records (`r`) or checkpoints (`c`) the trail holds, as the keys of its
+    /// tree layout name them.
     fn seqs(&self, prefix: &[u8]) -> Vec<u64> {
-        self.store
-            .scan_prefix(Tree::Audit, prefix)
+        self.trail
+            .entries()
             .unwrap()
             .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.len() > 8)
             .map(|(k, _)| super::super::layout::key_seq(k).unwrap())
             .collect()
     }
@@ -538,11 +545,7 @@ fn records_appended_while_archiving_are_untouched_sled() {
 /// The steps of a run up to the batch, without the batch: what a crash before it leaves.
 fn written_not_committed(node: &Node, first: u64, last: u64) -> (PathBuf, Checkpoint) {
     let anchor = node.anchor();
-    let bytes = node
-        .store
-        .get(Tree::Audit, &record_key(last))
-        .unwrap()
-        .unwrap();
+    let bytes = node.trail.record(last).unwrap().unwrap();
     let hash = serde_json::from_slice::<Record>(&bytes)
         .unwrap()
         .hash()
@@ -552,7 +555,7 @@ fn written_not_committed(node: &Node, first: u64, last: u64) -> (PathBuf, Checkp
         .unwrap();
     ensure_dir(&node.dir).unwrap();
     let partial = match write_segment(
-        &*node.store,
+        &*node.trail,
         &node.dir,
         anchor.as_ref(),
         first,
@@ -609,7 +612,7 @@ fn a_crash_after_the_batch_is_finished_by_the_next_run(backend: Backend) {
     node.append(30);
     let policy = node.policy(25, 5);
     let (partial, closing) = written_not_committed(&node, 1, 5);
-    commit(&*node.store, None, &closing).unwrap();
+    commit(&*node.trail, None, &closing).unwrap();
     assert_eq!(node.records().len(), 30, "not swept yet");
     // Readers already skip what the anchor covers.
     let export = node.log.export().unwrap();
@@ -649,7 +652,7 @@ fn a_cut_partial_file_is_deleted_not_promoted() {
     let cut: Vec<&str> = text.lines().collect();
     fs::write(&partial, cut[..cut.len() - 1].join("\n") + "\n").unwrap();
     assert_eq!(complete_segment(&partial, 1, 5).unwrap(), None);
-    commit(&*node.store, None, &closing).unwrap();
+    commit(&*node.trail, None, &closing).unwrap();
 
     assert_eq!(
         node.archive(&policy),
@@ -678,8 +681,8 @@ fn an_older_whole_partial_file_is_kept_aside_not_named() {
     let (stale, _) = written_not_committed(&node, 1, 20);
     // ... and a winner for 1 to 15 that died after its batch, then another node went on to 30.
     let (winner, closing) = written_not_committed(&node, 1, 15);
-    commit(&*node.store, None, &closing).unwrap();
-    let anchor_bytes = node.store.get(Tree::Audit, ANCHOR).unwrap();
+    commit(&*node.trail, None, &closing).unwrap();
+    let anchor_bytes = node.trail.anchor().unwrap().map(|(_, bytes)| bytes);
     let policy = node.policy(30, 15);
     let elsewhere = Node::on(Backend::Memory, Some(Arc::clone(&node.store)));
     let second = elsewhere
@@ -687,7 +690,10 @@ fn an_older_whole_partial_file_is_kept_aside_not_named() {
         .archive_once(&elsewhere.policy(30, 15))
         .unwrap();
     assert_eq!(expect_segment(&second).first, 16);
-    assert_ne!(node.store.get(Tree::Audit, ANCHOR).unwrap(), anchor_bytes);
+    assert_ne!(
+        node.trail.anchor().unwrap().map(|(_, bytes)| bytes),
+        anchor_bytes
+    );
 
     assert_eq!(
         node.archive(&policy),
