@@ -12,7 +12,7 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{DevServer, describe, fails, json, ok};
+use common::{DevServer, describe, fails, filed_id, json, ok};
 use serde_json::Value;
 
 /// `kms --json key create …` as the admin; the key object.
@@ -2301,19 +2301,6 @@ fn the_audit_trail_verifies_offline_across_two_audit_key_rotations() {
 
 // ---------------------------------------------------------------------------------------------
 // Dual control: `kms approve`, `kms reject`, `kms approvals list`, `kms backup --approval`.
-
-/// The request id a refused first call names in its `error:` line.
-fn filed_id(stderr: &str) -> String {
-    let at = stderr
-        .find("pending request apr-")
-        .expect("a pending request")
-        + 16;
-    stderr[at..]
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .next()
-        .unwrap()
-        .to_owned()
-}
 
 #[test]
 fn dual_control_with_the_cli_against_a_real_server() {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{DevServer, describe, fails, json, ok};
+use common::{DevServer, describe, fails, filed_id, json, ok};
 
 fn external(server: &DevServer, alias: &str, algorithm: &str, purpose: &str, exportable: bool) {
     let mut args = vec![
@@ -263,19 +263,6 @@ fn bad_material_tokens_and_keys_are_named_and_change_nothing() {
         6,
         "origin generated",
     );
-}
-
-/// The request id a refused first call names in its `error:` line.
-fn filed_id(stderr: &str) -> String {
-    let at = stderr
-        .find("pending request apr-")
-        .expect("a pending request")
-        + 16;
-    stderr[at..]
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]

@@ -180,3 +180,16 @@ pub(crate) fn fails(out: &Output, code: i32, part: &str) -> String {
     assert!(stderr.contains(part), "wanted {part:?}: {}", describe(out));
     stderr
 }
+
+/// The dual-control request id a refused first call names in its `error:` line.
+pub(crate) fn filed_id(stderr: &str) -> String {
+    let at = stderr
+        .find("pending request apr-")
+        .expect("a pending request")
+        + 16;
+    stderr[at..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .next()
+        .unwrap()
+        .to_owned()
+}

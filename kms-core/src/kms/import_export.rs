@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approvals::{Params, Sensitive};
 use super::cas::{Cas, put_record};
-use super::sweeps::{Sweep, SweepLog, SweepOutcome};
+use super::sweeps::{Sweep, SweepLog};
 use super::{KeyInfo, Kms, Unsealed, store_corrupt};
 use crate::alg::{KeySpec, Purpose};
 use crate::authz::{Authorized, GrantOp, ops};
@@ -35,7 +35,7 @@ use crate::keys::state::KeyState;
 use crate::keys::{KeyId, KeyRef};
 use crate::policy::ApprovedDigest;
 use crate::secret::{KeyMaterial, SecretBytes};
-use crate::store::{Batch, StoreError, Tree};
+use crate::store::{Batch, Tree};
 
 /// How long import parameters stay usable (issue 19: 24 hours by default).
 pub const IMPORT_TOKEN_TTL: u64 = 24 * 3600;
@@ -628,34 +628,7 @@ impl Kms {
             .filter(|r| expiry_due(r, now))
             .map(|r| r.id)
             .collect();
-        let mut done = Vec::new();
-        for id in due {
-            if !log.intent(Sweep::ImportExpiry, id) {
-                continue;
-            }
-            let result = self.expire_if_due(id);
-            log.outcome(
-                Sweep::ImportExpiry,
-                id,
-                match &result {
-                    Ok(true) => SweepOutcome::Done(None),
-                    Ok(false) => SweepOutcome::NotDue,
-                    Err(e) => SweepOutcome::Failed(e),
-                },
-            );
-            match result {
-                Ok(true) => {
-                    self.cache.forget(id);
-                    done.push(id);
-                }
-                Ok(false) => {}
-                Err(Error::Store(e @ (StoreError::Unavailable(_) | StoreError::Io(_)))) => {
-                    return Err(Error::Store(e));
-                }
-                Err(_) => {}
-            }
-        }
-        Ok(done)
+        self.sweep_each(log, Sweep::ImportExpiry, due, |id| self.expire_if_due(id))
     }
 
     fn expire_if_due(&self, id: KeyId) -> Result<bool, Error> {

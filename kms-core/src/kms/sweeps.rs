@@ -147,14 +147,29 @@ impl Kms {
             .filter(|r| destruction_due(r, now))
             .map(|r| r.id)
             .collect();
+        self.sweep_each(log, Sweep::Destruction, due, |id| self.destroy_if_due(id))
+    }
+
+    /// One round of a sweep whose change to a key leaves no version behind (destruction, the
+    /// expiry of imported material): for each key, the intent, the change (re-checked, at most
+    /// once across nodes), the outcome, and the key's material dropped from this node's cache
+    /// when done. A key whose change fails otherwise is skipped; a store failure stops the
+    /// round and is returned, and the next round retries what is still due.
+    pub(super) fn sweep_each(
+        &self,
+        log: &dyn SweepLog,
+        sweep: Sweep,
+        due: Vec<KeyId>,
+        change: impl Fn(KeyId) -> Result<bool, Error>,
+    ) -> Result<Vec<KeyId>, Error> {
         let mut done = Vec::new();
         for id in due {
-            if !log.intent(Sweep::Destruction, id) {
+            if !log.intent(sweep, id) {
                 continue;
             }
-            let result = self.destroy_if_due(id);
+            let result = change(id);
             log.outcome(
-                Sweep::Destruction,
+                sweep,
                 id,
                 match &result {
                     Ok(true) => SweepOutcome::Done(None),
