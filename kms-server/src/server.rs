@@ -960,9 +960,7 @@ mod floor {
     pub(super) struct Echo;
 
     fn none<T>() -> Result<Response<T>, Status> {
-        Err(Status::unimplemented(
-            "the benchmark floor answers Encrypt only",
-        ))
+        Err(crate::status::not_in_the_floor())
     }
 
     #[tonic::async_trait]

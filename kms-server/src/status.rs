@@ -174,6 +174,13 @@ fn unlogged(e: &Refusal, code: Code, request_id: &str) -> Status {
     named(status, request_id)
 }
 
+/// The benchmark floor's answer to every method but Encrypt (`server::run_floor`): it is no
+/// KMS, and says so.
+#[must_use]
+pub fn not_in_the_floor() -> Status {
+    Status::unimplemented("the benchmark floor answers Encrypt only")
+}
+
 /// The metadata key naming a dual-control request: on the refusal that filed it, and on the
 /// Backup call that takes a released approval.
 pub const APPROVAL_ID: &str = "kms-approval-id";
