@@ -659,10 +659,13 @@ def main() -> None:
         "",
         transport_table(transport, estimates),
         "",
-        f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s): p99 "
-        f"{fmt(median_of(half_runs, 'p99_ms'), '.2f')} ms, p50 {fmt(median_of(half_runs, 'p50_ms'), '.2f')} ms, "
-        f"errors {sum(r['errors'] for r in half_runs)}.",
     ]
+    if half_runs:
+        generated += [
+            f"SM4-GCM encrypt 1 KiB paced at half the peak ({half}/s): p99 "
+            f"{fmt(median_of(half_runs, 'p99_ms'), '.2f')} ms, p50 {fmt(median_of(half_runs, 'p50_ms'), '.2f')} ms, "
+            f"errors {sum(r['errors'] for r in half_runs)}.",
+        ]
     if peer_rows:
         generated += [
             "",
