@@ -28,6 +28,10 @@ const SECRET_MESSAGES: &[&str] = &[
     "InitResponse",
     "UnsealRequest",
     "RestoreChunk",
+    "HashPasswordRequest",
+    "HashPasswordResponse",
+    "VerifyPasswordRequest",
+    "VerifyPasswordResponse",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

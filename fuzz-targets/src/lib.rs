@@ -28,6 +28,8 @@
 //! | `wrapped_material` | `crypto::transport::unwrap` (sm2, rsa-oaep-sha256, rsa-aes-kwp) | `ImportKeyMaterial` |
 //! | `private_key` | `pkcs8_shape`, `crypto::import_private_key` (PKCS#8, PEM) | `ImportKeyMaterial`, `kms key import --wrap-locally` |
 //! | `tls13_sm2_verify` | `kms_gmtls` `Sm2ClientVerifier`, `Sm2ServerVerifier`, `sign::verify_tls13` | SM2 chains and sm2sig_sm3 CertificateVerify |
+//! | `sealed_password` | `password_hash::parse_sealed` (+ the strength rules) | `HashPassword`, `VerifyPassword` (once decrypted) |
+//! | `stored_hash` | `password_hash::StoredHash::parse` | `VerifyPassword`'s stored hash |
 
 pub mod fixtures;
 pub mod gmtls;
@@ -70,6 +72,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tls13_sm2_verify", tls13_sm2_verify),
     ("wrapped_material", wrapped_material),
     ("private_key", private_key),
+    ("sealed_password", sealed_password),
+    ("stored_hash", stored_hash),
 ];
 
 fn policies() -> [Policy; 2] {
@@ -659,4 +663,39 @@ pub fn private_key(data: &[u8]) {
             );
         }
     }
+}
+
+/// A decrypted sealed password as the password shield reads it (docs/FORMATS.md): what parses
+/// encodes back to the same bytes, and the strength rules take any password it yields.
+pub fn sealed_password(data: &[u8]) {
+    use kms_core::crypto::password_hash::{self as ph, StrengthRules};
+    let Ok(opened) = ph::parse_sealed(kms_core::SecretBytes::copy_from_slice(data)) else {
+        return;
+    };
+    let Ok(again) = ph::encode_sealed(opened.expose_password(), opened.timestamp(), opened.nonce())
+    else {
+        panic!("a parsed sealed password does not encode");
+    };
+    assert_eq!(
+        again.expose_secret(),
+        data,
+        "the round trip changed the bytes"
+    );
+    let ids = [String::from_utf8_lossy(opened.nonce()).into_owned()];
+    let _ = ph::check_strength(opened.expose_password(), &StrengthRules::DEFAULT, &ids);
+}
+
+/// A stored password hash as `VerifyPassword` reads it: only the canonical form parses, so
+/// what parses writes back to the same string (and parses to the same value). No hash is
+/// computed: the cost bounds are the parser's to enforce.
+pub fn stored_hash(data: &[u8]) {
+    use kms_core::crypto::password_hash::StoredHash;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(parsed) = StoredHash::parse(text) else {
+        return;
+    };
+    assert_eq!(parsed.to_phc(), text, "not the canonical form");
+    assert_eq!(StoredHash::parse(&parsed.to_phc()).ok(), Some(parsed));
 }

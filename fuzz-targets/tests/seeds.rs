@@ -452,6 +452,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 traceparent: None,
                 transfer: None,
                 batch_id: None,
+                pepper: None,
             })
             .unwrap();
         }
@@ -672,8 +673,36 @@ fn private_key_seeds(out: &mut Vec<Seed>) {
     ));
 }
 
+/// Sealed structures as clients write them, and stored hashes as the KMS writes them (the
+/// known answers of `kms-core/src/crypto/password_hash/tests.rs`).
+fn password_seeds(out: &mut Vec<Seed>) {
+    use kms_core::crypto::password_hash::encode_sealed;
+    for (name, password, nonce_len) in [
+        ("ascii", "Passw0rd!", 16),
+        ("cjk", "密码密码密码12", 32),
+        ("longest", &"p".repeat(256)[..], 32),
+    ] {
+        let nonce: Vec<u8> = (0..nonce_len).map(|i| i as u8).collect();
+        let sealed = encode_sealed(password, 1_733_250_000, &nonce).unwrap();
+        out.push(seed("sealed_password", name, sealed.expose_secret()));
+    }
+    for (name, stored) in [
+        (
+            "argon2id",
+            "$kms-pepper$k=6f1c3a52-9d0e-4c1b-8a7e-2b4d5f6a7b8c,v=3$argon2id$v=19$m=64,t=3,p=1$paWlpaWlpaWlpaWlpaWlpQ$S8tEB8T6FgJtZAJbeP+XEPHIhwXzCYDMnqrOnsYaVZg",
+        ),
+        (
+            "pbkdf2-sm3",
+            "$kms-pepper$k=6f1c3a52-9d0e-4c1b-8a7e-2b4d5f6a7b8c,v=3$pbkdf2-sm3$i=1000,l=32$paWlpaWlpaWlpaWlpaWlpQ$P//JmXBlhxwuFfjxEO0CVhwZehLBjcycnZo0hbwKymc",
+        ),
+    ] {
+        out.push(seed("stored_hash", name, stored));
+    }
+}
+
 fn all_seeds() -> Vec<Seed> {
     let mut out = Vec::new();
+    password_seeds(&mut out);
     wrapped_material_seeds(&mut out);
     private_key_seeds(&mut out);
     envelope_seeds(&mut out);
@@ -757,6 +786,14 @@ fn seeds_take_the_success_paths() {
                     crypto::import_private_key(policy, Purpose::Sign, der.expose_secret()).is_ok();
                 let refused_by_shape = s.name == "attributes" || s.name == "encrypted";
                 imported != refused_by_shape
+            }
+            "sealed_password" => {
+                crypto::password_hash::parse_sealed(kms_core::SecretBytes::copy_from_slice(&s.data))
+                    .is_ok()
+            }
+            "stored_hash" => {
+                crypto::password_hash::StoredHash::parse(std::str::from_utf8(&s.data).unwrap())
+                    .is_ok()
             }
             "inventory_file" => kms_core::verify_inventory(
                 std::str::from_utf8(&s.data).unwrap(),

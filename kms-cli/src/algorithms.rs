@@ -39,10 +39,10 @@ pub(crate) fn rows(gm_only: bool) -> Vec<SpecRow> {
 
 /// Writes one row per key spec the chosen policy allows: name, purposes, GM or not.
 pub(crate) fn run(gm_only: bool, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{:<13} {:<26} GM", "SPEC", "PURPOSES")?;
+    writeln!(out, "{:<13} {:<35} GM", "SPEC", "PURPOSES")?;
     for row in rows(gm_only) {
         let gm = if row.gm { "yes" } else { "no" };
-        writeln!(out, "{:<13} {:<26} {gm}", row.spec, row.purposes.join(","))?;
+        writeln!(out, "{:<13} {:<35} {gm}", row.spec, row.purposes.join(","))?;
     }
     Ok(())
 }

@@ -120,6 +120,9 @@ pub enum Remote {
     VerifyMac(VerifyMacArgs),
     /// Random bytes from the server's CSPRNG.
     Random(RandomArgs),
+    /// The password shield: seal a password as a mobile app does, hash it, verify it.
+    #[command(subcommand)]
+    Password(PasswordCommand),
     /// Download an encrypted backup of the whole store.
     Backup {
         /// Where to write it (mode 0600).
@@ -588,6 +591,10 @@ pub enum PurposeArg {
     AsymmetricDecrypt,
     /// HMAC-SM3, HMAC-SHA-2.
     Mac,
+    /// The password shield's sealing key: SM2, RSA-3072, RSA-4096 (`kms password`).
+    Password,
+    /// The password shield's pepper: HMAC-SM3 (`kms password`).
+    Pepper,
 }
 
 /// Principal roles.
@@ -825,6 +832,87 @@ pub struct AsymDecryptArgs {
     pub key_version: Option<u32>,
 }
 
+/// `kms password …` (issue 22 item 2; docs/FORMATS.md, "The sealed password").
+#[derive(Debug, Subcommand)]
+pub enum PasswordCommand {
+    /// Seal a password to a password key's public key, as the mobile app does: the password
+    /// (read without echo on a terminal, else the first line of --in or stdin), the current
+    /// time and a random nonce, encrypted with SM2 or RSA-OAEP-SHA-256.
+    Seal(PasswordSealArgs),
+    /// Hash a sealed password: prints the stored-hash string to keep.
+    Hash(PasswordHashArgs),
+    /// Verify a sealed password against a stored hash; exits 0 on a match, 1 if not.
+    Verify(PasswordVerifyArgs),
+}
+
+/// `kms password seal`
+#[derive(Debug, ClapArgs)]
+pub struct PasswordSealArgs {
+    /// The password key (id or alias): its public key comes from the server (GetPublicKey).
+    #[arg(
+        long,
+        required_unless_present = "public_key",
+        conflicts_with = "public_key"
+    )]
+    pub key: Option<String>,
+    /// Seal to this public key (PEM) instead, with no server: what an app that ships the key
+    /// does.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Write the sealed password as base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Seal with this timestamp (Unix seconds) instead of the current time: for tests of the
+    /// freshness window.
+    #[arg(long, value_name = "SECONDS")]
+    pub timestamp: Option<u64>,
+}
+
+/// `kms password hash`
+#[derive(Debug, ClapArgs)]
+pub struct PasswordHashArgs {
+    /// The password key (id or alias) the password was sealed to.
+    #[arg(long)]
+    pub key: String,
+    /// The pepper key (id or alias).
+    #[arg(long)]
+    pub pepper: String,
+    #[command(flatten)]
+    pub io: InOut,
+    /// The sealed password input is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// A user identifier the password must not contain (a phone number, a user name); repeat
+    /// for several.
+    #[arg(long = "identifier", value_name = "TEXT")]
+    pub identifiers: Vec<String>,
+}
+
+/// `kms password verify`
+#[derive(Debug, ClapArgs)]
+pub struct PasswordVerifyArgs {
+    /// The password key (id or alias) the password was sealed to.
+    #[arg(long)]
+    pub key: String,
+    /// The file holding the stored hash (`kms password hash`'s output).
+    #[arg(long, value_name = "FILE")]
+    pub hash_file: PathBuf,
+    /// The sealed password (default: stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Where a re-hashed string goes when the server returns one (default: printed).
+    #[arg(long, value_name = "FILE")]
+    pub rehash_out: Option<PathBuf>,
+    /// The sealed password input is base64 text.
+    #[arg(long)]
+    pub base64: bool,
+    /// Check a matching password against today's strength rules with these identifiers.
+    #[arg(long = "identifier", value_name = "TEXT")]
+    pub identifiers: Vec<String>,
+}
+
 /// `kms mac`
 #[derive(Debug, ClapArgs)]
 pub struct MacArgs {
@@ -930,6 +1018,9 @@ pub struct BenchArgs {
     /// requests are then calls, and items/s and server CPU per item are reported too.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub batch: Option<u32>,
+    /// The pepper key (id or alias) of `--op hash-password`, whose --key is the password key.
+    #[arg(long, value_name = "KEY")]
+    pub pepper: Option<String>,
 }
 
 /// Parses `key=value` (the value may contain `=`; the key may not be empty).

@@ -114,6 +114,8 @@ pub const fn purpose_name(p: Purpose) -> &'static str {
         Purpose::Sign => "sign",
         Purpose::AsymmetricDecrypt => "asymmetric-decrypt",
         Purpose::Mac => "mac",
+        Purpose::Password => "password",
+        Purpose::Pepper => "pepper",
     }
 }
 

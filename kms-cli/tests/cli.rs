@@ -38,11 +38,11 @@ fn algorithms_lists_every_canonical_spec_once() {
     let expected = [
         ("sm4-gcm", "encrypt", "yes"),
         ("aes-256-gcm", "encrypt", "no"),
-        ("sm2", "sign,asymmetric-decrypt", "yes"),
+        ("sm2", "sign,asymmetric-decrypt,password", "yes"),
         ("rsa-2048", "sign,asymmetric-decrypt", "no"),
-        ("rsa-3072", "sign,asymmetric-decrypt", "no"),
-        ("rsa-4096", "sign,asymmetric-decrypt", "no"),
-        ("hmac-sm3", "mac", "yes"),
+        ("rsa-3072", "sign,asymmetric-decrypt,password", "no"),
+        ("rsa-4096", "sign,asymmetric-decrypt,password", "no"),
+        ("hmac-sm3", "mac,pepper", "yes"),
         ("hmac-sha256", "mac", "no"),
         ("hmac-sha384", "mac", "no"),
         ("hmac-sha512", "mac", "no"),
@@ -90,7 +90,7 @@ fn algorithms_json_lists_specs_with_purposes() {
     assert_eq!(rows[0]["spec"], "sm4-gcm");
     assert_eq!(
         rows[1]["purposes"],
-        serde_json::json!(["sign", "asymmetric-decrypt"])
+        serde_json::json!(["sign", "asymmetric-decrypt", "password"])
     );
     assert_eq!(rows[2]["gm"], true);
 }

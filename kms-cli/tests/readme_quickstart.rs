@@ -17,6 +17,8 @@ const GM_BEGIN: &str = "<!-- gm:begin -->";
 const GM_END: &str = "<!-- gm:end -->";
 const TRANSFER_BEGIN: &str = "<!-- transfer:begin -->";
 const TRANSFER_END: &str = "<!-- transfer:end -->";
+const PASSWORD_BEGIN: &str = "<!-- password:begin -->";
+const PASSWORD_END: &str = "<!-- password:end -->";
 
 /// The commands of the quick start block: the text inside its one fenced `sh` block.
 fn quickstart(readme: &str) -> String {
@@ -137,6 +139,46 @@ fn readme_import_export_block_runs_against_a_real_dev_server() {
     let out = server.kms("admin", &["--json", "key", "describe", "legacy-sm4"]);
     let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(key["exports"], 1, "{key}");
+    server.stop();
+}
+
+/// The README's password-shield block (issue 22 item 2): sealed by the CLI and by Python with
+/// OpenSSL, hashed, verified (match, no match, replay refused), re-peppered after a rotation.
+#[test]
+fn readme_password_block_runs_against_a_real_dev_server() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let script = sh_block(&readme, PASSWORD_BEGIN, PASSWORD_END);
+    assert!(script.contains("openssl pkeyutl -encrypt"), "{script}");
+    let mut server = DevServer::start();
+    server.write("password.sh", &script);
+    let out = server.run_script("password.sh");
+    assert!(
+        out.status.success(),
+        "the README password block failed:\n{script}\n{}",
+        describe(&out)
+    );
+    let stored = String::from_utf8(server.read("user.hash")).unwrap();
+    assert!(stored.starts_with("$kms-pepper$k="), "{stored}");
+    assert!(stored.contains(",v=1$argon2id$v=19$m="), "{stored}");
+    let new = String::from_utf8(server.read("user.hash.new")).unwrap();
+    assert!(
+        new.contains(",v=2$argon2id$"),
+        "re-peppered with version 2: {new}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The CLI printed `match` for the login, and the JSON verdict after the rotation.
+    assert!(stdout.lines().any(|l| l == "match"), "{}", describe(&out));
+    let verdict: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap();
+    assert_eq!(verdict["match"], true, "{verdict}");
+    assert_eq!(verdict["pepper_key_version"], 1, "{verdict}");
+    // Neither the password nor the hash is in what the commands printed.
+    assert!(!stdout.contains("Tr0ub4dor"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Tr0ub4dor"));
     server.stop();
 }
 

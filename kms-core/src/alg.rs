@@ -20,14 +20,24 @@ pub enum Purpose {
     AsymmetricDecrypt,
     /// Message authentication codes.
     Mac,
+    /// The password shield's sealing key (issue 22 item 2): clients (a mobile app) encrypt a
+    /// sealed password to its public key, and the KMS opens it only inside `HashPassword` and
+    /// `VerifyPassword`. SM2, RSA-3072 or RSA-4096 (a sealed password does not fit the
+    /// margin RSA-2048 leaves, and new RSA keys for long-lived secrets start at 3072 bits).
+    Password,
+    /// The password shield's pepper (issue 22 item 2): an HMAC-SM3 key the KMS holds and uses
+    /// only inside `HashPassword` and `VerifyPassword`, never through the MAC operations.
+    Pepper,
 }
 
 impl Purpose {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::Encrypt,
         Self::Sign,
         Self::AsymmetricDecrypt,
         Self::Mac,
+        Self::Password,
+        Self::Pepper,
     ];
 
     /// The canonical name every interface uses.
@@ -38,6 +48,28 @@ impl Purpose {
             Self::Sign => "sign",
             Self::AsymmetricDecrypt => "asymmetric-decrypt",
             Self::Mac => "mac",
+            Self::Password => "password",
+            Self::Pepper => "pepper",
+        }
+    }
+
+    /// Whether keys of this purpose have a public half (`GetPublicKey`, SubjectPublicKeyInfo in
+    /// the inventory).
+    #[must_use]
+    pub fn is_asymmetric(self) -> bool {
+        match self {
+            Self::Sign | Self::AsymmetricDecrypt | Self::Password => true,
+            Self::Encrypt | Self::Mac | Self::Pepper => false,
+        }
+    }
+
+    /// Whether the private key decrypts what clients encrypt to its public key (SM2 or
+    /// RSA-OAEP): asymmetric-decrypt keys, and password keys inside the password shield.
+    #[must_use]
+    pub fn decrypts(self) -> bool {
+        match self {
+            Self::AsymmetricDecrypt | Self::Password => true,
+            Self::Encrypt | Self::Sign | Self::Mac | Self::Pepper => false,
         }
     }
 }
@@ -150,12 +182,15 @@ impl KeySpec {
     pub fn supports(self, purpose: Purpose) -> bool {
         match self {
             Self::Sm4Gcm | Self::Aes256Gcm => purpose == Purpose::Encrypt,
-            Self::Sm2 | Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => {
-                matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt)
-            }
-            Self::HmacSm3 | Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => {
-                purpose == Purpose::Mac
-            }
+            Self::Sm2 | Self::Rsa3072 | Self::Rsa4096 => matches!(
+                purpose,
+                Purpose::Sign | Purpose::AsymmetricDecrypt | Purpose::Password
+            ),
+            Self::Rsa2048 => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
+            // The pepper is HMAC-SM3 under both policies: the issue fixes it, and one spec
+            // means a stored hash's pepper needs no algorithm name of its own.
+            Self::HmacSm3 => matches!(purpose, Purpose::Mac | Purpose::Pepper),
+            Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => purpose == Purpose::Mac,
         }
     }
 
@@ -397,6 +432,43 @@ impl DataKeySpec {
     }
 }
 
+/// The password-hash functions of the password shield (issue 22 item 2). New hashes use the
+/// policy's own ([`crate::policy::Policy::password_hash`]): argon2id (RFC 9106) under the
+/// standard policy, PBKDF2-HMAC-SM3 (RFC 8018 over GB/T 32905) under the GM-only one; either
+/// verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PasswordHashAlg {
+    Argon2id,
+    Pbkdf2Sm3,
+}
+
+impl PasswordHashAlg {
+    pub const ALL: [Self; 2] = [Self::Argon2id, Self::Pbkdf2Sm3];
+
+    /// The PHC string identifier (`$argon2id$…`, `$pbkdf2-sm3$…`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Argon2id => "argon2id",
+            Self::Pbkdf2Sm3 => "pbkdf2-sm3",
+        }
+    }
+
+    #[must_use]
+    pub fn is_gm(self) -> bool {
+        match self {
+            Self::Argon2id => false,
+            Self::Pbkdf2Sm3 => true,
+        }
+    }
+}
+
+impl fmt::Display for PasswordHashAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +506,20 @@ mod tests {
         assert!(!KeySpec::Sm4Gcm.supports(Purpose::Sign));
         assert!(!KeySpec::HmacSm3.supports(Purpose::Encrypt));
         assert!(KeySpec::Sm2.supports(Purpose::AsymmetricDecrypt));
+    }
+
+    #[test]
+    fn password_keys_are_sm2_or_large_rsa_and_peppers_hmac_sm3() {
+        let fit =
+            |p| -> Vec<KeySpec> { KeySpec::ALL.into_iter().filter(|s| s.supports(p)).collect() };
+        assert_eq!(
+            fit(Purpose::Password),
+            [KeySpec::Sm2, KeySpec::Rsa3072, KeySpec::Rsa4096]
+        );
+        assert_eq!(fit(Purpose::Pepper), [KeySpec::HmacSm3]);
+        let decrypting: Vec<Purpose> = Purpose::ALL.into_iter().filter(|p| p.decrypts()).collect();
+        assert_eq!(decrypting, [Purpose::AsymmetricDecrypt, Purpose::Password]);
+        assert_eq!(PasswordHashAlg::Argon2id.name(), "argon2id");
+        assert!(PasswordHashAlg::Pbkdf2Sm3.is_gm() && !PasswordHashAlg::Argon2id.is_gm());
     }
 }

@@ -13,8 +13,10 @@
 //! - **Its operations fit the key's purpose** ([`GrantOp::fits`]): an encrypt key can be granted
 //!   `encrypt`, `decrypt`, `reencrypt`, `reencrypt-to`, `generate-data-key`; a sign key `sign`,
 //!   `verify`, `get-public-key`; an asymmetric-decrypt key `asymmetric-decrypt`,
-//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; every key `describe`. Anything
-//!   else could never be used (KEY-5) and is refused when the grant is made.
+//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; a password key `get-public-key`,
+//!   `hash-password`, `verify-password`; a pepper key `hash-password`, `verify-password`; every
+//!   key `describe`. Anything else could never be used (KEY-5) and is refused when the grant is
+//!   made. The password shield needs its grant on both keys it uses.
 //! - **It crosses a namespace boundary.** No grant to the key's own namespace (its apps have
 //!   every use already, and such a grant would be a second, misleading source of rights) and
 //!   none to `kms-system` (no app lives there).
@@ -223,6 +225,8 @@ operations!(
     Approve,
     Reject,
     ListApprovals,
+    HashPassword,
+    VerifyPassword,
 );
 
 impl Op {
@@ -280,6 +284,8 @@ impl Op {
             Self::Approve => "approve requests",
             Self::Reject => "reject requests",
             Self::ListApprovals => "list approval requests",
+            Self::HashPassword => "hash passwords",
+            Self::VerifyPassword => "verify passwords",
         }
     }
 
@@ -300,6 +306,8 @@ impl Op {
             Self::GenerateMac => Some(GrantOp::GenerateMac),
             Self::VerifyMac => Some(GrantOp::VerifyMac),
             Self::DescribeKey => Some(GrantOp::Describe),
+            Self::HashPassword => Some(GrantOp::HashPassword),
+            Self::VerifyPassword => Some(GrantOp::VerifyPassword),
             Self::Status
             | Self::Unseal
             | Self::Seal
@@ -399,7 +407,9 @@ impl Op {
             | Self::ExportAudit
             | Self::Approve
             | Self::Reject
-            | Self::ListApprovals => None,
+            | Self::ListApprovals
+            | Self::HashPassword
+            | Self::VerifyPassword => None,
         }
     }
 }
@@ -452,7 +462,10 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::AsymmetricDecrypt
         | Op::GenerateMac
         | Op::VerifyMac
-        | Op::GenerateRandom => (true, false, false),
+        | Op::GenerateRandom
+        // The password shield (issue 22 item 2): a password is data like any plaintext.
+        | Op::HashPassword
+        | Op::VerifyPassword => (true, false, false),
         // Batches of the data plane: as their items (`Op::batch_item`), applications only.
         Op::BatchEncrypt
         | Op::BatchDecrypt
@@ -602,11 +615,14 @@ pub enum GrantOp {
     GenerateMac,
     VerifyMac,
     Describe,
+    /// The password shield (issue 22 item 2), on a password key or a pepper key.
+    HashPassword,
+    VerifyPassword,
 }
 
 impl GrantOp {
     /// Every grant operation; the CLI's accepted values are made from this list.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::ReEncrypt,
@@ -619,6 +635,8 @@ impl GrantOp {
         Self::GenerateMac,
         Self::VerifyMac,
         Self::Describe,
+        Self::HashPassword,
+        Self::VerifyPassword,
     ];
 
     #[must_use]
@@ -636,6 +654,8 @@ impl GrantOp {
             Self::VerifyMac => "verify-mac",
             Self::Describe => "describe",
             Self::ReEncryptTo => "reencrypt-to",
+            Self::HashPassword => "hash-password",
+            Self::VerifyPassword => "verify-password",
         }
     }
 
@@ -652,8 +672,12 @@ impl GrantOp {
             }
             Self::Sign | Self::Verify => purpose == Purpose::Sign,
             Self::AsymmetricDecrypt => purpose == Purpose::AsymmetricDecrypt,
-            Self::GetPublicKey => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
+            Self::GetPublicKey => purpose.is_asymmetric(),
             Self::GenerateMac | Self::VerifyMac => purpose == Purpose::Mac,
+            // Both keys of the shield: the password key opens, the pepper peppers.
+            Self::HashPassword | Self::VerifyPassword => {
+                matches!(purpose, Purpose::Password | Purpose::Pepper)
+            }
         }
     }
 
@@ -787,6 +811,8 @@ mod tests {
             Op::GenerateDataKey,
             Op::AsymmetricDecrypt,
             Op::Sign,
+            Op::HashPassword,
+            Op::VerifyPassword,
         ] {
             assert!(
                 !allowed(&Role::Admin, op) && !allowed(&Role::Auditor, op) && allowed(&app, op)
@@ -858,7 +884,9 @@ mod tests {
                 "get-public-key",
                 "generate-mac",
                 "verify-mac",
-                "describe"
+                "describe",
+                "hash-password",
+                "verify-password"
             ]
         );
         assert_eq!(
@@ -900,6 +928,19 @@ mod tests {
             fit(Purpose::Mac),
             ["generate-mac", "verify-mac", "describe"]
         );
+        assert_eq!(
+            fit(Purpose::Password),
+            [
+                "get-public-key",
+                "describe",
+                "hash-password",
+                "verify-password"
+            ]
+        );
+        assert_eq!(
+            fit(Purpose::Pepper),
+            ["describe", "hash-password", "verify-password"]
+        );
         // Every key operation's grant op fits the purpose that operation needs.
         for (op, purpose) in [
             (Op::Encrypt, Purpose::Encrypt),
@@ -911,6 +952,10 @@ mod tests {
             (Op::AsymmetricDecrypt, Purpose::AsymmetricDecrypt),
             (Op::GenerateMac, Purpose::Mac),
             (Op::VerifyMac, Purpose::Mac),
+            (Op::HashPassword, Purpose::Password),
+            (Op::HashPassword, Purpose::Pepper),
+            (Op::VerifyPassword, Purpose::Password),
+            (Op::VerifyPassword, Purpose::Pepper),
         ] {
             assert!(op.grant_op().unwrap().fits(purpose), "{op:?}");
         }
@@ -933,7 +978,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 51);
+        assert_eq!(Op::ALL.len(), 53);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

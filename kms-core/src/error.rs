@@ -48,6 +48,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The password shield refused a sealed password (issue 22 item 2).
+    #[error(transparent)]
+    Password(#[from] PasswordRefusal),
     /// The operation needs the approval of other administrators (dual control): it did not
     /// run, and pending request `id` waits for them (`kms/approvals.rs`).
     #[error(
@@ -59,6 +62,26 @@ pub enum Error {
         operation: &'static str,
         needed: u8,
     },
+}
+
+/// Why the password shield refused a sealed password that it could open. Never carries the
+/// password, the nonce or anything derived from them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordRefusal {
+    /// The password breaks a strength rule (`[password]` in the server's configuration).
+    #[error("the password is too weak: {0}")]
+    Weak(crate::crypto::password_hash::Weakness),
+    /// The sealed password's timestamp is further than the window from the KMS's clock.
+    #[error(
+        "the sealed password's timestamp is {skew} s from the KMS's clock, outside the ±{window} s window: seal it again with the current time"
+    )]
+    Stale { skew: u64, window: u64 },
+    /// The sealed password's nonce was seen before within the window: a replay.
+    #[error(
+        "the sealed password was already used (its nonce was seen within the window): seal it again"
+    )]
+    Replayed,
 }
 
 /// Malformed input: which field, and what is wrong with it. Never carries the input's bytes.

@@ -41,7 +41,7 @@ mod secret;
 pub mod selftest;
 pub mod store;
 
-pub use error::{CryptoError, Error, InvalidInput, UnsealError};
+pub use error::{CryptoError, Error, InvalidInput, PasswordRefusal, UnsealError};
 pub use kms::audit_key::{AUDIT_KEY_ALIAS, AuditKeyVersion, SYSTEM_NAMESPACE};
 pub use kms::inventory::{
     CompromisedKey, CountedBy, Inconsistency, Inventory, InventoryError, InventoryKey,
@@ -53,9 +53,11 @@ pub use kms::metrics::{CacheStats, KeyCounts};
 pub use kms::testing::TestKms;
 pub use kms::{
     ApprovalLog, ApprovalParams, ApprovalRequest, ApprovalState, CreateKeyRequest, DataKeyMode,
-    DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms,
-    KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, Quorum, Sensitive, SignOutput, Status, Sweep,
-    SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput, VersionInfo,
+    DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, HashPasswordOutput,
+    InitOutput, KeyInfo, Kms, KmsConfig, MAX_IDENTIFIER_BYTES, MAX_IDENTIFIERS, MAX_RANDOM_BYTES,
+    MAX_SEALED_CIPHERTEXT, PasswordSettings, PublicKeyOutput, Quorum, Sensitive, SignOutput,
+    Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput,
+    VerifyPasswordOutput, VersionInfo,
 };
 pub use kms::{
     ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,

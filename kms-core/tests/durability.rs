@@ -155,6 +155,7 @@ fn audit_event(request_id: String, operation: Operation, batch_id: Option<String
         traceparent: None,
         transfer: None,
         batch_id,
+        pepper: None,
     }
 }
 
@@ -877,7 +878,9 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
                     .unwrap();
                 assert!(ok.valid, "{at}");
             }
-            Purpose::AsymmetricDecrypt => panic!("{at}: the child creates no such key"),
+            Purpose::AsymmetricDecrypt | Purpose::Password | Purpose::Pepper => {
+                panic!("{at}: the child creates no such key")
+            }
         }
     }
     tally

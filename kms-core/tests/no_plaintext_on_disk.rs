@@ -335,6 +335,41 @@ struct Observed {
     tags: HashMap<(KeyId, u32), (Vec<u8>, Vec<u8>)>,
     /// Plaintexts that went in or came out of the KMS and must not be stored: label, bytes.
     secrets: Vec<(String, Vec<u8>)>,
+    /// (pepper key id, version) → (password, stored hash) from `hash_password`.
+    hashes: HashMap<(KeyId, u32), (String, String)>,
+}
+
+/// The password shield's keys of namespace a, each used with the other.
+#[derive(Clone, Copy, Default)]
+struct Shield {
+    password: Option<KeyId>,
+    pepper: Option<KeyId>,
+}
+
+/// Hashes a fresh password with the two keys; the password must never be stored, and the
+/// hash lets the extracted pepper version be checked.
+fn hash_with(kms: &TestKms, app: &Principal, password: KeyId, pepper: KeyId, seen: &mut Observed) {
+    let pw = KeyRef::Id(password);
+    let public = kms.get_public_key(app, &pw, None).unwrap().public_key;
+    let to = kms_core::policy::Policy::default()
+        .approve(Purpose::Password, public.spec())
+        .unwrap();
+    let secret = format!("Pw{}", hex::encode(random(12)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let plain = kms_core::crypto::password_hash::encode_sealed(&secret, now, &random(16)).unwrap();
+    let sealed = encrypt_to_public_key(&to, &public, plain.expose_secret()).unwrap();
+    let out = kms
+        .hash_password(app, &pw, &KeyRef::Id(pepper), &sealed, &[])
+        .unwrap();
+    seen.secrets.push((
+        format!("password hashed with {pepper}"),
+        secret.clone().into_bytes(),
+    ));
+    seen.hashes
+        .insert((pepper, out.pepper_key_version), (secret, out.hash));
 }
 
 fn use_key(
@@ -342,6 +377,7 @@ fn use_key(
     app: &Principal,
     key: &kms_core::KeyInfo,
     asym_peer: Option<KeyId>,
+    shield: Shield,
     seen: &mut Observed,
 ) {
     let r = KeyRef::Id(key.id);
@@ -442,6 +478,16 @@ fn use_key(
             assert_eq!(out.key_version, v);
             seen.tags.insert((key.id, v), (data, out.signature));
         }
+        Purpose::Password => {
+            if let Some(pepper) = shield.pepper {
+                hash_with(kms, app, key.id, pepper, seen);
+            }
+        }
+        Purpose::Pepper => {
+            if let Some(password) = shield.password {
+                hash_with(kms, app, password, key.id, seen);
+            }
+        }
     }
 }
 
@@ -491,6 +537,16 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
         .iter()
         .find(|k| k.purpose == Purpose::AsymmetricDecrypt && k.spec == KeySpec::Sm2)
         .map(|k| k.id);
+    let in_a = |purpose| {
+        keys.iter()
+            .find(|k| k.purpose == purpose && k.namespace == ns("a"))
+            .map(|k| k.id)
+    };
+    let shield = Shield {
+        password: in_a(Purpose::Password),
+        pepper: in_a(Purpose::Pepper),
+    };
+    assert!(shield.password.is_some() && shield.pepper.is_some());
     let mut seen = Observed::default();
     let principal_for = |k: &kms_core::KeyInfo| {
         if k.namespace == ns("a") {
@@ -501,7 +557,7 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     };
     for k in &keys {
         let peer = asym_peer.filter(|_| k.namespace == ns("a"));
-        use_key(&kms, &principal_for(k), k, peer, &mut seen);
+        use_key(&kms, &principal_for(k), k, peer, shield, &mut seen);
     }
     // Rotate every other key (the first twice), and use the new versions.
     for (i, k) in keys.iter_mut().enumerate().filter(|(i, _)| i % 2 == 0) {
@@ -509,7 +565,7 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
         for _ in 0..times {
             *k = kms.rotate_key(&admin, &KeyRef::Id(k.id)).unwrap();
             let peer = asym_peer.filter(|_| k.namespace == ns("a"));
-            use_key(&kms, &principal_for(k), k, peer, &mut seen);
+            use_key(&kms, &principal_for(k), k, peer, shield, &mut seen);
         }
     }
 
@@ -528,11 +584,8 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     assert!(keks.contains_key(&ns("a")) && keks.contains_key(&ns("b")));
     let mut extracted = Vec::new();
     let mut records = Vec::new();
-    for purpose in Purpose::ALL {
-        for (_, bytes) in store
-            .scan_prefix(KeyRecord::tree_for(purpose), &[])
-            .unwrap()
-        {
+    for tree in KeyRecord::TREES {
+        for (_, bytes) in store.scan_prefix(tree, &[]).unwrap() {
             let r = KeyRecord::decode(&bytes).unwrap();
             let kek = SecretBytes::copy_from_slice(&keks[&r.namespace]);
             for v in &r.versions {
@@ -574,12 +627,34 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
                 })
                 .is_some(),
             KeySpec::HmacSm3 | KeySpec::HmacSha256 | KeySpec::HmacSha384 | KeySpec::HmacSha512 => {
-                seen.tags
+                let tag = seen.tags.get(&(e.id, e.version)).map(|(data, tag)| {
+                    assert_eq!(&hmac_with(e.spec, &e.material, data), tag, "{at}");
+                });
+                // A pepper: its HMAC of the password, hashed as the stored hash says, is the
+                // stored hash.
+                let hash = seen
+                    .hashes
                     .get(&(e.id, e.version))
-                    .map(|(data, tag)| {
-                        assert_eq!(&hmac_with(e.spec, &e.material, data), tag, "{at}");
-                    })
-                    .is_some()
+                    .map(|(password, stored)| {
+                        use kms_core::crypto::password_hash::{StoredHash, derive};
+                        let parsed = StoredHash::parse(stored).unwrap();
+                        let peppered = SecretBytes::from_vec(hmac_with(
+                            e.spec,
+                            &e.material,
+                            password.as_bytes(),
+                        ));
+                        let approved = kms.policy().approve_password_verify(parsed.cost.alg());
+                        let again = derive(
+                            &approved,
+                            parsed.cost,
+                            &peppered,
+                            &parsed.salt,
+                            parsed.hash.len(),
+                        )
+                        .unwrap();
+                        assert_eq!(again.expose_secret(), parsed.hash.as_slice(), "{at}");
+                    });
+                tag.or(hash).is_some()
             }
             KeySpec::Sm2 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 let public = e.public_key.as_ref().unwrap();

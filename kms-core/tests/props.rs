@@ -561,10 +561,10 @@ fn gm_only_refuses_every_non_gm_spec() {
             }
         }
     }
-    // AES (encrypt), RSA ×3 (sign, decrypt), HMAC-SHA-2 ×3 (mac).
-    assert_eq!(refused, 1 + 3 * 2 + 3);
-    // SM4 (encrypt), SM2 (sign, decrypt), HMAC-SM3 (mac).
-    assert_eq!(allowed, 4);
+    // AES (encrypt), RSA ×3 (sign, decrypt), RSA-3072 and 4096 (password), HMAC-SHA-2 ×3 (mac).
+    assert_eq!(refused, 1 + 3 * 2 + 2 + 3);
+    // SM4 (encrypt), SM2 (sign, decrypt, password), HMAC-SM3 (mac, pepper).
+    assert_eq!(allowed, 6);
     for d in DigestAlg::ALL {
         assert_eq!(gm.approve_digest(d).is_ok(), d.is_gm(), "{d}");
     }

@@ -43,6 +43,8 @@ pub struct AuditNote {
     pub flags: Vec<Flag>,
     /// Import and export: how the material was wrapped, to which public key.
     pub transfer: Option<kms_core::audit::KeyTransfer>,
+    /// The password shield: the pepper key and version used (`key_id` is the password key).
+    pub pepper: Option<kms_core::audit::PepperUse>,
     /// A batch item's outcome, settled by its handler from the item's result; `None` for a
     /// call (its outcome is its response's gRPC code) and for an item not settled yet.
     pub outcome: Option<Outcome>,
@@ -152,6 +154,7 @@ fn item_events(
                 // Batch items are data-plane calls: no key material moves.
                 transfer: None,
                 batch_id: Some(batch_id.to_owned()),
+                pepper: None,
             })
         })
         .collect()
@@ -591,6 +594,7 @@ where
                                 traceparent: traceparent.clone(),
                                 transfer: None,
                                 batch_id: None,
+                                pepper: None,
                             };
                             write(Arc::clone(&log), intent, metrics.as_deref())
                                 .await
@@ -639,6 +643,7 @@ where
                 transport: transport.clone(),
                 traceparent: traceparent.clone(),
                 batch_id: None,
+                pepper: note.pepper.clone(),
                 transfer: note.transfer.clone(),
             };
             let written = match operation.batch_item() {
@@ -748,6 +753,7 @@ mod tests {
             include_str!("../../proto/kms/v1/admin.proto"),
             include_str!("../../proto/kms/v1/audit.proto"),
             include_str!("../../proto/kms/v1/crypto.proto"),
+            include_str!("../../proto/kms/v1/password.proto"),
             include_str!("../../proto/kms/v1/system.proto"),
         ];
         let mut rpcs = Vec::new();

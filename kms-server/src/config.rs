@@ -164,6 +164,90 @@ impl DualControl {
     }
 }
 
+/// `[password]`: the password shield (issue 22 item 2; `kms-core/src/kms/password.rs`).
+/// Omitted: ±300 s, at least 8 characters with letters and digits and no user identifier,
+/// argon2id with 32 MiB × 3 passes × 1 lane (standard policy) and PBKDF2-HMAC-SM3 with 150 000
+/// iterations (gm-only), each about 50 ms here (`kms bench --op hash-password`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// How far a sealed password's timestamp may be from the server's clock (seconds).
+    pub window_seconds: u64,
+    /// Fewest characters a new password may have.
+    pub min_length: usize,
+    pub require_letter: bool,
+    pub require_digit: bool,
+    /// Refuse a password that contains a user identifier the caller passes.
+    pub refuse_identifiers: bool,
+    /// Argon2id cost of new hashes (standard policy): memory in KiB, passes, lanes.
+    pub argon2_memory_kib: u32,
+    pub argon2_passes: u32,
+    pub argon2_lanes: u32,
+    /// PBKDF2-HMAC-SM3 iterations of new hashes (gm-only policy).
+    pub pbkdf2_iterations: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        let d = kms_core::PasswordSettings::DEFAULT;
+        Self {
+            window_seconds: d.window_seconds,
+            min_length: d.rules.min_chars,
+            require_letter: d.rules.require_letter,
+            require_digit: d.rules.require_digit,
+            refuse_identifiers: d.rules.refuse_identifiers,
+            argon2_memory_kib: d.argon2_m_kib,
+            argon2_passes: d.argon2_t,
+            argon2_lanes: d.argon2_p,
+            pbkdf2_iterations: d.pbkdf2_iterations,
+        }
+    }
+}
+
+impl PasswordConfig {
+    /// The core's settings, within what a stored hash may ask for
+    /// (`kms_core::crypto::password_hash`: memory 8·lanes to 262 144 KiB, 1 to 16 passes, 1 to
+    /// 8 lanes, 1 000 to 2 000 000 iterations) and a window of 1 s to 1 hour.
+    ///
+    /// # Errors
+    /// A value out of those ranges, named.
+    pub fn settings(&self) -> Result<kms_core::PasswordSettings, ConfigError> {
+        use kms_core::crypto::password_hash as ph;
+        let bad = |what: &str| ConfigError::Invalid(format!("[password] {what}"));
+        if !(1..=3600).contains(&self.window_seconds) {
+            return Err(bad("window_seconds must be 1 to 3600"));
+        }
+        if !(1..=ph::PASSWORD_MAX_BYTES).contains(&self.min_length) {
+            return Err(bad("min_length must be 1 to 256"));
+        }
+        if !(1..=ph::MAX_ARGON2_P).contains(&self.argon2_lanes)
+            || !(1..=ph::MAX_ARGON2_T).contains(&self.argon2_passes)
+            || self.argon2_memory_kib < 8 * self.argon2_lanes
+            || self.argon2_memory_kib > ph::MAX_ARGON2_M_KIB
+        {
+            return Err(bad(
+                "argon2 cost must be 1 to 8 lanes, 1 to 16 passes and 8·lanes to 262144 KiB",
+            ));
+        }
+        if !(1_000..=ph::MAX_PBKDF2_ITERATIONS).contains(&self.pbkdf2_iterations) {
+            return Err(bad("pbkdf2_iterations must be 1000 to 2000000"));
+        }
+        Ok(kms_core::PasswordSettings {
+            window_seconds: self.window_seconds,
+            rules: ph::StrengthRules {
+                min_chars: self.min_length,
+                require_letter: self.require_letter,
+                require_digit: self.require_digit,
+                refuse_identifiers: self.refuse_identifiers,
+            },
+            argon2_m_kib: self.argon2_memory_kib,
+            argon2_t: self.argon2_passes,
+            argon2_p: self.argon2_lanes,
+            pbkdf2_iterations: self.pbkdf2_iterations,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -225,6 +309,8 @@ pub struct Config {
     /// in request latencies.
     pub audit_archive_seconds: u64,
     pub dual_control: DualControl,
+    /// `[password]`: the password shield's window, strength rules and hash costs.
+    pub password: PasswordConfig,
     /// `[log]`: the log's format and whether each call gets an INFO line (`logging.rs`).
     pub log: crate::logging::LogConfig,
     /// `[metrics]`: Prometheus metrics; unset for none.
@@ -261,6 +347,7 @@ impl Default for Config {
             audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
             audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
             dual_control: DualControl::default(),
+            password: PasswordConfig::default(),
             log: crate::logging::LogConfig::default(),
             metrics: None,
         }
@@ -431,6 +518,7 @@ impl Config {
             )));
         }
         self.audit_archive()?;
+        self.password.settings()?;
         Ok(())
     }
 
@@ -590,6 +678,7 @@ impl Config {
             gcm_invocation_limit: self.gcm_invocation_limit,
             unseal_break_glass: self.unseal_break_glass,
             quorum: self.dual_control.quorum()?,
+            password: self.password.settings()?,
         })
     }
 

@@ -15,7 +15,8 @@ use kms_core::keys::KeyId;
 use kms_core::{Kms, Sweep, SweepLog, SweepOutcome, System};
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_batch_server::CryptoBatchServer, crypto_server::CryptoServer,
-    key_admin_server::KeyAdminServer, system_server::SystemServer,
+    key_admin_server::KeyAdminServer, password_shield_server::PasswordShieldServer,
+    system_server::SystemServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -615,6 +616,7 @@ async fn store_health(
             <KeyAdminServer<Shared> as tonic::server::NamedService>::NAME,
             <SystemServer<SystemService> as tonic::server::NamedService>::NAME,
             <AuditServer<Shared> as tonic::server::NamedService>::NAME,
+            <PasswordShieldServer<Shared> as tonic::server::NamedService>::NAME,
         ] {
             reporter.set_service_status(service, status).await;
         }
@@ -801,6 +803,9 @@ pub async fn run_with_tlcp(
         .set_serving::<SystemServer<SystemService>>()
         .await;
     health_reporter.set_serving::<AuditServer<Shared>>().await;
+    health_reporter
+        .set_serving::<PasswordShieldServer<Shared>>()
+        .await;
     let health_watch = tokio::spawn(store_health(
         Arc::clone(&kms),
         health_reporter.clone(),
@@ -863,6 +868,7 @@ pub async fn run_with_tlcp(
                 .max_decoding_message_size(settings.limits.max_batch_message_bytes()),
         )
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
+        .add_service(PasswordShieldServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(
             SystemServer::new(SystemService::new(
                 shared,

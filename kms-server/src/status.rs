@@ -2,7 +2,7 @@
 //! no secret in it and a request id; the server log gets the detail under the same id.
 
 use kms_core::store::StoreError;
-use kms_core::{CryptoError, Error, UnsealError};
+use kms_core::{CryptoError, Error, PasswordRefusal, UnsealError};
 use tonic::{Code, Status};
 
 /// The gRPC code a core error maps to (also for the scheduler's outcome records).
@@ -25,6 +25,13 @@ pub(crate) fn code_of(e: &Error) -> Code {
         | Error::ApprovalPending { .. } => Code::FailedPrecondition,
         Error::PermissionDenied { .. } => Code::PermissionDenied,
         Error::Sealed => Code::Unavailable,
+        // The password shield: a weak or stale password is the request's fault; a replayed
+        // seal names something that was already used.
+        Error::Password(p) => match p {
+            PasswordRefusal::Weak(_) | PasswordRefusal::Stale { .. } => Code::InvalidArgument,
+            PasswordRefusal::Replayed => Code::AlreadyExists,
+            _ => Code::InvalidArgument,
+        },
         Error::Store(s) => match s {
             StoreError::Conflict { .. } => Code::Aborted,
             StoreError::Unavailable(_) => Code::Unavailable,
@@ -424,6 +431,23 @@ mod tests {
             (
                 Error::Store(StoreError::Unavailable("down".into())),
                 Code::Unavailable,
+            ),
+            (
+                Error::Password(PasswordRefusal::Weak(
+                    kms_core::crypto::password_hash::Weakness::NoDigit,
+                )),
+                Code::InvalidArgument,
+            ),
+            (
+                Error::Password(PasswordRefusal::Stale {
+                    skew: 301,
+                    window: 300,
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                Error::Password(PasswordRefusal::Replayed),
+                Code::AlreadyExists,
             ),
             (
                 Error::Store(StoreError::Corrupt(SECRET.into())),

@@ -29,6 +29,9 @@ pub enum PlanError {
         size: u32,
         why: &'static str,
     },
+    /// `hash-password` without `--pepper`.
+    #[error("--op hash-password needs --pepper, the pepper key")]
+    NoPepper,
     /// The CPU time of the process given cannot be read.
     #[error("--server-pid {pid}: cannot read its CPU time: {source}")]
     ServerPid {
@@ -60,6 +63,9 @@ pub enum Failure {
         /// Items sent.
         want: usize,
     },
+    /// This side could not seal a password (`hash-password`).
+    #[error("sealing the password failed: {0}")]
+    Sealing(String),
     /// The server returned a plaintext of another length than was encrypted.
     #[error("the server returned {got} bytes of plaintext, not {want}")]
     PlaintextLength {

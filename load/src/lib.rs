@@ -46,6 +46,8 @@ use crate::request::{Clients, Window, histogram, prepare, request_loop, show_pro
 /// `asym-decrypt`, which RSA-OAEP limits, and 16 (an SM4 key) for `datakey`.
 const DEFAULT_SIZE: u32 = 1024;
 const DEFAULT_ASYM_SIZE: u32 = 32;
+/// The benchmark password's length (`hash-password`): a typical 14-character password.
+const HASH_PASSWORD_LEN: u32 = 14;
 /// The longest latency the histogram holds (longer ones are recorded as this): 10 minutes.
 const MAX_LATENCY_US: u64 = 600_000_000;
 /// The most items a batch may hold (the server's default `max_batch_items`).
@@ -61,11 +63,13 @@ pub enum Op {
     Verify,
     AsymDecrypt,
     Mac,
+    /// The password shield's HashPassword (issue 22 item 2), each request a fresh seal.
+    HashPassword,
 }
 
 impl Op {
     /// Every operation, in the order `kms bench --help` lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::Datakey,
@@ -73,6 +77,7 @@ impl Op {
         Self::Verify,
         Self::AsymDecrypt,
         Self::Mac,
+        Self::HashPassword,
     ];
 
     /// The operation's name as `kms bench --op` takes it.
@@ -86,6 +91,7 @@ impl Op {
             Self::Verify => "verify",
             Self::AsymDecrypt => "asym-decrypt",
             Self::Mac => "mac",
+            Self::HashPassword => "hash-password",
         }
     }
 
@@ -104,6 +110,9 @@ impl Op {
                 "Decrypt --size bytes (default 32) encrypted here to the key's public key"
             }
             Self::Mac => "MAC --size bytes (a MAC key)",
+            Self::HashPassword => {
+                "HashPassword with a password sealed here for each request (a PASSWORD key, and a PEPPER key as --pepper)"
+            }
         }
     }
 
@@ -121,6 +130,7 @@ impl Op {
             Self::Sign | Self::Verify => "sign",
             Self::AsymDecrypt => "asymmetric-decrypt",
             Self::Mac => "mac",
+            Self::HashPassword => "password",
         }
     }
 }
@@ -151,6 +161,8 @@ pub struct Options {
     pub progress: bool,
     /// Items per call through the batch RPC (1 to 1000); `None`: the single RPC.
     pub batch: Option<u32>,
+    /// The pepper key (id or alias) of `hash-password`.
+    pub pepper: Option<String>,
 }
 
 /// A checked run.
@@ -169,6 +181,8 @@ pub struct Plan {
     period: Option<Duration>,
     /// Items per batch call, when the load goes through the batch RPC.
     batch: Option<u32>,
+    /// The pepper key of `hash-password`.
+    pepper: Option<String>,
 }
 
 impl Plan {
@@ -192,6 +206,8 @@ impl Plan {
             (Op::Datakey, None | Some(16 | 32)) => o.size.unwrap_or(16),
             (Op::Datakey, Some(other)) => return Err(PlanError::DataKeySize(other)),
             (Op::AsymDecrypt, size) => size.unwrap_or(DEFAULT_ASYM_SIZE),
+            // The password's length, not a payload: fixed.
+            (Op::HashPassword, _) => HASH_PASSWORD_LEN,
             (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac, size) => {
                 size.unwrap_or(DEFAULT_SIZE)
             }
@@ -199,6 +215,7 @@ impl Plan {
         if let Some(n) = o.batch {
             let why = match o.op {
                 Op::AsymDecrypt => Some("asymmetric decryption has no batch form"),
+                Op::HashPassword => Some("the password shield has no batch form"),
                 Op::Encrypt | Op::Decrypt | Op::Datakey | Op::Sign | Op::Verify | Op::Mac => {
                     (!(1..=MAX_BATCH).contains(&n)).then_some("a batch holds 1 to 1000 items")
                 }
@@ -210,6 +227,9 @@ impl Plan {
                     why,
                 });
             }
+        }
+        if o.op == Op::HashPassword && o.pepper.is_none() {
+            return Err(PlanError::NoPepper);
         }
         if let Some(pid) = o.server_pid {
             procfs::cpu_ticks(pid).map_err(|source| PlanError::ServerPid { pid, source })?;
@@ -231,6 +251,7 @@ impl Plan {
             progress: o.progress,
             period,
             batch: o.batch,
+            pepper: o.pepper,
         })
     }
 
@@ -371,6 +392,7 @@ mod tests {
             server_pid: None,
             progress: false,
             batch: None,
+            pepper: None,
         }
     }
 
@@ -436,6 +458,27 @@ mod tests {
             ..options(Op::Mac)
         });
         assert!(matches!(none, Err(PlanError::NoLoops)));
+        // The password shield needs its pepper key, and has no batch form.
+        assert!(matches!(
+            Plan::new(options(Op::HashPassword)),
+            Err(PlanError::NoPepper)
+        ));
+        let pepper = || Some("pepper".to_owned());
+        assert!(matches!(
+            Plan::new(Options {
+                batch: Some(10),
+                pepper: pepper(),
+                ..options(Op::HashPassword)
+            }),
+            Err(PlanError::Batch { .. })
+        ));
+        assert!(
+            Plan::new(Options {
+                pepper: pepper(),
+                ..options(Op::HashPassword)
+            })
+            .is_ok()
+        );
         // No process has the largest pid.
         let pid = Plan::new(Options {
             server_pid: Some(u32::MAX),
@@ -469,7 +512,9 @@ mod tests {
             Op::Verify,
             Op::AsymDecrypt,
             Op::Mac,
+            Op::HashPassword,
         ];
+        assert_eq!(all, Op::ALL);
         let names: Vec<_> = all.iter().map(|op| op.name()).collect();
         assert_eq!(
             names,
@@ -480,10 +525,12 @@ mod tests {
                 "sign",
                 "verify",
                 "asym-decrypt",
-                "mac"
+                "mac",
+                "hash-password"
             ]
         );
         assert_eq!(Op::Verify.purpose(), "sign");
+        assert_eq!(Op::HashPassword.purpose(), "password");
         assert_eq!(Op::AsymDecrypt.purpose(), "asymmetric-decrypt");
     }
 }

@@ -321,6 +321,7 @@ mod tests {
             server_pid: None,
             progress: false,
             batch: None,
+            pepper: None,
         }
     }
 

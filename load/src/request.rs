@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use kms_proto::v1::crypto_batch_client::CryptoBatchClient;
 use kms_proto::v1::crypto_client::CryptoClient;
+use kms_proto::v1::password_shield_client::PasswordShieldClient;
 use kms_proto::v1::{
     self, AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
     GenerateMacRequest, GetPublicKeyRequest, MessageType, SignRequest, VerifyRequest,
@@ -21,12 +22,14 @@ use crate::{Failure, LoadError, MAX_LATENCY_US, Op, Plan};
 pub(crate) struct Clients {
     crypto: CryptoClient<Channel>,
     batch: CryptoBatchClient<Channel>,
+    password: PasswordShieldClient<Channel>,
 }
 
 impl Clients {
     pub(crate) fn new(channel: Channel) -> Self {
         Self {
             crypto: CryptoClient::new(channel.clone()),
+            password: PasswordShieldClient::new(channel.clone()),
             // A batch's answer may pass gRPC's usual 4 MiB receive limit (each item's ciphertext
             // is longer than its plaintext).
             batch: CryptoBatchClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
@@ -44,8 +47,46 @@ pub(crate) enum Request {
     Verify(VerifyRequest),
     AsymDecrypt(AsymmetricDecryptRequest, usize),
     Mac(GenerateMacRequest),
+    /// HashPassword, sealed afresh for each send (a sealed password is good once).
+    HashPassword(Box<Sealer>),
     /// The same item, many times, through the batch RPC.
     Batch(Batch),
+}
+
+/// What `hash-password` needs to seal a password for each request, as a mobile app would: the
+/// password key's public key, and the keys to name.
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    public: kms_core::crypto::PublicKey,
+    to_key: kms_core::policy::Approved,
+    password_key: String,
+    pepper_key: String,
+    password: String,
+}
+
+impl Sealer {
+    /// A request with a new seal: the current time and a fresh random nonce.
+    fn request(&self) -> Result<v1::HashPasswordRequest, Failure> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let sealing = |e: &dyn std::fmt::Display| Failure::Sealing(e.to_string());
+        let nonce = kms_core::crypto::rng::random_public(16).map_err(|e| sealing(&e))?;
+        let plain = kms_core::crypto::password_hash::encode_sealed(&self.password, now, &nonce)
+            .map_err(|e| sealing(&e))?;
+        let sealed = kms_core::crypto::encrypt_to_public_key(
+            &self.to_key,
+            &self.public,
+            plain.expose_secret(),
+        )
+        .map_err(|e| sealing(&e))?;
+        Ok(v1::HashPasswordRequest {
+            password_key: self.password_key.clone(),
+            pepper_key: self.pepper_key.clone(),
+            sealed_password: sealed,
+            identifiers: Vec::new(),
+        })
+    }
 }
 
 /// A batch call of copies of one item (`--batch`).
@@ -98,7 +139,9 @@ impl Batch {
             Request::Sign(r) => Self::Sign(v1::BatchSignRequest { items: vec![r; n] }),
             Request::Verify(r) => Self::Verify(v1::BatchVerifyRequest { items: vec![r; n] }),
             Request::Mac(r) => Self::Mac(v1::BatchGenerateMacRequest { items: vec![r; n] }),
-            Request::AsymDecrypt(..) | Request::Batch(_) => return None,
+            Request::AsymDecrypt(..) | Request::HashPassword(_) | Request::Batch(_) => {
+                return None;
+            }
         })
     }
 
@@ -186,6 +229,9 @@ impl Request {
             Self::Mac(r) => {
                 client.generate_mac(r).await?;
             }
+            Self::HashPassword(sealer) => {
+                clients.password.hash_password(sealer.request()?).await?;
+            }
             Self::Batch(b) => return b.send(&mut clients.batch).await,
         }
         Ok(())
@@ -217,6 +263,9 @@ fn probe(step: &'static str) -> impl FnOnce(tonic::Status) -> LoadError {
 /// Makes the request for `plan.op`, with the inputs that need the server made first: with
 /// `plan.batch`, a batch of that many copies of the single request.
 pub(crate) async fn prepare(plan: &Plan, clients: &mut Clients) -> Result<Request, LoadError> {
+    if plan.op == Op::HashPassword {
+        return prepare_hash_password(plan, &mut clients.crypto).await;
+    }
     let single = prepare_single(plan, &mut clients.crypto).await?;
     match plan.batch {
         None => Ok(single),
@@ -225,6 +274,43 @@ pub(crate) async fn prepare(plan: &Plan, clients: &mut Clients) -> Result<Reques
             .map(Request::Batch)
             .ok_or(LoadError::NoBatchForm(plan.op.name())),
     }
+}
+
+/// `hash-password`: the password key's public key, fetched once, seals every request.
+async fn prepare_hash_password(
+    plan: &Plan,
+    client: &mut CryptoClient<Channel>,
+) -> Result<Request, LoadError> {
+    let public = client
+        .get_public_key(GetPublicKeyRequest {
+            key: plan.key.clone(),
+            key_version: None,
+        })
+        .await
+        .map_err(probe(
+            "fetching the password key's public key (GetPublicKey)",
+        ))?
+        .into_inner();
+    // Any spec a password key can have; the server's policy decides what it opens.
+    let policy = kms_core::policy::Policy::from_config(kms_core::policy::PolicyMode::Standard);
+    let public = kms_core::crypto::PublicKey::from_spki_der(policy, &public.public_key_der)
+        .map_err(|e| LoadError::PublicKey(e.to_string()))?;
+    let to_key = policy
+        .approve(kms_core::alg::Purpose::Password, public.spec())
+        .map_err(|e| LoadError::PublicKey(e.to_string()))?;
+    // Letters and digits, as the default strength rules want.
+    let password: String = "Bench-passw0rd"
+        .chars()
+        .cycle()
+        .take(plan.size as usize)
+        .collect();
+    Ok(Request::HashPassword(Box::new(Sealer {
+        public,
+        to_key,
+        password_key: plan.key.clone(),
+        pepper_key: plan.pepper.clone().unwrap_or_default(),
+        password,
+    })))
 }
 
 /// The single request for `plan.op`.
@@ -325,6 +411,8 @@ async fn prepare_single(
             )
         }
         Op::Mac => Request::Mac(GenerateMacRequest { key, data }),
+        // Made by `prepare_hash_password`.
+        Op::HashPassword => return Err(LoadError::NoBatchForm(plan.op.name())),
     })
 }
 

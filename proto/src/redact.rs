@@ -119,6 +119,37 @@ redacted!(RestoreChunk {
     shares: len,
     data: len
 });
+// The password shield: sealed passwords, stored hashes (material for an offline guess) and user
+// identifiers (personal data) are shown as sizes.
+redacted!(HashPasswordRequest {
+    password_key: show,
+    pepper_key: show,
+    sealed_password: len,
+    identifiers: entries,
+});
+redacted!(HashPasswordResponse {
+    hash: len,
+    password_key_id: show,
+    password_key_version: show,
+    pepper_key_id: show,
+    pepper_key_version: show,
+});
+redacted!(VerifyPasswordRequest {
+    password_key: show,
+    sealed_password: len,
+    stored_hash: len,
+    identifiers: entries,
+});
+redacted!(VerifyPasswordResponse {
+    matched: show,
+    rehashed: len,
+    weak: show,
+    password_key_id: show,
+    password_key_version: show,
+    pepper_key_id: show,
+    pepper_key_version: show,
+    key_compromised: show,
+});
 
 #[cfg(test)]
 mod tests {
@@ -167,6 +198,37 @@ mod tests {
                 "{:?}",
                 v1::GenerateRandomResponse {
                     random: secret.as_bytes().to_vec()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::HashPasswordRequest {
+                    sealed_password: secret.as_bytes().to_vec(),
+                    identifiers: vec![secret.into()],
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::HashPasswordResponse {
+                    hash: secret.into(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::VerifyPasswordRequest {
+                    sealed_password: secret.as_bytes().to_vec(),
+                    stored_hash: secret.into(),
+                    identifiers: vec![secret.into()],
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::VerifyPasswordResponse {
+                    rehashed: secret.into(),
+                    ..Default::default()
                 }
             ),
             // Batches print their items through the items' own redacted Debug.

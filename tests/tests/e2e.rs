@@ -17,6 +17,8 @@
 //!   and Python (issue 19).
 //! - [`lifecycle`]: key states and rotation as the data plane sees them (KEY-7, KEY-8).
 //! - [`outside_keys`]: partners' public keys, imported, verify their signatures (issue 19).
+//! - [`password`]: the password shield — sealed by OpenSSL, hashes judged by the Argon2
+//!   reference implementation and GmSSL, refusals and audit flags (issue 22 item 2).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
 //! - [`tools`]: standard tools — gRPC reflection (v1 and v1alpha, with grpcurl and Python's
 //!   client) and W3C `traceparent` in the audit record (issue 21 item 5).
@@ -56,6 +58,8 @@ mod import_export;
 mod lifecycle;
 #[path = "e2e/outside_keys.rs"]
 mod outside_keys;
+#[path = "e2e/password.rs"]
+mod password;
 #[path = "e2e/restart.rs"]
 mod restart;
 #[path = "e2e/tls.rs"]

@@ -4,7 +4,7 @@
 // Test helpers count as test code (clippy's allow-unwrap-in-tests) only under cfg(test).
 #![cfg(test)]
 
-use kms_core::alg::{DigestAlg, KeySpec};
+use kms_core::alg::{DigestAlg, KeySpec, PasswordHashAlg};
 use kms_core::policy::{Policy, PolicyMode};
 
 /// Runs `kms-server selftest [flags]` in-process; returns (exit status, stdout).
@@ -59,6 +59,15 @@ fn check_policy(mode: PolicyMode, flags: &[&str]) {
                 spec.name()
             );
         }
+    }
+    // The password shield's functions: PBKDF2-HMAC-SM3 always, argon2id where new hashes may
+    // use it (the standard policy).
+    for alg in PasswordHashAlg::ALL {
+        assert_eq!(
+            passed.contains(&alg.name()),
+            alg.is_gm() || mode == PolicyMode::Standard,
+            "{alg}:\n{stdout}"
+        );
     }
     for digest in DigestAlg::ALL {
         let approved = policy.approve_digest(digest).is_ok();

@@ -54,6 +54,7 @@ fn options(a: BenchArgs) -> Options {
         server_pid: a.server_pid,
         progress: a.progress || std::io::stderr().is_terminal(),
         batch: a.batch,
+        pepper: a.pepper,
     }
 }
 
@@ -70,6 +71,9 @@ fn plan_error(e: &PlanError) -> CliError {
             "give the PID of the kms-server process on this machine, or leave --server-pid out",
         ),
         PlanError::NoLoops => usage,
+        PlanError::NoPepper => usage.with_hint(
+            "--op hash-password takes the password key as --key and the pepper key as --pepper",
+        ),
         PlanError::Batch { .. } => usage.with_hint(
             "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify or mac",
         ),
@@ -109,7 +113,9 @@ fn load_error(plan: &Plan, err: LoadError) -> CliError {
                     ExitKind::from_code(*code),
                     format!("an item of the batch failed: {message}"),
                 ),
-                Failure::PlaintextLength { .. } | Failure::BatchLength { .. } => {
+                Failure::PlaintextLength { .. }
+                | Failure::BatchLength { .. }
+                | Failure::Sealing(_) => {
                     CliError::other(failure.to_string())
                 }
             };

@@ -21,6 +21,8 @@ pub(crate) const fn purpose(p: PurposeArg) -> Purpose {
         PurposeArg::Sign => Purpose::Sign,
         PurposeArg::AsymmetricDecrypt => Purpose::AsymmetricDecrypt,
         PurposeArg::Mac => Purpose::Mac,
+        PurposeArg::Password => Purpose::Password,
+        PurposeArg::Pepper => Purpose::Pepper,
     }
 }
 
@@ -28,8 +30,8 @@ pub(crate) const fn purpose(p: PurposeArg) -> Purpose {
 pub(crate) const fn default_algorithm(p: PurposeArg) -> &'static str {
     match p {
         PurposeArg::Encrypt => "sm4-gcm",
-        PurposeArg::Sign | PurposeArg::AsymmetricDecrypt => "sm2",
-        PurposeArg::Mac => "hmac-sm3",
+        PurposeArg::Sign | PurposeArg::AsymmetricDecrypt | PurposeArg::Password => "sm2",
+        PurposeArg::Mac | PurposeArg::Pepper => "hmac-sm3",
     }
 }
 

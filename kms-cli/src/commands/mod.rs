@@ -8,6 +8,7 @@ mod bench;
 mod crypto;
 mod envelope;
 mod keys;
+mod password;
 mod pki;
 mod system;
 mod transfer;
@@ -25,7 +26,7 @@ use kms_proto::v1::key_admin_client::KeyAdminClient;
 use kms_proto::v1::system_client::SystemClient;
 use tonic::transport::Channel;
 
-use crate::args::{Args, AuditCommand, Command, InventoryCommand, Remote};
+use crate::args::{Args, AuditCommand, Command, InventoryCommand, PasswordCommand, Remote};
 use crate::client::{self, ClientError};
 use crate::error::{CliError, ExitKind};
 use crate::resolve;
@@ -79,6 +80,13 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         command,
     } = args;
     let online = match command {
+        // Sealing to a public-key file is what a mobile app does: no server.
+        Command::Remote(Remote::Password(PasswordCommand::Seal(a))) if a.public_key.is_some() => {
+            return tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?
+                .block_on(password::seal(None, json, a));
+        }
         Command::Remote(remote) => Online::Remote(remote),
         // Verification is offline: the files and the public key, no connection settings needed.
         Command::Audit(AuditCommand::Verify {
@@ -157,6 +165,7 @@ async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
         Remote::Mac(a) => crypto::mac(ctx, a).await,
         Remote::VerifyMac(a) => crypto::verify_mac(ctx, a).await,
         Remote::Random(a) => crypto::random(ctx, a).await,
+        Remote::Password(cmd) => password::run(ctx, cmd).await,
     }
 }
 

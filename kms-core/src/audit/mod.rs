@@ -115,6 +115,17 @@ pub struct Event {
     /// The request id of the batch call this event is an item of (or, for a batch refused as
     /// a whole, its own); `None` for single calls.
     pub batch_id: Option<String>,
+    /// The password shield's second key (issue 22 item 2): the pepper key and version a
+    /// `HashPassword` or `VerifyPassword` used; `key_id` names the password key.
+    pub pepper: Option<PepperUse>,
+}
+
+/// The pepper key a password-shield call used: its id and version, never a value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PepperUse {
+    pub key_id: String,
+    pub key_version: u32,
 }
 
 /// How key material crossed the boundary, as the trail records it: never the material.
@@ -147,6 +158,7 @@ impl Default for Event {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            pepper: None,
         }
     }
 }
@@ -268,6 +280,10 @@ pub struct Record {
     /// absent, and outside the canonical bytes, on every other record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// The pepper key of a password-shield call ([`PepperUse`]); like `batch_id`: absent, and
+    /// outside the canonical bytes, on every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pepper: Option<PepperUse>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -470,6 +486,7 @@ mod traceparent_tests {
             traceparent: traceparent.map(str::to_owned),
             transfer: None,
             batch_id: None,
+            pepper: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

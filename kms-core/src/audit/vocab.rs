@@ -240,6 +240,11 @@ names! {
         ScheduledImportExpiry = "Scheduler/ExpireKeyMaterial",
         /// The audit writer handed the audit key over to a new version (not an RPC).
         AuditKeyTransition = "Scheduler/AuditKeyTransition",
+        /// The password shield (issue 22 item 2): `key_id` is the password key, `pepper` the
+        /// pepper key; flags say what became of the password (never the password, hash or
+        /// nonce).
+        HashPassword = "PasswordShield/HashPassword",
+        VerifyPassword = "PasswordShield/VerifyPassword",
     }
 }
 
@@ -255,6 +260,8 @@ pub enum Service {
     /// The server's own background work — the scheduler, and the audit writer's key
     /// transitions: no RPC has it.
     Scheduler,
+    /// `kms.v1.PasswordShield` (issue 22 item 2).
+    PasswordShield,
 }
 
 /// The gRPC package of the audited services: paths are `/kms.v1.Service/Method`.
@@ -280,8 +287,11 @@ impl Operation {
     #[must_use]
     pub const fn changes_state(&self) -> bool {
         match self.service() {
-            // The data plane uses keys and changes none; the audit service only reads.
-            Some(Service::Crypto | Service::CryptoBatch | Service::Audit) => false,
+            // The data plane uses keys and changes none (the password shield's nonces are
+            // bookkeeping, like GCM budgets); the audit service only reads.
+            Some(
+                Service::Crypto | Service::CryptoBatch | Service::PasswordShield | Service::Audit,
+            ) => false,
             Some(Service::KeyAdmin | Service::System | Service::Scheduler) | None => !matches!(
                 self,
                 Self::DescribeKey
@@ -360,6 +370,8 @@ impl Operation {
             | Self::ScheduledImportExpiry
             | Self::ScheduledDestruction
             | Self::AuditKeyTransition
+            | Self::HashPassword
+            | Self::VerifyPassword
             | Self::Other(_) => None,
         }
     }
@@ -426,6 +438,7 @@ impl Operation {
             | Self::ScheduledDestruction
             | Self::ScheduledImportExpiry
             | Self::AuditKeyTransition => Some(Service::Scheduler),
+            Self::HashPassword | Self::VerifyPassword => Some(Service::PasswordShield),
             Self::Other(_) => None,
         }
     }
@@ -475,6 +488,18 @@ names! {
         ApprovalExpired = "approval-expired",
         /// Dual control: run (or released) on a quorum of approvals; request id = approval id.
         QuorumApproved = "quorum-approved",
+        /// A timestamped request (a sealed password) outside the freshness window.
+        Stale = "stale",
+        /// A nonce seen before within the window: the request was a replay.
+        Replayed = "replayed",
+        /// HashPassword refused the password under the strength rules (INVALID_ARGUMENT).
+        WeakPassword = "weak-password",
+        /// VerifyPassword: the password matched the stored hash.
+        PasswordMatch = "match",
+        /// VerifyPassword: it did not (the call itself is OK).
+        PasswordNoMatch = "no-match",
+        /// VerifyPassword matched an out-of-date hash and returned a new one to store.
+        Rehashed = "rehashed",
     }
 }
 

@@ -55,14 +55,14 @@ pub(crate) fn pairwise_consistency(
                 return Err(CryptoError::OperationFailed);
             }
         }
-        Purpose::AsymmetricDecrypt => {
+        Purpose::AsymmetricDecrypt | Purpose::Password => {
             let ct = super::encrypt_to_public_key(approved, &public, probe)?;
             let pt = super::asymmetric_decrypt(&approved.for_open(), key, &ct)?;
             if pt.expose_secret() != probe {
                 return Err(CryptoError::OperationFailed);
             }
         }
-        Purpose::Encrypt | Purpose::Mac => return Err(CryptoError::Mismatch),
+        Purpose::Encrypt | Purpose::Mac | Purpose::Pepper => return Err(CryptoError::Mismatch),
     }
     Ok(())
 }

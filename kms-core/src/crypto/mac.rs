@@ -27,7 +27,7 @@ fn digest_of<U>(approved: &Approved<U>, key: &KeyMaterial) -> Result<DigestAlg, 
     key.spec().hmac_digest().ok_or(CryptoError::Mismatch)
 }
 
-fn mac_raw(alg: DigestAlg, key: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(super) fn mac_raw(alg: DigestAlg, key: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     match alg {
         DigestAlg::Sm3 => compute::<Hmac<sm3::Sm3>>(key, data),
         DigestAlg::Sha256 => compute::<Hmac<sha2::Sha256>>(key, data),

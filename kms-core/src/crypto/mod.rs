@@ -15,6 +15,7 @@ pub(crate) mod kdf;
 mod keygen;
 pub(crate) mod mac;
 pub(crate) mod parsed;
+pub mod password_hash;
 pub mod pkcs8_shape;
 mod public_key;
 pub mod rng;
@@ -28,7 +29,7 @@ pub use keygen::{export_material, generate, generate_data_key, import_private_ke
 pub use mac::{mac, verify_mac};
 pub use public_key::PublicKey;
 
-use crate::alg::{KeySpec, Purpose};
+use crate::alg::KeySpec;
 use crate::error::CryptoError;
 use crate::policy::{Approved, ApprovedSignature, Open, Protect, SignatureScheme};
 use crate::secret::{KeyMaterial, SecretBytes};
@@ -92,13 +93,14 @@ pub fn verify(
 }
 
 /// Encrypts a short secret to a public key: SM2 (GM/T 0009 DER, C1C3C2) or RSA-OAEP-SHA-256.
-/// `approved` is the policy's approval of the key's spec for asymmetric encryption.
+/// `approved` is the policy's approval of the key's spec for asymmetric encryption (or, for
+/// the pairwise-consistency test of a fresh password key, for the password shield).
 pub fn encrypt_to_public_key(
     approved: &Approved<Protect>,
     public: &PublicKey,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    if approved.spec() != public.spec() || approved.purpose() != Purpose::AsymmetricDecrypt {
+    if approved.spec() != public.spec() || !approved.purpose().decrypts() {
         return Err(CryptoError::Mismatch);
     }
     match public.spec() {
@@ -115,14 +117,15 @@ pub fn encrypt_to_public_key(
     }
 }
 
-/// Decrypts an SM2 (DER) or RSA-OAEP-SHA-256 ciphertext with an ASYMMETRIC_DECRYPT key (API-3).
+/// Decrypts an SM2 (DER) or RSA-OAEP-SHA-256 ciphertext with an ASYMMETRIC_DECRYPT key (API-3),
+/// or with a PASSWORD key inside the password shield (`kms/password.rs`).
 pub fn asymmetric_decrypt(
     approved: &Approved<Open>,
     key: &KeyMaterial,
     ciphertext: &[u8],
 ) -> Result<SecretBytes, CryptoError> {
     check_key(approved, key)?;
-    if approved.purpose() != Purpose::AsymmetricDecrypt {
+    if !approved.purpose().decrypts() {
         return Err(CryptoError::Mismatch);
     }
     match key.spec() {

@@ -156,10 +156,21 @@ impl KeyRecord {
         match purpose {
             Purpose::Encrypt => Tree::EncryptKeys,
             Purpose::Sign => Tree::SignKeys,
-            Purpose::AsymmetricDecrypt => Tree::AsymmetricDecryptKeys,
-            Purpose::Mac => Tree::MacKeys,
+            // Password keys are decryption keys, peppers MAC keys: each is stored with its kind
+            // (sign keys stay apart from both).
+            Purpose::AsymmetricDecrypt | Purpose::Password => Tree::AsymmetricDecryptKeys,
+            Purpose::Mac | Purpose::Pepper => Tree::MacKeys,
         }
     }
+
+    /// Every tree that holds key records, once each (several purposes share one: scan these,
+    /// not `tree_for` of every purpose).
+    pub const TREES: [Tree; 4] = [
+        Tree::EncryptKeys,
+        Tree::SignKeys,
+        Tree::AsymmetricDecryptKeys,
+        Tree::MacKeys,
+    ];
 
     #[must_use]
     pub fn tree(&self) -> Tree {

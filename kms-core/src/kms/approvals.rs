@@ -604,6 +604,9 @@ fn outcome_of(e: &Error) -> Outcome {
         Error::Policy(_) | Error::InvalidArgument(_) | Error::Unseal(_) => Outcome::InvalidArgument,
         Error::Sealed | Error::Store(_) => Outcome::Unavailable,
         Error::Crypto(_) => Outcome::Internal,
+        // Not an approvable operation's error; mapped as the server maps it all the same.
+        Error::Password(crate::error::PasswordRefusal::Replayed) => Outcome::AlreadyExists,
+        Error::Password(_) => Outcome::InvalidArgument,
     }
 }
 

@@ -106,7 +106,7 @@ impl Kms {
     }
 
     /// Purpose + state + policy for new protection with a key already reached.
-    fn check_protect(
+    pub(super) fn check_protect(
         &self,
         record: &KeyRecord,
         op: Op,
@@ -144,7 +144,12 @@ impl Kms {
         Ok((vault, record, approved))
     }
 
-    fn check_open(&self, record: &KeyRecord, op: Op, purpose: Purpose) -> Result<(), Error> {
+    pub(super) fn check_open(
+        &self,
+        record: &KeyRecord,
+        op: Op,
+        purpose: Purpose,
+    ) -> Result<(), Error> {
         if record.purpose != purpose {
             return Err(wrong_purpose(record, purpose));
         }
@@ -484,8 +489,9 @@ impl Kms {
         self.begin(auth)?;
         let (record, _) = self.reach(auth.principal(), key, GrantOp::GetPublicKey)?;
         match record.purpose {
-            Purpose::Sign | Purpose::AsymmetricDecrypt => {}
-            Purpose::Encrypt | Purpose::Mac => {
+            // A password key's public key is what the mobile app ships (issue 22 item 2).
+            Purpose::Sign | Purpose::AsymmetricDecrypt | Purpose::Password => {}
+            Purpose::Encrypt | Purpose::Mac | Purpose::Pepper => {
                 return Err(Error::FailedPrecondition(
                     format!(
                         "key {} is a symmetric {} key and has no public key",

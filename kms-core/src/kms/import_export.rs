@@ -354,11 +354,10 @@ impl Kms {
         let (key, wrapping_key_sm3) =
             self.open_import(&vault, token_id, &token, &record, &req.wrapped)?;
         let fp = fingerprint(&key)?;
-        let public_key = match record.purpose {
-            Purpose::Sign | Purpose::AsymmetricDecrypt => {
-                Some(crypto::public_key_of(&key)?.spki_der().to_vec())
-            }
-            Purpose::Encrypt | Purpose::Mac => None,
+        let public_key = if record.purpose.is_asymmetric() {
+            Some(crypto::public_key_of(&key)?.spki_der().to_vec())
+        } else {
+            None
         };
         let wrapped = self.wrap_version(&vault, &record, 1, &key)?;
         let written = self

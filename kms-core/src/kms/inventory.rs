@@ -326,10 +326,16 @@ impl Kms {
     fn last_data_plane_use(&self) -> Result<HashMap<String, u64>, Error> {
         let mut last_use: HashMap<String, u64> = HashMap::new();
         crate::audit::trail::for_each_hot_record(&self.store, &mut |r| {
-            if let Some(id) = r.key_id
-                && r.outcome == Outcome::Ok
-                && r.operation.service() == Some(Service::Crypto)
-            {
+            let data_plane = matches!(
+                r.operation.service(),
+                Some(Service::Crypto | Service::PasswordShield)
+            );
+            if r.outcome != Outcome::Ok || !data_plane {
+                return;
+            }
+            // A password-shield call used two keys: the password key and its pepper.
+            let pepper = r.pepper.map(|p| p.key_id);
+            for id in r.key_id.into_iter().chain(pepper) {
                 let e = last_use.entry(id).or_insert(0);
                 *e = (*e).max(r.time_ms);
             }

@@ -246,11 +246,10 @@ impl Kms {
             return Ok(record);
         }
         let material = crypto::generate(&approved)?;
-        let public_key = match req.purpose {
-            Purpose::Sign | Purpose::AsymmetricDecrypt => {
-                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
-            }
-            Purpose::Encrypt | Purpose::Mac => None,
+        let public_key = if req.purpose.is_asymmetric() {
+            Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+        } else {
+            None
         };
         let wrapped = self.wrap_version(vault, &record, 1, &material)?;
         record.versions.push(KeyVersion {
@@ -321,8 +320,10 @@ impl Kms {
     /// Every key record, for the inventory and for system tasks.
     pub(crate) fn all_records(&self) -> Result<Vec<KeyRecord>, Error> {
         let mut out = Vec::new();
-        for purpose in Purpose::ALL {
-            for (_, bytes) in self.store.scan_prefix(KeyRecord::tree_for(purpose), &[])? {
+        // Several purposes share a tree (password keys with asymmetric-decrypt keys, peppers
+        // with MAC keys): each tree once.
+        for tree in KeyRecord::TREES {
+            for (_, bytes) in self.store.scan_prefix(tree, &[])? {
                 out.push(KeyRecord::decode(&bytes)?);
             }
         }
@@ -364,11 +365,10 @@ impl Kms {
         let approved = self.config.policy.approve(record.purpose, record.spec)?;
         let material = crypto::generate(&approved)?;
         let version = record.newest().map_or(1, |v| v.version.saturating_add(1));
-        let public_key = match record.purpose {
-            Purpose::Sign | Purpose::AsymmetricDecrypt => {
-                Some(crypto::public_key_of(&material)?.spki_der().to_vec())
-            }
-            Purpose::Encrypt | Purpose::Mac => None,
+        let public_key = if record.purpose.is_asymmetric() {
+            Some(crypto::public_key_of(&material)?.spki_der().to_vec())
+        } else {
+            None
         };
         let wrapped = self.wrap_version(vault, record, version, &material)?;
         let now = self.now();

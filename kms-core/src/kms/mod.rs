@@ -22,6 +22,7 @@ pub(crate) mod inventory;
 mod lifecycle;
 pub(crate) mod metrics;
 mod outside_keys;
+mod password;
 mod principals;
 mod staged_restore;
 pub(crate) mod sweeps;
@@ -48,6 +49,10 @@ pub use import_export::{
 };
 pub use lifecycle::{CreateKeyRequest, KeyInfo, KeyOptions, VersionInfo};
 pub use outside_keys::ImportPublicKeyRequest;
+pub use password::{
+    HashPasswordOutput, MAX_IDENTIFIER_BYTES, MAX_IDENTIFIERS, MAX_SEALED_CIPHERTEXT,
+    PasswordSettings, VerifyPasswordOutput,
+};
 pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
@@ -83,6 +88,8 @@ pub struct KmsConfig {
     pub unseal_break_glass: bool,
     /// Dual control: which operations need several administrators (`kms/approvals.rs`).
     pub quorum: Quorum,
+    /// The password shield (`kms/password.rs`): window, strength rules, hash costs.
+    pub password: PasswordSettings,
 }
 
 impl KmsConfig {
@@ -98,6 +105,7 @@ impl KmsConfig {
             gcm_invocation_limit: GCM_INVOCATION_LIMIT,
             unseal_break_glass: false,
             quorum: Quorum::off(),
+            password: PasswordSettings::DEFAULT,
         }
     }
 }
@@ -254,6 +262,9 @@ impl Kms {
             [1] => Purpose::Sign,
             [2] => Purpose::AsymmetricDecrypt,
             [3] => Purpose::Mac,
+            // 4 is left for the tokenisation purpose of issue 22 item 1.
+            [5] => Purpose::Password,
+            [6] => Purpose::Pepper,
             _ => return Err(store_corrupt("key index")),
         };
         write_lock(&self.purposes).insert(id, purpose);
@@ -266,6 +277,8 @@ impl Kms {
             Purpose::Sign => 1,
             Purpose::AsymmetricDecrypt => 2,
             Purpose::Mac => 3,
+            Purpose::Password => 5,
+            Purpose::Pepper => 6,
         }
     }
 

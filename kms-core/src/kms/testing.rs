@@ -206,6 +206,40 @@ impl TestKms {
             .verify_mac(&authorize::<ops::VerifyMac>(who)?, key, data, tag, version)
     }
 
+    pub fn hash_password(
+        &self,
+        who: &Principal,
+        password_key: &KeyRef,
+        pepper_key: &KeyRef,
+        sealed: &[u8],
+        identifiers: &[String],
+    ) -> Result<super::HashPasswordOutput, Error> {
+        self.kms().hash_password(
+            &authorize::<ops::HashPassword>(who)?,
+            password_key,
+            pepper_key,
+            sealed,
+            identifiers,
+        )
+    }
+
+    pub fn verify_password(
+        &self,
+        who: &Principal,
+        password_key: &KeyRef,
+        sealed: &[u8],
+        stored: &str,
+        identifiers: &[String],
+    ) -> Result<super::VerifyPasswordOutput, Error> {
+        self.kms().verify_password(
+            &authorize::<ops::VerifyPassword>(who)?,
+            password_key,
+            sealed,
+            stored,
+            identifiers,
+        )
+    }
+
     pub fn generate_random(&self, who: &Principal, len: usize) -> Result<SecretBytes, Error> {
         self.kms()
             .generate_random(&authorize::<ops::GenerateRandom>(who)?, len)

@@ -16,7 +16,8 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use crate::alg::{
-    DataKeySpec, DigestAlg, KeySpec, Purpose, RsaSigScheme, SM2_MAX_ID_LEN, SignatureRequest,
+    DataKeySpec, DigestAlg, KeySpec, PasswordHashAlg, Purpose, RsaSigScheme, SM2_MAX_ID_LEN,
+    SignatureRequest,
 };
 
 /// Which algorithms a deployment allows: the built-in set, or its GM-only subset (ALG-4).
@@ -207,6 +208,22 @@ impl ApprovedDataKey {
     #[must_use]
     pub fn spec(self) -> DataKeySpec {
         self.0
+    }
+}
+
+/// A password-hash function the policy approved (issue 22 item 2): `Protect` for a new hash
+/// (the mode's own function), `Open` to verify a stored one (either function, so that hashes
+/// made before a switch to GM-only still verify and are re-hashed on the next match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovedPasswordHash<U = Protect> {
+    alg: PasswordHashAlg,
+    _use: PhantomData<U>,
+}
+
+impl<U> ApprovedPasswordHash<U> {
+    #[must_use]
+    pub fn alg(&self) -> PasswordHashAlg {
+        self.alg
     }
 }
 
@@ -414,6 +431,31 @@ impl Policy {
             });
         }
         Ok(ApprovedDataKey(spec))
+    }
+
+    /// The password-hash function new hashes use: argon2id (RFC 9106) under the standard
+    /// policy, PBKDF2-HMAC-SM3 under the GM-only one (ALG-4: argon2 is built on BLAKE2b).
+    #[must_use]
+    pub fn password_hash(self) -> ApprovedPasswordHash<Protect> {
+        let alg = match self.mode {
+            PolicyMode::Standard => PasswordHashAlg::Argon2id,
+            PolicyMode::GmOnly => PasswordHashAlg::Pbkdf2Sm3,
+        };
+        ApprovedPasswordHash {
+            alg,
+            _use: PhantomData,
+        }
+    }
+
+    /// Approves verifying a stored hash of `alg`: every mode verifies both functions, as it
+    /// opens old data (see the module docs); a match under a mode whose own function is
+    /// another is re-hashed with it.
+    #[must_use]
+    pub fn approve_password_verify(self, alg: PasswordHashAlg) -> ApprovedPasswordHash<Open> {
+        ApprovedPasswordHash {
+            alg,
+            _use: PhantomData,
+        }
     }
 
     /// Checks an RSA modulus size met on an import path (ALG-3: nothing under 2048 bits).

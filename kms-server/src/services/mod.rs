@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod batch;
 pub mod crypto;
+pub mod password;
 pub mod system;
 
 use std::sync::Arc;

@@ -109,6 +109,9 @@ enum Rpc {
     GetAuditPublicKey,
     ExportAudit,
     ExportInventory,
+    // kms.v1.PasswordShield
+    HashPassword,
+    VerifyPassword,
 }
 
 /// What a role gets from an initialised, unsealed KMS.
@@ -293,6 +296,17 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
         "/kms.v1.Audit/ExportInventory",
         ADMIN_AUDITOR,
     ),
+    // A password is data like any plaintext: applications only.
+    (
+        Rpc::HashPassword,
+        "/kms.v1.PasswordShield/HashPassword",
+        APP,
+    ),
+    (
+        Rpc::VerifyPassword,
+        "/kms.v1.PasswordShield/VerifyPassword",
+        APP,
+    ),
 ];
 
 /// A call on a request that does not exist: NOT_FOUND means the role check let it through.
@@ -350,7 +364,36 @@ struct Fixture {
     signature: Vec<u8>,
     tag: Vec<u8>,
     asym_ciphertext: Vec<u8>,
+    /// The password shield's keys, the password key's public key (SPKI DER), and a stored
+    /// hash of [`MATRIX_PASSWORD`].
+    password: String,
+    pepper: String,
+    password_public: Vec<u8>,
+    stored_hash: String,
     counter: AtomicU32,
+}
+
+const MATRIX_PASSWORD: &str = "matrix-passw0rd";
+
+/// A password sealed as a mobile app seals it (a sealed password is good once: one per call).
+fn sealed_password(public_der: &[u8]) -> Vec<u8> {
+    let policy = Policy::default();
+    let public = PublicKey::from_spki_der(policy, public_der).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let nonce = kms_core::crypto::rng::random_public(16).unwrap();
+    let plain =
+        kms_core::crypto::password_hash::encode_sealed(MATRIX_PASSWORD, now, &nonce).unwrap();
+    encrypt_to_public_key(
+        &policy
+            .approve(kms_core::alg::Purpose::Password, public.spec())
+            .unwrap(),
+        &public,
+        plain.expose_secret(),
+    )
+    .unwrap()
 }
 
 impl Fixture {
@@ -367,6 +410,9 @@ impl Fixture {
             Transport::GmOnly => "sm4-gcm",
         };
         let scratch = w.create_key(APP_NS, Purpose::Encrypt, second).await;
+        let password = w.create_key(APP_NS, Purpose::Password, "sm2").await;
+        let pepper = w.create_key(APP_NS, Purpose::Pepper, "hmac-sm3").await;
+        let password_public = password.versions[0].public_key_der.clone();
         let mut crypto = w.app.crypto.clone();
         let ciphertext = crypto
             .encrypt(v1::EncryptRequest {
@@ -403,7 +449,25 @@ impl Fixture {
             b"matrix",
         )
         .unwrap();
+        let stored_hash = w
+            .app
+            .password
+            .clone()
+            .hash_password(v1::HashPasswordRequest {
+                password_key: password.key_id.clone(),
+                pepper_key: pepper.key_id.clone(),
+                sealed_password: sealed_password(&password_public),
+                identifiers: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .hash;
         Self {
+            password: password.key_id,
+            pepper: pepper.key_id,
+            password_public,
+            stored_hash,
             enc: enc.key_id,
             sign: sign.key_id,
             asym: asym.key_id,
@@ -464,6 +528,7 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
     let mut keys = c.keys.clone();
     let mut system = c.system.clone();
     let mut audit = c.audit.clone();
+    let mut password = c.password.clone();
     match rpc {
         Rpc::Encrypt => crypto
             .encrypt(v1::EncryptRequest {
@@ -979,6 +1044,27 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 .export_inventory(v1::ExportInventoryRequest {})
                 .await?;
             assert!(r.get_ref().json.contains(&fx.enc));
+            Ok(())
+        }
+        Rpc::HashPassword => password
+            .hash_password(v1::HashPasswordRequest {
+                password_key: fx.password.clone(),
+                pepper_key: fx.pepper.clone(),
+                sealed_password: sealed_password(&fx.password_public),
+                identifiers: Vec::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::VerifyPassword => {
+            let r = password
+                .verify_password(v1::VerifyPasswordRequest {
+                    password_key: fx.password.clone(),
+                    sealed_password: sealed_password(&fx.password_public),
+                    stored_hash: fx.stored_hash.clone(),
+                    identifiers: Vec::new(),
+                })
+                .await?;
+            assert!(r.get_ref().matched);
             Ok(())
         }
     }

@@ -23,6 +23,7 @@ const KMS_SERVICES: &[&str] = &[
     "kms.v1.Audit",
     "kms.v1.Crypto",
     "kms.v1.KeyAdmin",
+    "kms.v1.PasswordShield",
     "kms.v1.System",
 ];
 

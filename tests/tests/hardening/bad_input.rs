@@ -1246,6 +1246,321 @@ async fn sm2_ids(fx: &Fixture, cat: &mut Catalogue) {
     );
 }
 
+/// The password shield (issue 22 item 2): sealed passwords that are empty, too large (a 1 MiB
+/// nonce inside the seal), not ciphertext, not the structure (each field out of range), stale
+/// or far in the future, replayed; identifiers and stored hashes out of range; keys of another
+/// purpose.
+async fn sealed_passwords(fx: &Fixture, cat: &mut Catalogue) {
+    const CLASS: &str = "password shield";
+    let (login, pepper) = (&fx.keys.password.id, &fx.keys.pepper.id);
+    let der =
+        fx.w.app
+            .crypto
+            .clone()
+            .get_public_key(public_key_req(login, None))
+            .await
+            .unwrap()
+            .into_inner()
+            .public_key_der;
+    let policy = kms_core::policy::Policy::default();
+    let public = kms_core::crypto::PublicKey::from_spki_der(policy, &der).unwrap();
+    let to = policy
+        .approve(kms_core::alg::Purpose::Password, public.spec())
+        .unwrap();
+    let encrypt =
+        |plain: &[u8]| kms_core::crypto::encrypt_to_public_key(&to, &public, plain).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The structure written out (docs/FORMATS.md), with any field value.
+    let structure = |ts: u64, nonce: &[u8], password: &[u8]| -> Vec<u8> {
+        let mut b = b"KPW1".to_vec();
+        b.extend_from_slice(&ts.to_be_bytes());
+        b.push(u8::try_from(nonce.len()).unwrap_or(u8::MAX));
+        b.extend_from_slice(nonce);
+        b.extend_from_slice(
+            &u16::try_from(password.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        b.extend_from_slice(password);
+        b
+    };
+    let mut counter = 0u8;
+    let mut nonce = || {
+        counter += 1;
+        let mut n = kms_core::crypto::rng::random_public(16).unwrap();
+        n[0] = counter;
+        n
+    };
+    let mut shield = fx.w.app.password.clone();
+    let hash = |sealed: Vec<u8>, identifiers: Vec<String>| v1::HashPasswordRequest {
+        password_key: login.clone(),
+        pepper_key: pepper.clone(),
+        sealed_password: sealed,
+        identifiers,
+    };
+    let password: &[u8] = b"S3cret-passw0rd";
+    for (case, sealed, words) in [
+        (
+            "empty sealed password",
+            Vec::new(),
+            &["sealed password", "1 to 1024"][..],
+        ),
+        (
+            "a 60 KiB nonce inside the seal",
+            encrypt(
+                &[
+                    b"KPW1".as_slice(),
+                    &[0; 9],
+                    &vec![7; 60 * KIB],
+                    &[0, 8],
+                    password,
+                ]
+                .concat(),
+            ),
+            &["sealed password", "too large"][..],
+        ),
+        (
+            "junk, not SM2 ciphertext",
+            secret_bytes(200),
+            &["decryption failed"][..],
+        ),
+        (
+            "decrypts, but JSON instead of the structure",
+            encrypt(b"{\"password\":\"x\"}"),
+            &["KPW1"][..],
+        ),
+        (
+            "nonce of 15 bytes",
+            encrypt(&structure(now, &[1; 15], password)),
+            &["nonce must be 16 to 32 bytes"][..],
+        ),
+        (
+            "nonce of 33 bytes",
+            encrypt(&structure(now, &[1; 33], password)),
+            &["nonce must be 16 to 32 bytes"][..],
+        ),
+        (
+            "empty password",
+            encrypt(&structure(now, &nonce(), b"")),
+            &["password must be 1 to 256 bytes"][..],
+        ),
+        (
+            "password of 257 bytes",
+            encrypt(&structure(now, &nonce(), &[b'a'; 257])),
+            &["password must be 1 to 256 bytes"][..],
+        ),
+        (
+            "password not UTF-8",
+            encrypt(&structure(now, &nonce(), b"passw0rd\xff")),
+            &["not UTF-8"][..],
+        ),
+        (
+            "a byte after the password",
+            encrypt(&[structure(now, &nonce(), password).as_slice(), b"!"].concat()),
+            &["bytes after the password"][..],
+        ),
+        (
+            "timestamp one hour in the future",
+            encrypt(&structure(now + 3600, &nonce(), password)),
+            &["outside the", "window"][..],
+        ),
+        (
+            "timestamp far in the future (u64::MAX)",
+            encrypt(&structure(u64::MAX, &nonce(), password)),
+            &["outside the", "window"][..],
+        ),
+        (
+            "timestamp 0",
+            encrypt(&structure(0, &nonce(), password)),
+            &["outside the", "window"][..],
+        ),
+    ] {
+        cat.refused(
+            CLASS,
+            &format!("HashPassword: {case}"),
+            shield.hash_password(hash(sealed, Vec::new())).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    // A 1 MiB nonce makes a message past the server's limit: refused before it is decoded,
+    // naming the limit (as every oversized message, `e2e/errors.rs`).
+    let huge = encrypt(
+        &[
+            b"KPW1".as_slice(),
+            &[0; 9],
+            &vec![7; 1024 * KIB],
+            &[0, 8],
+            password,
+        ]
+        .concat(),
+    );
+    let max = Limits::default().max_message_bytes().to_string();
+    cat.refused(
+        CLASS,
+        "HashPassword: a 1 MiB nonce inside the seal",
+        shield.hash_password(hash(huge, Vec::new())).await,
+        Code::OutOfRange,
+        &[&max],
+    );
+    for (case, ids, words) in [
+        (
+            "an empty identifier",
+            vec![String::new()],
+            &["identifiers", "1 to 256 bytes"][..],
+        ),
+        (
+            "17 identifiers",
+            vec!["13800138000".to_owned(); 17],
+            &["identifiers"][..],
+        ),
+        (
+            "an identifier of 300 bytes",
+            vec!["1".repeat(300)],
+            &["identifiers", "too large"][..],
+        ),
+    ] {
+        let sealed = encrypt(&structure(now, &nonce(), password));
+        cat.refused(
+            CLASS,
+            &format!("HashPassword: {case}"),
+            shield.hash_password(hash(sealed, ids)).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    for (case, pw, words) in [
+        (
+            "a password of 7 characters",
+            b"abc1234".as_slice(),
+            &["too weak", "fewer than 8 characters"][..],
+        ),
+        (
+            "a password without a digit",
+            b"abcdefghij",
+            &["too weak", "no digit"][..],
+        ),
+        (
+            "a password without a letter",
+            b"1234567890",
+            &["too weak", "no letter"][..],
+        ),
+        (
+            "a password containing the phone number",
+            b"me13800138000",
+            &["too weak", "identifier 0"][..],
+        ),
+    ] {
+        let sealed = encrypt(&structure(now, &nonce(), pw));
+        cat.refused(
+            CLASS,
+            &format!("HashPassword: {case}"),
+            shield
+                .hash_password(hash(sealed, vec!["13800138000".to_owned()]))
+                .await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    let good = encrypt(&structure(now, &nonce(), password));
+    let stored = cat
+        .accepted(
+            CLASS,
+            "HashPassword: a good sealed password",
+            shield.hash_password(hash(good.clone(), Vec::new())).await,
+        )
+        .map(|r| r.into_inner().hash)
+        .unwrap_or_default();
+    cat.refused(
+        CLASS,
+        "HashPassword: the same sealed password again (replay)",
+        shield.hash_password(hash(good, Vec::new())).await,
+        Code::AlreadyExists,
+        &["already used"],
+    );
+    let verify = |sealed: Vec<u8>, stored: String| v1::VerifyPasswordRequest {
+        password_key: login.clone(),
+        sealed_password: sealed,
+        stored_hash: stored,
+        identifiers: Vec::new(),
+    };
+    for (case, stored_hash, words) in [
+        (
+            "an empty stored hash",
+            String::new(),
+            &["stored hash", "$kms-pepper$"][..],
+        ),
+        (
+            "a bare argon2id PHC string",
+            "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_owned(),
+            &["stored hash", "$kms-pepper$"][..],
+        ),
+        (
+            "a stored hash of 600 characters",
+            format!("{stored}{}", "A".repeat(600)),
+            &["stored hash", "too large"][..],
+        ),
+        (
+            "a stored hash with its cost raised past the bound",
+            stored.replacen(
+                &format!("m={},", kms_core::PasswordSettings::DEFAULT.argon2_m_kib),
+                "m=1000000,",
+                1,
+            ),
+            &["stored hash", "argon2id m must be"][..],
+        ),
+    ] {
+        let sealed = encrypt(&structure(now, &nonce(), password));
+        cat.refused(
+            CLASS,
+            &format!("VerifyPassword: {case}"),
+            shield.verify_password(verify(sealed, stored_hash)).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    let sealed = encrypt(&structure(now, &nonce(), password));
+    let matched = shield
+        .verify_password(verify(sealed, stored.clone()))
+        .await
+        .map(|r| r.into_inner().matched);
+    cat.check(
+        CLASS,
+        "VerifyPassword: the right password matches",
+        matched.as_ref().ok() == Some(&true),
+        format!("{matched:?}"),
+    );
+    // Keys of another purpose, either way round.
+    let sealed = encrypt(&structure(now, &nonce(), password));
+    cat.refused(
+        CLASS,
+        "HashPassword: an asymmetric-decrypt key as the password key",
+        shield
+            .hash_password(v1::HashPasswordRequest {
+                password_key: fx.keys.sm2_asym.id.clone(),
+                ..hash(sealed.clone(), Vec::new())
+            })
+            .await,
+        Code::InvalidArgument,
+        &["cannot be used for password", "KEY-5"],
+    );
+    cat.refused(
+        CLASS,
+        "HashPassword: a MAC key as the pepper",
+        shield
+            .hash_password(v1::HashPasswordRequest {
+                pepper_key: fx.keys.hmac_sm3.id.clone(),
+                ..hash(sealed, Vec::new())
+            })
+            .await,
+        Code::InvalidArgument,
+        &["cannot be used for pepper", "KEY-5"],
+    );
+}
+
 async fn app_channel(fx: &Fixture) -> Channel {
     let config = net::client_config(fx.w.pki.ca.cert_pem(), Some(&fx.w.pki.app), MODERN);
     net::channel(fx.w.server.addr, config).await.unwrap()
@@ -1699,6 +2014,8 @@ async fn every_class_of_bad_input_is_refused_and_nothing_stored_changes() {
     fx.still_serves("contexts").await;
     sm2_ids(&fx, &mut cat).await;
     fx.still_serves("SM2 IDs").await;
+    sealed_passwords(&fx, &mut cat).await;
+    fx.still_serves("sealed passwords").await;
     malformed_protobuf(&fx, &mut cat).await;
     fx.still_serves("malformed protobuf").await;
     malformed_certificates(&fx, &mut cat).await;

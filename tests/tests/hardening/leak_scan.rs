@@ -18,7 +18,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kms_core::alg::Purpose as CorePurpose;
 use kms_core::crypto::{PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::hierarchy::wrap::{self, Derived, WrapAlg};
@@ -256,6 +255,8 @@ async fn session(
     let rsa_asym = create(Purpose::AsymmetricDecrypt, "rsa-2048", "").await;
     let hmac_sm3 = create(Purpose::Mac, "hmac-sm3", "").await;
     let hmac_sha = create(Purpose::Mac, "hmac-sha256", "").await;
+    let login = create(Purpose::Password, "sm2", "leak-login").await;
+    let pepper = create(Purpose::Pepper, "hmac-sm3", "leak-pepper").await;
 
     let app = connect(addr, pki, &pki.app).await;
     let mut c = app.crypto.clone();
@@ -414,6 +415,83 @@ async fn session(
             .unwrap();
         assert!(v.into_inner().valid);
     }
+    // The password shield (issue 22 item 2): the password, the nonce, the identifiers and the
+    // stored hash must appear nowhere but in the responses that carry them.
+    let login_der = c
+        .get_public_key(v1::GetPublicKeyRequest {
+            key: login.clone(),
+            key_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .public_key_der;
+    let login_public = PublicKey::from_spki_der(policy, &login_der).unwrap();
+    let to_login = policy
+        .approve(kms_core::alg::Purpose::Password, login_public.spec())
+        .unwrap();
+    let seal_password = |s: &mut Secrets, label: &str, password: &str| -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let nonce = s.binary(&format!("{label} nonce"), 16);
+        let plain = kms_core::crypto::password_hash::encode_sealed(password, now, &nonce).unwrap();
+        encrypt_to_public_key(&to_login, &login_public, plain.expose_secret()).unwrap()
+    };
+    let password = s.text("password");
+    let identifier = s.text("user identifier");
+    let mut shield = app.password.clone();
+    let hash_req = |sealed: Vec<u8>, identifiers: Vec<String>| v1::HashPasswordRequest {
+        password_key: login.clone(),
+        pepper_key: pepper.clone(),
+        sealed_password: sealed,
+        identifiers,
+    };
+    let sealed = seal_password(s, "hash", &password);
+    let stored = shield
+        .hash_password(hash_req(sealed.clone(), vec![identifier.clone()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .hash;
+    s.keep("stored password hash", stored.as_bytes());
+    let verify_req = |sealed: Vec<u8>| v1::VerifyPasswordRequest {
+        password_key: login.clone(),
+        sealed_password: sealed,
+        stored_hash: stored.clone(),
+        identifiers: vec![identifier.clone()],
+    };
+    let ok = shield
+        .verify_password(verify_req(seal_password(s, "verify", &password)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.matched);
+    let wrong = s.text("wrong password");
+    let no = shield
+        .verify_password(verify_req(seal_password(s, "verify wrong", &wrong)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!no.matched);
+    refusals.expect_err(
+        "a replayed sealed password",
+        shield
+            .hash_password(hash_req(sealed, vec![identifier.clone()]))
+            .await,
+    );
+    let weak = format!("{password}{identifier}");
+    s.keep("weak password", weak.as_bytes());
+    refusals.expect_err(
+        "a password containing the user identifier",
+        shield
+            .hash_password(hash_req(
+                seal_password(s, "weak", &weak),
+                vec![identifier.clone()],
+            ))
+            .await,
+    );
     let random = c
         .generate_random(v1::GenerateRandomRequest { length: 32 })
         .await
@@ -622,11 +700,8 @@ fn extract(
     let mut publics = Vec::new();
     let mut wrapped_hex = Vec::new();
     let mut checked = false;
-    for purpose in CorePurpose::ALL {
-        for (_, bytes) in store
-            .scan_prefix(KeyRecord::tree_for(purpose), &[])
-            .unwrap()
-        {
+    for tree in KeyRecord::TREES {
+        for (_, bytes) in store.scan_prefix(tree, &[]).unwrap() {
             let r = KeyRecord::decode(&bytes).unwrap();
             for v in &r.versions {
                 let Some(wrapped) = v.wrapped.clone() else {

@@ -32,6 +32,7 @@ fn event(i: u64) -> Event {
         traceparent: None,
         transfer: None,
         batch_id: None,
+        pepper: None,
     }
 }
 
@@ -302,6 +303,7 @@ impl Record {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            pepper: None,
             transition: None,
             prev: String::new(),
         }
@@ -832,6 +834,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            pepper: None,
             transition: None,
             prev: prev.clone(),
         };
@@ -1168,6 +1171,7 @@ fn a_group_of_events_is_one_atomic_write_and_its_batch_id_is_chained() {
         .map(|i| Event {
             request_id: format!("b1.{i}"),
             batch_id: Some("b1".into()),
+            pepper: None,
             ..event(i)
         })
         .collect();
