@@ -83,6 +83,8 @@ pub struct KmsConfig {
     pub unseal_break_glass: bool,
     /// Dual control: which operations need several administrators (`kms/approvals.rs`).
     pub quorum: Quorum,
+    /// The replay guard's window and bound (`crate::replay`).
+    pub replay: crate::replay::ReplaySettings,
 }
 
 impl KmsConfig {
@@ -98,6 +100,7 @@ impl KmsConfig {
             gcm_invocation_limit: GCM_INVOCATION_LIMIT,
             unseal_break_glass: false,
             quorum: Quorum::off(),
+            replay: crate::replay::ReplaySettings::default(),
         }
     }
 }
@@ -196,6 +199,18 @@ impl Kms {
     }
 
     pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The replay guard over this KMS's store, with the configured window and bound.
+    #[must_use]
+    pub fn replay_guard(&self) -> crate::replay::ReplayGuard<'_> {
+        crate::replay::ReplayGuard::new(&*self.store, self.config.replay)
+    }
+
+    /// The KMS's clock (Unix seconds), the one the replay guard's window is measured on.
+    #[must_use]
+    pub fn clock_now(&self) -> u64 {
         self.clock.now()
     }
 
