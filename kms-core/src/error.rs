@@ -36,6 +36,10 @@ pub enum Error {
     /// Something else about the current situation forbids the operation.
     #[error("{0}")]
     FailedPrecondition(Cow<'static, str>),
+    /// A bounded resource is full: the call is refused rather than something live evicted (the
+    /// replay guard's nonces). Retrying later can succeed.
+    #[error("{0}")]
+    ResourceExhausted(Cow<'static, str>),
     /// The caller may not do this (KEY-9).
     #[error("{principal} may not {op}")]
     PermissionDenied { principal: String, op: &'static str },

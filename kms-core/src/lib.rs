@@ -37,6 +37,7 @@ pub mod hierarchy;
 pub mod keys;
 mod kms;
 pub mod policy;
+pub mod replay;
 mod secret;
 pub mod selftest;
 pub mod store;

@@ -164,6 +164,54 @@ impl DualControl {
     }
 }
 
+/// `[replay]`: the replay guard of `VerifyRequest` (and of every call that takes a timestamp and
+/// a nonce; `kms-core/src/replay.rs`). Omitted: ±300 seconds, at most 1,000,000 live nonces.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// A request's timestamp may differ from the server's clock by this much either way; its
+    /// nonce is remembered that long. 1 to 86400.
+    pub window_seconds: u64,
+    /// Live nonces kept; at the bound new requests are refused (RESOURCE_EXHAUSTED) rather
+    /// than a live nonce forgotten. At least 1000.
+    pub max_entries: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        let d = kms_core::replay::ReplaySettings::default();
+        Self {
+            window_seconds: d.window.as_secs(),
+            max_entries: d.max_entries,
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// The core's settings.
+    ///
+    /// # Errors
+    /// A window or bound out of range.
+    pub fn settings(&self) -> Result<kms_core::replay::ReplaySettings, ConfigError> {
+        if !(1..=86_400).contains(&self.window_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "[replay] window_seconds is {}; it must be 1 to 86400",
+                self.window_seconds
+            )));
+        }
+        if self.max_entries < 1000 {
+            return Err(ConfigError::Invalid(format!(
+                "[replay] max_entries is {}; it must be at least 1000",
+                self.max_entries
+            )));
+        }
+        Ok(kms_core::replay::ReplaySettings {
+            window: Duration::from_secs(self.window_seconds),
+            max_entries: self.max_entries,
+        })
+    }
+}
+
 /// `[password]`: the password shield (issue 22 item 2; `kms-core/src/kms/password.rs`).
 /// Omitted: ±300 s, at least 8 characters with letters and digits and no user identifier,
 /// argon2id with 32 MiB × 3 passes × 1 lane (standard policy) and PBKDF2-HMAC-SM3 with 150 000
@@ -309,6 +357,8 @@ pub struct Config {
     /// in request latencies.
     pub audit_archive_seconds: u64,
     pub dual_control: DualControl,
+    /// `[replay]`: the window and bound of the replay guard.
+    pub replay: ReplayConfig,
     /// `[password]`: the password shield's window, strength rules and hash costs.
     pub password: PasswordConfig,
     /// `[log]`: the log's format and whether each call gets an INFO line (`logging.rs`).
@@ -347,6 +397,7 @@ impl Default for Config {
             audit_segment_records: ArchivePolicy::DEFAULT_SEGMENT_RECORDS,
             audit_archive_seconds: ArchivePolicy::DEFAULT_EVERY.as_secs(),
             dual_control: DualControl::default(),
+            replay: ReplayConfig::default(),
             password: PasswordConfig::default(),
             log: crate::logging::LogConfig::default(),
             metrics: None,
@@ -518,6 +569,7 @@ impl Config {
             )));
         }
         self.audit_archive()?;
+        self.replay.settings()?;
         self.password.settings()?;
         Ok(())
     }
@@ -678,6 +730,7 @@ impl Config {
             gcm_invocation_limit: self.gcm_invocation_limit,
             unseal_break_glass: self.unseal_break_glass,
             quorum: self.dual_control.quorum()?,
+            replay: self.replay.settings()?,
             password: self.password.settings()?,
         })
     }
@@ -1083,5 +1136,33 @@ mod tests {
             unknown.to_string().contains("unknown field `path`"),
             "{unknown}"
         );
+    }
+
+    #[test]
+    fn the_replay_window_is_300_seconds_by_default_and_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.toml");
+        std::fs::write(&path, TLS).unwrap();
+        let config = Config::load(&path).unwrap();
+        let kms = config.kms_config().unwrap();
+        assert_eq!(kms.replay.window, Duration::from_secs(300));
+        assert_eq!(kms.replay.max_entries, 1_000_000);
+        std::fs::write(
+            &path,
+            format!("{TLS}[replay]\nwindow_seconds = 60\nmax_entries = 5000\n"),
+        )
+        .unwrap();
+        let kms = Config::load(&path).unwrap().kms_config().unwrap();
+        assert_eq!(kms.replay.window, Duration::from_secs(60));
+        assert_eq!(kms.replay.max_entries, 5000);
+        for (bad, says) in [
+            ("window_seconds = 0", "window_seconds is 0"),
+            ("window_seconds = 100000", "1 to 86400"),
+            ("max_entries = 10", "at least 1000"),
+        ] {
+            std::fs::write(&path, format!("{TLS}[replay]\n{bad}\n")).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -24,6 +24,7 @@ pub(crate) fn code_of(e: &Error) -> Code {
         | Error::FailedPrecondition(_)
         | Error::ApprovalPending { .. } => Code::FailedPrecondition,
         Error::PermissionDenied { .. } => Code::PermissionDenied,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Sealed => Code::Unavailable,
         // The password shield: a weak or stale password is the request's fault; a replayed
         // seal names something that was already used.
@@ -456,6 +457,10 @@ mod tests {
             (
                 Error::Store(StoreError::Io(std::io::Error::other(SECRET))),
                 Code::Internal,
+            ),
+            (
+                Error::ResourceExhausted("the replay guard is full".into()),
+                Code::ResourceExhausted,
             ),
         ];
         for (e, code) in cases {

@@ -26,6 +26,18 @@
 //! server's `synchronous_commit` (checked at open; `off` is refused) nothing is acknowledged
 //! before it is durable.
 //!
+//! # Replay nonces
+//!
+//! [`Store::record_nonce`] keeps its entries in `SCHEMA.replay_nonces (scope bytea primary key,
+//! expires_at bigint)`, apart from `kv`: one statement, `INSERT … ON CONFLICT (scope) DO UPDATE
+//! … WHERE expires_at <= now`, both records a new nonce and reuses the row of an expired one; the
+//! primary key makes two nodes that insert one scope at once wait on each other, and the second
+//! sees the first's row and is told `Seen`. Expired rows are deleted by a sweep each node runs
+//! every [`NONCE_SWEEP_EVERY`] seconds, which also counts the live rows; a node adds its own
+//! inserts to that count between sweeps and, when the count reaches the bound, sweeps and counts
+//! again (at most once a second) before refusing. The bound is therefore held per node
+//! exactly and across nodes to within what the others inserted since this node's last count.
+//!
 //! # Sync face, async driver
 //!
 //! The trait is synchronous and is called from blocking-pool threads, plain threads (the audit
@@ -58,18 +70,29 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
 use kms_core::SecretBytes;
-use kms_core::store::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+use kms_core::store::{
+    Batch, BatchOp, Entry, MAX_NONCE_SCOPE, NonceOutcome, Store, StoreError, Tree,
+};
 
 /// Schema migrations, in order. Entry `i` brings the schema to version `i + 1`; `{schema}` stands
 /// for the quoted schema name. Append only: an applied entry must never change.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "key-value table",
-    "CREATE TABLE {schema}.kv (\
-         tree text COLLATE \"C\" NOT NULL, \
-         key bytea NOT NULL, \
-         value bytea NOT NULL, \
-         PRIMARY KEY (tree, key))",
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "key-value table",
+        "CREATE TABLE {schema}.kv (\
+             tree text COLLATE \"C\" NOT NULL, \
+             key bytea NOT NULL, \
+             value bytea NOT NULL, \
+             PRIMARY KEY (tree, key))",
+    ),
+    (
+        "replay nonces",
+        "CREATE TABLE {schema}.replay_nonces (\
+             scope bytea PRIMARY KEY, \
+             expires_at bigint NOT NULL); \
+         CREATE INDEX replay_nonces_expiry ON {schema}.replay_nonces (expires_at)",
+    ),
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -77,6 +100,9 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// First half of the two-part advisory lock that serialises migrations; the two-part lock space
 /// never overlaps the one-part space that batches lock keys in.
 const MIGRATION_LOCK: i32 = 0x4b4d_5331; // "KMS1"
+
+/// Seconds between a node's sweeps of expired replay nonces (each also counts the live rows).
+pub const NONCE_SWEEP_EVERY: u64 = 10;
 
 /// How many times a call is tried when its connection turns out to be broken before anything
 /// could have committed (stale pooled connections after a database restart).
@@ -191,11 +217,16 @@ struct Sql {
     read_many: String,
     upsert: String,
     delete: String,
+    nonce_insert: String,
+    nonce_held: String,
+    nonce_sweep: String,
+    nonce_count: String,
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let kv = format!("\"{schema}\".kv");
+        let nonces = format!("\"{schema}\".replay_nonces");
         Self {
             get: format!("SELECT value FROM {kv} WHERE tree = $1 AND key = $2"),
             scan_from: format!(
@@ -227,6 +258,14 @@ impl Sql {
                 "DELETE FROM {kv} AS kv USING unnest($1::text[], $2::bytea[]) AS d(tree, key) \
                  WHERE kv.tree = d.tree AND kv.key = d.key"
             ),
+            nonce_insert: format!(
+                "INSERT INTO {nonces} AS n (scope, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (scope) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                 WHERE n.expires_at <= $3"
+            ),
+            nonce_held: format!("SELECT 1 FROM {nonces} WHERE scope = $1 AND expires_at > $2"),
+            nonce_sweep: format!("DELETE FROM {nonces} WHERE expires_at <= $1"),
+            nonce_count: format!("SELECT count(*) FROM {nonces}"),
         }
     }
 }
@@ -248,12 +287,29 @@ enum Call {
     Range(Tree, Vec<u8>, Vec<u8>, i64),
     Apply(Batch),
     Health,
+    /// Record `scope` until `expires_at` unless held past `now`.
+    NonceInsert {
+        scope: Vec<u8>,
+        expires_at: i64,
+        now: i64,
+    },
+    /// Whether `scope` is held past `now`.
+    NonceHeld {
+        scope: Vec<u8>,
+        now: i64,
+    },
+    /// Delete the rows expired at `now`, then count the rest.
+    NonceSweep {
+        now: i64,
+    },
 }
 
 enum Reply {
     Value(Option<Vec<u8>>),
     Entries(Vec<Entry>),
     Done,
+    Flag(bool),
+    Count(u64),
 }
 
 /// A failed attempt and whether the connection it ran on is still fit for use.
@@ -494,6 +550,54 @@ impl Inner {
                     .map_err(|e| Failure::before_commit(&e))?;
                 Ok(Reply::Done)
             }
+            Call::NonceInsert {
+                scope,
+                expires_at,
+                now,
+            } => {
+                let stmt = conn
+                    .prepare_cached(&self.sql.nonce_insert)
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                // One autocommitted statement: a failure may have committed it, so it is not
+                // repeated (a repeat would find its own row and report a replay).
+                let rows = conn
+                    .execute(&stmt, &[scope, expires_at, now])
+                    .await
+                    .map_err(|e| Failure::at_commit(&e))?;
+                Ok(Reply::Flag(rows == 1))
+            }
+            Call::NonceHeld { scope, now } => {
+                let stmt = conn
+                    .prepare_cached(&self.sql.nonce_held)
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                let row = conn
+                    .query_opt(&stmt, &[scope, now])
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                Ok(Reply::Flag(row.is_some()))
+            }
+            Call::NonceSweep { now } => {
+                let sweep = conn
+                    .prepare_cached(&self.sql.nonce_sweep)
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                conn.execute(&sweep, &[now])
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                let count = conn
+                    .prepare_cached(&self.sql.nonce_count)
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?;
+                let live: i64 = conn
+                    .query_one(&count, &[])
+                    .await
+                    .map_err(|e| Failure::before_commit(&e))?
+                    .try_get(0)
+                    .map_err(|e| Failure::before_commit(&e))?;
+                Ok(Reply::Count(u64::try_from(live).unwrap_or(0)))
+            }
         }
     }
 
@@ -706,6 +810,19 @@ pub struct PostgresStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// For `Debug`: where the store lives, without the password.
     target: String,
+    /// This node's view of the replay nonce table (see the module doc).
+    nonces: std::sync::Mutex<NonceView>,
+}
+
+/// A node's count of live replay nonces and its sweep schedule.
+#[derive(Default)]
+struct NonceView {
+    /// Live rows at the last sweep plus this node's inserts since.
+    live: u64,
+    /// The next scheduled sweep.
+    next_sweep: u64,
+    /// The last sweep forced by the bound (at most one a second).
+    last_forced: Option<u64>,
 }
 
 impl PostgresStore {
@@ -774,6 +891,7 @@ impl PostgresStore {
             }),
             runtime: Some(runtime),
             target,
+            nonces: std::sync::Mutex::new(NonceView::default()),
         };
         store.block(|inner| async move {
             inner.migrate().await?;
@@ -833,6 +951,28 @@ impl PostgresStore {
     fn call(&self, call: Call) -> Result<Reply, StoreError> {
         self.block(|inner| async move { inner.run(&call).await })
     }
+
+    fn nonce_flag(&self, call: Call) -> Result<bool, StoreError> {
+        match self.call(call)? {
+            Reply::Flag(flag) => Ok(flag),
+            Reply::Value(_) | Reply::Entries(_) | Reply::Done | Reply::Count(_) => {
+                Err(unexpected())
+            }
+        }
+    }
+
+    /// Sweeps the expired nonces and sets this node's count to the rows left.
+    fn sweep_nonces(&self, view: &mut NonceView, now: u64) -> Result<(), StoreError> {
+        let now_sql = i64::try_from(now).unwrap_or(i64::MAX);
+        match self.call(Call::NonceSweep { now: now_sql })? {
+            Reply::Count(live) => {
+                view.live = live;
+                view.next_sweep = now.saturating_add(NONCE_SWEEP_EVERY);
+                Ok(())
+            }
+            Reply::Value(_) | Reply::Entries(_) | Reply::Done | Reply::Flag(_) => Err(unexpected()),
+        }
+    }
 }
 
 /// `host:port/dbname schema S` for diagnostics; never the password.
@@ -877,14 +1017,14 @@ impl Store for PostgresStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.call(Call::Get(tree, key.to_vec()))? {
             Reply::Value(v) => Ok(v),
-            Reply::Entries(_) | Reply::Done => Err(unexpected()),
+            Reply::Entries(_) | Reply::Done | Reply::Flag(_) | Reply::Count(_) => Err(unexpected()),
         }
     }
 
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         match self.call(Call::Scan(tree, prefix.to_vec()))? {
             Reply::Entries(e) => Ok(e),
-            Reply::Value(_) | Reply::Done => Err(unexpected()),
+            Reply::Value(_) | Reply::Done | Reply::Flag(_) | Reply::Count(_) => Err(unexpected()),
         }
     }
 
@@ -902,7 +1042,7 @@ impl Store for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self.call(Call::Range(tree, from.to_vec(), to.to_vec(), limit))? {
             Reply::Entries(e) => Ok(e),
-            Reply::Value(_) | Reply::Done => Err(unexpected()),
+            Reply::Value(_) | Reply::Done | Reply::Flag(_) | Reply::Count(_) => Err(unexpected()),
         }
     }
 
@@ -912,7 +1052,9 @@ impl Store for PostgresStore {
         }
         match self.call(Call::Apply(batch.clone()))? {
             Reply::Done => Ok(()),
-            Reply::Value(_) | Reply::Entries(_) => Err(unexpected()),
+            Reply::Value(_) | Reply::Entries(_) | Reply::Flag(_) | Reply::Count(_) => {
+                Err(unexpected())
+            }
         }
     }
 
@@ -925,7 +1067,64 @@ impl Store for PostgresStore {
     fn health(&self) -> Result<(), StoreError> {
         match self.call(Call::Health)? {
             Reply::Done => Ok(()),
-            Reply::Value(_) | Reply::Entries(_) => Err(unexpected()),
+            Reply::Value(_) | Reply::Entries(_) | Reply::Flag(_) | Reply::Count(_) => {
+                Err(unexpected())
+            }
+        }
+    }
+
+    fn record_nonce(
+        &self,
+        scope: &[u8],
+        expires_at: u64,
+        now: u64,
+        max_live: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        if scope.is_empty() || scope.len() > MAX_NONCE_SCOPE {
+            return Err(StoreError::Unavailable(format!(
+                "a replay nonce scope must be 1 to {MAX_NONCE_SCOPE} bytes (a caller's bug)"
+            )));
+        }
+        let now_sql = i64::try_from(now).unwrap_or(i64::MAX);
+        let expires_sql = i64::try_from(expires_at).unwrap_or(i64::MAX);
+        // The view is held across the calls so that this node's count stays its own; the
+        // database, not this lock, decides between nodes.
+        let mut view = self
+            .nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now >= view.next_sweep {
+            self.sweep_nonces(&mut view, now)?;
+        }
+        if view.live >= max_live {
+            if view.last_forced.is_none_or(|last| now > last) {
+                view.last_forced = Some(now);
+                self.sweep_nonces(&mut view, now)?;
+            }
+            if view.live >= max_live {
+                let held = self.nonce_flag(Call::NonceHeld {
+                    scope: scope.to_vec(),
+                    now: now_sql,
+                })?;
+                return Ok(if held {
+                    NonceOutcome::Seen
+                } else {
+                    NonceOutcome::Full
+                });
+            }
+        }
+        let recorded = self.nonce_flag(Call::NonceInsert {
+            scope: scope.to_vec(),
+            expires_at: expires_sql,
+            now: now_sql,
+        })?;
+        if recorded {
+            // An expired row reused counts again until the next sweep: an overcount, which errs
+            // towards the bound.
+            view.live += 1;
+            Ok(NonceOutcome::New)
+        } else {
+            Ok(NonceOutcome::Seen)
         }
     }
 }

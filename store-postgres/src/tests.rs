@@ -54,6 +54,67 @@ fn durable_after_reopen() {
 }
 
 #[test]
+fn nonces_survive_reopen() {
+    let (_guard, schema) = fresh_schema();
+    let open = || -> Box<dyn Store> {
+        Box::new(PostgresStore::open(options(&schema)).expect("open the PostgreSQL store"))
+    };
+    conformance::nonces_survive_reopen(&open);
+}
+
+/// Two nodes on one database: of many callers racing on both with one nonce, exactly one is
+/// told it is new, round after round; and a nonce one node recorded is a replay on the other.
+#[test]
+fn two_nodes_accept_a_nonce_once() {
+    use kms_core::store::NonceOutcome;
+    let (_guard, schema) = fresh_schema();
+    let (a, b) = two_nodes(&schema);
+    let now = 1_800_000_000;
+    for round in 0..20u8 {
+        let scope = vec![b'n', round];
+        let winners = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..6u8 {
+                let store: &dyn Store = if t % 2 == 0 { &a } else { &b };
+                let scope = scope.clone();
+                let winners = &winners;
+                s.spawn(move || {
+                    match store
+                        .record_nonce(&scope, now + 300, now, 1_000_000)
+                        .expect("record")
+                    {
+                        NonceOutcome::New => {
+                            winners.fetch_add(1, Ordering::Relaxed);
+                        }
+                        NonceOutcome::Seen => {}
+                        NonceOutcome::Full => panic!("far below the bound"),
+                    }
+                });
+            }
+        });
+        assert_eq!(winners.load(Ordering::Relaxed), 1, "round {round}");
+    }
+    assert_eq!(
+        a.record_nonce(b"one node", now + 300, now, 1_000_000)
+            .expect("record"),
+        NonceOutcome::New
+    );
+    assert_eq!(
+        b.record_nonce(b"one node", now + 300, now + 1, 1_000_000)
+            .expect("record"),
+        NonceOutcome::Seen
+    );
+    // The sweep deletes expired rows whichever node wrote them.
+    assert_eq!(
+        b.record_nonce(b"later", now + 900, now + 600, 1_000_000)
+            .expect("record"),
+        NonceOutcome::New
+    );
+    let rows = admin_column(&format!("SELECT count(*) FROM \"{schema}\".replay_nonces"));
+    assert_eq!(rows, vec!["1".to_owned()], "expired rows are deleted");
+}
+
+#[test]
 fn successor_bounds_prefix_scans() {
     assert_eq!(successor(b""), None);
     assert_eq!(successor(b"\xff\xff"), None);

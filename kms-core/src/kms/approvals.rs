@@ -601,6 +601,7 @@ fn outcome_of(e: &Error) -> Outcome {
         | Error::FailedPrecondition(_)
         | Error::ApprovalPending { .. } => Outcome::FailedPrecondition,
         Error::PermissionDenied { .. } => Outcome::PermissionDenied,
+        Error::ResourceExhausted(_) => Outcome::ResourceExhausted,
         Error::Policy(_) | Error::InvalidArgument(_) | Error::Unseal(_) => Outcome::InvalidArgument,
         Error::Sealed | Error::Store(_) => Outcome::Unavailable,
         Error::Crypto(_) => Outcome::Internal,

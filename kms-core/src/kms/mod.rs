@@ -90,6 +90,8 @@ pub struct KmsConfig {
     pub quorum: Quorum,
     /// The password shield (`kms/password.rs`): window, strength rules, hash costs.
     pub password: PasswordSettings,
+    /// The replay guard's window and bound (`crate::replay`).
+    pub replay: crate::replay::ReplaySettings,
 }
 
 impl KmsConfig {
@@ -106,6 +108,7 @@ impl KmsConfig {
             unseal_break_glass: false,
             quorum: Quorum::off(),
             password: PasswordSettings::DEFAULT,
+            replay: crate::replay::ReplaySettings::default(),
         }
     }
 }
@@ -204,6 +207,18 @@ impl Kms {
     }
 
     pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The replay guard over this KMS's store, with the configured window and bound.
+    #[must_use]
+    pub fn replay_guard(&self) -> crate::replay::ReplayGuard<'_> {
+        crate::replay::ReplayGuard::new(&*self.store, self.config.replay)
+    }
+
+    /// The KMS's clock (Unix seconds), the one the replay guard's window is measured on.
+    #[must_use]
+    pub fn clock_now(&self) -> u64 {
         self.clock.now()
     }
 

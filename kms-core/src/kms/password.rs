@@ -10,8 +10,8 @@
 //! 2. the sealed password is opened with the password key (newest version first, so apps that
 //!    still ship an older public key keep working after a rotation);
 //! 3. its timestamp must be within `window_seconds` of the KMS's clock, and its nonce new
-//!    ([`Kms::password_nonce_is_new`], remembered until the timestamp leaves the window), so a
-//!    captured ciphertext cannot be replayed;
+//!    (the replay guard of `crate::replay`, domain `password`, remembered until the timestamp
+//!    leaves the window), so a captured ciphertext cannot be replayed;
 //! 4. `HashPassword` applies the strength rules, then hashes: HMAC-SM3 of the password under the
 //!    pepper key's newest version (the pepper), then argon2id (standard policy) or
 //!    PBKDF2-HMAC-SM3 (GM-only) with a fresh salt; the stored string names the pepper key and
@@ -22,6 +22,8 @@
 //!
 //! The password exists only in the decrypted buffer ([`UnsealedPassword`]), its lower-case copy
 //! and the pepper output, all zeroizing; errors, `Debug` and the audit name rules and keys only.
+
+use std::time::Duration;
 
 use super::Kms;
 use crate::alg::Purpose;
@@ -34,8 +36,8 @@ use crate::error::{CryptoError, Error, InvalidInput, PasswordRefusal};
 use crate::keys::record::KeyRecord;
 use crate::keys::state::KeyState;
 use crate::keys::{KeyId, KeyRef};
-use crate::policy::{Approved, ApprovedDigest, Open, Protect};
-use crate::store::{Batch, StoreError, Tree};
+use crate::policy::{Approved, Open, Protect};
+use crate::replay::{Freshness, ReplayGuard, ReplaySettings};
 
 /// The longest sealed-password ciphertext (an RSA-4096 block is 512 bytes; SM2 adds 97 to 110
 /// bytes to the structure's 303 at most).
@@ -176,21 +178,6 @@ fn check_sealed_len(sealed: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Store key of a remembered nonce: SM3 over the password key id and the nonce, so the store
-/// never holds the nonce itself and nonces of different keys never meet.
-fn nonce_entry(key: KeyId, nonce: &[u8]) -> Vec<u8> {
-    let d = crypto::digest(
-        ApprovedDigest::SM3,
-        &[
-            b"kms/password-nonce\0".as_slice(),
-            key.as_bytes().as_slice(),
-            nonce,
-        ]
-        .concat(),
-    );
-    [b"pwnonce/".as_slice(), &d].concat()
-}
-
 impl Kms {
     /// The password key, reached and checked for opening a sealed password.
     fn password_key<O: Operation>(
@@ -232,45 +219,39 @@ impl Kms {
         if skew > window {
             return Err(PasswordRefusal::Stale { skew, window }.into());
         }
-        let forget_after = opened.timestamp().saturating_add(window);
-        if self.password_nonce_is_new(key, opened.nonce(), forget_after)? {
+        if self.password_nonce_is_new(key, opened.nonce(), opened.timestamp())? {
             Ok(())
         } else {
             Err(PasswordRefusal::Replayed.into())
         }
     }
 
-    /// The nonce seam (issue 22: the replay guard of item 3 replaces this body). Records the
-    /// nonce until `forget_after` (Unix seconds) and says whether it was new: a unique insert
-    /// in `Tree::Meta`, so every node on one store agrees; an entry past its time is taken
-    /// over. Entries are not swept here.
+    /// Records the nonce with the replay guard (`crate::replay`, issue 22 item 3) under the
+    /// domain `password` and the password key's id, until the timestamp leaves the window, and
+    /// says whether it was new. The guard keeps SM3 of the nonce only, on every node of the
+    /// store; at its bound it refuses (RESOURCE_EXHAUSTED) rather than forget a live nonce.
     fn password_nonce_is_new(
         &self,
         key: KeyId,
         nonce: &[u8],
-        forget_after: u64,
+        timestamp: u64,
     ) -> Result<bool, Error> {
-        let entry = nonce_entry(key, nonce);
-        let value = forget_after.to_be_bytes().to_vec();
-        let current = self.store.get(Tree::Meta, &entry)?;
-        if let Some(old) = &current {
-            let until = old
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
-            if until >= self.now() {
-                return Ok(false);
+        let guard = ReplayGuard::new(
+            &*self.store,
+            ReplaySettings {
+                window: Duration::from_secs(self.config.password.window_seconds),
+                max_entries: self.config.replay.max_entries,
+            },
+        );
+        match guard.remember("password", &key.to_string(), nonce, timestamp, self.now())? {
+            Freshness::Fresh => Ok(true),
+            Freshness::Replayed => Ok(false),
+            // `admit_sealed` checked the window with the same clock and width just before.
+            Freshness::Stale => Err(PasswordRefusal::Stale {
+                skew: timestamp.abs_diff(self.now()),
+                window: self.config.password.window_seconds,
             }
-        }
-        let mut batch = Batch::new();
-        batch.require(Tree::Meta, entry.clone(), current);
-        batch.put(Tree::Meta, entry, value);
-        match self.store.apply(&batch) {
-            Ok(()) => Ok(true),
-            // Another call (on any node) recorded it first.
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+            .into()),
         }
     }
 

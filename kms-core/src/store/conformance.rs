@@ -8,8 +8,9 @@
 //! snapshot taken first, so they tolerate unrelated data and can share one store.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Batch, Entry, Store, StoreError, Tree};
+use super::{Batch, Entry, MAX_NONCE_SCOPE, NonceOutcome, Store, StoreError, Tree};
 
 /// Namespace of one behaviour's keys; the leading NUL keeps them apart from real records.
 fn ns(behaviour: &str, suffix: &[u8]) -> Vec<u8> {
@@ -788,6 +789,152 @@ pub fn durable_after_reopen(open: &dyn Fn() -> Box<dyn Store>) {
 }
 
 /// Runs every check that needs no reopen, in sequence on one store.
+/// A time base for one nonce check, later than every expiry an earlier check in this process
+/// wrote (each writes expiries under `base + 10_000`): at its start, whatever earlier checks
+/// recorded has expired, so checks sharing one store do not see each other's entries as live.
+fn nonce_time_base() -> u64 {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    (1 << 40) + RUN.fetch_add(1, Ordering::SeqCst) * 100_000
+}
+
+#[track_caller]
+fn record(store: &dyn Store, scope: &[u8], expires_at: u64, now: u64, max: u64) -> NonceOutcome {
+    match store.record_nonce(scope, expires_at, now, max) {
+        Ok(outcome) => outcome,
+        Err(e) => panic!("[{}] record_nonce failed: {e}", store.name()),
+    }
+}
+
+/// A nonce scope is new once, seen until its expiry, new again from its expiry on; scopes are
+/// apart; of many racing callers exactly one is told `New`; malformed scopes are refused.
+pub fn nonces_are_recorded_once(store: &dyn Store) {
+    let name = store.name();
+    let base = nonce_time_base();
+    let max = 1_000_000;
+    let one = ns("nonces", b"one");
+    let two = ns("nonces", b"two");
+    assert_eq!(
+        record(store, &one, base + 300, base, max),
+        NonceOutcome::New,
+        "[{name}] first"
+    );
+    assert_eq!(
+        record(store, &one, base + 300, base + 10, max),
+        NonceOutcome::Seen,
+        "[{name}] the same scope again"
+    );
+    assert_eq!(
+        record(store, &two, base + 300, base + 10, max),
+        NonceOutcome::New,
+        "[{name}] another scope"
+    );
+    assert_eq!(
+        record(store, &one, base + 9_000, base + 299, max),
+        NonceOutcome::Seen,
+        "[{name}] a second before expiry"
+    );
+    assert_eq!(
+        record(store, &one, base + 600, base + 300, max),
+        NonceOutcome::New,
+        "[{name}] at its expiry, the entry counts as absent"
+    );
+    assert_eq!(
+        record(store, &one, base + 600, base + 301, max),
+        NonceOutcome::Seen,
+        "[{name}] recorded again, with the new expiry"
+    );
+
+    for scope in [Vec::new(), vec![b'x'; MAX_NONCE_SCOPE + 1]] {
+        assert!(
+            store.record_nonce(&scope, base + 300, base, max).is_err(),
+            "[{name}] a scope of {} bytes must be refused",
+            scope.len()
+        );
+    }
+
+    let raced = ns("nonces", b"raced");
+    let winners = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                if record(store, &raced, base + 300, base + 20, max) == NonceOutcome::New {
+                    winners.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(
+        winners.load(Ordering::SeqCst),
+        1,
+        "[{name}] of eight racing callers exactly one is told the nonce is new"
+    );
+}
+
+/// At its bound a store refuses new scopes (`Full`) without evicting a live one, still answers
+/// `Seen` for those it holds, and makes room again once entries expire.
+pub fn nonces_are_bounded(store: &dyn Store) {
+    let name = store.name();
+    let base = nonce_time_base();
+    let max = 3;
+    for scope in [b"a", b"b", b"c"] {
+        assert_eq!(
+            record(store, &ns("bounded", scope), base + 100, base, max),
+            NonceOutcome::New,
+            "[{name}] below the bound"
+        );
+    }
+    let extra = ns("bounded", b"d");
+    for attempt in 0..2 {
+        assert_eq!(
+            record(store, &extra, base + 100, base + 1 + attempt, max),
+            NonceOutcome::Full,
+            "[{name}] at the bound a new scope is refused"
+        );
+    }
+    assert_eq!(
+        record(store, &ns("bounded", b"a"), base + 100, base + 5, max),
+        NonceOutcome::Seen,
+        "[{name}] a full store evicted nothing"
+    );
+    assert_eq!(
+        record(store, &extra, base + 200, base + 100, max),
+        NonceOutcome::New,
+        "[{name}] once the others expired there is room"
+    );
+    assert_eq!(
+        record(store, &ns("bounded", b"e"), base + 200, base + 101, max),
+        NonceOutcome::New,
+        "[{name}] the expired entries were swept, not just the first"
+    );
+}
+
+/// Nonces survive a reopen of the same persistent store until they expire.
+///
+/// `open` as for [`durable_after_reopen`].
+pub fn nonces_survive_reopen(open: &dyn Fn() -> Box<dyn Store>) {
+    let base = nonce_time_base();
+    let scope = ns("nonces-durable", b"k");
+    {
+        let store = open();
+        assert_eq!(
+            record(&*store, &scope, base + 300, base, 10),
+            NonceOutcome::New
+        );
+    }
+    let store = open();
+    let name = store.name();
+    assert_eq!(
+        record(&*store, &scope, base + 300, base + 1, 10),
+        NonceOutcome::Seen,
+        "[{name}] a nonce recorded before the reopen is seen after it"
+    );
+    assert_eq!(
+        record(&*store, &scope, base + 600, base + 300, 10),
+        NonceOutcome::New,
+        "[{name}] and expires as before"
+    );
+}
+
 pub fn run_all(store: &dyn Store) {
     round_trip(store);
     trees_are_isolated(store);
@@ -801,6 +948,8 @@ pub fn run_all(store: &dyn Store) {
     preconditions(store);
     batch_is_atomic_across_trees(store);
     concurrent_appliers_lose_no_updates(store);
+    nonces_are_recorded_once(store);
+    nonces_are_bounded(store);
 }
 
 /// One `#[test]` per check for a backend, given `$with: fn(impl FnOnce(&dyn Store))` that builds
@@ -858,6 +1007,14 @@ macro_rules! __store_conformance_tests {
         #[test]
         fn conformance_concurrent_appliers_lose_no_updates() {
             $with($crate::store::conformance::concurrent_appliers_lose_no_updates);
+        }
+        #[test]
+        fn conformance_nonces_are_recorded_once() {
+            $with($crate::store::conformance::nonces_are_recorded_once);
+        }
+        #[test]
+        fn conformance_nonces_are_bounded() {
+            $with($crate::store::conformance::nonces_are_bounded);
         }
         /// Also proves the checks clean up after themselves and can share one store.
         #[test]

@@ -6,7 +6,8 @@ use std::fmt;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+use super::nonces::{NonceTable, check_scope};
+use super::{Batch, BatchOp, Entry, NonceOutcome, Store, StoreError, Tree};
 
 type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
 
@@ -15,6 +16,8 @@ type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
 #[derive(Default)]
 pub struct MemoryStore {
     entries: Mutex<Map>,
+    /// The replay guard's nonces, apart from the trees as in every backend.
+    nonces: Mutex<NonceTable>,
 }
 
 impl MemoryStore {
@@ -107,6 +110,19 @@ impl Store for MemoryStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn record_nonce(
+        &self,
+        scope: &[u8],
+        expires_at: u64,
+        now: u64,
+        max_live: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        check_scope(scope)?;
+        // Poisoning ignored as for the entries: `record` cannot stop half-way but by aborting.
+        let mut nonces = self.nonces.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(nonces.record(scope, expires_at, now, max_live))
     }
 }
 

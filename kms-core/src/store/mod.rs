@@ -16,12 +16,14 @@ pub mod conformance;
 pub mod copy;
 mod journal;
 mod memory;
+mod nonces;
 mod sled;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use self::memory::MemoryStore;
+pub use self::nonces::{MAX_NONCE_SCOPE, NonceOutcome};
 pub use self::sled::{AUDIT_DIR, SledStore};
 
 /// A `(key, value)` pair as returned by [`Store::scan_prefix`] and [`Store::scan_range`].
@@ -347,6 +349,37 @@ pub trait Store: Send + Sync + 'static {
     /// Embedded backends are reachable whenever they are open, hence the default.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// The replay guard's memory (`crate::replay`): records `scope` as seen until `expires_at`
+    /// (Unix seconds) and says whether it was new at `now`.
+    ///
+    /// - [`NonceOutcome::New`]: not seen, or seen with an expiry at or before `now` (an expired
+    ///   entry, swept or not, counts as absent); it is now recorded until `expires_at`.
+    /// - [`NonceOutcome::Seen`]: recorded with an expiry after `now`; nothing changes.
+    /// - [`NonceOutcome::Full`]: new, but `max_live` unexpired entries are already held, even
+    ///   after sweeping the expired ones: nothing was recorded (fail closed: a live entry is
+    ///   never evicted to make room, since evicting one would reopen its replay).
+    ///
+    /// Of two calls with the same scope, on one node or several on one database, at most one is
+    /// told `New`. Entries are kept apart from the [`Tree`]s: they are not keys or metadata, are
+    /// not backed up, copied or migrated, and expire by themselves. `scope` is at most
+    /// [`MAX_NONCE_SCOPE`] bytes and never holds a nonce in clear (the guard stores its SM3).
+    ///
+    /// The default refuses: a store that keeps no nonces must not let a replay through.
+    /// Wrappers forward it like every other method.
+    fn record_nonce(
+        &self,
+        scope: &[u8],
+        expires_at: u64,
+        now: u64,
+        max_live: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        let _ = (scope, expires_at, now, max_live);
+        Err(StoreError::Unavailable(format!(
+            "the {} store keeps no replay nonces",
+            self.name()
+        )))
     }
 }
 

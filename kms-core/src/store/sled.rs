@@ -13,10 +13,17 @@
 //! the journal append together, so the journal holds batches in the order sled applied them, and
 //! replaying it after a crash on top of whatever sled had persisted yields the state that was
 //! acknowledged.
+//!
+//! The replay guard's nonces ([`Store::record_nonce`]) live in two sled trees of their own,
+//! `replay_nonces` (scope → expiry) and `replay_nonce_expiry` (expiry ‖ scope, for the sweep),
+//! outside [`Tree`], so they are never backed up, copied or migrated. They are written through
+//! sled alone, not the journal: sled flushes its log every 500 ms and at every store flush (a
+//! clean stop, the journal's bound), so nonces survive a restart; a crash can lose those of the
+//! last half second (see `crate::replay` for what that means and why it is accepted).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,7 +31,8 @@ use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transa
 use ::sled::{Config, Db, Transactional};
 
 use super::journal::Journal;
-use super::{Batch, BatchOp, Entry, Store, StoreError, Tree};
+use super::nonces::{SWEEP_EVERY, check_scope};
+use super::{Batch, BatchOp, Entry, NonceOutcome, Store, StoreError, Tree};
 use crate::audit::live::{LiveLog, Recovered};
 
 /// The journal's file name inside the store's directory (sled ignores files it does not own).
@@ -39,6 +47,10 @@ const JOURNAL_LIMIT: u64 = 8 * 1024 * 1024;
 /// observed releases take milliseconds, so this only bounds the wait when the lock is truly taken.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 const LOCK_RETRY: Duration = Duration::from_millis(5);
+
+/// The replay guard's sled trees (names persisted: never change them).
+const NONCES_TREE: &str = "replay_nonces";
+const NONCE_EXPIRY_TREE: &str = "replay_nonce_expiry";
 
 /// sled 0.34 reports a held lock only as an `Other` I/O error with this fixed text (the OS error is
 /// flattened into the message), so the text is the only signal; the crate version is pinned.
@@ -57,6 +69,21 @@ pub struct SledStore {
     /// The audit trail: append-only segment files, not sled's audit tree (see
     /// `crate::audit::live` for why).
     live: Arc<LiveLog>,
+    /// Replay nonces: scope → expiry (8 bytes big-endian).
+    nonces: ::sled::Tree,
+    /// The same entries keyed expiry ‖ scope, so that a sweep reads only what expired.
+    nonce_expiry: ::sled::Tree,
+    /// Held for the whole of a nonce call: the live count stays exact, and a check-then-insert
+    /// of one scope cannot interleave with another's.
+    nonce_state: Mutex<NonceState>,
+}
+
+/// The sled store's count of live nonce entries and its sweep schedule.
+struct NonceState {
+    /// Entries in `nonces` (expired ones included until swept).
+    entries: u64,
+    /// No sweep before this time unless the store is at its bound.
+    next_sweep: u64,
 }
 
 /// sled's page cache. Its default is 1 GiB, and the audit trail (one record per request) fills
@@ -95,14 +122,24 @@ impl SledStore {
             .map(|tree| db.open_tree(tree.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err)?;
+        let nonces = db.open_tree(NONCES_TREE).map_err(map_err)?;
+        let nonce_expiry = db.open_tree(NONCE_EXPIRY_TREE).map_err(map_err)?;
         let (journal, recovered) = Journal::open(&path.join(JOURNAL_FILE))?;
         let live = Arc::new(LiveLog::open(&path.join(AUDIT_DIR))?);
+        // Counting walks the tree once per open; it is bounded by the configured cap.
+        let entries = nonces.len() as u64;
         let store = Self {
             db,
             trees,
             path: path.to_path_buf(),
             journal: Mutex::new(journal),
             live,
+            nonces,
+            nonce_expiry,
+            nonce_state: Mutex::new(NonceState {
+                entries,
+                next_sweep: 0,
+            }),
         };
         // Batches acknowledged before a crash, some perhaps already in sled: writing them again
         // in order is harmless (their preconditions held when they were first applied).
@@ -115,7 +152,7 @@ impl SledStore {
         Ok(store)
     }
 
-    fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+    fn lock_journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -167,6 +204,42 @@ impl SledStore {
 
     fn tree(&self, tree: Tree) -> &::sled::Tree {
         &self.trees[tree.index()]
+    }
+
+    fn lock_nonces(&self) -> MutexGuard<'_, NonceState> {
+        self.nonce_state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes every nonce entry whose expiry is at or before `now`. The scope entry goes before
+    /// its index entry, so an interrupted sweep leaves at worst an index entry without its
+    /// scope, which the next sweep removes; never a scope no sweep would find.
+    fn sweep_nonces(&self, state: &mut NonceState, now: u64) -> Result<(), StoreError> {
+        let bound = now.saturating_add(1).to_be_bytes();
+        let mut scopes = ::sled::Batch::default();
+        let mut index = ::sled::Batch::default();
+        let mut removed = 0_u64;
+        for entry in self.nonce_expiry.range(..bound.as_slice()) {
+            let (key, _) = entry.map_err(map_err)?;
+            if key.len() < 8 {
+                index.remove(key);
+                continue;
+            }
+            let (expiry, scope) = key.split_at(8);
+            // The scope may have been recorded again since (an expired entry reused): only
+            // an entry still holding this expiry goes.
+            if self.nonces.get(scope).map_err(map_err)?.as_deref() == Some(expiry) {
+                scopes.remove(scope);
+                removed += 1;
+            }
+            index.remove(key);
+        }
+        self.nonces.apply_batch(scopes).map_err(map_err)?;
+        self.nonce_expiry.apply_batch(index).map_err(map_err)?;
+        state.entries = state.entries.saturating_sub(removed);
+        state.next_sweep = now.saturating_add(SWEEP_EVERY);
+        Ok(())
     }
 
     /// What opening the live audit log cut from an append a crash left unfinished, if anything
@@ -253,6 +326,53 @@ impl Store for SledStore {
         self.db.flush().map_err(map_err)?;
         journal.reset()
     }
+
+    fn record_nonce(
+        &self,
+        scope: &[u8],
+        expires_at: u64,
+        now: u64,
+        max_live: u64,
+    ) -> Result<NonceOutcome, StoreError> {
+        check_scope(scope)?;
+        let mut state = self.lock_nonces();
+        if now >= state.next_sweep {
+            self.sweep_nonces(&mut state, now)?;
+        }
+        let index_key = |expiry: &[u8], scope: &[u8]| [expiry, scope].concat();
+        let expiry = expires_at.to_be_bytes();
+        match self.nonces.get(scope).map_err(map_err)? {
+            Some(held) => {
+                let held_until = <[u8; 8]>::try_from(held.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("a replay nonce entry".into()))?;
+                if held_until > now {
+                    return Ok(NonceOutcome::Seen);
+                }
+                // Expired, not swept yet: the entry is reused, the count stays.
+                self.nonce_expiry
+                    .remove(index_key(held.as_ref(), scope))
+                    .map_err(map_err)?;
+            }
+            None => {
+                if state.entries >= max_live {
+                    self.sweep_nonces(&mut state, now)?;
+                    if state.entries >= max_live {
+                        return Ok(NonceOutcome::Full);
+                    }
+                }
+                state.entries += 1;
+            }
+        }
+        // Index first: a crash between the two leaves an index entry the sweep removes.
+        self.nonce_expiry
+            .insert(index_key(expiry.as_slice(), scope), Vec::new())
+            .map_err(map_err)?;
+        self.nonces
+            .insert(scope, expiry.to_vec())
+            .map_err(map_err)?;
+        Ok(NonceOutcome::New)
+    }
 }
 
 /// Keeps sled's own reasons (static text about sled internals) but drops the payloads that could
@@ -294,6 +414,40 @@ mod tests {
         let open =
             || -> Box<dyn Store> { Box::new(SledStore::open(dir.path()).expect("open sled")) };
         conformance::durable_after_reopen(&open);
+    }
+
+    #[test]
+    fn nonces_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open =
+            || -> Box<dyn Store> { Box::new(SledStore::open(dir.path()).expect("open sled")) };
+        conformance::nonces_survive_reopen(&open);
+    }
+
+    /// The live count is read back at open: a reopened store at its bound still refuses.
+    #[test]
+    fn the_nonce_bound_holds_across_a_reopen() {
+        use crate::store::NonceOutcome;
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SledStore::open(dir.path()).expect("open sled");
+            for scope in [b"a", b"b"] {
+                assert_eq!(
+                    store.record_nonce(scope, 200, 100, 2).expect("record"),
+                    NonceOutcome::New
+                );
+            }
+        }
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.record_nonce(b"c", 200, 101, 2).expect("record"),
+            NonceOutcome::Full
+        );
+        assert_eq!(
+            store.record_nonce(b"c", 300, 200, 2).expect("record"),
+            NonceOutcome::New,
+            "swept at expiry"
+        );
     }
 
     #[test]
