@@ -169,11 +169,9 @@ fn readme_password_block_runs_against_a_real_dev_server() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The CLI printed `match` for the login, and the JSON verdict after the rotation.
     assert!(stdout.lines().any(|l| l == "match"), "{}", describe(&out));
-    let verdict: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap();
+    // The last thing printed is the JSON object (possibly over several lines).
+    let start = stdout.rfind("\n{").map_or(0, |i| i + 1);
+    let verdict: serde_json::Value = serde_json::from_str(&stdout[start..]).unwrap();
     assert_eq!(verdict["match"], true, "{verdict}");
     assert_eq!(verdict["pepper_key_version"], 1, "{verdict}");
     // Neither the password nor the hash is in what the commands printed.
