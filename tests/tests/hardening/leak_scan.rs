@@ -455,7 +455,11 @@ async fn session(
         .unwrap()
         .into_inner()
         .hash;
-    s.keep("stored password hash", stored.as_bytes());
+    // Its prefix names the pepper key (public); what follows, and the hash bytes, are not.
+    let inner = &stored[stored.find("$argon2id$").expect("an argon2id hash")..];
+    s.keep("stored password hash (PHC)", inner.as_bytes());
+    let parsed = kms_core::crypto::password_hash::StoredHash::parse(&stored).unwrap();
+    s.keep("stored password hash (bytes)", &parsed.hash);
     let verify_req = |sealed: Vec<u8>| v1::VerifyPasswordRequest {
         password_key: login.clone(),
         sealed_password: sealed,
