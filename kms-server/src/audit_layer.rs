@@ -754,6 +754,7 @@ mod tests {
             include_str!("../../proto/kms/v1/audit.proto"),
             include_str!("../../proto/kms/v1/crypto.proto"),
             include_str!("../../proto/kms/v1/system.proto"),
+            include_str!("../../proto/kms/v1/tokenize.proto"),
         ];
         let mut rpcs = Vec::new();
         for text in protos {
