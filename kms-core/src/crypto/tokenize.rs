@@ -641,7 +641,7 @@ fn render(alphabet: Alphabet, numerals: &[u16]) -> Result<SecretBytes, Error> {
 /// # Errors
 /// `Mismatch` for another purpose or spec than the key's, or a key that is not FF1;
 /// `OperationFailed` for numerals FF1 refuses.
-pub fn ff1_raw(
+pub fn ff1_known_answer(
     approved: &Approved<Protect>,
     key: &KeyMaterial,
     radix: u32,
