@@ -28,6 +28,9 @@ const SECRET_MESSAGES: &[&str] = &[
     "InitResponse",
     "UnsealRequest",
     "RestoreChunk",
+    "TokenizeRequest",
+    "DetokenizeRequest",
+    "TokenResult",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

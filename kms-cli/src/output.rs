@@ -114,6 +114,7 @@ pub const fn purpose_name(p: Purpose) -> &'static str {
         Purpose::Sign => "sign",
         Purpose::AsymmetricDecrypt => "asymmetric-decrypt",
         Purpose::Mac => "mac",
+        Purpose::Tokenize => "tokenize",
     }
 }
 

@@ -20,14 +20,18 @@ pub enum Purpose {
     AsymmetricDecrypt,
     /// Message authentication codes.
     Mac,
+    /// Tokens of the value's own format (issue 22, OPS-5): reversible with FF1 keys
+    /// (`sm4-ff1`, `aes-256-ff1`), one-way pseudonyms with `hmac-sm3` keys.
+    Tokenize,
 }
 
 impl Purpose {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Encrypt,
         Self::Sign,
         Self::AsymmetricDecrypt,
         Self::Mac,
+        Self::Tokenize,
     ];
 
     /// The canonical name every interface uses.
@@ -38,6 +42,7 @@ impl Purpose {
             Self::Sign => "sign",
             Self::AsymmetricDecrypt => "asymmetric-decrypt",
             Self::Mac => "mac",
+            Self::Tokenize => "tokenize",
         }
     }
 }
@@ -74,10 +79,16 @@ pub enum KeySpec {
     HmacSha384,
     #[serde(rename = "hmac-sha512")]
     HmacSha512,
+    /// FF1 (NIST SP 800-38G) over SM4, 128-bit key: format-preserving tokens.
+    #[serde(rename = "sm4-ff1")]
+    Sm4Ff1,
+    /// FF1 over AES-256: format-preserving tokens (standard policy only).
+    #[serde(rename = "aes-256-ff1")]
+    Aes256Ff1,
 }
 
 impl KeySpec {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Sm4Gcm,
         Self::Aes256Gcm,
         Self::Sm2,
@@ -88,6 +99,8 @@ impl KeySpec {
         Self::HmacSha256,
         Self::HmacSha384,
         Self::HmacSha512,
+        Self::Sm4Ff1,
+        Self::Aes256Ff1,
     ];
 
     /// The canonical name every interface uses.
@@ -104,6 +117,8 @@ impl KeySpec {
             Self::HmacSha256 => "hmac-sha256",
             Self::HmacSha384 => "hmac-sha384",
             Self::HmacSha512 => "hmac-sha512",
+            Self::Sm4Ff1 => "sm4-ff1",
+            Self::Aes256Ff1 => "aes-256-ff1",
         }
     }
 
@@ -121,6 +136,8 @@ impl KeySpec {
             Self::HmacSha256 => 8,
             Self::HmacSha384 => 9,
             Self::HmacSha512 => 10,
+            Self::Sm4Ff1 => 11,
+            Self::Aes256Ff1 => 12,
         }
     }
 
@@ -133,8 +150,9 @@ impl KeySpec {
     #[must_use]
     pub fn is_gm(self) -> bool {
         match self {
-            Self::Sm4Gcm | Self::Sm2 | Self::HmacSm3 => true,
+            Self::Sm4Gcm | Self::Sm2 | Self::HmacSm3 | Self::Sm4Ff1 => true,
             Self::Aes256Gcm
+            | Self::Aes256Ff1
             | Self::Rsa2048
             | Self::Rsa3072
             | Self::Rsa4096
@@ -145,7 +163,8 @@ impl KeySpec {
     }
 
     /// Whether a key of this spec may serve `purpose` (KEY-5: one purpose per key, but SM2 and
-    /// RSA keys may be created for either signing or decryption).
+    /// RSA keys may be created for either signing or decryption, and HMAC-SM3 keys for MACs or
+    /// for pseudonyms, purpose tokenize).
     #[must_use]
     pub fn supports(self, purpose: Purpose) -> bool {
         match self {
@@ -153,9 +172,9 @@ impl KeySpec {
             Self::Sm2 | Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => {
                 matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt)
             }
-            Self::HmacSm3 | Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => {
-                purpose == Purpose::Mac
-            }
+            Self::HmacSm3 => matches!(purpose, Purpose::Mac | Purpose::Tokenize),
+            Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => purpose == Purpose::Mac,
+            Self::Sm4Ff1 | Self::Aes256Ff1 => purpose == Purpose::Tokenize,
         }
     }
 
@@ -172,7 +191,9 @@ impl KeySpec {
             | Self::HmacSm3
             | Self::HmacSha256
             | Self::HmacSha384
-            | Self::HmacSha512 => None,
+            | Self::HmacSha512
+            | Self::Sm4Ff1
+            | Self::Aes256Ff1 => None,
         }
     }
 
@@ -189,7 +210,9 @@ impl KeySpec {
             | Self::Sm2
             | Self::Rsa2048
             | Self::Rsa3072
-            | Self::Rsa4096 => None,
+            | Self::Rsa4096
+            | Self::Sm4Ff1
+            | Self::Aes256Ff1 => None,
         }
     }
 }
@@ -303,7 +326,9 @@ impl SignatureRequest {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => None,
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => None,
         }
     }
 }
@@ -354,7 +379,9 @@ impl SignatureParams {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => Err(PolicyError::SchemeMismatch {
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => Err(PolicyError::SchemeMismatch {
                 spec,
                 requested: "a signature",
             }),
@@ -434,5 +461,16 @@ mod tests {
         assert!(!KeySpec::Sm4Gcm.supports(Purpose::Sign));
         assert!(!KeySpec::HmacSm3.supports(Purpose::Encrypt));
         assert!(KeySpec::Sm2.supports(Purpose::AsymmetricDecrypt));
+        // Tokenize: the FF1 specs, and HMAC-SM3 for pseudonyms; FF1 keys serve nothing else.
+        let tokenize: Vec<KeySpec> = KeySpec::ALL
+            .into_iter()
+            .filter(|s| s.supports(Purpose::Tokenize))
+            .collect();
+        assert_eq!(
+            tokenize,
+            [KeySpec::HmacSm3, KeySpec::Sm4Ff1, KeySpec::Aes256Ff1]
+        );
+        assert!(!KeySpec::Sm4Ff1.supports(Purpose::Encrypt));
+        assert!(KeySpec::Sm4Ff1.is_gm() && !KeySpec::Aes256Ff1.is_gm());
     }
 }

@@ -13,7 +13,8 @@
 //! - **Its operations fit the key's purpose** ([`GrantOp::fits`]): an encrypt key can be granted
 //!   `encrypt`, `decrypt`, `reencrypt`, `reencrypt-to`, `generate-data-key`; a sign key `sign`,
 //!   `verify`, `get-public-key`; an asymmetric-decrypt key `asymmetric-decrypt`,
-//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; every key `describe`. Anything
+//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; a tokenize key `tokenize`,
+//!   `detokenize` (each its own right); every key `describe`. Anything
 //!   else could never be used (KEY-5) and is refused when the grant is made.
 //! - **It crosses a namespace boundary.** No grant to the key's own namespace (its apps have
 //!   every use already, and such a grant would be a second, misleading source of rights) and
@@ -223,6 +224,8 @@ operations!(
     Approve,
     Reject,
     ListApprovals,
+    Tokenize,
+    Detokenize,
 );
 
 impl Op {
@@ -280,6 +283,8 @@ impl Op {
             Self::Approve => "approve requests",
             Self::Reject => "reject requests",
             Self::ListApprovals => "list approval requests",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
         }
     }
 
@@ -300,6 +305,8 @@ impl Op {
             Self::GenerateMac => Some(GrantOp::GenerateMac),
             Self::VerifyMac => Some(GrantOp::VerifyMac),
             Self::DescribeKey => Some(GrantOp::Describe),
+            Self::Tokenize => Some(GrantOp::Tokenize),
+            Self::Detokenize => Some(GrantOp::Detokenize),
             Self::Status
             | Self::Unseal
             | Self::Seal
@@ -399,7 +406,10 @@ impl Op {
             | Self::ExportAudit
             | Self::Approve
             | Self::Reject
-            | Self::ListApprovals => None,
+            | Self::ListApprovals
+            // Tokenize and Detokenize carry their own values in batches: no item operation.
+            | Self::Tokenize
+            | Self::Detokenize => None,
         }
     }
 }
@@ -452,7 +462,9 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::AsymmetricDecrypt
         | Op::GenerateMac
         | Op::VerifyMac
-        | Op::GenerateRandom => (true, false, false),
+        | Op::GenerateRandom
+        | Op::Tokenize
+        | Op::Detokenize => (true, false, false),
         // Batches of the data plane: as their items (`Op::batch_item`), applications only.
         Op::BatchEncrypt
         | Op::BatchDecrypt
@@ -602,11 +614,16 @@ pub enum GrantOp {
     GenerateMac,
     VerifyMac,
     Describe,
+    /// Values into tokens with a tokenize key.
+    Tokenize,
+    /// Tokens back into values: its own right, never implied by `tokenize` (re-identifying
+    /// de-identified data is the sensitive direction).
+    Detokenize,
 }
 
 impl GrantOp {
     /// Every grant operation; the CLI's accepted values are made from this list.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::ReEncrypt,
@@ -619,6 +636,8 @@ impl GrantOp {
         Self::GenerateMac,
         Self::VerifyMac,
         Self::Describe,
+        Self::Tokenize,
+        Self::Detokenize,
     ];
 
     #[must_use]
@@ -636,6 +655,8 @@ impl GrantOp {
             Self::VerifyMac => "verify-mac",
             Self::Describe => "describe",
             Self::ReEncryptTo => "reencrypt-to",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
         }
     }
 
@@ -654,6 +675,7 @@ impl GrantOp {
             Self::AsymmetricDecrypt => purpose == Purpose::AsymmetricDecrypt,
             Self::GetPublicKey => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
             Self::GenerateMac | Self::VerifyMac => purpose == Purpose::Mac,
+            Self::Tokenize | Self::Detokenize => purpose == Purpose::Tokenize,
         }
     }
 
@@ -858,7 +880,9 @@ mod tests {
                 "get-public-key",
                 "generate-mac",
                 "verify-mac",
-                "describe"
+                "describe",
+                "tokenize",
+                "detokenize"
             ]
         );
         assert_eq!(
@@ -900,6 +924,10 @@ mod tests {
             fit(Purpose::Mac),
             ["generate-mac", "verify-mac", "describe"]
         );
+        assert_eq!(
+            fit(Purpose::Tokenize),
+            ["describe", "tokenize", "detokenize"]
+        );
         // Every key operation's grant op fits the purpose that operation needs.
         for (op, purpose) in [
             (Op::Encrypt, Purpose::Encrypt),
@@ -911,6 +939,8 @@ mod tests {
             (Op::AsymmetricDecrypt, Purpose::AsymmetricDecrypt),
             (Op::GenerateMac, Purpose::Mac),
             (Op::VerifyMac, Purpose::Mac),
+            (Op::Tokenize, Purpose::Tokenize),
+            (Op::Detokenize, Purpose::Tokenize),
         ] {
             assert!(op.grant_op().unwrap().fits(purpose), "{op:?}");
         }
@@ -933,7 +963,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 51);
+        assert_eq!(Op::ALL.len(), 53);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

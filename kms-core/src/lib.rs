@@ -55,11 +55,12 @@ pub use kms::{
     ApprovalLog, ApprovalParams, ApprovalRequest, ApprovalState, CreateKeyRequest, DataKeyMode,
     DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, InitOutput, KeyInfo, Kms,
     KmsConfig, MAX_RANDOM_BYTES, PublicKeyOutput, Quorum, Sensitive, SignOutput, Status, Sweep,
-    SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput, VersionInfo,
+    SweepLog, SweepOutcome, System, TokenOutput, UnsealProgress, Unsealing, VerifyOutput,
+    VersionInfo,
 };
 pub use kms::{
     ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,
-    ImportPublicKeyRequest, ImportedKey, Issued, KeyOptions, RestoreProgress, StagedRestore,
-    custody,
+    ImportPublicKeyRequest, ImportedKey, Issued, KeyOptions, MAX_TOKEN_VALUES, RestoreProgress,
+    StagedRestore, custody,
 };
 pub use secret::{KeyMaterial, SecretBytes};

@@ -48,6 +48,8 @@ pub struct AuditNote {
     pub outcome: Option<Outcome>,
     /// A batch call's items ([`AuditSlot::begin_batch`]); `None` for every other call.
     pub batch: Option<BatchNote>,
+    /// How many values the call handled (`kms.v1.Tokenization`); never the values.
+    pub count: Option<u32>,
 }
 
 /// The items of a batch call, as its handler declared and filled them.
@@ -152,6 +154,7 @@ fn item_events(
                 // Batch items are data-plane calls: no key material moves.
                 transfer: None,
                 batch_id: Some(batch_id.to_owned()),
+                count: None,
             })
         })
         .collect()
@@ -591,6 +594,7 @@ where
                                 traceparent: traceparent.clone(),
                                 transfer: None,
                                 batch_id: None,
+                                count: None,
                             };
                             write(Arc::clone(&log), intent, metrics.as_deref())
                                 .await
@@ -639,6 +643,7 @@ where
                 transport: transport.clone(),
                 traceparent: traceparent.clone(),
                 batch_id: None,
+                count: note.count,
                 transfer: note.transfer.clone(),
             };
             let written = match operation.batch_item() {
@@ -749,6 +754,7 @@ mod tests {
             include_str!("../../proto/kms/v1/audit.proto"),
             include_str!("../../proto/kms/v1/crypto.proto"),
             include_str!("../../proto/kms/v1/system.proto"),
+            include_str!("../../proto/kms/v1/tokenize.proto"),
         ];
         let mut rpcs = Vec::new();
         for text in protos {

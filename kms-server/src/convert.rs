@@ -55,8 +55,9 @@ pub fn purpose(p: i32) -> Result<Purpose, Refusal> {
         Ok(v1::Purpose::Sign) => Ok(Purpose::Sign),
         Ok(v1::Purpose::AsymmetricDecrypt) => Ok(Purpose::AsymmetricDecrypt),
         Ok(v1::Purpose::Mac) => Ok(Purpose::Mac),
+        Ok(v1::Purpose::Tokenize) => Ok(Purpose::Tokenize),
         Ok(v1::Purpose::Unspecified) | Err(_) => Err(bad(
-            "purpose is required: encrypt, sign, asymmetric-decrypt or mac",
+            "purpose is required: encrypt, sign, asymmetric-decrypt, mac or tokenize",
         )),
     }
 }
@@ -67,6 +68,7 @@ fn purpose_out(p: Purpose) -> v1::Purpose {
         Purpose::Sign => v1::Purpose::Sign,
         Purpose::AsymmetricDecrypt => v1::Purpose::AsymmetricDecrypt,
         Purpose::Mac => v1::Purpose::Mac,
+        Purpose::Tokenize => v1::Purpose::Tokenize,
     }
 }
 

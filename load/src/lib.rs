@@ -61,11 +61,13 @@ pub enum Op {
     Verify,
     AsymDecrypt,
     Mac,
+    /// Tokenize card numbers (format pan), `--batch` of them per call (issue 22).
+    Tokenize,
 }
 
 impl Op {
     /// Every operation, in the order `kms bench --help` lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::Datakey,
@@ -73,6 +75,7 @@ impl Op {
         Self::Verify,
         Self::AsymDecrypt,
         Self::Mac,
+        Self::Tokenize,
     ];
 
     /// The operation's name as `kms bench --op` takes it.
@@ -86,6 +89,7 @@ impl Op {
             Self::Verify => "verify",
             Self::AsymDecrypt => "asym-decrypt",
             Self::Mac => "mac",
+            Self::Tokenize => "tokenize",
         }
     }
 
@@ -104,6 +108,9 @@ impl Op {
                 "Decrypt --size bytes (default 32) encrypted here to the key's public key"
             }
             Self::Mac => "MAC --size bytes (a MAC key)",
+            Self::Tokenize => {
+                "Tokenize --batch distinct 16-digit card numbers per call, format pan (a TOKENIZE key)"
+            }
         }
     }
 
@@ -121,6 +128,7 @@ impl Op {
             Self::Sign | Self::Verify => "sign",
             Self::AsymDecrypt => "asymmetric-decrypt",
             Self::Mac => "mac",
+            Self::Tokenize => "tokenize",
         }
     }
 }
@@ -192,14 +200,20 @@ impl Plan {
             (Op::Datakey, None | Some(16 | 32)) => o.size.unwrap_or(16),
             (Op::Datakey, Some(other)) => return Err(PlanError::DataKeySize(other)),
             (Op::AsymDecrypt, size) => size.unwrap_or(DEFAULT_ASYM_SIZE),
-            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac, size) => {
+            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac | Op::Tokenize, size) => {
                 size.unwrap_or(DEFAULT_SIZE)
             }
         };
         if let Some(n) = o.batch {
             let why = match o.op {
                 Op::AsymDecrypt => Some("asymmetric decryption has no batch form"),
-                Op::Encrypt | Op::Decrypt | Op::Datakey | Op::Sign | Op::Verify | Op::Mac => {
+                Op::Encrypt
+                | Op::Decrypt
+                | Op::Datakey
+                | Op::Sign
+                | Op::Verify
+                | Op::Mac
+                | Op::Tokenize => {
                     (!(1..=MAX_BATCH).contains(&n)).then_some("a batch holds 1 to 1000 items")
                 }
             };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kms_proto::v1::{
     self, audit_client::AuditClient, crypto_batch_client::CryptoBatchClient,
     crypto_client::CryptoClient, key_admin_client::KeyAdminClient, system_client::SystemClient,
+    tokenization_client::TokenizationClient,
 };
 use kms_server::Settings;
 use kms_server::tls::Transport;
@@ -30,6 +31,7 @@ pub struct Clients {
     pub keys: KeyAdminClient<Channel>,
     pub system: SystemClient<Channel>,
     pub audit: AuditClient<Channel>,
+    pub tokens: TokenizationClient<Channel>,
 }
 
 impl Clients {
@@ -40,6 +42,7 @@ impl Clients {
             batch: CryptoBatchClient::new(channel.clone()),
             keys: KeyAdminClient::new(channel.clone()),
             system: SystemClient::new(channel.clone()),
+            tokens: TokenizationClient::new(channel.clone()),
             audit: AuditClient::new(channel),
         }
     }

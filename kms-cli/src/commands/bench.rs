@@ -71,7 +71,7 @@ fn plan_error(e: &PlanError) -> CliError {
         ),
         PlanError::NoLoops => usage,
         PlanError::Batch { .. } => usage.with_hint(
-            "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify or mac",
+            "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify, mac or tokenize",
         ),
     }
 }

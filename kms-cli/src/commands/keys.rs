@@ -21,6 +21,7 @@ pub(crate) const fn purpose(p: PurposeArg) -> Purpose {
         PurposeArg::Sign => Purpose::Sign,
         PurposeArg::AsymmetricDecrypt => Purpose::AsymmetricDecrypt,
         PurposeArg::Mac => Purpose::Mac,
+        PurposeArg::Tokenize => Purpose::Tokenize,
     }
 }
 
@@ -30,6 +31,7 @@ pub(crate) const fn default_algorithm(p: PurposeArg) -> &'static str {
         PurposeArg::Encrypt => "sm4-gcm",
         PurposeArg::Sign | PurposeArg::AsymmetricDecrypt => "sm2",
         PurposeArg::Mac => "hmac-sm3",
+        PurposeArg::Tokenize => "sm4-ff1",
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Event {
     /// The request id of the batch call this event is an item of (or, for a batch refused as
     /// a whole, its own); `None` for single calls.
     pub batch_id: Option<String>,
+    /// How many values the call handled, for calls that carry many values of their own
+    /// (`kms.v1.Tokenization`: values tokenised or detokenised); never the values.
+    pub count: Option<u32>,
 }
 
 /// How key material crossed the boundary, as the trail records it: never the material.
@@ -147,6 +150,7 @@ impl Default for Event {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            count: None,
         }
     }
 }
@@ -268,6 +272,11 @@ pub struct Record {
     /// absent, and outside the canonical bytes, on every other record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// How many values the call handled (`kms.v1.Tokenization`: values tokenised or
+    /// detokenised), never the values themselves. Like `batch_id`: absent, and outside the
+    /// canonical bytes, on every record of another call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -470,6 +479,7 @@ mod traceparent_tests {
             traceparent: traceparent.map(str::to_owned),
             transfer: None,
             batch_id: None,
+            count: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

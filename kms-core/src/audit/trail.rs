@@ -330,6 +330,7 @@ mod tests {
             traceparent: None,
             transfer: None,
             batch_id: Some("b".into()),
+            count: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

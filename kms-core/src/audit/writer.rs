@@ -158,6 +158,7 @@ impl Writer {
                         traceparent: e.traceparent.clone(),
                         transfer: e.transfer.clone().map(Box::new),
                         batch_id: e.batch_id.clone(),
+                        count: e.count,
                         transition: None,
                         prev: tail.hash.clone(),
                     };
@@ -300,6 +301,7 @@ impl Writer {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            count: None,
             transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,

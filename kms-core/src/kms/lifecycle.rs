@@ -250,7 +250,7 @@ impl Kms {
             Purpose::Sign | Purpose::AsymmetricDecrypt => {
                 Some(crypto::public_key_of(&material)?.spki_der().to_vec())
             }
-            Purpose::Encrypt | Purpose::Mac => None,
+            Purpose::Encrypt | Purpose::Mac | Purpose::Tokenize => None,
         };
         let wrapped = self.wrap_version(vault, &record, 1, &material)?;
         record.versions.push(KeyVersion {
@@ -321,8 +321,8 @@ impl Kms {
     /// Every key record, for the inventory and for system tasks.
     pub(crate) fn all_records(&self) -> Result<Vec<KeyRecord>, Error> {
         let mut out = Vec::new();
-        for purpose in Purpose::ALL {
-            for (_, bytes) in self.store.scan_prefix(KeyRecord::tree_for(purpose), &[])? {
+        for tree in KeyRecord::KEY_TREES {
+            for (_, bytes) in self.store.scan_prefix(tree, &[])? {
                 out.push(KeyRecord::decode(&bytes)?);
             }
         }
@@ -368,7 +368,7 @@ impl Kms {
             Purpose::Sign | Purpose::AsymmetricDecrypt => {
                 Some(crypto::public_key_of(&material)?.spki_der().to_vec())
             }
-            Purpose::Encrypt | Purpose::Mac => None,
+            Purpose::Encrypt | Purpose::Mac | Purpose::Tokenize => None,
         };
         let wrapped = self.wrap_version(vault, record, version, &material)?;
         let now = self.now();

@@ -29,6 +29,7 @@ mod system;
 mod system_handle;
 #[cfg(any(test, feature = "test-util"))]
 pub(crate) mod testing;
+mod tokenize;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +53,7 @@ pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
 pub use system_handle::System;
+pub use tokenize::{MAX_TOKEN_VALUES, TokenOutput};
 
 use crate::alg::Purpose;
 use crate::authz::{self, Authorized, Grant, GrantOp, Operation, Principal};
@@ -254,6 +256,7 @@ impl Kms {
             [1] => Purpose::Sign,
             [2] => Purpose::AsymmetricDecrypt,
             [3] => Purpose::Mac,
+            [4] => Purpose::Tokenize,
             _ => return Err(store_corrupt("key index")),
         };
         write_lock(&self.purposes).insert(id, purpose);
@@ -266,6 +269,7 @@ impl Kms {
             Purpose::Sign => 1,
             Purpose::AsymmetricDecrypt => 2,
             Purpose::Mac => 3,
+            Purpose::Tokenize => 4,
         }
     }
 

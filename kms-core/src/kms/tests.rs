@@ -986,6 +986,7 @@ mod audit {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            count: None,
         }
     }
 
@@ -1986,6 +1987,7 @@ fn a_backup_carries_the_trail_between_a_tree_and_a_live_log() {
         traceparent: None,
         transfer: None,
         batch_id: None,
+        count: None,
     };
     let policy = CheckpointPolicy {
         every_records: 4,

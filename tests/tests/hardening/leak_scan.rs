@@ -18,7 +18,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kms_core::alg::Purpose as CorePurpose;
 use kms_core::crypto::{PublicKey, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::hierarchy::wrap::{self, Derived, WrapAlg};
@@ -622,11 +621,9 @@ fn extract(
     let mut publics = Vec::new();
     let mut wrapped_hex = Vec::new();
     let mut checked = false;
-    for purpose in CorePurpose::ALL {
-        for (_, bytes) in store
-            .scan_prefix(KeyRecord::tree_for(purpose), &[])
-            .unwrap()
-        {
+    // Each key tree once: tokenize keys share the encrypt keys' tree.
+    for tree in KeyRecord::KEY_TREES {
+        for (_, bytes) in store.scan_prefix(tree, &[]).unwrap() {
             let r = KeyRecord::decode(&bytes).unwrap();
             for v in &r.versions {
                 let Some(wrapped) = v.wrapped.clone() else {

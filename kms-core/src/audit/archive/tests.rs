@@ -69,6 +69,7 @@ fn event(i: u64) -> Event {
         traceparent: None,
         transfer: None,
         batch_id: None,
+        count: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn event(i: u64) -> Event {
         traceparent: None,
         transfer: None,
         batch_id: None,
+        count: None,
     }
 }
 

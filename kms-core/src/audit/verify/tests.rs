@@ -32,6 +32,7 @@ fn event(i: u64) -> Event {
         traceparent: None,
         transfer: None,
         batch_id: None,
+        count: None,
     }
 }
 
@@ -302,6 +303,7 @@ impl Record {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            count: None,
             transition: None,
             prev: String::new(),
         }
@@ -832,6 +834,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             traceparent: None,
             transfer: None,
             batch_id: None,
+            count: None,
             transition: None,
             prev: prev.clone(),
         };
