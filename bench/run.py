@@ -8,6 +8,8 @@ through a real server over mutual TLS, with the audit trail on.
     python3 bench/run.py --no-postgres   # leaves out the PostgreSQL node rows
     python3 bench/run.py --no-floor      # leaves out the transport floor (kms-server floor)
     python3 bench/run.py --peer openbao  # adds OpenBao transit as the peer (bao, h2load; not in CI)
+    python3 bench/run.py --merge --only batch   # re-measures the rows named, keeps the rest from
+                                         # docs/benchmarks/latest.json, and says which were redone
 
 Beside each server row, alternating run by run, the transport floor: `kms-server floor`, the
 server's own TLS, HTTP/2 and tonic stack with the same settings and certificates, answering
@@ -109,7 +111,10 @@ class Server:
         self.log = open(workdir / "server.log", "w")
         self.proc = subprocess.Popen(
             [str(RELEASE / "kms-server"), "dev", "--dir", str(self.dir), "--listen", f"127.0.0.1:{self.port}",
-             "--tlcp-listen", f"127.0.0.1:{self.tlcp_port}"],
+             "--tlcp-listen", f"127.0.0.1:{self.tlcp_port}",
+             # The limiter stays in the path; raised so that it never decides a rate (batches of
+             # 100 items run far above the default 20,000 items/s per principal).
+             "--rate-limit", "10000000"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.time() + 120
@@ -431,6 +436,57 @@ def server_runs(server: Server, duration: int, runs: int, floor: Floor | None = 
     return rows
 
 
+# (label, op, alias, item size, items per call, raw criterion id): the CryptoBatch rows (issue 20).
+BATCH_CASES = [
+    ("SM4-GCM encrypt batch 100 × 1 KiB", "encrypt", "b-sm4", 1024, 100, "sm4-gcm/seal/1024"),
+    ("AES-256-GCM encrypt batch 100 × 1 KiB", "encrypt", "b-aes", 1024, 100, "aes-256-gcm/seal/1024"),
+]
+
+
+def batch_runs(server: Server, duration: int, runs: int) -> list[dict]:
+    rows = []
+    for label, op, alias, size, items, raw_id in BATCH_CASES:
+        if ONLY and ONLY not in label:
+            continue
+        results = []
+        for i in range(runs):
+            log(f"{label}: run {i + 1}/{runs}")
+            results.append(bench_once(server, op, alias, size, duration, ["--batch", str(items)]))
+        rows.append({
+            "label": label, "op": op, "alias": alias, "size": size, "items_per_call": items, "raw_id": raw_id,
+            "runs": results,
+            "items_per_s": median_of(results, "items_per_s"),
+            "p99_ms": median_of(results, "p99_ms"),
+            "server_cpu_us_per_item": median_of(results, "server_cpu_us_per_item"),
+            "errors": sum(r["errors"] for r in results),
+        })
+    return rows
+
+
+def merge_rows(before: list[dict], redone: list[dict], order: list[str]) -> list[dict]:
+    """The rows of `before` with those measured again replaced, in the order of `order` (rows of
+    labels outside it, such as the PostgreSQL ones, stay at the end)."""
+    by_label = {r["label"]: r for r in before}
+    by_label.update({r["label"]: r for r in redone})
+    known = [by_label.pop(label) for label in order if label in by_label]
+    return known + list(by_label.values())
+
+
+def batch_table(rows: list[dict], estimates: dict[str, float]) -> str:
+    lines = [
+        "| Batch | items/s | p99 ms per call | server CPU µs/item | raw µs (1 core) | CPU ratio item/raw | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        raw = lookup(estimates, r["raw_id"])
+        cpu = r["server_cpu_us_per_item"]
+        lines.append(
+            f"| {r['label']} | {fmt(r['items_per_s'], ',.0f')} | {fmt(r['p99_ms'], '.2f')} | {fmt(cpu, '.1f')} "
+            f"| {fmt(raw, '.1f')} | {fmt(cpu / raw if (cpu is not None and raw) else None, '.2f')} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
 def postgres_rows(dev: Server, workdir: Path, duration: int, runs: int) -> list[dict]:
     """SM4-GCM encrypt 1 KiB and data keys on one node over PostgreSQL, in place of `dev`
     (stopped here): the throwaway server, the keys migrated, `kms-server serve` on top."""
@@ -595,9 +651,16 @@ def main() -> None:
     ap.add_argument("--no-floor", action="store_true", help="leave out the transport floor columns")
     ap.add_argument("--peer", choices=["openbao"], help="also measure OpenBao transit (not in CI)")
     ap.add_argument("--only", default="", help="run only the rows whose label contains this text")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --only: re-measure those server and batch rows only (no transport, half-load, soak, "
+                         "peer or PostgreSQL runs) and keep every other figure from docs/benchmarks/latest.json")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.runs, args.skip_criterion = 3, 1, True
+    if args.merge:
+        if not args.only or not RAW.exists():
+            raise SystemExit("--merge needs --only and an earlier docs/benchmarks/latest.json")
+        args.skip_criterion, args.soak, args.no_postgres, args.peer = True, 0, True, None
     global ONLY
     ONLY = args.only
 
@@ -620,8 +683,9 @@ def main() -> None:
             server.kms("admin", "key", "create", "--purpose", purpose, "--algorithm", alg, "--alias", alias)
         floor = None if args.no_floor else Floor(server, work)
         rows = server_runs(server, args.duration, args.runs, floor)
-        transport = transport_runs(server, args.duration, args.runs)
-        sm4 = next((r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB"), None)
+        batches = batch_runs(server, args.duration, args.runs)
+        transport = [] if args.merge else transport_runs(server, args.duration, args.runs)
+        sm4 = None if args.merge else next((r for r in rows if r["label"] == "SM4-GCM encrypt 1 KiB"), None)
         half_runs, half = [], 0
         if sm4 is not None:
             half = max(1, int(sm4["requests_per_s"] / 2))
@@ -647,12 +711,29 @@ def main() -> None:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    merged_note, redone = "", []
+    if args.merge:
+        prev = json.loads(RAW.read_text())
+        redone = list(dict.fromkeys((prev.get("remeasured") or []) + [r["label"] for r in rows + batches]))
+        rows = merge_rows(prev.get("rows") or [], rows, [label for label, *_ in CASES])
+        batches = merge_rows(prev.get("batches") or [], batches, [label for label, *_ in BATCH_CASES])
+        transport, half_runs, soak, peer_rows = (
+            prev.get("transport") or [], prev.get("half_load") or [], prev.get("soak"), prev.get("peer"))
+        half = int(prev.get("half_rate") or next(
+            (r["requests_per_s"] / 2 for r in prev.get("rows") or [] if r["label"] == "SM4-GCM encrypt 1 KiB"), 0))
+        merged_note = (f" Re-measured on {time.strftime('%Y-%m-%d')} with `--merge --only`, the rest "
+                       f"kept from the run before: {', '.join(redone)}.")
     generated = [
         f"Generated by `python3 bench/run.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
         f"{machine()}. Server runs: C=64 request loops on K=4 connections, {args.duration} s after 1 s warm-up, "
-        f"median of {args.runs} run(s); the load tool runs on the same machine.",
+        f"median of {args.runs} run(s); the load tool runs on the same machine.{merged_note}",
         "",
         table(rows, estimates),
+        "",
+        "Batches (`kms bench --batch N`: each call carries N items through kms.v1.CryptoBatch, one "
+        "audit record per item):",
+        "",
+        batch_table(batches, estimates),
         "",
         "Transport, same run (C=64 on K=4 kept-alive connections; the server CPU per request includes "
         "TLS records both ways; the handshake and record rows are criterion, both ends in one process):",
@@ -678,13 +759,14 @@ def main() -> None:
     if soak:
         generated += [
             "",
-            f"Soak: SM4-GCM encrypt 1 KiB at {soak['target_requests_per_s']:.0f}/s for {args.soak} s: "
+            f"Soak: SM4-GCM encrypt 1 KiB at {soak['target_requests_per_s']:.0f}/s for {soak['duration_s']:.0f} s: "
             f"{soak['requests']} requests, {soak['errors']} errors, p99 {soak['p99_ms']:.2f} ms; server RSS "
             f"{soak['server_rss_mib_start']:.1f} MiB at start, {soak['server_rss_mib_end']:.1f} MiB at end, "
             f"{soak['server_rss_mib_max']:.1f} MiB highest.",
         ]
     RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps({"rows": rows, "transport": transport, "half_load": half_runs, "soak": soak,
+    RAW.write_text(json.dumps({"rows": rows, "batches": batches, "transport": transport, "half_load": half_runs, "half_rate": half,
+                               "remeasured": redone if args.merge else [], "soak": soak,
                                "peer": peer_rows, "criterion_us": estimates}, indent=1))
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)

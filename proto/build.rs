@@ -32,6 +32,9 @@ const SECRET_MESSAGES: &[&str] = &[
     "HashPasswordResponse",
     "VerifyPasswordRequest",
     "VerifyPasswordResponse",
+    "TokenizeRequest",
+    "DetokenizeRequest",
+    "TokenResult",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -118,7 +118,9 @@ pub fn blob_key(spec: KeySpec) -> Option<&'static KeyMaterial> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => None,
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => None,
     }
 }
 

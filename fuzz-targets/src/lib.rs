@@ -30,6 +30,8 @@
 //! | `tls13_sm2_verify` | `kms_gmtls` `Sm2ClientVerifier`, `Sm2ServerVerifier`, `sign::verify_tls13` | SM2 chains and sm2sig_sm3 CertificateVerify |
 //! | `sealed_password` | `password_hash::parse_sealed` (+ the strength rules) | `HashPassword`, `VerifyPassword` (once decrypted) |
 //! | `stored_hash` | `password_hash::StoredHash::parse` | `VerifyPassword`'s stored hash |
+//! | `token_values` | `crypto::tokenize` (format names, alphabets, PAN and Luhn rules, FF1, pseudonyms) | `Tokenize`, `Detokenize` values and tokens |
+//! | `token_csv` | `kms_cli::csv` (RFC 4180 read and write) | `kms tokenize`, `kms detokenize` |
 
 pub mod fixtures;
 pub mod gmtls;
@@ -74,6 +76,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("private_key", private_key),
     ("sealed_password", sealed_password),
     ("stored_hash", stored_hash),
+    ("token_values", token_values),
+    ("token_csv", token_csv),
 ];
 
 fn policies() -> [Policy; 2] {
@@ -698,4 +702,140 @@ pub fn stored_hash(data: &[u8]) {
     };
     assert_eq!(parsed.to_phc(), text, "not the canonical form");
     assert_eq!(StoredHash::parse(&parsed.to_phc()).ok(), Some(parsed));
+}
+
+/// A fixed key of a tokenize spec (its bytes are public test data).
+fn token_key(spec: KeySpec) -> kms_core::KeyMaterial {
+    let len = match spec {
+        KeySpec::Sm4Ff1 => 16,
+        KeySpec::Aes256Ff1
+        | KeySpec::HmacSm3
+        | KeySpec::Sm4Gcm
+        | KeySpec::Aes256Gcm
+        | KeySpec::Sm2
+        | KeySpec::Rsa2048
+        | KeySpec::Rsa3072
+        | KeySpec::Rsa4096
+        | KeySpec::HmacSha256
+        | KeySpec::HmacSha384
+        | KeySpec::HmacSha512 => 32,
+    };
+    let Ok(approved) = Policy::default().approve(Purpose::Tokenize, spec) else {
+        panic!("{spec} is not a tokenize spec");
+    };
+    let bytes: Vec<u8> = (0..len).map(|i| 0x5a ^ i).collect();
+    kms_core::KeyMaterial::import_symmetric(&approved, kms_core::SecretBytes::from_vec(bytes))
+        .unwrap_or_else(|e| panic!("fixture token key: {e}"))
+}
+
+/// A refusal of a value or token: `InvalidArgument` on the field, short and printable, never
+/// repeating the input.
+fn check_token_refusal(e: &Error, field: &str, input: &[u8]) {
+    let Error::InvalidArgument(i) = e else {
+        panic!("a value was refused with {e:?}, not INVALID_ARGUMENT");
+    };
+    assert_eq!(i.field, field);
+    let msg = e.to_string();
+    assert!(
+        msg.len() < 1024 && !msg.chars().any(char::is_control),
+        "{msg:?}"
+    );
+    if input.len() >= 8 {
+        assert!(
+            !msg.as_bytes().windows(input.len()).any(|w| w == input),
+            "the message repeats the input"
+        );
+    }
+}
+
+/// Token values (`crypto::tokenize`): the first byte picks the key (sm4-ff1, aes-256-ff1,
+/// hmac-sm3) and the format; the bytes up to the first newline are a context value, the rest
+/// the value. The format name parser also reads the value. A token keeps the value's length,
+/// alphabet and a PAN's kept digits, has the Luhn property its format promises, and (FF1) goes
+/// back to the value; a string that detokenises tokenises back to itself; refusals are
+/// INVALID_ARGUMENT naming the field, never the input.
+pub fn token_values(data: &[u8]) {
+    use kms_core::crypto::tokenize::{Detokenizer, TokenFormat, Tokenizer, luhn_valid};
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let spec = [KeySpec::Sm4Ff1, KeySpec::Aes256Ff1, KeySpec::HmacSm3][usize::from(selector % 3)];
+    let format = TokenFormat::ALL[usize::from(selector / 3 % 4)];
+    let (context_value, value) = match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => rest.split_at(i),
+        None => (&[][..], rest),
+    };
+    let value = value.strip_prefix(b"\n").unwrap_or(value);
+    if let Ok(f) = TokenFormat::parse(&String::from_utf8_lossy(value)) {
+        assert_eq!(TokenFormat::parse(f.name()).ok(), Some(f));
+    }
+    let context: EncryptionContext =
+        [("fuzz", String::from_utf8_lossy(context_value).into_owned())]
+            .into_iter()
+            .collect();
+    let key = token_key(spec);
+    let policy = Policy::default();
+    let Ok(approved) = policy.approve(Purpose::Tokenize, spec) else {
+        panic!("approve");
+    };
+    let Ok(t) = Tokenizer::new(&approved, &key, format, &context) else {
+        panic!("tokenizer");
+    };
+    let Ok(open) = policy.approve_open(Purpose::Tokenize, spec) else {
+        panic!("approve_open");
+    };
+    let d = Detokenizer::new(&open, &key, format, &context).ok();
+    assert_eq!(d.is_some(), t.reversible());
+    let digits =
+        |s: &[u8]| -> Vec<u16> { s.iter().map(|&c| u16::from(c.wrapping_sub(b'0'))).collect() };
+    let is_pan = matches!(format, TokenFormat::Pan | TokenFormat::PanLuhnInvalid);
+    match t.tokenize(value) {
+        Ok(token) => {
+            let token = token.expose_secret();
+            assert_eq!(token.len(), value.len());
+            assert!(token.iter().all(|c| format.alphabet().chars().contains(c)));
+            if is_pan {
+                assert_eq!(token.get(..6), value.get(..6));
+                assert_eq!(token.get(token.len() - 4..), value.get(value.len() - 4..));
+                assert_eq!(luhn_valid(&digits(token)), format == TokenFormat::Pan);
+            }
+            if let Some(d) = &d {
+                match d.detokenize(token) {
+                    Ok(back) => assert_eq!(back.expose_secret(), value, "round trip"),
+                    Err(e) => panic!("a token did not detokenise: {e}"),
+                }
+            }
+        }
+        Err(e) => check_token_refusal(&e, "value", value),
+    }
+    if let Some(d) = &d {
+        match d.detokenize(value) {
+            Ok(v) => match t.tokenize(v.expose_secret()) {
+                Ok(again) => assert_eq!(again.expose_secret(), value, "detokenise, tokenise"),
+                Err(e) => panic!("a detokenised value did not tokenise: {e}"),
+            },
+            Err(e) => check_token_refusal(&e, "token", value),
+        }
+    }
+}
+
+/// The CSV of `kms tokenize` (`kms_cli::csv`): an error names a line within the input, never
+/// a panic; what parses writes out and parses back to the same records.
+pub fn token_csv(data: &[u8]) {
+    match kms_cli::csv::parse(data) {
+        Ok(table) => {
+            let written = kms_cli::csv::write(&table);
+            let Ok(again) = kms_cli::csv::parse(&written) else {
+                panic!("written CSV does not parse");
+            };
+            assert_eq!(*again.records, *table.records, "CSV round trip");
+            if !table.records.is_empty() {
+                assert_eq!(again.crlf, table.crlf);
+            }
+        }
+        Err(e) => {
+            let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
+            assert!(e.line >= 1 && e.line <= lines, "{e} of {lines} lines");
+        }
+    }
 }

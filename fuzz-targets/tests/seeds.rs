@@ -453,6 +453,7 @@ fn audit_and_inventory_seeds(out: &mut Vec<Seed>, w: &World) {
                 transfer: None,
                 batch_id: None,
                 pepper: None,
+                count: None,
             })
             .unwrap();
         }
@@ -718,7 +719,40 @@ fn all_seeds() -> Vec<Seed> {
     let pki = sm2_pki();
     sm2_cert_chain_seeds(&mut out, &pki);
     tls13_sm2_verify_seeds(&mut out, &pki);
+    token_seeds(&mut out);
     out
+}
+
+/// Token values for every key spec and format (`token_values`: selector byte, context, `\n`,
+/// value), and CSV files (`token_csv`): the valid ones take the success paths.
+fn token_seeds(out: &mut Vec<Seed>) {
+    let values: [&[u8]; 4] = [
+        b"123456789012",
+        b"Customer42xY",
+        b"6222020200112233446",
+        b"4111111111111111",
+    ];
+    for (spec, spec_name) in ["sm4", "aes", "hmac"].into_iter().enumerate() {
+        for (format, value) in values.iter().enumerate() {
+            let selector = u8::try_from(format * 3 + spec).unwrap();
+            let name = crypto::tokenize::TokenFormat::ALL[format].name();
+            out.push(seed(
+                "token_values",
+                format!("{spec_name}-{name}"),
+                [&[selector][..], b"cards\n", value].concat(),
+            ));
+        }
+    }
+    for (name, csv) in [
+        (
+            "crlf",
+            &b"id,pan,\"name, given\"\r\n1,6222020200112233446,\"Li, \"\"Lei\"\"\"\r\n2,,x\r\n"[..],
+        ),
+        ("lf", b"a,b\nc,d"),
+        ("quoted-newline", b"\"multi\nline\",2\n"),
+    ] {
+        out.push(seed("token_csv", name, csv));
+    }
 }
 
 #[test]
@@ -842,6 +876,27 @@ fn seeds_take_the_success_paths() {
                         || s.name == "spki"
                         || s.name == "expired-chain")
             }
+            "token_values" => {
+                use kms_core::crypto::tokenize::{TokenFormat, Tokenizer};
+                let spec = [KeySpec::Sm4Ff1, KeySpec::Aes256Ff1, KeySpec::HmacSm3]
+                    [usize::from(s.data[0] % 3)];
+                let format = TokenFormat::ALL[usize::from(s.data[0] / 3 % 4)];
+                let approved = policy.approve(Purpose::Tokenize, spec).unwrap();
+                let raw = vec![0u8; if spec == KeySpec::Sm4Ff1 { 16 } else { 32 }];
+                let key = kms_core::KeyMaterial::import_symmetric(
+                    &approved,
+                    kms_core::SecretBytes::from_vec(raw),
+                )
+                .unwrap();
+                let context: EncryptionContext = [("fuzz", "cards")].into_iter().collect();
+                // After the selector byte (which may itself be a newline: 10).
+                let value = s.data[1..].splitn(2, |&b| b == b'\n').nth(1).unwrap();
+                Tokenizer::new(&approved, &key, format, &context)
+                    .unwrap()
+                    .tokenize(value)
+                    .is_ok()
+            }
+            "token_csv" => kms_cli::csv::parse(&s.data).is_ok(),
             _ => true,
         };
         assert!(ok, "seed {}/{} is not accepted", s.target, s.name);

@@ -123,6 +123,11 @@ pub enum Remote {
     /// The password shield: seal a password as a mobile app does, hash it, verify it.
     #[command(subcommand)]
     Password(PasswordCommand),
+    /// Replace CSV columns by tokens of the same format (a tokenize key): card numbers keep
+    /// their first 6 and last 4 digits. Prints the key version to stderr; detokenising needs it.
+    Tokenize(TokenizeArgs),
+    /// Turn the tokens in CSV columns back into values, with the key version that made them.
+    Detokenize(DetokenizeArgs),
     /// Download an encrypted backup of the whole store.
     Backup {
         /// Where to write it (mode 0600).
@@ -461,7 +466,8 @@ pub enum GrantCommand {
         /// Operations, comma-separated; they must fit the key's purpose. Encrypt keys: encrypt,
         /// decrypt, reencrypt, reencrypt-to, generate-data-key; sign keys: sign, verify,
         /// get-public-key; asymmetric-decrypt keys: asymmetric-decrypt, get-public-key; MAC keys:
-        /// generate-mac, verify-mac; any key: describe. `reencrypt` lets the namespace
+        /// generate-mac, verify-mac; tokenize keys: tokenize, detokenize (each its own right);
+        /// any key: describe. `reencrypt` lets the namespace
         /// re-encrypt from this key into keys of the key's own namespace (as sensitive as
         /// decrypt); `reencrypt-to` lets it re-encrypt into this key from any key it may
         /// re-encrypt from.
@@ -595,6 +601,8 @@ pub enum PurposeArg {
     Password,
     /// The password shield's pepper: HMAC-SM3 (`kms password`).
     Pepper,
+    /// Tokens: SM4-FF1, AES-256-FF1 (reversible), HMAC-SM3 (one-way pseudonyms).
+    Tokenize,
 }
 
 /// Principal roles.
@@ -673,6 +681,74 @@ pub struct EncryptArgs {
     /// or {"error": {"code", "message"}} (`kms decrypt --batch` reads it back).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["context", "input", "base64", "envelope"])]
     pub batch: Option<PathBuf>,
+}
+
+/// The token formats (docs/FORMATS.md "Tokens").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormatArg {
+    /// Decimal digits, at least 6.
+    Digits,
+    /// 0-9, A-Z, a-z (case-sensitive), at least 4.
+    Alphanumeric,
+    /// Card numbers (16-19 digits, Luhn-valid): first 6 and last 4 kept, Luhn-valid tokens.
+    Pan,
+    /// As pan, but every token fails the Luhn check (cannot be mistaken for a card).
+    PanLuhnInvalid,
+}
+
+impl TokenFormatArg {
+    /// The name the API takes.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Digits => "digits",
+            Self::Alphanumeric => "alphanumeric",
+            Self::Pan => "pan",
+            Self::PanLuhnInvalid => "pan-luhn-invalid",
+        }
+    }
+}
+
+/// What `kms tokenize` and `kms detokenize` share: the CSV columns and the key.
+#[derive(Debug, ClapArgs)]
+pub struct TokenColumns {
+    /// Key id or alias (a key of purpose tokenize).
+    #[arg(long)]
+    pub key: String,
+    /// The columns to replace, counted from 1; comma-separated or repeated.
+    #[arg(long = "column", value_name = "N", value_delimiter = ',', required = true,
+          num_args = 1.., value_parser = clap::value_parser!(u32).range(1..))]
+    pub columns: Vec<u32>,
+    /// The format of the columns' values.
+    #[arg(long, value_enum, default_value_t = TokenFormatArg::Pan)]
+    pub format: TokenFormatArg,
+    /// The first row is a header: passed through unchanged.
+    #[arg(long)]
+    pub header: bool,
+    /// Encryption context entry, bound into every token (FF1's tweak); repeat for more. The
+    /// same context is needed to detokenise.
+    #[arg(long = "context", value_name = "K=V", value_parser = parse_key_value)]
+    pub context: Vec<(String, String)>,
+    // CSV in (default: stdin) and out (default: stdout); empty cells stay empty.
+    #[command(flatten)]
+    pub io: InOut,
+}
+
+/// `kms tokenize`
+#[derive(Debug, ClapArgs)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub columns: TokenColumns,
+}
+
+/// `kms detokenize`
+#[derive(Debug, ClapArgs)]
+pub struct DetokenizeArgs {
+    #[command(flatten)]
+    pub columns: TokenColumns,
+    /// The key version that made the tokens (`kms tokenize` prints it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub key_version: u32,
 }
 
 /// `kms decrypt`

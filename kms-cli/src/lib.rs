@@ -10,6 +10,7 @@ mod algorithms;
 pub mod args;
 pub mod client;
 mod commands;
+pub mod csv;
 pub mod error;
 pub mod files;
 pub mod output;

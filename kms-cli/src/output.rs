@@ -116,6 +116,7 @@ pub const fn purpose_name(p: Purpose) -> &'static str {
         Purpose::Mac => "mac",
         Purpose::Password => "password",
         Purpose::Pepper => "pepper",
+        Purpose::Tokenize => "tokenize",
     }
 }
 

@@ -200,8 +200,14 @@ fn bench_batches_report_items_and_cpu_per_item() {
     let server = DevServer::start();
     create_key(&server, &["--purpose", "encrypt", "--alias", "b-sm4"]);
     create_key(&server, &["--purpose", "sign", "--alias", "b-sm2"]);
+    create_key(&server, &["--purpose", "tokenize", "--alias", "b-tok"]);
     let pid = std::process::id().to_string();
-    for (op, key, items) in [("encrypt", "b-sm4", 50u32), ("verify", "b-sm2", 5)] {
+    // Tokenize carries its values in one call of its own RPC (`kms.v1.Tokenization`).
+    for (op, key, items) in [
+        ("encrypt", "b-sm4", 50u32),
+        ("verify", "b-sm2", 5),
+        ("tokenize", "b-tok", 200),
+    ] {
         let v = bench(
             &server,
             op,

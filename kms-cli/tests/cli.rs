@@ -42,10 +42,12 @@ fn algorithms_lists_every_canonical_spec_once() {
         ("rsa-2048", "sign,asymmetric-decrypt", "no"),
         ("rsa-3072", "sign,asymmetric-decrypt,password", "no"),
         ("rsa-4096", "sign,asymmetric-decrypt,password", "no"),
-        ("hmac-sm3", "mac,pepper", "yes"),
+        ("hmac-sm3", "mac,pepper,tokenize", "yes"),
         ("hmac-sha256", "mac", "no"),
         ("hmac-sha384", "mac", "no"),
         ("hmac-sha512", "mac", "no"),
+        ("sm4-ff1", "tokenize", "yes"),
+        ("aes-256-ff1", "tokenize", "no"),
     ];
     let rows: Vec<(&str, &str, &str)> = rows
         .iter()
@@ -58,7 +60,7 @@ fn algorithms_lists_every_canonical_spec_once() {
 fn algorithms_gm_only_lists_sm2_sm3_sm4_only() {
     let rows = rows(&stdout_of(&["algorithms", "--gm-only"]));
     let names: Vec<&str> = rows.iter().map(|(name, _, _)| name.as_str()).collect();
-    assert_eq!(names, ["sm4-gcm", "sm2", "hmac-sm3"]);
+    assert_eq!(names, ["sm4-gcm", "sm2", "hmac-sm3", "sm4-ff1"]);
     assert!(rows.iter().all(|(_, _, gm)| gm == "yes"));
 }
 

@@ -19,6 +19,8 @@ const TRANSFER_BEGIN: &str = "<!-- transfer:begin -->";
 const TRANSFER_END: &str = "<!-- transfer:end -->";
 const PASSWORD_BEGIN: &str = "<!-- password:begin -->";
 const PASSWORD_END: &str = "<!-- password:end -->";
+const TOKENIZE_BEGIN: &str = "<!-- tokenize:begin -->";
+const TOKENIZE_END: &str = "<!-- tokenize:end -->";
 
 /// The commands of the quick start block: the text inside its one fenced `sh` block.
 fn quickstart(readme: &str) -> String {
@@ -177,6 +179,66 @@ fn readme_password_block_runs_against_a_real_dev_server() {
     // Neither the password nor the hash is in what the commands printed.
     assert!(!stdout.contains("Tr0ub4dor"), "{stdout}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Tr0ub4dor"));
+    server.stop();
+}
+
+fn luhn_valid(pan: &str) -> bool {
+    kms_core::crypto::tokenize::luhn_valid(
+        &pan.bytes().map(|b| u16::from(b - b'0')).collect::<Vec<_>>(),
+    )
+}
+
+/// The README's tokens block (issue 22 item 1): a CSV column tokenised and detokenised back to
+/// the same file, and one-way Luhn-invalid pseudonyms for test data.
+#[test]
+fn readme_tokenize_block_runs_against_a_real_dev_server() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let script = sh_block(&readme, TOKENIZE_BEGIN, TOKENIZE_END);
+    assert!(script.contains("kms --profile $P tokenize"), "{script}");
+    let mut server = DevServer::start();
+    server.write("tokenize.sh", &script);
+    let out = server.run_script("tokenize.sh");
+    assert!(
+        out.status.success(),
+        "the README tokens block failed:\n{script}\n{}",
+        describe(&out)
+    );
+    assert_eq!(server.read("cards.csv"), server.read("back.csv"));
+    let rows = |file: &str| -> Vec<Vec<String>> {
+        String::from_utf8(server.read(file))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect()
+    };
+    let cards = rows("cards.csv");
+    for (file, luhn) in [("tokens.csv", true), ("test-data.csv", false)] {
+        let tokens = rows(file);
+        assert_eq!(tokens[0], cards[0], "{file}: the header passes through");
+        for (t, c) in tokens[1..].iter().zip(&cards[1..]) {
+            assert_eq!(t[..2], c[..2], "{file}: other columns untouched");
+            let (token, pan) = (&t[2], &c[2]);
+            assert_ne!(token, pan);
+            assert_eq!(token.len(), pan.len());
+            assert_eq!(token[..6], pan[..6]);
+            assert_eq!(token[token.len() - 4..], pan[pan.len() - 4..]);
+            assert_eq!(luhn_valid(token), luhn, "{file}: {token}");
+        }
+    }
+    // `cut` printed the tokens; --json printed the last summary on stderr.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l == "pan"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tokenized 2 values in 3 rows with key ") && stderr.contains(" version 1"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["operation"], "tokenized", "{summary}");
+    assert_eq!(summary["values"], 2, "{summary}");
+    assert_eq!(summary["key_version"], 1, "{summary}");
+    assert_eq!(summary["pseudonyms"], true, "{summary}");
     server.stop();
 }
 

@@ -28,16 +28,20 @@ pub enum Purpose {
     /// The password shield's pepper (issue 22 item 2): an HMAC-SM3 key the KMS holds and uses
     /// only inside `HashPassword` and `VerifyPassword`, never through the MAC operations.
     Pepper,
+    /// Tokens of the value's own format (issue 22, OPS-5): reversible with FF1 keys
+    /// (`sm4-ff1`, `aes-256-ff1`), one-way pseudonyms with `hmac-sm3` keys.
+    Tokenize,
 }
 
 impl Purpose {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Encrypt,
         Self::Sign,
         Self::AsymmetricDecrypt,
         Self::Mac,
         Self::Password,
         Self::Pepper,
+        Self::Tokenize,
     ];
 
     /// The canonical name every interface uses.
@@ -50,6 +54,7 @@ impl Purpose {
             Self::Mac => "mac",
             Self::Password => "password",
             Self::Pepper => "pepper",
+            Self::Tokenize => "tokenize",
         }
     }
 
@@ -59,7 +64,7 @@ impl Purpose {
     pub fn is_asymmetric(self) -> bool {
         match self {
             Self::Sign | Self::AsymmetricDecrypt | Self::Password => true,
-            Self::Encrypt | Self::Mac | Self::Pepper => false,
+            Self::Encrypt | Self::Mac | Self::Pepper | Self::Tokenize => false,
         }
     }
 
@@ -69,7 +74,7 @@ impl Purpose {
     pub fn decrypts(self) -> bool {
         match self {
             Self::AsymmetricDecrypt | Self::Password => true,
-            Self::Encrypt | Self::Sign | Self::Mac | Self::Pepper => false,
+            Self::Encrypt | Self::Sign | Self::Mac | Self::Pepper | Self::Tokenize => false,
         }
     }
 }
@@ -106,10 +111,16 @@ pub enum KeySpec {
     HmacSha384,
     #[serde(rename = "hmac-sha512")]
     HmacSha512,
+    /// FF1 (NIST SP 800-38G) over SM4, 128-bit key: format-preserving tokens.
+    #[serde(rename = "sm4-ff1")]
+    Sm4Ff1,
+    /// FF1 over AES-256: format-preserving tokens (standard policy only).
+    #[serde(rename = "aes-256-ff1")]
+    Aes256Ff1,
 }
 
 impl KeySpec {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Sm4Gcm,
         Self::Aes256Gcm,
         Self::Sm2,
@@ -120,6 +131,8 @@ impl KeySpec {
         Self::HmacSha256,
         Self::HmacSha384,
         Self::HmacSha512,
+        Self::Sm4Ff1,
+        Self::Aes256Ff1,
     ];
 
     /// The canonical name every interface uses.
@@ -136,6 +149,8 @@ impl KeySpec {
             Self::HmacSha256 => "hmac-sha256",
             Self::HmacSha384 => "hmac-sha384",
             Self::HmacSha512 => "hmac-sha512",
+            Self::Sm4Ff1 => "sm4-ff1",
+            Self::Aes256Ff1 => "aes-256-ff1",
         }
     }
 
@@ -153,6 +168,8 @@ impl KeySpec {
             Self::HmacSha256 => 8,
             Self::HmacSha384 => 9,
             Self::HmacSha512 => 10,
+            Self::Sm4Ff1 => 11,
+            Self::Aes256Ff1 => 12,
         }
     }
 
@@ -165,8 +182,9 @@ impl KeySpec {
     #[must_use]
     pub fn is_gm(self) -> bool {
         match self {
-            Self::Sm4Gcm | Self::Sm2 | Self::HmacSm3 => true,
+            Self::Sm4Gcm | Self::Sm2 | Self::HmacSm3 | Self::Sm4Ff1 => true,
             Self::Aes256Gcm
+            | Self::Aes256Ff1
             | Self::Rsa2048
             | Self::Rsa3072
             | Self::Rsa4096
@@ -177,7 +195,8 @@ impl KeySpec {
     }
 
     /// Whether a key of this spec may serve `purpose` (KEY-5: one purpose per key, but SM2 and
-    /// RSA keys may be created for either signing or decryption).
+    /// RSA keys may be created for either signing or decryption, and HMAC-SM3 keys for MACs or
+    /// for pseudonyms, purpose tokenize).
     #[must_use]
     pub fn supports(self, purpose: Purpose) -> bool {
         match self {
@@ -189,8 +208,9 @@ impl KeySpec {
             Self::Rsa2048 => matches!(purpose, Purpose::Sign | Purpose::AsymmetricDecrypt),
             // The pepper is HMAC-SM3 under both policies: the issue fixes it, and one spec
             // means a stored hash's pepper needs no algorithm name of its own.
-            Self::HmacSm3 => matches!(purpose, Purpose::Mac | Purpose::Pepper),
+            Self::HmacSm3 => matches!(purpose, Purpose::Mac | Purpose::Pepper | Purpose::Tokenize),
             Self::HmacSha256 | Self::HmacSha384 | Self::HmacSha512 => purpose == Purpose::Mac,
+            Self::Sm4Ff1 | Self::Aes256Ff1 => purpose == Purpose::Tokenize,
         }
     }
 
@@ -207,7 +227,9 @@ impl KeySpec {
             | Self::HmacSm3
             | Self::HmacSha256
             | Self::HmacSha384
-            | Self::HmacSha512 => None,
+            | Self::HmacSha512
+            | Self::Sm4Ff1
+            | Self::Aes256Ff1 => None,
         }
     }
 
@@ -224,7 +246,9 @@ impl KeySpec {
             | Self::Sm2
             | Self::Rsa2048
             | Self::Rsa3072
-            | Self::Rsa4096 => None,
+            | Self::Rsa4096
+            | Self::Sm4Ff1
+            | Self::Aes256Ff1 => None,
         }
     }
 }
@@ -338,7 +362,9 @@ impl SignatureRequest {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => None,
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => None,
         }
     }
 }
@@ -389,7 +415,9 @@ impl SignatureParams {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => Err(PolicyError::SchemeMismatch {
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => Err(PolicyError::SchemeMismatch {
                 spec,
                 requested: "a signature",
             }),
@@ -506,6 +534,17 @@ mod tests {
         assert!(!KeySpec::Sm4Gcm.supports(Purpose::Sign));
         assert!(!KeySpec::HmacSm3.supports(Purpose::Encrypt));
         assert!(KeySpec::Sm2.supports(Purpose::AsymmetricDecrypt));
+        // Tokenize: the FF1 specs, and HMAC-SM3 for pseudonyms; FF1 keys serve nothing else.
+        let tokenize: Vec<KeySpec> = KeySpec::ALL
+            .into_iter()
+            .filter(|s| s.supports(Purpose::Tokenize))
+            .collect();
+        assert_eq!(
+            tokenize,
+            [KeySpec::HmacSm3, KeySpec::Sm4Ff1, KeySpec::Aes256Ff1]
+        );
+        assert!(!KeySpec::Sm4Ff1.supports(Purpose::Encrypt));
+        assert!(KeySpec::Sm4Ff1.is_gm() && !KeySpec::Aes256Ff1.is_gm());
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //!   `encrypt`, `decrypt`, `reencrypt`, `reencrypt-to`, `generate-data-key`; a sign key `sign`,
 //!   `verify`, `get-public-key`; an asymmetric-decrypt key `asymmetric-decrypt`,
 //!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; a password key `get-public-key`,
-//!   `hash-password`, `verify-password`; a pepper key `hash-password`, `verify-password`; every
-//!   key `describe`. Anything else could never be used (KEY-5) and is refused when the grant is
-//!   made. The password shield needs its grant on both keys it uses.
+//!   `hash-password`, `verify-password`; a pepper key `hash-password`, `verify-password`; a
+//!   tokenize key `tokenize`, `detokenize` (each its own right); every key `describe`. Anything
+//!   else could never be used (KEY-5) and is refused when the grant is made. The password shield
+//!   needs its grant on both keys it uses.
 //! - **It crosses a namespace boundary.** No grant to the key's own namespace (its apps have
 //!   every use already, and such a grant would be a second, misleading source of rights) and
 //!   none to `kms-system` (no app lives there).
@@ -227,6 +228,8 @@ operations!(
     ListApprovals,
     HashPassword,
     VerifyPassword,
+    Tokenize,
+    Detokenize,
 );
 
 impl Op {
@@ -286,6 +289,8 @@ impl Op {
             Self::ListApprovals => "list approval requests",
             Self::HashPassword => "hash passwords",
             Self::VerifyPassword => "verify passwords",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
         }
     }
 
@@ -308,6 +313,8 @@ impl Op {
             Self::DescribeKey => Some(GrantOp::Describe),
             Self::HashPassword => Some(GrantOp::HashPassword),
             Self::VerifyPassword => Some(GrantOp::VerifyPassword),
+            Self::Tokenize => Some(GrantOp::Tokenize),
+            Self::Detokenize => Some(GrantOp::Detokenize),
             Self::Status
             | Self::Unseal
             | Self::Seal
@@ -409,7 +416,10 @@ impl Op {
             | Self::Reject
             | Self::ListApprovals
             | Self::HashPassword
-            | Self::VerifyPassword => None,
+            | Self::VerifyPassword
+            // Tokenize and Detokenize carry their own values in batches: no item operation.
+            | Self::Tokenize
+            | Self::Detokenize => None,
         }
     }
 }
@@ -465,7 +475,9 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::GenerateRandom
         // The password shield (issue 22 item 2): a password is data like any plaintext.
         | Op::HashPassword
-        | Op::VerifyPassword => (true, false, false),
+        | Op::VerifyPassword
+        | Op::Tokenize
+        | Op::Detokenize => (true, false, false),
         // Batches of the data plane: as their items (`Op::batch_item`), applications only.
         Op::BatchEncrypt
         | Op::BatchDecrypt
@@ -618,11 +630,16 @@ pub enum GrantOp {
     /// The password shield (issue 22 item 2), on a password key or a pepper key.
     HashPassword,
     VerifyPassword,
+    /// Values into tokens with a tokenize key.
+    Tokenize,
+    /// Tokens back into values: its own right, never implied by `tokenize` (re-identifying
+    /// de-identified data is the sensitive direction).
+    Detokenize,
 }
 
 impl GrantOp {
     /// Every grant operation; the CLI's accepted values are made from this list.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::ReEncrypt,
@@ -637,6 +654,8 @@ impl GrantOp {
         Self::Describe,
         Self::HashPassword,
         Self::VerifyPassword,
+        Self::Tokenize,
+        Self::Detokenize,
     ];
 
     #[must_use]
@@ -656,6 +675,8 @@ impl GrantOp {
             Self::ReEncryptTo => "reencrypt-to",
             Self::HashPassword => "hash-password",
             Self::VerifyPassword => "verify-password",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
         }
     }
 
@@ -678,6 +699,7 @@ impl GrantOp {
             Self::HashPassword | Self::VerifyPassword => {
                 matches!(purpose, Purpose::Password | Purpose::Pepper)
             }
+            Self::Tokenize | Self::Detokenize => purpose == Purpose::Tokenize,
         }
     }
 
@@ -886,7 +908,9 @@ mod tests {
                 "verify-mac",
                 "describe",
                 "hash-password",
-                "verify-password"
+                "verify-password",
+                "tokenize",
+                "detokenize"
             ]
         );
         assert_eq!(
@@ -941,6 +965,10 @@ mod tests {
             fit(Purpose::Pepper),
             ["describe", "hash-password", "verify-password"]
         );
+        assert_eq!(
+            fit(Purpose::Tokenize),
+            ["describe", "tokenize", "detokenize"]
+        );
         // Every key operation's grant op fits the purpose that operation needs.
         for (op, purpose) in [
             (Op::Encrypt, Purpose::Encrypt),
@@ -956,6 +984,8 @@ mod tests {
             (Op::HashPassword, Purpose::Pepper),
             (Op::VerifyPassword, Purpose::Password),
             (Op::VerifyPassword, Purpose::Pepper),
+            (Op::Tokenize, Purpose::Tokenize),
+            (Op::Detokenize, Purpose::Tokenize),
         ] {
             assert!(op.grant_op().unwrap().fits(purpose), "{op:?}");
         }

@@ -154,7 +154,9 @@ pub fn parse(blob: &[u8]) -> Result<Envelope<'_>, Error> {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512,
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1,
         )
         | None => return Err(bad("unknown algorithm code")),
     };

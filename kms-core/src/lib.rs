@@ -57,12 +57,12 @@ pub use kms::{
     DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, HashPasswordOutput,
     InitOutput, KeyInfo, Kms, KmsConfig, MAX_IDENTIFIER_BYTES, MAX_IDENTIFIERS, MAX_RANDOM_BYTES,
     MAX_SEALED_CIPHERTEXT, PasswordSettings, PublicKeyOutput, Quorum, Sensitive, SignOutput,
-    Status, Sweep, SweepLog, SweepOutcome, System, UnsealProgress, Unsealing, VerifyOutput,
-    VerifyPasswordOutput, VersionInfo,
+    Status, Sweep, SweepLog, SweepOutcome, System, TokenOutput, UnsealProgress, Unsealing,
+    VerifyOutput, VerifyPasswordOutput, VersionInfo,
 };
 pub use kms::{
     ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,
-    ImportPublicKeyRequest, ImportedKey, Issued, KeyOptions, RestoreProgress, StagedRestore,
-    custody,
+    ImportPublicKeyRequest, ImportedKey, Issued, KeyOptions, MAX_TOKEN_VALUES, RestoreProgress,
+    StagedRestore, custody,
 };
 pub use secret::{KeyMaterial, SecretBytes};

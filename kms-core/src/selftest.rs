@@ -130,6 +130,8 @@ const TESTS: &[(&str, Gate, Check)] = &[
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737",
         )
     }),
+    ("sm4-ff1", Gate::Spec(KeySpec::Sm4Ff1), sm4_ff1),
+    ("aes-256-ff1", Gate::Spec(KeySpec::Aes256Ff1), aes_256_ff1),
     ("sm2-sign", Gate::Spec(KeySpec::Sm2), sm2_sign),
     ("sm2-encrypt", Gate::Spec(KeySpec::Sm2), sm2_encrypt),
     ("sm2-keygen-pct", Gate::Spec(KeySpec::Sm2), |p| {
@@ -344,6 +346,47 @@ fn password_hash_kat(
     expect(
         out.expose_secret() == unhex(expected)?.as_slice(),
         "known answer mismatch",
+    )
+}
+
+fn numerals(digits: &str) -> Vec<u16> {
+    digits.bytes().map(|b| u16::from(b - b'0')).collect()
+}
+
+/// FF1 both ways on one known answer (radix 10, tweak "9876543210").
+fn ff1_kat(policy: Policy, spec: KeySpec, key: &str, ct: &str) -> Result<(), &'static str> {
+    let approved = policy
+        .approve(Purpose::Tokenize, spec)
+        .map_err(|_| "not approved")?;
+    let key = fixed_key(spec, key)?;
+    let tweak = b"9876543210";
+    let pt = numerals("0123456789");
+    let got = crypto::tokenize::ff1_known_answer(&approved, &key, 10, tweak, pt.clone(), true)
+        .map_err(|_| "encrypt failed")?;
+    expect(got == numerals(ct), "known answer mismatch")?;
+    let back = crypto::tokenize::ff1_known_answer(&approved, &key, 10, tweak, got, false)
+        .map_err(|_| "decrypt failed")?;
+    expect(back == pt, "decrypt mismatch")
+}
+
+/// SM4-FF1: the GB/T 32907 example key; the answer is `tests/judges/ff1.py`'s (FF1 written from
+/// SP 800-38G over GmSSL's SM4, checked against NIST's AES samples).
+fn sm4_ff1(policy: Policy) -> Result<(), &'static str> {
+    ff1_kat(
+        policy,
+        KeySpec::Sm4Ff1,
+        "0123456789abcdeffedcba9876543210",
+        "0167303662",
+    )
+}
+
+/// AES-256-FF1: NIST SP 800-38G sample 8.
+fn aes_256_ff1(policy: Policy) -> Result<(), &'static str> {
+    ff1_kat(
+        policy,
+        KeySpec::Aes256Ff1,
+        "2b7e151628aed2a6abf7158809cf4f3cef4359d8d580aa4f7f036d6f04fc6a94",
+        "1001623463",
     )
 }
 

@@ -156,6 +156,7 @@ fn audit_event(request_id: String, operation: Operation, batch_id: Option<String
         transfer: None,
         batch_id,
         pepper: None,
+        count: None,
     }
 }
 
@@ -754,11 +755,9 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
         indexed.insert(KeyId(uuid_from(raw)), v.clone());
     }
     let mut records = 0;
-    for purpose in Purpose::ALL {
-        for (k, v) in store
-            .scan_prefix(KeyRecord::tree_for(purpose), &[])
-            .unwrap()
-        {
+    // Each key tree once: tokenize keys share the encrypt keys' tree.
+    for tree in KeyRecord::KEY_TREES {
+        for (k, v) in store.scan_prefix(tree, &[]).unwrap() {
             records += 1;
             let r = KeyRecord::decode(&v).unwrap_or_else(|e| panic!("{why}: record: {e}"));
             assert_eq!(
@@ -878,7 +877,10 @@ fn verify(kms: &TestKms, admin: &Principal, app: &Principal, acked: &Path, why: 
                     .unwrap();
                 assert!(ok.valid, "{at}");
             }
-            Purpose::AsymmetricDecrypt | Purpose::Password | Purpose::Pepper => {
+            Purpose::AsymmetricDecrypt
+            | Purpose::Password
+            | Purpose::Pepper
+            | Purpose::Tokenize => {
                 panic!("{at}: the child creates no such key")
             }
         }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use kms_core::alg::{DataKeySpec, KeySpec, Purpose, SignatureParams};
 use kms_core::authz::{Principal, Role};
+use kms_core::crypto::tokenize::{TokenFormat, Tokenizer, luhn_valid};
 use kms_core::crypto::{Message, encrypt_to_public_key};
 use kms_core::envelope::EncryptionContext;
 use kms_core::hierarchy::share::Share;
@@ -281,7 +282,9 @@ fn hmac_with(spec: KeySpec, key: &[u8], data: &[u8]) -> Vec<u8> {
         | KeySpec::Sm2
         | KeySpec::Rsa2048
         | KeySpec::Rsa3072
-        | KeySpec::Rsa4096 => panic!("{spec} is not an HMAC spec"),
+        | KeySpec::Rsa4096
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => panic!("{spec} is not an HMAC spec"),
     }
 }
 
@@ -312,7 +315,9 @@ fn spki_of(spec: KeySpec, private: &[u8]) -> Vec<u8> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => panic!("{spec} has no public key"),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => panic!("{spec} has no public key"),
     }
 }
 
@@ -333,6 +338,8 @@ struct Observed {
     blobs: HashMap<(KeyId, u32), (Vec<u8>, Vec<u8>)>,
     /// (key id, version) → (data, tag) from `generate_mac`.
     tags: HashMap<(KeyId, u32), (Vec<u8>, Vec<u8>)>,
+    /// (key id, version) → (card number, token) from `tokenize` (format pan, this test's context).
+    tokens: HashMap<(KeyId, u32), (Vec<u8>, Vec<u8>)>,
     /// Plaintexts that went in or came out of the KMS and must not be stored: label, bytes.
     secrets: Vec<(String, Vec<u8>)>,
     /// (pepper key id, version) → (password, stored hash) from `hash_password`.
@@ -488,7 +495,50 @@ fn use_key(
                 hash_with(kms, app, password, key.id, seen);
             }
         }
+        Purpose::Tokenize => {
+            // A fresh 19-digit card number that passes the Luhn check.
+            let mut digits: Vec<u16> = random(19).iter().map(|b| u16::from(b % 10)).collect();
+            while !luhn_valid(&digits) {
+                digits[18] = (digits[18] + 1) % 10;
+            }
+            let pan: Vec<u8> = digits
+                .iter()
+                .map(|&d| b'0' + u8::try_from(d).unwrap())
+                .collect();
+            let out = kms
+                .tokenize(
+                    app,
+                    &r,
+                    TokenFormat::Pan,
+                    &ctx(),
+                    &[SecretBytes::copy_from_slice(&pan)],
+                )
+                .unwrap();
+            assert_eq!(out.key_version, v);
+            let token = out.results[0].as_ref().unwrap().expose_secret().to_vec();
+            seen.secrets
+                .push((format!("card number under {tag}"), pan.clone()));
+            seen.secrets
+                .push((format!("token under {tag}"), token.clone()));
+            seen.tokens.insert((key.id, v), (pan, token));
+        }
     }
+}
+
+/// The token an extracted tokenize key makes of `pan` (format pan, this test's context).
+fn token_with(spec: KeySpec, material: &[u8], pan: &[u8]) -> Vec<u8> {
+    let approved = kms_core::policy::Policy::default()
+        .approve(Purpose::Tokenize, spec)
+        .unwrap();
+    let key =
+        kms_core::KeyMaterial::import_symmetric(&approved, SecretBytes::copy_from_slice(material))
+            .unwrap();
+    Tokenizer::new(&approved, &key, TokenFormat::Pan, &ctx())
+        .unwrap()
+        .tokenize(pan)
+        .unwrap()
+        .expose_secret()
+        .to_vec()
 }
 
 #[test]
@@ -584,7 +634,9 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
     assert!(keks.contains_key(&ns("a")) && keks.contains_key(&ns("b")));
     let mut extracted = Vec::new();
     let mut records = Vec::new();
-    for tree in KeyRecord::TREES {
+    // Each key tree once: tokenize keys share the encrypt keys' tree, password keys and
+    // peppers the asymmetric-decrypt and MAC keys' trees.
+    for tree in KeyRecord::KEY_TREES {
         for (_, bytes) in store.scan_prefix(tree, &[]).unwrap() {
             let r = KeyRecord::decode(&bytes).unwrap();
             let kek = SecretBytes::copy_from_slice(&keks[&r.namespace]);
@@ -654,8 +706,23 @@ fn no_plaintext_key_material_in_store_files_or_backup() {
                         .unwrap();
                         assert_eq!(again.expose_secret(), parsed.hash.as_slice(), "{at}");
                     });
+                // An hmac-sm3 key of purpose tokenize makes pseudonyms instead.
                 tag.or(hash).is_some()
+                    || seen
+                        .tokens
+                        .get(&(e.id, e.version))
+                        .map(|(pan, token)| {
+                            assert_eq!(&token_with(e.spec, &e.material, pan), token, "{at}");
+                        })
+                        .is_some()
             }
+            KeySpec::Sm4Ff1 | KeySpec::Aes256Ff1 => seen
+                .tokens
+                .get(&(e.id, e.version))
+                .map(|(pan, token)| {
+                    assert_eq!(&token_with(e.spec, &e.material, pan), token, "{at}");
+                })
+                .is_some(),
             KeySpec::Sm2 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 let public = e.public_key.as_ref().unwrap();
                 assert_eq!(&spki_of(e.spec, &e.material), public, "{at}");

@@ -54,7 +54,9 @@ fn envelope_key(spec: KeySpec) -> &'static KeyMaterial {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512) => panic!("{other} is not an envelope spec"),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1) => panic!("{other} is not an envelope spec"),
     }
 }
 
@@ -561,10 +563,12 @@ fn gm_only_refuses_every_non_gm_spec() {
             }
         }
     }
-    // AES (encrypt), RSA ×3 (sign, decrypt), RSA-3072 and 4096 (password), HMAC-SHA-2 ×3 (mac).
-    assert_eq!(refused, 1 + 3 * 2 + 2 + 3);
-    // SM4 (encrypt), SM2 (sign, decrypt, password), HMAC-SM3 (mac, pepper).
-    assert_eq!(allowed, 6);
+    // AES (encrypt), RSA ×3 (sign, decrypt), RSA-3072 and 4096 (password), HMAC-SHA-2 ×3 (mac),
+    // AES-FF1 (tokenize).
+    assert_eq!(refused, 1 + 3 * 2 + 2 + 3 + 1);
+    // SM4 (encrypt), SM2 (sign, decrypt, password), HMAC-SM3 (mac, pepper, tokenize), SM4-FF1
+    // (tokenize).
+    assert_eq!(allowed, 8);
     for d in DigestAlg::ALL {
         assert_eq!(gm.approve_digest(d).is_ok(), d.is_gm(), "{d}");
     }

@@ -50,6 +50,8 @@ pub struct AuditNote {
     pub outcome: Option<Outcome>,
     /// A batch call's items ([`AuditSlot::begin_batch`]); `None` for every other call.
     pub batch: Option<BatchNote>,
+    /// How many values the call handled (`kms.v1.Tokenization`); never the values.
+    pub count: Option<u32>,
 }
 
 /// The items of a batch call, as its handler declared and filled them.
@@ -155,6 +157,7 @@ fn item_events(
                 transfer: None,
                 batch_id: Some(batch_id.to_owned()),
                 pepper: None,
+                count: None,
             })
         })
         .collect()
@@ -595,6 +598,7 @@ where
                                 transfer: None,
                                 batch_id: None,
                                 pepper: None,
+                                count: None,
                             };
                             write(Arc::clone(&log), intent, metrics.as_deref())
                                 .await
@@ -644,6 +648,7 @@ where
                 traceparent: traceparent.clone(),
                 batch_id: None,
                 pepper: note.pepper.clone(),
+                count: note.count,
                 transfer: note.transfer.clone(),
             };
             let written = match operation.batch_item() {
@@ -755,6 +760,7 @@ mod tests {
             include_str!("../../proto/kms/v1/crypto.proto"),
             include_str!("../../proto/kms/v1/password.proto"),
             include_str!("../../proto/kms/v1/system.proto"),
+            include_str!("../../proto/kms/v1/tokenize.proto"),
         ];
         let mut rpcs = Vec::new();
         for text in protos {

@@ -14,6 +14,16 @@ pub const EXIT_OK: u8 = 0;
 /// Exit status when a self-test failed (or the output could not be written).
 pub const EXIT_FAILED: u8 = 1;
 
+/// A rate for `--rate-limit`: a finite number above zero.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not a rate above zero (requests per second)"
+        )),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kms-server",
@@ -46,6 +56,11 @@ enum Command {
         /// Log lines as text or JSON (default: text on a terminal, JSON otherwise).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Sustained requests (batch items count one each) per second per principal, the
+        /// burst twice that; `serve` takes `[limits] rate_per_second`. The benchmarks raise it
+        /// so that batches measure the server, not the limiter.
+        #[arg(long, default_value_t = 20_000.0, value_parser = positive_rate)]
+        rate_limit: f64,
     },
     /// Serve the KMS over mutual TLS with the given configuration file (TOML).
     Serve {
@@ -133,13 +148,25 @@ where
             tlcp_listen,
             gm_only,
             log_format,
+            rate_limit,
         } => {
             let transport = if gm_only {
                 crate::tls::Transport::GmOnly
             } else {
                 crate::tls::Transport::Standard
             };
-            crate::dev::dev_command(&dir, &listen, &tlcp_listen, transport, log_format, out, err)
+            crate::dev::dev_command(
+                &crate::dev::DevArgs {
+                    dir,
+                    listen,
+                    tlcp_listen,
+                    transport,
+                    log_format,
+                    rate_limit,
+                },
+                out,
+                err,
+            )
         }
         Command::Floor { dir, listen } => crate::dev::floor_command(&dir, &listen, err),
         Command::CheckConfig { config } => {

@@ -57,8 +57,9 @@ pub fn purpose(p: i32) -> Result<Purpose, Refusal> {
         Ok(v1::Purpose::Mac) => Ok(Purpose::Mac),
         Ok(v1::Purpose::Password) => Ok(Purpose::Password),
         Ok(v1::Purpose::Pepper) => Ok(Purpose::Pepper),
+        Ok(v1::Purpose::Tokenize) => Ok(Purpose::Tokenize),
         Ok(v1::Purpose::Unspecified) | Err(_) => Err(bad(
-            "purpose is required: encrypt, sign, asymmetric-decrypt, mac, password or pepper",
+            "purpose is required: encrypt, sign, asymmetric-decrypt, mac, password, pepper or tokenize",
         )),
     }
 }
@@ -71,6 +72,7 @@ fn purpose_out(p: Purpose) -> v1::Purpose {
         Purpose::Mac => v1::Purpose::Mac,
         Purpose::Password => v1::Purpose::Password,
         Purpose::Pepper => v1::Purpose::Pepper,
+        Purpose::Tokenize => v1::Purpose::Tokenize,
     }
 }
 

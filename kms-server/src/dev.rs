@@ -239,16 +239,33 @@ pub fn prepare_with(
     })
 }
 
-pub(crate) fn dev_command(
-    dir: &Path,
-    listen: &str,
-    tlcp_listen: &str,
-    transport: Transport,
-    log_format: Option<crate::logging::LogFormat>,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
-    let _log = crate::logging::init(log_format, crate::logging::LogConfig::default());
+/// What `kms-server dev` was asked for on its command line.
+pub(crate) struct DevArgs {
+    pub dir: PathBuf,
+    pub listen: String,
+    pub tlcp_listen: String,
+    pub transport: Transport,
+    pub log_format: Option<crate::logging::LogFormat>,
+    /// `--rate-limit`: per principal, per second; the burst is twice this.
+    pub rate_limit: f64,
+}
+
+pub(crate) fn dev_command(args: &DevArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let DevArgs {
+        dir,
+        listen,
+        tlcp_listen,
+        transport,
+        log_format,
+        rate_limit,
+    } = args;
+    let (dir, listen, tlcp_listen, transport) = (
+        dir.as_path(),
+        listen.as_str(),
+        tlcp_listen.as_str(),
+        *transport,
+    );
+    let _log = crate::logging::init(*log_format, crate::logging::LogConfig::default());
     let policy = Policy::from_config(match transport {
         Transport::GmOnly => PolicyMode::GmOnly,
         Transport::Standard => PolicyMode::Standard,
@@ -328,6 +345,11 @@ pub(crate) fn dev_command(
     let settings = crate::server::Settings {
         audit_archive: Some(ArchivePolicy::new(setup.dir.join(ARCHIVE_DIR))),
         bootstrap: crate::bootstrap::Bootstrap::admins(vec![devpki::client_identity("admin")]),
+        limits: crate::limits::Limits {
+            rate_per_second: *rate_limit,
+            burst: 2.0 * *rate_limit,
+            ..crate::limits::Limits::default()
+        },
         ..crate::server::Settings::default()
     };
     let result = runtime.block_on(crate::server::run_with_tlcp(

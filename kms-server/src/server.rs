@@ -16,7 +16,7 @@ use kms_core::{Kms, Sweep, SweepLog, SweepOutcome, System};
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_batch_server::CryptoBatchServer, crypto_server::CryptoServer,
     key_admin_server::KeyAdminServer, password_shield_server::PasswordShieldServer,
-    system_server::SystemServer,
+    system_server::SystemServer, tokenization_server::TokenizationServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -865,6 +865,11 @@ pub async fn run_with_tlcp(
         // Batches have a larger message limit of their own; the single calls keep theirs.
         .add_service(
             CryptoBatchServer::new(shared.clone())
+                .max_decoding_message_size(settings.limits.max_batch_message_bytes()),
+        )
+        // Tokens come many per call: the batch limit applies (`services/tokenize.rs`).
+        .add_service(
+            TokenizationServer::new(shared.clone())
                 .max_decoding_message_size(settings.limits.max_batch_message_bytes()),
         )
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))

@@ -94,3 +94,16 @@ fn no_subcommand_is_a_usage_error() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("Usage: kms-server"), "{stderr}");
 }
+
+#[test]
+fn dev_refuses_a_rate_limit_that_is_not_a_rate() {
+    for bad in ["0", "-5", "NaN", "inf", "fast"] {
+        let output = kms_server(&["dev", &format!("--rate-limit={bad}")]);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("is not a rate above zero (requests per second)"),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -65,11 +65,13 @@ pub enum Op {
     Mac,
     /// The password shield's HashPassword (issue 22 item 2), each request a fresh seal.
     HashPassword,
+    /// Tokenize card numbers (format pan), `--batch` of them per call (issue 22).
+    Tokenize,
 }
 
 impl Op {
     /// Every operation, in the order `kms bench --help` lists them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::Datakey,
@@ -78,6 +80,7 @@ impl Op {
         Self::AsymDecrypt,
         Self::Mac,
         Self::HashPassword,
+        Self::Tokenize,
     ];
 
     /// The operation's name as `kms bench --op` takes it.
@@ -92,6 +95,7 @@ impl Op {
             Self::AsymDecrypt => "asym-decrypt",
             Self::Mac => "mac",
             Self::HashPassword => "hash-password",
+            Self::Tokenize => "tokenize",
         }
     }
 
@@ -113,6 +117,9 @@ impl Op {
             Self::HashPassword => {
                 "HashPassword with a password sealed here for each request (a PASSWORD key, and a PEPPER key as --pepper)"
             }
+            Self::Tokenize => {
+                "Tokenize --batch distinct 16-digit card numbers per call, format pan (a TOKENIZE key)"
+            }
         }
     }
 
@@ -131,6 +138,7 @@ impl Op {
             Self::AsymDecrypt => "asymmetric-decrypt",
             Self::Mac => "mac",
             Self::HashPassword => "password",
+            Self::Tokenize => "tokenize",
         }
     }
 }
@@ -208,7 +216,7 @@ impl Plan {
             (Op::AsymDecrypt, size) => size.unwrap_or(DEFAULT_ASYM_SIZE),
             // The password's length, not a payload: fixed.
             (Op::HashPassword, _) => HASH_PASSWORD_LEN,
-            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac, size) => {
+            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac | Op::Tokenize, size) => {
                 size.unwrap_or(DEFAULT_SIZE)
             }
         };
@@ -216,7 +224,13 @@ impl Plan {
             let why = match o.op {
                 Op::AsymDecrypt => Some("asymmetric decryption has no batch form"),
                 Op::HashPassword => Some("the password shield has no batch form"),
-                Op::Encrypt | Op::Decrypt | Op::Datakey | Op::Sign | Op::Verify | Op::Mac => {
+                Op::Encrypt
+                | Op::Decrypt
+                | Op::Datakey
+                | Op::Sign
+                | Op::Verify
+                | Op::Mac
+                | Op::Tokenize => {
                     (!(1..=MAX_BATCH).contains(&n)).then_some("a batch holds 1 to 1000 items")
                 }
             };
@@ -513,6 +527,7 @@ mod tests {
             Op::AsymDecrypt,
             Op::Mac,
             Op::HashPassword,
+            Op::Tokenize,
         ];
         assert_eq!(all, Op::ALL);
         let names: Vec<_> = all.iter().map(|op| op.name()).collect();
@@ -526,7 +541,8 @@ mod tests {
                 "verify",
                 "asym-decrypt",
                 "mac",
-                "hash-password"
+                "hash-password",
+                "tokenize"
             ]
         );
         assert_eq!(Op::Verify.purpose(), "sign");

@@ -151,6 +151,54 @@ redacted!(VerifyPasswordResponse {
     key_compromised: show,
 });
 
+struct Values<'a>(&'a [String]);
+
+impl fmt::Debug for Values<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes: usize = self.0.iter().map(String::len).sum();
+        write!(f, "<{} values, {bytes} bytes>", self.0.len())
+    }
+}
+
+impl fmt::Debug for v1::TokenizeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenizeRequest")
+            .field("key", &self.key)
+            .field("format", &self.format)
+            .field("context", &Entries(self.context.len()))
+            .field("values", &Values(&self.values))
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::DetokenizeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetokenizeRequest")
+            .field("key", &self.key)
+            .field("key_version", &self.key_version)
+            .field("format", &self.format)
+            .field("context", &Entries(self.context.len()))
+            .field("tokens", &Values(&self.tokens))
+            .finish()
+    }
+}
+
+/// A token or a value prints as its length; an error as itself (it never holds a value).
+impl fmt::Debug for v1::TokenResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            Some(v1::token_result::Result::Ok(s)) => f
+                .debug_tuple("TokenResult::Ok")
+                .field(&Len(s.len()))
+                .finish(),
+            Some(v1::token_result::Result::Error(e)) => {
+                f.debug_tuple("TokenResult::Error").field(e).finish()
+            }
+            None => f.write_str("TokenResult(None)"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -251,6 +299,40 @@ mod tests {
                             ..Default::default()
                         })),
                     }],
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::TokenizeRequest {
+                    key: "k".into(),
+                    format: "pan".into(),
+                    context: [("user".to_string(), secret.to_string())].into(),
+                    values: vec![secret.into()],
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::DetokenizeRequest {
+                    tokens: vec![secret.into()],
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::TokenizeResponse {
+                    results: vec![v1::TokenResult {
+                        result: Some(v1::token_result::Result::Ok(secret.into())),
+                    }],
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::DetokenizeResponse {
+                    results: vec![v1::TokenResult {
+                        result: Some(v1::token_result::Result::Ok(secret.into())),
+                    }],
+                    ..Default::default()
                 }
             ),
         ];

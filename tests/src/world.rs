@@ -9,6 +9,7 @@ use kms_proto::v1::{
     self, audit_client::AuditClient, crypto_batch_client::CryptoBatchClient,
     crypto_client::CryptoClient, key_admin_client::KeyAdminClient,
     password_shield_client::PasswordShieldClient, system_client::SystemClient,
+    tokenization_client::TokenizationClient,
 };
 use kms_server::Settings;
 use kms_server::tls::Transport;
@@ -32,6 +33,7 @@ pub struct Clients {
     pub system: SystemClient<Channel>,
     pub audit: AuditClient<Channel>,
     pub password: PasswordShieldClient<Channel>,
+    pub tokens: TokenizationClient<Channel>,
 }
 
 impl Clients {
@@ -43,6 +45,7 @@ impl Clients {
             keys: KeyAdminClient::new(channel.clone()),
             system: SystemClient::new(channel.clone()),
             password: PasswordShieldClient::new(channel.clone()),
+            tokens: TokenizationClient::new(channel.clone()),
             audit: AuditClient::new(channel),
         }
     }

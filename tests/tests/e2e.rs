@@ -20,6 +20,8 @@
 //! - [`password`]: the password shield — sealed by OpenSSL, hashes judged by the Argon2
 //!   reference implementation and GmSSL, refusals and audit flags (issue 22 item 2).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
+//! - [`tokenize`]: tokens and pseudonyms (`kms.v1.Tokenization`, issue 22 item 1): per-value
+//!   results, versions across rotation, detokenise as its own right, the audit record's count.
 //! - [`tools`]: standard tools — gRPC reflection (v1 and v1alpha, with grpcurl and Python's
 //!   client) and W3C `traceparent` in the audit record (issue 21 item 5).
 //! - [`errors`]: bad input, limits and rate limits get the right status and a clear message with
@@ -64,5 +66,7 @@ mod password;
 mod restart;
 #[path = "e2e/tls.rs"]
 mod tls;
+#[path = "e2e/tokenize.rs"]
+mod tokenize;
 #[path = "e2e/tools.rs"]
 mod tools;

@@ -75,7 +75,7 @@ fn plan_error(e: &PlanError) -> CliError {
             "--op hash-password takes the password key as --key and the pepper key as --pepper",
         ),
         PlanError::Batch { .. } => usage.with_hint(
-            "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify or mac",
+            "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify, mac or tokenize",
         ),
     }
 }

@@ -23,6 +23,7 @@ pub(crate) const fn purpose(p: PurposeArg) -> Purpose {
         PurposeArg::Mac => Purpose::Mac,
         PurposeArg::Password => Purpose::Password,
         PurposeArg::Pepper => Purpose::Pepper,
+        PurposeArg::Tokenize => Purpose::Tokenize,
     }
 }
 
@@ -32,6 +33,7 @@ pub(crate) const fn default_algorithm(p: PurposeArg) -> &'static str {
         PurposeArg::Encrypt => "sm4-gcm",
         PurposeArg::Sign | PurposeArg::AsymmetricDecrypt | PurposeArg::Password => "sm2",
         PurposeArg::Mac | PurposeArg::Pepper => "hmac-sm3",
+        PurposeArg::Tokenize => "sm4-ff1",
     }
 }
 

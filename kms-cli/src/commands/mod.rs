@@ -11,6 +11,7 @@ mod keys;
 mod password;
 mod pki;
 mod system;
+mod tokenize;
 mod transfer;
 
 use std::io::IsTerminal as _;
@@ -24,6 +25,7 @@ use kms_proto::v1::crypto_batch_client::CryptoBatchClient;
 use kms_proto::v1::crypto_client::CryptoClient;
 use kms_proto::v1::key_admin_client::KeyAdminClient;
 use kms_proto::v1::system_client::SystemClient;
+use kms_proto::v1::tokenization_client::TokenizationClient;
 use tonic::transport::Channel;
 
 use crate::args::{Args, AuditCommand, Command, InventoryCommand, PasswordCommand, Remote};
@@ -56,6 +58,12 @@ impl Ctx {
     /// its header and tag) and than gRPC's usual 4 MiB receive limit.
     pub(crate) fn batch(&self) -> CryptoBatchClient<Channel> {
         CryptoBatchClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// The tokenization client (answers of 1000 values fit gRPC's usual limit, but a server
+    /// with a larger batch limit may answer more).
+    pub(crate) fn tokens(&self) -> TokenizationClient<Channel> {
+        TokenizationClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 
     pub(crate) fn audit(&self) -> AuditClient<Channel> {
@@ -166,6 +174,8 @@ async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
         Remote::VerifyMac(a) => crypto::verify_mac(ctx, a).await,
         Remote::Random(a) => crypto::random(ctx, a).await,
         Remote::Password(cmd) => password::run(ctx, cmd).await,
+        Remote::Tokenize(a) => tokenize::tokenize(ctx, a).await,
+        Remote::Detokenize(a) => tokenize::detokenize(ctx, a).await,
     }
 }
 

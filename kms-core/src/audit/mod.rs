@@ -118,6 +118,9 @@ pub struct Event {
     /// The password shield's second key (issue 22 item 2): the pepper key and version a
     /// `HashPassword` or `VerifyPassword` used; `key_id` names the password key.
     pub pepper: Option<PepperUse>,
+    /// How many values the call handled, for calls that carry many values of their own
+    /// (`kms.v1.Tokenization`: values tokenised or detokenised); never the values.
+    pub count: Option<u32>,
 }
 
 /// The pepper key a password-shield call used: its id and version, never a value.
@@ -159,6 +162,7 @@ impl Default for Event {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
         }
     }
 }
@@ -284,6 +288,11 @@ pub struct Record {
     /// outside the canonical bytes, on every other record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pepper: Option<PepperUse>,
+    /// How many values the call handled (`kms.v1.Tokenization`: values tokenised or
+    /// detokenised), never the values themselves. Like `batch_id`: absent, and outside the
+    /// canonical bytes, on every record of another call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
     /// Only on the record that hands the audit key over to a new version ([`KeyTransition`]);
     /// absent, and so outside the canonical bytes, on every other record. Boxed: rare, and
     /// larger than the rest of a record.
@@ -487,6 +496,7 @@ mod traceparent_tests {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

@@ -331,6 +331,7 @@ mod tests {
             transfer: None,
             batch_id: Some("b".into()),
             pepper: None,
+            count: None,
             transition: None,
             prev: GENESIS.into(),
             format: Format::CURRENT,

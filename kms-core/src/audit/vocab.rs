@@ -198,6 +198,10 @@ names! {
         BatchVerify = "CryptoBatch/BatchVerify",
         BatchGenerateMac = "CryptoBatch/BatchGenerateMac",
         BatchVerifyMac = "CryptoBatch/BatchVerifyMac",
+        /// Values into tokens (one record per call, with the count of values; never a value).
+        Tokenize = "Tokenization/Tokenize",
+        /// Tokens back into values (one record per call, with the count).
+        Detokenize = "Tokenization/Detokenize",
         CreateKey = "KeyAdmin/CreateKey",
         ImportPublicKey = "KeyAdmin/ImportPublicKey",
         GetImportParameters = "KeyAdmin/GetImportParameters",
@@ -254,6 +258,8 @@ pub enum Service {
     Crypto,
     /// The batch forms of the data plane (`kms.v1.CryptoBatch`).
     CryptoBatch,
+    /// Tokens (`kms.v1.Tokenization`, issue 22): data plane, values in batches of their own.
+    Tokenization,
     KeyAdmin,
     Audit,
     System,
@@ -290,7 +296,11 @@ impl Operation {
             // The data plane uses keys and changes none (the password shield's nonces are
             // bookkeeping, like GCM budgets); the audit service only reads.
             Some(
-                Service::Crypto | Service::CryptoBatch | Service::PasswordShield | Service::Audit,
+                Service::Crypto
+                | Service::CryptoBatch
+                | Service::PasswordShield
+                | Service::Tokenization
+                | Service::Audit,
             ) => false,
             Some(Service::KeyAdmin | Service::System | Service::Scheduler) | None => !matches!(
                 self,
@@ -332,6 +342,8 @@ impl Operation {
             | Self::GenerateMac
             | Self::VerifyMac
             | Self::GenerateRandom
+            | Self::Tokenize
+            | Self::Detokenize
             | Self::CreateKey
             | Self::ImportPublicKey
             | Self::GetImportParameters
@@ -400,6 +412,7 @@ impl Operation {
             | Self::BatchVerify
             | Self::BatchGenerateMac
             | Self::BatchVerifyMac => Some(Service::CryptoBatch),
+            Self::Tokenize | Self::Detokenize => Some(Service::Tokenization),
             Self::CreateKey
             | Self::ImportPublicKey
             | Self::GetImportParameters

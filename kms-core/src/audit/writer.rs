@@ -159,6 +159,7 @@ impl Writer {
                         transfer: e.transfer.clone().map(Box::new),
                         batch_id: e.batch_id.clone(),
                         pepper: e.pepper.clone(),
+                        count: e.count,
                         transition: None,
                         prev: tail.hash.clone(),
                     };
@@ -302,6 +303,7 @@ impl Writer {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
             transition: Some(Box::new(KeyTransition {
                 key_id: new.key_id.clone(),
                 from_version: from.version,

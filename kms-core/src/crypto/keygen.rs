@@ -14,6 +14,8 @@ fn symmetric_len(spec: KeySpec) -> Option<usize> {
         KeySpec::Aes256Gcm | KeySpec::HmacSm3 | KeySpec::HmacSha256 => Some(32),
         KeySpec::HmacSha384 => Some(48),
         KeySpec::HmacSha512 => Some(64),
+        KeySpec::Sm4Ff1 => Some(16),
+        KeySpec::Aes256Ff1 => Some(32),
         KeySpec::Sm2 | KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => None,
     }
 }
@@ -62,7 +64,9 @@ pub(crate) fn pairwise_consistency(
                 return Err(CryptoError::OperationFailed);
             }
         }
-        Purpose::Encrypt | Purpose::Mac | Purpose::Pepper => return Err(CryptoError::Mismatch),
+        Purpose::Encrypt | Purpose::Mac | Purpose::Pepper | Purpose::Tokenize => {
+            return Err(CryptoError::Mismatch);
+        }
     }
     Ok(())
 }
@@ -119,7 +123,9 @@ pub fn export_material(key: &KeyMaterial) -> Result<SecretBytes, CryptoError> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Ok(SecretBytes::copy_from_slice(key.expose_secret())),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => Ok(SecretBytes::copy_from_slice(key.expose_secret())),
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub(crate) mod aead;
 pub(crate) mod digest;
+pub(crate) mod ff1;
 pub(crate) mod kdf;
 mod keygen;
 pub(crate) mod mac;
@@ -21,6 +22,7 @@ mod public_key;
 pub mod rng;
 mod rsa;
 mod sm2;
+pub mod tokenize;
 pub mod transport;
 
 pub use aead::{AEAD_NONCE_LEN, AEAD_TAG_LEN, open_in_place, seal_in_place};
@@ -113,7 +115,9 @@ pub fn encrypt_to_public_key(
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => Err(CryptoError::Mismatch),
     }
 }
 
@@ -138,7 +142,9 @@ pub fn asymmetric_decrypt(
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => Err(CryptoError::Mismatch),
     }
 }
 
@@ -156,6 +162,8 @@ pub fn public_key_of(key: &KeyMaterial) -> Result<PublicKey, CryptoError> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => Err(CryptoError::Mismatch),
     }
 }

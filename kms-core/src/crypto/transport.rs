@@ -74,7 +74,9 @@ fn modulus_len(spec: KeySpec) -> Result<usize, CryptoError> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => Err(CryptoError::Mismatch),
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => Err(CryptoError::Mismatch),
     }
 }
 

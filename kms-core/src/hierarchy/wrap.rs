@@ -32,7 +32,9 @@ impl WrapAlg {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => Err(crate::policy::PolicyError::WrongPurpose {
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => Err(crate::policy::PolicyError::WrongPurpose {
                 spec,
                 purpose: Purpose::Encrypt,
             }
@@ -63,7 +65,9 @@ impl WrapAlg {
             | KeySpec::HmacSm3
             | KeySpec::HmacSha256
             | KeySpec::HmacSha384
-            | KeySpec::HmacSha512 => 16,
+            | KeySpec::HmacSha512
+            | KeySpec::Sm4Ff1
+            | KeySpec::Aes256Ff1 => 16,
         }
     }
 }

@@ -151,10 +151,13 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// The tree that holds keys of `purpose`: sign, encrypt and MAC keys are stored apart (KEY-5).
+    /// Tokenize keys (FF1 and pseudonym keys) sit with the encrypt keys: secret keys that
+    /// protect data, never sign keys; a tree of their own would add a store tree (and an
+    /// on-disk code) to every backend for no separation the record's purpose does not give.
     #[must_use]
     pub fn tree_for(purpose: Purpose) -> Tree {
         match purpose {
-            Purpose::Encrypt => Tree::EncryptKeys,
+            Purpose::Encrypt | Purpose::Tokenize => Tree::EncryptKeys,
             Purpose::Sign => Tree::SignKeys,
             // Password keys are decryption keys, peppers MAC keys: each is stored with its kind
             // (sign keys stay apart from both).
@@ -165,7 +168,7 @@ impl KeyRecord {
 
     /// Every tree that holds key records, once each (several purposes share one: scan these,
     /// not `tree_for` of every purpose).
-    pub const TREES: [Tree; 4] = [
+    pub const KEY_TREES: [Tree; 4] = [
         Tree::EncryptKeys,
         Tree::SignKeys,
         Tree::AsymmetricDecryptKeys,
@@ -259,5 +262,25 @@ mod hex_opt {
         let o: Option<String> = Option::deserialize(d)?;
         o.map(|h| hex::decode(h).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KEY_TREES` holds every purpose's tree, once.
+    #[test]
+    fn key_trees_hold_every_purpose_once() {
+        for p in Purpose::ALL {
+            assert!(
+                KeyRecord::KEY_TREES.contains(&KeyRecord::tree_for(p)),
+                "{p}"
+            );
+        }
+        let mut trees = KeyRecord::KEY_TREES.to_vec();
+        trees.dedup();
+        assert_eq!(trees.len(), KeyRecord::KEY_TREES.len());
+        assert_eq!(KeyRecord::tree_for(Purpose::Tokenize), Tree::EncryptKeys);
     }
 }

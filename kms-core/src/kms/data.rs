@@ -91,7 +91,7 @@ fn wrong_purpose(record: &KeyRecord, want: Purpose) -> Error {
 
 impl Kms {
     /// Reach + purpose + state + policy for new protection with the newest version.
-    fn for_protect<O: Operation>(
+    pub(super) fn for_protect<O: Operation>(
         &self,
         auth: &Authorized<'_, O>,
         key: &KeyRef,
@@ -126,7 +126,7 @@ impl Kms {
     }
 
     /// Reach + purpose + state + policy for opening existing protection.
-    fn for_open<O: Operation>(
+    pub(super) fn for_open<O: Operation>(
         &self,
         auth: &Authorized<'_, O>,
         key: &KeyRef,
@@ -491,7 +491,7 @@ impl Kms {
         match record.purpose {
             // A password key's public key is what the mobile app ships (issue 22 item 2).
             Purpose::Sign | Purpose::AsymmetricDecrypt | Purpose::Password => {}
-            Purpose::Encrypt | Purpose::Mac | Purpose::Pepper => {
+            Purpose::Encrypt | Purpose::Mac | Purpose::Pepper | Purpose::Tokenize => {
                 return Err(Error::FailedPrecondition(
                     format!(
                         "key {} is a symmetric {} key and has no public key",

@@ -28,15 +28,19 @@ pub const GCM_INVOCATION_LIMIT: u64 = 1 << 32;
 /// forfeits at most that many of a version's 2^32.
 const MAX_BLOCK: u64 = 1 << 16;
 
-/// Invocations reserved by this node and not yet used, per key version.
+/// Invocations reserved by this node and not yet used, per key version, and the lock that lets
+/// one caller at a time reserve a block.
 #[derive(Default)]
-pub(super) struct Leases(Mutex<HashMap<KeyId, (u32, u64)>>);
+pub(super) struct Leases {
+    left: Mutex<HashMap<KeyId, (u32, u64)>>,
+    reserving: Mutex<()>,
+}
 
 impl Leases {
     /// Takes one invocation of `version` from this node's reserve, if it has one.
     fn take(&self, id: KeyId, version: u32) -> bool {
         let mut leases = self
-            .0
+            .left
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match leases.get_mut(&id) {
@@ -51,14 +55,14 @@ impl Leases {
     /// Records a fresh reserve for `version` (replacing any for an older one).
     fn grant(&self, id: KeyId, version: u32, count: u64) {
         let mut leases = self
-            .0
+            .left
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         leases.insert(id, (version, count));
     }
 
     pub(super) fn clear(&self) {
-        self.0
+        self.left
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
@@ -88,6 +92,19 @@ impl Kms {
             .map(|v| v.version)
             .ok_or(crate::CryptoError::MalformedKey)?;
         if !counted(record) || self.leases.take(record.id, newest) {
+            return Ok((None, newest));
+        }
+        // Callers that run out together (64 requests in flight when a block ends) wait for the
+        // first one's block instead of each reserving its own: racing, they conflicted with each
+        // other in the store until some gave up with an error to the client, and each block
+        // that landed replaced the one before it, forfeiting its invocations. Held only while a
+        // block is reserved, once per up to 65,536 encryptions of a key.
+        let _one_reservation = self
+            .leases
+            .reserving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.leases.take(record.id, newest) {
             return Ok((None, newest));
         }
         let limit = self.config.gcm_invocation_limit.max(1);
@@ -128,7 +145,7 @@ mod tests {
     use crate::authz::{Principal, Role};
     use crate::envelope::{self, EncryptionContext};
     use crate::keys::{KeyId, KeyRef, Namespace};
-    use crate::store::{MemoryStore, Store};
+    use crate::store::{Batch, Entry, MemoryStore, Store, StoreError, Tree};
     use crate::{CreateKeyRequest, KmsConfig, TestKms};
 
     struct Node {
@@ -283,5 +300,66 @@ mod tests {
             .encrypt(&full.app, &KeyRef::Id(id2), &ctx, b"x")
             .unwrap();
         assert_eq!(stored_invocations(&full, id2), [(1, 65_536)]);
+    }
+
+    /// A memory store whose writes of key records take a while, so that callers who run out of
+    /// a block together all read the record before any of them has written it.
+    struct SlowKeyWrites(MemoryStore);
+
+    impl Store for SlowKeyWrites {
+        fn name(&self) -> &'static str {
+            "slow-key-writes"
+        }
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get(tree, key)
+        }
+        fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+            self.0.scan_prefix(tree, prefix)
+        }
+        fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+            if batch.trees().contains(&Tree::EncryptKeys) {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            self.0.apply(batch)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn callers_that_run_out_together_share_one_reservation_and_none_fails() {
+        // Budget 64,000: blocks of 1,000. Eight threads encrypt 4,000 times between them, so
+        // every 1,000 calls they all run out of the node's block at once.
+        let store: Arc<dyn Store> = Arc::new(SlowKeyWrites(MemoryStore::new()));
+        let (n, id, _) = node(&store, 64_000, None);
+        let n = Arc::new(n);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let n = Arc::clone(&n);
+                std::thread::spawn(move || {
+                    let ctx = EncryptionContext::default();
+                    (0..500)
+                        .map(|_| {
+                            n.kms
+                                .encrypt(&n.app, &KeyRef::Id(id), &ctx, b"x")
+                                .map(|_| ())
+                        })
+                        .filter(Result::is_err)
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(failed, 0, "encryptions failed while blocks were reserved");
+        // One lease at a time: what is reserved but unused is less than one block. Racing
+        // reservations each replaced the node's lease and forfeited the rest of the one before.
+        let stored = stored_invocations(&n, id);
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        let reserved = stored[0].1;
+        assert!(
+            (4_000..4_000 + 1_000).contains(&reserved),
+            "reserved {reserved} for 4,000 encryptions"
+        );
     }
 }

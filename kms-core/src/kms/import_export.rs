@@ -178,7 +178,9 @@ fn fingerprint(key: &KeyMaterial) -> Result<String, Error> {
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512) => {
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1) => {
             let input = SecretBytes::from_vec(
                 [
                     b"kms import fingerprint v1\0".as_slice(),
@@ -224,7 +226,9 @@ fn material_for(
         | KeySpec::HmacSm3
         | KeySpec::HmacSha256
         | KeySpec::HmacSha384
-        | KeySpec::HmacSha512 => {
+        | KeySpec::HmacSha512
+        | KeySpec::Sm4Ff1
+        | KeySpec::Aes256Ff1 => {
             let approved = policy.approve(record.purpose, record.spec)?;
             KeyMaterial::import_symmetric(&approved, raw).map_err(|e| {
                 if let Error::InvalidArgument(i) = e {

@@ -320,9 +320,9 @@ impl Kms {
     /// Every key record, for the inventory and for system tasks.
     pub(crate) fn all_records(&self) -> Result<Vec<KeyRecord>, Error> {
         let mut out = Vec::new();
-        // Several purposes share a tree (password keys with asymmetric-decrypt keys, peppers
-        // with MAC keys): each tree once.
-        for tree in KeyRecord::TREES {
+        // Several purposes share a tree (tokenize keys with encrypt keys, password keys with
+        // asymmetric-decrypt keys, peppers with MAC keys): each tree once.
+        for tree in KeyRecord::KEY_TREES {
             for (_, bytes) in self.store.scan_prefix(tree, &[])? {
                 out.push(KeyRecord::decode(&bytes)?);
             }

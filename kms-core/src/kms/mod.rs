@@ -30,6 +30,7 @@ mod system;
 mod system_handle;
 #[cfg(any(test, feature = "test-util"))]
 pub(crate) mod testing;
+mod tokenize;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -57,6 +58,7 @@ pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};
 pub use system_handle::System;
+pub use tokenize::{MAX_TOKEN_VALUES, TokenOutput};
 
 use crate::alg::Purpose;
 use crate::authz::{self, Authorized, Grant, GrantOp, Operation, Principal};
@@ -277,7 +279,7 @@ impl Kms {
             [1] => Purpose::Sign,
             [2] => Purpose::AsymmetricDecrypt,
             [3] => Purpose::Mac,
-            // 4 is left for the tokenisation purpose of issue 22 item 1.
+            [4] => Purpose::Tokenize,
             [5] => Purpose::Password,
             [6] => Purpose::Pepper,
             _ => return Err(store_corrupt("key index")),
@@ -292,6 +294,7 @@ impl Kms {
             Purpose::Sign => 1,
             Purpose::AsymmetricDecrypt => 2,
             Purpose::Mac => 3,
+            Purpose::Tokenize => 4,
             Purpose::Password => 5,
             Purpose::Pepper => 6,
         }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use super::{
     CreateKeyRequest, DataKeyMode, DataKeyOutput, DecryptOutput, EncryptOutput, KeyInfo, KmsConfig,
-    PublicKeyOutput, SignOutput, System, UnsealProgress, VerifyOutput,
+    PublicKeyOutput, SignOutput, System, TokenOutput, UnsealProgress, VerifyOutput,
 };
 use crate::alg::{DataKeySpec, SignatureParams};
 use crate::authz::{Grant, GrantOp, Principal, Role, authorize, ops};
 use crate::clock::Clock;
 use crate::crypto::Message;
+use crate::crypto::tokenize::TokenFormat;
 use crate::envelope::EncryptionContext;
 use crate::error::Error;
 use crate::hierarchy::share::Share;
@@ -237,6 +238,42 @@ impl TestKms {
             sealed,
             stored,
             identifiers,
+        )
+    }
+
+    pub fn tokenize(
+        &self,
+        who: &Principal,
+        key: &KeyRef,
+        format: TokenFormat,
+        context: &EncryptionContext,
+        values: &[SecretBytes],
+    ) -> Result<TokenOutput, Error> {
+        self.kms().tokenize(
+            &authorize::<ops::Tokenize>(who)?,
+            key,
+            format,
+            context,
+            values,
+        )
+    }
+
+    pub fn detokenize(
+        &self,
+        who: &Principal,
+        key: &KeyRef,
+        version: u32,
+        format: TokenFormat,
+        context: &EncryptionContext,
+        tokens: &[SecretBytes],
+    ) -> Result<TokenOutput, Error> {
+        self.kms().detokenize(
+            &authorize::<ops::Detokenize>(who)?,
+            key,
+            version,
+            format,
+            context,
+            tokens,
         )
     }
 

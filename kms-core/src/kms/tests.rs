@@ -987,6 +987,7 @@ mod audit {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
         }
     }
 
@@ -1988,6 +1989,7 @@ fn a_backup_carries_the_trail_between_a_tree_and_a_live_log() {
         transfer: None,
         batch_id: None,
         pepper: None,
+        count: None,
     };
     let policy = CheckpointPolicy {
         every_records: 4,

@@ -293,6 +293,8 @@ pub fn parse_key_spec(input: &str) -> Result<KeySpec, PolicyError> {
         "hmacsha256" => KeySpec::HmacSha256,
         "hmacsha384" => KeySpec::HmacSha384,
         "hmacsha512" => KeySpec::HmacSha512,
+        "sm4ff1" => KeySpec::Sm4Ff1,
+        "aes256ff1" => KeySpec::Aes256Ff1,
         _ => {
             let names: Vec<&str> = KeySpec::ALL.iter().map(|s| s.name()).collect();
             return Err(unknown(input, "key spec", &names));

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod crypto;
 pub mod password;
 pub mod system;
+pub mod tokenize;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +123,13 @@ impl Call {
     pub fn note_flag(&self, flag: Flag) {
         if let Some(s) = &self.slot {
             s.update(|n| n.flags.push(flag));
+        }
+    }
+
+    /// Records how many values the call handled (tokenisation: never the values).
+    pub fn note_count(&self, count: usize) {
+        if let Some(s) = &self.slot {
+            s.update(|n| n.count = Some(u32::try_from(count).unwrap_or(u32::MAX)));
         }
     }
 

@@ -72,6 +72,9 @@ enum Rpc {
     BatchVerify,
     BatchGenerateMac,
     BatchVerifyMac,
+    // kms.v1.Tokenization
+    Tokenize,
+    Detokenize,
     // kms.v1.KeyAdmin
     CreateKey,
     ImportPublicKey,
@@ -202,6 +205,9 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
         "/kms.v1.CryptoBatch/BatchVerifyMac",
         APP,
     ),
+    // Tokens are data: apps only (detokenize is a right of its own, see `tokenize.rs`).
+    (Rpc::Tokenize, "/kms.v1.Tokenization/Tokenize", APP),
+    (Rpc::Detokenize, "/kms.v1.Tokenization/Detokenize", APP),
     (Rpc::CreateKey, "/kms.v1.KeyAdmin/CreateKey", ADMIN),
     (
         Rpc::ImportPublicKey,
@@ -358,6 +364,9 @@ struct Fixture {
     sign: String,
     asym: String,
     mac: String,
+    /// An sm4-ff1 tokenize key, and a token it made of [`MATRIX_PAN`] (version 1, no context).
+    tok: String,
+    token: String,
     /// For admin operations that leave the key usable (rotate, aliases, grants).
     scratch: String,
     ciphertext: Vec<u8>,
@@ -404,6 +413,23 @@ impl Fixture {
             .create_key(APP_NS, Purpose::AsymmetricDecrypt, "sm2")
             .await;
         let mac = w.create_key(APP_NS, Purpose::Mac, "hmac-sm3").await;
+        let tok = w.create_key(APP_NS, Purpose::Tokenize, "sm4-ff1").await;
+        let token = match w
+            .app
+            .tokens
+            .clone()
+            .tokenize(tokenize_request(&tok.key_id))
+            .await
+            .unwrap()
+            .into_inner()
+            .results[0]
+            .result
+            .clone()
+        {
+            Some(v1::token_result::Result::Ok(t)) => t,
+            Some(v1::token_result::Result::Error(e)) => panic!("{}", e.message),
+            None => panic!("no result"),
+        };
         // A second encryption algorithm where the policy has one (gm-only has SM4 alone).
         let second = match w.transport {
             Transport::Standard => "aes-256-gcm",
@@ -472,6 +498,8 @@ impl Fixture {
             sign: sign.key_id,
             asym: asym.key_id,
             mac: mac.key_id,
+            tok: tok.key_id,
+            token,
             scratch: scratch.key_id,
             ciphertext,
             signature,
@@ -514,6 +542,18 @@ macro_rules! one_ok {
             other => panic!("the batch's item failed: {other:?}"),
         }
     }};
+}
+
+/// A card number (Luhn-valid) the matrix tokenises.
+const MATRIX_PAN: &str = "6222020200112233446";
+
+fn tokenize_request(key: &str) -> v1::TokenizeRequest {
+    v1::TokenizeRequest {
+        key: key.to_owned(),
+        format: "pan".to_owned(),
+        context: HashMap::new(),
+        values: vec![MATRIX_PAN.to_owned()],
+    }
 }
 
 fn key(k: &str) -> v1::KeyRequest {
@@ -719,6 +759,45 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 .await?,
             batch_verify_mac_result
         ),
+        Rpc::Tokenize => {
+            let r = c
+                .tokens
+                .clone()
+                .tokenize(tokenize_request(&fx.tok))
+                .await?
+                .into_inner();
+            assert_eq!(r.results.len(), 1, "one result per value");
+            match &r.results[0].result {
+                Some(v1::token_result::Result::Ok(_)) => Ok(()),
+                Some(v1::token_result::Result::Error(e)) => {
+                    panic!("the value failed: {}", e.message)
+                }
+                None => panic!("no result"),
+            }
+        }
+        Rpc::Detokenize => {
+            let r = c
+                .tokens
+                .clone()
+                .detokenize(v1::DetokenizeRequest {
+                    key: fx.tok.clone(),
+                    key_version: 1,
+                    format: "pan".to_owned(),
+                    context: HashMap::new(),
+                    tokens: vec![fx.token.clone()],
+                })
+                .await?
+                .into_inner();
+            match &r.results[..] {
+                [
+                    v1::TokenResult {
+                        result: Some(v1::token_result::Result::Ok(value)),
+                    },
+                ] => assert_eq!(value, MATRIX_PAN),
+                other => panic!("{other:?}"),
+            }
+            Ok(())
+        }
         Rpc::CreateKey => keys
             .create_key(v1::CreateKeyRequest {
                 namespace: APP_NS.to_owned(),

@@ -8,7 +8,9 @@
 //! `e2e/errors.rs` has the first cases of some classes (the 64 KiB and 8 KiB limits on the main
 //! RPCs, a few bit flips, forbidden algorithm names); the cases here extend those classes to every
 //! RPC and every byte position and add the ones below the typed client: malformed protobuf,
-//! non-UTF-8 strings, odd certificates, stalled handshakes, vanished clients and floods.
+//! non-UTF-8 strings, odd certificates, stalled handshakes, vanished clients and floods, and
+//! tokens (issue 22: empty values, values outside the alphabet, domains below 10^6, 1 MiB values,
+//! tokens of the wrong format).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -1992,10 +1994,210 @@ async fn abrupt_disconnects(fx: &Fixture, cat: &mut Catalogue) {
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
+/// The first value's own error as a status (a refused value is its result, not the call's).
+fn first_value(r: Result<tonic::Response<v1::TokenizeResponse>, Status>) -> Result<String, Status> {
+    let results = r?.into_inner().results;
+    match results.first().and_then(|x| x.result.clone()) {
+        Some(v1::token_result::Result::Ok(t)) => Ok(t),
+        Some(v1::token_result::Result::Error(e)) => {
+            Err(Status::new(Code::from_i32(e.code), e.message))
+        }
+        None => Err(Status::internal("no result")),
+    }
+}
+
+fn first_token(
+    r: Result<tonic::Response<v1::DetokenizeResponse>, Status>,
+) -> Result<String, Status> {
+    let results = r?.into_inner().results;
+    match results.first().and_then(|x| x.result.clone()) {
+        Some(v1::token_result::Result::Ok(t)) => Ok(t),
+        Some(v1::token_result::Result::Error(e)) => {
+            Err(Status::new(Code::from_i32(e.code), e.message))
+        }
+        None => Err(Status::internal("no result")),
+    }
+}
+
+/// Tokens (issue 22 item 4): empty values, values outside the alphabet, domains below 10^6,
+/// PANs failing the Luhn check, 1 MiB values, tokens of the wrong format, a missing key
+/// version, pseudonym keys, keys of another purpose; whole calls and single values.
+async fn token_inputs(fx: &Fixture, tok: &str, pseudo: &str, cat: &mut Catalogue) {
+    const CLASS: &str = "tokens";
+    let mut t = fx.w.app.tokens.clone();
+    let req = |key: &str, format: &str, values: Vec<String>| v1::TokenizeRequest {
+        key: key.to_owned(),
+        format: format.to_owned(),
+        context: HashMap::new(),
+        values,
+    };
+    let one = |v: &str| vec![v.to_owned()];
+    cat.refused(
+        CLASS,
+        "Tokenize: key \"\"",
+        t.tokenize(req("", "pan", one("4111111111111111"))).await,
+        Code::InvalidArgument,
+        &["key is required"],
+    );
+    cat.refused(
+        CLASS,
+        "Tokenize: format \"\"",
+        t.tokenize(req(tok, "", one("4111111111111111"))).await,
+        Code::InvalidArgument,
+        &[
+            "invalid format",
+            "digits, alphanumeric, pan, pan-luhn-invalid",
+        ],
+    );
+    cat.refused(
+        CLASS,
+        "Tokenize: no values",
+        t.tokenize(req(tok, "pan", Vec::new())).await,
+        Code::InvalidArgument,
+        &["at least one value"],
+    );
+    cat.refused(
+        CLASS,
+        "Tokenize: 1001 values",
+        t.tokenize(req(tok, "digits", vec!["123456".to_owned(); 1001]))
+            .await,
+        Code::InvalidArgument,
+        &["1001 items", "limit is 1000"],
+    );
+    cat.refused(
+        CLASS,
+        "Tokenize: an encrypt key",
+        t.tokenize(req(&fx.keys.sm4.id, "pan", one("4111111111111111")))
+            .await,
+        Code::InvalidArgument,
+        &["cannot be used for tokenize"],
+    );
+    for (case, format, value, words) in [
+        (
+            "value \"\"",
+            "digits",
+            String::new(),
+            &["invalid value: is empty"][..],
+        ),
+        (
+            "value outside the digits",
+            "digits",
+            "12a456".to_owned(),
+            &["character 3 is outside the digits alphabet"][..],
+        ),
+        (
+            "value outside the alphanumerics",
+            "alphanumeric",
+            "ab_cd".to_owned(),
+            &["character 3 is outside the alphanumeric alphabet"][..],
+        ),
+        (
+            "non-ASCII value",
+            "alphanumeric",
+            "abcé".to_owned(),
+            &["character 4 is outside"][..],
+        ),
+        (
+            "5 digits: domain 10^5",
+            "digits",
+            "12345".to_owned(),
+            &["below the minimum of 10^6"][..],
+        ),
+        (
+            "15-digit PAN: domain 10^5",
+            "pan",
+            "378282246310005".to_owned(),
+            &["below the minimum of 10^6", "at least 16 digits"][..],
+        ),
+        (
+            "PAN failing Luhn",
+            "pan",
+            "4111111111111112".to_owned(),
+            &["fails the luhn check"][..],
+        ),
+        (
+            "1 MiB value",
+            "digits",
+            "7".repeat(1024 * 1024),
+            &["longer than 256 characters"][..],
+        ),
+    ] {
+        cat.refused(
+            CLASS,
+            &format!("Tokenize: {case}"),
+            first_value(t.tokenize(req(tok, format, vec![value])).await),
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    let dreq = |key: &str, version: u32, format: &str, token: &str| v1::DetokenizeRequest {
+        key: key.to_owned(),
+        key_version: version,
+        format: format.to_owned(),
+        context: HashMap::new(),
+        tokens: vec![token.to_owned()],
+    };
+    cat.refused(
+        CLASS,
+        "Detokenize: key version 0",
+        t.detokenize(dreq(tok, 0, "pan", "4111111111111111")).await,
+        Code::InvalidArgument,
+        &["key version", "is required"],
+    );
+    cat.refused(
+        CLASS,
+        "Detokenize: key version 99",
+        t.detokenize(dreq(tok, 99, "pan", "4111111111111111")).await,
+        Code::NotFound,
+        &["key version"],
+    );
+    cat.refused(
+        CLASS,
+        "Detokenize: a pseudonym key",
+        t.detokenize(dreq(pseudo, 1, "pan", "4111111111111111"))
+            .await,
+        Code::FailedPrecondition,
+        &["pseudonyms are one-way"],
+    );
+    cat.refused(
+        CLASS,
+        "Detokenize: pan token failing Luhn",
+        first_token(t.detokenize(dreq(tok, 1, "pan", "4111111111111112")).await),
+        Code::InvalidArgument,
+        &["not a token of format pan"],
+    );
+    cat.refused(
+        CLASS,
+        "Detokenize: pan-luhn-invalid token passing Luhn",
+        first_token(
+            t.detokenize(dreq(tok, 1, "pan-luhn-invalid", "4111111111111111"))
+                .await,
+        ),
+        Code::InvalidArgument,
+        &["passes the luhn check"],
+    );
+    cat.refused(
+        CLASS,
+        "Detokenize: digits token with a letter",
+        first_token(t.detokenize(dreq(tok, 1, "digits", "12345x")).await),
+        Code::InvalidArgument,
+        &["invalid token", "outside the digits alphabet"],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_class_of_bad_input_is_refused_and_nothing_stored_changes() {
     let started = Instant::now();
     let fx = Fixture::build().await;
+    // Tokenize keys for the token class, made before the snapshot like every other key.
+    let tok =
+        fx.w.create_key(subjects::APP_NS, Purpose::Tokenize, "sm4-ff1")
+            .await
+            .key_id;
+    let pseudo =
+        fx.w.create_key(subjects::APP_NS, Purpose::Tokenize, "hmac-sm3")
+            .await
+            .key_id;
     let before = fx.snapshot().await;
     before.assert_meaningful(&fx);
     eprintln!("fixture ready in {:?}", started.elapsed());
@@ -2024,6 +2226,8 @@ async fn every_class_of_bad_input_is_refused_and_nothing_stored_changes() {
     fx.still_serves("slow clients").await;
     abrupt_disconnects(&fx, &mut cat).await;
     fx.still_serves("abrupt disconnects").await;
+    token_inputs(&fx, &tok, &pseudo, &mut cat).await;
+    fx.still_serves("tokens").await;
 
     let after = fx.snapshot().await;
     let cases = cat.len();

@@ -267,6 +267,8 @@ fn offline(dir: &Path) -> Offline {
             }
             // Not in the list above (the password shield's keys are online ones).
             CorePurpose::Password | CorePurpose::Pepper => unreachable!(),
+            // The catalogue's destroyed keys are of the four purposes above.
+            CorePurpose::Tokenize => unreachable!("no destroyed tokenize key"),
         }
         kms.schedule_destruction(&admin, &r, Some(7)).unwrap();
         keys.push(Key {
@@ -350,7 +352,10 @@ async fn make_with(w: &World, key: &Key, made: &mut Vec<Made>) {
         }
         // The password shield's keys make nothing re-checkable here; `bad_input.rs`'s
         // password class uses them.
-        Purpose::Unspecified | Purpose::Password | Purpose::Pepper => unreachable!(),
+        // The catalogue's own tokenize keys are made in `bad_input.rs` and used there.
+        Purpose::Unspecified | Purpose::Password | Purpose::Pepper | Purpose::Tokenize => {
+            unreachable!()
+        }
     }
 }
 

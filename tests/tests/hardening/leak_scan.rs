@@ -704,7 +704,9 @@ fn extract(
     let mut publics = Vec::new();
     let mut wrapped_hex = Vec::new();
     let mut checked = false;
-    for tree in KeyRecord::TREES {
+    // Each key tree once: tokenize keys share the encrypt keys' tree, password keys and
+    // peppers the asymmetric-decrypt and MAC keys' trees.
+    for tree in KeyRecord::KEY_TREES {
         for (_, bytes) in store.scan_prefix(tree, &[]).unwrap() {
             let r = KeyRecord::decode(&bytes).unwrap();
             for v in &r.versions {

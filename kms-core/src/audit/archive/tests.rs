@@ -70,6 +70,7 @@ fn event(i: u64) -> Event {
         transfer: None,
         batch_id: None,
         pepper: None,
+        count: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn event(i: u64) -> Event {
         transfer: None,
         batch_id: None,
         pepper: None,
+        count: None,
     }
 }
 
@@ -304,6 +305,7 @@ impl Record {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
             transition: None,
             prev: String::new(),
         }
@@ -835,6 +837,7 @@ fn v1_store(signer: &Signer, n: u64) -> Arc<dyn crate::store::Store> {
             transfer: None,
             batch_id: None,
             pepper: None,
+            count: None,
             transition: None,
             prev: prev.clone(),
         };
