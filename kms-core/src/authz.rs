@@ -1008,7 +1008,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 53);
+        assert_eq!(Op::ALL.len(), 55);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();
