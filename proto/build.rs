@@ -35,6 +35,7 @@ const SECRET_MESSAGES: &[&str] = &[
     "TokenizeRequest",
     "DetokenizeRequest",
     "TokenResult",
+    "SignedRequest",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

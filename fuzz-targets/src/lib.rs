@@ -32,6 +32,7 @@
 //! | `stored_hash` | `password_hash::StoredHash::parse` | `VerifyPassword`'s stored hash |
 //! | `token_values` | `crypto::tokenize` (format names, alphabets, PAN and Luhn rules, FF1, pseudonyms) | `Tokenize`, `Detokenize` values and tokens |
 //! | `token_csv` | `kms_cli::csv` (RFC 4180 read and write) | `kms tokenize`, `kms detokenize` |
+//! | `signed_request` | `signed_request::{check_shape, canonical}` | `VerifyRequest`'s method, path, nonce, body and digest |
 
 pub mod fixtures;
 pub mod gmtls;
@@ -78,6 +79,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stored_hash", stored_hash),
     ("token_values", token_values),
     ("token_csv", token_csv),
+    ("signed_request", signed_request),
 ];
 
 fn policies() -> [Policy; 2] {
@@ -838,4 +840,73 @@ pub fn token_csv(data: &[u8]) {
             assert!(e.line >= 1 && e.line <= lines, "{e} of {lines} lines");
         }
     }
+}
+
+/// The fields of a signed request, as the target reads them from its input: a scheme selector
+/// byte, then method, path, nonce and body separated by 0x00 (the body takes the rest), and a
+/// fixed timestamp. The selector's high bit makes the body a digest.
+#[must_use]
+pub fn split_signed_request(data: &[u8]) -> Option<(u8, [&[u8]; 4])> {
+    let (&selector, rest) = data.split_first()?;
+    let mut fields = rest.splitn(4, |&b| b == 0);
+    let parts = [
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    ];
+    Some((selector, parts))
+}
+
+/// A signed request's fields as `VerifyRequest` takes them: the shape check and the canonical
+/// string agree (a request is malformed for one exactly when it is for the other), and a
+/// canonical string has six lines that read back to the fields, so no field can shift another.
+pub fn signed_request(data: &[u8]) {
+    use kms_core::signed_request::{
+        RequestBody, RequestParts, RequestScheme, canonical, check_shape,
+    };
+    let Some((selector, [method, path, nonce, body])) = split_signed_request(data) else {
+        return;
+    };
+    let scheme = RequestScheme::ALL[usize::from(selector & 0x7f) % RequestScheme::ALL.len()];
+    let (Ok(method), Ok(path)) = (std::str::from_utf8(method), std::str::from_utf8(path)) else {
+        return;
+    };
+    let body = if selector & 0x80 == 0 {
+        RequestBody::Bytes(body)
+    } else {
+        RequestBody::Digest(body)
+    };
+    let parts = RequestParts {
+        method,
+        path,
+        timestamp: 1_764_806_400,
+        nonce,
+        body,
+    };
+    let built = canonical(scheme, &parts);
+    assert_eq!(
+        built.is_ok(),
+        check_shape(scheme, &parts, b"signature").is_ok(),
+        "the shape check and the canonical string disagree"
+    );
+    let Ok(built) = built else { return };
+    let text = String::from_utf8(built).expect("a canonical string is ASCII");
+    let lines: Vec<&str> = text.split('\n').collect();
+    let digest = match body {
+        RequestBody::Bytes(b) => scheme.body_digest(b).to_vec(),
+        RequestBody::Digest(d) => d.to_vec(),
+    };
+    assert_eq!(
+        lines,
+        [
+            "KMS-REQUEST-V1",
+            method,
+            path,
+            "1764806400",
+            &hex::encode(nonce),
+            &hex::encode(digest),
+        ],
+        "the canonical string does not read back to its fields"
+    );
 }

@@ -720,7 +720,51 @@ fn all_seeds() -> Vec<Seed> {
     sm2_cert_chain_seeds(&mut out, &pki);
     tls13_sm2_verify_seeds(&mut out, &pki);
     token_seeds(&mut out);
+    signed_request_seeds(&mut out);
     out
+}
+
+/// Requests as gateways forward them: each scheme, a body and a digest, an empty body, the
+/// longest path and nonce allowed (all valid: they take the success path).
+fn signed_request_seeds(out: &mut Vec<Seed>) {
+    let join = |selector: u8, fields: [&[u8]; 4]| {
+        let mut data = vec![selector];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                data.push(0);
+            }
+            data.extend_from_slice(f);
+        }
+        data
+    };
+    let body = br#"{"amount":"100.00"}"#;
+    let path = b"/v1/transfers?channel=mobile";
+    out.push(seed(
+        "signed_request",
+        "sm2-body",
+        join(0, [b"POST", path, b"0123456789abcdef", body]),
+    ));
+    out.push(seed(
+        "signed_request",
+        "hmac-sm3-empty",
+        join(1, [b"GET", b"/", b"nonce-01", b""]),
+    ));
+    out.push(seed(
+        "signed_request",
+        "rsa-pss-body",
+        join(2, [b"PUT", path, &[0xa5; 64], body]),
+    ));
+    out.push(seed(
+        "signed_request",
+        "sm2-digest",
+        join(0x80, [b"POST", path, b"0123456789abcdef", &[0x5a; 32]]),
+    ));
+    let long_path = format!("/{}", "p".repeat(8191));
+    out.push(seed(
+        "signed_request",
+        "longest-path",
+        join(1, [b"DELETE", long_path.as_bytes(), b"12345678", b"x"]),
+    ));
 }
 
 /// Token values for every key spec and format (`token_values`: selector byte, context, `\n`,
@@ -897,6 +941,24 @@ fn seeds_take_the_success_paths() {
                     .is_ok()
             }
             "token_csv" => kms_cli::csv::parse(&s.data).is_ok(),
+            "signed_request" => {
+                use kms_core::signed_request::{RequestBody, RequestParts, RequestScheme};
+                let (selector, [method, path, nonce, body]) =
+                    kms_fuzz_targets::split_signed_request(&s.data).unwrap();
+                let parts = RequestParts {
+                    method: std::str::from_utf8(method).unwrap(),
+                    path: std::str::from_utf8(path).unwrap(),
+                    timestamp: 1_764_806_400,
+                    nonce,
+                    body: if selector & 0x80 == 0 {
+                        RequestBody::Bytes(body)
+                    } else {
+                        RequestBody::Digest(body)
+                    },
+                };
+                let scheme = RequestScheme::ALL[usize::from(selector & 0x7f) % 3];
+                kms_core::signed_request::canonical(scheme, &parts).is_ok()
+            }
             _ => true,
         };
         assert!(ok, "seed {}/{} is not accepted", s.target, s.name);

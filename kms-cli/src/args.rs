@@ -128,6 +128,10 @@ pub enum Remote {
     Tokenize(TokenizeArgs),
     /// Turn the tokens in CSV columns back into values, with the key version that made them.
     Detokenize(DetokenizeArgs),
+    /// Signed requests (docs/FORMATS.md, "The signed request"): sign one as a partner does,
+    /// verify one as a gateway does (verdict and replay guard).
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Download an encrypted backup of the whole store.
     Backup {
         /// Where to write it (mode 0600).
@@ -987,6 +991,69 @@ pub struct PasswordVerifyArgs {
     /// Check a matching password against today's strength rules with these identifiers.
     #[arg(long = "identifier", value_name = "TEXT")]
     pub identifiers: Vec<String>,
+}
+
+/// `kms request …` (issue 22 item 3).
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Sign a request as a partner does: the canonical string of the method, path, current
+    /// time, a random nonce and the body (--in, default stdin), signed with a KMS key (--key)
+    /// or, with no server, a PKCS#8 private key (--private-key). Prints the signed request as
+    /// JSON: what `kms request verify --signed` reads.
+    Sign(RequestSignArgs),
+    /// Verify a signed request as a gateway does: prints the verdict (ok, bad-signature,
+    /// stale, replayed, malformed); exits 0 only on ok (1 otherwise). A request verifies once.
+    Verify(RequestVerifyArgs),
+}
+
+/// `kms request sign`
+#[derive(Debug, ClapArgs)]
+pub struct RequestSignArgs {
+    /// sm2, hmac-sm3 or rsa-pss.
+    #[arg(long)]
+    pub scheme: String,
+    /// Sign with this KMS key (id or alias): Sign for sm2 and rsa-pss, GenerateMac for hmac-sm3.
+    #[arg(
+        long,
+        required_unless_present = "private_key",
+        conflicts_with = "private_key"
+    )]
+    pub key: Option<String>,
+    /// Sign locally with this PKCS#8 private key (PEM or DER; SM2 or RSA), with no server.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    /// The HTTP method, upper case.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// The request target as sent (query included).
+    #[arg(long)]
+    pub path: String,
+    #[command(flatten)]
+    pub io: InOut,
+    /// Sign with this timestamp (Unix seconds) instead of the current time.
+    #[arg(long, value_name = "SECONDS")]
+    pub timestamp: Option<u64>,
+    /// Sign with this nonce (hex) instead of 16 random bytes.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: Option<String>,
+}
+
+/// `kms request verify`
+#[derive(Debug, ClapArgs)]
+pub struct RequestVerifyArgs {
+    /// The key (id or alias) that checks it: the partner's public key or the shared MAC key.
+    #[arg(long)]
+    pub key: String,
+    /// The signed request, as `kms request sign` prints it (JSON: scheme, method, path,
+    /// timestamp, nonce in hex, signature in base64).
+    #[arg(long, value_name = "FILE")]
+    pub signed: PathBuf,
+    /// The body (default: stdin), unless --body-digest is given.
+    #[arg(long = "in", value_name = "FILE", conflicts_with = "body_digest")]
+    pub input: Option<PathBuf>,
+    /// The body's digest in hex (32 bytes: SM3, or SHA-256 for rsa-pss) instead of the body.
+    #[arg(long, value_name = "HEX")]
+    pub body_digest: Option<String>,
 }
 
 /// `kms mac`

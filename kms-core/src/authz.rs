@@ -12,8 +12,9 @@
 //!
 //! - **Its operations fit the key's purpose** ([`GrantOp::fits`]): an encrypt key can be granted
 //!   `encrypt`, `decrypt`, `reencrypt`, `reencrypt-to`, `generate-data-key`; a sign key `sign`,
-//!   `verify`, `get-public-key`; an asymmetric-decrypt key `asymmetric-decrypt`,
-//!   `get-public-key`; a MAC key `generate-mac`, `verify-mac`; a password key `get-public-key`,
+//!   `verify`, `get-public-key`, `verify-request`; an asymmetric-decrypt key
+//!   `asymmetric-decrypt`, `get-public-key`; a MAC key `generate-mac`, `verify-mac`,
+//!   `verify-request`; a password key `get-public-key`,
 //!   `hash-password`, `verify-password`; a pepper key `hash-password`, `verify-password`; a
 //!   tokenize key `tokenize`, `detokenize` (each its own right); every key `describe`. Anything
 //!   else could never be used (KEY-5) and is refused when the grant is made. The password shield
@@ -230,6 +231,7 @@ operations!(
     VerifyPassword,
     Tokenize,
     Detokenize,
+    VerifyRequest,
 );
 
 impl Op {
@@ -291,6 +293,7 @@ impl Op {
             Self::VerifyPassword => "verify passwords",
             Self::Tokenize => "tokenize",
             Self::Detokenize => "detokenize",
+            Self::VerifyRequest => "verify signed requests",
         }
     }
 
@@ -315,6 +318,7 @@ impl Op {
             Self::VerifyPassword => Some(GrantOp::VerifyPassword),
             Self::Tokenize => Some(GrantOp::Tokenize),
             Self::Detokenize => Some(GrantOp::Detokenize),
+            Self::VerifyRequest => Some(GrantOp::VerifyRequest),
             Self::Status
             | Self::Unseal
             | Self::Seal
@@ -419,7 +423,9 @@ impl Op {
             | Self::VerifyPassword
             // Tokenize and Detokenize carry their own values in batches: no item operation.
             | Self::Tokenize
-            | Self::Detokenize => None,
+            | Self::Detokenize
+            // One request, one key: no batch form.
+            | Self::VerifyRequest => None,
         }
     }
 }
@@ -477,7 +483,9 @@ pub fn allowed(role: &Role, op: Op) -> bool {
         | Op::HashPassword
         | Op::VerifyPassword
         | Op::Tokenize
-        | Op::Detokenize => (true, false, false),
+        | Op::Detokenize
+        // Request verification (issue 22 item 3): for the gateways in front of the apps.
+        | Op::VerifyRequest => (true, false, false),
         // Batches of the data plane: as their items (`Op::batch_item`), applications only.
         Op::BatchEncrypt
         | Op::BatchDecrypt
@@ -635,11 +643,13 @@ pub enum GrantOp {
     /// Tokens back into values: its own right, never implied by `tokenize` (re-identifying
     /// de-identified data is the sensitive direction).
     Detokenize,
+    /// Signed requests checked with a sign key (a partner's public key) or a MAC key.
+    VerifyRequest,
 }
 
 impl GrantOp {
     /// Every grant operation; the CLI's accepted values are made from this list.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::ReEncrypt,
@@ -656,6 +666,7 @@ impl GrantOp {
         Self::VerifyPassword,
         Self::Tokenize,
         Self::Detokenize,
+        Self::VerifyRequest,
     ];
 
     #[must_use]
@@ -677,6 +688,7 @@ impl GrantOp {
             Self::VerifyPassword => "verify-password",
             Self::Tokenize => "tokenize",
             Self::Detokenize => "detokenize",
+            Self::VerifyRequest => "verify-request",
         }
     }
 
@@ -700,6 +712,7 @@ impl GrantOp {
                 matches!(purpose, Purpose::Password | Purpose::Pepper)
             }
             Self::Tokenize | Self::Detokenize => purpose == Purpose::Tokenize,
+            Self::VerifyRequest => matches!(purpose, Purpose::Sign | Purpose::Mac),
         }
     }
 
@@ -910,7 +923,8 @@ mod tests {
                 "hash-password",
                 "verify-password",
                 "tokenize",
-                "detokenize"
+                "detokenize",
+                "verify-request"
             ]
         );
         assert_eq!(
@@ -937,7 +951,13 @@ mod tests {
         );
         assert_eq!(
             fit(Purpose::Sign),
-            ["sign", "verify", "get-public-key", "describe"]
+            [
+                "sign",
+                "verify",
+                "get-public-key",
+                "describe",
+                "verify-request"
+            ]
         );
         assert_eq!(
             fit(Purpose::AsymmetricDecrypt),
@@ -950,7 +970,7 @@ mod tests {
         );
         assert_eq!(
             fit(Purpose::Mac),
-            ["generate-mac", "verify-mac", "describe"]
+            ["generate-mac", "verify-mac", "describe", "verify-request"]
         );
         assert_eq!(
             fit(Purpose::Password),
@@ -986,6 +1006,8 @@ mod tests {
             (Op::VerifyPassword, Purpose::Pepper),
             (Op::Tokenize, Purpose::Tokenize),
             (Op::Detokenize, Purpose::Tokenize),
+            (Op::VerifyRequest, Purpose::Sign),
+            (Op::VerifyRequest, Purpose::Mac),
         ] {
             assert!(op.grant_op().unwrap().fits(purpose), "{op:?}");
         }
@@ -1008,7 +1030,7 @@ mod tests {
         fn op_of<O: Operation>() -> Op {
             O::OP
         }
-        assert_eq!(Op::ALL.len(), 55);
+        assert_eq!(Op::ALL.len(), 56);
         assert_eq!(op_of::<ops::Encrypt>(), Op::Encrypt);
         assert_eq!(op_of::<ops::ExportAudit>(), Op::ExportAudit);
         let names: std::collections::HashSet<&str> = Op::ALL.iter().map(|o| o.name()).collect();

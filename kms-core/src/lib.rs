@@ -40,6 +40,7 @@ pub mod policy;
 pub mod replay;
 mod secret;
 pub mod selftest;
+pub mod signed_request;
 pub mod store;
 
 pub use error::{CryptoError, Error, InvalidInput, PasswordRefusal, UnsealError};
@@ -56,9 +57,9 @@ pub use kms::{
     ApprovalLog, ApprovalParams, ApprovalRequest, ApprovalState, CreateKeyRequest, DataKeyMode,
     DataKeyOutput, DecryptOutput, EncryptOutput, GCM_INVOCATION_LIMIT, HashPasswordOutput,
     InitOutput, KeyInfo, Kms, KmsConfig, MAX_IDENTIFIER_BYTES, MAX_IDENTIFIERS, MAX_RANDOM_BYTES,
-    MAX_SEALED_CIPHERTEXT, PasswordSettings, PublicKeyOutput, Quorum, Sensitive, SignOutput,
-    Status, Sweep, SweepLog, SweepOutcome, System, TokenOutput, UnsealProgress, Unsealing,
-    VerifyOutput, VerifyPasswordOutput, VersionInfo,
+    MAX_SEALED_CIPHERTEXT, PasswordSettings, PublicKeyOutput, Quorum, RequestVerdict, Sensitive,
+    SignOutput, Status, Sweep, SweepLog, SweepOutcome, System, TokenOutput, UnsealProgress,
+    Unsealing, VerifyOutput, VerifyPasswordOutput, VerifyRequestOutput, VersionInfo,
 };
 pub use kms::{
     ExportKeyRequest, ExportOutput, IMPORT_TOKEN_TTL, ImportMaterialRequest, ImportParameters,

@@ -759,6 +759,7 @@ mod tests {
             include_str!("../../proto/kms/v1/audit.proto"),
             include_str!("../../proto/kms/v1/crypto.proto"),
             include_str!("../../proto/kms/v1/password.proto"),
+            include_str!("../../proto/kms/v1/request.proto"),
             include_str!("../../proto/kms/v1/system.proto"),
             include_str!("../../proto/kms/v1/tokenize.proto"),
         ];

@@ -16,7 +16,8 @@ use kms_core::{Kms, Sweep, SweepLog, SweepOutcome, System};
 use kms_proto::v1::{
     audit_server::AuditServer, crypto_batch_server::CryptoBatchServer, crypto_server::CryptoServer,
     key_admin_server::KeyAdminServer, password_shield_server::PasswordShieldServer,
-    system_server::SystemServer, tokenization_server::TokenizationServer,
+    request_verification_server::RequestVerificationServer, system_server::SystemServer,
+    tokenization_server::TokenizationServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -617,6 +618,7 @@ async fn store_health(
             <SystemServer<SystemService> as tonic::server::NamedService>::NAME,
             <AuditServer<Shared> as tonic::server::NamedService>::NAME,
             <PasswordShieldServer<Shared> as tonic::server::NamedService>::NAME,
+            <RequestVerificationServer<Shared> as tonic::server::NamedService>::NAME,
         ] {
             reporter.set_service_status(service, status).await;
         }
@@ -806,6 +808,9 @@ pub async fn run_with_tlcp(
     health_reporter
         .set_serving::<PasswordShieldServer<Shared>>()
         .await;
+    health_reporter
+        .set_serving::<RequestVerificationServer<Shared>>()
+        .await;
     let health_watch = tokio::spawn(store_health(
         Arc::clone(&kms),
         health_reporter.clone(),
@@ -874,6 +879,7 @@ pub async fn run_with_tlcp(
         )
         .add_service(KeyAdminServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(PasswordShieldServer::new(shared.clone()).max_decoding_message_size(max))
+        .add_service(RequestVerificationServer::new(shared.clone()).max_decoding_message_size(max))
         .add_service(
             SystemServer::new(SystemService::new(
                 shared,

@@ -151,6 +151,20 @@ redacted!(VerifyPasswordResponse {
     key_compromised: show,
 });
 
+// A partner's signed request: its body may be a payment and is shown as a size, as are the
+// nonce and the signature (no use to anyone reading a log).
+redacted!(SignedRequest {
+    key: show,
+    scheme: show,
+    signature: len,
+    timestamp: show,
+    nonce: len,
+    method: show,
+    path: len,
+    body: len,
+    body_digest: len,
+});
+
 struct Values<'a>(&'a [String]);
 
 impl fmt::Debug for Values<'_> {
@@ -299,6 +313,17 @@ mod tests {
                             ..Default::default()
                         })),
                     }],
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::SignedRequest {
+                    signature: secret.as_bytes().to_vec(),
+                    nonce: secret.as_bytes().to_vec(),
+                    path: format!("/pay?acct={secret}"),
+                    body: secret.as_bytes().to_vec(),
+                    body_digest: secret.as_bytes().to_vec(),
+                    ..Default::default()
                 }
             ),
             format!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use kms_proto::v1::{
     self, audit_client::AuditClient, crypto_batch_client::CryptoBatchClient,
     crypto_client::CryptoClient, key_admin_client::KeyAdminClient,
-    password_shield_client::PasswordShieldClient, system_client::SystemClient,
+    password_shield_client::PasswordShieldClient,
+    request_verification_client::RequestVerificationClient, system_client::SystemClient,
     tokenization_client::TokenizationClient,
 };
 use kms_server::Settings;
@@ -34,6 +35,7 @@ pub struct Clients {
     pub audit: AuditClient<Channel>,
     pub password: PasswordShieldClient<Channel>,
     pub tokens: TokenizationClient<Channel>,
+    pub requests: RequestVerificationClient<Channel>,
 }
 
 impl Clients {
@@ -46,6 +48,7 @@ impl Clients {
             system: SystemClient::new(channel.clone()),
             password: PasswordShieldClient::new(channel.clone()),
             tokens: TokenizationClient::new(channel.clone()),
+            requests: RequestVerificationClient::new(channel.clone()),
             audit: AuditClient::new(channel),
         }
     }

@@ -19,6 +19,9 @@
 //! - [`outside_keys`]: partners' public keys, imported, verify their signatures (issue 19).
 //! - [`password`]: the password shield — sealed by OpenSSL, hashes judged by the Argon2
 //!   reference implementation and GmSSL, refusals and audit flags (issue 22 item 2).
+//! - [`request_verify`]: partners' requests signed by OpenSSL (SM2, RSA-PSS, HMAC-SM3) over a
+//!   canonical string built here from docs/FORMATS.md; each verdict and its audit flag
+//!   (issue 22 item 3).
 //! - [`restart`]: keys survive a restart; the server comes back sealed.
 //! - [`tokenize`]: tokens and pseudonyms (`kms.v1.Tokenization`, issue 22 item 1): per-value
 //!   results, versions across rotation, detokenise as its own right, the audit record's count.
@@ -62,6 +65,8 @@ mod lifecycle;
 mod outside_keys;
 #[path = "e2e/password.rs"]
 mod password;
+#[path = "e2e/request_verify.rs"]
+mod request_verify;
 #[path = "e2e/restart.rs"]
 mod restart;
 #[path = "e2e/tls.rs"]

@@ -10,6 +10,7 @@ mod envelope;
 mod keys;
 mod password;
 mod pki;
+mod request;
 mod system;
 mod tokenize;
 mod transfer;
@@ -28,7 +29,9 @@ use kms_proto::v1::system_client::SystemClient;
 use kms_proto::v1::tokenization_client::TokenizationClient;
 use tonic::transport::Channel;
 
-use crate::args::{Args, AuditCommand, Command, InventoryCommand, PasswordCommand, Remote};
+use crate::args::{
+    Args, AuditCommand, Command, InventoryCommand, PasswordCommand, Remote, RequestCommand,
+};
 use crate::client::{self, ClientError};
 use crate::error::{CliError, ExitKind};
 use crate::resolve;
@@ -94,6 +97,13 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
                 .build()
                 .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?
                 .block_on(password::seal(None, json, a));
+        }
+        // Signing with a private-key file is what a partner does: no server.
+        Command::Remote(Remote::Request(RequestCommand::Sign(a))) if a.private_key.is_some() => {
+            return tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?
+                .block_on(request::sign(None, a));
         }
         Command::Remote(remote) => Online::Remote(remote),
         // Verification is offline: the files and the public key, no connection settings needed.
@@ -176,6 +186,8 @@ async fn dispatch(ctx: &Ctx, command: Remote) -> Result<(), CliError> {
         Remote::Password(cmd) => password::run(ctx, cmd).await,
         Remote::Tokenize(a) => tokenize::tokenize(ctx, a).await,
         Remote::Detokenize(a) => tokenize::detokenize(ctx, a).await,
+        Remote::Request(RequestCommand::Sign(a)) => request::sign(Some(ctx), a).await,
+        Remote::Request(RequestCommand::Verify(a)) => request::verify(ctx, a).await,
     }
 }
 

@@ -249,6 +249,10 @@ names! {
         /// nonce).
         HashPassword = "PasswordShield/HashPassword",
         VerifyPassword = "PasswordShield/VerifyPassword",
+        /// A partner's signed request checked (issue 22 item 3): `key_id` is the key that
+        /// checked it; the verdict is a flag (`verified`, `bad-signature`, `stale`, `replayed`,
+        /// `malformed`). Never the body, the nonce or the signature.
+        VerifyRequest = "RequestVerification/VerifyRequest",
     }
 }
 
@@ -268,6 +272,8 @@ pub enum Service {
     Scheduler,
     /// `kms.v1.PasswordShield` (issue 22 item 2).
     PasswordShield,
+    /// `kms.v1.RequestVerification` (issue 22 item 3).
+    RequestVerification,
 }
 
 /// The gRPC package of the audited services: paths are `/kms.v1.Service/Method`.
@@ -300,6 +306,7 @@ impl Operation {
                 | Service::CryptoBatch
                 | Service::PasswordShield
                 | Service::Tokenization
+                | Service::RequestVerification
                 | Service::Audit,
             ) => false,
             Some(Service::KeyAdmin | Service::System | Service::Scheduler) | None => !matches!(
@@ -384,6 +391,7 @@ impl Operation {
             | Self::AuditKeyTransition
             | Self::HashPassword
             | Self::VerifyPassword
+            | Self::VerifyRequest
             | Self::Other(_) => None,
         }
     }
@@ -452,6 +460,7 @@ impl Operation {
             | Self::ScheduledImportExpiry
             | Self::AuditKeyTransition => Some(Service::Scheduler),
             Self::HashPassword | Self::VerifyPassword => Some(Service::PasswordShield),
+            Self::VerifyRequest => Some(Service::RequestVerification),
             Self::Other(_) => None,
         }
     }
@@ -501,7 +510,8 @@ names! {
         ApprovalExpired = "approval-expired",
         /// Dual control: run (or released) on a quorum of approvals; request id = approval id.
         QuorumApproved = "quorum-approved",
-        /// A timestamped request (a sealed password) outside the freshness window.
+        /// A timestamped request (a sealed password, a signed request) outside the freshness
+        /// window.
         Stale = "stale",
         /// A nonce seen before within the window: the request was a replay.
         Replayed = "replayed",
@@ -513,6 +523,12 @@ names! {
         PasswordNoMatch = "no-match",
         /// VerifyPassword matched an out-of-date hash and returned a new one to store.
         Rehashed = "rehashed",
+        /// VerifyRequest: the signature is good and the request fresh and new.
+        RequestVerified = "verified",
+        /// VerifyRequest: the signature does not verify under any version of the key.
+        BadSignature = "bad-signature",
+        /// VerifyRequest: a field of the request has the wrong shape (docs/FORMATS.md).
+        Malformed = "malformed",
     }
 }
 

@@ -328,7 +328,12 @@ impl Kms {
         crate::audit::trail::for_each_hot_record(&self.store, &mut |r| {
             let data_plane = matches!(
                 r.operation.service(),
-                Some(Service::Crypto | Service::PasswordShield)
+                Some(
+                    Service::Crypto
+                        | Service::PasswordShield
+                        | Service::Tokenization
+                        | Service::RequestVerification
+                )
             );
             if r.outcome != Outcome::Ok || !data_plane {
                 return;

@@ -24,6 +24,7 @@ pub(crate) mod metrics;
 mod outside_keys;
 mod password;
 mod principals;
+mod request;
 mod staged_restore;
 pub(crate) mod sweeps;
 mod system;
@@ -54,6 +55,7 @@ pub use password::{
     HashPasswordOutput, MAX_IDENTIFIER_BYTES, MAX_IDENTIFIERS, MAX_SEALED_CIPHERTEXT,
     PasswordSettings, VerifyPasswordOutput,
 };
+pub use request::{RequestVerdict, VerifyRequestOutput};
 pub use staged_restore::{RestoreProgress, StagedRestore};
 pub use sweeps::{Sweep, SweepLog, SweepOutcome};
 pub use system::{InitOutput, Issued, Status, UnsealProgress, Unsealing};

@@ -23,6 +23,7 @@ use crate::hierarchy::wrap::Derived;
 use crate::keys::{Alias, KeyRef, Namespace};
 use crate::kms::inventory::Inventory;
 use crate::secret::SecretBytes;
+use crate::signed_request::{RequestParts, RequestScheme};
 use crate::store::Store;
 
 /// A KMS for tests whose methods take the principal (see the module docs).
@@ -238,6 +239,23 @@ impl TestKms {
             sealed,
             stored,
             identifiers,
+        )
+    }
+
+    pub fn verify_request(
+        &self,
+        who: &Principal,
+        key: &KeyRef,
+        scheme: RequestScheme,
+        parts: &RequestParts<'_>,
+        signature: &[u8],
+    ) -> Result<super::VerifyRequestOutput, Error> {
+        self.kms().verify_request(
+            &authorize::<ops::VerifyRequest>(who)?,
+            key,
+            scheme,
+            parts,
+            signature,
         )
     }
 

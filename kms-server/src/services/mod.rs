@@ -8,6 +8,7 @@ pub mod audit;
 pub mod batch;
 pub mod crypto;
 pub mod password;
+pub mod request;
 pub mod system;
 pub mod tokenize;
 

@@ -115,6 +115,8 @@ enum Rpc {
     // kms.v1.PasswordShield
     HashPassword,
     VerifyPassword,
+    // kms.v1.RequestVerification
+    VerifyRequest,
 }
 
 /// What a role gets from an initialised, unsealed KMS.
@@ -311,6 +313,12 @@ const MATRIX: &[(Rpc, &str, Expect)] = &[
     (
         Rpc::VerifyPassword,
         "/kms.v1.PasswordShield/VerifyPassword",
+        APP,
+    ),
+    // For the gateways in front of the apps: applications only.
+    (
+        Rpc::VerifyRequest,
+        "/kms.v1.RequestVerification/VerifyRequest",
         APP,
     ),
 ];
@@ -1144,6 +1152,29 @@ async fn call(w: &World, fx: &Fixture, rpc: Rpc, c: &Clients) -> Result<(), Stat
                 })
                 .await?;
             assert!(r.get_ref().matched);
+            Ok(())
+        }
+        // Through the role check, the request gets its verdict (a junk tag: a bad signature).
+        Rpc::VerifyRequest => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let r = c
+                .requests
+                .clone()
+                .verify_request(v1::SignedRequest {
+                    key: fx.mac.clone(),
+                    scheme: "hmac-sm3".to_owned(),
+                    signature: vec![0; 32],
+                    timestamp: now,
+                    nonce: b"matrix-nonce".to_vec(),
+                    method: "GET".to_owned(),
+                    path: "/".to_owned(),
+                    ..v1::SignedRequest::default()
+                })
+                .await?;
+            assert_eq!(r.get_ref().verdict(), v1::RequestVerdict::BadSignature);
             Ok(())
         }
     }
