@@ -29,11 +29,19 @@
 //!
 //! # A crash on sled
 //!
-//! sled writes its nonce trees to disk every half second and at every clean stop. After a crash
-//! (power loss, `kill -9`) the nonces of up to the last half second before it may be gone, so a
-//! request accepted in that half second could be accepted once more within its window. The
-//! durable alternative, a `fdatasync` per nonce, would halve what one node verifies per second;
-//! several nodes on PostgreSQL have no such gap (each nonce is committed before the answer).
+//! sled keeps recent writes in memory until a buffer fills or half a second passes, so the sled
+//! store flushes it (write and fsync) after recording a nonce and before answering `New`: a
+//! nonce told fresh is on disk, and after a crash (power loss, `kill -9`) its request is still a
+//! replay. A flush that fails fails the call, so the request is refused, never accepted without
+//! its nonce on disk. Another caller may meet the nonce as seen before its flush ends, which
+//! refuses too. The flush runs outside the store's nonce lock: sled writes and syncs everything
+//! pending at once, so concurrent callers share flushes instead of queueing for one each.
+//! Measured with `ReplayGuard::remember` on a `SledStore` (release build, 2-core VM whose ext4
+//! `fdatasync` takes about 0.15 ms, shared with other builds): 1 thread went from 53,000–60,000
+//! to 8,700–10,300 nonces a second, 8 threads from 57,000–62,000 to 13,700–15,100 (8,300–9,200
+//! when the flush held the lock); a slower disk costs more. `tests/durability.rs` kills a
+//! process recording nonces and checks every one it was told was fresh. Several nodes on
+//! PostgreSQL have the same guarantee (each nonce is committed before the answer).
 
 use std::time::Duration;
 

@@ -22,6 +22,12 @@
 //! part of a record line, as a power loss in the middle of a write leaves, or zeros): the open
 //! must cut exactly the unfinished bytes, and the chain must continue from the last whole record.
 //!
+//! Replay nonces (the sled store's nonce trees) run in the same rounds: two child threads record
+//! random 16-byte nonces through the KMS's replay guard as fast as the store takes them, and
+//! acknowledge each one told `Fresh` in `nonces.log`. After every kill the parent presents every
+//! acknowledged nonce again, at its own timestamp: each must come back `Replayed`, since a nonce
+//! the store lost would let its request be accepted a second time within its window.
+//!
 //! Reproduce a failing run with `KMS_DURABILITY_SEED=<seed printed on failure>` (timing still
 //! varies; the seed fixes the kill delays and the child's choices).
 
@@ -52,6 +58,7 @@ use kms_core::keys::record::Origin;
 use kms_core::keys::state::KeyState;
 use kms_core::keys::{Alias, KeyId, KeyRef, Namespace};
 use kms_core::policy::Policy;
+use kms_core::replay::Freshness;
 use kms_core::store::{AUDIT_DIR, SledStore, Store, Tree};
 use kms_core::{
     CreateKeyRequest, ImportMaterialRequest, KeyOptions, KmsConfig, TestKms, UnsealProgress,
@@ -124,6 +131,8 @@ struct Paths {
     acked: PathBuf,
     /// One line per audit record the child's writer said was durable: `<request id> <seq>`.
     audited: PathBuf,
+    /// One line per nonce the replay guard said was fresh: `<key id> <timestamp> <nonce hex>`.
+    nonces: PathBuf,
     ready: PathBuf,
 }
 
@@ -134,6 +143,7 @@ impl Paths {
             share: dir.join("share.txt"),
             acked: dir.join("acked.log"),
             audited: dir.join("audited.log"),
+            nonces: dir.join("nonces.log"),
             ready: dir.join("ready"),
         }
     }
@@ -231,6 +241,9 @@ impl Acks {
     }
 }
 
+/// The replay guard's domain for the nonces the child records.
+const NONCE_DOMAIN: &str = "request";
+
 /// The writer, run in a child process. Loops until killed (or [`CHILD_MAX_RUN`]).
 #[test]
 #[ignore = "the crash-consistency child; run by `crash_consistency_under_sigkill`"]
@@ -242,6 +255,8 @@ fn child_writer() {
     let mut rng = Rng(std::env::var(SEED_ENV).unwrap().parse().unwrap());
     let started = Instant::now();
     let (kms, admin, app) = open_unsealed(&paths);
+    // Shared with the nonce threads.
+    let kms = Arc::new(kms);
     let audit = Arc::new(audit_log(&kms, "child"));
     let audited = Arc::new(Mutex::new(Acks(
         OpenOptions::new()
@@ -274,6 +289,38 @@ fn child_writer() {
                         .unwrap();
                     audited.lock().unwrap().ack(&format!("{rid} {}", r.seq));
                     n += 1;
+                }
+            })
+        })
+        .collect();
+    // Two threads that record nonces as fast as the store takes them, so that the kill lands
+    // among nonces just told fresh, some of them from concurrent calls.
+    let nonce_acks = Arc::new(Mutex::new(Acks(
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&paths.nonces)
+            .unwrap(),
+    )));
+    let noncers: Vec<_> = (0..2)
+        .map(|t| {
+            let (kms, nonce_acks, busy) =
+                (Arc::clone(&kms), Arc::clone(&nonce_acks), Arc::clone(&busy));
+            let mut rng = Rng(rng.next());
+            thread::spawn(move || {
+                let key_id = format!("{run:016x}-n{t}");
+                while busy.load(Ordering::SeqCst) {
+                    let nonce = rng.bytes(16);
+                    let now = kms.clock_now();
+                    let fresh = kms
+                        .replay_guard()
+                        .remember(NONCE_DOMAIN, &key_id, &nonce, now, now)
+                        .unwrap();
+                    assert_eq!(fresh, Freshness::Fresh, "a random nonce was not fresh");
+                    nonce_acks
+                        .lock()
+                        .unwrap()
+                        .ack(&format!("{key_id} {now} {}", hex::encode(&nonce)));
                 }
             })
         })
@@ -461,7 +508,7 @@ fn child_writer() {
         ));
     }
     busy.store(false, Ordering::SeqCst);
-    for p in pumps {
+    for p in pumps.into_iter().chain(noncers) {
         p.join().unwrap();
     }
 }
@@ -601,6 +648,29 @@ fn verify_trail(kms: &TestKms, audited: &Path, why: &str) -> (u64, usize) {
     assert_eq!(again.records, verified.records + 1, "{why}");
     log.stop();
     (again.records, text.lines().count())
+}
+
+/// Checks after a kill that every nonce the child acknowledged is still held: presented again at
+/// its own timestamp (so within its window), each must be a replay. Returns how many were checked.
+fn verify_nonces(kms: &TestKms, acked: &Path, why: &str) -> usize {
+    let text = fs::read_to_string(acked).unwrap_or_default();
+    let guard = kms.replay_guard();
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{why}, nonces.log line {}: {line}", n + 1);
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "{at}");
+        let timestamp: u64 = f[1].parse().unwrap_or_else(|e| panic!("{at}: {e}"));
+        let nonce = hex::decode(f[2]).unwrap_or_else(|e| panic!("{at}: {e}"));
+        let again = guard
+            .remember(NONCE_DOMAIN, f[0], &nonce, timestamp, timestamp)
+            .unwrap_or_else(|e| panic!("{at}: {e}"));
+        assert_eq!(
+            again,
+            Freshness::Replayed,
+            "{at}: an acknowledged nonce was lost in the crash (its request could be replayed)"
+        );
+    }
+    text.lines().count()
 }
 
 #[derive(Default, Debug)]
@@ -922,6 +992,7 @@ fn crash_consistency_under_sigkill() {
     let mut torn = 0;
     let mut tally = Tally::default();
     let (mut records, mut audited, mut cut_rounds, mut torn_by_us) = (0, 0, 0, 0);
+    let mut nonces = 0;
     for round in 1..=ROUNDS {
         let why = format!("seed {seed}, round {round}");
         let _ = fs::remove_file(&paths.ready);
@@ -954,6 +1025,7 @@ fn crash_consistency_under_sigkill() {
             torn += 1;
         }
         trim_torn_tail(&paths.audited);
+        trim_torn_tail(&paths.nonces);
         let added = (round % 3 == 0 && paths.store.join(AUDIT_DIR).exists())
             .then(|| tear_last_record(&paths.store, &mut rng));
 
@@ -971,6 +1043,7 @@ fn crash_consistency_under_sigkill() {
         }
         tally = verify(&kms, &admin, &app, &paths.acked, &why);
         (records, audited) = verify_trail(&kms, &paths.audited, &why);
+        nonces = verify_nonces(&kms, &paths.nonces, &why);
         if tally.total() > previous {
             progressed += 1;
         }
@@ -982,7 +1055,7 @@ fn crash_consistency_under_sigkill() {
         "crash consistency: seed {seed}: {ROUNDS} rounds in {elapsed:?}, {progressed} with \
          progress, {torn} torn ack lines dropped; acknowledged {tally:?}; audit trail: \
          {records} records, {audited} acknowledged, a torn end cut in {cut_rounds} rounds \
-         ({torn_by_us} torn on purpose)"
+         ({torn_by_us} torn on purpose); {nonces} nonces acknowledged, all still held"
     );
     // A run where the child never got to write proves nothing.
     assert!(
@@ -995,6 +1068,7 @@ fn crash_consistency_under_sigkill() {
         audited >= 200,
         "only {audited} audit records were acknowledged"
     );
+    assert!(nonces >= 200, "only {nonces} nonces were acknowledged");
     assert!(
         torn_by_us >= 4 && cut_rounds >= torn_by_us,
         "{cut_rounds} {torn_by_us}"

@@ -17,9 +17,8 @@
 //! The replay guard's nonces ([`Store::record_nonce`]) live in two sled trees of their own,
 //! `replay_nonces` (scope → expiry) and `replay_nonce_expiry` (expiry ‖ scope, for the sweep),
 //! outside [`Tree`], so they are never backed up, copied or migrated. They are written through
-//! sled alone, not the journal: sled flushes its log every 500 ms and at every store flush (a
-//! clean stop, the journal's bound), so nonces survive a restart; a crash can lose those of the
-//! last half second (see `crate::replay` for what that means and why it is accepted).
+//! sled alone, not the journal, and [`Store::record_nonce`] flushes sled before it answers
+//! `New`, so a nonce told fresh survives a crash (see `crate::replay` for what that costs).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -371,6 +370,10 @@ impl Store for SledStore {
         self.nonces
             .insert(scope, expiry.to_vec())
             .map_err(map_err)?;
+        // On disk before the caller hears New (a lost nonce reopens its replay), or the call fails.
+        // Unlocked first: concurrent callers then share sled's write and fsync (group commit).
+        drop(state);
+        self.db.flush().map_err(map_err)?;
         Ok(NonceOutcome::New)
     }
 }
