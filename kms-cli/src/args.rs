@@ -1164,6 +1164,10 @@ pub struct BenchArgs {
     /// The pepper key (id or alias) of `--op hash-password`, whose --key is the password key.
     #[arg(long, value_name = "KEY")]
     pub pepper: Option<String>,
+    /// The MAC key's bytes (a file, as imported with `kms key import --material`) that
+    /// `--op verify-request` signs each request with, as the partner; --key is that MAC key.
+    #[arg(long, value_name = "FILE")]
+    pub partner_key: Option<PathBuf>,
 }
 
 /// Parses `key=value` (the value may contain `=`; the key may not be empty).

@@ -32,6 +32,9 @@ pub enum PlanError {
     /// `hash-password` without `--pepper`.
     #[error("--op hash-password needs --pepper, the pepper key")]
     NoPepper,
+    /// `verify-request` without `--partner-key`.
+    #[error("--op verify-request needs --partner-key, the MAC key's bytes the partner signs with")]
+    NoPartnerKey,
     /// The CPU time of the process given cannot be read.
     #[error("--server-pid {pid}: cannot read its CPU time: {source}")]
     ServerPid {
@@ -63,8 +66,12 @@ pub enum Failure {
         /// Items sent.
         want: usize,
     },
-    /// This side could not seal a password (`hash-password`).
-    #[error("sealing the password failed: {0}")]
+    /// The server's verdict on a signed request was not OK (`verify-request`).
+    #[error("the request was not verified: {0}")]
+    Verdict(String),
+    /// This side could not seal a password (`hash-password`) or sign a request
+    /// (`verify-request`).
+    #[error("sealing or signing failed: {0}")]
     Sealing(String),
     /// The server returned a plaintext of another length than was encrypted.
     #[error("the server returned {got} bytes of plaintext, not {want}")]

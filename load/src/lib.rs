@@ -67,11 +67,14 @@ pub enum Op {
     HashPassword,
     /// Tokenize card numbers (format pan), `--batch` of them per call (issue 22).
     Tokenize,
+    /// VerifyRequest of a request signed here with HMAC-SM3 for each send (issue 22 item 3):
+    /// a fresh nonce every time, so every request passes the replay guard once.
+    VerifyRequest,
 }
 
 impl Op {
     /// Every operation, in the order `kms bench --help` lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Encrypt,
         Self::Decrypt,
         Self::Datakey,
@@ -81,6 +84,7 @@ impl Op {
         Self::Mac,
         Self::HashPassword,
         Self::Tokenize,
+        Self::VerifyRequest,
     ];
 
     /// The operation's name as `kms bench --op` takes it.
@@ -96,6 +100,7 @@ impl Op {
             Self::Mac => "mac",
             Self::HashPassword => "hash-password",
             Self::Tokenize => "tokenize",
+            Self::VerifyRequest => "verify-request",
         }
     }
 
@@ -120,6 +125,9 @@ impl Op {
             Self::Tokenize => {
                 "Tokenize --batch distinct 16-digit card numbers per call, format pan (a TOKENIZE key)"
             }
+            Self::VerifyRequest => {
+                "VerifyRequest of a --size byte body signed here with HMAC-SM3, a new nonce each time (a MAC key, its bytes as --partner-key)"
+            }
         }
     }
 
@@ -139,6 +147,7 @@ impl Op {
             Self::Mac => "mac",
             Self::HashPassword => "password",
             Self::Tokenize => "tokenize",
+            Self::VerifyRequest => "mac",
         }
     }
 }
@@ -171,6 +180,8 @@ pub struct Options {
     pub batch: Option<u32>,
     /// The pepper key (id or alias) of `hash-password`.
     pub pepper: Option<String>,
+    /// The HMAC-SM3 key's bytes of `verify-request` (the partner's copy of the MAC key).
+    pub partner_key: Option<Arc<kms_core::SecretBytes>>,
 }
 
 /// A checked run.
@@ -191,6 +202,8 @@ pub struct Plan {
     batch: Option<u32>,
     /// The pepper key of `hash-password`.
     pepper: Option<String>,
+    /// The MAC key's bytes of `verify-request`.
+    partner_key: Option<Arc<kms_core::SecretBytes>>,
 }
 
 impl Plan {
@@ -216,14 +229,22 @@ impl Plan {
             (Op::AsymDecrypt, size) => size.unwrap_or(DEFAULT_ASYM_SIZE),
             // The password's length, not a payload: fixed.
             (Op::HashPassword, _) => HASH_PASSWORD_LEN,
-            (Op::Encrypt | Op::Decrypt | Op::Sign | Op::Verify | Op::Mac | Op::Tokenize, size) => {
-                size.unwrap_or(DEFAULT_SIZE)
-            }
+            (
+                Op::Encrypt
+                | Op::Decrypt
+                | Op::Sign
+                | Op::Verify
+                | Op::Mac
+                | Op::Tokenize
+                | Op::VerifyRequest,
+                size,
+            ) => size.unwrap_or(DEFAULT_SIZE),
         };
         if let Some(n) = o.batch {
             let why = match o.op {
                 Op::AsymDecrypt => Some("asymmetric decryption has no batch form"),
                 Op::HashPassword => Some("the password shield has no batch form"),
+                Op::VerifyRequest => Some("request verification has no batch form"),
                 Op::Encrypt
                 | Op::Decrypt
                 | Op::Datakey
@@ -244,6 +265,9 @@ impl Plan {
         }
         if o.op == Op::HashPassword && o.pepper.is_none() {
             return Err(PlanError::NoPepper);
+        }
+        if o.op == Op::VerifyRequest && o.partner_key.is_none() {
+            return Err(PlanError::NoPartnerKey);
         }
         if let Some(pid) = o.server_pid {
             procfs::cpu_ticks(pid).map_err(|source| PlanError::ServerPid { pid, source })?;
@@ -266,6 +290,7 @@ impl Plan {
             period,
             batch: o.batch,
             pepper: o.pepper,
+            partner_key: o.partner_key,
         })
     }
 
@@ -407,6 +432,7 @@ mod tests {
             progress: false,
             batch: None,
             pepper: None,
+            partner_key: None,
         }
     }
 
@@ -493,6 +519,27 @@ mod tests {
             })
             .is_ok()
         );
+        // Request verification signs with the partner's copy of the MAC key; no batch form.
+        assert!(matches!(
+            Plan::new(options(Op::VerifyRequest)),
+            Err(PlanError::NoPartnerKey)
+        ));
+        let partner = || Some(Arc::new(kms_core::SecretBytes::from_vec(vec![7; 32])));
+        assert!(matches!(
+            Plan::new(Options {
+                batch: Some(10),
+                partner_key: partner(),
+                ..options(Op::VerifyRequest)
+            }),
+            Err(PlanError::Batch { .. })
+        ));
+        assert!(
+            Plan::new(Options {
+                partner_key: partner(),
+                ..options(Op::VerifyRequest)
+            })
+            .is_ok()
+        );
         // No process has the largest pid.
         let pid = Plan::new(Options {
             server_pid: Some(u32::MAX),
@@ -528,6 +575,7 @@ mod tests {
             Op::Mac,
             Op::HashPassword,
             Op::Tokenize,
+            Op::VerifyRequest,
         ];
         assert_eq!(all, Op::ALL);
         let names: Vec<_> = all.iter().map(|op| op.name()).collect();
@@ -542,9 +590,11 @@ mod tests {
                 "asym-decrypt",
                 "mac",
                 "hash-password",
-                "tokenize"
+                "tokenize",
+                "verify-request"
             ]
         );
+        assert_eq!(Op::VerifyRequest.purpose(), "mac");
         assert_eq!(Op::Verify.purpose(), "sign");
         assert_eq!(Op::HashPassword.purpose(), "password");
         assert_eq!(Op::AsymDecrypt.purpose(), "asymmetric-decrypt");

@@ -322,6 +322,7 @@ mod tests {
             progress: false,
             batch: None,
             pepper: None,
+            partner_key: None,
         }
     }
 

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use kms_proto::v1::crypto_batch_client::CryptoBatchClient;
 use kms_proto::v1::crypto_client::CryptoClient;
 use kms_proto::v1::password_shield_client::PasswordShieldClient;
+use kms_proto::v1::request_verification_client::RequestVerificationClient;
 use kms_proto::v1::tokenization_client::TokenizationClient;
 use kms_proto::v1::{
     self, AsymmetricDecryptRequest, DecryptRequest, EncryptRequest, GenerateDataKeyRequest,
@@ -25,6 +26,7 @@ pub(crate) struct Clients {
     batch: CryptoBatchClient<Channel>,
     password: PasswordShieldClient<Channel>,
     tokens: TokenizationClient<Channel>,
+    requests: RequestVerificationClient<Channel>,
 }
 
 impl Clients {
@@ -32,6 +34,7 @@ impl Clients {
         Self {
             crypto: CryptoClient::new(channel.clone()),
             password: PasswordShieldClient::new(channel.clone()),
+            requests: RequestVerificationClient::new(channel.clone()),
             // A batch's answer may pass gRPC's usual 4 MiB receive limit (each item's ciphertext
             // is longer than its plaintext).
             batch: CryptoBatchClient::new(channel.clone())
@@ -55,8 +58,58 @@ pub(crate) enum Request {
     HashPassword(Box<Sealer>),
     /// Card numbers to tokenise, as many as `--batch` says, in one call.
     Tokenize(v1::TokenizeRequest),
+    /// VerifyRequest, signed afresh for each send (a signed request is good once).
+    Signed(Box<Signer>),
     /// The same item, many times, through the batch RPC.
     Batch(Batch),
+}
+
+/// What `verify-request` needs to sign a request for each send, as a partner would: the MAC
+/// key's bytes and the body. Nonces are a random prefix and a counter shared by every loop, so
+/// no two sends of a run (or of two runs) repeat one.
+#[derive(Clone)]
+pub(crate) struct Signer {
+    key: String,
+    mac_key: Arc<kms_core::SecretBytes>,
+    body: Vec<u8>,
+    nonce_prefix: Vec<u8>,
+    counter: Arc<AtomicU64>,
+}
+
+impl Signer {
+    fn request(&self) -> Result<v1::SignedRequest, Failure> {
+        use hmac::{Hmac, KeyInit, Mac};
+        use kms_core::signed_request::{RequestBody, RequestParts, RequestScheme, canonical};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut nonce = self.nonce_prefix.clone();
+        nonce.extend_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let (method, path) = ("POST", "/bench/verify-request");
+        let parts = RequestParts {
+            method,
+            path,
+            timestamp: now,
+            nonce: &nonce,
+            body: RequestBody::Bytes(&self.body),
+        };
+        let text = canonical(RequestScheme::HmacSm3, &parts)
+            .map_err(|m| Failure::Sealing(m.to_string()))?;
+        let mut mac = <Hmac<sm3::Sm3> as KeyInit>::new_from_slice(self.mac_key.expose_secret())
+            .map_err(|_| Failure::Sealing("the partner key is not an HMAC key".to_owned()))?;
+        mac.update(&text);
+        Ok(v1::SignedRequest {
+            key: self.key.clone(),
+            scheme: RequestScheme::HmacSm3.name().to_owned(),
+            signature: mac.finalize().into_bytes().to_vec(),
+            timestamp: now,
+            nonce,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            body: self.body.clone(),
+            body_digest: Vec::new(),
+        })
+    }
 }
 
 /// What `hash-password` needs to seal a password for each request, as a mobile app would: the
@@ -148,6 +201,7 @@ impl Batch {
             Request::AsymDecrypt(..)
             | Request::HashPassword(_)
             | Request::Tokenize(_)
+            | Request::Signed(_)
             | Request::Batch(_) => return None,
         })
     }
@@ -244,6 +298,20 @@ impl Request {
                 let results = clients.tokens.tokenize(r).await?.into_inner().results;
                 return check_items!(results, n, token_result, |_t| Ok::<(), Failure>(()));
             }
+            Self::Signed(signer) => {
+                let out = clients
+                    .requests
+                    .verify_request(signer.request()?)
+                    .await?
+                    .into_inner();
+                if out.verdict() != v1::RequestVerdict::Ok {
+                    return Err(Failure::Verdict(format!(
+                        "{:?} {}",
+                        out.verdict(),
+                        out.reason
+                    )));
+                }
+            }
             Self::Batch(b) => return b.send(&mut clients.batch).await,
         }
         Ok(())
@@ -277,6 +345,26 @@ fn probe(step: &'static str) -> impl FnOnce(tonic::Status) -> LoadError {
 pub(crate) async fn prepare(plan: &Plan, clients: &mut Clients) -> Result<Request, LoadError> {
     if plan.op == Op::HashPassword {
         return prepare_hash_password(plan, &mut clients.crypto).await;
+    }
+    if plan.op == Op::VerifyRequest {
+        // `Plan::new` refuses verify-request without its key.
+        let preparing = |why: String| LoadError::Probe {
+            step: "preparing the signed requests",
+            failure: Failure::Sealing(why),
+        };
+        let mac_key = plan
+            .partner_key
+            .clone()
+            .ok_or_else(|| preparing("no --partner-key".to_owned()))?;
+        let nonce_prefix =
+            kms_core::crypto::rng::random_public(8).map_err(|e| preparing(e.to_string()))?;
+        return Ok(Request::Signed(Box::new(Signer {
+            key: plan.key.clone(),
+            mac_key,
+            body: payload(plan.size),
+            nonce_prefix,
+            counter: Arc::new(AtomicU64::new(0)),
+        })));
     }
     let single = prepare_single(plan, &mut clients.crypto).await?;
     match plan.batch {
@@ -425,8 +513,10 @@ async fn prepare_single(
             )
         }
         Op::Mac => Request::Mac(GenerateMacRequest { key, data }),
-        // Made by `prepare_hash_password`.
-        Op::HashPassword => return Err(LoadError::NoBatchForm(plan.op.name())),
+        // Made by `prepare_hash_password` and `prepare`.
+        Op::HashPassword | Op::VerifyRequest => {
+            return Err(LoadError::NoBatchForm(plan.op.name()));
+        }
         Op::Tokenize => Request::Tokenize(v1::TokenizeRequest {
             key,
             format: "pan".to_owned(),

@@ -24,7 +24,7 @@ pub(super) fn run(
     json: bool,
     timeout: Duration,
 ) -> Result<(), CliError> {
-    let plan = Plan::new(options(a)).map_err(|e| plan_error(&e))?;
+    let plan = Plan::new(options(a)?).map_err(|e| plan_error(&e))?;
     let runtime = kms_load::runtime()
         .map_err(|e| CliError::other(format!("cannot start the async runtime: {e}")))?;
     let report = runtime.block_on(bench(&plan, profile, timeout))?;
@@ -41,8 +41,14 @@ pub(super) fn run(
     Ok(())
 }
 
-fn options(a: BenchArgs) -> Options {
-    Options {
+fn options(a: BenchArgs) -> Result<Options, CliError> {
+    let partner_key = match &a.partner_key {
+        Some(path) => Some(std::sync::Arc::new(kms_core::SecretBytes::copy_from_slice(
+            &crate::files::read_input(Some(path))?,
+        ))),
+        None => None,
+    };
+    Ok(Options {
         op: a.op,
         key: a.key,
         size: a.size,
@@ -55,7 +61,8 @@ fn options(a: BenchArgs) -> Options {
         progress: a.progress || std::io::stderr().is_terminal(),
         batch: a.batch,
         pepper: a.pepper,
-    }
+        partner_key,
+    })
 }
 
 fn plan_error(e: &PlanError) -> CliError {
@@ -73,6 +80,9 @@ fn plan_error(e: &PlanError) -> CliError {
         PlanError::NoLoops => usage,
         PlanError::NoPepper => usage.with_hint(
             "--op hash-password takes the password key as --key and the pepper key as --pepper",
+        ),
+        PlanError::NoPartnerKey => usage.with_hint(
+            "--op verify-request takes the MAC key as --key and its bytes as --partner-key FILE",
         ),
         PlanError::Batch { .. } => usage.with_hint(
             "--batch N (1 to 1000) goes with encrypt, decrypt, datakey, sign, verify, mac or tokenize",
@@ -106,7 +116,7 @@ fn load_error(plan: &Plan, err: LoadError) -> CliError {
         LoadError::Probe { step, failure } => {
             let cause = match &failure {
                 Failure::Status(status) => CliError::from_status(status),
-                Failure::SignatureInvalid => {
+                Failure::SignatureInvalid | Failure::Verdict(_) => {
                     CliError::new(ExitKind::VerificationFailed, failure.to_string())
                 }
                 Failure::Item(code, message) => CliError::new(
