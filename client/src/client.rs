@@ -264,7 +264,7 @@ pub struct PublicKey {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    crypto: CryptoClient<Channel>,
+    channel: Channel,
     retry: Retry,
     timeout: Option<Duration>,
 }
@@ -302,7 +302,7 @@ impl Client {
     #[must_use]
     pub fn from_channel(channel: Channel, timeout: Option<Duration>) -> Self {
         Self {
-            crypto: CryptoClient::new(channel),
+            channel,
             retry: Retry::default(),
             timeout,
         }
@@ -325,23 +325,39 @@ impl Client {
 
     /// Runs one call: the request is built afresh for each attempt (so no copy of it outlives
     /// the attempt), UNAVAILABLE is retried with backoff, anything else is the answer.
-    async fn call<Req, Resp, Fut>(
+    pub(crate) async fn call<Req, Resp, Fut>(
         &self,
         build: impl Fn() -> Req,
-        send: impl Fn(CryptoClient<Channel>, tonic::Request<Req>) -> Fut,
+        send: impl Fn(Channel, tonic::Request<Req>) -> Fut,
+    ) -> Result<Resp, KmsError>
+    where
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call_with(true, build, send).await
+    }
+
+    /// [`Client::call`], or a single attempt when `retry` is false: for calls that use up a
+    /// nonce (a signed request, a sealed password), where an UNAVAILABLE seen here may follow
+    /// a call the server did carry out (a connection lost on the way back), and a repeat would
+    /// be answered "replayed".
+    pub(crate) async fn call_with<Req, Resp, Fut>(
+        &self,
+        retry: bool,
+        build: impl Fn() -> Req,
+        send: impl Fn(Channel, tonic::Request<Req>) -> Fut,
     ) -> Result<Resp, KmsError>
     where
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let started = Instant::now();
-        let attempts = self.retry.attempts.max(1);
+        let attempts = if retry { self.retry.attempts.max(1) } else { 1 };
         let mut attempt = 1;
         loop {
             let mut request = tonic::Request::new(build());
             if let Some(t) = self.timeout {
                 request.set_timeout(t.saturating_sub(started.elapsed()));
             }
-            match send(self.crypto.clone(), request).await {
+            match send(self.channel.clone(), request).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(s) if s.code() == Code::Unavailable && attempt < attempts => {
                     let wait = self.retry.backoff(attempt - 1);
@@ -374,7 +390,7 @@ impl Client {
                     plaintext: plaintext.to_vec(),
                     context: context.clone(),
                 },
-                |mut c, req| async move { c.encrypt(req).await },
+                |ch, req| async move { CryptoClient::new(ch).encrypt(req).await },
             )
             .await?;
         Ok(Encrypted {
@@ -399,7 +415,7 @@ impl Client {
                     ciphertext: ciphertext.to_vec(),
                     context: context.clone(),
                 },
-                |mut c, req| async move { c.decrypt(req).await },
+                |ch, req| async move { CryptoClient::new(ch).decrypt(req).await },
             )
             .await?;
         Ok(Decrypted {
@@ -429,7 +445,7 @@ impl Client {
                     destination_key: destination_key.to_owned(),
                     destination_context: destination_context.clone(),
                 },
-                |mut c, req| async move { c.re_encrypt(req).await },
+                |ch, req| async move { CryptoClient::new(ch).re_encrypt(req).await },
             )
             .await?;
         Ok(Encrypted {
@@ -458,7 +474,7 @@ impl Client {
                     context: context.clone(),
                     wrap_to_public_key: Vec::new(),
                 },
-                |mut c, req| async move { c.generate_data_key(req).await },
+                |ch, req| async move { CryptoClient::new(ch).generate_data_key(req).await },
             )
             .await?;
         Ok(DataKey {
@@ -487,7 +503,11 @@ impl Client {
                     context: context.clone(),
                     wrap_to_public_key: Vec::new(),
                 },
-                |mut c, req| async move { c.generate_data_key_without_plaintext(req).await },
+                |ch, req| async move {
+                    CryptoClient::new(ch)
+                        .generate_data_key_without_plaintext(req)
+                        .await
+                },
             )
             .await?;
         Ok(Encrypted {
@@ -532,7 +552,7 @@ impl Client {
                     rsa_scheme: rsa_scheme.clone(),
                     hash: hash.clone(),
                 },
-                |mut c, req| async move { c.sign(req).await },
+                |ch, req| async move { CryptoClient::new(ch).sign(req).await },
             )
             .await?;
         Ok(Signature {
@@ -566,7 +586,7 @@ impl Client {
                     signature: signature.to_vec(),
                     key_version: None,
                 },
-                |mut c, req| async move { c.verify(req).await },
+                |ch, req| async move { CryptoClient::new(ch).verify(req).await },
             )
             .await?;
         Ok(Verified {
@@ -594,7 +614,7 @@ impl Client {
                     ciphertext: ciphertext.to_vec(),
                     key_version: None,
                 },
-                |mut c, req| async move { c.asymmetric_decrypt(req).await },
+                |ch, req| async move { CryptoClient::new(ch).asymmetric_decrypt(req).await },
             )
             .await?;
         Ok(Decrypted {
@@ -616,7 +636,7 @@ impl Client {
                     key: key.to_owned(),
                     key_version: None,
                 },
-                |mut c, req| async move { c.get_public_key(req).await },
+                |ch, req| async move { CryptoClient::new(ch).get_public_key(req).await },
             )
             .await?;
         Ok(PublicKey {
@@ -639,7 +659,7 @@ impl Client {
                     key: key.to_owned(),
                     data: data.to_vec(),
                 },
-                |mut c, req| async move { c.generate_mac(req).await },
+                |ch, req| async move { CryptoClient::new(ch).generate_mac(req).await },
             )
             .await?;
         Ok(Mac {
@@ -667,7 +687,7 @@ impl Client {
                     mac: mac.to_vec(),
                     key_version: None,
                 },
-                |mut c, req| async move { c.verify_mac(req).await },
+                |ch, req| async move { CryptoClient::new(ch).verify_mac(req).await },
             )
             .await?;
         Ok(Verified {
@@ -686,7 +706,7 @@ impl Client {
         let mut r = self
             .call(
                 || v1::GenerateRandomRequest { length },
-                |mut c, req| async move { c.generate_random(req).await },
+                |ch, req| async move { CryptoClient::new(ch).generate_random(req).await },
             )
             .await?;
         Ok(Zeroizing::new(std::mem::take(&mut r.random)))

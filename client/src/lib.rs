@@ -3,6 +3,8 @@
 //! - [`Client`]: every data-plane call over mutual TLS (standard TLS, RFC 8998 or TLCP), from a
 //!   profile or explicit PEMs; UNAVAILABLE retried with backoff, a deadline per call, errors that
 //!   name the server's request id, secrets in wiped buffers.
+//! - The data-protection services (issue 22) as more [`Client`] methods: `tokenize`,
+//!   `detokenize`, `hash_password`, `verify_password`, `verify_request` ([`data_protection`]).
 //! - [`connect`] and [`profile`]: the channel and the profile files the CLI uses too.
 //! - [`envelope`]: encrypt data of any size under one data key from `GenerateDataKey`, streamed
 //!   in authenticated frames with constant memory (the format is in `docs/ENVELOPE.md`).
@@ -32,8 +34,14 @@
 
 mod client;
 pub mod connect;
+pub mod data_protection;
 pub mod envelope;
 pub mod profile;
+
+pub use data_protection::{
+    ItemRefusal, PasswordCheck, PasswordHash, RequestBody, RequestCheck, SignedRequest, Tokens,
+};
+pub use kms_proto::v1::RequestVerdict;
 
 pub use client::{
     Client, ConnectError, Context, DataKey, Decrypted, Encrypted, KmsError, Mac, PublicKey, Retry,

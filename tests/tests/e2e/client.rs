@@ -218,3 +218,141 @@ async fn bad_settings_are_named() {
         "{e}"
     );
 }
+
+/// The data-protection methods (issue 22): tokens and back with per-value refusals, a sealed
+/// password hashed and verified, a signed request verified once and then called a replay, which
+/// the client does not retry into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_protection_calls_through_the_typed_client() {
+    use kms_client::{RequestBody, RequestVerdict, SignedRequest};
+    use kms_core::signed_request::{self as sr, RequestScheme};
+
+    let w = World::start().await;
+    let tok = key(&w, Purpose::Tokenize, "sm4-ff1").await;
+    let login = key(&w, Purpose::Password, "sm2").await;
+    let pepper = key(&w, Purpose::Pepper, "hmac-sm3").await;
+    let mac = key(&w, Purpose::Mac, "hmac-sm3").await;
+    let kms = Client::connect(&connection(&w, &w.pki.app)).await.unwrap();
+    let ctx = Context::from([("partner".to_owned(), "acme".to_owned())]);
+
+    let tokens = kms
+        .tokenize(&tok, "pan", &ctx, &["6222020000001237", "12ab"])
+        .await
+        .unwrap();
+    assert_eq!(tokens.key_version, 1);
+    let token = tokens.results[0].as_ref().unwrap().to_string();
+    assert!(
+        token.starts_with("622202") && token.ends_with("1237"),
+        "{token}"
+    );
+    assert_ne!(token, "6222020000001237");
+    assert_eq!(
+        tokens.results[1].as_ref().unwrap_err().code,
+        Code::InvalidArgument
+    );
+    assert!(!format!("{tokens:?}").contains("622202"));
+    let back = kms
+        .detokenize(&tok, 1, "pan", &ctx, &[&token])
+        .await
+        .unwrap();
+    assert_eq!(
+        back.results[0].as_ref().unwrap().as_str(),
+        "6222020000001237"
+    );
+
+    // The mobile app's part: seal {password, timestamp, nonce} to the password key.
+    let policy = kms_core::policy::Policy::from_config(kms_core::policy::PolicyMode::Standard);
+    let public = kms.get_public_key(&login).await.unwrap();
+    let public = kms_core::crypto::PublicKey::from_spki_der(policy, &public.der).unwrap();
+    let to = policy
+        .approve(kms_core::alg::Purpose::Password, public.spec())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let seal = |password: &str, nonce: u8| {
+        let plain =
+            kms_core::crypto::password_hash::encode_sealed(password, now, &[nonce; 16]).unwrap();
+        kms_core::crypto::encrypt_to_public_key(&to, &public, plain.expose_secret()).unwrap()
+    };
+    let stored = kms
+        .hash_password(
+            &login,
+            &pepper,
+            &seal("Sesame-0pen-42", 1),
+            &["13800138000"],
+        )
+        .await
+        .unwrap();
+    assert!(stored.hash.starts_with("$kms-pepper$"));
+    assert!(!format!("{stored:?}").contains("kms-pepper"));
+    let check = kms
+        .verify_password(&login, &seal("Sesame-0pen-42", 2), &stored.hash)
+        .await
+        .unwrap();
+    assert!(check.matched && check.rehashed.is_none());
+    let wrong = kms
+        .verify_password(&login, &seal("Sesame-0pen-43", 3), &stored.hash)
+        .await
+        .unwrap();
+    assert!(!wrong.matched);
+    let replayed = kms
+        .verify_password(&login, &seal("Sesame-0pen-42", 2), &stored.hash)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (replayed.code(), replayed.attempts()),
+        (Code::AlreadyExists, 1)
+    );
+
+    // A partner's request, signed here with the shared MAC key over the canonical string.
+    let nonce = *b"client-nonce-001";
+    let parts = sr::RequestParts {
+        method: "POST",
+        path: "/v1/orders",
+        timestamp: now,
+        nonce: &nonce,
+        body: sr::RequestBody::Bytes(b"{}"),
+    };
+    let canonical = sr::canonical(RequestScheme::HmacSm3, &parts).unwrap();
+    let tag = kms.generate_mac(&mac, &canonical).await.unwrap().mac;
+    let request = SignedRequest {
+        scheme: "hmac-sm3",
+        signature: &tag,
+        timestamp: now,
+        nonce: &nonce,
+        method: "POST",
+        path: "/v1/orders",
+        body: RequestBody::Bytes(b"{}"),
+    };
+    let first = kms.verify_request(&mac, request).await.unwrap();
+    assert!(first.ok(), "{first:?}");
+    assert_eq!(first.key_version, 1);
+    let again = kms.verify_request(&mac, request).await.unwrap();
+    assert_eq!(again.verdict, RequestVerdict::Replayed);
+    let digest = RequestScheme::HmacSm3.body_digest(b"{}");
+    let tampered = kms
+        .verify_request(
+            &mac,
+            SignedRequest {
+                path: "/v1/orders/2",
+                body: RequestBody::Digest(&digest),
+                ..request
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(tampered.verdict, RequestVerdict::BadSignature);
+    let bad = kms
+        .verify_request(
+            &mac,
+            SignedRequest {
+                scheme: "ecdsa",
+                ..request
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
