@@ -154,6 +154,60 @@ fn an_unknown_profile_name_is_a_usage_error() {
     assert!(stderr.contains("hint: "), "{stderr}");
 }
 
+/// `kms request sign --private-key` is the partner's side and needs no server: its usage
+/// errors come before any connection setting is looked for, and name the rule.
+#[test]
+fn request_sign_offline_refuses_what_it_cannot_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, b"{}").unwrap();
+    let body = body.to_str().unwrap();
+    // The key file is never read: each refusal comes first.
+    let sign = |extra: &[&str]| {
+        let mut args = vec![
+            "request",
+            "sign",
+            "--private-key",
+            "no-such-partner.key",
+            "--path",
+            "/v1/transfers",
+            "--in",
+            body,
+        ];
+        args.extend_from_slice(extra);
+        kms_without_settings(&args)
+    };
+    for (extra, says) in [
+        (
+            &["--scheme", "hmac-sm3"][..],
+            "error: hmac-sm3 signs with a KMS key: give --key (the MAC key shared with the partner)",
+        ),
+        (
+            &["--scheme", "ecdsa"],
+            "error: \"ecdsa\" is not a request scheme: use sm2, hmac-sm3 or rsa-pss",
+        ),
+        (
+            &["--scheme", "sm2", "--method", "post"],
+            "error: the request is malformed: method must be upper-case ASCII letters (GET, POST)",
+        ),
+        (
+            &["--scheme", "sm2", "--nonce", "0102"],
+            "error: the request is malformed: nonce must be 8 to 64 bytes; it is 2 bytes",
+        ),
+    ] {
+        let output = sign(extra);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert_eq!(stderr.lines().next(), Some(says), "{extra:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{extra:?}");
+    }
+    // --key and --private-key are one or the other.
+    let output = sign(&["--scheme", "sm2", "--key", "partner-sig"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
 #[test]
 fn every_subcommand_help_exits_zero() {
     for args in [

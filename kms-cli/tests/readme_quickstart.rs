@@ -1,7 +1,8 @@
 //! The README's quick start, executed: the shell block between `<!-- quickstart:begin -->` and
 //! `<!-- quickstart:end -->` runs with `bash -euo pipefail` against a real dev server, with the
 //! built `kms` first on the PATH, so the README cannot rot. So does the GM transport block
-//! (`<!-- gm:begin -->`), whose last command is the outside Tongsuo client.
+//! (`<!-- gm:begin -->`), whose last command is the outside Tongsuo client, and the blocks of
+//! import and export, the password shield, tokens and signed requests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,8 @@ const PASSWORD_BEGIN: &str = "<!-- password:begin -->";
 const PASSWORD_END: &str = "<!-- password:end -->";
 const TOKENIZE_BEGIN: &str = "<!-- tokenize:begin -->";
 const TOKENIZE_END: &str = "<!-- tokenize:end -->";
+const REQUEST_BEGIN: &str = "<!-- request:begin -->";
+const REQUEST_END: &str = "<!-- request:end -->";
 
 /// The commands of the quick start block: the text inside its one fenced `sh` block.
 fn quickstart(readme: &str) -> String {
@@ -239,6 +242,65 @@ fn readme_tokenize_block_runs_against_a_real_dev_server() {
     assert_eq!(summary["values"], 2, "{summary}");
     assert_eq!(summary["key_version"], 1, "{summary}");
     assert_eq!(summary["pseudonyms"], true, "{summary}");
+    server.stop();
+}
+
+/// The README's signed-request block (issue 22 item 3): a partner's SM2 key made by OpenSSL,
+/// imported public-only; a request signed offline with the private key verifies once as the
+/// app (`ok`, exit 0), then is a replay (exit 1, the verdict on stderr).
+#[test]
+fn readme_request_block_runs_against_a_real_dev_server() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).unwrap();
+    let script = sh_block(&readme, REQUEST_BEGIN, REQUEST_END);
+    assert!(
+        script.contains("kms request sign --private-key"),
+        "{script}"
+    );
+    let mut server = DevServer::start();
+    server.write("request.sh", &script);
+    let out = server.run_script("request.sh");
+    assert!(
+        out.status.success(),
+        "the README signed-request block failed:\n{script}\n{}",
+        describe(&out)
+    );
+    // What the partner hands over: the fields the signature covers, as FORMATS.md has them.
+    let signed: serde_json::Value = serde_json::from_slice(&server.read("signed.json")).unwrap();
+    assert_eq!(signed["scheme"], "sm2", "{signed}");
+    assert_eq!(signed["method"], "POST", "{signed}");
+    assert_eq!(signed["path"], "/v1/transfers", "{signed}");
+    assert_eq!(signed["nonce"].as_str().unwrap().len(), 32, "{signed}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        signed["timestamp"].as_u64().unwrap().abs_diff(now) < 300,
+        "{signed}"
+    );
+    // The import printed the key's id; the first verification printed ok; the second exited 1
+    // and said why on stderr.
+    let described = server.kms("admin", &["--json", "key", "describe", "partner-sig"]);
+    assert!(described.status.success(), "{}", describe(&described));
+    let key: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!(key["algorithm"], "sm2", "{key}");
+    assert_eq!(key["purpose"], "sign", "{key}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [key["key_id"].as_str().unwrap(), "ok", "exit status 1"],
+        "{}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        ["error: the request is replayed"],
+        "{}",
+        describe(&out)
+    );
     server.stop();
 }
 

@@ -18,6 +18,8 @@
 //!   keys; a node on PostgreSQL then opens what the sled node made.
 //! - [`audit`]: three nodes write one audit chain that verifies offline.
 //! - [`approvals`]: dual-control approvals racing on two nodes run each request exactly once.
+//! - [`request_replay`]: a signed request verified on one node is a replay on the other, and
+//!   copies of one request sent to both nodes at once verify exactly once (issue 22 item 3).
 
 // Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +36,8 @@ mod cross_node;
 mod migrate;
 #[path = "multinode/outage.rs"]
 mod outage;
+#[path = "multinode/request_replay.rs"]
+mod request_replay;
 #[path = "multinode/rotation.rs"]
 mod rotation;
 #[path = "multinode/sigkill.rs"]

@@ -10,7 +10,8 @@
 //! RPC and every byte position and add the ones below the typed client: malformed protobuf,
 //! non-UTF-8 strings, odd certificates, stalled handshakes, vanished clients and floods, and
 //! tokens (issue 22: empty values, values outside the alphabet, domains below 10^6, 1 MiB values,
-//! tokens of the wrong format).
+//! tokens of the wrong format), and signed requests (issue 22 item 3: call errors refused, every
+//! malformed field and stale timestamp an OK answer whose verdict and reason are checked).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -2185,6 +2186,361 @@ async fn token_inputs(fx: &Fixture, tok: &str, pseudo: &str, cat: &mut Catalogue
     );
 }
 
+/// What a verdict's reason must be.
+#[derive(Clone, Copy, Debug)]
+enum Reason<'a> {
+    /// Exactly this text.
+    Is(&'a str),
+    /// Text containing each of these.
+    Says(&'a [&'a str]),
+    /// None (OK, BAD_SIGNATURE, REPLAYED carry no reason).
+    Empty,
+}
+
+/// Records a request-verification answer that must be an OK call with `want` and `reason`: a
+/// verdict is not a refusal, so the catalogue checks it as a value, with a refusal's other
+/// rules (short, no secret).
+fn verdict(
+    cat: &mut Catalogue,
+    case: &str,
+    result: Result<tonic::Response<v1::VerifyRequestResponse>, Status>,
+    want: v1::RequestVerdict,
+    reason: Reason<'_>,
+) {
+    const CLASS: &str = "request verification";
+    let out = match result {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            crate::common::assert_no_secret(&s);
+            cat.check(
+                CLASS,
+                case,
+                false,
+                format!("{:?} (!): expected an answer {want:?}: {s:?}", s.code()),
+            );
+            return;
+        }
+    };
+    let got = out.verdict();
+    let mut problems = Vec::new();
+    if got != want {
+        problems.push(format!("verdict {got:?}, expected {want:?}"));
+    }
+    let reason_ok = match reason {
+        Reason::Is(text) => out.reason == text,
+        Reason::Says(words) => words.iter().all(|w| out.reason.contains(w)),
+        Reason::Empty => out.reason.is_empty(),
+    };
+    if !reason_ok {
+        problems.push(format!("reason {:?}, expected {reason:?}", out.reason));
+    }
+    let secret = std::str::from_utf8(SECRET).unwrap();
+    if out.reason.contains(secret) || out.reason.contains(&hex::encode(SECRET)) {
+        problems.push("the reason holds the body".to_owned());
+    }
+    if out.reason.len() > crate::catalogue::MAX_MESSAGE {
+        problems.push(format!("the reason is {} bytes long", out.reason.len()));
+    }
+    // A version is named only when a signature verified.
+    let verified = matches!(got, v1::RequestVerdict::Ok | v1::RequestVerdict::Replayed);
+    if verified != (out.key_version > 0) {
+        problems.push(format!("key version {} for {got:?}", out.key_version));
+    }
+    let outcome = if out.reason.is_empty() {
+        format!("OK {got:?}")
+    } else {
+        format!("OK {got:?}: {}", out.reason)
+    };
+    if problems.is_empty() {
+        cat.check(CLASS, case, true, outcome);
+    } else {
+        cat.check(
+            CLASS,
+            case,
+            false,
+            format!("{outcome} — {}", problems.join("; ")),
+        );
+    }
+}
+
+/// Signed requests (issue 22 item 3): errors are for the call (no key, a scheme unknown or not
+/// the key's, a key of another purpose or out of reach, both body forms, a message past the
+/// limit); everything about the request itself is an OK answer with a verdict, MALFORMED with
+/// the broken rule in exact words, STALE with the window, checked in that order and before any
+/// signature, so the shape cases need none. The request is signed by the fixture's HMAC-SM3
+/// key (`GenerateMac` over the canonical string written out here from docs/FORMATS.md), and
+/// its body is [`SECRET`], which no reason may echo.
+async fn signed_requests(fx: &Fixture, cat: &mut Catalogue) {
+    use sm3::Digest as _;
+    use v1::RequestVerdict::{BadSignature, Malformed, Ok as Verified, Replayed, Stale};
+    const CLASS: &str = "request verification";
+    let mac_key = fx.keys.hmac_sm3.id.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (method, path) = ("POST", "/v1/transfers?channel=mobile");
+    let canonical = |ts: u64, nonce: &[u8]| {
+        format!(
+            "KMS-REQUEST-V1\n{method}\n{path}\n{ts}\n{}\n{}",
+            hex::encode(nonce),
+            hex::encode(sm3::Sm3::digest(SECRET))
+        )
+    };
+    let nonce = format!("bad-input-{now}").into_bytes();
+    let tag =
+        fx.w.app
+            .crypto
+            .clone()
+            .generate_mac(mac_req(&mac_key, canonical(now, &nonce).as_bytes()))
+            .await
+            .unwrap()
+            .into_inner()
+            .mac;
+    let good = v1::SignedRequest {
+        key: mac_key.clone(),
+        scheme: "hmac-sm3".to_owned(),
+        signature: tag,
+        timestamp: now,
+        nonce: nonce.clone(),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        body: SECRET.to_vec(),
+        body_digest: Vec::new(),
+    };
+    let with = |f: &dyn Fn(&mut v1::SignedRequest)| {
+        let mut r = good.clone();
+        f(&mut r);
+        r
+    };
+    let mut rv = fx.w.app.requests.clone();
+
+    // The call itself is wrong: a refusal, and the request's nonce is not used.
+    let max = Limits::default().max_message_bytes().to_string();
+    let disabled_mac = fx.keys.by_state[0].1[3].id.clone();
+    for (case, req, code, words) in [
+        (
+            "key \"\"",
+            with(&|r| r.key.clear()),
+            Code::InvalidArgument,
+            &["key is required"][..],
+        ),
+        (
+            "an unknown key",
+            with(&|r| r.key = "no-such-partner".to_owned()),
+            Code::NotFound,
+            &["no-such-partner"][..],
+        ),
+        (
+            "scheme \"ecdsa\"",
+            with(&|r| r.scheme = "ecdsa".to_owned()),
+            Code::InvalidArgument,
+            &[
+                "\"ecdsa\" is not a request scheme",
+                "use sm2, hmac-sm3 or rsa-pss",
+            ][..],
+        ),
+        (
+            "scheme \"\"",
+            with(&|r| r.scheme.clear()),
+            Code::InvalidArgument,
+            &["\"\" is not a request scheme"][..],
+        ),
+        (
+            "scheme hmac-sm3 with an HMAC-SHA256 key",
+            with(&|r| r.key.clone_from(&fx.keys.hmac_sha256.id)),
+            Code::InvalidArgument,
+            &["hmac-sm3 cannot be checked with key", "hmac-sha256 key"][..],
+        ),
+        (
+            "scheme rsa-pss with an SM2 key",
+            with(&|r| {
+                r.key.clone_from(&fx.keys.sm2_sign.id);
+                r.scheme = "rsa-pss".to_owned();
+            }),
+            Code::InvalidArgument,
+            &["rsa-pss cannot be checked with key", "sm2 key"][..],
+        ),
+        (
+            "scheme sm2 with the HMAC-SM3 key",
+            with(&|r| r.scheme = "sm2".to_owned()),
+            Code::InvalidArgument,
+            &["cannot be used for sign"][..],
+        ),
+        (
+            "a disabled MAC key",
+            with(&|r| r.key.clone_from(&disabled_mac)),
+            Code::FailedPrecondition,
+            &["disabled"][..],
+        ),
+        (
+            "body and body_digest both set",
+            with(&|r| r.body_digest = sm3::Sm3::digest(SECRET).to_vec()),
+            Code::InvalidArgument,
+            &["give the body or its digest", "not both"][..],
+        ),
+        // Past the server's message limit: refused before it is decoded, naming the limit.
+        (
+            "a 1 MiB nonce",
+            with(&|r| r.nonce = vec![0x5a; 1024 * KIB]),
+            Code::OutOfRange,
+            &[max.as_str()][..],
+        ),
+    ] {
+        cat.refused(
+            CLASS,
+            &format!("VerifyRequest: {case}"),
+            rv.verify_request(req).await,
+            code,
+            words,
+        );
+    }
+
+    // The request is malformed: an answer naming the field and its rule, before the clock
+    // and the key are consulted.
+    let nonce_of = |n: usize| format!("nonce must be 8 to 64 bytes; it is {n} bytes");
+    let digest_of =
+        |n: usize| format!("body digest must be the 32-byte SM3 of the body; it is {n} bytes");
+    let visible = |at: usize| {
+        format!("path must be visible ASCII (percent-encode the rest); byte {at} is not")
+    };
+    for (case, req, reason) in [
+        ("nonce \"\"", with(&|r| r.nonce.clear()), nonce_of(0)),
+        (
+            "nonce of 7 bytes",
+            with(&|r| r.nonce = vec![7; 7]),
+            nonce_of(7),
+        ),
+        (
+            "nonce of 65 bytes",
+            with(&|r| r.nonce = vec![7; 65]),
+            nonce_of(65),
+        ),
+        (
+            "nonce of 4 KiB",
+            with(&|r| r.nonce = vec![7; 4 * KIB]),
+            nonce_of(4 * KIB),
+        ),
+        (
+            "a 7-byte nonce and timestamp 0 (malformed comes first)",
+            with(&|r| {
+                r.nonce = vec![7; 7];
+                r.timestamp = 0;
+            }),
+            nonce_of(7),
+        ),
+        (
+            "method \"\"",
+            with(&|r| r.method.clear()),
+            "method must be 1 to 16 letters; it is 0 bytes".to_owned(),
+        ),
+        (
+            "method \"post\"",
+            with(&|r| r.method = "post".to_owned()),
+            "method must be upper-case ASCII letters (GET, POST)".to_owned(),
+        ),
+        (
+            "path \"\"",
+            with(&|r| r.path.clear()),
+            "path must start with '/'".to_owned(),
+        ),
+        (
+            "path without a leading '/'",
+            with(&|r| r.path = "v1/transfers".to_owned()),
+            "path must start with '/'".to_owned(),
+        ),
+        (
+            "path with a space",
+            with(&|r| r.path = "/v1/a b".to_owned()),
+            visible(5),
+        ),
+        (
+            "path with a line feed (a shifted field)",
+            with(&|r| r.path = "/v1/a\nPOST".to_owned()),
+            visible(5),
+        ),
+        (
+            "path with non-ASCII",
+            with(&|r| r.path = "/v1/caf\u{e9}".to_owned()),
+            visible(7),
+        ),
+        (
+            "body digest of 31 bytes",
+            with(&|r| {
+                r.body.clear();
+                r.body_digest = vec![1; 31];
+            }),
+            digest_of(31),
+        ),
+        (
+            "body digest of 33 bytes",
+            with(&|r| {
+                r.body.clear();
+                r.body_digest = vec![1; 33];
+            }),
+            digest_of(33),
+        ),
+        (
+            "signature \"\"",
+            with(&|r| r.signature.clear()),
+            "signature must be 1 to 1024 bytes; it is 0 bytes".to_owned(),
+        ),
+        (
+            "signature of 2 KiB",
+            with(&|r| r.signature = vec![0x30; 2 * KIB]),
+            "signature must be 1 to 1024 bytes; it is 2048 bytes".to_owned(),
+        ),
+    ] {
+        verdict(
+            cat,
+            &format!("VerifyRequest: {case}"),
+            rv.verify_request(req).await,
+            Malformed,
+            Reason::Is(&reason),
+        );
+    }
+
+    // Outside the window (±300 s by default), either way: stale, before the signature (these
+    // timestamps are not the signed one).
+    for (case, ts) in [
+        ("timestamp 0", 0),
+        ("timestamp u64::MAX", u64::MAX),
+        ("timestamp now + 3600 s", now + 3600),
+    ] {
+        verdict(
+            cat,
+            &format!("VerifyRequest: {case}"),
+            rv.verify_request(with(&|r| r.timestamp = ts)).await,
+            Stale,
+            Reason::Says(&["outside the window of ±300 s"]),
+        );
+    }
+
+    // A forgery uses up no nonce: the genuine request then verifies once, and is a replay after.
+    verdict(
+        cat,
+        "VerifyRequest: another body under the same tag",
+        rv.verify_request(with(&|r| r.body = b"another body".to_vec()))
+            .await,
+        BadSignature,
+        Reason::Empty,
+    );
+    verdict(
+        cat,
+        "VerifyRequest: the genuine request",
+        rv.verify_request(good.clone()).await,
+        Verified,
+        Reason::Empty,
+    );
+    verdict(
+        cat,
+        "VerifyRequest: the genuine request again (replay)",
+        rv.verify_request(good.clone()).await,
+        Replayed,
+        Reason::Empty,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_class_of_bad_input_is_refused_and_nothing_stored_changes() {
     let started = Instant::now();
@@ -2228,6 +2584,8 @@ async fn every_class_of_bad_input_is_refused_and_nothing_stored_changes() {
     fx.still_serves("abrupt disconnects").await;
     token_inputs(&fx, &tok, &pseudo, &mut cat).await;
     fx.still_serves("tokens").await;
+    signed_requests(&fx, &mut cat).await;
+    fx.still_serves("signed requests").await;
 
     let after = fx.snapshot().await;
     let cases = cat.len();

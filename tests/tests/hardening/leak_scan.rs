@@ -3,7 +3,8 @@
 //! The real `kms-server serve` runs as a child process with `KMS_LOG=trace` (its most verbose:
 //! every crate's trace events, `log` records included). A scripted session uses known secrets —
 //! plaintexts, contexts, MAC data, messages to sign, asymmetric plaintexts, random bytes, data
-//! keys the server returns — including in requests the server refuses. Afterwards, the
+//! keys the server returns, passwords, signed requests' bodies, nonces and path queries —
+//! including in requests the server refuses. Afterwards, the
 //! hierarchy is opened from outside with the unseal shares (as an operator could) to learn every
 //! key's material, the root key, the KEKs and the derived keys. Then every log line, every error
 //! the client received, the audit export, the inventory export, every file of the store and a
@@ -496,6 +497,78 @@ async fn session(
             ))
             .await,
     );
+    // Request verification (issue 22 item 3): the partner's body, its nonce and the query of
+    // its path must appear nowhere (the trail names the key and the verdict; the store keeps
+    // SM3 of the nonce; Debug prints lengths). Every verdict's path is taken, and a refusal.
+    let mut requests = app.requests.clone();
+    let body = s.text("signed request body").into_bytes();
+    let query = s.text("signed-request-query");
+    let path = format!("/v1/transfers?account={query}");
+    let signed_request = |nonce: &[u8], body: &[u8], tag: Vec<u8>, ts: u64| v1::SignedRequest {
+        key: hmac_sm3.clone(),
+        scheme: "hmac-sm3".to_owned(),
+        signature: tag,
+        timestamp: ts,
+        nonce: nonce.to_vec(),
+        method: "POST".to_owned(),
+        path: path.clone(),
+        body: body.to_vec(),
+        body_digest: Vec::new(),
+    };
+    let mut verdicts = Vec::new();
+    for round in 0..2 {
+        let nonce = s.binary(&format!("signed request nonce {round}"), 16);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let canonical = format!(
+            "KMS-REQUEST-V1\nPOST\n{path}\n{now}\n{}\n{}",
+            hex::encode(&nonce),
+            hex::encode(sm3::Sm3::digest(&body))
+        );
+        let tag = c
+            .generate_mac(mac_req(&hmac_sm3, canonical.as_bytes()))
+            .await
+            .unwrap()
+            .into_inner()
+            .mac;
+        let good = signed_request(&nonce, &body, tag.clone(), now);
+        let mut by_digest = good.clone();
+        by_digest.body_digest = sm3::Sm3::digest(&body).to_vec();
+        by_digest.body.clear();
+        let mut malformed = good.clone();
+        malformed.path = format!("/v1/transfers?account={query} x");
+        for req in [
+            signed_request(&nonce, b"another body", tag.clone(), now),
+            signed_request(&nonce, &body, tag.clone(), now - 3600),
+            malformed,
+            if round == 0 { good.clone() } else { by_digest },
+            good.clone(),
+        ] {
+            let out = requests.verify_request(req).await.unwrap().into_inner();
+            verdicts.push((out.verdict(), out.reason));
+        }
+        let mut both = good;
+        both.body_digest = sm3::Sm3::digest(&body).to_vec();
+        refusals.expect_err(
+            "a signed request with its body and its digest",
+            requests.verify_request(both).await,
+        );
+    }
+    use v1::RequestVerdict::{BadSignature, Malformed, Ok as Verified, Replayed, Stale};
+    assert_eq!(
+        verdicts.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [BadSignature, Stale, Malformed, Verified, Replayed].repeat(2),
+        "{verdicts:?}"
+    );
+    // The reasons go back to the gateway: none repeats what it was given.
+    for (_, reason) in &verdicts {
+        assert!(
+            !reason.contains(&query) && !reason.contains("LEAK-"),
+            "{reason}"
+        );
+    }
     let random = c
         .generate_random(v1::GenerateRandomRequest { length: 32 })
         .await
