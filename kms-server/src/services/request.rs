@@ -48,6 +48,8 @@ impl RequestVerification for Shared {
                 &call.request_id,
             ));
         }
+        // Bodies as large as any payload (64 KiB by default); larger ones go as their digest.
+        call.check(self.limits.check_payload("body", m.body.len()))?;
         call.note_key(&m.key, None);
         let out = self
             .run(&call, move |kms, p| {

@@ -396,6 +396,13 @@ async fn the_call_itself_can_be_wrong() {
         "not both",
     );
     let mut r = good.clone();
+    r.body = vec![b'x'; 64 * 1024 + 1];
+    expect_err(
+        requests.verify_request(r).await,
+        Code::InvalidArgument,
+        "body is 65537 bytes; the limit is 65536 bytes",
+    );
+    let mut r = good.clone();
     r.key = "no-such-key".to_owned();
     expect_err(
         requests.verify_request(r).await,
