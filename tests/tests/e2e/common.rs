@@ -289,3 +289,99 @@ pub(crate) fn key_req(key: &str) -> v1::KeyRequest {
         key: key.to_owned(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keys known outside the KMS, and the audit trail
+// ---------------------------------------------------------------------------------------------
+
+/// A symmetric key of the app namespace whose bytes the test knows (a pepper, a MAC key shared
+/// with a partner): created with origin external, its material wrapped by OpenSSL (SM2) to the
+/// KMS's import key and imported. Returns the key id.
+pub(crate) async fn import_known_key(
+    w: &kms_tests::world::World,
+    dir: &Scratch,
+    purpose: v1::Purpose,
+    algorithm: &str,
+    alias: &str,
+    material_hex: &str,
+) -> String {
+    let mut keys = w.admin.keys.clone();
+    let id = keys
+        .create_key(v1::CreateKeyRequest {
+            namespace: kms_tests::pki::subjects::APP_NS.to_owned(),
+            purpose: purpose.into(),
+            algorithm: algorithm.to_owned(),
+            origin: "external".to_owned(),
+            alias: alias.to_owned(),
+            ..v1::CreateKeyRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+        .key_id;
+    let p = keys
+        .get_import_parameters(v1::GetImportParametersRequest {
+            key: id.clone(),
+            wrapping_spec: "sm2".to_owned(),
+            wrapping_key_spec: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wrap = dir.write("wrap.pem", p.wrapping_public_key_pem);
+    let material = dir.write("known.key", hex::decode(material_hex).unwrap());
+    let wrapped = dir.path("known.wrapped");
+    openssl_ok(&[
+        "pkeyutl",
+        "-encrypt",
+        "-pubin",
+        "-inkey",
+        &wrap,
+        "-in",
+        &material,
+        "-out",
+        wrapped.to_str().unwrap(),
+    ]);
+    keys.import_key_material(v1::ImportKeyMaterialRequest {
+        key: id.clone(),
+        import_token: p.import_token,
+        wrapped_material: std::fs::read(&wrapped).unwrap(),
+        expires_at: None,
+    })
+    .await
+    .unwrap();
+    id
+}
+
+/// The whole audit trail as the auditor exports it (JSON Lines), and its records of the
+/// operations whose names start with `prefix` (`"PasswordShield/"`).
+pub(crate) async fn audit_records(
+    w: &kms_tests::world::World,
+    prefix: &str,
+) -> (String, Vec<serde_json::Value>) {
+    let mut stream = w
+        .auditor
+        .audit
+        .clone()
+        .export_audit(v1::ExportAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        text.push_str(&chunk.lines);
+    }
+    let records = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| {
+            r["type"] == "record"
+                && r["operation"]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with(prefix))
+        })
+        .collect();
+    (text, records)
+}

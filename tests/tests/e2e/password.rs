@@ -18,7 +18,7 @@ use kms_tests::pki::subjects::APP_NS;
 use kms_tests::world::World;
 use tonic::Code;
 
-use crate::common::{Scratch, expect_err, openssl_ok};
+use crate::common::{Scratch, audit_records, expect_err, import_known_key, openssl_ok};
 
 const PEPPER_HEX: &str = "5f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -102,53 +102,7 @@ impl Login {
 
 /// A pepper key whose material is [`PEPPER_HEX`], imported wrapped by OpenSSL (SM2).
 async fn known_pepper(w: &World, dir: &Scratch) -> String {
-    let mut keys = w.admin.keys.clone();
-    let id = keys
-        .create_key(v1::CreateKeyRequest {
-            namespace: APP_NS.to_owned(),
-            purpose: Purpose::Pepper.into(),
-            algorithm: "hmac-sm3".to_owned(),
-            origin: "external".to_owned(),
-            ..v1::CreateKeyRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap()
-        .key_id;
-    let p = keys
-        .get_import_parameters(v1::GetImportParametersRequest {
-            key: id.clone(),
-            wrapping_spec: "sm2".to_owned(),
-            wrapping_key_spec: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let wrap = dir.write("wrap.pem", p.wrapping_public_key_pem);
-    let material = dir.write("pepper.key", hex::decode(PEPPER_HEX).unwrap());
-    let wrapped = dir.path("pepper.wrapped");
-    openssl_ok(&[
-        "pkeyutl",
-        "-encrypt",
-        "-pubin",
-        "-inkey",
-        &wrap,
-        "-in",
-        &material,
-        "-out",
-        wrapped.to_str().unwrap(),
-    ]);
-    keys.import_key_material(v1::ImportKeyMaterialRequest {
-        key: id.clone(),
-        import_token: p.import_token,
-        wrapped_material: std::fs::read(&wrapped).unwrap(),
-        expires_at: None,
-    })
-    .await
-    .unwrap();
-    id
+    import_known_key(w, dir, Purpose::Pepper, "hmac-sm3", "", PEPPER_HEX).await
 }
 
 fn hash_req(login: &Login, pepper: &str, sealed: Vec<u8>, ids: &[&str]) -> v1::HashPasswordRequest {
@@ -167,33 +121,6 @@ fn verify_req(login: &Login, sealed: Vec<u8>, stored: &str) -> v1::VerifyPasswor
         stored_hash: stored.to_owned(),
         identifiers: Vec::new(),
     }
-}
-
-/// The audit trail's records of the password shield, exported by the auditor.
-async fn shield_records(w: &World) -> (String, Vec<serde_json::Value>) {
-    let mut stream = w
-        .auditor
-        .audit
-        .clone()
-        .export_audit(v1::ExportAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        text.push_str(&chunk.lines);
-    }
-    let records = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| {
-            r["type"] == "record"
-                && r["operation"]
-                    .as_str()
-                    .is_some_and(|o| o.starts_with("PasswordShield/"))
-        })
-        .collect();
-    (text, records)
 }
 
 /// Standard policy: SM2 and RSA-3072 password keys sealed by OpenSSL; argon2id hashes the
@@ -255,7 +182,7 @@ async fn openssl_sealed_passwords_hash_to_argon2id_the_reference_implementation_
             .into_inner();
         assert!(!no.matched && no.rehashed.is_empty());
     }
-    let (trail, records) = shield_records(&w).await;
+    let (trail, records) = audit_records(&w, "PasswordShield/").await;
     assert_eq!(records.len(), 6, "{records:#?}");
     for r in &records {
         assert_eq!(r["outcome"], "OK", "{r}");
@@ -405,7 +332,7 @@ async fn refusals_are_flagged_in_the_audit_and_a_rotated_pepper_re_peppers() {
         "{v:?}"
     );
 
-    let (trail, records) = shield_records(&w).await;
+    let (trail, records) = audit_records(&w, "PasswordShield/").await;
     let seen: Vec<(String, String)> = records
         .iter()
         .map(|r| {

@@ -13,7 +13,7 @@ use kms_tests::pki::subjects::APP_NS;
 use kms_tests::world::World;
 use tonic::Code;
 
-use crate::common::{Scratch, expect_err, openssl_ok};
+use crate::common::{Scratch, audit_records, expect_err, import_known_key, openssl_ok};
 
 /// A 32-byte HMAC-SM3 key the partner and the KMS share.
 const MAC_KEY_HEX: &str = "8f3a5c7e9b1d2f4061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8";
@@ -135,52 +135,7 @@ impl Partner {
             .unwrap();
             return;
         }
-        let id = keys
-            .create_key(v1::CreateKeyRequest {
-                namespace: APP_NS.to_owned(),
-                purpose: Purpose::Mac.into(),
-                algorithm: "hmac-sm3".to_owned(),
-                origin: "external".to_owned(),
-                alias: self.alias(),
-                ..v1::CreateKeyRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .key
-            .unwrap()
-            .key_id;
-        let p = keys
-            .get_import_parameters(v1::GetImportParametersRequest {
-                key: id.clone(),
-                wrapping_spec: "sm2".to_owned(),
-                wrapping_key_spec: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let wrap = dir.write("wrap.pem", p.wrapping_public_key_pem);
-        let material = dir.write("mac.key", hex::decode(MAC_KEY_HEX).unwrap());
-        let wrapped = dir.path("mac.wrapped");
-        openssl_ok(&[
-            "pkeyutl",
-            "-encrypt",
-            "-pubin",
-            "-inkey",
-            &wrap,
-            "-in",
-            &material,
-            "-out",
-            wrapped.to_str().unwrap(),
-        ]);
-        keys.import_key_material(v1::ImportKeyMaterialRequest {
-            key: id,
-            import_token: p.import_token,
-            wrapped_material: std::fs::read(&wrapped).unwrap(),
-            expires_at: None,
-        })
-        .await
-        .unwrap();
+        import_known_key(w, dir, Purpose::Mac, "hmac-sm3", &self.alias(), MAC_KEY_HEX).await;
     }
 }
 
@@ -216,28 +171,6 @@ async fn verify(w: &World, req: v1::SignedRequest) -> v1::VerifyRequestResponse 
         .await
         .unwrap()
         .into_inner()
-}
-
-/// The records of VerifyRequest calls, exported by the auditor, and the whole export.
-async fn request_records(w: &World) -> (String, Vec<serde_json::Value>) {
-    let mut stream = w
-        .auditor
-        .audit
-        .clone()
-        .export_audit(v1::ExportAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        text.push_str(&chunk.lines);
-    }
-    let records = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["type"] == "record" && r["operation"] == "RequestVerification/VerifyRequest")
-        .collect();
-    (text, records)
 }
 
 fn flags(r: &serde_json::Value) -> Vec<String> {
@@ -332,7 +265,7 @@ async fn openssl_signed_requests_verify_once_and_every_verdict_is_audited() {
 
     // The trail: one record per call, the verdict as a flag, the key named; never the body,
     // the nonce or a signature.
-    let (text, records) = request_records(&w).await;
+    let (text, records) = audit_records(&w, "RequestVerification/VerifyRequest").await;
     let count = |flag: &str| {
         records
             .iter()
