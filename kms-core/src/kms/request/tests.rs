@@ -24,9 +24,13 @@ struct F {
 }
 
 fn fixture() -> F {
+    fixture_with(PolicyMode::Standard)
+}
+
+fn fixture_with(mode: PolicyMode) -> F {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(NOW));
-    let config = KmsConfig::new(Policy::from_config(PolicyMode::Standard));
+    let config = KmsConfig::new(Policy::from_config(mode));
     let kms = TestKms::with_clock(store, config, clock.clone());
     let out = kms.init(3, 2, "admin").unwrap();
     for s in out.shares.iter().take(2) {
@@ -372,4 +376,47 @@ fn a_signature_by_an_older_version_verifies_after_rotation() {
         .verify_request(&f.app, &key, RequestScheme::HmacSm3, &p, &sig)
         .unwrap();
     assert_eq!((out.verdict, out.key_version), (RequestVerdict::Ok, 1));
+}
+
+/// Under the GM-only policy HMAC-SM3 and SM2 requests verify; RSA-PSS has no key to use (the
+/// policy refuses RSA keys), and naming it for an SM2 key is the caller's error.
+#[test]
+fn gm_only_verifies_the_gm_schemes() {
+    let f = fixture_with(PolicyMode::GmOnly);
+    let rsa = f.kms.create_key(
+        &f.admin,
+        CreateKeyRequest {
+            namespace: Namespace::new("a").unwrap(),
+            purpose: Purpose::Sign,
+            spec: KeySpec::Rsa2048,
+            alias: None,
+            rotation_period: None,
+            description: String::new(),
+        },
+    );
+    assert!(matches!(rsa, Err(Error::Policy(_))), "{rsa:?}");
+    for (scheme, purpose, spec, alias) in [
+        (RequestScheme::Sm2, Purpose::Sign, KeySpec::Sm2, "gm-sm2"),
+        (
+            RequestScheme::HmacSm3,
+            Purpose::Mac,
+            KeySpec::HmacSm3,
+            "gm-mac",
+        ),
+    ] {
+        let key = create(&f, purpose, spec, alias);
+        let p = parts(NOW, b"gm-only-nonce-01", b"body");
+        let sig = sign(&f, &key, scheme, &p);
+        assert_eq!(verdict(&f, &key, scheme, &p, &sig), RequestVerdict::Ok);
+        if scheme == RequestScheme::Sm2 {
+            assert!(matches!(
+                f.kms
+                    .verify_request(&f.app, &key, RequestScheme::RsaPss, &p, &sig),
+                Err(Error::InvalidArgument(InvalidInput {
+                    field: "scheme",
+                    ..
+                }))
+            ));
+        }
+    }
 }
