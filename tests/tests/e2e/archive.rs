@@ -13,7 +13,8 @@ use kms_core::store::{SledStore, Store, Tree};
 use kms_proto::v1;
 use kms_server::config::Config;
 use kms_tests::world::World;
-use tonic::Code;
+
+use crate::common::audit_export;
 
 const HOT: u64 = 50;
 const SEGMENT: u64 = 20;
@@ -48,36 +49,6 @@ async fn audit_public_key(w: &World) -> kms_core::crypto::PublicKey {
         .into_inner()
         .public_key_der;
     kms_core::crypto::PublicKey::from_spki_der(kms_core::policy::Policy::default(), &der).unwrap()
-}
-
-/// The live export over gRPC. An export overtaken by the archiver (its records were archived
-/// while it read them) says so and is simply asked for again.
-pub(crate) async fn export(w: &World) -> String {
-    for _ in 0..5 {
-        let mut stream = w
-            .auditor
-            .audit
-            .clone()
-            .export_audit(v1::ExportAuditRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        let mut text = String::new();
-        let overtaken = loop {
-            match stream.message().await {
-                Ok(Some(chunk)) => text.push_str(&chunk.lines),
-                Ok(None) => break false,
-                Err(s) if s.code() == Code::Unavailable && s.message().contains("export again") => {
-                    break true;
-                }
-                Err(s) => panic!("export failed: {s:?}"),
-            }
-        };
-        if !overtaken {
-            return text;
-        }
-    }
-    panic!("five exports in a row were overtaken by the archiver");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -132,7 +103,7 @@ async fn segments_and_the_live_export_chain_into_one_trail_from_the_genesis() {
     }
 
     let public = audit_public_key(&w).await;
-    let live = export(&w).await;
+    let live = audit_export(&w).await;
 
     // Stop the server (and its archiver) before looking at the files and the store.
     let World { server, dir, .. } = w;
@@ -321,7 +292,7 @@ async fn an_abandoned_export_is_recorded_as_incomplete() {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let (begun, ended) = loop {
-        let all = records(&export(&w).await);
+        let all = records(&audit_export(&w).await);
         let ended = all
             .iter()
             .find(|r| r.flags == ["export-incomplete"])

@@ -77,7 +77,7 @@ fn check_outcomes(got: &[Outcome], want: &[(Code, &str)]) -> String {
 
 /// The records of the live trail (checkpoints left out), as JSON.
 async fn records(w: &World) -> Vec<Value> {
-    crate::archive::export(w)
+    crate::common::audit_export(w)
         .await
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -104,7 +104,7 @@ async fn trail_verifies(w: &World) {
     let public =
         kms_core::crypto::PublicKey::from_spki_der(kms_core::policy::Policy::default(), &der)
             .unwrap();
-    let trail = crate::archive::export(w).await;
+    let trail = crate::common::audit_export(w).await;
     kms_core::audit::verify(&trail, &public).unwrap();
 }
 

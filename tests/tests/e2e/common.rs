@@ -355,24 +355,43 @@ pub(crate) async fn import_known_key(
     id
 }
 
-/// The whole audit trail as the auditor exports it (JSON Lines), and its records of the
-/// operations whose names start with `prefix` (`"PasswordShield/"`).
+/// The live export over gRPC. An export overtaken by the archiver (its records were archived
+/// while it read them) says so and is simply asked for again.
+pub(crate) async fn audit_export(w: &kms_tests::world::World) -> String {
+    for _ in 0..5 {
+        let mut stream = w
+            .auditor
+            .audit
+            .clone()
+            .export_audit(v1::ExportAuditRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut text = String::new();
+        let overtaken = loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => text.push_str(&chunk.lines),
+                Ok(None) => break false,
+                Err(s) if s.code() == Code::Unavailable && s.message().contains("export again") => {
+                    break true;
+                }
+                Err(s) => panic!("export failed: {s:?}"),
+            }
+        };
+        if !overtaken {
+            return text;
+        }
+    }
+    panic!("five exports in a row were overtaken by the archiver");
+}
+
+/// The whole audit trail as the auditor exports it (JSON Lines, [`audit_export`]),
+/// and its records of the operations whose names start with `prefix` (`"PasswordShield/"`).
 pub(crate) async fn audit_records(
     w: &kms_tests::world::World,
     prefix: &str,
 ) -> (String, Vec<serde_json::Value>) {
-    let mut stream = w
-        .auditor
-        .audit
-        .clone()
-        .export_audit(v1::ExportAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        text.push_str(&chunk.lines);
-    }
+    let text = audit_export(w).await;
     let records = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -280,7 +280,7 @@ async fn every_data_plane_rpc_over_tlcp_and_the_audit_names_the_suite() {
 
 /// Every record of a call made over the API names one of `transports`.
 async fn assert_every_record_names(w: &World, transports: &[&str]) {
-    let trail = crate::archive::export(w).await;
+    let trail = crate::common::audit_export(w).await;
     let records: Vec<Value> = trail
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

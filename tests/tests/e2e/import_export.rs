@@ -492,7 +492,7 @@ async fn exports_unwrapped_by_openssl_equal_what_went_in() {
     );
 
     // The trail: each import and export names its spec and public key, never the material.
-    let trail = crate::archive::export(&w).await;
+    let trail = crate::common::audit_export(&w).await;
     let records: Vec<Value> = trail
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -620,7 +620,7 @@ async fn the_scheduler_deletes_expired_material_and_records_it() {
         Code::FailedPrecondition,
         "PENDING_IMPORT",
     );
-    let trail = crate::archive::export(&w).await;
+    let trail = crate::common::audit_export(&w).await;
     let sweeps: Vec<Value> = trail
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -68,7 +68,7 @@ fn oks(results: &[v1::TokenResult]) -> Vec<String> {
 }
 
 async fn records(w: &World) -> Vec<Value> {
-    crate::archive::export(w)
+    crate::common::audit_export(w)
         .await
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -182,7 +182,7 @@ async fn tokens_round_trip_with_per_value_results_and_one_record_per_call() {
             "the context is correlated by its HMAC, never recorded: {r}"
         );
     }
-    let trail = crate::archive::export(&w).await;
+    let trail = crate::common::audit_export(&w).await;
     for secret in PANS.iter().map(|p| (*p).to_owned()).chain(made) {
         assert!(!trail.contains(&secret), "a value or token in the trail");
     }

@@ -101,7 +101,7 @@ async fn grpcurl_list(w: &World, dir: &Path, who: &Identity) -> (bool, String, S
 
 /// How many records the trail holds.
 async fn records(w: &World) -> usize {
-    crate::archive::export(w)
+    crate::common::audit_export(w)
         .await
         .lines()
         .filter(|l| l.contains("\"type\":\"record\""))
@@ -211,7 +211,7 @@ async fn a_valid_traceparent_is_in_the_audit_record_and_the_trail_still_verifies
         .insert("traceparent", TRACE.parse().unwrap());
     w.admin.keys.clone().create_key(req).await.unwrap();
 
-    let trail = crate::archive::export(&w).await;
+    let trail = crate::common::audit_export(&w).await;
     let lines: Vec<Value> = trail
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
