@@ -257,3 +257,74 @@ fn bench_batches_report_items_and_cpu_per_item() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", common::describe(&out));
 }
+
+/// `--op verify-request`: each request signed here with HMAC-SM3 under the partner's copy of
+/// an imported MAC key and a new nonce, so every one verifies once (any other verdict is an
+/// error). Without the key's bytes it is a usage error; with other bytes the first request's
+/// verdict stops the run.
+#[test]
+fn bench_verify_request_signs_each_request_with_a_new_nonce() {
+    let server = DevServer::start();
+    create_key(
+        &server,
+        &[
+            "--purpose",
+            "mac",
+            "--algorithm",
+            "hmac-sm3",
+            "--alias",
+            "b-partner",
+            "--origin",
+            "external",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let partner = dir.path().join("partner.key");
+    std::fs::write(&partner, [0x5a; 32]).unwrap();
+    let partner = partner.to_str().unwrap();
+    common::ok(&server.kms(
+        "admin",
+        &[
+            "key",
+            "import",
+            "b-partner",
+            "--material",
+            partner,
+            "--wrap-locally",
+        ],
+    ));
+    let v = bench(
+        &server,
+        "verify-request",
+        "b-partner",
+        &["--partner-key", partner, "--size", "256"],
+    );
+    assert_eq!(v["size"], 256, "{v}");
+
+    let out = server.kms(
+        "app",
+        &["bench", "--op", "verify-request", "--key", "b-partner"],
+    );
+    let stderr = fails(&out, 2, "--op verify-request needs --partner-key");
+    assert!(stderr.contains("hint:"), "{stderr}");
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, [0xa5; 32]).unwrap();
+    fails(
+        &server.kms(
+            "app",
+            &[
+                "bench",
+                "--op",
+                "verify-request",
+                "--key",
+                "b-partner",
+                "--partner-key",
+                wrong.to_str().unwrap(),
+                "--duration",
+                "1",
+            ],
+        ),
+        1,
+        "BadSignature",
+    );
+}
