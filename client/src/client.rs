@@ -315,8 +315,9 @@ impl Client {
         self
     }
 
-    /// The same client with another deadline per call (`None`: none). Retries stop when the
-    /// next wait would pass the deadline of the first attempt.
+    /// The same client with another deadline per call (`None`: none), counted from the first
+    /// attempt. Retries stop when the attempt after the next wait would have less time left
+    /// than that wait.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
@@ -361,7 +362,13 @@ impl Client {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(s) if s.code() == Code::Unavailable && attempt < attempts => {
                     let wait = self.retry.backoff(attempt - 1);
-                    if self.timeout.is_some_and(|t| started.elapsed() + wait >= t) {
+                    // The next attempt must keep at least as long as the wait before it:
+                    // one sent with a few milliseconds left would only time out (CANCELLED),
+                    // hiding the server's answer.
+                    if self
+                        .timeout
+                        .is_some_and(|t| started.elapsed() + wait.saturating_mul(2) >= t)
+                    {
                         return Err(KmsError::from_status(&s, attempt));
                     }
                     tokio::time::sleep(wait).await;
