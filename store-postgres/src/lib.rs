@@ -50,7 +50,11 @@
 //! waits) and fails with [`StoreError::Unavailable`] rather than hanging. A connection that broke
 //! (database restart, `pg_terminate_backend`, network cut) is dropped from the pool rather than
 //! reused, and a call that failed on such a connection before anything could have committed is
-//! retried on a fresh one, so a node recovers by itself when the database returns. Messages carry
+//! retried on a fresh one, so a node recovers by itself when the database returns. A batch whose
+//! connection broke during COMMIT (outcome unknown) is judged from what the database holds once
+//! reconnected ([`landed`]): every write there means it committed; a precondition on a key it
+//! writes that still holds means it did not, and it is retried; anything else is the error.
+//! Messages carry
 //! SQLSTATE codes and OS reasons only: PostgreSQL's own error texts may quote stored keys (a
 //! constraint violation's DETAIL does), and the password never appears anywhere.
 
@@ -351,6 +355,47 @@ impl Failure {
     }
 }
 
+/// Whether a batch whose COMMIT went unanswered committed, judged from the stored values of the
+/// keys it writes and checks (`current`, by tree name and key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Landed {
+    /// Every write is there (a transaction commits whole).
+    Yes,
+    /// A precondition on a key the batch changes still holds: had the batch committed, that key
+    /// would hold the batch's value. (A writer that put the old value back in between would
+    /// fool this; the store's conditional writers never do: the audit tail is a hash chain,
+    /// key records carry versions.)
+    No,
+    /// Neither: another writer may have changed the keys since.
+    Unknown,
+}
+
+fn landed(batch: &Batch, current: &HashMap<(String, Vec<u8>), Vec<u8>>) -> Landed {
+    let mut effects: HashMap<(String, Vec<u8>), Option<&[u8]>> = HashMap::new();
+    for op in batch.ops() {
+        let effect = match op {
+            BatchOp::Put { value, .. } => Some(value.as_slice()),
+            BatchOp::Delete { .. } => None,
+        };
+        effects.insert((op.tree().name().to_owned(), op.key().to_vec()), effect);
+    }
+    let now = |k: &(String, Vec<u8>)| current.get(k).map(Vec::as_slice);
+    if effects.iter().all(|(k, effect)| now(k) == *effect) {
+        return Landed::Yes;
+    }
+    let disproved = batch.preconditions().iter().any(|p| {
+        let k = (p.tree.name().to_owned(), p.key.clone());
+        effects
+            .get(&k)
+            .is_some_and(|effect| *effect != p.expected.as_deref() && p.holds(now(&k)))
+    });
+    if disproved {
+        Landed::No
+    } else {
+        Landed::Unknown
+    }
+}
+
 /// Maps a driver error to a [`StoreError`] built from safe parts (SQLSTATE, OS reason), and says
 /// whether the connection is broken.
 fn classify(e: &tokio_postgres::Error) -> (StoreError, bool) {
@@ -461,6 +506,20 @@ impl Inner {
                         drop(Object::take(conn));
                         self.drop_idle();
                     }
+                    if failure.broken
+                        && !failure.repeatable
+                        && let Call::Apply(batch) = call
+                    {
+                        // COMMIT went unanswered: did the batch land?
+                        match self.landed_after(batch, deadline).await {
+                            Some(Landed::Yes) => return Ok(Reply::Done),
+                            Some(Landed::No) => {
+                                last = Some(failure.error);
+                                continue;
+                            }
+                            Some(Landed::Unknown) | None => return Err(failure.error),
+                        }
+                    }
                     if !(failure.broken && failure.repeatable) {
                         return Err(failure.error);
                     }
@@ -476,6 +535,36 @@ impl Inner {
             }
         }
         Err(last.unwrap_or_else(timed_out))
+    }
+
+    /// What a batch whose COMMIT went unanswered did, read on a fresh connection: `None` when
+    /// that read fails too.
+    async fn landed_after(&self, batch: &Batch, deadline: Instant) -> Option<Landed> {
+        let conn = timeout_at(deadline, self.pool.get()).await.ok()?.ok()?;
+        let (trees, keys): (Vec<&str>, Vec<&[u8]>) = batch
+            .ops()
+            .iter()
+            .map(|op| (op.tree().name(), op.key()))
+            .chain(
+                batch
+                    .preconditions()
+                    .iter()
+                    .map(|p| (p.tree.name(), p.key.as_slice())),
+            )
+            .unzip();
+        let read = async {
+            let stmt = conn.prepare_cached(&self.sql.read_many).await?;
+            conn.query(&stmt, &[&trees, &keys]).await
+        };
+        let rows = timeout_at(deadline, read).await.ok()?.ok()?;
+        let mut current = HashMap::new();
+        for row in &rows {
+            let tree: String = row.try_get(0).ok()?;
+            let key: Vec<u8> = row.try_get(1).ok()?;
+            let value: Vec<u8> = row.try_get(2).ok()?;
+            current.insert((tree, key), value);
+        }
+        Some(landed(batch, &current))
     }
 
     /// One broken connection usually means the idle ones are broken too (the database

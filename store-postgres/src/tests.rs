@@ -441,3 +441,42 @@ fn usable_and_droppable_inside_an_async_runtime() {
         // Dropped here, inside the runtime: must not panic.
     });
 }
+
+/// A batch whose COMMIT went unanswered is judged from what the database holds: its writes all
+/// there (committed), its guarded key still at the expected value (not committed: retry), or
+/// neither (unknown: the error stands). Shaped like the audit trail's append: records under new
+/// keys, the tail guarded and moved.
+#[test]
+fn an_unanswered_commit_is_judged_from_the_rows() {
+    let mut batch = Batch::new();
+    batch.put(Tree::Audit, b"rec-7".to_vec(), b"seven".to_vec());
+    batch.require(Tree::Audit, b"tail".to_vec(), Some(b"6".to_vec()));
+    batch.put(Tree::Audit, b"tail".to_vec(), b"7".to_vec());
+    batch.delete(Tree::Meta, b"scratch".to_vec());
+    let row = |key: &[u8]| ("audit".to_owned(), key.to_vec());
+    let held = |pairs: &[(&[u8], &[u8])]| -> HashMap<(String, Vec<u8>), Vec<u8>> {
+        pairs.iter().map(|(k, v)| (row(k), v.to_vec())).collect()
+    };
+    assert_eq!(Tree::Audit.name(), "audit");
+    // Committed: every write there, the deleted key absent.
+    assert_eq!(
+        landed(&batch, &held(&[(b"rec-7", b"seven"), (b"tail", b"7")])),
+        Landed::Yes
+    );
+    // Not committed: the tail still expects what the batch moves it from.
+    assert_eq!(landed(&batch, &held(&[(b"tail", b"6")])), Landed::No);
+    // Another writer moved the tail on: it cannot be told.
+    assert_eq!(
+        landed(&batch, &held(&[(b"tail", b"8"), (b"rec-8", b"eight")])),
+        Landed::Unknown
+    );
+    // The deleted key still there: not all writes landed.
+    let mut with_scratch = held(&[(b"rec-7", b"seven"), (b"tail", b"7")]);
+    with_scratch.insert(("meta".to_owned(), b"scratch".to_vec()), b"x".to_vec());
+    assert_eq!(Tree::Meta.name(), "meta");
+    assert_eq!(landed(&batch, &with_scratch), Landed::Unknown);
+    // A batch with no guard on what it writes cannot be proved absent.
+    let mut plain = Batch::new();
+    plain.put(Tree::Audit, b"k".to_vec(), b"v".to_vec());
+    assert_eq!(landed(&plain, &HashMap::new()), Landed::Unknown);
+}

@@ -148,11 +148,93 @@ pub enum ProxyMode {
     Refuse = 1,
     /// Accept and never answer (a network black hole: only timeouts end a call).
     BlackHole = 2,
+    /// Forward, but at the next COMMIT pass it on and cut that connection before the answer
+    /// comes back (the transaction committed; the client cannot know), then forward again.
+    CutAfterCommit = 3,
+    /// Forward, but cut the connection at the next COMMIT without passing it on (the server
+    /// rolls the transaction back; the client cannot know either), then forward again.
+    CutBeforeCommit = 4,
+}
+
+/// A simple-query message `COMMIT` as tokio-postgres sends it: type `Q`, length 11, the text
+/// and its NUL.
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+/// Forwards one connection, cutting it at a COMMIT when the proxy is armed to (one shot).
+async fn forward(mut client: TcpStream, upstream: SocketAddr, state: Arc<ProxyState>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut server_read, mut server_write) = server.into_split();
+    let (mut client_read, mut client_write) = client.split();
+    // Set before a COMMIT is passed on to be cut after: its answer must not get through.
+    let muted = std::sync::atomic::AtomicBool::new(false);
+    let back = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if muted.load(Ordering::SeqCst) || client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let on = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let commit = chunk
+                .windows(COMMIT_MESSAGE.len())
+                .any(|w| w == COMMIT_MESSAGE);
+            let armed = state.mode.load(Ordering::SeqCst);
+            let cut = commit
+                && (armed == ProxyMode::CutAfterCommit as u8
+                    || armed == ProxyMode::CutBeforeCommit as u8)
+                && state
+                    .mode
+                    .compare_exchange(
+                        armed,
+                        ProxyMode::Open as u8,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok();
+            if cut {
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                if armed == ProxyMode::CutAfterCommit as u8 {
+                    muted.store(true, Ordering::SeqCst);
+                    let _ = server_write.write_all(chunk).await;
+                    let _ = server_write.flush().await;
+                    // The answer (read and dropped by the other direction, which then ends
+                    // the connection) shows the server has committed; this bounds the wait.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                return;
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Whichever direction ends first ends the connection (both sockets close on return).
+    tokio::select! {
+        () = back => {}
+        () = on => {}
+    }
 }
 
 struct ProxyState {
     mode: AtomicU8,
     live: Mutex<Vec<AbortHandle>>,
+    /// Connections cut at a COMMIT so far.
+    cuts: std::sync::atomic::AtomicUsize,
 }
 
 /// A TCP proxy to PostgreSQL on its own thread and runtime, stopped when dropped.
@@ -169,6 +251,7 @@ impl Proxy {
         let state = Arc::new(ProxyState {
             mode: AtomicU8::new(ProxyMode::Open as u8),
             live: Mutex::new(Vec::new()),
+            cuts: std::sync::atomic::AtomicUsize::new(0),
         });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -183,18 +266,13 @@ impl Proxy {
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let mut held = Vec::new();
                 loop {
-                    let (mut client, _) = tokio::select! {
+                    let (client, _) = tokio::select! {
                         r = listener.accept() => r.unwrap(),
                         _ = &mut stopped => return,
                     };
                     match shared.mode.load(Ordering::SeqCst) {
-                        0 => {
-                            let task = tokio::spawn(async move {
-                                if let Ok(mut server) = TcpStream::connect(upstream).await {
-                                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server)
-                                        .await;
-                                }
-                            });
+                        0 | 3 | 4 => {
+                            let task = tokio::spawn(forward(client, upstream, Arc::clone(&shared)));
                             shared.live.lock().unwrap().push(task.abort_handle());
                         }
                         1 => drop(client),
@@ -211,10 +289,18 @@ impl Proxy {
         }
     }
 
-    /// Switches mode; leaving [`ProxyMode::Open`] also cuts every live connection.
+    /// Connections cut at a COMMIT so far ([`ProxyMode::CutAfterCommit`],
+    /// [`ProxyMode::CutBeforeCommit`]).
+    #[must_use]
+    pub fn commit_cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+
+    /// Switches mode; [`ProxyMode::Refuse`] and [`ProxyMode::BlackHole`] also cut every live
+    /// connection (the COMMIT-cutting modes wait for a COMMIT).
     pub fn set(&self, mode: ProxyMode) {
         self.state.mode.store(mode as u8, Ordering::SeqCst);
-        if mode != ProxyMode::Open {
+        if matches!(mode, ProxyMode::Refuse | ProxyMode::BlackHole) {
             for task in self.state.live.lock().unwrap().drain(..) {
                 task.abort();
             }

@@ -311,3 +311,55 @@ async fn the_database_restarts_under_load() {
     assert_none_lost(&b.admin, &acked).await;
     c.stop().await;
 }
+
+/// A connection lost while COMMIT is under way leaves the store not knowing whether its batch
+/// committed. It reads the rows on a fresh connection and decides: every write there, done (the
+/// proxy passed the COMMIT on and cut the answer); the guarded key unchanged, not committed,
+/// so it runs the batch again (the proxy cut before passing it on). Either way the caller gets
+/// success, and the batch is in the store once. Before, both were UNAVAILABLE, and an audit
+/// append cut so stopped the node's calls until the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_commit_answer_is_lost_is_judged_from_the_rows() {
+    use kms_core::store::{Batch, Store, Tree};
+    let schema = Schema::new();
+    let proxy = Proxy::start(pg::upstream());
+    let store = schema
+        .open(schema.options("commit-cut", Some(proxy.addr)))
+        .await;
+    for (round, mode) in [ProxyMode::CutAfterCommit, ProxyMode::CutBeforeCommit]
+        .into_iter()
+        .enumerate()
+    {
+        let store = Arc::clone(&store);
+        let cuts = proxy.commit_cuts();
+        proxy.set(mode);
+        let seq = format!("{round}");
+        let (result, tail, record) = tokio::task::spawn_blocking(move || {
+            let old = store.get(Tree::Meta, b"cut-tail").unwrap();
+            let mut batch = Batch::new();
+            batch.require(Tree::Meta, b"cut-tail".to_vec(), old);
+            batch.put(Tree::Meta, b"cut-tail".to_vec(), seq.clone().into_bytes());
+            batch.put(
+                Tree::Meta,
+                format!("cut-rec-{seq}").into_bytes(),
+                b"x".to_vec(),
+            );
+            let result = store.apply(&batch);
+            let tail = store.get(Tree::Meta, b"cut-tail").unwrap();
+            let record = store
+                .get(Tree::Meta, format!("cut-rec-{seq}").as_bytes())
+                .unwrap();
+            (result, tail, record)
+        })
+        .await
+        .unwrap();
+        assert_eq!(proxy.commit_cuts(), cuts + 1, "{mode:?}: no COMMIT was cut");
+        assert!(result.is_ok(), "{mode:?}: {result:?}");
+        assert_eq!(
+            tail.as_deref(),
+            Some(format!("{round}").as_bytes()),
+            "{mode:?}"
+        );
+        assert_eq!(record.as_deref(), Some(&b"x"[..]), "{mode:?}");
+    }
+}
