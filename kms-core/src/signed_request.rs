@@ -91,14 +91,25 @@ impl core::fmt::Display for RequestScheme {
 }
 
 /// The body as the gateway gives it: the bytes, or their digest under the scheme's hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `Debug` shows which and its length: a body may be a payment.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum RequestBody<'a> {
     Bytes(&'a [u8]),
     Digest(&'a [u8]),
 }
 
-/// The parts of a partner's request that its signature covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl core::fmt::Debug for RequestBody<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
+            Self::Digest(d) => write!(f, "Digest(<{} bytes>)", d.len()),
+        }
+    }
+}
+
+/// The parts of a partner's request that its signature covers. `Debug` shows the method, the
+/// timestamp and lengths (a path's query may hold an account number).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RequestParts<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -106,6 +117,18 @@ pub struct RequestParts<'a> {
     pub timestamp: u64,
     pub nonce: &'a [u8],
     pub body: RequestBody<'a>,
+}
+
+impl core::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field("path_len", &self.path.len())
+            .field("timestamp", &self.timestamp)
+            .field("nonce_len", &self.nonce.len())
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 /// Why a request is malformed: a field and what is wrong with it. Says nothing about keys.
@@ -341,6 +364,20 @@ mod tests {
         assert_eq!(field(ok, b""), "signature");
         assert_eq!(field(ok, &huge), "signature");
         assert!(check_shape(RequestScheme::Sm2, &ok, b"s").is_ok());
+    }
+
+    #[test]
+    fn debug_shows_lengths_not_the_body_or_path() {
+        let p = RequestParts {
+            path: "/pay?acct=6222020000001237",
+            ..parts(RequestBody::Bytes(b"{\"card\":\"6222020000001237\"}"))
+        };
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("6222"), "{shown}");
+        assert!(
+            shown.contains("path_len: 26") && shown.contains("Bytes(<27 bytes>)"),
+            "{shown}"
+        );
     }
 
     #[test]
