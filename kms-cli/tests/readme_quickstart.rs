@@ -301,6 +301,83 @@ fn readme_request_block_runs_against_a_real_dev_server() {
         "{}",
         describe(&out)
     );
+    // `--json` prints the verdict whole (what the README says), still exiting 1.
+    let again = server.kms(
+        "app",
+        &[
+            "--json",
+            "request",
+            "verify",
+            "--key",
+            "partner-sig",
+            "--signed",
+            "signed.json",
+            "--in",
+            "body.json",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    let verdict: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(verdict["verdict"], "replayed", "{verdict}");
+    assert_eq!(verdict["key_id"], key["key_id"], "{verdict}");
+    assert_eq!(verdict["key_version"], 1, "{verdict}");
+    // Signing with a KMS key (--key): an HMAC-SM3 key shared with the partner, through
+    // GenerateMac; the verdict as JSON.
+    let created = server.kms(
+        "admin",
+        &[
+            "key",
+            "create",
+            "--purpose",
+            "mac",
+            "--algorithm",
+            "hmac-sm3",
+            "--alias",
+            "gw-mac",
+        ],
+    );
+    assert!(created.status.success(), "{}", describe(&created));
+    let signed = server.kms(
+        "app",
+        &[
+            "request",
+            "sign",
+            "--key",
+            "gw-mac",
+            "--scheme",
+            "hmac-sm3",
+            "--method",
+            "PUT",
+            "--path",
+            "/v1/limits",
+            "--in",
+            "body.json",
+            "--out",
+            "mac-signed.json",
+        ],
+    );
+    assert!(signed.status.success(), "{}", describe(&signed));
+    let ok = server.kms(
+        "app",
+        &[
+            "--json",
+            "request",
+            "verify",
+            "--key",
+            "gw-mac",
+            "--signed",
+            "mac-signed.json",
+            "--in",
+            "body.json",
+        ],
+    );
+    assert!(ok.status.success(), "{}", describe(&ok));
+    let verdict: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        (verdict["verdict"].as_str(), verdict["reason"].as_str()),
+        (Some("ok"), Some("")),
+        "{verdict}"
+    );
     server.stop();
 }
 

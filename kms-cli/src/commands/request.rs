@@ -24,8 +24,9 @@ use crate::error::{CliError, ExitKind};
 use crate::files;
 use crate::output::print_json;
 
-/// The signed request as `sign` prints it and `verify --signed` reads it.
-#[derive(Debug, Serialize, Deserialize)]
+/// The signed request as `sign` prints it and `verify --signed` reads it. No `Debug`: its
+/// path may hold an account number.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignedJson {
     scheme: String,

@@ -52,6 +52,44 @@ impl TestKms {
         }
     }
 
+    /// A KMS on `store` initialised with 3 shares (2 unseal) and unsealed: the KMS, its first
+    /// administrator (`admin`) and the shares.
+    ///
+    /// # Errors
+    /// What `init` or `unseal` return.
+    pub fn unsealed(
+        store: Arc<dyn Store>,
+        config: KmsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, Principal, Vec<Share>), Error> {
+        let kms = Self::with_clock(store, config, clock);
+        let out = kms.init(3, 2, "admin")?;
+        for s in out.shares.iter().take(2) {
+            kms.unseal_with(s)?;
+        }
+        let admin = kms.principal("admin")?.ok_or(Error::NotFound {
+            what: "principal",
+            name: "admin".to_owned(),
+        })?;
+        Ok((kms, admin, out.shares))
+    }
+
+    /// Registers an app principal `subject` of namespace `namespace`, as `admin`.
+    ///
+    /// # Errors
+    /// What `add_principal` returns, or a malformed namespace.
+    pub fn add_app(
+        &self,
+        admin: &Principal,
+        subject: &str,
+        namespace: &str,
+    ) -> Result<Principal, Error> {
+        let role = Role::App {
+            namespace: Namespace::new(namespace)?,
+        };
+        self.add_principal(admin, subject, role)
+    }
+
     #[must_use]
     pub fn system(&self) -> &System {
         &self.system

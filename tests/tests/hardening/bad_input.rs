@@ -2829,18 +2829,7 @@ async fn an_operation_whose_client_vanished_is_still_audited() {
         w.stop().await;
         return;
     };
-    let mut trail = String::new();
-    let mut stream = w
-        .auditor
-        .audit
-        .clone()
-        .export_audit(v1::ExportAuditRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        trail.push_str(&chunk.lines);
-    }
+    let trail = crate::common::audit_export(&w).await;
     let record = trail
         .lines()
         .find(|l| l.contains("CreateKey") && l.contains(&key.key_id));

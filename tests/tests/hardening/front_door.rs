@@ -25,19 +25,9 @@ fn rss_bytes() -> u64 {
 
 /// The live audit trail's records, exported by the auditor.
 async fn audit_records(w: &World) -> Vec<kms_core::audit::Record> {
-    let mut stream = w
-        .auditor
-        .audit
-        .clone()
-        .export_audit(v1::ExportAuditRequest {})
+    crate::common::audit_export(w)
         .await
-        .unwrap()
-        .into_inner();
-    let mut text = String::new();
-    while let Some(chunk) = stream.message().await.unwrap() {
-        text.push_str(&chunk.lines);
-    }
-    text.lines()
+        .lines()
         .filter_map(|l| match serde_json::from_str(l) {
             Ok(kms_core::audit::Line::Record(r)) => Some(r),
             _ => None,

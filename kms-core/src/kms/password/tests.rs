@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::TestKms;
 use crate::alg::{KeySpec, PasswordHashAlg};
-use crate::authz::{Principal, Role};
+use crate::authz::Principal;
 use crate::clock::{Clock, ManualClock};
 use crate::crypto::password_hash::{Weakness, encode_sealed};
 use crate::hierarchy::share::Share;
@@ -49,35 +49,15 @@ fn open(store: Arc<dyn Store>, config: KmsConfig, shares: &[Share]) -> (TestKms,
 fn fixture(mode: PolicyMode) -> F {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(NOW));
-    let kms = TestKms::with_clock(Arc::clone(&store), config(mode), clock.clone());
-    let out = kms.init(3, 2, "admin").unwrap();
-    for s in out.shares.iter().take(2) {
-        kms.unseal_with(s).unwrap();
-    }
-    let admin = kms.principal("admin").unwrap().unwrap();
-    let app = kms
-        .add_principal(
-            &admin,
-            "app-a",
-            Role::App {
-                namespace: Namespace::new("a").unwrap(),
-            },
-        )
-        .unwrap();
-    let other = kms
-        .add_principal(
-            &admin,
-            "app-b",
-            Role::App {
-                namespace: Namespace::new("b").unwrap(),
-            },
-        )
-        .unwrap();
+    let (kms, admin, shares) =
+        TestKms::unsealed(Arc::clone(&store), config(mode), clock.clone()).unwrap();
+    let app = kms.add_app(&admin, "app-a", "a").unwrap();
+    let other = kms.add_app(&admin, "app-b", "b").unwrap();
     F {
         kms,
         clock,
         store,
-        shares: out.shares,
+        shares,
         admin,
         app,
         other,

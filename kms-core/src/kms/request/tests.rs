@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::alg::KeySpec;
-use crate::authz::{Principal, Role};
+use crate::authz::Principal;
 use crate::clock::ManualClock;
 use crate::keys::{Alias, Namespace};
 use crate::policy::{Policy, PolicyMode};
@@ -31,23 +31,9 @@ fn fixture_with(mode: PolicyMode) -> F {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::new(NOW));
     let config = KmsConfig::new(Policy::from_config(mode));
-    let kms = TestKms::with_clock(store, config, clock.clone());
-    let out = kms.init(3, 2, "admin").unwrap();
-    for s in out.shares.iter().take(2) {
-        kms.unseal_with(s).unwrap();
-    }
-    let admin = kms.principal("admin").unwrap().unwrap();
-    let app = |name: &str, ns: &str| {
-        kms.add_principal(
-            &admin,
-            name,
-            Role::App {
-                namespace: Namespace::new(ns).unwrap(),
-            },
-        )
-        .unwrap()
-    };
-    let (app, other) = (app("gw-a", "a"), app("gw-b", "b"));
+    let (kms, admin, _) = TestKms::unsealed(store, config, clock.clone()).unwrap();
+    let app = kms.add_app(&admin, "gw-a", "a").unwrap();
+    let other = kms.add_app(&admin, "gw-b", "b").unwrap();
     F {
         kms,
         clock,
